@@ -1,0 +1,52 @@
+"""The FastAPI app: thin handlers that verify, normalise and hand over to Temporal."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from temporalio.client import Client
+
+from api import errors
+from signbridge.settings import Settings, get_settings
+from signbridge.temporal import connect
+from store.blobs import FileBlobStore
+from store.db import create_all, get_engine
+
+
+def create_app(settings: Settings | None = None, client: Client | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    settings.check_production()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        app.state.settings = settings
+        app.state.engine = get_engine(settings.sqlalchemy_url)
+        create_all(app.state.engine)
+        app.state.blobs = FileBlobStore(settings.data_dir / "blobs")
+        app.state.temporal = client or await connect(settings)
+        yield
+
+    app = FastAPI(title="SignBridge", version="0.1.0", lifespan=lifespan)
+    errors.install(app)
+    for router in _routers():
+        app.include_router(router)
+    return app
+
+
+def _routers() -> list:  # type: ignore[type-arg]
+    """Routers are imported here so a missing optional one never breaks the others' import."""
+    import importlib
+
+    found = []
+    for name in ("api.health", "api.im_webhook", "api.sign_pages", "api.provider_webhooks", "api.requests"):
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+            continue
+        found.append(module.router)
+    return found

@@ -1,0 +1,234 @@
+"""The small pydantic models that cross the Temporal boundary.
+
+They carry ids, names and hashes — never file bytes (files live in the blob store and travel
+as `blob_key` + SHA-256). All are serialised with `pydantic_data_converter`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class SignStatus(StrEnum):
+    PREPARING = "PREPARING"
+    IN_PROGRESS = "IN_PROGRESS"
+    FINISHING = "FINISHING"
+    STUCK = "STUCK"
+    COMPLETED = "COMPLETED"
+    DECLINED = "DECLINED"
+    EXPIRED = "EXPIRED"
+    CANCELLED = "CANCELLED"
+    REJECTED = "REJECTED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset(
+    {SignStatus.COMPLETED, SignStatus.DECLINED, SignStatus.EXPIRED, SignStatus.CANCELLED, SignStatus.REJECTED}
+)
+
+
+class Person(BaseModel):
+    """A chat user or an external party. `id` is the chat user id (or a stable external id)."""
+
+    id: str
+    name: str
+    email: str | None = None
+    mobile: str | None = None
+    external: bool = False
+
+
+class ChatRef(BaseModel):
+    """Where the request came from and where its card and files go."""
+
+    platform: str = "webhook"
+    tenant: str = "default"
+    chat_id: str
+    chat_kind: Literal["group", "direct"] = "group"
+    source_event_id: str
+
+
+class DocumentSource(BaseModel):
+    """How to get the document: an URL to fetch, or a blob already uploaded through the API."""
+
+    name: str
+    url: str | None = None
+    blob_key: str | None = None
+    sha256: str | None = None  # what the sender claims; checked against what we fetch
+
+
+class Timing(BaseModel):
+    deadline: timedelta = timedelta(days=7)
+    reminder_first_after: timedelta = timedelta(hours=24)
+    reminder_every: timedelta = timedelta(hours=24)
+    reminder_max: int = 3
+    poll_after: timedelta = timedelta(hours=1)
+    step_retry_window: timedelta = timedelta(minutes=30)
+
+
+class SigningRequest(BaseModel):
+    """The one input of `SigningWorkflow`. `groups` sign in order; people inside a group in parallel."""
+
+    request_id: str
+    title: str
+    initiator: Person
+    chat: ChatRef
+    documents: list[DocumentSource] = Field(default_factory=list)
+    groups: list[list[Person]] = Field(default_factory=list)
+    provider: str = "local"
+    timing: Timing = Field(default_factory=Timing)
+    # A problem the inbound adapter already found (e.g. "@王五 is not a known user"); the flow
+    # posts it and ends REJECTED, so every rejection is visible in the chat and in Temporal.
+    problem: str | None = None
+
+
+class DocumentInfo(BaseModel):
+    name: str
+    sha256: str
+    blob_key: str
+    size: int
+    pages: int
+
+
+class SignerState(BaseModel):
+    person: Person
+    group: int
+    status: Literal["waiting", "notified", "signed", "declined"] = "waiting"
+    notified_at: datetime | None = None
+    signed_at: datetime | None = None
+    reminders_sent: int = 0
+
+
+class StatusView(BaseModel):
+    """What the status query, the card and the REST API show."""
+
+    request_id: str
+    title: str
+    status: SignStatus
+    provider: str
+    initiator: Person
+    chat: ChatRef
+    document: DocumentInfo | None = None
+    signers: list[SignerState] = Field(default_factory=list)
+    current_group: int = 0
+    deadline: datetime | None = None
+    provider_flow_id: str | None = None
+    signed_document: DocumentInfo | None = None
+    reason: str | None = None  # why DECLINED / REJECTED / CANCELLED / EXPIRED / STUCK
+    stuck_step: str | None = None
+    events_seen: int = 0
+
+
+# ---- provider side ------------------------------------------------------------------------
+
+
+class ProviderEvent(BaseModel):
+    """One provider callback, normalised. `event_id` deduplicates redeliveries."""
+
+    event_id: str
+    provider: str
+    flow_id: str
+    kind: Literal["signed", "declined", "expired", "cancelled", "completed"]
+    signer_id: str | None = None
+    reason: str | None = None
+    occurred_at: datetime
+    raw: dict[str, Any] = Field(default_factory=dict)
+
+
+class CreateFlowInput(BaseModel):
+    request_id: str
+    provider: str
+    title: str
+    document: DocumentInfo
+    groups: list[list[Person]]
+    expires_at: datetime
+
+
+class OpenGroupInput(BaseModel):
+    request_id: str
+    provider: str
+    flow_id: str
+    group: int
+    signers: list[Person]
+    expires_at: datetime
+
+
+class SignerLink(BaseModel):
+    signer_id: str
+    url: str | None  # None when the provider notifies the signer itself
+
+
+class ProviderFlowRef(BaseModel):
+    request_id: str
+    provider: str
+    flow_id: str
+    reason: str | None = None
+    signer_ids: list[str] = Field(default_factory=list)
+
+
+class FinishInput(BaseModel):
+    request_id: str
+    provider: str
+    flow_id: str
+    original: DocumentInfo
+    expected_signatures: int
+
+
+# ---- chat side ----------------------------------------------------------------------------
+
+
+class Actor(BaseModel):
+    """Who asks for an update; `is_operator` is decided by the API from its keys and settings."""
+
+    id: str
+    name: str = ""
+    is_operator: bool = False
+
+
+class ActionInput(BaseModel):
+    actor: Actor
+    signer_ids: list[str] = Field(default_factory=list)  # for remind: empty = everyone pending
+    reason: str | None = None
+
+
+class CardInput(BaseModel):
+    view: StatusView
+
+
+class LinkMessageInput(BaseModel):
+    request_id: str
+    chat: ChatRef
+    to: Person
+    title: str
+    sign_url: str | None
+    reminder: int = 0  # 0 = first message, n = n-th reminder
+
+
+class TextMessageInput(BaseModel):
+    request_id: str
+    chat: ChatRef
+    key: str  # idempotency key (unique per request)
+    text: str
+    to: Person | None = None  # None: to the chat
+
+
+class FileMessageInput(BaseModel):
+    request_id: str
+    chat: ChatRef
+    document: DocumentInfo
+
+
+class AuditInput(BaseModel):
+    request_id: str
+    action: str
+    actor: str = "system"
+    detail: dict[str, Any] = Field(default_factory=dict)
+    document_sha256: str | None = None
+    # Idempotency: the same (request_id, key) is recorded once even if the activity retries.
+    key: str

@@ -1,0 +1,131 @@
+"""SQLModel tables. Workflows never touch these; activities and API handlers do."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import Column, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    """Naive UTC: what SQLite and PostgreSQL `timestamp` columns both hand back unchanged."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Identity(SQLModel, table=True):
+    """A chat user (or external party) ↔ the contact data signing needs."""
+
+    __tablename__ = "identities"
+    __table_args__ = (UniqueConstraint("platform", "tenant", "user_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    platform: str = Field(index=True)
+    tenant: str = "default"
+    user_id: str
+    name: str
+    email: str | None = None
+    mobile: str | None = None
+    external: bool = False
+    active: bool = True
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Document(SQLModel, table=True):
+    __tablename__ = "documents"
+    sha256: str = Field(primary_key=True, max_length=64)
+    name: str
+    size: int
+    content_type: str = "application/pdf"
+    blob_key: str
+    source: str = ""  # url / upload / provider:<name>
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class SigningRequestRecord(SQLModel, table=True):
+    """Links a workflow to its provider flow and its chat message — routes provider webhooks."""
+
+    __tablename__ = "signing_requests"
+    request_id: str = Field(primary_key=True)  # == Temporal workflow id
+    title: str
+    provider: str
+    provider_flow_id: str | None = Field(default=None, index=True)
+    chat_platform: str
+    tenant: str = "default"
+    chat_id: str
+    source_event_id: str
+    card_key: str
+    initiator_id: str
+    document_sha256: str | None = None
+    signed_sha256: str | None = None
+    status: str = "PREPARING"
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class AuditEvent(SQLModel, table=True):
+    """Append-only; `hash` = SHA-256 over the previous row's hash and this row's content."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (UniqueConstraint("request_id", "seq"), UniqueConstraint("request_id", "key"))
+    id: int | None = Field(default=None, primary_key=True)
+    request_id: str = Field(index=True)
+    seq: int
+    key: str
+    action: str
+    actor: str
+    detail: str = Field(sa_column=Column(Text, nullable=False))  # canonical JSON
+    ip: str | None = None
+    user_agent: str | None = None
+    document_sha256: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    prev_hash: str
+    hash: str
+
+
+class LocalFlow(SQLModel, table=True):
+    """The built-in provider's own state for one flow."""
+
+    __tablename__ = "local_flows"
+    flow_id: str = Field(primary_key=True)
+    request_id: str = Field(unique=True)
+    title: str
+    original_sha256: str
+    current_blob_key: str
+    current_sha256: str
+    version: int = 0  # optimistic lock: each signature appends to the version it read
+    status: str = "open"  # open | completed | revoked
+    expires_at: datetime
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class LocalSigner(SQLModel, table=True):
+    __tablename__ = "local_signers"
+    __table_args__ = (UniqueConstraint("flow_id", "signer_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    flow_id: str = Field(index=True)
+    signer_id: str
+    name: str
+    email: str | None = None
+    mobile: str | None = None
+    external: bool = False
+    group: int
+    position: int  # order of this signer in the whole flow: places the visible stamp
+    token_hash: str | None = Field(default=None, unique=True)
+    token_expires_at: datetime | None = None
+    status: str = "waiting"  # waiting | open | signed | declined | dead
+    acted_at: datetime | None = None
+    decline_reason: str | None = None
+    ip: str | None = None
+    user_agent: str | None = None
+
+
+class LocalEvent(SQLModel, table=True):
+    """Events the built-in provider emitted, kept so polling can replay what a webhook carried."""
+
+    __tablename__ = "local_events"
+    event_id: str = Field(primary_key=True)
+    flow_id: str = Field(index=True)
+    kind: str
+    signer_id: str | None = None
+    reason: str | None = None
+    occurred_at: datetime = Field(default_factory=utcnow)
