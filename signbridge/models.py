@@ -197,8 +197,21 @@ class ActionInput(BaseModel):
     reason: str | None = None
 
 
-class CardInput(BaseModel):
+class AuditInput(BaseModel):
+    request_id: str
+    action: str
+    actor: str = "system"
+    detail: dict[str, Any] = Field(default_factory=dict)
+    document_sha256: str | None = None
+    # Idempotency: the same (request_id, key) is recorded once even if the activity retries.
+    key: str
+
+
+class PublishInput(BaseModel):
+    """Publish the flow's state: DB status, the audit events gathered since last time, the card."""
+
     view: StatusView
+    audits: list[AuditInput] = Field(default_factory=list)
 
 
 class LinkMessageInput(BaseModel):
@@ -207,7 +220,8 @@ class LinkMessageInput(BaseModel):
     to: Person
     title: str
     sign_url: str | None
-    reminder: int = 0  # 0 = first message, n = n-th reminder
+    key: str  # idempotency key, unique per message of this request
+    reminder: bool = False
 
 
 class TextMessageInput(BaseModel):
@@ -222,13 +236,3 @@ class FileMessageInput(BaseModel):
     request_id: str
     chat: ChatRef
     document: DocumentInfo
-
-
-class AuditInput(BaseModel):
-    request_id: str
-    action: str
-    actor: str = "system"
-    detail: dict[str, Any] = Field(default_factory=dict)
-    document_sha256: str | None = None
-    # Idempotency: the same (request_id, key) is recorded once even if the activity retries.
-    key: str

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -73,6 +74,14 @@ class Settings(BaseSettings):
     @property
     def sqlalchemy_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'signbridge.db').resolve()}"
+
+    card_language: str = ""  # "zh" or "en" for every platform; empty: per platform
+
+    def language_for(self, platform: str) -> Literal["zh", "en"]:
+        """Chinese on the Chinese platforms and the webhook IM, English on Slack, unless configured."""
+        if self.card_language in ("zh", "en"):
+            return self.card_language  # type: ignore[return-value]
+        return "en" if platform == "slack" else "zh"
 
     def check_production(self) -> None:
         """Refuse to run outside development with secrets anyone can read in this repository."""

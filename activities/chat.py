@@ -1,0 +1,61 @@
+"""Chat calls and publishing the flow's state (DB status, audit events, the card)."""
+
+from __future__ import annotations
+
+from sqlmodel import Session
+from temporalio import activity
+
+from activities.deps import Deps
+from activities.errors import connector_errors
+from signbridge import links
+from signbridge.cards import build_card
+from signbridge.models import FileMessageInput, LinkMessageInput, PublishInput, TextMessageInput
+from store import audit
+from store.tables import SigningRequestRecord, utcnow
+
+
+class ChatActivities:
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+
+    @activity.defn(name="publish")
+    async def publish(self, arg: PublishInput) -> None:
+        view = arg.view
+        with Session(self.deps.engine) as session:
+            for a in arg.audits:
+                audit.append(session, request_id=a.request_id, key=a.key, action=a.action, actor=a.actor,
+                             detail=a.detail, document_sha256=a.document_sha256)
+            row = session.get(SigningRequestRecord, view.request_id)
+            if row is not None and row.status != view.status.value:
+                row.status = view.status.value
+                row.updated_at = utcnow()
+                session.add(row)
+                session.commit()
+        card = build_card(view, lang=self.deps.settings.language_for(view.chat.platform))
+        with connector_errors():
+            await self.deps.chat(view.chat.platform).upsert_card(view.chat, view.request_id, card)
+
+    @activity.defn(name="send_link")
+    async def send_link(self, arg: LinkMessageInput) -> None:
+        if arg.sign_url:
+            text = (f"{'提醒：' if arg.reminder else ''}请签署「{arg.title}」：{arg.sign_url}"
+                    f"（{'Reminder: ' if arg.reminder else ''}please sign “{arg.title}”）")
+        else:
+            text = (f"{'提醒：' if arg.reminder else ''}请签署「{arg.title}」，签署邀请已由签署服务发送"
+                    f"（please sign “{arg.title}”; the provider has sent you the invitation）")
+        with connector_errors():
+            await self.deps.chat(arg.chat.platform).send_link(arg.chat, arg.to, text, arg.sign_url,
+                                                              key=f"{arg.request_id}:{arg.key}")
+
+    @activity.defn(name="send_text")
+    async def send_text(self, arg: TextMessageInput) -> None:
+        with connector_errors():
+            await self.deps.chat(arg.chat.platform).send_text(arg.chat, arg.to, arg.text,
+                                                              key=f"{arg.request_id}:{arg.key}")
+
+    @activity.defn(name="send_file")
+    async def send_file(self, arg: FileMessageInput) -> None:
+        url = links.file_url(self.deps.settings, arg.document.blob_key, arg.document.name)
+        with connector_errors():
+            await self.deps.chat(arg.chat.platform).send_file(arg.chat, arg.document.name, url, arg.document,
+                                                              key=f"{arg.request_id}:signed-file")

@@ -1,0 +1,35 @@
+"""What every activity needs, built once per worker and injected (class-based activities)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+from sqlalchemy.engine import Engine
+
+from connectors.chat.base import ChatConnector
+from connectors.esign.base import ESignProvider
+from signbridge.settings import Settings
+from store.blobs import BlobStore
+
+
+@dataclass
+class Deps:
+    settings: Settings
+    engine: Engine
+    blobs: BlobStore
+    http: httpx.AsyncClient
+    chats: dict[str, ChatConnector]
+    providers: dict[str, ESignProvider]
+
+    def chat(self, platform: str) -> ChatConnector:
+        try:
+            return self.chats[platform]
+        except KeyError:
+            raise LookupError(f"chat platform {platform!r} is not configured") from None
+
+    def provider(self, name: str) -> ESignProvider:
+        try:
+            return self.providers[name]
+        except KeyError:
+            raise LookupError(f"e-signature provider {name!r} is not configured") from None

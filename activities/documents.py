@@ -1,0 +1,197 @@
+"""Prepare (fetch, check, store, record) and finish (download, verify, store) the document.
+
+Both are idempotent: blobs are content-addressed and every row is an upsert keyed by the
+request id or the SHA-256, so a retried activity changes nothing the first try already did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+from sqlmodel import Session, select
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.deps import Deps
+from activities.errors import connector_errors, rejected
+from signbridge import webhook_signature
+from signbridge.models import DocumentInfo, DocumentSource, FinishInput, Person, SigningRequest
+from signbridge.pdf.check import DocumentProblem, check_pdf
+from signbridge.signers import signer_problem
+from store import audit
+from store.blobs import BlobNotFound, sha256_hex
+from store.tables import Document, Identity, SigningRequestRecord, utcnow
+
+
+class DocumentActivities:
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+
+    @activity.defn(name="prepare")
+    async def prepare(self, req: SigningRequest) -> DocumentInfo:
+        """Everything that can be wrong with the user's input is found here, as `Rejected`."""
+        self._record_request(req)
+        with Session(self.deps.engine) as session:
+            audit.append(session, request_id=req.request_id, key="received", action="request.received",
+                         actor=req.initiator.id,
+                         detail={"title": req.title, "chat": req.chat.model_dump(), "provider": req.provider,
+                                 "groups": [[p.id for p in g] for g in req.groups]})
+        problem = signer_problem(req.groups) or self._identity_problem(req)
+        if problem:
+            raise rejected(problem)
+        if req.provider not in self.deps.providers:
+            raise rejected(f"未配置签署服务 {req.provider}（The provider {req.provider!r} is not configured）")
+        if not req.documents:
+            raise rejected("没有找到要签署的文件：请在同一条消息中附上 PDF（No file: attach the PDF to sign "
+                           "to the same message）")
+        source = req.documents[0]
+        data = await self._fetch(source)
+        if source.sha256 and sha256_hex(data) != source.sha256.lower():
+            raise rejected(f"文件 {source.name} 与发送时的哈希不一致（{source.name} does not match the SHA-256 "
+                           "the chat sent; it may have changed in transit）")
+        try:
+            pages = await asyncio.to_thread(check_pdf, data, self.deps.settings.max_document_bytes)
+        except DocumentProblem as e:
+            raise rejected(f"{source.name}: {e.message}") from e
+        info = self._store(data, source.name, source=source.url or "upload")
+        info = info.model_copy(update={"pages": pages})
+        with Session(self.deps.engine) as session:
+            row = session.get(SigningRequestRecord, req.request_id)
+            assert row is not None
+            row.document_sha256 = info.sha256
+            session.add(row)
+            session.commit()
+            audit.append(session, request_id=req.request_id, key="document", action="document.accepted",
+                         actor="system", detail={"name": info.name, "size": info.size, "pages": pages},
+                         document_sha256=info.sha256)
+        self._remember_identities(req)
+        return info
+
+    @activity.defn(name="finish")
+    async def finish(self, req: FinishInput) -> DocumentInfo:
+        """Check the provider's file really is the original plus signatures before anyone gets it."""
+        provider = self.deps.provider(req.provider)
+        with connector_errors():
+            signed = await provider.download_signed(req.flow_id)
+        original = self.deps.blobs.get(req.original.blob_key)
+        if not signed.startswith(original):
+            raise ApplicationError(
+                "The signed document does not start with the original bytes: refusing to deliver it",
+                type="IntegrityError", non_retryable=True)
+        # The built-in provider's signatures chain to our installation CA; external providers'
+        # certificates are checked by their connectors (issue: provider connectors).
+        reports = await asyncio.to_thread(self._validate, signed) if req.provider == "local" else []
+        bad = [r for r in reports if not (r.intact and r.valid and r.trusted)]
+        if req.provider == "local" and (len(reports) < req.expected_signatures or bad):
+            raise ApplicationError(
+                f"Signature check failed: {len(reports)} signatures, {len(bad)} not intact/valid/trusted",
+                type="IntegrityError", non_retryable=True)
+        name = req.original.name.removesuffix(".pdf") + ".signed.pdf"
+        info = self._store(signed, name, source=f"provider:{req.provider}")
+        with Session(self.deps.engine) as session:
+            row = session.get(SigningRequestRecord, req.request_id)
+            if row:
+                row.signed_sha256 = info.sha256
+                session.add(row)
+                session.commit()
+            audit.append(session, request_id=req.request_id, key="signed-document", action="document.signed",
+                         actor=req.provider,
+                         detail={"before": req.original.sha256, "after": info.sha256,
+                                 "starts_with_original": True,
+                                 "signatures": [{"signer": r.signer_name, "field": r.field_name,
+                                                 "intact": r.intact, "valid": r.valid, "trusted": r.trusted}
+                                                for r in reports]},
+                         document_sha256=info.sha256)
+        return info.model_copy(update={"pages": req.original.pages})
+
+    # ---- helpers ----------------------------------------------------------------------------
+
+    def _validate(self, data: bytes) -> list:  # type: ignore[type-arg]
+        from signbridge.pdf.pades import validate_pdf
+        from signbridge.pdf.pki import InstallationCA
+
+        ca = InstallationCA.load_or_create(self.deps.settings.data_dir / "ca")
+        return validate_pdf(data, [ca.certificate])
+
+    async def _fetch(self, source: DocumentSource) -> bytes:
+        if source.blob_key:
+            try:
+                return self.deps.blobs.get(source.blob_key)
+            except BlobNotFound as e:
+                raise rejected(f"上传的文件已不存在（The uploaded file {source.name} is gone）") from e
+        if not source.url:
+            raise rejected(f"文件 {source.name} 没有下载地址（{source.name} has no URL to fetch it from）")
+        limit = self.deps.settings.max_document_bytes
+        headers = webhook_signature.headers(self.deps.settings.webhook_secret.get_secret_value(), b"")
+        try:
+            async with self.deps.http.stream("GET", source.url, headers=headers,
+                                             timeout=self.deps.settings.fetch_timeout_seconds) as resp:
+                if resp.status_code in (401, 403, 404, 410):
+                    raise rejected(f"无法下载 {source.name}（HTTP {resp.status_code}: the chat refused to hand "
+                                   "out the file; send it again）")
+                resp.raise_for_status()
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in resp.aiter_bytes():
+                    size += len(chunk)
+                    if size > limit:
+                        raise rejected(f"{source.name}: 文件超过 {limit // (1024 * 1024)} MB 的上限（The file is "
+                                       f"larger than the {limit // (1024 * 1024)} MB limit）")
+                    chunks.append(chunk)
+                return b"".join(chunks)
+        except httpx.HTTPError as e:
+            # Network trouble or a 5xx: worth retrying, and STUCK if it lasts.
+            raise ApplicationError(f"Could not download {source.name}: {e}", type="FetchError") from e
+
+    def _store(self, data: bytes, name: str, source: str) -> DocumentInfo:
+        key = self.deps.blobs.put(data)
+        with Session(self.deps.engine) as session:
+            if session.get(Document, key) is None:
+                session.add(Document(sha256=key, name=name, size=len(data), blob_key=key, source=source))
+                session.commit()
+        return DocumentInfo(name=name, sha256=key, blob_key=key, size=len(data), pages=0)
+
+    def _record_request(self, req: SigningRequest) -> None:
+        with Session(self.deps.engine) as session:
+            if session.get(SigningRequestRecord, req.request_id) is None:
+                session.add(SigningRequestRecord(
+                    request_id=req.request_id, title=req.title, provider=req.provider,
+                    chat_platform=req.chat.platform, tenant=req.chat.tenant, chat_id=req.chat.chat_id,
+                    source_event_id=req.chat.source_event_id, card_key=req.request_id,
+                    initiator_id=req.initiator.id))
+                session.commit()
+
+    def _identity_problem(self, req: SigningRequest) -> str | None:
+        """Departed or deactivated staff can't be added as signers."""
+        ids = [p.id for g in req.groups for p in g if not p.external]
+        if not ids:
+            return None
+        with Session(self.deps.engine) as session:
+            rows = session.exec(select(Identity).where(
+                Identity.platform == req.chat.platform, Identity.tenant == req.chat.tenant,
+                Identity.user_id.in_(ids),  # type: ignore[attr-defined]
+                Identity.active == False,  # noqa: E712
+            )).all()
+        if rows:
+            names = "、".join(r.name for r in rows)
+            return f"{names} 已离职或账号已停用，不能签署（{names} left the company or is deactivated）"
+        return None
+
+    def _remember_identities(self, req: SigningRequest) -> None:
+        people: dict[str, Person] = {p.id: p for g in req.groups for p in g}
+        people.setdefault(req.initiator.id, req.initiator)
+        with Session(self.deps.engine) as session:
+            for p in people.values():
+                row = session.exec(select(Identity).where(
+                    Identity.platform == req.chat.platform, Identity.tenant == req.chat.tenant,
+                    Identity.user_id == p.id)).first()
+                if row is None:
+                    row = Identity(platform=req.chat.platform, tenant=req.chat.tenant, user_id=p.id, name=p.name)
+                row.name = p.name
+                row.email = p.email or row.email
+                row.mobile = p.mobile or row.mobile
+                row.external = p.external
+                row.updated_at = utcnow()
+                session.add(row)
+            session.commit()

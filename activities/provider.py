@@ -1,0 +1,53 @@
+"""Provider calls. Each connector is idempotent per request id, so these are too."""
+
+from __future__ import annotations
+
+from sqlmodel import Session
+from temporalio import activity
+
+from activities.deps import Deps
+from activities.errors import connector_errors
+from signbridge.models import CreateFlowInput, OpenGroupInput, ProviderEvent, ProviderFlowRef, SignerLink
+from store import audit
+from store.tables import SigningRequestRecord, utcnow
+
+
+class ProviderActivities:
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+
+    @activity.defn(name="create_flow")
+    async def create_flow(self, req: CreateFlowInput) -> str:
+        with connector_errors():
+            flow_id = await self.deps.provider(req.provider).create_flow(req)
+        # Recording the flow id is what lets a provider webhook find this workflow.
+        with Session(self.deps.engine) as session:
+            row = session.get(SigningRequestRecord, req.request_id)
+            if row is not None and row.provider_flow_id != flow_id:
+                row.provider_flow_id = flow_id
+                row.updated_at = utcnow()
+                session.add(row)
+                session.commit()
+            audit.append(session, request_id=req.request_id, key="flow-created", action="provider.flow_created",
+                         actor=req.provider, detail={"flow_id": flow_id}, document_sha256=req.document.sha256)
+        return flow_id
+
+    @activity.defn(name="open_group")
+    async def open_group(self, req: OpenGroupInput) -> list[SignerLink]:
+        with connector_errors():
+            return await self.deps.provider(req.provider).open_group(req)
+
+    @activity.defn(name="poll")
+    async def poll(self, ref: ProviderFlowRef) -> list[ProviderEvent]:
+        with connector_errors():
+            return await self.deps.provider(ref.provider).poll(ref.flow_id)
+
+    @activity.defn(name="revoke")
+    async def revoke(self, ref: ProviderFlowRef) -> None:
+        with connector_errors():
+            await self.deps.provider(ref.provider).revoke(ref.flow_id, ref.reason or "")
+
+    @activity.defn(name="remind")
+    async def remind(self, ref: ProviderFlowRef) -> None:
+        with connector_errors():
+            await self.deps.provider(ref.provider).remind(ref.flow_id, ref.signer_ids)

@@ -1,0 +1,66 @@
+"""The only place that wires a Temporal `Worker`: workflows, activities and their dependencies."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.chat import ChatActivities
+from activities.deps import Deps
+from activities.documents import DocumentActivities
+from activities.provider import ProviderActivities
+from connectors.chat.registry import build_chats
+from connectors.esign.registry import build_providers
+from signbridge.settings import Settings, get_settings
+from signbridge.temporal import connect
+from store.blobs import FileBlobStore
+from store.db import create_all, get_engine
+from workflows.signing import SigningWorkflow
+
+
+def activities_for(deps: Deps) -> list[Any]:
+    docs, provider, chat = DocumentActivities(deps), ProviderActivities(deps), ChatActivities(deps)
+    return [
+        docs.prepare, docs.finish,
+        provider.create_flow, provider.open_group, provider.poll, provider.revoke, provider.remind,
+        chat.publish, chat.send_link, chat.send_text, chat.send_file,
+    ]
+
+
+@asynccontextmanager
+async def build_worker(client: Client, settings: Settings) -> AsyncIterator[Worker]:
+    """A worker with its dependencies; used by `main()` and by the tests."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = get_engine(settings.sqlalchemy_url)
+    create_all(engine)
+    blobs = FileBlobStore(settings.data_dir / "blobs")
+    async with httpx.AsyncClient(timeout=30) as http:
+        deps = Deps(settings=settings, engine=engine, blobs=blobs, http=http,
+                    chats=build_chats(settings, http), providers=build_providers(settings, engine, blobs))
+        yield Worker(client, task_queue=settings.task_queue, workflows=[SigningWorkflow],
+                     activities=activities_for(deps))
+
+
+async def run(settings: Settings) -> None:
+    client = await connect(settings)
+    async with build_worker(client, settings) as worker:
+        logging.info("worker polling task queue %s on %s", settings.task_queue, settings.temporal_address)
+        await worker.run()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    settings.check_production()
+    asyncio.run(run(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,507 @@
+"""`SigningWorkflow`: one durable execution per signing request.
+
+prepare → create → announce → collect → finish. Pure orchestration: every side effect is an
+activity (see `activities/signing.py`), the workflow keeps only ids, names and hashes.
+
+Why these message types:
+- provider events are **signals**: the provider (or its webhook handler) must never wait on
+  the workflow, and signals are stored even while no worker runs; duplicates are dropped by
+  event id and by signer state.
+- `cancel`, `remind` and `retry` are **updates**: the person in the chat needs a yes/no answer
+  (not allowed, nothing to retry, …) and the validator rejects them before anything is
+  written to history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributePair
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from signbridge.models import (
+        ActionInput,
+        AuditInput,
+        CreateFlowInput,
+        DocumentInfo,
+        FileMessageInput,
+        FinishInput,
+        LinkMessageInput,
+        OpenGroupInput,
+        Person,
+        ProviderEvent,
+        ProviderFlowRef,
+        PublishInput,
+        SignerLink,
+        SignerState,
+        SigningRequest,
+        SignStatus,
+        StatusView,
+        TextMessageInput,
+    )
+    from signbridge.temporal import (
+        SA_DEADLINE,
+        SA_DOCUMENT,
+        SA_PENDING,
+        SA_STATUS,
+    )
+
+T = TypeVar("T")
+
+REJECTED_ERROR = "Rejected"  # ApplicationError type raised by activities for bad user input
+
+
+class _Stop(Exception):
+    """Unwinds the run to its end once the flow reached a terminal state (cancel, decline, …)."""
+
+
+@workflow.defn(name="SigningWorkflow")
+class SigningWorkflow:
+    @workflow.init
+    def __init__(self, req: SigningRequest) -> None:
+        self.req = req
+        self.status = SignStatus.PREPARING
+        self.signers = [SignerState(person=p, group=g) for g, group in enumerate(req.groups) for p in group]
+        self.document: DocumentInfo | None = None
+        self.signed_document: DocumentInfo | None = None
+        self.flow_id: str | None = None
+        self.current_group = 0
+        self.reason: str | None = None
+        self.stuck_step: str | None = None
+        self.deadline: datetime | None = None
+        self.seen_events: set[str] = set()
+        self.inbox: list[ProviderEvent] = []
+        self.cancel_request: ActionInput | None = None
+        self.remind_requests: list[ActionInput] = []
+        self.retry_requested = False
+        self.last_activity_at: datetime | None = None
+        self.pending_audit: list[AuditInput] = []
+        self.links: dict[str, str | None] = {}  # signer id -> signing link, resent by reminders
+        self.manual_reminders = 0
+
+    # ---- run ------------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, req: SigningRequest) -> StatusView:
+        self.deadline = workflow.now() + req.timing.deadline
+        workflow.upsert_search_attributes([SearchAttributePair(SA_DEADLINE, self.deadline)])
+        try:
+            if req.problem:
+                await self._reject(req.problem)
+                return self.view()
+            self._details("Checking the document and the signers")
+            try:
+                self.document = await self._step("prepare", lambda: self._act("prepare", req, DocumentInfo))
+            except ApplicationError as e:
+                await self._reject(e.message)
+                return self.view()
+            self._details("Creating the flow at the provider")
+            self.flow_id = await self._step("create", self._create_flow)
+            self.status = SignStatus.IN_PROGRESS
+            await self._open_group(0)
+            await self._collect()
+            if not self.status.terminal:
+                await self._finish()
+        except _Stop:
+            pass
+        self._details(f"Finished: {self.status.value}" + (f" — {self.reason}" if self.reason else ""))
+        return self.view()
+
+    # ---- steps ----------------------------------------------------------------------------
+
+    async def _create_flow(self) -> str:
+        assert self.document is not None and self.deadline is not None
+        return await self._act(
+            "create_flow",
+            CreateFlowInput(
+                request_id=self.req.request_id,
+                provider=self.req.provider,
+                title=self.req.title,
+                document=self.document,
+                groups=self.req.groups,
+                expires_at=self.deadline,
+            ),
+            str,
+        )
+
+    async def _open_group(self, group: int) -> None:
+        """Announce a group: make its signers able to sign, update the card, DM each their link."""
+        assert self.flow_id is not None and self.deadline is not None
+        self.current_group = group
+        members = [s for s in self.signers if s.group == group]
+        self._details(f"Waiting for group {group + 1} of {len(self.req.groups)}: "
+                      + ", ".join(s.person.name for s in members))
+        flow_id, deadline = self.flow_id, self.deadline
+        links: list[SignerLink] = await self._step(
+            f"open group {group + 1}",
+            lambda: self._act(
+                "open_group",
+                OpenGroupInput(
+                    request_id=self.req.request_id,
+                    provider=self.req.provider,
+                    flow_id=flow_id,
+                    group=group,
+                    signers=[s.person for s in members],
+                    expires_at=deadline,
+                ),
+                list[SignerLink],
+            ),
+        )
+        now = workflow.now()
+        for s in members:
+            if s.status == "waiting":
+                s.status = "notified"
+                s.notified_at = now
+        self.last_activity_at = now
+        await self._publish(f"group.opened:{group}", "group.opened", {"group": group + 1})
+        self.links.update({link.signer_id: link.url for link in links})
+        for s in members:
+            if s.status == "notified":
+                await self._send_link(s, f"link:{s.person.id}")
+
+    async def _collect(self) -> None:
+        timing = self.req.timing
+        while True:
+            await self._apply_events()
+            if self.cancel_request is not None:
+                await self._cancel()
+            group = [s for s in self.signers if s.group == self.current_group]
+            if all(s.status == "signed" for s in group):
+                if self.current_group + 1 >= len(self.req.groups):
+                    return
+                await self._open_group(self.current_group + 1)
+                continue
+            while self.remind_requests:
+                await self._remind(self.remind_requests.pop(0))
+            now = workflow.now()
+            assert self.deadline is not None
+            if now >= self.deadline:
+                await self._expire()
+            for s in self._due_reminders(now):
+                s.reminders_sent += 1
+                await self._send_link(s, f"reminder:{s.person.id}:{s.reminders_sent}", reminder=True)
+            next_poll = (self.last_activity_at or now) + timing.poll_after
+            if now >= next_poll:
+                await self._poll()
+                continue
+            wake = min([self.deadline, next_poll, *self._reminder_times()])
+            try:
+                await workflow.wait_condition(
+                    lambda: bool(self.inbox or self.cancel_request or self.remind_requests),
+                    timeout=max(wake - now, timedelta(seconds=1)),
+                )
+            except asyncio.TimeoutError:
+                pass
+
+    async def _apply_events(self) -> None:
+        changed = False
+        while self.inbox:
+            event = self.inbox.pop(0)
+            signer = next((s for s in self.signers if s.person.id == event.signer_id), None)
+            detail: dict[str, Any] = {"event_id": event.event_id, "kind": event.kind, "signer": event.signer_id}
+            if event.kind == "signed" and signer and signer.status != "signed":
+                signer.status = "signed"
+                signer.signed_at = event.occurred_at
+                changed = True
+                self.pending_audit.append(self._audit(f"event:{event.event_id}", "signer.signed", detail,
+                                                      actor=signer.person.id))
+            elif event.kind == "declined" and signer and signer.status != "declined":
+                signer.status = "declined"
+                self.pending_audit.append(self._audit(f"event:{event.event_id}", "signer.declined",
+                                                      {**detail, "reason": event.reason}, actor=signer.person.id))
+                await self._decline(signer.person, event.reason or "")
+            elif event.kind == "expired":
+                await self._expire()
+            elif event.kind == "cancelled":
+                await self._end(SignStatus.CANCELLED, "The provider cancelled the flow", revoke=False)
+            elif event.kind == "completed":
+                for s in self.signers:
+                    if s.status != "signed":
+                        s.status, s.signed_at, changed = "signed", event.occurred_at, True
+        if changed:
+            self.last_activity_at = workflow.now()
+            await self._publish(None, None, None)
+
+    async def _finish(self) -> None:
+        assert self.flow_id is not None and self.document is not None
+        self.status = SignStatus.FINISHING
+        self._details("All signed: downloading, checking and delivering the signed document")
+        await self._publish(None, None, None)
+        flow_id, original = self.flow_id, self.document
+        self.signed_document = await self._step(
+            "finish",
+            lambda: self._act(
+                "finish",
+                FinishInput(request_id=self.req.request_id, provider=self.req.provider, flow_id=flow_id,
+                            original=original, expected_signatures=len(self.signers)),
+                DocumentInfo,
+            ),
+        )
+        signed = self.signed_document
+        await self._step(
+            "send signed file",
+            lambda: self._act("send_file",
+                              FileMessageInput(request_id=self.req.request_id, chat=self.req.chat, document=signed),
+                              type(None)),
+        )
+        self.status = SignStatus.COMPLETED
+        await self._publish("status:COMPLETED", "request.completed", {"signed_sha256": signed.sha256})
+
+    # ---- endings --------------------------------------------------------------------------
+
+    async def _reject(self, reason: str) -> None:
+        self.status = SignStatus.REJECTED
+        self.reason = reason
+        await self._tell(None, f"无法发起签署：{reason}", "rejected")
+        await self._publish("status:REJECTED", "request.rejected", {"reason": reason})
+
+    async def _decline(self, who: Person, reason: str) -> None:
+        self.reason = f"{who.name}: {reason}" if reason else who.name
+        await self._tell(self.req.initiator, f"{who.name} 拒绝签署「{self.req.title}」。原因：{reason or '未说明'}",
+                         "declined")
+        await self._end(SignStatus.DECLINED, self.reason, revoke=True)
+
+    async def _expire(self) -> None:
+        await self._tell(None, f"「{self.req.title}」已过签署期限，流程已关闭。", "expired")
+        await self._end(SignStatus.EXPIRED, "The deadline passed before everyone signed", revoke=True)
+
+    async def _cancel(self) -> None:
+        assert self.cancel_request is not None
+        actor = self.cancel_request.actor
+        reason = self.cancel_request.reason or f"Cancelled by {actor.name or actor.id}"
+        await self._end(SignStatus.CANCELLED, reason, revoke=True, actor=actor.id)
+
+    async def _end(self, status: SignStatus, reason: str, *, revoke: bool, actor: str = "system") -> None:
+        """Close the flow in a terminal state; revoking is best effort so an outage can't block it."""
+        self.status = status
+        self.reason = self.reason if status == SignStatus.DECLINED else reason
+        if revoke and self.flow_id:
+            try:
+                await self._act(
+                    "revoke",
+                    ProviderFlowRef(request_id=self.req.request_id, provider=self.req.provider,
+                                    flow_id=self.flow_id, reason=reason),
+                    type(None),
+                    attempts=5,
+                )
+            except ActivityError as e:
+                self.pending_audit.append(self._audit("revoke-failed", "provider.revoke_failed",
+                                                      {"error": str(e.cause or e)}))
+        await self._publish(f"status:{status.value}", f"request.{status.value.lower()}",
+                            {"reason": reason}, actor=actor)
+        raise _Stop
+
+    # ---- reminders and polling ------------------------------------------------------------
+
+    def _reminder_due_at(self, s: SignerState) -> datetime | None:
+        t = self.req.timing
+        if s.status != "notified" or s.notified_at is None or s.reminders_sent >= t.reminder_max:
+            return None
+        return s.notified_at + t.reminder_first_after + t.reminder_every * s.reminders_sent
+
+    def _reminder_times(self) -> list[datetime]:
+        return [d for s in self.signers if (d := self._reminder_due_at(s)) is not None]
+
+    def _due_reminders(self, now: datetime) -> list[SignerState]:
+        return [s for s in self.signers if (d := self._reminder_due_at(s)) is not None and d <= now]
+
+    async def _remind(self, action: ActionInput) -> None:
+        pending = [s for s in self.signers if s.status == "notified"
+                   and (not action.signer_ids or s.person.id in action.signer_ids)]
+        self.manual_reminders += 1
+        for s in pending:
+            await self._send_link(s, f"remind-now:{s.person.id}:{self.manual_reminders}", reminder=True)
+        assert self.flow_id is not None
+        flow_id = self.flow_id
+        await self._step("remind at provider", lambda: self._act(
+            "remind",
+            ProviderFlowRef(request_id=self.req.request_id, provider=self.req.provider, flow_id=flow_id,
+                            signer_ids=[s.person.id for s in pending]),
+            type(None)))
+
+    async def _poll(self) -> None:
+        """The fallback when no provider event came in time: read the provider's state."""
+        assert self.flow_id is not None
+        flow_id = self.flow_id
+        self.last_activity_at = workflow.now()
+        events: list[ProviderEvent] = await self._step("poll provider", lambda: self._act(
+            "poll",
+            ProviderFlowRef(request_id=self.req.request_id, provider=self.req.provider, flow_id=flow_id),
+            list[ProviderEvent]))
+        for event in events:
+            self._enqueue(event)
+
+    # ---- messages in ----------------------------------------------------------------------
+
+    @workflow.signal(name="provider_event")
+    def provider_event(self, event: ProviderEvent) -> None:
+        """A provider callback. Signals, because the provider must never wait on the workflow."""
+        self._enqueue(event)
+
+    def _enqueue(self, event: ProviderEvent) -> None:
+        if event.event_id in self.seen_events:
+            return
+        self.seen_events.add(event.event_id)
+        self.inbox.append(event)
+
+    @workflow.update(name="cancel")
+    async def cancel(self, action: ActionInput) -> StatusView:
+        """Stop the flow; answers once it is CANCELLED (or already ended another way)."""
+        if self.cancel_request is None:
+            self.cancel_request = action
+            self.retry_requested = False
+        await workflow.wait_condition(lambda: self.status.terminal)
+        return self.view()
+
+    @cancel.validator
+    def _validate_cancel(self, action: ActionInput) -> None:
+        self._require_initiator_or_operator(action, "cancel")
+        if self.status.terminal:
+            raise ApplicationError(f"This request is already {self.status.value}", type="NotAllowed")
+
+    @workflow.update(name="remind")
+    def remind(self, action: ActionInput) -> StatusView:
+        """Send the pending signers their link again now."""
+        self.remind_requests.append(action)
+        return self.view()
+
+    @remind.validator
+    def _validate_remind(self, action: ActionInput) -> None:
+        self._require_initiator_or_operator(action, "remind")
+        if self.status != SignStatus.IN_PROGRESS:
+            raise ApplicationError(f"Nobody to remind: the request is {self.status.value}", type="NotAllowed")
+
+    @workflow.update(name="retry")
+    def retry(self, action: ActionInput) -> StatusView:
+        """Run the step that exhausted its retries again (an operator fixed the cause)."""
+        self.retry_requested = True
+        return self.view()
+
+    @retry.validator
+    def _validate_retry(self, action: ActionInput) -> None:
+        self._require_initiator_or_operator(action, "retry")
+        if self.status != SignStatus.STUCK:
+            raise ApplicationError(f"Nothing to retry: the request is {self.status.value}, not STUCK",
+                                   type="NotAllowed")
+
+    def _require_initiator_or_operator(self, action: ActionInput, what: str) -> None:
+        if not (action.actor.is_operator or action.actor.id == self.req.initiator.id):
+            raise ApplicationError(
+                f"Only the initiator ({self.req.initiator.name}) or an operator may {what} this request",
+                type="PermissionDenied",
+            )
+
+    @workflow.query(name="status")
+    def status_query(self) -> StatusView:
+        return self.view()
+
+    # ---- plumbing -------------------------------------------------------------------------
+
+    def view(self) -> StatusView:
+        return StatusView(
+            request_id=self.req.request_id,
+            title=self.req.title,
+            status=self.status,
+            provider=self.req.provider,
+            initiator=self.req.initiator,
+            chat=self.req.chat,
+            document=self.document,
+            signers=self.signers,
+            current_group=self.current_group,
+            deadline=self.deadline,
+            provider_flow_id=self.flow_id,
+            signed_document=self.signed_document,
+            reason=self.reason,
+            stuck_step=self.stuck_step,
+            events_seen=len(self.seen_events),
+        )
+
+    def _details(self, text: str) -> None:
+        workflow.set_current_details(text)
+
+    def _audit(self, key: str, action: str, detail: dict[str, Any], actor: str = "system") -> AuditInput:
+        return AuditInput(request_id=self.req.request_id, key=key, action=action, actor=actor, detail=detail,
+                          document_sha256=self.document.sha256 if self.document else None)
+
+    async def _publish(self, key: str | None, action: str | None, detail: dict[str, Any] | None,
+                       actor: str = "system", best_effort: bool = False) -> None:
+        """Search attributes + DB status + audit + the card, so every view of the flow agrees."""
+        pending = [s.person.id for s in self.signers if s.status == "notified"]
+        pairs: list[SearchAttributePair[Any]] = [
+            SearchAttributePair(SA_STATUS, self.status.value),
+            SearchAttributePair(SA_PENDING, pending),
+        ]
+        if self.document:
+            pairs.append(SearchAttributePair(SA_DOCUMENT, self.document.sha256))
+        workflow.upsert_search_attributes(pairs)
+        audits = self.pending_audit
+        self.pending_audit = []
+        if key and action:
+            audits.append(self._audit(key, action, detail or {}, actor))
+        arg = PublishInput(view=self.view(), audits=audits)
+        if best_effort:
+            try:
+                await self._act("publish", arg, type(None), attempts=3)
+            except ActivityError:
+                self.pending_audit = audits + self.pending_audit
+            return
+        await self._step("update the card", lambda: self._act("publish", arg, type(None)))
+
+    async def _send_link(self, s: SignerState, key: str, reminder: bool = False) -> None:
+        arg = LinkMessageInput(request_id=self.req.request_id, chat=self.req.chat, to=s.person,
+                               title=self.req.title, sign_url=self.links.get(s.person.id), key=key,
+                               reminder=reminder)
+        await self._step(f"send link to {s.person.name}", lambda: self._act("send_link", arg, type(None)))
+
+    async def _tell(self, to: Person | None, text: str, key: str) -> None:
+        arg = TextMessageInput(request_id=self.req.request_id, chat=self.req.chat, key=key, text=text, to=to)
+        await self._step("tell the chat", lambda: self._act("send_text", arg, type(None)))
+
+    async def _act(self, name: str, arg: Any, result_type: type[T] | Any, attempts: int = 0) -> T:
+        t = self.req.timing
+        return await workflow.execute_activity(  # type: ignore[no-any-return]
+            name,
+            arg,
+            result_type=result_type,
+            start_to_close_timeout=timedelta(minutes=2),
+            schedule_to_close_timeout=t.step_retry_window,
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(seconds=1),
+                backoff_coefficient=2.0,
+                maximum_interval=timedelta(minutes=5),
+                maximum_attempts=attempts,
+                non_retryable_error_types=[REJECTED_ERROR],
+            ),
+        )
+
+    async def _step(self, name: str, call: Callable[[], Awaitable[T]]) -> T:
+        """Run a step; if its retries run out, show STUCK and wait for `retry` (or `cancel`).
+
+        Bad user input (`Rejected`) is re-raised as the ApplicationError it is.
+        """
+        while True:
+            try:
+                return await call()
+            except ActivityError as e:
+                cause = e.cause
+                if isinstance(cause, ApplicationError) and cause.type == REJECTED_ERROR:
+                    raise cause from None
+                previous = self.status
+                self.status = SignStatus.STUCK
+                self.stuck_step = name
+                self.reason = f"{name}: {getattr(cause, 'message', None) or cause or e}"
+                self._details(f"STUCK at '{name}' — waiting for an operator's retry. {self.reason}")
+                self.retry_requested = False
+                await self._publish(f"stuck:{workflow.info().history_length}", "request.stuck",
+                                    {"step": name, "error": self.reason}, best_effort=True)
+                await workflow.wait_condition(lambda: self.retry_requested or self.cancel_request is not None)
+                self.status, self.stuck_step, self.reason = previous, None, None
+                if self.cancel_request is not None:
+                    await self._cancel()
+                self._details(f"Retrying '{name}'")
+                workflow.upsert_search_attributes([SearchAttributePair(SA_STATUS, self.status.value)])
