@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import UTC
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -22,7 +23,7 @@ def _canonical(detail: dict[str, Any]) -> str:
 
 
 def _row_hash(row: AuditEvent) -> str:
-    created = row.created_at.replace(tzinfo=None, microsecond=0).isoformat()
+    created = row.created_at.astimezone(UTC).replace(microsecond=0).isoformat()
     material = "\n".join(
         [
             row.prev_hash,

@@ -9,8 +9,8 @@ from sqlmodel import Field, SQLModel
 
 
 def utcnow() -> datetime:
-    """Naive UTC: what SQLite and PostgreSQL `timestamp` columns both hand back unchanged."""
-    return datetime.now(UTC).replace(tzinfo=None)
+    """Aware UTC: SQLModel stores it as UTC and hands it back aware on SQLite and PostgreSQL."""
+    return datetime.now(UTC)
 
 
 class Identity(SQLModel, table=True):

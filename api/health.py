@@ -1,0 +1,34 @@
+"""Liveness and readiness. Readiness checks what a request needs: Temporal and the database."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from api.deps import ClientDep, EngineDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(client: ClientDep, engine: EngineDep) -> JSONResponse:
+    checks: dict[str, str] = {}
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as e:  # readiness reports any failure, whatever its type
+        checks["database"] = f"error: {type(e).__name__}"
+    try:
+        await client.service_client.check_health()
+        checks["temporal"] = "ok"
+    except Exception as e:
+        checks["temporal"] = f"error: {type(e).__name__}"
+    ok = all(v == "ok" for v in checks.values())
+    return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)
