@@ -16,7 +16,9 @@ from activities.chat import ChatActivities
 from activities.deps import Deps
 from activities.documents import DocumentActivities
 from activities.provider import ProviderActivities
+from connectors.chat.base import ChatConnector
 from connectors.chat.registry import build_chats
+from connectors.esign.base import ESignProvider
 from connectors.esign.registry import build_providers
 from signbridge.settings import Settings, get_settings
 from signbridge.temporal import connect
@@ -35,15 +37,21 @@ def activities_for(deps: Deps) -> list[Any]:
 
 
 @asynccontextmanager
-async def build_worker(client: Client, settings: Settings) -> AsyncIterator[Worker]:
-    """A worker with its dependencies; used by `main()` and by the tests."""
+async def build_worker(
+    client: Client,
+    settings: Settings,
+    providers: dict[str, ESignProvider] | None = None,
+    chats: dict[str, ChatConnector] | None = None,
+) -> AsyncIterator[Worker]:
+    """A worker with its dependencies; tests may swap in providers or chats (e.g. an outage)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = get_engine(settings.sqlalchemy_url)
     create_all(engine)
     blobs = FileBlobStore(settings.data_dir / "blobs")
     async with httpx.AsyncClient(timeout=30) as http:
         deps = Deps(settings=settings, engine=engine, blobs=blobs, http=http,
-                    chats=build_chats(settings, http), providers=build_providers(settings, engine, blobs))
+                    chats=chats or build_chats(settings, http),
+                    providers=providers or build_providers(settings, engine, blobs))
         yield Worker(client, task_queue=settings.task_queue, workflows=[SigningWorkflow],
                      activities=activities_for(deps))
 
