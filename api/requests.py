@@ -259,3 +259,14 @@ def _pdf(data: bytes, name: str) -> Response:
         "Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}",
         "Cache-Control": "no-store",
     })
+
+
+@router.get("/ca.pem", tags=["files"])
+async def installation_ca(settings: SettingsDep) -> Response:
+    """The installation CA certificate, so anyone holding a signed PDF can verify it offline."""
+    from asn1crypto import pem
+
+    from signbridge.pdf.pki import InstallationCA
+
+    ca = InstallationCA.load_or_create(settings.data_dir / "ca")
+    return Response(pem.armor("CERTIFICATE", ca.certificate.dump()), media_type="application/x-pem-file")

@@ -1,0 +1,275 @@
+"""End to end on the real Temporal dev server, over real HTTP: chat command → signed PDF in the chat.
+
+Also the crash test: the worker process is SIGKILLed after the first signature and replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI, Request, Response
+from temporalio.testing import WorkflowEnvironment
+
+from api.main import create_app
+from signbridge import webhook_signature
+from signbridge.pdf.pades import validate_pdf
+from signbridge.pdf.pki import InstallationCA
+from signbridge.pdf.sample import sample_contract
+from signbridge.settings import Settings
+from tests.sim.servers import serve
+from tests.sim.webhook_sink import WebhookSink
+from worker import build_worker
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def file_server(files: dict[str, bytes], secret: str) -> FastAPI:
+    """The company IM's file endpoint: hands out a file only to a correctly signed request."""
+    app = FastAPI()
+
+    @app.get("/f/{name}")
+    async def get(name: str, request: Request) -> Response:
+        try:
+            webhook_signature.verify(secret, request.headers.get("X-SignBridge-Timestamp"),
+                                     request.headers.get("X-SignBridge-Signature"), b"")
+        except webhook_signature.SignatureError:
+            return Response(status_code=401)
+        if name not in files:
+            return Response(status_code=404)
+        return Response(files[name], media_type="application/pdf")
+
+    return app
+
+
+@dataclass
+class Stack:
+    api: str
+    files: str
+    sink: WebhookSink
+    settings: Settings
+    contract: bytes
+
+    def command(self, text: str, mentions: list[dict[str, Any]], event_id: str | None = None,
+                file: str | None = "contract.pdf") -> dict[str, Any]:
+        return {
+            "event_id": event_id or f"e-{uuid.uuid4().hex[:10]}",
+            "type": "message",
+            "chat": {"id": "g-1", "kind": "group"},
+            "sender": {"id": "u-0", "name": "张三", "email": "zs@corp.example"},
+            "text": text,
+            "mentions": mentions,
+            "files": [{"name": file, "url": f"{self.files}/f/{file}"}] if file else [],
+        }
+
+    async def send(self, http: httpx.AsyncClient, body: dict[str, Any]) -> httpx.Response:
+        raw = json.dumps(body, ensure_ascii=False).encode()
+        headers = webhook_signature.headers(self.settings.webhook_secret.get_secret_value(), raw)
+        return await http.post(f"{self.api}/im/webhook/events", content=raw,
+                               headers={**headers, "Content-Type": "application/json"})
+
+    def link(self, request_id: str, user: str) -> str | None:
+        for m in self.sink.messages:
+            if m.get("type") == "message" and m.get("to") == user and m.get("sign_url") \
+                    and request_id in m.get("idempotency_key", ""):
+                return str(m["sign_url"])
+        return None
+
+    async def sign(self, http: httpx.AsyncClient, request_id: str, user: str, name: str) -> None:
+        await self.sink.wait_for(lambda: self.link(request_id, user) is not None, timeout=60)
+        url = self.link(request_id, user)
+        assert url
+        page = await http.get(url)
+        assert page.status_code == 200 and name in page.text
+        resp = await http.post(url, data={"name": name, "consent": "yes"})
+        assert resp.status_code == 200, resp.text
+
+    async def status(self, http: httpx.AsyncClient, request_id: str) -> dict[str, Any]:
+        resp = await http.get(f"{self.api}/api/v1/signing-requests/{request_id}",
+                              headers={"Authorization": "Bearer test-api-key"})
+        assert resp.status_code == 200, resp.text
+        return resp.json()  # type: ignore[no-any-return]
+
+    async def wait_status(self, http: httpx.AsyncClient, request_id: str, status: str, timeout: float = 90) -> dict[str, Any]:
+        end = time.monotonic() + timeout
+        while True:
+            view = await self.status(http, request_id)
+            if view["status"] == status:
+                return view
+            assert time.monotonic() < end, f"still {view['status']}, expected {status}"
+            await asyncio.sleep(0.2)
+
+
+MENTIONS = [
+    {"id": "u-1", "name": "李四"},
+    {"id": "u-2", "name": "王五"},
+    {"id": "x-9", "name": "客户A", "email": "a@customer.example", "external": True},
+]
+TEXT = "/sign @李四 @王五 > @客户A"
+
+
+@contextmanager
+def stack(dev_env: WorkflowEnvironment, settings: Settings) -> Iterator[Stack]:
+    contract = sample_contract("Sales Contract", pages=2)
+    secret = settings.webhook_secret.get_secret_value()
+    with WebhookSink(secret) as sink, serve(file_server({"contract.pdf": contract}, secret)) as files:
+        from tests.sim.servers import free_port
+
+        port = free_port()
+        settings = settings.model_copy(update={
+            "webhook_outbound_url": sink.url,
+            "public_url": f"http://127.0.0.1:{port}",
+            "temporal_address": dev_env.client.service_client.config.target_host,
+            "step_retry_window": timedelta(seconds=20),
+        })
+        with serve(create_app(settings), port=port) as api:
+            yield Stack(api=api, files=files, sink=sink, settings=settings, contract=contract)
+
+
+@asynccontextmanager
+async def in_process_worker(dev_env: WorkflowEnvironment, settings: Settings) -> AsyncIterator[None]:
+    async with build_worker(dev_env.client, settings) as worker, worker:
+        yield
+
+
+async def test_chat_command_to_signed_pdf(dev_env: WorkflowEnvironment, settings: Settings) -> None:
+    with stack(dev_env, settings) as s:
+        async with in_process_worker(dev_env, s.settings), httpx.AsyncClient(timeout=30) as http:
+            body = s.command(TEXT, MENTIONS)
+            resp = await s.send(http, body)
+            assert resp.status_code == 202, resp.text
+            request_id = resp.json()["request_id"]
+            # the platform redelivers the same event: still one flow
+            again = await s.send(http, body)
+            assert again.json()["request_id"] == request_id and again.json()["started"] is False
+
+            await s.sign(http, request_id, "u-1", "李四")
+            await s.sign(http, request_id, "u-2", "王五")
+            await s.sign(http, request_id, "x-9", "客户A")
+            view = await s.wait_status(http, request_id, "COMPLETED")
+
+            await s.sink.wait_for(lambda: any(m["type"] == "file" for m in s.sink.messages), timeout=30)
+            file_msg = next(m for m in s.sink.messages if m["type"] == "file")
+            signed = (await http.get(file_msg["url"])).content
+            assert file_msg["sha256"] == view["signed_document"]["sha256"]
+
+        assert signed.startswith(s.contract)
+        ca = InstallationCA.load_or_create(s.settings.data_dir / "ca")
+        reports = validate_pdf(signed, [ca.certificate])
+        assert [r.signer_name for r in reports][2] == "客户A" and len(reports) == 3
+        assert sorted(r.signer_name for r in reports[:2]) == ["李四", "王五"]
+        assert all(r.intact and r.valid and r.trusted for r in reports)
+
+        # every outbound request was signed (the sink verified each) and the card moved forward
+        assert s.sink.rejected == 0
+        cards = [m["card"] for m in s.sink.messages if m["type"] == "card.upsert"]
+        assert {m["card_key"] for m in s.sink.messages if m["type"] == "card.upsert"} == {request_id}
+        signed_counts = [sum(x["state"] == "signed" for x in c["signers"]) for c in cards]
+        assert signed_counts == sorted(signed_counts) and signed_counts[-1] == 3
+        assert cards[-1]["status"] == "COMPLETED"
+        assert [m["type"] for m in s.sink.messages].index("file") < len(s.sink.messages) - 1
+
+        # the audit trail ties it together and its hash chain holds
+        async with httpx.AsyncClient() as http:
+            trail = (await http.get(f"{s.api}/api/v1/signing-requests/{request_id}/audit",
+                                    headers={"Authorization": "Bearer test-api-key"})).json()
+        assert trail["chain_valid"] is True
+        actions = [e["action"] for e in trail["events"]]
+        assert actions[0] == "request.received" and "document.signed" in actions
+        assert actions.count("signer.signed") >= 3
+
+
+async def test_bad_callbacks_start_nothing(dev_env: WorkflowEnvironment, settings: Settings) -> None:
+    with stack(dev_env, settings) as s:
+        async with httpx.AsyncClient(timeout=30) as http:
+            body = s.command(TEXT, MENTIONS)
+            raw = json.dumps(body).encode()
+            forged = webhook_signature.headers("not-the-secret", raw)
+            r = await http.post(f"{s.api}/im/webhook/events", content=raw, headers=forged)
+            assert r.status_code == 401 and r.json()["error"]["code"]
+            stale = webhook_signature.headers(s.settings.webhook_secret.get_secret_value(), raw,
+                                              now=time.time() - 3600)
+            assert (await http.post(f"{s.api}/im/webhook/events", content=raw, headers=stale)).status_code == 401
+            unsigned = await http.post(f"{s.api}/im/webhook/events", content=raw)
+            assert unsigned.status_code == 401
+            bad_json = b"{not json"
+            r = await http.post(f"{s.api}/im/webhook/events", content=bad_json,
+                                headers=webhook_signature.headers(s.settings.webhook_secret.get_secret_value(),
+                                                                  bad_json))
+            assert r.status_code == 400
+            listed = await http.get(f"{s.api}/api/v1/signing-requests",
+                                    headers={"Authorization": "Bearer test-api-key"})
+            assert all(body["event_id"] not in w["request_id"] for w in listed.json())
+
+
+def _worker_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNBRIDGE_")}
+    env.update({
+        "SIGNBRIDGE_DATA_DIR": str(settings.data_dir),
+        "SIGNBRIDGE_TEMPORAL_ADDRESS": settings.temporal_address,
+        "SIGNBRIDGE_TASK_QUEUE": settings.task_queue,
+        "SIGNBRIDGE_WEBHOOK_SECRET": settings.webhook_secret.get_secret_value(),
+        "SIGNBRIDGE_LINK_SECRET": settings.link_secret.get_secret_value(),
+        "SIGNBRIDGE_WEBHOOK_OUTBOUND_URL": settings.webhook_outbound_url,
+        "SIGNBRIDGE_PUBLIC_URL": settings.public_url,
+    })
+    return env
+
+
+def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "worker"], cwd=ROOT, env=_worker_env(settings),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def test_worker_killed_after_first_signature(dev_env: WorkflowEnvironment, settings: Settings) -> None:
+    with stack(dev_env, settings) as s:
+        worker = _start_worker(s.settings)
+        try:
+            async with httpx.AsyncClient(timeout=30) as http:
+                resp = await s.send(http, s.command("/sign @李四 > @王五", MENTIONS[:2]))
+                request_id = resp.json()["request_id"]
+                await s.sign(http, request_id, "u-1", "李四")
+
+                def first_signed_on_card() -> bool:
+                    cards = [m["card"] for m in s.sink.messages if m["type"] == "card.upsert"]
+                    return bool(cards) and cards[-1]["signers"][0]["state"] == "signed"
+
+                await s.sink.wait_for(first_signed_on_card, timeout=60)
+                await s.sink.wait_for(lambda: s.link(request_id, "u-2") is not None, timeout=60)
+                worker.send_signal(signal.SIGKILL)
+                worker.wait(timeout=10)
+
+                worker = _start_worker(s.settings)
+                await s.sign(http, request_id, "u-2", "王五")
+                await s.wait_status(http, request_id, "COMPLETED", timeout=120)
+        finally:
+            worker.kill()
+            worker.wait(timeout=10)
+        card_keys = {m["card_key"] for m in s.sink.messages if m["type"] == "card.upsert"}
+        assert card_keys == {request_id}  # exactly one card
+        for user in ("u-1", "u-2"):
+            links = [m for m in s.sink.messages if m["type"] == "message" and m.get("to") == user]
+            assert len(links) == 1, links  # exactly one link message per signer
+        assert len([m for m in s.sink.messages if m["type"] == "file"]) == 1
+
+
+@pytest.fixture(autouse=True)
+def _fresh_engines() -> Iterator[None]:
+    yield
+    from store.db import get_engine
+
+    get_engine.cache_clear()
