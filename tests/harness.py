@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
+from tests.sim.webhook_sink import WebhookSink
 
 from api.main import create_app
 from connectors.chat.base import ChatConnector
@@ -30,7 +31,6 @@ from signbridge.settings import Settings
 from signbridge.temporal import start_signing
 from store.blobs import FileBlobStore
 from store.db import get_engine
-from tests.sim.webhook_sink import WebhookSink
 from worker import build_worker
 
 INITIATOR = Person(id="u-0", name="张三", email="zs@corp.example")
@@ -81,7 +81,8 @@ class Harness:
                     documents: list[DocumentSource] | None = None) -> WorkflowHandle[Any, Any]:
         request_id = f"sign:test:{uuid.uuid4().hex[:12]}"
         if documents is None:
-            key = FileBlobStore(self.settings.data_dir / "blobs").put(document if document is not None else sample_contract("Test"))
+            data = document if document is not None else sample_contract("Test")
+            key = FileBlobStore(self.settings.data_dir / "blobs").put(data)
             documents = [DocumentSource(name="contract.pdf", blob_key=key)]
         req = SigningRequest(
             request_id=request_id, title="销售合同", initiator=INITIATOR,

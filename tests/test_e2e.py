@@ -24,6 +24,7 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request, Response
 from temporalio.testing import WorkflowEnvironment
+from tests.sim.webhook_sink import WebhookSink
 
 from api.main import create_app
 from signbridge import webhook_signature
@@ -32,7 +33,6 @@ from signbridge.pdf.pki import InstallationCA
 from signbridge.pdf.sample import sample_contract
 from signbridge.settings import Settings
 from tests.sim.servers import serve
-from tests.sim.webhook_sink import WebhookSink
 from worker import build_worker
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,7 +104,9 @@ class Stack:
         assert resp.status_code == 200, resp.text
         return resp.json()  # type: ignore[no-any-return]
 
-    async def wait_status(self, http: httpx.AsyncClient, request_id: str, status: str, timeout: float = 90) -> dict[str, Any]:
+    async def wait_status(
+        self, http: httpx.AsyncClient, request_id: str, status: str, timeout: float = 90
+    ) -> dict[str, Any]:
         end = time.monotonic() + timeout
         while True:
             view = await self.status(http, request_id)

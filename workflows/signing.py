@@ -14,13 +14,12 @@ Why these message types:
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributePair
+from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -83,13 +82,14 @@ class SigningWorkflow:
         self.pending_audit: list[AuditInput] = []
         self.links: dict[str, str | None] = {}  # signer id -> signing link, resent by reminders
         self.manual_reminders = 0
+        self.stuck_count = 0
 
     # ---- run ------------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, req: SigningRequest) -> StatusView:
         self.deadline = workflow.now() + req.timing.deadline
-        workflow.upsert_search_attributes([SearchAttributePair(SA_DEADLINE, self.deadline)])
+        workflow.upsert_search_attributes([SA_DEADLINE.value_set(self.deadline)])
         try:
             if req.problem:
                 await self._reject(req.problem)
@@ -195,7 +195,7 @@ class SigningWorkflow:
                     lambda: bool(self.inbox or self.cancel_request or self.remind_requests),
                     timeout=max(wake - now, timedelta(seconds=1)),
                 )
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def _apply_events(self) -> None:
@@ -243,6 +243,7 @@ class SigningWorkflow:
             ),
         )
         signed = self.signed_document
+        assert signed is not None
         await self._step(
             "send signed file",
             lambda: self._act("send_file",
@@ -432,13 +433,11 @@ class SigningWorkflow:
                        actor: str = "system", best_effort: bool = False) -> None:
         """Search attributes + DB status + audit + the card, so every view of the flow agrees."""
         pending = [s.person.id for s in self.signers if s.status == "notified"]
-        pairs: list[SearchAttributePair[Any]] = [
-            SearchAttributePair(SA_STATUS, self.status.value),
-            SearchAttributePair(SA_PENDING, pending),
-        ]
+        updates: list[SearchAttributeUpdate[Any]] = [SA_STATUS.value_set(self.status.value),
+                                                     SA_PENDING.value_set(pending)]
         if self.document:
-            pairs.append(SearchAttributePair(SA_DOCUMENT, self.document.sha256))
-        workflow.upsert_search_attributes(pairs)
+            updates.append(SA_DOCUMENT.value_set(self.document.sha256))
+        workflow.upsert_search_attributes(updates)
         audits = self.pending_audit
         self.pending_audit = []
         if key and action:
@@ -497,11 +496,12 @@ class SigningWorkflow:
                 self.reason = f"{name}: {getattr(cause, 'message', None) or cause or e}"
                 self._details(f"STUCK at '{name}' — waiting for an operator's retry. {self.reason}")
                 self.retry_requested = False
-                await self._publish(f"stuck:{workflow.info().history_length}", "request.stuck",
+                self.stuck_count += 1
+                await self._publish(f"stuck:{self.stuck_count}", "request.stuck",
                                     {"step": name, "error": self.reason}, best_effort=True)
                 await workflow.wait_condition(lambda: self.retry_requested or self.cancel_request is not None)
                 self.status, self.stuck_step, self.reason = previous, None, None
                 if self.cancel_request is not None:
                     await self._cancel()
                 self._details(f"Retrying '{name}'")
-                workflow.upsert_search_attributes([SearchAttributePair(SA_STATUS, self.status.value)])
+                workflow.upsert_search_attributes([SA_STATUS.value_set(self.status.value)])
