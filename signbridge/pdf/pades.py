@@ -1,0 +1,280 @@
+"""PAdES signing and validation for the built-in provider (pyHanko).
+
+Every signature is an incremental update, so the signed file starts with exactly the bytes
+that were sent for signing and earlier signatures stay valid: the workflow checks that prefix
+before it accepts a signed file. Each signer gets a visible stamp (name + time, drawn with an
+embedded CJK font so 张三 renders and extracts as text) in its own slot near the bottom of the
+last page.
+
+Both functions are synchronous and CPU-bound (pyHanko runs its own event loop internally):
+call them from a worker thread, never directly on an event loop.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import importlib.resources
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
+
+import uharfbuzz as hb
+from asn1crypto import x509 as asn1_x509
+from fontTools import subset, ttLib
+from pyhanko.pdf_utils import generic
+from pyhanko.pdf_utils.font.opentype import GlyphAccumulator, GlyphAccumulatorFactory
+from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+from pyhanko.pdf_utils.reader import PdfFileReader
+from pyhanko.pdf_utils.text import TextBoxStyle
+from pyhanko.pdf_utils.writer import BasePdfFileWriter
+from pyhanko.sign import fields, signers
+from pyhanko.sign.diff_analysis import SuspiciousModification
+from pyhanko.sign.signers.pdf_signer import PdfSigningSession
+from pyhanko.sign.validation import validate_pdf_signature
+from pyhanko.stamp import TextStampStyle
+from pyhanko_certvalidator import ValidationContext
+
+from signbridge.pdf.pki import SignerCredential
+
+# Stamp geometry (PDF points). Slots fill a grid left to right, then upwards from the bottom
+# margin, so signature N never overlaps signature M on the same page.
+STAMP_WIDTH = 160
+STAMP_HEIGHT = 48
+STAMP_GAP = 8
+PAGE_MARGIN = 36
+FONT_SIZE = 11
+
+DEFAULT_FONT_PACKAGE = "cvttf_NotoSansCJK_Regular"
+DEFAULT_FONT_FILE = "NotoSansCJKtc-Regular.otf"
+# Tables a horizontal, embedded-subset font program never needs. Dropping them from the cached
+# copy saves parsing them (vmtx alone is 65k entries) on every signature.
+_UNUSED_TABLES = ("GSUB", "GPOS", "GDEF", "BASE", "JSTF", "vhea", "vmtx", "VORG", "DSIG", "meta")
+# For CFF fonts pyHanko embeds only the CFF table; these are all the subsetter must touch.
+_CFF_SUBSET_KEEP = frozenset({"CFF ", "head", "maxp", "GlyphOrder"})
+
+
+@dataclass(frozen=True)
+class _LoadedFont:
+    slim: bytes  # the font minus _UNUSED_TABLES: what fontTools parses and subsets per signature
+    hb_font: hb.Font  # HarfBuzz font over the full file, so shaping keeps kerning and ligatures
+
+
+@functools.lru_cache(maxsize=4)
+def _load_font(path: str) -> _LoadedFont:
+    """Read and prepare a font once per process (the default CJK font is 16 MB)."""
+    raw = Path(path).read_bytes()
+    tt = ttLib.TTFont(BytesIO(raw), lazy=True)
+    for tag in _UNUSED_TABLES:
+        if tag in tt:
+            del tt[tag]
+    buf = BytesIO()
+    tt.save(buf)
+    return _LoadedFont(slim=buf.getvalue(), hb_font=hb.Font(hb.Face(raw)))
+
+
+class _CachedGlyphAccumulator(GlyphAccumulator):
+    """pyHanko's glyph accumulator over a cached, pre-slimmed font.
+
+    pyHanko subsets destructively, so each signature still needs its own TTFont; what we cache
+    is the file bytes, the HarfBuzz font and the removal of tables nobody reads.
+    """
+
+    def __init__(
+        self, loaded: _LoadedFont, writer: BasePdfFileWriter, font_size: int, obj_stream: object
+    ) -> None:
+        super().__init__(writer, BytesIO(loaded.slim), font_size, obj_stream=obj_stream)
+        self.hb_font = loaded.hb_font  # glyph ids are the same: we removed tables, not glyphs
+
+    def _extract_subset(self, options: subset.Options | None = None) -> None:
+        if options is None and self.cff_charset is not None:
+            # Only the CFF table gets embedded, so subsetting cmap/hmtx/... is wasted work.
+            options = subset.Options(layout_closure=False, desubroutinize=True)
+            options.drop_tables = [tag for tag in self.tt.keys() if tag not in _CFF_SUBSET_KEEP]
+        super()._extract_subset(options)
+
+
+@dataclass(frozen=True)
+class _CachedFontFactory(GlyphAccumulatorFactory):
+    """A GlyphAccumulatorFactory whose engines share one process-wide parsed font."""
+
+    def create_font_engine(self, writer: BasePdfFileWriter, obj_stream: object = None) -> GlyphAccumulator:
+        if obj_stream is None and writer.stream_xrefs:
+            obj_stream = writer.prepare_object_stream()  # like pyHanko's factory: keep font objects compact
+        return _CachedGlyphAccumulator(_load_font(self.font_file), writer, self.font_size, obj_stream)
+
+
+def default_font_path() -> Path:
+    """The Noto Sans CJK TC font shipped inside the `cvttf-NotoSansCJK-Regular` package."""
+    return Path(str(importlib.resources.files(DEFAULT_FONT_PACKAGE) / DEFAULT_FONT_FILE))
+
+
+def stamp_font(font_path: Path | None, font_size: int) -> GlyphAccumulatorFactory:
+    """The font factory for stamps: `font_path`, or the bundled CJK font."""
+    path = Path(font_path) if font_path is not None else default_font_path()
+    return _CachedFontFactory(str(path.resolve()), font_size=font_size)
+
+
+@dataclass(frozen=True)
+class SignatureReport:
+    """One embedded signature's validation result, flattened for callers and logs."""
+
+    field_name: str
+    signer_name: str  # the certificate's CN
+    intact: bool
+    valid: bool
+    trusted: bool
+    coverage: str  # pyHanko SignatureCoverageLevel name: ENTIRE_FILE / ENTIRE_REVISION / ...
+    modification_ok: bool  # no disallowed changes after this signature (pyHanko diff analysis)
+    signed_at: dt.datetime | None
+
+
+def _page_box(page: generic.DictionaryObject) -> tuple[float, float, float, float]:
+    """The visible area of a page: its (possibly inherited) CropBox, else MediaBox."""
+    node: generic.DictionaryObject | None = page
+    boxes: dict[str, generic.ArrayObject] = {}
+    while node is not None:
+        for key in ("/CropBox", "/MediaBox"):
+            if key in node and key not in boxes:
+                boxes[key] = node[key]
+        parent = node.get("/Parent")
+        node = parent.get_object() if parent is not None else None
+    box = boxes.get("/CropBox") or boxes.get("/MediaBox")
+    if box is None:
+        return (0.0, 0.0, 612.0, 792.0)  # US Letter: what PDF readers assume without a MediaBox
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return (min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2))
+
+
+def stamp_box(
+    page_box: tuple[float, float, float, float], position: int
+) -> tuple[int, int, int, int] | None:
+    """The rectangle for stamp `position` (1-based), or None when the page has no room left.
+
+    Past the last slot that fits below the top margin, the signature is still made but left
+    invisible (a stamp on top of another would make both unreadable).
+    """
+    if position < 1:
+        raise ValueError(f"signature position must be 1 or more, got {position}")
+    x0, y0, x1, y1 = page_box
+    usable_w = x1 - x0 - 2 * PAGE_MARGIN
+    usable_h = y1 - y0 - 2 * PAGE_MARGIN
+    cols = max(1, int((usable_w + STAMP_GAP) // (STAMP_WIDTH + STAMP_GAP)))
+    rows = max(1, int((usable_h + STAMP_GAP) // (STAMP_HEIGHT + STAMP_GAP)))
+    row, col = divmod(position - 1, cols)
+    if row >= rows:
+        return None
+    left = x0 + PAGE_MARGIN + col * (STAMP_WIDTH + STAMP_GAP)
+    bottom = y0 + PAGE_MARGIN + row * (STAMP_HEIGHT + STAMP_GAP)
+    return (round(left), round(bottom), round(left + STAMP_WIDTH), round(bottom + STAMP_HEIGHT))
+
+
+class _TimedPdfSigner(signers.PdfSigner):
+    """A PdfSigner that signs at a given time instead of `now`.
+
+    The workflow decides when a person signed (the moment they confirmed); the signature's
+    /M entry and the stamp must show that moment, not whenever a retried activity ran.
+    """
+
+    def __init__(
+        self,
+        signature_meta: signers.PdfSignatureMetadata,
+        signer: signers.Signer,
+        *,
+        stamp_style: TextStampStyle,
+        new_field_spec: fields.SigFieldSpec,
+        signing_time: dt.datetime,
+    ) -> None:
+        super().__init__(signature_meta, signer, stamp_style=stamp_style, new_field_spec=new_field_spec)
+        self._signing_time = signing_time
+
+    def init_signing_session(
+        self, pdf_out: BasePdfFileWriter, existing_fields_only: bool = False
+    ) -> PdfSigningSession:
+        session = super().init_signing_session(pdf_out, existing_fields_only)
+        session.system_time = self._signing_time
+        return session
+
+
+def sign_pdf(
+    data: bytes,
+    credential: SignerCredential,
+    *,
+    signer_name: str,
+    position: int,
+    signed_at: dt.datetime,
+    reason: str = "SignBridge",
+    font_path: Path | None = None,
+) -> bytes:
+    """Append a PAdES signature by `credential` as field f"Signature{position}" on the last page.
+
+    Returns the new file, which starts with exactly `data`. `signed_at` should be timezone
+    aware; a naive value is taken as UTC. The stamp shows `signer_name` and the time in UTC.
+    """
+    if signed_at.tzinfo is None:
+        signed_at = signed_at.replace(tzinfo=dt.UTC)
+    writer = IncrementalPdfFileWriter(BytesIO(data), strict=False)
+    page_ref, _ = writer.find_page_for_modification(-1)
+    box = stamp_box(_page_box(page_ref.get_object()), position)
+    field_name = f"Signature{position}"
+    font = stamp_font(font_path, FONT_SIZE)
+    style = TextStampStyle(
+        stamp_text="%(signer_name)s\n%(signed_at)s",
+        text_box_style=TextBoxStyle(font=font, font_size=FONT_SIZE),
+        border_width=1,
+    )
+    meta = signers.PdfSignatureMetadata(
+        field_name=field_name,
+        md_algorithm="sha256",
+        subfilter=fields.SigSeedSubFilter.PADES,
+        reason=reason,
+    )
+    pdf_signer = _TimedPdfSigner(
+        meta,
+        credential.signer,
+        stamp_style=style,
+        new_field_spec=fields.SigFieldSpec(field_name, on_page=-1, box=box),
+        signing_time=signed_at,
+    )
+    out = pdf_signer.sign_pdf(
+        writer,
+        appearance_text_params={
+            "signer_name": signer_name,
+            "signed_at": signed_at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        },
+    )
+    signed: bytes = out.getvalue()
+    return signed
+
+
+def validate_pdf(data: bytes, trust_roots: list[asn1_x509.Certificate]) -> list[SignatureReport]:
+    """Validate every signature in `data` (file order) against exactly `trust_roots`, offline.
+
+    No revocation fetching (allow_fetching=False, soft-fail): our own certificates carry no
+    CRL/OCSP pointers, and the worker has no internet access anyway.
+    """
+    reader = PdfFileReader(BytesIO(data), strict=False)
+    context = ValidationContext(
+        trust_roots=list(trust_roots), allow_fetching=False, revocation_mode="soft-fail"
+    )
+    reports = []
+    embedded = sorted(reader.embedded_regular_signatures, key=lambda s: s.signed_revision)
+    for sig in embedded:
+        status = validate_pdf_signature(sig, context)
+        cn = status.signing_cert.subject.native.get("common_name", "")
+        modification_ok = bool(status.docmdp_ok) and not isinstance(
+            status.diff_result, SuspiciousModification
+        )
+        reports.append(
+            SignatureReport(
+                field_name=sig.field_name,
+                signer_name=cn if isinstance(cn, str) else str(cn),
+                intact=status.intact,
+                valid=status.valid,
+                trusted=status.trusted,
+                coverage=status.coverage.name if status.coverage is not None else "UNKNOWN",
+                modification_ok=modification_ok,
+                signed_at=status.signer_reported_dt,
+            )
+        )
+    return reports

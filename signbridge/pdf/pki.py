@@ -1,0 +1,208 @@
+"""The installation's own certificate authority for the built-in signing provider.
+
+Each SignBridge installation has one CA, created on first start and kept under the data
+directory. It issues a short-lived end-entity certificate per signer per signature, so every
+signed PDF validates offline against one published root (the CA certificate served by the
+API) without any external PKI.
+
+The CA key and certificate live together in one PEM file (mode 0600) so they can be created
+atomically: a process writes a temp file and hard-links it into place, which fails if another
+process won the race; the loser then loads the winner's CA. Two separate files could end up
+with one process's key next to the other's certificate. `ca.crt.pem` is a public copy of the
+certificate for people and tools that want just the root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from asn1crypto import keys as asn1_keys
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from pyhanko.sign.signers import SimpleSigner
+from pyhanko_certvalidator.registry import SimpleCertificateStore
+
+BUNDLE_FILE = "ca.key.pem"  # private key + certificate: the CA's single source of truth
+CERT_FILE = "ca.crt.pem"  # public copy of the certificate
+CA_VALIDITY = dt.timedelta(days=3652)
+SIGNER_VALIDITY = dt.timedelta(days=730)
+CLOCK_SKEW = dt.timedelta(minutes=5)  # backdate notBefore so slightly-off clocks still accept
+
+
+@dataclass(frozen=True)
+class SignerCredential:
+    """What `sign_pdf` needs: a ready pyHanko signer and the certificate it signs with."""
+
+    signer: SimpleSigner
+    certificate: asn1_x509.Certificate
+
+
+def _to_asn1(cert: x509.Certificate) -> asn1_x509.Certificate:
+    return asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write `data` to `path` with mode 0600 via a temp file, failing if `path` already exists."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.link(tmp, path)  # atomic and exclusive: raises FileExistsError if we lost the race
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def _write_public(path: Path, data: bytes) -> None:
+    """Atomically (re)write a public file; racing writers write identical content."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+class InstallationCA:
+    """The installation's CA: loads it from `directory`, or creates it on first use."""
+
+    def __init__(self, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> None:
+        self._key = key
+        self._cert = cert
+        self._asn1_cert = _to_asn1(cert)
+
+    @classmethod
+    def load_or_create(cls, directory: Path, organisation: str = "SignBridge") -> InstallationCA:
+        """Load the CA under `directory`, creating it (once, race-safely) if it does not exist."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        bundle = directory / BUNDLE_FILE
+        if not bundle.exists():
+            key, cert = cls._generate(organisation)
+            pem = key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ) + cert.public_bytes(serialization.Encoding.PEM)
+            with contextlib.suppress(FileExistsError):
+                _write_private(bundle, pem)
+        ca = cls._load(bundle)
+        cert_pem = ca._cert.public_bytes(serialization.Encoding.PEM)
+        cert_path = directory / CERT_FILE
+        if not cert_path.exists() or cert_path.read_bytes() != cert_pem:
+            _write_public(cert_path, cert_pem)
+        return ca
+
+    @classmethod
+    def _load(cls, bundle: Path) -> InstallationCA:
+        pem = bundle.read_bytes()
+        key = serialization.load_pem_private_key(pem, password=None)
+        cert = x509.load_pem_x509_certificate(pem)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ValueError(f"{bundle}: expected an EC private key")
+        if key.public_key() != cert.public_key():
+            raise ValueError(f"{bundle}: the CA key does not match the CA certificate")
+        return cls(key, cert)
+
+    @staticmethod
+    def _generate(organisation: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, organisation),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"{organisation} Installation CA"),
+        ])
+        now = dt.datetime.now(dt.UTC)
+        ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - CLOCK_SKEW)
+            .not_valid_after(now + CA_VALIDITY)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=False, content_commitment=False, key_encipherment=False,
+                    data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                    crl_sign=True, encipher_only=False, decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(ski, critical=False)
+            .sign(key, hashes.SHA256())
+        )
+        return key, cert
+
+    @property
+    def certificate(self) -> asn1_x509.Certificate:
+        """The CA certificate: the single trust root for every signature this installation makes."""
+        return self._asn1_cert
+
+    def issue(self, signer_id: str, name: str, email: str | None = None) -> SignerCredential:
+        """Issue a fresh key and 2-year certificate for one signer (CN=name, UID=signer_id).
+
+        The signer id goes into the subject's UID attribute so two people with the same name
+        still get distinguishable certificates.
+        """
+        if not name.strip():
+            raise ValueError("a signer certificate needs a non-empty name")
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([
+            x509.NameAttribute(NameOID.COMMON_NAME, name),
+            x509.NameAttribute(NameOID.USER_ID, signer_id),
+            *self._cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME),
+        ])
+        now = dt.datetime.now(dt.UTC)
+        ca_ski = self._cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(self._cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - CLOCK_SKEW)
+            .not_valid_after(now + SIGNER_VALIDITY)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True, content_commitment=True, key_encipherment=False,
+                    data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                    crl_sign=False, encipher_only=False, decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
+            )
+        )
+        if email:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.RFC822Name(email)]), critical=False
+            )
+        cert = _to_asn1(builder.sign(self._key, hashes.SHA256()))
+        key_info = asn1_keys.PrivateKeyInfo.load(
+            key.private_bytes(
+                serialization.Encoding.DER,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        signer = SimpleSigner(
+            signing_cert=cert,
+            signing_key=key_info,
+            cert_registry=SimpleCertificateStore.from_certs([self._asn1_cert]),
+        )
+        return SignerCredential(signer=signer, certificate=cert)

@@ -1,0 +1,283 @@
+"""The built-in provider's PDF layer: checks, CA, PAdES signing/validation, rendering, sample."""
+
+from __future__ import annotations
+
+import datetime as dt
+import stat
+import struct
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
+
+import pytest
+from asn1crypto import x509 as asn1_x509
+from pypdf import PdfReader, PdfWriter
+from pypdf.generic import NameObject, StreamObject
+
+from signbridge.pdf.check import DocumentProblem, check_pdf
+from signbridge.pdf.pades import sign_pdf, stamp_box, validate_pdf
+from signbridge.pdf.pki import BUNDLE_FILE, CERT_FILE, InstallationCA
+from signbridge.pdf.render import page_text, render_page_png
+from signbridge.pdf.sample import sample_contract
+
+SIGNED_AT = dt.datetime(2026, 11, 29, 10, 0, tzinfo=dt.UTC)
+SIGNERS = [
+    ("u-1", "张三", "zs@corp.example"),
+    ("u-2", "欧阳娜娜·买买提江", None),  # a long Chinese name, with a middle dot
+    ("x-9", "Customer A", "a@customer.example"),
+]
+
+
+# ---- helpers ------------------------------------------------------------------------------
+
+
+def _rewrite(data: bytes, change: Callable[[PdfWriter], None]) -> bytes:
+    writer = PdfWriter(clone_from=PdfReader(BytesIO(data)))
+    change(writer)
+    out = BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def _encrypted(data: bytes) -> bytes:
+    return _rewrite(data, lambda w: w.encrypt("secret"))
+
+
+def _zero_pages() -> bytes:
+    out = BytesIO()
+    PdfWriter().write(out)
+    return out.getvalue()
+
+
+def _broken_content_stream(data: bytes) -> bytes:
+    """Structurally sound file whose first page's content stream is unparseable."""
+
+    def change(w: PdfWriter) -> None:
+        stream = StreamObject()
+        stream.set_data(b"BT /F1 12 Tf 72 700 Td (never closed Tj ET")
+        w.pages[0][NameObject("/Contents")] = w._add_object(stream)
+
+    return _rewrite(data, change)
+
+
+@dataclass(frozen=True)
+class Chain:
+    ca: InstallationCA
+    steps: list[bytes]  # steps[0] is the unsigned original, steps[i] has i signatures
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> Chain:
+    """Three signers signing one after another, as the built-in provider does."""
+    ca = InstallationCA.load_or_create(tmp_path_factory.mktemp("ca"))
+    steps = [sample_contract()]
+    for position, (signer_id, name, email) in enumerate(SIGNERS, start=1):
+        credential = ca.issue(signer_id, name, email)
+        steps.append(sign_pdf(steps[-1], credential, signer_name=name, position=position,
+                              signed_at=SIGNED_AT + dt.timedelta(minutes=position)))
+    return Chain(ca=ca, steps=steps)
+
+
+# ---- check_pdf ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "limit", "code"),
+    [
+        (lambda: b"", 10_000_000, "empty"),
+        (sample_contract, 1024, "too_large"),
+        (lambda: b"\x89PNG\r\n\x1a\n" + bytes(200), 10_000_000, "not_pdf"),
+        (lambda: "合同正文，不是 PDF".encode(), 10_000_000, "not_pdf"),
+        (lambda: _encrypted(sample_contract()), 10_000_000, "encrypted"),
+        (lambda: sample_contract()[:700], 10_000_000, "corrupt"),
+        (lambda: b"%PDF-1.7\n" + b"garbage " * 100, 10_000_000, "corrupt"),
+        (lambda: _broken_content_stream(sample_contract()), 10_000_000, "corrupt"),
+        (_zero_pages, 10_000_000, "empty"),
+    ],
+    ids=["empty-bytes", "too-large", "png", "text", "encrypted", "truncated", "garbage",
+         "bad-content-stream", "zero-pages"],
+)
+def test_check_pdf_problems(make: Callable[[], bytes], limit: int, code: str) -> None:
+    with pytest.raises(DocumentProblem) as info:
+        check_pdf(make(), limit)
+    problem = info.value
+    assert problem.code == code
+    chinese, _, english = problem.message.partition("（")  # "中文（English）"
+    assert any("\u4e00" <= ch <= "\u9fff" for ch in chinese), problem.message
+    assert english.endswith("）") and len(english.split()) >= 3, problem.message
+    assert english[:-1].isascii(), problem.message
+    assert str(problem) == problem.message
+
+
+def test_too_large_message_names_the_limit() -> None:
+    with pytest.raises(DocumentProblem, match="20 MB") as info:
+        check_pdf(b"%PDF-" + bytes(20 * 1024 * 1024), 20 * 1024 * 1024)
+    assert info.value.code == "too_large"
+
+
+def test_check_pdf_accepts_good_pdfs(chain: Chain) -> None:
+    assert check_pdf(sample_contract(pages=3), 10_000_000) == 3
+    assert check_pdf(chain.steps[-1], 10_000_000) == 2  # a signed file is still a good PDF
+
+
+# ---- signing and validation ---------------------------------------------------------------
+
+
+def test_each_signature_is_an_incremental_update(chain: Chain) -> None:
+    for before, after in zip(chain.steps, chain.steps[1:], strict=False):
+        assert len(after) > len(before)
+        assert after.startswith(before)
+
+
+def test_three_signatures_validate_against_the_installation_ca(chain: Chain) -> None:
+    reports = validate_pdf(chain.steps[-1], [chain.ca.certificate])
+    assert [r.field_name for r in reports] == ["Signature1", "Signature2", "Signature3"]
+    assert [r.signer_name for r in reports] == [name for _, name, _ in SIGNERS]
+    for position, report in enumerate(reports, start=1):
+        assert report.intact and report.valid and report.trusted, report
+        assert report.modification_ok, report
+        assert report.signed_at == SIGNED_AT + dt.timedelta(minutes=position)
+    # earlier signatures cover their own revision; the last one covers the whole file
+    assert [r.coverage for r in reports] == ["ENTIRE_REVISION", "ENTIRE_REVISION", "ENTIRE_FILE"]
+
+
+def test_intermediate_steps_validate_too(chain: Chain) -> None:
+    assert validate_pdf(chain.steps[0], [chain.ca.certificate]) == []
+    one = validate_pdf(chain.steps[1], [chain.ca.certificate])
+    assert len(one) == 1 and one[0].coverage == "ENTIRE_FILE" and one[0].trusted
+
+
+def test_signature_from_another_ca_is_not_trusted(chain: Chain, tmp_path: Path) -> None:
+    other = InstallationCA.load_or_create(tmp_path / "other-ca", organisation="Elsewhere")
+    signed = sign_pdf(chain.steps[-1], other.issue("u-x", "李四"), signer_name="李四",
+                      position=4, signed_at=SIGNED_AT)
+    reports = validate_pdf(signed, [chain.ca.certificate])
+    assert [r.trusted for r in reports] == [True, True, True, False]
+    assert reports[3].intact and reports[3].valid  # cryptographically fine, just not ours
+    assert validate_pdf(signed, [other.certificate])[3].trusted
+
+
+def test_changing_a_signed_byte_breaks_integrity(chain: Chain) -> None:
+    signed = bytearray(chain.steps[-1])
+    at = bytes(signed).index(b"Supplier")  # contract text, inside every signature's byte range
+    signed[at] = ord("T")
+    reports = validate_pdf(bytes(signed), [chain.ca.certificate])
+    assert reports and not any(r.intact for r in reports)
+
+
+def test_stamp_text_maps_back_to_unicode(chain: Chain) -> None:
+    text = page_text(chain.steps[-1], 1)
+    assert "张三" in text
+    assert "欧阳娜娜·买买提江" in text
+    assert "2026-11-29 10:01 UTC" in text
+    assert "张三" not in page_text(chain.steps[0], 1)
+
+
+def test_stamp_slots_never_overlap() -> None:
+    page = (0.0, 0.0, 595.0, 842.0)
+    boxes = [stamp_box(page, n) for n in range(1, 31)]
+    rects = [b for b in boxes if b is not None]
+    assert len(rects) == 30
+    for i, (ax1, ay1, ax2, ay2) in enumerate(rects):
+        assert 0 <= ax1 < ax2 <= 595 and 0 <= ay1 < ay2 <= 842
+        for bx1, by1, bx2, by2 in rects[i + 1:]:
+            assert ax2 <= bx1 or bx2 <= ax1 or ay2 <= by1 or by2 <= ay1
+    assert rects[0][1] < 100  # the first slot sits near the bottom of the page
+    assert stamp_box(page, 1000) is None  # no room left: invisible signature, not an overlap
+    with pytest.raises(ValueError):
+        stamp_box(page, 0)
+
+
+def test_signature_without_room_for_a_stamp_still_validates(chain: Chain) -> None:
+    signed = sign_pdf(chain.steps[1], chain.ca.issue("u-7", "赵六"), signer_name="赵六",
+                      position=1000, signed_at=SIGNED_AT)
+    reports = validate_pdf(signed, [chain.ca.certificate])
+    assert [r.field_name for r in reports] == ["Signature1", "Signature1000"]
+    assert all(r.intact and r.valid and r.trusted and r.modification_ok for r in reports)
+
+
+# ---- the installation CA ------------------------------------------------------------------
+
+
+def test_ca_is_created_once_and_loaded_again(tmp_path: Path) -> None:
+    first = InstallationCA.load_or_create(tmp_path / "ca")
+    again = InstallationCA.load_or_create(tmp_path / "ca")
+    assert again.certificate.dump() == first.certificate.dump()
+    key_file = tmp_path / "ca" / BUNDLE_FILE
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert b"PRIVATE KEY" in key_file.read_bytes()
+    public = (tmp_path / "ca" / CERT_FILE).read_bytes()
+    assert b"PRIVATE" not in public and b"BEGIN CERTIFICATE" in public
+    cert = first.certificate
+    assert cert.ca and cert.self_signed == "maybe"
+    assert cert.key_usage_value.native == {"key_cert_sign", "crl_sign"}
+    lifetime = cert["tbs_certificate"]["validity"]["not_after"].native - \
+        cert["tbs_certificate"]["validity"]["not_before"].native
+    assert lifetime > dt.timedelta(days=3640)
+
+
+def test_racing_first_starts_end_with_one_ca(tmp_path: Path) -> None:
+    barrier = threading.Barrier(8)
+
+    def start() -> bytes:
+        barrier.wait()
+        return bytes(InstallationCA.load_or_create(tmp_path / "ca").certificate.dump())
+
+    with ThreadPoolExecutor(8) as pool:
+        certs = set(pool.map(lambda _: start(), range(8)))
+    assert len(certs) == 1
+    assert [p.name for p in (tmp_path / "ca").iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_issued_certificate(chain: Chain) -> None:
+    cred = chain.ca.issue("u-1", "张三", "zs@corp.example")
+    cert: asn1_x509.Certificate = cred.certificate
+    assert cert.subject.native["common_name"] == "张三"
+    assert cert.issuer == chain.ca.certificate.subject
+    assert cert.subject_alt_name_value.native == ["zs@corp.example"]
+    assert cert.key_usage_value.native == {"digital_signature", "non_repudiation"}
+    assert not cert.ca
+    validity = cert["tbs_certificate"]["validity"]
+    lifetime = validity["not_after"].native - validity["not_before"].native
+    assert dt.timedelta(days=729) < lifetime < dt.timedelta(days=732)
+    again = chain.ca.issue("u-1", "张三")
+    assert again.certificate.serial_number != cert.serial_number
+    assert again.certificate.public_key.dump() != cert.public_key.dump()  # a fresh key each time
+    assert again.certificate.subject_alt_name_value is None
+
+
+# ---- rendering and the sample -------------------------------------------------------------
+
+
+def test_render_page_png(chain: Chain) -> None:
+    png = render_page_png(chain.steps[-1], 1)
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    width, height = struct.unpack(">II", png[16:24])
+    assert abs(width - 595 * 1.5) <= 1 and abs(height - 842 * 1.5) <= 1
+    assert 5_000 < len(png) < 5_000_000
+    small = render_page_png(chain.steps[-1], 0, scale=0.5)
+    width, height = struct.unpack(">II", small[16:24])
+    assert abs(width - 595 * 0.5) <= 1 and abs(height - 842 * 0.5) <= 1
+
+
+@pytest.mark.parametrize("index", [2, 99, -1])
+def test_page_out_of_range(index: int) -> None:
+    data = sample_contract()
+    with pytest.raises(IndexError):
+        render_page_png(data, index)
+    with pytest.raises(IndexError):
+        page_text(data, index)
+
+
+def test_sample_contract_is_deterministic_and_readable() -> None:
+    assert sample_contract() == sample_contract()
+    assert sample_contract("Other") != sample_contract()
+    data = sample_contract("Purchase Agreement", pages=3)
+    assert check_pdf(data, 10_000_000) == 3
+    assert "Purchase Agreement" in page_text(data, 0)
+    assert "Supplier" in page_text(data, 0)
+    assert "Page 3 of 3" in page_text(data, 2)
+    assert not PdfReader(BytesIO(data)).is_encrypted
