@@ -142,7 +142,7 @@ async def _demo(api_url: str, listen_port: int, out_dir: Path, timeout: float) -
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / f"{event_id}.signed.pdf"
         path.write_bytes(signed)
-        return _report(path, signed, ca_pem)
+        return await asyncio.to_thread(_report, path, signed, ca_pem)
     finally:
         server.should_exit = True
 

@@ -12,7 +12,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from signbridge.pdf.sample import sample_contract
 from signbridge.settings import Settings
-from tests.harness import A, B, INITIATOR, Harness, harness
+from tests.harness import INITIATOR, A, B, Harness, harness
 
 AUTH = {"Authorization": "Bearer test-api-key"}
 

@@ -171,7 +171,7 @@ async def test_chat_command_to_signed_pdf(dev_env: WorkflowEnvironment, settings
 
         assert signed.startswith(s.contract)
         ca = InstallationCA.load_or_create(s.settings.data_dir / "ca")
-        reports = validate_pdf(signed, [ca.certificate])
+        reports = await asyncio.to_thread(validate_pdf, signed, [ca.certificate])
         assert [r.signer_name for r in reports][2] == "客户A" and len(reports) == 3
         assert sorted(r.signer_name for r in reports[:2]) == ["李四", "王五"]
         assert all(r.intact and r.valid and r.trusted for r in reports)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from signbridge.pdf.check import DocumentProblem, check_pdf
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
 from signbridge.models import ActionInput, Actor, ProviderEvent, StatusView
-from signbridge.pdf.check import DocumentProblem, check_pdf
 from signbridge.pdf.pades import validate_pdf
 from signbridge.pdf.pki import InstallationCA
 from signbridge.pdf.sample import sample_contract
@@ -27,9 +28,9 @@ def _signed_pdf(h: Harness, view: StatusView) -> bytes:
     return FileBlobStore(h.settings.data_dir / "blobs").get(view.signed_document.blob_key)
 
 
-def _trusted_signers(h: Harness, pdf: bytes) -> list[str]:
+async def _trusted_signers(h: Harness, pdf: bytes) -> list[str]:
     ca = InstallationCA.load_or_create(h.settings.data_dir / "ca")
-    reports = validate_pdf(pdf, [ca.certificate])
+    reports = await asyncio.to_thread(validate_pdf, pdf, [ca.certificate])
     assert all(r.intact and r.valid and r.trusted for r in reports)
     return [r.signer_name for r in reports]
 
@@ -43,7 +44,7 @@ async def test_serial_groups_sign_in_order(ts_env: WorkflowEnvironment, settings
         await h.sign(handle, B)
         view: StatusView = await handle.result()
         assert view.status == "COMPLETED"
-        assert _trusted_signers(h, _signed_pdf(h, view)) == ["李四", "王五"]
+        assert await _trusted_signers(h, _signed_pdf(h, view)) == ["李四", "王五"]
         files = [m for m in h.sink.messages if m["type"] == "file"]
         assert len(files) == 1 and files[0]["sha256"] == view.signed_document.sha256  # type: ignore[union-attr]
         assert h.cards(handle)[-1]["status"] == "COMPLETED"
@@ -60,7 +61,7 @@ async def test_parallel_group_gets_links_at_once(ts_env: WorkflowEnvironment, se
         await h.sign(handle, A)
         view: StatusView = await handle.result()
         assert view.status == "COMPLETED"
-        assert sorted(_trusted_signers(h, _signed_pdf(h, view))) == sorted(["李四", "王五"])
+        assert sorted(await _trusted_signers(h, _signed_pdf(h, view))) == sorted(["李四", "王五"])
 
 
 async def test_mixed_groups(ts_env: WorkflowEnvironment, settings: Settings) -> None:
@@ -77,7 +78,7 @@ async def test_mixed_groups(ts_env: WorkflowEnvironment, settings: Settings) -> 
         await h.sign(handle, C)
         view = await handle.result()
         assert view.status == "COMPLETED"
-        assert len(_trusted_signers(h, _signed_pdf(h, view))) == 3
+        assert len(await _trusted_signers(h, _signed_pdf(h, view))) == 3
 
 
 async def test_duplicate_events_count_once(ts_env: WorkflowEnvironment, settings: Settings) -> None:
@@ -99,7 +100,7 @@ async def test_duplicate_events_count_once(ts_env: WorkflowEnvironment, settings
         await h.sign(handle, B)
         view = await handle.result()
         assert view.status == "COMPLETED"
-        assert len(_trusted_signers(h, _signed_pdf(h, view))) == 2
+        assert len(await _trusted_signers(h, _signed_pdf(h, view))) == 2
 
 
 async def test_decline_ends_the_flow_and_tells_the_initiator(ts_env: WorkflowEnvironment, settings: Settings) -> None:
