@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -23,6 +24,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from api.main import create_app
+from connectors.esign import local
 from connectors.esign.local import LocalProvider
 from signbridge.models import CreateFlowInput, DocumentInfo, OpenGroupInput, Person, ProviderEvent
 from signbridge.pdf.pades import validate_pdf
@@ -80,7 +82,7 @@ class Pages:
                    pages: int = 2) -> Flow:
         """A local flow with its first group open; `record`: a signing request row + a workflow to signal."""
         request_id = f"sign:test:{uuid.uuid4().hex[:12]}"
-        original = sample_contract(title, pages=pages)
+        original = sample_contract(f"Contract {request_id[-12:]}", pages=pages)
         key = self.provider.blobs.put(original)
         with Session(self.provider.engine) as s:
             if s.get(Document, key) is None:
@@ -209,14 +211,25 @@ async def test_unknown_and_expired_links(pages: Pages) -> None:
     assert secure(resp).status_code == 410 and resp.json()["error"]["code"] == "link_expired"
 
 
-async def test_parallel_signers_both_end_up_in_the_final_pdf(pages: Pages) -> None:
+async def test_parallel_signers_both_end_up_in_the_final_pdf(pages: Pages, monkeypatch: pytest.MonkeyPatch) -> None:
     flow = await pages.flow([[A, B]])
+    signings: list[str] = []
+    real_sign_bytes = local._sign_bytes
+
+    def counting(blobs: Any, blob_key: str, *args: Any) -> str:
+        signings.append(blob_key)
+        return real_sign_bytes(blobs, blob_key, *args)
+
+    monkeypatch.setattr(local, "_sign_bytes", counting)
     first, second = await asyncio.gather(
         pages.http.post(flow.links["u-1"], data={"name": "Alice Chen", "consent": "yes"}, headers=JSON),
         pages.http.post(flow.links["u-2"], data={"name": "王五", "consent": "yes"}, headers=JSON),
     )
     assert first.status_code == 200 and second.status_code == 200, (first.text, second.text)
     assert {first.json()["signer_id"], second.json()["signer_id"]} == {"u-1", "u-2"}
+    # Both read version 0; the loser of the optimistic lock signed again on top of the winner's version.
+    original_key = hashlib.sha256(flow.original).hexdigest()
+    assert len(signings) == 3 and signings[:2] == [original_key, original_key] and signings[2] != original_key
     row = local_flow(pages, flow.flow_id)
     assert (row.status, row.version) == ("completed", 2)
     signed = await pages.provider.download_signed(flow.flow_id)

@@ -1,0 +1,283 @@
+"""The built-in provider's signing pages: `GET /sign/{token}` and the form posts under it.
+
+Thin like every handler: the provider (`connectors.esign.local`) checks links and signs; these
+routes pick the status code, render Chinese-first pages (or JSON for `Accept: application/json`,
+which `signbridge demo` and the tests use) and hand the resulting event to the workflow.
+
+The token is the only credential and it sits in the URL, so every answer is `no-store`, sends
+no referrer, cannot be framed and loads nothing from elsewhere (see `SECURITY_HEADERS`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import os
+import tempfile
+from io import BytesIO
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pypdf import PdfReader
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+from temporalio.client import Client
+
+from api.deps import BlobsDep, ClientDep, EngineDep, SettingsDep
+from api.errors import error_body
+from connectors.esign import local
+from signbridge.events import deliver
+from signbridge.models import ProviderEvent
+from signbridge.pdf.render import render_page_png
+from signbridge.settings import Settings
+from store.blobs import BlobStore
+from store.tables import Document, LocalFlow, LocalSigner, utcnow
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["signing pages"])
+
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+}
+STATUS = {"unknown": 404, "gone": 410, "invalid": 400, "busy": 503}
+DELIVERY_TIMEOUT_SECONDS = 10.0
+
+
+# ---- responses -----------------------------------------------------------------------------
+
+
+def _secure(resp: Response) -> Response:
+    resp.headers.update(SECURITY_HEADERS)
+    return resp
+
+
+def _wants_json(request: Request) -> bool:
+    return "application/json" in request.headers.get("accept", "")
+
+
+def _problem(request: Request, problem: local.LinkProblem, back: str | None = None) -> Response:
+    status = STATUS[problem.kind]
+    if _wants_json(request):
+        message = f"{problem.zh} / {problem.en}"
+        return _secure(JSONResponse(error_body(problem.code, message), status_code=status))
+    heading = {404: ("链接无效", "This link is not valid"), 410: ("链接已失效", "This link no longer works"),
+               400: ("无法提交", "Could not submit"), 503: ("请稍后重试", "Please try again")}[status]
+    body = f"<p>{_e(problem.zh)}</p><p class=en>{_e(problem.en)}</p>"
+    if back and status == 400:
+        body += f'<p><a href="{_e(back)}">返回 / Back</a></p>'
+    return _secure(HTMLResponse(_layout(heading, body), status_code=status))
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+CSS = """
+*{box-sizing:border-box}body{margin:0;font:16px/1.6 system-ui,-apple-system,"PingFang SC","Microsoft YaHei",
+sans-serif;color:#1f2328;background:#f6f8fa}main{max-width:860px;margin:0 auto;padding:24px 16px 64px}
+h1{font-size:1.5rem;margin:.2em 0}.en{color:#59636e;font-size:.92em;margin-top:0}
+.card{background:#fff;border:1px solid #d1d9e0;border-radius:10px;padding:16px 20px;margin:16px 0}
+dl{display:grid;grid-template-columns:max-content 1fr;gap:4px 16px;margin:0}dt{color:#59636e}
+dd{margin:0;overflow-wrap:anywhere}code{font-size:.85em}
+.pages img{display:block;width:100%;height:auto;border:1px solid #d1d9e0;margin:12px 0;background:#fff}
+label{display:block;margin:10px 0 4px}input[type=text],textarea{width:100%;padding:10px;font:inherit;
+border:1px solid #8c959f;border-radius:6px}.check{display:flex;gap:8px;align-items:flex-start}
+.check input{margin-top:6px}button{font:inherit;padding:10px 22px;border-radius:6px;border:0;cursor:pointer;
+margin-top:12px}.sign{background:#1f883d;color:#fff}.decline{background:#fff;color:#cf222e;
+border:1px solid #cf222e}details summary{cursor:pointer;color:#cf222e}
+"""
+
+
+def _layout(heading: tuple[str, str], body: str) -> str:
+    zh, en = heading
+    return (
+        '<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        '<meta name="referrer" content="no-referrer">'
+        f"<title>{_e(zh)} · SignBridge</title><style>{CSS}</style></head><body><main>"
+        f"<h1>{_e(zh)}</h1><p class=en>{_e(en)}</p>{body}</main></body></html>"
+    )
+
+
+def _sign_page(token: str, signer: LocalSigner, flow: LocalFlow, doc_name: str, pages: int) -> str:
+    base = f"/sign/{_e(token)}"
+    current = ""
+    if flow.version:
+        current = (f"<dt>当前版本 / Current version</dt><dd><code>{_e(flow.current_sha256)}</code>"
+                   f"（已有 {flow.version} 个签名 / {flow.version} signature(s) so far）</dd>")
+    images = "".join(f'<img src="{base}/pages/{n}.png" alt="第 {n} 页 / Page {n}" loading="lazy">'
+                     for n in range(1, pages + 1))
+    body = f"""
+<section class=card><dl>
+<dt>文件 / Document</dt><dd>{_e(doc_name)}</dd>
+<dt>SHA-256</dt><dd><code>{_e(flow.original_sha256)}</code></dd>{current}
+<dt>签署人 / Signer</dt><dd>{_e(signer.name)}</dd>
+<dt>页数 / Pages</dt><dd>{pages}</dd>
+</dl></section>
+<section class=pages>{images}</section>
+<section class=card><form method=post action="{base}">
+<label for=name>请输入您的全名以签署 / Type your full name to sign</label>
+<input type=text id=name name=name required autocomplete=off maxlength=200 placeholder="{_e(signer.name)}">
+<label class=check><input type=checkbox name=consent value=yes required>
+<span>我已阅读以上文件，同意以电子签名方式签署，其效力等同于手写签名。<br>
+<span class=en>I have read this document and agree to sign it electronically; my electronic signature is
+as binding as a handwritten one.</span></span></label>
+<button class=sign type=submit>签署 / Sign</button>
+</form></section>
+<section class=card><details><summary>拒绝签署 / Decline to sign</summary>
+<form method=post action="{base}/decline">
+<label for=reason>原因（必填）/ Reason (required)</label>
+<textarea id=reason name=reason required maxlength={local.MAX_REASON} rows=3></textarea>
+<button class=decline type=submit>拒绝签署 / Decline</button>
+</form></details></section>"""
+    return _layout((flow.title, "Please review and sign"), body)
+
+
+# ---- helpers -------------------------------------------------------------------------------
+
+
+def _lookup(engine: Engine, token: str) -> tuple[LocalSigner, LocalFlow, str] | local.LinkProblem:
+    """The link's signer, flow and document name — or why the link can't be used."""
+    with Session(engine, expire_on_commit=False) as session:
+        found = local.find_signer_by_token(session, token)
+        if found is None:
+            return local.unknown_link()
+        signer, flow = found
+        document = session.get(Document, flow.original_sha256)
+    problem = local.link_problem(signer, flow, utcnow())
+    return problem or (signer, flow, document.name if document else flow.title)
+
+
+_PAGE_COUNTS: dict[str, int] = {}
+
+
+def _count_pages(data: bytes) -> int:
+    """The document was checked (`check_pdf`) before the flow began; here only the count is needed."""
+    return len(PdfReader(BytesIO(data)).pages)
+
+
+async def _page_count(blobs: BlobStore, blob_key: str) -> int:
+    """Pages of a stored version; versions never change (content-addressed), so cache forever."""
+    if blob_key not in _PAGE_COUNTS:
+        count = await asyncio.to_thread(_count_pages, blobs.get(blob_key))
+        if len(_PAGE_COUNTS) > 4096:
+            _PAGE_COUNTS.clear()
+        _PAGE_COUNTS[blob_key] = count
+    return _PAGE_COUNTS[blob_key]
+
+
+def _render_cached(settings: Settings, blobs: BlobStore, blob_key: str, page: int) -> bytes:
+    """Runs in a thread: the PNG from the disk cache, or rendered and cached (written atomically)."""
+    path = settings.data_dir / "pages" / f"{blob_key}-{page}.png"
+    if path.exists():
+        return path.read_bytes()
+    png = render_page_png(blobs.get(blob_key), page - 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(png)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return png
+
+
+async def _deliver(client: Client, engine: Engine, event: ProviderEvent) -> None:
+    """Best effort: the event is already stored, and the workflow's `poll` fallback replays it."""
+    try:
+        async with asyncio.timeout(DELIVERY_TIMEOUT_SECONDS):
+            await deliver(client, engine, event)
+    except Exception as e:  # any failure is covered by polling; never fail the signer's request
+        log.warning("could not deliver %s to its workflow (polling will pick it up): %s", event.event_id, e)
+
+
+def _who(request: Request) -> tuple[str | None, str | None]:
+    """The signer's IP and User-Agent, for the audit trail."""
+    return (request.client.host if request.client else None), request.headers.get("user-agent")
+
+
+# ---- routes --------------------------------------------------------------------------------
+
+
+@router.get("/sign/{token}")
+async def sign_page(token: str, request: Request, settings: SettingsDep, engine: EngineDep,
+                    blobs: BlobsDep) -> Response:
+    found = _lookup(engine, token)
+    if isinstance(found, local.LinkProblem):
+        return _problem(request, found)
+    signer, flow, doc_name = found
+    pages = await _page_count(blobs, flow.current_blob_key)
+    if _wants_json(request):
+        return _secure(JSONResponse({
+            "status": "open", "signer_id": signer.signer_id, "name": signer.name, "title": flow.title,
+            "document": {"name": doc_name, "sha256": flow.original_sha256,
+                         "current_sha256": flow.current_sha256, "pages": pages},
+            "page_urls": [f"/sign/{token}/pages/{n}.png" for n in range(1, pages + 1)],
+        }))
+    return _secure(HTMLResponse(_sign_page(token, signer, flow, doc_name, pages)))
+
+
+@router.get("/sign/{token}/pages/{page}.png")
+async def page_png(token: str, page: str, request: Request, settings: SettingsDep, engine: EngineDep,
+                   blobs: BlobsDep) -> Response:
+    found = _lookup(engine, token)
+    if isinstance(found, local.LinkProblem):
+        return _problem(request, found)
+    flow = found[1]
+    number = int(page) if page.isdigit() else 0
+    if not 1 <= number <= await _page_count(blobs, flow.current_blob_key):
+        return _problem(request, local.LinkProblem("unknown", "page_not_found", "没有这一页", "No such page"))
+    try:
+        png = await asyncio.to_thread(_render_cached, settings, blobs, flow.current_blob_key, number)
+    except IndexError:
+        return _problem(request, local.LinkProblem("unknown", "page_not_found", "没有这一页", "No such page"))
+    return _secure(Response(png, media_type="image/png"))
+
+
+@router.post("/sign/{token}")
+async def submit_signature(token: str, request: Request, settings: SettingsDep, engine: EngineDep,
+                           blobs: BlobsDep, client: ClientDep, name: Annotated[str, Form()] = "",
+                           consent: Annotated[str, Form()] = "") -> Response:
+    ip, user_agent = _who(request)
+    try:
+        result = await local.sign(settings, engine, blobs, token, typed_name=name, consent=consent == "yes",
+                                  ip=ip, user_agent=user_agent)
+    except local.LinkProblem as problem:
+        return _problem(request, problem, back=f"/sign/{token}")
+    await _deliver(client, engine, result.event)
+    if _wants_json(request):
+        return _secure(JSONResponse({"status": "signed", "signer_id": result.signer_id,
+                                     "document_sha256": result.document_sha256}))
+    body = (f"<section class=card><p>您已成功签署，可以关闭此页面。签署完成后，文件会发送到聊天中。</p>"
+            f"<p class=en>You have signed. You can close this page; the signed file will be posted in the "
+            f"chat once everyone has signed.</p><dl><dt>SHA-256</dt><dd><code>{_e(result.document_sha256)}</code>"
+            f"</dd></dl></section>")
+    return _secure(HTMLResponse(_layout(("已签署", "Signed"), body)))
+
+
+@router.post("/sign/{token}/decline")
+async def submit_decline(token: str, request: Request, engine: EngineDep, client: ClientDep,
+                         reason: Annotated[str, Form()] = "") -> Response:
+    ip, user_agent = _who(request)
+    try:
+        event = await local.decline(engine, token, reason=reason, ip=ip, user_agent=user_agent)
+    except local.LinkProblem as problem:
+        return _problem(request, problem, back=f"/sign/{token}")
+    await _deliver(client, engine, event)
+    if _wants_json(request):
+        return _secure(JSONResponse({"status": "declined", "signer_id": event.signer_id,
+                                     "reason": event.reason}))
+    body = ("<section class=card><p>您已拒绝签署，发起人会在聊天中看到您的原因。</p>"
+            "<p class=en>You declined to sign. The sender will see your reason in the chat.</p></section>")
+    return _secure(HTMLResponse(_layout(("已拒绝签署", "Declined"), body)))

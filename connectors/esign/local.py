@@ -1,0 +1,459 @@
+"""The built-in e-signature provider: signing links served by SignBridge itself (`api/sign_pages.py`).
+
+Why it is shaped this way:
+
+- A link carries a 256-bit random token and the database keeps only its SHA-256, so a copy of
+  the database (a backup, a support dump) never holds a usable link.
+- Every signature is an incremental PAdES update on top of the flow's current version, so the
+  final file starts with the original bytes. Signers of a parallel group race for that version:
+  the flow advances under an optimistic lock (`version`) and the loser re-signs on the winner's
+  version instead of overwriting it.
+- Every change is first stored as a `LocalEvent`, and the event handed to the page for live
+  delivery is built from that row. `poll` replays the same rows, so a delivery that failed
+  (Temporal down, a worker restart) is picked up by the workflow's polling fallback with the same
+  event id, which the workflow deduplicates.
+
+HTTP stays in the pages; this module raises `LinkProblem` and the pages choose the status code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+import threading
+import unicodedata
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from sqlalchemy import func, insert, update
+from sqlalchemy import select as sa_select
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from connectors.esign.base import ProviderError
+from signbridge.models import CreateFlowInput, OpenGroupInput, ProviderEvent, SignerLink
+from signbridge.pdf.pades import sign_pdf
+from signbridge.pdf.pki import InstallationCA, SignerCredential
+from signbridge.settings import Settings
+from store import audit
+from store.blobs import BlobNotFound, BlobStore
+from store.tables import LocalEvent, LocalFlow, LocalSigner, utcnow
+
+PROVIDER = "local"
+MAX_REASON = 500
+# A parallel group of n signers can make one signer lose the version race n-1 times.
+SIGN_ATTEMPTS = 8
+FINAL_SIGNER_STATES = ("signed", "declined")
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def flow_id_for(request_id: str) -> str:
+    """Derived from the request id, so a retried `create_flow` finds the flow it already made."""
+    return "local-" + hashlib.sha256(request_id.encode()).hexdigest()[:24]
+
+
+def _aware(dt: datetime) -> datetime:
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def normalise_name(name: str) -> str:
+    """NFKC (full-width letters typed by CJK input methods), collapsed whitespace, case-folded."""
+    return " ".join(unicodedata.normalize("NFKC", name).split()).casefold()
+
+
+def _fatal(message: str) -> ProviderError:
+    """A ProviderError retrying cannot fix (`activities.errors.connector_errors` reads the flag)."""
+    error = ProviderError(message)
+    error.non_retryable = True  # type: ignore[attr-defined]
+    return error
+
+
+ProblemKind = Literal["unknown", "gone", "invalid", "busy"]
+
+
+class _Refused(Exception):
+    """Raised inside a transaction to roll it back; the caller then reads why, outside it."""
+
+
+class LinkProblem(Exception):
+    """Why a signing link cannot be used, in Chinese and English.
+
+    `kind`: "unknown" (no such link), "gone" (it worked once: signed, declined, withdrawn,
+    expired, replaced), "invalid" (the submitted form is wrong), "busy" (retry later).
+    """
+
+    def __init__(self, kind: ProblemKind, code: str, zh: str, en: str) -> None:
+        super().__init__(f"{zh} / {en}")
+        self.kind = kind
+        self.code = code
+        self.zh = zh
+        self.en = en
+
+
+def unknown_link() -> LinkProblem:
+    return LinkProblem("unknown", "link_not_found", "链接无效", "This link is not valid")
+
+
+def _busy() -> LinkProblem:
+    return LinkProblem("busy", "busy", "签署人较多，请稍后重试", "Many people are signing now; try again")
+
+
+def link_problem(signer: LocalSigner, flow: LocalFlow, now: datetime) -> LinkProblem | None:
+    """None while the signer may act on this link; otherwise the reason, in words."""
+    if signer.status == "signed":
+        return LinkProblem("gone", "link_signed", "您已签署此文件，此链接已失效",
+                           "You have already signed this document")
+    if signer.status == "declined":
+        return LinkProblem("gone", "link_declined", "您已拒绝签署此文件，此链接已失效",
+                           "You declined to sign this document")
+    if flow.status == "declined":
+        return LinkProblem("gone", "flow_declined", "另一位签署人已拒绝签署，此签署已终止",
+                           "Another signer declined, so this signing request has ended")
+    if flow.status == "revoked" or signer.status == "dead":
+        return LinkProblem("gone", "link_revoked", "此签署已被撤销，链接已失效",
+                           "This signing request was withdrawn")
+    if flow.status != "open" or signer.status != "open":
+        return LinkProblem("gone", "link_inactive", "此链接已失效", "This link is no longer active")
+    expires = [flow.expires_at, *([signer.token_expires_at] if signer.token_expires_at else [])]
+    if any(now >= _aware(t) for t in expires):
+        return LinkProblem("gone", "link_expired", "此链接已过期", "This link has expired")
+    return None
+
+
+def find_signer_by_token(session: Session, token: str) -> tuple[LocalSigner, LocalFlow] | None:
+    """The signer (and flow) a link belongs to, looked up by the token's hash."""
+    if not token or len(token) > 200:
+        return None
+    signer = session.exec(select(LocalSigner).where(LocalSigner.token_hash == token_hash(token))).first()
+    if signer is None:
+        return None
+    flow = session.get(LocalFlow, signer.flow_id)
+    return (signer, flow) if flow is not None else None
+
+
+def _event(row: LocalEvent) -> ProviderEvent:
+    """Live delivery and `poll` both build the event here, so they carry identical content."""
+    return ProviderEvent(event_id=row.event_id, provider=PROVIDER, flow_id=row.flow_id, kind=row.kind,  # type: ignore[arg-type]
+                         signer_id=row.signer_id, reason=row.reason, occurred_at=_aware(row.occurred_at))
+
+
+# ---- the installation CA ------------------------------------------------------------------
+
+_CA_CACHE: dict[Path, InstallationCA] = {}
+_CA_LOCK = threading.Lock()
+
+
+def installation_ca(settings: Settings) -> InstallationCA:
+    """Loaded once per data dir (the key is read from disk, or made on first use) — call in a thread."""
+    directory = (settings.data_dir / "ca").resolve()
+    with _CA_LOCK:
+        ca = _CA_CACHE.get(directory)
+        if ca is None:
+            ca = InstallationCA.load_or_create(directory)
+            _CA_CACHE[directory] = ca
+        return ca
+
+
+class LocalProvider:
+    """`ESignProvider` for the embedded signing pages. State lives in `local_*` tables."""
+
+    name = PROVIDER
+
+    def __init__(self, settings: Settings, engine: Engine, blobs: BlobStore) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.blobs = blobs
+
+    async def create_flow(self, req: CreateFlowInput) -> str:
+        flow_id = flow_id_for(req.request_id)
+        with Session(self.engine) as session:
+            if session.get(LocalFlow, flow_id) is not None:
+                return flow_id
+            if not self.blobs.exists(req.document.blob_key):
+                raise _fatal(f"document blob {req.document.blob_key} is not in the blob store")
+            session.add(LocalFlow(flow_id=flow_id, request_id=req.request_id, title=req.title,
+                                  original_sha256=req.document.sha256, current_blob_key=req.document.blob_key,
+                                  current_sha256=req.document.sha256, version=0, status="open",
+                                  expires_at=req.expires_at))
+            seen: set[str] = set()
+            for group, people in enumerate(req.groups):
+                for person in people:
+                    if person.id in seen:  # one signature per person, at their first place in the order
+                        continue
+                    seen.add(person.id)
+                    session.add(LocalSigner(
+                        flow_id=flow_id, signer_id=person.id, name=person.name, email=person.email,
+                        mobile=person.mobile, external=person.external, group=group, position=len(seen)))
+            try:
+                session.commit()
+            except IntegrityError:  # a concurrent retry of the same activity created it first
+                session.rollback()
+                if session.get(LocalFlow, flow_id) is None:
+                    raise
+        return flow_id
+
+    async def open_group(self, req: OpenGroupInput) -> list[SignerLink]:
+        """Fresh tokens for the group's pending signers; tokens minted by an earlier attempt die,
+        which is safe because that attempt's result never reached the workflow (links never sent)."""
+        links: list[SignerLink] = []
+        with Session(self.engine) as session:
+            flow = session.get(LocalFlow, req.flow_id)
+            if flow is None:
+                raise _fatal(f"unknown local flow {req.flow_id}")
+            if flow.status != "open":
+                raise _fatal(f"local flow {req.flow_id} is {flow.status}")
+            signers = session.exec(
+                select(LocalSigner)
+                .where(LocalSigner.flow_id == req.flow_id, LocalSigner.group == req.group)
+                .order_by(col(LocalSigner.position))
+            ).all()
+            pending = [(s.id, s.signer_id) for s in signers if s.status not in FINAL_SIGNER_STATES]
+        with self.engine.begin() as conn:
+            for row_id, signer_id in pending:
+                token = secrets.token_urlsafe(32)
+                # Conditional: never reopen someone who signed or declined since we read the rows.
+                changed = conn.execute(
+                    update(LocalSigner)
+                    .where(col(LocalSigner.id) == row_id, col(LocalSigner.status).not_in(FINAL_SIGNER_STATES))
+                    .values(token_hash=token_hash(token), status="open", token_expires_at=req.expires_at)
+                ).rowcount
+                if changed:
+                    url = f"{self.settings.public_url}/sign/{token}"
+                    links.append(SignerLink(signer_id=signer_id, url=url))
+        return links
+
+    async def poll(self, flow_id: str) -> list[ProviderEvent]:
+        with Session(self.engine) as session:
+            rows = session.exec(
+                select(LocalEvent).where(LocalEvent.flow_id == flow_id)
+                .order_by(col(LocalEvent.occurred_at), col(LocalEvent.event_id))
+            ).all()
+        return [_event(r) for r in rows]
+
+    async def download_signed(self, flow_id: str) -> bytes:
+        with Session(self.engine) as session:
+            flow = session.get(LocalFlow, flow_id)
+        if flow is None:
+            raise _fatal(f"unknown local flow {flow_id}")
+        if flow.status != "completed":
+            raise ProviderError(f"local flow {flow_id} is {flow.status}, not completed")
+        try:
+            return self.blobs.get(flow.current_blob_key)
+        except BlobNotFound as e:
+            raise ProviderError(f"signed document of {flow_id} is missing from the blob store") from e
+
+    async def revoke(self, flow_id: str, reason: str) -> None:
+        """Links of everyone who has not acted die. A completed, declined or revoked flow is left as is."""
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                update(LocalFlow).where(col(LocalFlow.flow_id) == flow_id, col(LocalFlow.status) == "open")
+                .values(status="revoked")
+            ).rowcount
+            if changed:
+                _kill_pending(conn, flow_id)
+
+    async def remind(self, flow_id: str, signer_ids: list[str]) -> None:
+        """No-op: the built-in provider has no channel of its own; the chat reminder carries the link."""
+
+
+def _kill_pending(conn: Connection, flow_id: str) -> None:
+    conn.execute(
+        update(LocalSigner)
+        .where(col(LocalSigner.flow_id) == flow_id, col(LocalSigner.status).not_in(FINAL_SIGNER_STATES))
+        .values(status="dead")
+    )
+
+
+# ---- acting on a link (used by api/sign_pages.py) ----------------------------------------
+
+
+@dataclass(frozen=True)
+class SignResult:
+    event: ProviderEvent
+    signer_id: str
+    document_sha256: str  # the version this signature produced
+    before_sha256: str
+
+
+def _load(engine: Engine, token: str) -> tuple[LocalSigner, LocalFlow]:
+    with Session(engine, expire_on_commit=False) as session:
+        found = find_signer_by_token(session, token)
+    if found is None:
+        raise unknown_link()
+    problem = link_problem(*found, utcnow())
+    if problem:
+        raise problem
+    return found
+
+
+def _reread_problem(engine: Engine, signer_row_id: int | None, hsh: str) -> LinkProblem | None:
+    """After a lost race or a refused update: is the link still usable at all?"""
+    with Session(engine) as session:
+        signer = session.get(LocalSigner, signer_row_id)
+        flow = session.get(LocalFlow, signer.flow_id) if signer else None
+        if signer is None or flow is None:
+            return unknown_link()
+        if signer.token_hash != hsh:
+            return LinkProblem("gone", "link_replaced", "此链接已被新的链接取代，请使用最新收到的链接",
+                               "A newer link replaced this one; use the latest link you received")
+        return link_problem(signer, flow, utcnow())
+
+
+def _sign_bytes(blobs: BlobStore, blob_key: str, credential: SignerCredential, signer: LocalSigner,
+                signed_at: datetime, font_path: Path | None) -> str:
+    """CPU-heavy: runs in a thread. Returns the new version's blob key (= its SHA-256)."""
+    current = blobs.get(blob_key)
+    signed = sign_pdf(current, credential, signer_name=signer.name, position=signer.position,
+                      signed_at=signed_at, font_path=font_path)
+    return blobs.put(signed)
+
+
+def _commit_signature(engine: Engine, signer: LocalSigner, hsh: str, read_version: int, new_key: str,
+                      now: datetime, ip: str | None, user_agent: str | None) -> LocalEvent | None:
+    """Advance the flow from `read_version` and mark the signer signed, atomically.
+
+    None when another signature advanced the flow first (re-sign on top of it); LinkProblem
+    when the link died meanwhile (revoked, replaced, signed in another tab).
+    """
+    event = LocalEvent(event_id=f"{signer.flow_id}:{signer.signer_id}:signed", flow_id=signer.flow_id,
+                       kind="signed", signer_id=signer.signer_id, occurred_at=now)
+    try:
+        with engine.begin() as conn:
+            if not _advance_and_mark(conn, signer, hsh, read_version, new_key, now, ip, user_agent):
+                return None
+            conn.execute(insert(LocalEvent).values(event_id=event.event_id, flow_id=event.flow_id,
+                                                   kind=event.kind, signer_id=event.signer_id, reason=None,
+                                                   occurred_at=now))
+            unsigned = conn.execute(
+                sa_select(func.count()).select_from(LocalSigner)
+                .where(col(LocalSigner.flow_id) == signer.flow_id, col(LocalSigner.status) != "signed")
+            ).scalar_one()
+            if unsigned == 0:
+                conn.execute(update(LocalFlow).where(col(LocalFlow.flow_id) == signer.flow_id)
+                             .values(status="completed"))
+    except _Refused:
+        raise _reread_problem(engine, signer.id, hsh) or _busy() from None
+    return event
+
+
+def _advance_and_mark(conn: Connection, signer: LocalSigner, hsh: str, read_version: int, new_key: str,
+                      now: datetime, ip: str | None, user_agent: str | None) -> bool:
+    """False if the flow moved past `read_version`; raises _Refused if the link died meanwhile."""
+    advanced = conn.execute(
+        update(LocalFlow)
+        .where(col(LocalFlow.flow_id) == signer.flow_id, col(LocalFlow.version) == read_version,
+               col(LocalFlow.status) == "open")
+        .values(current_blob_key=new_key, current_sha256=new_key, version=col(LocalFlow.version) + 1)
+    ).rowcount
+    if not advanced:
+        return False
+    marked = conn.execute(
+        update(LocalSigner)
+        .where(col(LocalSigner.id) == signer.id, col(LocalSigner.status) == "open",
+               col(LocalSigner.token_hash) == hsh)
+        .values(status="signed", acted_at=now, ip=ip, user_agent=user_agent)
+    ).rowcount
+    if not marked:
+        raise _Refused  # rolls the flow's advance back too
+    return True
+
+
+async def sign(settings: Settings, engine: Engine, blobs: BlobStore, token: str, *, typed_name: str,
+               consent: bool, ip: str | None, user_agent: str | None) -> SignResult:
+    """Sign the flow's current version as this link's signer; returns the event to deliver.
+
+    Raises LinkProblem for a dead link, a missing consent or a name that is not the signer's.
+    """
+    signer, flow = _load(engine, token)
+    if not consent:
+        raise LinkProblem("invalid", "consent_required", "请勾选同意以电子方式签署",
+                          "Tick the box to agree to sign electronically")
+    if not typed_name.strip() or normalise_name(typed_name) != normalise_name(signer.name):
+        raise LinkProblem("invalid", "name_mismatch", f"请输入您的姓名「{signer.name}」以确认签署",
+                          f"Type your name “{signer.name}” to sign")
+    hsh = token_hash(token)
+    now = utcnow()
+    ca = await asyncio.to_thread(installation_ca, settings)
+    credential = await asyncio.to_thread(ca.issue, signer.signer_id, signer.name, signer.email)
+    for _ in range(SIGN_ATTEMPTS):
+        before_sha, version = flow.current_sha256, flow.version
+        new_key = await asyncio.to_thread(_sign_bytes, blobs, flow.current_blob_key, credential, signer, now,
+                                          settings.stamp_font)
+        row = _commit_signature(engine, signer, hsh, version, new_key, now, ip, user_agent)
+        if row is not None:
+            break
+        problem = _reread_problem(engine, signer.id, hsh)
+        if problem:
+            raise problem
+        with Session(engine) as session:
+            fresh = session.get(LocalFlow, flow.flow_id)
+        assert fresh is not None
+        flow = fresh
+    else:
+        raise _busy()
+    assert row is not None
+    with Session(engine) as session:
+        audit.append(session, request_id=flow.request_id, key=f"local:{signer.signer_id}:signed",
+                     action="signer.signed", actor=signer.signer_id,
+                     detail={"flow_id": flow.flow_id, "name_typed": typed_name, "position": signer.position,
+                             "before": before_sha, "after": new_key, "version": version + 1},
+                     ip=ip, user_agent=user_agent, document_sha256=new_key)
+    return SignResult(event=_event(row), signer_id=signer.signer_id, document_sha256=new_key,
+                      before_sha256=before_sha)
+
+
+async def decline(engine: Engine, token: str, *, reason: str, ip: str | None,
+                  user_agent: str | None) -> ProviderEvent:
+    """Decline on this link. It ends the flow at once (the other links die), as a declined
+    contract must not collect more signatures even while the workflow is not running."""
+    signer, _ = _load(engine, token)
+    reason = reason.strip()
+    if not reason:
+        raise LinkProblem("invalid", "reason_required", "请填写拒绝签署的原因",
+                          "Please give a reason for declining")
+    if len(reason) > MAX_REASON:
+        raise LinkProblem("invalid", "reason_too_long", f"原因不能超过 {MAX_REASON} 个字",
+                          f"The reason must be at most {MAX_REASON} characters")
+    hsh = token_hash(token)
+    now = utcnow()
+    event_id = f"{signer.flow_id}:{signer.signer_id}:declined"
+    try:
+        with engine.begin() as conn:
+            ended = conn.execute(
+                update(LocalFlow)
+                .where(col(LocalFlow.flow_id) == signer.flow_id, col(LocalFlow.status) == "open")
+                .values(status="declined")
+            ).rowcount
+            if not ended:
+                raise _Refused
+            marked = conn.execute(
+                update(LocalSigner)
+                .where(col(LocalSigner.id) == signer.id, col(LocalSigner.status) == "open",
+                       col(LocalSigner.token_hash) == hsh)
+                .values(status="declined", acted_at=now, decline_reason=reason, ip=ip, user_agent=user_agent)
+            ).rowcount
+            if not marked:
+                raise _Refused
+            _kill_pending(conn, signer.flow_id)
+            conn.execute(insert(LocalEvent).values(
+                event_id=event_id, flow_id=signer.flow_id, kind="declined", signer_id=signer.signer_id,
+                reason=reason, occurred_at=now))
+    except _Refused:
+        raise _reread_problem(engine, signer.id, hsh) or _busy() from None
+    with Session(engine) as session:
+        flow = session.get(LocalFlow, signer.flow_id)
+        assert flow is not None
+        audit.append(session, request_id=flow.request_id, key=f"local:{signer.signer_id}:declined",
+                     action="signer.declined", actor=signer.signer_id,
+                     detail={"flow_id": flow.flow_id, "reason": reason, "position": signer.position},
+                     ip=ip, user_agent=user_agent, document_sha256=flow.current_sha256)
+        row = session.get(LocalEvent, event_id)
+        assert row is not None
+    return _event(row)
