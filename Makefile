@@ -1,0 +1,40 @@
+# SignBridge developer commands. `make run` starts the whole stack; `make test` lints and tests.
+# The venv is (re)installed only when pyproject.toml is newer than .venv/.installed, so repeated
+# `make test` runs go straight to the checks.
+
+SHELL := bash
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PACKAGES := signbridge workflows activities api connectors store worker.py
+
+.PHONY: install venv run test lint clean
+
+install: $(STAMP)
+venv: $(STAMP)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -e '.[dev]'
+	touch $(STAMP)
+
+run: install
+	$(BIN)/signbridge run
+
+# Lint runs both tools even when the first one fails, so one pass shows every problem.
+lint: install
+	@status=0; \
+	$(BIN)/ruff check . || status=1; \
+	$(BIN)/mypy $(PACKAGES) || status=1; \
+	exit $$status
+
+# pytest's exit code 5 ("no tests collected") is a failure like any other non-zero code.
+test: install
+	@$(MAKE) --no-print-directory lint
+	$(BIN)/pytest -q
+
+clean:
+	rm -rf .data
