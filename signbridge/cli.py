@@ -29,6 +29,7 @@ app = typer.Typer(help="SignBridge: get documents signed without leaving the cha
 API_HOST = "127.0.0.1"
 API_PORT = 8000
 STOP_TIMEOUT = 10.0
+STARTUP_TIMEOUT = 90.0
 
 
 @dataclass
@@ -97,13 +98,17 @@ def _tail(path: Path | None, lines: int = 15) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-async def _until(sup: Supervisor, stop: asyncio.Event, probe: Callable[[], Coroutine[Any, Any, bool]]) -> bool:
+async def _until(sup: Supervisor, stop: asyncio.Event, probe: Callable[[], Coroutine[Any, Any, bool]],
+                 timeout: float | None = None, what: str = "") -> bool:
     """Poll `probe` until it is true (True), a stop signal arrives (False) or a child dies (raise)."""
+    deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
     while not stop.is_set():
         if child := sup.dead():
             raise ChildDied(child)
         if await probe():
             return True
+        if deadline is not None and asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"{what} not ready after {timeout:.0f} s")
         try:
             await asyncio.wait_for(stop.wait(), 0.3)
         except TimeoutError:
@@ -145,14 +150,14 @@ async def _supervise(sup: Supervisor, settings: Settings, ui_port: int, api_port
             typer.echo(f"registered search attributes: {', '.join(added)}")
         return True
 
-    if not await _until(sup, stop, temporal_up):
+    if not await _until(sup, stop, temporal_up, STARTUP_TIMEOUT, "Temporal dev server"):
         return 0
     typer.echo("starting worker")
     sup.start("worker", [sys.executable, "-m", "worker"])
     typer.echo(f"starting API on {api_url}")
     sup.start("API", [sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory",
                       "--host", API_HOST, "--port", str(api_port)])
-    if not await _until(sup, stop, lambda: _api_healthy(api_url)):
+    if not await _until(sup, stop, lambda: _api_healthy(api_url), STARTUP_TIMEOUT, "API"):
         return 0
 
     typer.echo(
@@ -196,8 +201,8 @@ def run(
         if tail := _tail(e.child.log):
             typer.echo(f"last lines of {e.child.log}:\n{tail}", err=True)
         code = 1
-    except devserver.SearchAttributeMismatch as e:
-        typer.echo(f"signbridge: {e}", err=True)
+    except (TimeoutError, devserver.SearchAttributeMismatch) as e:
+        typer.echo(f"signbridge: {e}; stopping.", err=True)
         code = 1
     finally:
         # Signals during shutdown must not interrupt it half-way; the timeout still bounds it.
