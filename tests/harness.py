@@ -19,7 +19,6 @@ from typing import Any
 import httpx
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
-from tests.sim.webhook_sink import WebhookSink
 
 from api.main import create_app
 from connectors.chat.base import ChatConnector
@@ -31,6 +30,7 @@ from signbridge.settings import Settings
 from signbridge.temporal import start_signing
 from store.blobs import FileBlobStore
 from store.db import get_engine
+from tests.sim.webhook_sink import WebhookSink
 from worker import build_worker
 
 INITIATOR = Person(id="u-0", name="张三", email="zs@corp.example")

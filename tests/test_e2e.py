@@ -24,7 +24,6 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request, Response
 from temporalio.testing import WorkflowEnvironment
-from tests.sim.webhook_sink import WebhookSink
 
 from api.main import create_app
 from signbridge import webhook_signature
@@ -33,6 +32,7 @@ from signbridge.pdf.pki import InstallationCA
 from signbridge.pdf.sample import sample_contract
 from signbridge.settings import Settings
 from tests.sim.servers import serve
+from tests.sim.webhook_sink import WebhookSink
 from worker import build_worker
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,11 +6,11 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from signbridge.pdf.check import DocumentProblem, check_pdf
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
 from signbridge.models import ActionInput, Actor, ProviderEvent, StatusView
+from signbridge.pdf.check import DocumentProblem, check_pdf
 from signbridge.pdf.pades import validate_pdf
 from signbridge.pdf.pki import InstallationCA
 from signbridge.pdf.sample import sample_contract
