@@ -1,0 +1,1 @@
+"""Simulated outside parties (chat platforms, file servers) served over real HTTP for tests."""
