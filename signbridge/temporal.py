@@ -21,7 +21,7 @@ from temporalio.common import (
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from signbridge.models import SigningRequest, SignStatus
+from signbridge.models import SigningRequest, SignStatus, StatusView
 from signbridge.settings import Settings
 
 WORKFLOW_NAME = "SigningWorkflow"
@@ -76,10 +76,11 @@ async def start_signing(client: Client, req: SigningRequest, task_queue: str) ->
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             search_attributes=initial_search_attributes(req),
             static_summary=f"{req.title} — {req.initiator.name}",
+            result_type=StatusView,
         )
         return handle, True
     except WorkflowAlreadyStartedError:
-        return client.get_workflow_handle(req.request_id), False
+        return client.get_workflow_handle(req.request_id, result_type=StatusView), False
 
 
 def deadline_pair(deadline: datetime) -> SearchAttributePair[datetime]:
