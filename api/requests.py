@@ -11,9 +11,11 @@ import json
 import uuid
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Request, UploadFile
+from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, ValidationError
+from starlette.datastructures import UploadFile
 from sqlmodel import Session
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
@@ -40,9 +42,14 @@ from store.tables import Document
 router = APIRouter(tags=["signing requests"])
 
 
-def require_api_key(settings: SettingsDep, authorization: Annotated[str | None, Header()] = None) -> str:
+_bearer = HTTPBearer(auto_error=False, description="One of the keys in SIGNBRIDGE_API_KEYS")
+
+
+def require_api_key(
+    settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> str:
     """Bearer key check in constant time; returns a short, loggable id of the key (never the key)."""
-    token = (authorization or "").removeprefix("Bearer ").strip()
+    token = credentials.credentials if credentials and credentials.scheme.lower() == "bearer" else ""
     if token:
         for key in settings.api_key_list:
             if hmac.compare_digest(key.encode(), token.encode()):
