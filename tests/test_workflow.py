@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
@@ -29,6 +32,13 @@ def _signed_pdf(h: Harness, view: StatusView) -> bytes:
     return FileBlobStore(h.settings.data_dir / "blobs").get(view.signed_document.blob_key)
 
 
+async def _record(handle: WorkflowHandle[Any, Any], name: str) -> None:
+    """With SIGNBRIDGE_RECORD_HISTORIES=1, keep this run's history for tests/test_replay.py."""
+    if os.environ.get("SIGNBRIDGE_RECORD_HISTORIES") == "1":
+        history = await handle.fetch_history()
+        (Path(__file__).parent / "histories" / f"{name}.json").write_text(history.to_json())
+
+
 async def _trusted_signers(h: Harness, pdf: bytes) -> list[str]:
     ca = InstallationCA.load_or_create(h.settings.data_dir / "ca")
     reports = await asyncio.to_thread(validate_pdf, pdf, [ca.certificate])
@@ -46,6 +56,7 @@ async def test_serial_groups_sign_in_order(ts_env: WorkflowEnvironment, settings
         view: StatusView = await handle.result()
         assert view.status == "COMPLETED"
         assert await _trusted_signers(h, _signed_pdf(h, view)) == ["李四", "王五"]
+        await _record(handle, "serial-two-signers")
         files = [m for m in h.sink.messages if m["type"] == "file"]
         assert len(files) == 1 and files[0]["sha256"] == view.signed_document.sha256  # type: ignore[union-attr]
         assert h.cards(handle)[-1]["status"] == "COMPLETED"
@@ -80,6 +91,7 @@ async def test_mixed_groups(ts_env: WorkflowEnvironment, settings: Settings) -> 
         view = await handle.result()
         assert view.status == "COMPLETED"
         assert len(await _trusted_signers(h, _signed_pdf(h, view))) == 3
+        await _record(handle, "mixed-groups")
 
 
 async def test_duplicate_events_count_once(ts_env: WorkflowEnvironment, settings: Settings) -> None:
@@ -112,6 +124,7 @@ async def test_decline_ends_the_flow_and_tells_the_initiator(ts_env: WorkflowEnv
         assert resp.status_code == 200
         view = await handle.result()
         assert view.status == "DECLINED" and "价格条款有误" in (view.reason or "")
+        await _record(handle, "parallel-declined")
         told = [m for m in h.sink.messages if m["type"] == "message" and m.get("to") == INITIATOR.id]
         assert told and "价格条款有误" in told[-1]["text"]
         # the rest of the flow is revoked: A's link is dead
@@ -150,6 +163,7 @@ async def test_three_reminders_a_day_apart(ts_env: WorkflowEnvironment, settings
         assert reminders() == 3  # at most three
         await h.sign(handle, A)
         assert (await handle.result()).status == "COMPLETED"
+        await _record(handle, "three-reminders")
 
 
 async def test_cancel_only_by_initiator_or_operator(dev_env: WorkflowEnvironment, settings: Settings) -> None:
