@@ -10,6 +10,7 @@ naming it, rather than leaving a half-running stack that looks fine.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 import subprocess
@@ -165,6 +166,7 @@ async def _supervise(sup: Supervisor, settings: Settings, ui_port: int, api_port
         f"  API docs:    {api_url}/docs\n"
         f"  Temporal UI: http://{host}:{ui_port}\n"
         "  Try a signing: run `signbridge demo` in another terminal.\n"
+        f"  Chat outbound: {os.environ['SIGNBRIDGE_WEBHOOK_OUTBOUND_URL']} (SIGNBRIDGE_WEBHOOK_OUTBOUND_URL)\n"
         "Press Ctrl-C to stop.\n"
     )
     await _until(sup, stop, _never)
@@ -175,12 +177,17 @@ async def _never() -> bool:
     return False
 
 
+DEMO_OUTBOUND_URL = "http://127.0.0.1:8765/outbound"
+
+
 @app.command()
 def run(
     ui_port: Annotated[int, typer.Option(help="Temporal Web UI port")] = devserver.DEFAULT_UI_PORT,
     api_port: Annotated[int, typer.Option(help="API port")] = API_PORT,
 ) -> None:
     """Start everything in the foreground: Temporal dev server, worker and API. Ctrl-C stops it all."""
+    # Without a company IM configured, outbound chat calls go to where `signbridge demo` listens.
+    os.environ.setdefault("SIGNBRIDGE_WEBHOOK_OUTBOUND_URL", DEMO_OUTBOUND_URL)
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     host, port = _split_address(settings.temporal_address)
