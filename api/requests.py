@@ -15,8 +15,8 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, ValidationError
-from starlette.datastructures import UploadFile
 from sqlmodel import Session
+from starlette.datastructures import UploadFile
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 

@@ -24,7 +24,7 @@ from signbridge import webhook_signature
 from signbridge.pdf.sample import sample_contract
 from signbridge.settings import get_settings
 
-SIGNERS = [
+SIGNERS: list[dict[str, Any]] = [
     {"id": "u-lisi", "name": "李四"},
     {"id": "u-wangwu", "name": "王五"},
     {"id": "x-kehu", "name": "客户A", "email": "a@customer.example", "external": True},
