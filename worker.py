@@ -51,7 +51,7 @@ async def build_worker(
     async with httpx.AsyncClient(timeout=30) as http:
         deps = Deps(settings=settings, engine=engine, blobs=blobs, http=http,
                     chats=chats or build_chats(settings, http),
-                    providers=providers or build_providers(settings, engine, blobs))
+                    providers=providers or build_providers(settings, engine, blobs, http))
         yield Worker(client, task_queue=settings.task_queue, workflows=[SigningWorkflow],
                      activities=activities_for(deps))
 

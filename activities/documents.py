@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
 from sqlmodel import Session, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.deps import Deps
 from activities.errors import connector_errors, rejected
-from signbridge import webhook_signature
+from connectors.chat.base import InputProblem
 from signbridge.models import DocumentInfo, DocumentSource, FinishInput, Person, SigningRequest
 from signbridge.pdf.check import DocumentProblem, check_pdf
 from signbridge.signers import signer_problem
@@ -40,13 +39,19 @@ class DocumentActivities:
         problem = signer_problem(req.groups) or self._identity_problem(req)
         if problem:
             raise rejected(problem)
+        chat = self.deps.chat(req.chat.platform)
+        try:
+            with connector_errors():
+                resolved = [[await chat.resolve(req.chat, p) if not p.external else p for p in g] for g in req.groups]
+        except InputProblem as e:
+            raise rejected(e.message) from e
         if req.provider not in self.deps.providers:
             raise rejected(f"未配置签署服务 {req.provider}（The provider {req.provider!r} is not configured）")
         if not req.documents:
             raise rejected("没有找到要签署的文件：请在同一条消息中附上 PDF（No file: attach the PDF to sign "
                            "to the same message）")
         source = req.documents[0]
-        data = await self._fetch(source)
+        data = await self._fetch(req, source)
         if source.sha256 and sha256_hex(data) != source.sha256.lower():
             raise rejected(f"文件 {source.name} 与发送时的哈希不一致（{source.name} does not match the SHA-256 "
                            "the chat sent; it may have changed in transit）")
@@ -65,7 +70,7 @@ class DocumentActivities:
             audit.append(session, request_id=req.request_id, key="document", action="document.accepted",
                          actor="system", detail={"name": info.name, "size": info.size, "pages": pages},
                          document_sha256=info.sha256)
-        self._remember_identities(req)
+        self._remember_identities(req.model_copy(update={"groups": resolved}))
         return info
 
     @activity.defn(name="finish")
@@ -74,8 +79,10 @@ class DocumentActivities:
         provider = self.deps.provider(req.provider)
         with connector_errors():
             signed = await provider.download_signed(req.flow_id)
+            evidence = await provider.evidence(req.flow_id)
         original = self.deps.blobs.get(req.original.blob_key)
-        if not signed.startswith(original):
+        starts_with_original = signed.startswith(original)
+        if provider.incremental and not starts_with_original:
             raise ApplicationError(
                 "The signed document does not start with the original bytes: refusing to deliver it",
                 type="IntegrityError", non_retryable=True)
@@ -98,7 +105,9 @@ class DocumentActivities:
             audit.append(session, request_id=req.request_id, key="signed-document", action="document.signed",
                          actor=req.provider,
                          detail={"before": req.original.sha256, "after": info.sha256,
-                                 "starts_with_original": True,
+                                 "starts_with_original": starts_with_original,
+                                 "check": "incremental" if provider.incremental else "provider-evidence",
+                                 "provider_evidence": evidence,
                                  "signatures": [{"signer": r.signer_name, "field": r.field_name,
                                                  "intact": r.intact, "valid": r.valid, "trusted": r.trusted}
                                                 for r in reports]},
@@ -114,35 +123,19 @@ class DocumentActivities:
         ca = InstallationCA.load_or_create(self.deps.settings.data_dir / "ca")
         return validate_pdf(data, [ca.certificate])
 
-    async def _fetch(self, source: DocumentSource) -> bytes:
+    async def _fetch(self, req: SigningRequest, source: DocumentSource) -> bytes:
+        """An upload is in the blob store already; anything else comes through the chat's file API."""
         if source.blob_key:
             try:
                 return self.deps.blobs.get(source.blob_key)
             except BlobNotFound as e:
                 raise rejected(f"上传的文件已不存在（The uploaded file {source.name} is gone）") from e
-        if not source.url:
-            raise rejected(f"文件 {source.name} 没有下载地址（{source.name} has no URL to fetch it from）")
-        limit = self.deps.settings.max_document_bytes
-        headers = webhook_signature.headers(self.deps.settings.webhook_secret.get_secret_value(), b"")
         try:
-            async with self.deps.http.stream("GET", source.url, headers=headers,
-                                             timeout=self.deps.settings.fetch_timeout_seconds) as resp:
-                if resp.status_code in (401, 403, 404, 410):
-                    raise rejected(f"无法下载 {source.name}（HTTP {resp.status_code}: the chat refused to hand "
-                                   "out the file; send it again）")
-                resp.raise_for_status()
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in resp.aiter_bytes():
-                    size += len(chunk)
-                    if size > limit:
-                        raise rejected(f"{source.name}: 文件超过 {limit // (1024 * 1024)} MB 的上限（The file is "
-                                       f"larger than the {limit // (1024 * 1024)} MB limit）")
-                    chunks.append(chunk)
-                return b"".join(chunks)
-        except httpx.HTTPError as e:
-            # Network trouble or a 5xx: worth retrying, and STUCK if it lasts.
-            raise ApplicationError(f"Could not download {source.name}: {e}", type="FetchError") from e
+            with connector_errors():
+                return await self.deps.chat(req.chat.platform).download(
+                    req.chat, source, self.deps.settings.max_document_bytes)
+        except InputProblem as e:
+            raise rejected(e.message) from e
 
     def _store(self, data: bytes, name: str, source: str) -> DocumentInfo:
         key = self.deps.blobs.put(data)

@@ -134,7 +134,7 @@ async def webhook_events(request: Request, settings: SettingsDep, client: Client
 
 
 async def _message(event: MessageEvent, settings: Settings, client: Client) -> JSONResponse:
-    bot_name = getattr(settings, "bot_name", None) or commands.DEFAULT_BOT_NAME
+    bot_name = settings.bot_name or commands.DEFAULT_BOT_NAME
     problem: str | None = None
     try:
         parsed = commands.parse(event.text, event.mentions, bot_name=bot_name)

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from temporalio.client import Client
 
 from api import errors
+from connectors.esign.registry import build_webhooks
 from signbridge.settings import Settings, get_settings
 from signbridge.temporal import connect
 from store.blobs import FileBlobStore
@@ -27,6 +28,7 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
         create_all(app.state.engine)
         app.state.blobs = FileBlobStore(settings.data_dir / "blobs")
         app.state.temporal = client or await connect(settings)
+        app.state.provider_webhooks = build_webhooks(settings)
         yield
 
     app = FastAPI(title="SignBridge", version="0.1.0", lifespan=lifespan)
@@ -41,7 +43,8 @@ def _routers() -> list:  # type: ignore[type-arg]
     import importlib
 
     found = []
-    for name in ("api.health", "api.im_webhook", "api.sign_pages", "api.provider_webhooks", "api.requests"):
+    for name in ("api.health", "api.im_webhook", "api.sign_pages", "api.provider_webhooks", "api.requests",
+                 "api.im_feishu", "api.im_slack", "api.im_dingtalk", "api.im_wecom", "api.metrics"):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as e:

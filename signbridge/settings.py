@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     api_keys: str = ""
     operators: str = ""
 
+    bot_name: str = "SignBridge"  # how people @-mention the bot in chat commands
     default_provider: str = "local"
     max_document_bytes: int = 20 * 1024 * 1024
     fetch_timeout_seconds: float = 30.0

@@ -93,7 +93,7 @@ class LocalFlow(SQLModel, table=True):
     current_blob_key: str
     current_sha256: str
     version: int = 0  # optimistic lock: each signature appends to the version it read
-    status: str = "open"  # open | completed | revoked
+    status: str = "open"  # open | completed | declined | revoked
     expires_at: datetime
     created_at: datetime = Field(default_factory=utcnow)
 

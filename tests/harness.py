@@ -143,7 +143,7 @@ async def harness(env: WorkflowEnvironment | Client, settings: Settings,
         settings = settings.model_copy(update={"webhook_outbound_url": sink.url})
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = get_engine(settings.sqlalchemy_url)
-        providers = build_providers(settings, engine, FileBlobStore(settings.data_dir / "blobs"))
+        providers = build_providers(settings, engine, FileBlobStore(settings.data_dir / "blobs"), httpx.AsyncClient())
         outage = OutageProvider(providers["local"])
         async with build_worker(client, settings, providers={"local": outage}, chats=chats) as worker:
             app = create_app(settings, client)

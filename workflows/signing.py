@@ -208,11 +208,11 @@ class SigningWorkflow:
                 signer.status = "signed"
                 signer.signed_at = event.occurred_at
                 changed = True
-                self.pending_audit.append(self._audit(f"event:{event.event_id}", "signer.signed", detail,
+                self.pending_audit.append(self._audit(f"event:{event.event_id}", "workflow.signed_event", detail,
                                                       actor=signer.person.id))
             elif event.kind == "declined" and signer and signer.status != "declined":
                 signer.status = "declined"
-                self.pending_audit.append(self._audit(f"event:{event.event_id}", "signer.declined",
+                self.pending_audit.append(self._audit(f"event:{event.event_id}", "workflow.declined_event",
                                                       {**detail, "reason": event.reason}, actor=signer.person.id))
                 await self._decline(signer.person, event.reason or "")
             elif event.kind == "expired":

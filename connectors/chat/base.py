@@ -9,11 +9,37 @@ from __future__ import annotations
 from typing import Protocol
 
 from signbridge.cards import Card
-from signbridge.models import ChatRef, DocumentInfo, Person
+from signbridge.models import ChatRef, DocumentInfo, DocumentSource, Person
 
 
 class ChatError(Exception):
     """A chat API call failed in a way retrying may fix (outage, rate limit)."""
+
+
+class ChatUnavailable(ChatError):
+    """Outage, timeout or rate limit: retry, after `retry_after` seconds when the platform said so."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ChatRejected(ChatError):
+    """The platform refused the request (a 4xx or an error code): retrying the same call won't help."""
+
+    non_retryable = True
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class InputProblem(Exception):
+    """Something about the user's input (a file, a signer): shown in the chat, the flow ends REJECTED."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 class ChatConnector(Protocol):
@@ -30,3 +56,11 @@ class ChatConnector(Protocol):
 
     async def send_file(self, chat: ChatRef, name: str, url: str, document: DocumentInfo, key: str) -> None:
         """Deliver the signed document to the chat."""
+
+    async def download(self, chat: ChatRef, source: DocumentSource, max_bytes: int) -> bytes:
+        """The document's bytes through the platform's file API; `InputProblem` when it can't be had
+        (gone, refused, over `max_bytes`), `ChatError` when retrying may help."""
+
+    async def resolve(self, chat: ChatRef, person: Person) -> Person:
+        """The signer with name/email/mobile from the platform's directory; `InputProblem` for
+        departed or deactivated users."""

@@ -22,32 +22,15 @@ from typing import Any
 
 import httpx
 
-from connectors.chat.base import ChatError
+from connectors.chat.base import ChatRejected, ChatUnavailable, InputProblem
 from signbridge import webhook_signature
 from signbridge.cards import Card
-from signbridge.models import ChatRef, DocumentInfo, Person
+from signbridge.models import ChatRef, DocumentInfo, DocumentSource, Person
+from signbridge.settings import Settings
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 10.0
-
-
-class ChatUnavailable(ChatError):
-    """Outage, timeout or rate limit: retry, after `retry_after` seconds when the chat said so."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class ChatRejected(ChatError):
-    """The chat refused the request (4xx other than 408/429): retrying the same call won't help."""
-
-    non_retryable = True
-
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def card_idempotency_key(card_key: str, card: Card) -> str:
@@ -106,6 +89,42 @@ class WebhookChat:
         await self._post({"type": "file", "chat_id": chat.chat_id, "name": name, "url": url,
                           "sha256": document.sha256}, key)
 
+    async def download(self, chat: ChatRef, source: DocumentSource, max_bytes: int) -> bytes:
+        """GET the file URL the chat sent, signed like every other call so the IM can authorise it."""
+        if not source.url:
+            raise InputProblem(f"文件 {source.name} 没有下载地址（{source.name} has no URL to fetch it from）")
+        headers = webhook_signature.headers(self._secret, b"")
+        mb = max_bytes // (1024 * 1024)
+        try:
+            async with self._client() as http, http.stream("GET", source.url, headers=headers,
+                                                          timeout=self._timeout * 3) as resp:
+                if resp.status_code in (401, 403, 404, 410):
+                    raise InputProblem(f"无法下载 {source.name}（HTTP {resp.status_code}: the chat refused to hand "
+                                       "out the file; send it again）")
+                self._check(resp, "download")
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in resp.aiter_bytes():
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise InputProblem(f"{source.name}: 文件超过 {mb} MB 的上限（The file is larger than the "
+                                           f"{mb} MB limit）")
+                    chunks.append(chunk)
+                return b"".join(chunks)
+        except httpx.HTTPError as e:
+            raise ChatUnavailable(f"could not download {source.name} ({type(e).__name__}: {e})") from e
+
+    async def resolve(self, chat: ChatRef, person: Person) -> Person:
+        """The webhook IM sends contact data with each mention; there is no directory to ask."""
+        return person
+
+    def _client(self) -> Any:
+        from contextlib import nullcontext
+
+        if self._http is not None:
+            return nullcontext(self._http)
+        return httpx.AsyncClient(timeout=self._timeout)
+
     async def _post(self, payload: dict[str, Any], key: str) -> None:
         if not self.outbound_url:
             if not self._warned:
@@ -139,3 +158,8 @@ class WebhookChat:
         if status == 408 or status >= 500:
             raise ChatUnavailable(f"webhook chat failed {kind} (HTTP {status}): {detail}")
         raise ChatRejected(f"webhook chat rejected {kind} (HTTP {status}): {detail}", status)
+
+
+def build(settings: Settings, http: httpx.AsyncClient) -> WebhookChat:
+    """Always on: without an outbound URL it only warns (development without a chat)."""
+    return WebhookChat(settings.webhook_outbound_url, settings.webhook_secret.get_secret_value(), http)

@@ -1,4 +1,4 @@
-"""The small interface every e-signature provider implements.
+"""The small interface every e-signature provider implements, and its webhook side.
 
 Calls come from activities only. Each must be idempotent for the same `request_id`
 (the workflow id): creating a flow twice returns the first flow.
@@ -6,17 +6,25 @@ Calls come from activities only. Each must be idempotent for the same `request_i
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from signbridge.models import CreateFlowInput, OpenGroupInput, ProviderEvent, SignerLink
 
 
 class ProviderError(Exception):
-    """A provider call failed in a way retrying may fix."""
+    """A provider call failed in a way retrying may fix (set `non_retryable = True` when it can't)."""
+
+    non_retryable = False
+    retry_after: float | None = None
 
 
 class ESignProvider(Protocol):
     name: str
+    # True when the signed file is the original plus incremental updates (it must start with the
+    # original bytes); False when the provider re-renders it (its evidence is recorded instead).
+    incremental: bool
 
     async def create_flow(self, req: CreateFlowInput) -> str:
         """Create the provider flow for this request and return its id."""
@@ -30,8 +38,33 @@ class ESignProvider(Protocol):
     async def download_signed(self, flow_id: str) -> bytes:
         """The signed document, once every signer has signed."""
 
+    async def evidence(self, flow_id: str) -> dict[str, Any]:
+        """What the provider vouches with (its document hash, certificate or evidence report id)."""
+
     async def revoke(self, flow_id: str, reason: str) -> None:
         """Stop the flow at the provider; links die. Revoking a finished or revoked flow is a no-op."""
 
     async def remind(self, flow_id: str, signer_ids: list[str]) -> None:
         """Ask the provider to remind these signers (no-op where the chat reminder is enough)."""
+
+
+class WebhookRejected(Exception):
+    """Bad or missing signature, stale timestamp: answered 401 and nothing is started."""
+
+
+@dataclass(frozen=True)
+class WebhookReply:
+    """Exactly what the provider expects back (e.g. Dropbox Sign's `Hello API Event Received`)."""
+
+    status: int = 200
+    body: bytes = b""
+    media_type: str = "text/plain"
+
+
+class ProviderWebhook(Protocol):
+    name: str
+
+    def parse(
+        self, headers: Mapping[str, str], query: Mapping[str, str], body: bytes
+    ) -> tuple[list[ProviderEvent], WebhookReply]:
+        """Verify (raise `WebhookRejected`) and normalise; unknown event types give no events."""

@@ -26,7 +26,7 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import func, insert, update
 from sqlalchemy import select as sa_select
@@ -165,6 +165,7 @@ class LocalProvider:
     """`ESignProvider` for the embedded signing pages. State lives in `local_*` tables."""
 
     name = PROVIDER
+    incremental = True  # each signature is an incremental update of the original bytes
 
     def __init__(self, settings: Settings, engine: Engine, blobs: BlobStore) -> None:
         self.settings = settings
@@ -248,6 +249,10 @@ class LocalProvider:
             return self.blobs.get(flow.current_blob_key)
         except BlobNotFound as e:
             raise ProviderError(f"signed document of {flow_id} is missing from the blob store") from e
+
+    async def evidence(self, flow_id: str) -> dict[str, Any]:
+        """The signatures are the evidence: PAdES, chained to the installation CA (checked at finish)."""
+        return {"kind": "pades", "trust_root_sha256": _ca_fingerprint(self.settings)}
 
     async def revoke(self, flow_id: str, reason: str) -> None:
         """Links of everyone who has not acted die. A completed, declined or revoked flow is left as is."""
@@ -457,3 +462,12 @@ async def decline(engine: Engine, token: str, *, reason: str, ip: str | None,
         row = session.get(LocalEvent, event_id)
         assert row is not None
     return _event(row)
+
+
+def _ca_fingerprint(settings: Settings) -> str:
+    return hashlib.sha256(installation_ca(settings).certificate.dump()).hexdigest()
+
+
+def build(settings: Settings, engine: Engine, blobs: BlobStore, http: Any = None) -> LocalProvider:
+    """Always available: the embedded default needs no account."""
+    return LocalProvider(settings, engine, blobs)

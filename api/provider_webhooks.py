@@ -1,0 +1,55 @@
+"""`POST /esign/{provider}/webhook`: verify, normalise, audit the raw payload, signal the workflow.
+
+Answers 401 (and starts nothing) for a bad signature, the provider's expected reply otherwise.
+A Temporal outage answers 503 so the provider redelivers; unknown flows and unknown event types
+are acknowledged and ignored (a provider must not retry what we will never route).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Request, Response
+from sqlmodel import Session
+
+from api.deps import ClientDep, EngineDep
+from api.errors import ApiError
+from connectors.esign.base import WebhookRejected
+from signbridge.events import UnknownFlow, deliver, workflow_id_for
+from store import audit
+
+router = APIRouter(tags=["provider webhooks"])
+log = logging.getLogger(__name__)
+
+
+@router.post("/esign/{provider}/webhook")
+async def provider_webhook(provider: str, request: Request, client: ClientDep, engine: EngineDep) -> Response:
+    hooks = request.app.state.provider_webhooks
+    hook = hooks.get(provider)
+    if hook is None:
+        raise ApiError(404, "unknown_provider", f"No webhook for provider {provider!r} (is it configured?)")
+    body = await request.body()
+    try:
+        events, reply = hook.parse(request.headers, request.query_params, body)
+    except WebhookRejected as e:
+        raise ApiError(401, "bad_signature", str(e)) from e
+    for event in events:
+        try:
+            request_id = workflow_id_for(engine, event.provider, event.flow_id)
+        except UnknownFlow:
+            log.info("ignoring %s event %s for unknown flow %s", provider, event.event_id, event.flow_id)
+            continue
+        with Session(engine) as session:
+            audit.append(session, request_id=request_id, key=f"webhook:{event.event_id}",
+                         action=f"provider.{event.kind}", actor=provider,
+                         detail={"event_id": event.event_id, "signer": event.signer_id, "raw": event.raw},
+                         ip=request.client.host if request.client else None,
+                         user_agent=request.headers.get("user-agent"))
+        try:
+            await deliver(client, engine, event)
+        except UnknownFlow:
+            continue
+        except Exception as e:  # Temporal unreachable: make the provider retry later
+            log.warning("could not deliver %s event %s: %s", provider, event.event_id, type(e).__name__)
+            raise ApiError(503, "unavailable", "Temporarily unable to accept the event; retry") from e
+    return Response(reply.body, status_code=reply.status, media_type=reply.media_type)
