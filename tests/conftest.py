@@ -84,7 +84,7 @@ def settings(tmp_path: Path) -> Settings:
     )
 
 
-PG_ADMIN_URL = os.environ.get("SIGNBRIDGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_URL = os.environ.get("SIGNBRIDGE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 @pytest.fixture
