@@ -129,3 +129,35 @@ class LocalEvent(SQLModel, table=True):
     signer_id: str | None = None
     reason: str | None = None
     occurred_at: datetime = Field(default_factory=utcnow)
+
+
+class ChatMessage(SQLModel, table=True):
+    """Where a card (or another message we update in place) lives on its platform.
+
+    `ref` holds the platform's handle as JSON: Slack channel + ts, Feishu message_id, DingTalk
+    outTrackId, WeCom response_code — whatever the connector needs to update the same message.
+    """
+
+    __tablename__ = "chat_messages"
+    __table_args__ = (UniqueConstraint("platform", "card_key"),)
+    id: int | None = Field(default=None, primary_key=True)
+    platform: str
+    card_key: str = Field(index=True)
+    chat_id: str
+    ref: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class InboundEvent(SQLModel, table=True):
+    """Chat events stored before they are acknowledged (long connections, stream mode)."""
+
+    __tablename__ = "inbound_events"
+    __table_args__ = (UniqueConstraint("platform", "event_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    platform: str
+    event_id: str
+    payload: str = Field(sa_column=Column(Text, nullable=False))
+    status: str = "stored"  # stored | handled | failed
+    received_at: datetime = Field(default_factory=utcnow)
+    handled_at: datetime | None = None
