@@ -298,3 +298,16 @@ async def test_problem_found_by_the_adapter_is_posted(ts_env: WorkflowEnvironmen
         view = await handle.result()
         assert view.status == "REJECTED" and view.reason == "无法识别 @赵六"
         assert any("赵六" in m.get("text", "") for m in h.sink.messages)
+
+
+async def test_polling_backs_off_while_nothing_happens(ts_env: WorkflowEnvironment, settings: Settings) -> None:
+    async with harness(ts_env, settings) as h:
+        handle = await h.start([[A]], timing=h.timing(poll_after=timedelta(hours=1), reminder_max=0))
+        await h.link(handle, A)
+        await ts_env.sleep(timedelta(days=7, hours=1))
+        assert (await handle.result()).status == "EXPIRED"
+        history = await handle.fetch_history()
+        polls = [e for e in history.events
+                 if e.activity_task_scheduled_event_attributes.activity_type.name == "poll"]
+        # 1 h, then doubling to at most a day apart: ~10 polls in a week instead of 168
+        assert 5 <= len(polls) <= 12, len(polls)

@@ -83,6 +83,7 @@ class SigningWorkflow:
         self.links: dict[str, str | None] = {}  # signer id -> signing link, resent by reminders
         self.manual_reminders = 0
         self.stuck_count = 0
+        self.quiet_polls = 0  # polls in a row that found nothing new: spaces the next one out
 
     # ---- run ------------------------------------------------------------------------------
 
@@ -165,7 +166,6 @@ class SigningWorkflow:
                 await self._send_link(s, f"link:{s.person.id}")
 
     async def _collect(self) -> None:
-        timing = self.req.timing
         while True:
             await self._apply_events()
             if self.cancel_request is not None:
@@ -185,7 +185,7 @@ class SigningWorkflow:
             for s in self._due_reminders(now):
                 s.reminders_sent += 1
                 await self._send_link(s, f"reminder:{s.person.id}:{s.reminders_sent}", reminder=True)
-            next_poll = (self.last_activity_at or now) + timing.poll_after
+            next_poll = (self.last_activity_at or now) + self._poll_interval()
             if now >= next_poll:
                 await self._poll()
                 continue
@@ -225,6 +225,7 @@ class SigningWorkflow:
                         s.status, s.signed_at, changed = "signed", event.occurred_at, True
         if changed:
             self.last_activity_at = workflow.now()
+            self.quiet_polls = 0
             await self._publish(None, None, None)
 
     async def _finish(self) -> None:
@@ -325,6 +326,12 @@ class SigningWorkflow:
                             signer_ids=[s.person.id for s in pending]),
             type(None)))
 
+    def _poll_interval(self) -> timedelta:
+        """`poll_after`, doubling after each poll that found nothing new, at most a day apart —
+        so a flow waiting a week costs a handful of polls, not one per hour."""
+        interval = self.req.timing.poll_after * (2 ** min(self.quiet_polls, 16))
+        return min(interval, max(self.req.timing.poll_after, timedelta(days=1)))
+
     async def _poll(self) -> None:
         """The fallback when no provider event came in time: read the provider's state."""
         assert self.flow_id is not None
@@ -334,8 +341,10 @@ class SigningWorkflow:
             "poll",
             ProviderFlowRef(request_id=self.req.request_id, provider=self.req.provider, flow_id=flow_id),
             list[ProviderEvent]))
+        seen = len(self.seen_events)
         for event in events:
             self._enqueue(event)
+        self.quiet_polls = self.quiet_polls + 1 if len(self.seen_events) == seen else 0
 
     # ---- messages in ----------------------------------------------------------------------
 
