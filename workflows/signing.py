@@ -55,6 +55,22 @@ T = TypeVar("T")
 REJECTED_ERROR = "Rejected"  # ApplicationError type raised by activities for bad user input
 
 
+# What each activity does, in words, for the Temporal UI's event history.
+ACTIVITY_SUMMARIES = {
+    "prepare": "Fetch and check the document, check the signers",
+    "create_flow": "Create the flow at the e-signature provider",
+    "open_group": "Open the next signing group at the provider",
+    "publish": "Update the status card, database and audit trail",
+    "send_link": "Send a signer their signing link",
+    "send_text": "Post a message in the chat",
+    "poll": "Poll the provider (no event arrived in time)",
+    "remind": "Ask the provider to remind pending signers",
+    "revoke": "Revoke the provider flow",
+    "finish": "Download, verify and store the signed document",
+    "send_file": "Deliver the signed document to the chat",
+}
+
+
 class _Stop(Exception):
     """Unwinds the run to its end once the flow reached a terminal state (cancel, decline, …)."""
 
@@ -476,6 +492,7 @@ class SigningWorkflow:
             name,
             arg,
             result_type=result_type,
+            summary=ACTIVITY_SUMMARIES.get(name, name),
             start_to_close_timeout=timedelta(minutes=2),
             schedule_to_close_timeout=t.step_retry_window,
             retry_policy=RetryPolicy(
