@@ -22,10 +22,13 @@ from typing import IO, Annotated, Any
 
 import typer
 
-from signbridge import devserver
+from signbridge import devserver, ops_cli
 from signbridge.settings import Settings, get_settings
 
 app = typer.Typer(help="SignBridge: get documents signed without leaving the chat.", no_args_is_help=True)
+app.add_typer(ops_cli.requests_app, name="requests")
+app.add_typer(ops_cli.identities_app, name="identities")
+app.add_typer(ops_cli.db_app, name="db")
 
 API_HOST = "127.0.0.1"
 API_PORT = 8000

@@ -1,0 +1,253 @@
+"""The operator CLI against the real dev server and real databases.
+
+The CLI runs in-process through typer's CliRunner, in a thread (`asyncio.to_thread`), so the
+harness's worker keeps running on this test's event loop while the command waits on Temporal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.pool import NullPool
+from sqlmodel import SQLModel
+from temporalio.client import Client, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+from typer.testing import CliRunner, Result
+
+from signbridge.cli import app
+from signbridge.models import SignStatus, StatusView
+from signbridge.ops_cli import visibility_query
+from signbridge.ops_db import alembic_config, driver_url
+from signbridge.settings import Settings
+from store import tables  # noqa: F401
+from tests.harness import A, Harness, harness
+
+runner = CliRunner()
+HEAD = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+
+
+def _env(settings: Settings, client: Client | None = None) -> dict[str, str]:
+    env = {"SIGNBRIDGE_DATA_DIR": str(settings.data_dir), "SIGNBRIDGE_DATABASE_URL": settings.sqlalchemy_url,
+           "COLUMNS": "250"}
+    if client is not None:
+        env["SIGNBRIDGE_TEMPORAL_ADDRESS"] = client.service_client.config.target_host
+    return env
+
+
+async def cli(h: Harness, *args: str) -> Result:
+    """Run `signbridge <args>` off the event loop so the worker keeps serving the flows."""
+    env = _env(h.settings, h.client)
+    return await asyncio.to_thread(lambda: runner.invoke(app, list(args), env=env))
+
+
+async def _until(probe: Callable[[], Awaitable[bool]], what: str, timeout: float = 20) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await probe():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+async def _visible(client: Client, query: str, ids: set[str]) -> bool:
+    return ids <= {wf.id async for wf in client.list_workflows(query)}
+
+
+def test_visibility_query_and_refused_quotes() -> None:
+    assert visibility_query(SignStatus.STUCK, provider="esign_cn") == (
+        "WorkflowType = 'SigningWorkflow' AND SignStatus = 'STUCK' AND SignProvider = 'esign_cn'")
+    assert visibility_query(initiator="u-1") == "WorkflowType = 'SigningWorkflow' AND SignInitiator = 'u-1'"
+    result = runner.invoke(app, ["requests", "list", "--initiator", "x' OR WorkflowType != '"])
+    assert result.exit_code == 1 and "quotes" in result.output
+
+
+async def test_retry_all_stuck_brings_an_outage_batch_back(dev_env: WorkflowEnvironment, settings: Settings) -> None:
+    async with harness(dev_env.client, settings) as h:
+        h.provider.down = True
+        handles: list[WorkflowHandle[Any, Any]] = [
+            await h.start([[A]], timing=h.timing(step_retry_window=timedelta(seconds=2))) for _ in range(3)]
+        for handle in handles:
+            await h.wait_status(handle, "STUCK")
+        ids = {handle.id for handle in handles}
+        stuck_query = visibility_query(SignStatus.STUCK, provider="local")
+        await _until(lambda: _visible(h.client, stuck_query, ids), "the STUCK flows in visibility")
+
+        listed = await cli(h, "requests", "list", "--status", "stuck", "--provider", "local")
+        assert listed.exit_code == 0, listed.output
+        assert stuck_query in listed.output and all(i in listed.output for i in ids)
+
+        shown = await cli(h, "requests", "show", handles[0].id)
+        assert shown.exit_code == 0, shown.output
+        assert "STUCK at 'create'" in shown.output and "unavailable" in shown.output
+        assert "request.stuck" in shown.output and "audit chain: intact" in shown.output
+
+        h.provider.down = False
+        retried = await cli(h, "requests", "retry", "--all-stuck", "--provider", "local")
+        assert retried.exit_code == 0, retried.output
+        for i in ids:
+            assert any(i in line and "done" in line and "retrying 'create'" in line
+                       for line in retried.output.splitlines()), retried.output
+
+        for handle in handles:
+            await h.sign(handle, A)
+        views: list[StatusView] = [await handle.result() for handle in handles]
+        assert [v.status for v in views] == [SignStatus.COMPLETED] * 3
+
+        again = await cli(h, "requests", "retry", handles[0].id)  # an ended flow takes no more updates
+        assert again.exit_code == 1 and "No running signing request" in again.output, again.output
+        done = await cli(h, "requests", "show", handles[0].id)
+        assert done.exit_code == 0, done.output
+        assert "COMPLETED" in done.output and "request.completed" in done.output
+        assert "audit chain: intact" in done.output
+
+
+async def test_remind_and_cancel(dev_env: WorkflowEnvironment, settings: Settings) -> None:
+    async with harness(dev_env.client, settings) as h:
+        handle = await h.start([[A]])
+        await h.link(handle, A)
+        reminded = await cli(h, "requests", "remind", handle.id)
+        assert reminded.exit_code == 0, reminded.output
+        await h.sink.wait_for(lambda: len(h.links_for(handle, A)) >= 2, timeout=10)  # the link, sent again
+
+        single_retry = await cli(h, "requests", "retry", handle.id)
+        assert single_retry.exit_code == 0 and "skipped" in single_retry.output
+
+        cancelled = await cli(h, "requests", "cancel", handle.id, "--reason", "合同作废")
+        assert cancelled.exit_code == 0, cancelled.output
+        assert "CANCELLED" in cancelled.output
+        view: StatusView = await handle.result()
+        assert view.status == SignStatus.CANCELLED and view.reason == "合同作废"
+
+        late = await cli(h, "requests", "remind", handle.id)  # an ended flow takes no more updates
+        assert late.exit_code == 1 and "failed" in late.output
+        shown = await cli(h, "requests", "show", handle.id)
+        assert "request.cancelled" in shown.output and "cli:" in shown.output  # who cancelled, in the trail
+
+        missing = await cli(h, "requests", "show", "sign:test:does-not-exist")
+        assert missing.exit_code == 1 and "no signing request" in missing.output
+        usage = await cli(h, "requests", "retry")
+        assert usage.exit_code == 1 and "--all-stuck" in usage.output
+
+
+GOOD = """platform,tenant,user_id,name,email,mobile,active
+webhook,default,u-1,李四,ls@corp.example,+8613800000001,true
+wecom,corp-1,zhangsan,张三,,,1
+slack,,U123,Alice,alice@corp.example,,
+"""
+
+BAD = """platform,tenant,user_id,name,email,mobile,active
+teams,default,u-9,Nobody,,,
+webhook,default,u-2,王五,not-an-email,,yes
+webhook,default,u-3,,w@corp.example,,
+webhook,default,u-2,王五,ww@corp.example,12,maybe
+"""
+
+
+def test_identities_import_good_and_bad(settings: Settings, tmp_path: Path) -> None:
+    env = _env(settings)
+    assert runner.invoke(app, ["db", "upgrade"], env=env).exit_code == 0
+    good = tmp_path / "good.csv"
+    good.write_text("\ufeff" + GOOD, encoding="utf-8")  # as Excel saves it
+    result = runner.invoke(app, ["identities", "import", str(good)], env=env)
+    assert result.exit_code == 0, result.output
+    assert "3 created, 0 updated" in result.output
+    assert "line 3" in result.output and "WeCom" in result.output  # no email/mobile: accepted, explained
+
+    # Re-import: blank cells keep what is stored; changed cells update.
+    good.write_text("platform,user_id,name,email,active\nwebhook,u-1,李四(销售),,false\n", encoding="utf-8")
+    result = runner.invoke(app, ["identities", "import", str(good)], env=env)
+    assert result.exit_code == 0 and "0 created, 1 updated" in result.output, result.output
+    listed = runner.invoke(app, ["identities", "list", "--platform", "webhook"], env=env)
+    assert listed.exit_code == 0, listed.output
+    assert "李四(销售)" in listed.output and "ls@corp.example" in listed.output and "+8613800000001" in listed.output
+    assert "zhangsan" not in listed.output and "1 identities" in listed.output
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text(BAD, encoding="utf-8")
+    result = runner.invoke(app, ["identities", "import", str(bad)], env=env)
+    assert result.exit_code == 1
+    out = result.output
+    for expected in ("line 2: platform 'teams'", "line 3: email 'not-an-email'", "line 4: name is empty",
+                     "line 5: repeats webhook/default/u-2 from line 3", "line 5: mobile '12'",
+                     "line 5: active must be true/false", "nothing imported"):
+        assert expected in out, out
+    assert "3 identities" in runner.invoke(app, ["identities", "list"], env=env).output  # nothing written
+
+    header = tmp_path / "header.csv"
+    header.write_text("platform,userid,name\nwebhook,u-1,x\n", encoding="utf-8")
+    result = runner.invoke(app, ["identities", "import", str(header)], env=env)
+    assert result.exit_code == 1 and "line 1: header missing column(s) user_id" in result.output
+
+
+def _revision(url: str) -> str | None:
+    engine = create_engine(driver_url(url), poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+def _tables(url: str) -> set[str]:
+    engine = create_engine(driver_url(url), poolclass=NullPool)
+    try:
+        return set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def _create_all(url: str, skip: tuple[str, ...] = ()) -> None:
+    engine = create_engine(driver_url(url), poolclass=NullPool)
+    try:
+        SQLModel.metadata.create_all(engine, tables=[t for n, t in SQLModel.metadata.tables.items() if n not in skip])
+    finally:
+        engine.dispose()
+
+
+def _upgrade(url: str) -> Result:
+    return runner.invoke(app, ["db", "upgrade"], env={"SIGNBRIDGE_DATABASE_URL": url, "COLUMNS": "250"})
+
+
+def test_db_upgrade_fresh_and_create_all_sqlite(tmp_path: Path) -> None:
+    fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
+    result = _upgrade(fresh)
+    assert result.exit_code == 0, result.output
+    assert _revision(fresh) == HEAD and set(SQLModel.metadata.tables) <= _tables(fresh)
+    assert _upgrade(fresh).exit_code == 0  # idempotent
+
+    made = f"sqlite:///{tmp_path / 'made.db'}"  # the app's create_all ran first: stamp, don't fail
+    _create_all(made)
+    result = _upgrade(made)
+    assert result.exit_code == 0, result.output
+    assert f"stamped {HEAD}" in result.output and _revision(made) == HEAD
+
+    # create_all from an older release (before the chat tables): stamp that revision, migrate the rest.
+    older = f"sqlite:///{tmp_path / 'older.db'}"
+    _create_all(older, skip=("chat_messages", "inbound_events"))
+    result = _upgrade(older)
+    assert result.exit_code == 0, result.output
+    assert "stamped 993ad634c42d" in result.output and _revision(older) == HEAD
+    assert {"chat_messages", "inbound_events"} <= _tables(older)
+
+    odd = f"sqlite:///{tmp_path / 'odd.db'}"  # tables matching no revision: refused, not guessed
+    engine = create_engine(odd, poolclass=NullPool)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE identities (id INTEGER PRIMARY KEY, platform TEXT)"))
+    engine.dispose()
+    result = _upgrade(odd)
+    assert result.exit_code == 1 and "match no migration revision" in result.output
+    assert _revision(odd) is None
+
+
+def test_db_upgrade_postgresql_after_create_all(pg_url: str) -> None:
+    _create_all(pg_url)
+    result = _upgrade(pg_url)
+    assert result.exit_code == 0, result.output
+    assert f"stamped {HEAD}" in result.output and _revision(pg_url) == HEAD
+    assert _upgrade(pg_url).exit_code == 0
