@@ -1,0 +1,307 @@
+"""Slack inbound: `POST /im/slack/events`, `/im/slack/interactions`, `/im/slack/commands`.
+
+Each handler verifies the request signature on the raw bytes first (`SignatureVerifier`,
+300 s window): a forged, unsigned or stale request gets 401 and starts nothing. Then it only
+normalises and hands over to Temporal — no Slack API calls here, so the 3 s deadline holds:
+
+* `url_verification` → echo the challenge.
+* `app_mention` / `message.im` with the sign command → `SigningWorkflow` with id
+  `sign:slack:{team_id}:{event_id}`, acknowledged only after the start returned. Slack retries
+  (`X-Slack-Retry-Num`, possibly while the first attempt is still running) hit the same id and
+  find the running flow. Mentions (`<@U123>`) become `@U123` with `Person(id="U123")`; real
+  names and emails are filled in by the flow's `resolve` step (users.info, cached).
+* `/sign` slash command → the same, with the user's latest file in the channel as document
+  (looked up by the flow, see `connectors.chat.slack`), answered with ephemeral text.
+* `block_actions` from the card → the workflow update named by the button's `action_id`,
+  update id from the action's `action_ts`, answered once the update is ACCEPTED (like
+  `api/im_webhook.py`); a validator refusal is 403/409 (Slack shows the button as failed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from typing import Any
+from urllib.parse import parse_qs
+
+import httpx
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from slack_sdk.signature import SignatureVerifier
+from sqlmodel import Session, select
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from api.deps import ClientDep, SettingsDep
+from api.errors import ApiError
+from api.im_webhook import ActionEvent as WebhookActionEvent
+from api.im_webhook import MessageEvent as WebhookMessageEvent
+from api.im_webhook import _action, build_request
+from connectors.chat.base import InputProblem
+from connectors.chat.slack import SlackChat, SlackConfig, file_source_url, latest_file_url, load_config
+from signbridge import commands
+from signbridge.models import ChatRef, Person, StatusView
+from signbridge.settings import Settings
+from signbridge.temporal import start_signing
+from store.tables import Identity
+
+router = APIRouter(tags=["Slack"])
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1024 * 1024
+RESOLVE_BUDGET = 1.5  # seconds of the 3 s deadline spent on users.info at most
+_USER_MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
+_OTHER_TOKEN = re.compile(r"<[#!][^>]*>")
+_LINK = re.compile(r"<(https?://[^>|]+)(?:\|[^>]*)?>")
+NO_FILE = "No document to sign: attach the PDF to the same message that mentions SignBridge."
+
+
+def _config(request: Request) -> SlackConfig:
+    """The same `SIGNBRIDGE_SLACK_*` config the connector reads; 404 while Slack isn't set up."""
+    config: SlackConfig | None = getattr(request.app.state, "slack_config", None)
+    if config is None:
+        config = load_config()
+        if config.enabled:
+            request.app.state.slack_config = config
+    if not config.enabled:
+        raise ApiError(404, "not_configured", "Slack is not configured on this SignBridge")
+    return config
+
+
+async def _verified_body(request: Request, config: SlackConfig) -> bytes:
+    raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise ApiError(413, "too_large", f"Bodies are limited to {MAX_BODY_BYTES} bytes")
+    verifier = SignatureVerifier(config.signing_secret.get_secret_value())
+    timestamp = request.headers.get("X-Slack-Request-Timestamp") or ""
+    signature = request.headers.get("X-Slack-Signature") or ""
+    if not timestamp.isdigit() or not signature:
+        raise ApiError(401, "bad_signature", "Rejected: missing X-Slack-Signature or X-Slack-Request-Timestamp")
+    if not verifier.is_valid(raw, timestamp, signature):
+        raise ApiError(401, "bad_signature", "Rejected: the signature does not match or the timestamp is "
+                                             "more than 300 s off")
+    return raw
+
+
+def slack_text(text: str, bot_user_id: str | None, bot_name: str) -> tuple[str, list[dict[str, Any]]]:
+    """Slack's markup → the shared grammar's plain text and structured mentions.
+
+    `<@U123>` → `@U123` (mention named by its id until `resolve` names it), the bot's own
+    mention → `@<bot name>`, channel/special mentions dropped, `&gt;` etc. unescaped last so a
+    typed `>` is the group separator again."""
+    mentions: list[dict[str, Any]] = []
+    seen: set[str] = set()
+
+    def user(m: re.Match[str]) -> str:
+        uid = m.group(1)
+        if uid == bot_user_id:
+            return f"@{bot_name}"
+        if uid not in seen:
+            seen.add(uid)
+            mentions.append({"id": uid, "name": uid})
+        return f" @{uid} "
+
+    text = _USER_MENTION.sub(user, text or "")
+    text = _LINK.sub(lambda m: m.group(1), _OTHER_TOKEN.sub(" ", text))
+    text = text.replace("&gt;", ">").replace("&lt;", "<").replace("&amp;", "&")
+    return text.strip(), mentions
+
+
+def _bot_user_id(config: SlackConfig, envelope: dict[str, Any], text: str) -> str | None:
+    if config.bot_user_id:
+        return config.bot_user_id
+    for auth in envelope.get("authorizations") or []:
+        if auth.get("is_bot") and auth.get("user_id"):
+            return str(auth["user_id"])
+    first = _USER_MENTION.match((text or "").lstrip())  # an app_mention starts with the bot's mention
+    return first.group(1) if first else None
+
+
+def _known_name(request: Request, team: str, user_id: str) -> str:
+    """The initiator's name from the identity cache (a DB read, never a Slack call); else the id."""
+    engine = getattr(request.app.state, "engine", None)
+    if engine is None:
+        return user_id
+    with Session(engine) as session:
+        row = session.exec(select(Identity).where(Identity.platform == "slack", Identity.tenant == team,
+                                                  Identity.user_id == user_id)).first()
+    return row.name if row is not None else user_id
+
+
+async def _resolve(request: Request, team: str, ids: list[str]) -> tuple[dict[str, Person], str | None]:
+    """Names and emails for the initiator and the signers: the identity cache, else users.info.
+
+    The flow shows (and the signing page asks for) the names in the request, so they are looked
+    up here, in parallel and within RESOLVE_BUDGET so the 3 s deadline holds. When Slack is slow
+    the ids stand in for names and the flow's `resolve` step still checks every signer; a
+    deactivated user becomes the request's `problem` (the flow posts it and ends REJECTED)."""
+    chat = _slack_chat(request)
+    ref = ChatRef(platform="slack", tenant=team, chat_id="-", source_event_id="-")
+    unique = list(dict.fromkeys(ids))
+    try:
+        async with asyncio.timeout(RESOLVE_BUDGET):
+            found = await asyncio.gather(*(chat.resolve(ref, Person(id=i, name=i)) for i in unique),
+                                         return_exceptions=True)
+    except TimeoutError:
+        log.warning("users.info did not answer within %.1f s; names resolved later", RESOLVE_BUDGET)
+        return {}, None
+    people: dict[str, Person] = {}
+    for uid, result in zip(unique, found, strict=True):
+        if isinstance(result, InputProblem) and "deactivated" in result.message:
+            return people, result.message
+        if isinstance(result, Person):
+            people[uid] = result
+        elif isinstance(result, BaseException):
+            log.warning("users.info for %s failed: %s", uid, result)
+    return people, None
+
+
+def _slack_chat(request: Request) -> SlackChat:
+    chat: SlackChat | None = getattr(request.app.state, "slack_chat", None)
+    if chat is None:
+        chat = SlackChat(_config(request), request.app.state.engine, httpx.AsyncClient(timeout=RESOLVE_BUDGET))
+        request.app.state.slack_chat = chat
+    return chat
+
+
+async def _start(request: Request, settings: Settings, client: Client, *, team: str, event_id: str,
+                 channel: str, kind: str, user: str, text: str, mentions: list[dict[str, Any]],
+                 files: list[dict[str, str]], trigger_text: str) -> tuple[str, bool, str | None] | None:
+    """Parse the command and start the flow; None for ordinary chat."""
+    bot_name = settings.bot_name or commands.DEFAULT_BOT_NAME
+    problem: str | None = None
+    try:
+        parsed = commands.parse(trigger_text, mentions, bot_name=bot_name)
+    except commands.CommandProblem as e:
+        parsed, problem = None, e.message
+    else:
+        if parsed is None:
+            return None
+    if problem is None and not files:
+        problem = NO_FILE
+    names: dict[str, Person] = {}
+    if parsed is not None and problem is None:
+        names, problem = await _resolve(request, team, [user, *(p.id for p in parsed.signers)])
+        parsed = commands.ParsedCommand(groups=[[names.get(p.id, p) for p in g] for g in parsed.groups],
+                                        title=parsed.title, provider=parsed.provider)
+    initiator = names.get(user)
+    event = WebhookMessageEvent(
+        type="message", event_id=event_id, tenant=re.sub(r"[^A-Za-z0-9_.\-]", "_", team) or "default",
+        sender={"id": user, "name": initiator.name if initiator else _known_name(request, team, user),  # type: ignore[arg-type]
+                "email": initiator.email if initiator else None},
+        chat={"id": channel, "kind": kind},  # type: ignore[arg-type]
+        text=text, mentions=mentions, files=files,  # type: ignore[arg-type]
+    )
+    req = build_request(event, settings, parsed, problem)
+    req = req.model_copy(update={
+        "request_id": f"sign:slack:{event.tenant}:{event_id}",
+        "chat": req.chat.model_copy(update={"platform": "slack"}),
+        "title": (parsed.title if parsed and parsed.title else None)
+        or (files[0]["name"] if files and not files[0]["url"].startswith("slack:latest:") else "Signing request"),
+    })
+    _, started = await start_signing(client, req, settings.task_queue)
+    return req.request_id, started, problem
+
+
+@router.post("/im/slack/events")
+async def slack_events(request: Request, settings: SettingsDep, client: ClientDep) -> JSONResponse:
+    config = _config(request)
+    raw = await _verified_body(request, config)
+    try:
+        envelope = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ApiError(400, "invalid_json", f"The body is not JSON: {e}") from e
+    if envelope.get("type") == "url_verification":
+        return JSONResponse({"challenge": envelope.get("challenge", "")})
+    if envelope.get("type") != "event_callback":
+        return JSONResponse({"ok": True, "ignored": envelope.get("type")})
+    event = envelope.get("event") or {}
+    kind = event.get("type")
+    is_dm = kind == "message" and event.get("channel_type") == "im"
+    if kind != "app_mention" and not is_dm:
+        return JSONResponse({"ok": True, "ignored": kind})
+    if event.get("bot_id") or event.get("subtype") not in (None, "file_share"):
+        return JSONResponse({"ok": True, "ignored": "bot or edited message"})
+    team = str(envelope.get("team_id") or event.get("team") or "default")
+    event_id = str(envelope.get("event_id") or "")
+    if not event_id or not event.get("user") or not event.get("channel"):
+        raise ApiError(400, "invalid_event", "event_id, event.user and event.channel are required")
+    text, mentions = slack_text(event.get("text", ""), _bot_user_id(config, envelope, event.get("text", "")),
+                                settings.bot_name or commands.DEFAULT_BOT_NAME)
+    if is_dm and not commands.is_command(text, settings.bot_name or commands.DEFAULT_BOT_NAME):
+        text = f"/sign {text}"  # in a DM with the bot every message is addressed to it
+    files = [{"name": str(f.get("name") or f.get("title") or "document.pdf"), "url": file_source_url(str(f["id"]))}
+             for f in event.get("files") or [] if f.get("id")]
+    result = await _start(request, settings, client, team=team, event_id=event_id, channel=str(event["channel"]),
+                          kind="direct" if is_dm else "group", user=str(event["user"]), text=text,
+                          mentions=mentions, files=files, trigger_text=text)
+    if result is None:
+        return JSONResponse({"ok": True, "ignored": "not a command"})
+    request_id, started, problem = result
+    body: dict[str, Any] = {"ok": True, "request_id": request_id, "started": started}
+    if problem:
+        body.update(status="rejected", reason=problem)
+    return JSONResponse(body)
+
+
+@router.post("/im/slack/commands")
+async def slack_commands(request: Request, settings: SettingsDep, client: ClientDep) -> JSONResponse:
+    config = _config(request)
+    raw = await _verified_body(request, config)
+    form = {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}
+    team, user, channel = form.get("team_id", "default"), form.get("user_id", ""), form.get("channel_id", "")
+    trigger = form.get("trigger_id", "")
+    if not user or not channel or not trigger:
+        raise ApiError(400, "invalid_command", "user_id, channel_id and trigger_id are required")
+    bot_name = settings.bot_name or commands.DEFAULT_BOT_NAME
+    text, mentions = slack_text(form.get("text", ""), config.bot_user_id, bot_name)
+    text = f"/sign {text}"
+    kind = "direct" if channel.startswith("D") else "group"
+    files = [{"name": "document.pdf", "url": latest_file_url(channel, user)}]
+    result = await _start(request, settings, client, team=team, event_id=f"cmd-{trigger}", channel=channel,
+                          kind=kind, user=user, text=text, mentions=mentions, files=files, trigger_text=text)
+    assert result is not None  # "/sign …" is always a command
+    request_id, _, problem = result
+    if problem:
+        return JSONResponse({"response_type": "ephemeral", "text": problem, "request_id": request_id})
+    return JSONResponse({"response_type": "ephemeral", "request_id": request_id,
+                         "text": "Starting a signing request with the last file you shared in this channel. "
+                                 "If you haven't shared one yet, attach the PDF and mention SignBridge instead."})
+
+
+@router.post("/im/slack/interactions")
+async def slack_interactions(request: Request, settings: SettingsDep, client: ClientDep) -> JSONResponse:
+    config = _config(request)
+    raw = await _verified_body(request, config)
+    try:
+        payload = json.loads(parse_qs(raw.decode("utf-8", "replace")).get("payload", [""])[0])
+    except json.JSONDecodeError as e:
+        raise ApiError(400, "invalid_payload", f"The payload is not JSON: {e}") from e
+    if payload.get("type") != "block_actions" or not payload.get("actions"):
+        return JSONResponse({"ok": True, "ignored": payload.get("type")})
+    action = payload["actions"][0]
+    name, request_id = str(action.get("action_id", "")), str(action.get("value", ""))
+    user = payload.get("user") or {}
+    if name == "status":
+        return await _status(client, request_id)
+    if name not in ("remind", "cancel", "retry") or not request_id.startswith("sign:"):
+        return JSONResponse({"ok": True, "ignored": name})  # URL buttons (signing links) report clicks too
+    update_id = f"slack:{action.get('action_ts') or payload.get('trigger_id')}:{name}"
+    event = WebhookActionEvent(
+        type="action", event_id=update_id, tenant="default",
+        sender={"id": str(user.get("id", "")), "name": str(user.get("name") or user.get("username") or "")},  # type: ignore[arg-type]
+        action={"request_id": request_id, "name": name},  # type: ignore[arg-type]
+    )
+    return await _action(event, settings, client)
+
+
+async def _status(client: Client, request_id: str) -> JSONResponse:
+    try:
+        view = await client.get_workflow_handle(request_id).query("status", result_type=StatusView)
+    except RPCError as e:
+        if e.status == RPCStatusCode.NOT_FOUND:
+            raise ApiError(404, "not_found", f"No signing request {request_id}") from e
+        raise
+    return JSONResponse({"ok": True, "request_id": request_id, "status": view.status.value})

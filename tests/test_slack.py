@@ -1,0 +1,400 @@
+"""Slack both ways, over real HTTP: signatures, events, buttons, the connector against a Slack
+simulator (`tests/sim/slack_sim.py`), and the whole flow on the real Temporal dev server.
+
+Golden files: `SIGNBRIDGE_UPDATE_GOLDEN=1 pytest tests/test_slack.py -k golden` rewrites them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+from slack_sdk.signature import Clock, SignatureVerifier
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+from temporalio.testing import WorkflowEnvironment
+
+from api.main import create_app
+from connectors.chat.base import ChatRejected, ChatUnavailable, InputProblem
+from connectors.chat.slack import SlackChat, SlackConfig, build
+from connectors.chat.slack_cards import render_card
+from signbridge.cards import build_card
+from signbridge.models import ChatRef, DocumentInfo, DocumentSource, Person, SignerState, SignStatus, StatusView
+from signbridge.pdf.sample import sample_contract
+from signbridge.settings import Settings
+from signbridge.temporal import SA_INITIATOR, SA_PLATFORM
+from store.db import create_all, get_engine
+from tests.sim.servers import free_port, serve
+from tests.sim.slack_sim import SlackSim
+from worker import build_worker
+
+SECRET = "test-slack-signing-secret"
+TOKEN = "xoxb-test-bot-token"
+GOLDEN = Path(__file__).parent / "golden"
+CHAT = ChatRef(platform="slack", tenant="T1", chat_id="C1", source_event_id="e-1")
+
+
+# ---- helpers ----------------------------------------------------------------------------------
+
+def signed(body: bytes, ts: int | None = None, secret: str = SECRET) -> dict[str, str]:
+    stamp = str(ts if ts is not None else int(time.time()))
+    sig = SignatureVerifier(secret).generate_signature(timestamp=stamp, body=body)
+    assert sig
+    return {"X-Slack-Request-Timestamp": stamp, "X-Slack-Signature": sig}
+
+
+def mention(text: str, event_id: str | None = None, files: list[str] | None = None, user: str = "U0") -> dict[str, Any]:
+    return {"token": "legacy", "team_id": "T1", "api_app_id": "A1", "type": "event_callback",
+            "event_id": event_id or f"Ev{uuid.uuid4().hex[:10]}", "event_time": int(time.time()),
+            "authorizations": [{"team_id": "T1", "user_id": "UBOT", "is_bot": True}],
+            "event": {"type": "app_mention", "user": user, "text": text, "channel": "C1",
+                      "ts": "1700000001.000100", "event_ts": "1700000001.000100",
+                      "files": [{"id": f, "name": "contract.pdf", "mimetype": "application/pdf"}
+                                for f in (["F1"] if files is None else files)]}}
+
+
+def click(action: str, request_id: str, user: str) -> bytes:
+    payload = {"type": "block_actions", "team": {"id": "T1"}, "user": {"id": user, "name": user.lower()},
+               "trigger_id": f"tr-{uuid.uuid4().hex[:8]}", "channel": {"id": "C1"},
+               "actions": [{"action_id": action, "value": request_id, "type": "button",
+                            "action_ts": f"{time.time():.6f}"}]}
+    return urlencode({"payload": json.dumps(payload)}).encode()
+
+
+async def exists(client: Client, workflow_id: str) -> bool:
+    try:
+        await client.get_workflow_handle(workflow_id).describe()
+        return True
+    except RPCError as e:
+        if e.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+
+
+def sim_world(contract: bytes) -> SlackSim:
+    sim = SlackSim(TOKEN)
+    sim.add_user("U0", "Alice", "alice@corp.example")
+    sim.add_user("U1", "Bob", "bob@corp.example")
+    sim.add_user("U2", "Carol", "carol@corp.example")
+    sim.add_user("U9", "Gone Dave", "dave@corp.example", deleted=True)
+    sim.add_channel("C1")
+    sim.share_file("F1", "contract.pdf", contract, "U0", "C1")
+    return sim
+
+
+@pytest.fixture
+def slack_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """Slack configured through the environment, as in production (the API reads it per app)."""
+    monkeypatch.setenv("SIGNBRIDGE_SLACK_SIGNING_SECRET", SECRET)
+    monkeypatch.setenv("SIGNBRIDGE_SLACK_BOT_TOKEN", TOKEN)
+    monkeypatch.setenv("SIGNBRIDGE_SLACK_API_BASE", "http://127.0.0.1:9/api/")  # nothing listens there
+    return monkeypatch
+
+
+@dataclass
+class Api:
+    url: str
+    settings: Settings
+
+    async def post(self, http: httpx.AsyncClient, path: str, body: bytes, headers: dict[str, str] | None = None,
+                   content_type: str = "application/json") -> httpx.Response:
+        return await http.post(f"{self.url}/im/slack/{path}", content=body,
+                               headers={**(signed(body) if headers is None else headers), "Content-Type": content_type})
+
+
+@contextmanager
+def api_server(dev_env: WorkflowEnvironment, settings: Settings) -> Iterator[Api]:
+    port = free_port()
+    settings = settings.model_copy(update={
+        "public_url": f"http://127.0.0.1:{port}",
+        "temporal_address": dev_env.client.service_client.config.target_host,
+        "step_retry_window": timedelta(seconds=20),
+    })
+    with serve(create_app(settings), port=port) as url:
+        yield Api(url, settings)
+
+
+# ---- signatures and inbound -------------------------------------------------------------------
+
+def test_published_signature_vector() -> None:
+    body = ("token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id=G8PSS9T3V"
+            "&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook-collect&text="
+            "&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN"
+            "&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c")
+    expected = "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503"
+
+    class At(Clock):
+        def __init__(self, now: float) -> None:
+            self._now = now
+
+        def now(self) -> float:
+            return self._now
+
+    verifier = SignatureVerifier("8f742231b10e8888abcd99yyyzzz85a5", clock=At(1531420618 + 299))
+    assert verifier.generate_signature(timestamp="1531420618", body=body) == expected
+    assert verifier.is_valid(body, "1531420618", expected)
+    assert not SignatureVerifier("8f742231b10e8888abcd99yyyzzz85a5", clock=At(1531420618 + 301)).is_valid(
+        body, "1531420618", expected)
+
+
+async def test_bad_signatures_start_nothing(dev_env: WorkflowEnvironment, settings: Settings,
+                                            slack_env: pytest.MonkeyPatch) -> None:
+    with api_server(dev_env, settings) as api:
+        async with httpx.AsyncClient(timeout=30) as http:
+            cases: list[tuple[str, bytes, dict[str, str]]] = []
+            body = json.dumps(mention("<@UBOT> sign <@U1>", event_id="EvForged")).encode()
+            cases.append(("EvForged", body, signed(body, secret="not-the-secret")))
+            body = json.dumps(mention("<@UBOT> sign <@U1>", event_id="EvStale")).encode()
+            cases.append(("EvStale", body, signed(body, ts=int(time.time()) - 301)))
+            body = json.dumps(mention("<@UBOT> sign <@U1>", event_id="EvReplay")).encode()
+            old = signed(body, ts=int(time.time()) - 10)  # captured, then replayed with a fresh timestamp
+            cases.append(("EvReplay", body, {**old, "X-Slack-Request-Timestamp": str(int(time.time()))}))
+            cases.append(("EvUnsigned", json.dumps(mention("<@UBOT> sign <@U1>", event_id="EvUnsigned")).encode(), {}))
+            for event_id, raw, headers in cases:
+                resp = await api.post(http, "events", raw, headers)
+                assert resp.status_code == 401, (event_id, resp.text)
+                assert resp.json()["error"]["code"] == "bad_signature"
+                assert not await exists(dev_env.client, f"sign:slack:T1:{event_id}")
+            form = click("remind", "sign:slack:T1:x", "U0")
+            resp = await api.post(http, "interactions", form, signed(form, secret="wrong"),
+                                  content_type="application/x-www-form-urlencoded")
+            assert resp.status_code == 401
+
+            challenge = json.dumps({"type": "url_verification", "token": "t",
+                                    "challenge": "3eZbrw1aBm2rZgRNFdxV"}).encode()
+            resp = await api.post(http, "events", challenge)
+            assert resp.status_code == 200 and resp.json() == {"challenge": "3eZbrw1aBm2rZgRNFdxV"}
+
+
+async def test_not_configured_is_404(dev_env: WorkflowEnvironment, settings: Settings,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SIGNBRIDGE_SLACK_SIGNING_SECRET", raising=False)
+    monkeypatch.delenv("SIGNBRIDGE_SLACK_BOT_TOKEN", raising=False)
+    assert build(settings, httpx.AsyncClient()) is None
+    with api_server(dev_env, settings) as api:
+        async with httpx.AsyncClient(timeout=30) as http:
+            body = b'{"type":"url_verification","challenge":"c"}'
+            assert (await api.post(http, "events", body)).status_code == 404
+
+
+async def test_redelivered_event_starts_one_flow(dev_env: WorkflowEnvironment, settings: Settings,
+                                                 slack_env: pytest.MonkeyPatch) -> None:
+    with api_server(dev_env, settings) as api:
+        async with httpx.AsyncClient(timeout=30) as http:
+            event_id = f"Ev{uuid.uuid4().hex[:10]}"
+            body = json.dumps(mention("<@UBOT> sign <@U1> <@U2> &gt; <@U0> title:NDA", event_id=event_id)).encode()
+            # the retry arrives while the first delivery is still being handled
+            first, retry = await asyncio.gather(
+                api.post(http, "events", body),
+                api.post(http, "events", body, {**signed(body), "X-Slack-Retry-Num": "1",
+                                                "X-Slack-Retry-Reason": "http_timeout"}))
+            assert first.status_code == retry.status_code == 200, (first.text, retry.text)
+            request_id = f"sign:slack:T1:{event_id}"
+            assert first.json()["request_id"] == retry.json()["request_id"] == request_id
+            assert sorted([first.json()["started"], retry.json()["started"]]) == [False, True]
+            handle = dev_env.client.get_workflow_handle(request_id)
+            desc = await handle.describe()
+            assert desc.typed_search_attributes.get(SA_PLATFORM) == "slack"
+            assert desc.typed_search_attributes.get(SA_INITIATOR) == "U0"
+            # ordinary chat is acknowledged and starts nothing
+            chat = json.dumps(mention("<@UBOT> hello there", event_id="EvChat")).encode()
+            resp = await api.post(http, "events", chat)
+            assert resp.status_code == 200 and "request_id" not in resp.json()
+            assert not await exists(dev_env.client, "sign:slack:T1:EvChat")
+            await handle.terminate("test over")
+
+
+# ---- the connector against the simulator ------------------------------------------------------
+
+async def test_connector_against_simulator(settings: Settings) -> None:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = get_engine(settings.sqlalchemy_url)
+    create_all(engine)
+    contract = sample_contract("Connector")
+    with sim_world(contract) as sim:
+        async with httpx.AsyncClient() as http:
+            chat = SlackChat(SlackConfig(signing_secret=SECRET, bot_token=TOKEN, api_base=sim.api_base),  # type: ignore[arg-type]
+                             engine, http)
+            bob = await chat.resolve(CHAT, Person(id="U1", name="U1"))
+            assert (bob.name, bob.email) == ("Bob", "bob@corp.example")
+            with pytest.raises(InputProblem, match="has been deactivated"):
+                await chat.resolve(CHAT, Person(id="U9", name="U9"))
+            assert await chat.download(CHAT, DocumentSource(name="c.pdf", url="slack:file:F1"), 10**7) == contract
+            assert await chat.download(CHAT, DocumentSource(name="c.pdf", url="slack:latest:C1:U0"), 10**7) == contract
+            with pytest.raises(InputProblem, match="larger than"):
+                await chat.download(CHAT, DocumentSource(name="c.pdf", url="slack:file:F1"), 100)
+            with pytest.raises(InputProblem):
+                await chat.download(CHAT, DocumentSource(name="c.pdf", url="slack:file:F404"), 10**7)
+            with pytest.raises(InputProblem, match="attach the PDF"):
+                await chat.download(CHAT, DocumentSource(name="c.pdf", url="slack:latest:C1:U2"), 10**7)
+
+            card = build_card(_view(SignStatus.IN_PROGRESS), lang="en")
+            await chat.upsert_card(CHAT, "req-1", card)
+            await chat.upsert_card(CHAT, "req-1", card)  # a retried activity: updates, never posts again
+            assert len(sim.cards("C1")) == 1 and sim.cards("C1")[0].updates == 1
+            await chat.send_link(CHAT, Person(id="U1", name="Bob"), "please sign", "http://x/sign/t", key="k1")
+            await chat.send_link(CHAT, Person(id="U1", name="Bob"), "please sign", "http://x/sign/t", key="k1")
+            assert len(sim.dms("U1")) == 1
+
+            sim.rate_limit_next(1, retry_after=7)
+            with pytest.raises(ChatUnavailable) as unavailable:
+                await chat.upsert_card(CHAT, "req-2", card)
+            assert unavailable.value.retry_after == 7
+            with pytest.raises(ChatRejected, match="channel_not_found"):
+                await chat.upsert_card(CHAT.model_copy(update={"chat_id": "C404"}), "req-3", card)
+            bad = SlackChat(SlackConfig(signing_secret=SECRET, bot_token="xoxb-wrong", api_base=sim.api_base),  # type: ignore[arg-type]
+                            engine, http)
+            with pytest.raises(ChatRejected, match="invalid_auth"):
+                await bad.upsert_card(CHAT, "req-4", card)
+            assert len(sim.cards("C1")) == 1
+
+
+# ---- cards ------------------------------------------------------------------------------------
+
+def _view(status: SignStatus) -> StatusView:
+    doc = DocumentInfo(name="Q3 renewal.pdf", sha256="ab" * 32, blob_key="ab" * 32, size=1234, pages=2)
+    states = {SignStatus.IN_PROGRESS: ("signed", "notified", "waiting"),
+              SignStatus.STUCK: ("signed", "notified", "waiting"),
+              SignStatus.COMPLETED: ("signed", "signed", "signed")}[status]
+    people = [Person(id="U1", name="Bob"), Person(id="U2", name="Carol <C&O>"),
+              Person(id="x-1", name="Customer", email="c@customer.example", external=True)]
+    return StatusView(
+        request_id="sign:slack:T1:Ev1", title="Q3 renewal", status=status, provider="local",
+        initiator=Person(id="U0", name="Alice"), chat=CHAT, document=doc,
+        signers=[SignerState(person=p, group=0 if i < 2 else 1, status=s)  # type: ignore[arg-type]
+                 for i, (p, s) in enumerate(zip(people, states, strict=True))],
+        deadline=datetime(2030, 1, 1, tzinfo=UTC),
+        signed_document=doc.model_copy(update={"sha256": "cd" * 32}) if status == SignStatus.COMPLETED else None,
+        reason="The provider did not answer for 30 minutes (create)" if status == SignStatus.STUCK else None,
+        stuck_step="create" if status == SignStatus.STUCK else None,
+    )
+
+
+@pytest.mark.parametrize("status", [SignStatus.IN_PROGRESS, SignStatus.STUCK, SignStatus.COMPLETED])
+def test_golden_cards(status: SignStatus) -> None:
+    blocks = render_card(build_card(_view(status), lang="en"))
+    path = GOLDEN / f"slack_{status.value.lower()}.json"
+    if os.environ.get("SIGNBRIDGE_UPDATE_GOLDEN"):
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps(blocks, indent=2, ensure_ascii=False) + "\n")
+    assert blocks == json.loads(path.read_text())
+
+
+# ---- end to end on the dev server -------------------------------------------------------------
+
+def link_url(message: Any) -> str | None:
+    for block in message.blocks:
+        for element in block.get("elements", []):
+            if element.get("url") and "/sign/" in element["url"]:
+                return str(element["url"])
+    return None
+
+
+async def sign_via_dm(http: httpx.AsyncClient, sim: SlackSim, user: str, name: str) -> None:
+    await sim.wait_for(lambda: any(link_url(m) for m in sim.dms(user)), timeout=60)
+    urls = {link_url(m) for m in sim.dms(user)} - {None}
+    assert len(urls) == 1  # reminders resend the same link
+    resp = await http.post(str(urls.pop()), data={"name": name, "consent": "yes"})
+    assert resp.status_code == 200, resp.text
+
+
+async def wait_status(client: Client, request_id: str, status: str, timeout: float = 90) -> StatusView:
+    handle = client.get_workflow_handle(request_id)
+    end = time.monotonic() + timeout
+    while True:
+        view: StatusView = await handle.query("status", result_type=StatusView)
+        if view.status.value == status:
+            return view
+        assert time.monotonic() < end, f"{request_id} is {view.status.value}, expected {status}"
+        await asyncio.sleep(0.1)
+
+
+def signed_counts(message: Any) -> list[int]:
+    return [json.dumps(v, ensure_ascii=False).count(" — signed") for v in message.versions]
+
+
+@asynccontextmanager
+async def slack_stack(dev_env: WorkflowEnvironment, settings: Settings, env: pytest.MonkeyPatch,
+                      contract: bytes) -> AsyncIterator[tuple[SlackSim, Api, httpx.AsyncClient]]:
+    """Simulator + real API over HTTP + the real worker whose Slack connector talks to the simulator."""
+    with sim_world(contract) as sim:
+        env.setenv("SIGNBRIDGE_SLACK_API_BASE", sim.api_base)
+        with api_server(dev_env, settings) as api:
+            config = SlackConfig(signing_secret=SECRET, bot_token=TOKEN, api_base=sim.api_base)  # type: ignore[arg-type]
+            async with httpx.AsyncClient(timeout=30) as http, build_worker(
+                    dev_env.client, api.settings,
+                    chats={"slack": SlackChat(config, get_engine(api.settings.sqlalchemy_url), http)}) as worker, \
+                    worker:
+                yield sim, api, http
+
+
+async def test_mention_to_signed_pdf(dev_env: WorkflowEnvironment, settings: Settings,
+                                     slack_env: pytest.MonkeyPatch) -> None:
+    contract = sample_contract("Slack Contract")
+    async with slack_stack(dev_env, settings, slack_env, contract) as (sim, api, http):
+        body = json.dumps(mention("<@UBOT> sign <@U1> &gt; <@U2>")).encode()
+        resp = await api.post(http, "events", body)
+        assert resp.status_code == 200 and resp.json()["started"] is True, resp.text
+        request_id = resp.json()["request_id"]
+        await sim.wait_for(lambda: bool(sim.cards("C1")) and "Waiting" in json.dumps(sim.cards("C1")[0].blocks))
+
+        # the remind button: refused for a signer who did not start the request, fine for the initiator
+        refused = await api.post(http, "interactions", click("remind", request_id, "U1"),
+                                 content_type="application/x-www-form-urlencoded")
+        assert refused.status_code == 403, refused.text
+        accepted = await api.post(http, "interactions", click("remind", request_id, "U0"),
+                                  content_type="application/x-www-form-urlencoded")
+        assert accepted.status_code in (200, 202), accepted.text
+        status = await api.post(http, "interactions", click("status", request_id, "U2"),
+                                content_type="application/x-www-form-urlencoded")
+        assert status.json()["status"] == "IN_PROGRESS"
+
+        await sign_via_dm(http, sim, "U1", "Bob")
+        await sign_via_dm(http, sim, "U2", "Carol")
+        view = await wait_status(dev_env.client, request_id, "COMPLETED")
+        await sim.wait_for(lambda: "Completed" in json.dumps(sim.cards("C1")[0].blocks))
+
+        files = [m for m in sim.posted("C1") if "Signed document" in m.text]
+        assert len(files) == 1
+        url = next(e["url"] for b in files[0].blocks for e in b.get("elements", []) if e.get("url"))
+        signed_pdf = (await http.get(url)).content
+        assert signed_pdf.startswith(contract) and view.signed_document is not None
+        assert view.signed_document.sha256 in files[0].blocks[0]["text"]["text"]
+        cards = sim.cards("C1")
+        assert len(cards) == 1 and sim.count("chat.postMessage") == len(sim.posted())
+        counts = signed_counts(cards[0])
+        assert counts == sorted(counts) and counts[-1] == 2 and 1 in counts  # updated after each signature
+        assert [s.person.name for s in view.signers] == ["Bob", "Carol"]  # names from users.info
+
+
+async def test_rate_limit_storm(dev_env: WorkflowEnvironment, settings: Settings,
+                                slack_env: pytest.MonkeyPatch) -> None:
+    contract = sample_contract("Storm")
+    async with slack_stack(dev_env, settings, slack_env, contract) as (sim, api, http):
+        body = json.dumps(mention("<@UBOT> sign <@U1>")).encode()
+        resp = await api.post(http, "events", body)
+        assert resp.status_code == 200, resp.text
+        sim.rate_limit_next(3)  # the flow's first calls: the document, the card, the link
+        request_id = resp.json()["request_id"]
+        await sim.wait_for(lambda: any(link_url(m) for m in sim.dms("U1")), timeout=60)
+        sim.rate_limit_next(3)
+        await sign_via_dm(http, sim, "U1", "Bob")
+        await wait_status(dev_env.client, request_id, "COMPLETED")
+        await sim.wait_for(lambda: "Completed" in json.dumps(sim.cards("C1")[0].blocks), timeout=60)
+        await sim.wait_for(lambda: any("Signed document" in m.text for m in sim.posted("C1")), timeout=60)
+        assert sim.rate_limited == 6
+        assert len(sim.cards("C1")) == 1
+        assert len([m for m in sim.dms("U1") if link_url(m)]) == 1
+        assert len([m for m in sim.posted("C1") if "Signed document" in m.text]) == 1
