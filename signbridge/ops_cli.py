@@ -88,7 +88,7 @@ def _literal(value: str) -> str:
 
 
 def visibility_query(status: SignStatus | None = None, initiator: str | None = None,
-                     provider: str | None = None) -> str:
+                     provider: str | None = None, platform: str | None = None) -> str:
     """The query the CLI runs; paste it into the Temporal UI's search box to see the same flows."""
     parts = [f"WorkflowType = '{WORKFLOW_NAME}'"]
     if status is not None:
@@ -97,6 +97,8 @@ def visibility_query(status: SignStatus | None = None, initiator: str | None = N
         parts.append(f"SignInitiator = {_literal(initiator)}")
     if provider:
         parts.append(f"SignProvider = {_literal(provider)}")
+    if platform:
+        parts.append(f"ChatPlatform = {_literal(platform)}")
     return " AND ".join(parts)
 
 
@@ -121,10 +123,11 @@ def list_requests(
     status: Annotated[SignStatus | None, typer.Option(case_sensitive=False, help="e.g. STUCK")] = None,
     initiator: Annotated[str | None, typer.Option(help="initiator's chat user id")] = None,
     provider: Annotated[str | None, typer.Option(help="e-signature provider, e.g. local, esign_cn")] = None,
+    platform: Annotated[str | None, typer.Option(help="chat platform, e.g. wecom, feishu")] = None,
     limit: Annotated[int, typer.Option(min=1, max=10000)] = 100,
 ) -> None:
     """List signing flows from Temporal's visibility index (the same search the Temporal UI runs)."""
-    query = visibility_query(status, initiator, provider)
+    query = visibility_query(status, initiator, provider, platform)
 
     async def fetch() -> list[Any]:
         client = await _client(_settings())
@@ -144,7 +147,10 @@ def list_requests(
 
 
 @requests_app.command("show")
-def show(request_id: str) -> None:
+def show(
+    request_id: str,
+    query_timeout: Annotated[float, typer.Option(help="seconds to wait for a worker to answer the status query")] = 5.0,
+) -> None:
     """Status, signers, the step it waits on or is stuck at, and the audit trail with its hash check."""
     from signbridge.ops_show import render_show
 
@@ -159,7 +165,7 @@ def show(request_id: str) -> None:
                 raise _fail(f"no signing request {request_id}") from e
             raise
         try:
-            view = await handle.query("status", result_type=StatusView, rpc_timeout=timedelta(seconds=10))
+            view = await handle.query("status", result_type=StatusView, rpc_timeout=timedelta(seconds=query_timeout))
             return described, view, None
         except (RPCError, TimeoutError) as e:  # the query needs a worker to replay the flow
             return described, None, f"status query failed ({e}); is a worker running on {described.task_queue}?"

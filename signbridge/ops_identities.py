@@ -28,7 +28,7 @@ from sqlmodel import Session, select
 
 from store.tables import Identity, utcnow
 
-PLATFORMS = ("webhook", "feishu", "lark", "dingtalk", "wecom", "slack")
+PLATFORMS = ("webhook", "feishu", "dingtalk", "wecom", "slack")  # connectors/chat/* platform ids
 REQUIRED = ("platform", "user_id", "name")
 OPTIONAL = ("tenant", "email", "mobile", "active", "external")
 TRUE = {"1", "true", "yes", "y", "是"}

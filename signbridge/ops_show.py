@@ -47,7 +47,7 @@ def render_show(out: Console, settings: Settings, described: Any, view: StatusVi
     out.print(f"[bold]{described.id}[/]  [{STYLE.get(status, 'white')}]{status}[/]")
     if view is None:
         out.print(f"[yellow]{problem}[/]")
-        _kv(out, "execution", described.status.name if described.status else "")
+        _kv(out, "temporal", described.status.name if described.status else "")
     else:
         _kv(out, "title", view.title)
         _kv(out, "initiator", f"{view.initiator.name} ({view.initiator.id})")
@@ -58,7 +58,7 @@ def render_show(out: Console, settings: Settings, described: Any, view: StatusVi
         if view.signed_document:
             _kv(out, "signed", f"{view.signed_document.name}  sha256 {view.signed_document.sha256}")
         _kv(out, "deadline", view.deadline.isoformat() if view.deadline else "")
-        _kv(out, "execution", described.status.name if described.status else "")
+        _kv(out, "temporal", described.status.name if described.status else "")
         _kv(out, "next", _next_step(view))
         signers = Table("group", "signer", "id", "status", "signed at", "reminders", title="signers")
         for s in view.signers:
