@@ -230,10 +230,12 @@ async def slack_events(request: Request, settings: SettingsDep, client: ClientDe
         raise ApiError(400, "invalid_event", "event_id, event.user and event.channel are required")
     text, mentions = slack_text(event.get("text", ""), _bot_user_id(config, envelope, event.get("text", "")),
                                 settings.bot_name or commands.DEFAULT_BOT_NAME)
-    if is_dm and not commands.is_command(text, settings.bot_name or commands.DEFAULT_BOT_NAME):
-        text = f"/sign {text}"  # in a DM with the bot every message is addressed to it
     files = [{"name": str(f.get("name") or f.get("title") or "document.pdf"), "url": file_source_url(str(f["id"]))}
              for f in event.get("files") or [] if f.get("id")]
+    if is_dm and not commands.is_command(text, settings.bot_name or commands.DEFAULT_BOT_NAME):
+        if not files:
+            return JSONResponse({"ok": True, "ignored": "not a command"})
+        text = f"/sign {text}"  # a file sent to the bot in a DM is addressed to it
     result = await _start(request, settings, client, team=team, event_id=event_id, channel=str(event["channel"]),
                           kind="direct" if is_dm else "group", user=str(event["user"]), text=text,
                           mentions=mentions, files=files, trigger_text=text)

@@ -248,6 +248,11 @@ async def test_connector_against_simulator(settings: Settings) -> None:
             await chat.send_link(CHAT, Person(id="U1", name="Bob"), "please sign", "http://x/sign/t", key="k1")
             assert len(sim.dms("U1")) == 1
 
+            del sim.messages[("C1", sim.cards("C1")[0].ts)]  # someone deleted the card: it comes back once
+            await chat.upsert_card(CHAT, "req-1", card)
+            await chat.upsert_card(CHAT, "req-1", card)
+            assert len(sim.cards("C1")) == 1 and sim.cards("C1")[0].updates == 1
+
             sim.rate_limit_next(1, retry_after=7)
             with pytest.raises(ChatUnavailable) as unavailable:
                 await chat.upsert_card(CHAT, "req-2", card)
@@ -398,3 +403,46 @@ async def test_rate_limit_storm(dev_env: WorkflowEnvironment, settings: Settings
         assert len(sim.cards("C1")) == 1
         assert len([m for m in sim.dms("U1") if link_url(m)]) == 1
         assert len([m for m in sim.posted("C1") if "Signed document" in m.text]) == 1
+
+
+async def test_slash_command_dm_and_deactivated(dev_env: WorkflowEnvironment, settings: Settings,
+                                                slack_env: pytest.MonkeyPatch) -> None:
+    async with slack_stack(dev_env, settings, slack_env, sample_contract("Slash")) as (sim, api, http):
+        form_ct = "application/x-www-form-urlencoded"
+
+        def command(user: str, text: str) -> bytes:
+            return urlencode({"team_id": "T1", "channel_id": "C1", "user_id": user, "command": "/sign",
+                              "text": text, "trigger_id": f"tr.{uuid.uuid4().hex[:10]}"}).encode()
+
+        # /sign carries no file: the user's latest file in the channel (U0 shared F1 in C1) is the document
+        resp = await api.post(http, "commands", command("U0", "<@U1|bob> title:Slash"), content_type=form_ct)
+        assert resp.status_code == 200 and resp.json()["response_type"] == "ephemeral", resp.text
+        request_id = resp.json()["request_id"]
+        await sim.wait_for(lambda: any(link_url(m) for m in sim.dms("U1")), timeout=60)
+        cancel = await api.post(http, "interactions", click("cancel", request_id, "U0"), content_type=form_ct)
+        assert cancel.status_code in (200, 202), cancel.text
+        await wait_status(dev_env.client, request_id, "CANCELLED")
+
+        # nothing shared by U2 in this channel: the flow explains it in the chat and ends REJECTED
+        resp = await api.post(http, "commands", command("U2", "<@U1>"), content_type=form_ct)
+        view = await wait_status(dev_env.client, resp.json()["request_id"], "REJECTED")
+        assert view.reason and "attach the PDF" in view.reason
+        await sim.wait_for(lambda: any("attach the PDF" in json.dumps(m.blocks) + m.text for m in sim.posted("C1")))
+
+        # a deactivated signer is refused up front, visibly
+        body = json.dumps(mention("<@UBOT> sign <@U9>")).encode()
+        resp = await api.post(http, "events", body)
+        assert resp.json()["status"] == "rejected" and "deactivated" in resp.json()["reason"]
+        await wait_status(dev_env.client, resp.json()["request_id"], "REJECTED")
+
+        # a DM to the bot with a file is a command; chit-chat in a DM is ignored
+        dm = mention("sign <@U2>")
+        dm["event"].update(type="message", channel="DU0", channel_type="im", subtype="file_share")
+        resp = await api.post(http, "events", json.dumps(dm).encode())
+        assert resp.json()["started"] is True, resp.text
+        chat = mention("hello", files=[])
+        chat["event"].update(type="message", channel="DU0", channel_type="im")
+        resp = await api.post(http, "events", json.dumps(chat).encode())
+        assert resp.json()["ignored"] == "not a command"
+        await sim.wait_for(lambda: any(link_url(m) for m in sim.dms("U2")), timeout=60)
+        assert len(sim.cards("DU0")) == 1

@@ -70,6 +70,14 @@ class SlackConfig(BaseSettings):
         return self.api_base.rstrip("/") + "/"
 
 
+class SlackRejected(ChatRejected):
+    """`ok:false` with a permanent error code (`invalid_auth`, `channel_not_found`, …)."""
+
+    def __init__(self, method: str, error: str, status: int) -> None:
+        super().__init__(f"Slack {method} refused: {error}", status)
+        self.error = error
+
+
 def file_source_url(file_id: str) -> str:
     return f"slack:file:{file_id}"
 
@@ -100,10 +108,15 @@ class SlackChat:
         text = f"{card.title}: {card.status_text}"
         ref = self._ref(card_key)
         if ref is not None:
-            await self.call("chat.update", {"channel": ref["channel"], "ts": ref["ts"], "text": text,
-                                            "blocks": blocks})
-            self._touch(card_key)
-            return
+            try:
+                await self.call("chat.update", {"channel": ref["channel"], "ts": ref["ts"], "text": text,
+                                                "blocks": blocks})
+                self._touch(card_key)
+                return
+            except SlackRejected as e:
+                if e.error != "message_not_found":
+                    raise
+                log.warning("the card for %s was deleted in Slack; posting it again", card_key)
         data = await self.call("chat.postMessage", {"channel": chat.chat_id, "text": text, "blocks": blocks,
                                                     "unfurl_links": False})
         self._remember(card_key, chat.chat_id, str(data["channel"]), str(data["ts"]))
@@ -197,7 +210,7 @@ class SlackChat:
             if error in TRANSIENT_ERRORS:
                 raise ChatUnavailable(f"Slack {method}: {error}",
                                       retry_after_seconds(resp.headers.get("Retry-After")))
-            raise ChatRejected(f"Slack {method} refused: {error}", resp.status_code if resp.status_code >= 400 else 400)
+            raise SlackRejected(method, error, resp.status_code if resp.status_code >= 400 else 400)
         return data
 
     def _client(self) -> httpx.AsyncClient:
@@ -264,8 +277,12 @@ class SlackChat:
 
     def _remember(self, card_key: str, chat_id: str, channel: str, ts: str) -> None:
         with Session(self.engine) as session:
-            session.add(ChatMessage(platform=PLATFORM, card_key=card_key, chat_id=chat_id,
-                                    ref=json.dumps({"channel": channel, "ts": ts})))
+            row = session.exec(select(ChatMessage).where(ChatMessage.platform == PLATFORM,
+                                                         ChatMessage.card_key == card_key)).first()
+            if row is None:
+                row = ChatMessage(platform=PLATFORM, card_key=card_key, chat_id=chat_id, ref="")
+            row.ref, row.updated_at = json.dumps({"channel": channel, "ts": ts}), utcnow()
+            session.add(row)
             session.commit()
 
     def _touch(self, card_key: str) -> None:
