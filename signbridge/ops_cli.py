@@ -26,7 +26,7 @@ from rich.table import Table
 from sqlalchemy import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowQueryFailedError, WorkflowQueryRejectedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from signbridge import ops_db, ops_identities
@@ -167,7 +167,8 @@ def show(
         try:
             view = await handle.query("status", result_type=StatusView, rpc_timeout=timedelta(seconds=query_timeout))
             return described, view, None
-        except (RPCError, TimeoutError) as e:  # the query needs a worker to replay the flow
+        except (RPCError, TimeoutError, WorkflowQueryFailedError, WorkflowQueryRejectedError) as e:
+            # The query needs a worker to replay the flow; the rest still helps without one.
             return described, None, f"status query failed ({e}); is a worker running on {described.task_queue}?"
 
     described, view, problem = _run(fetch())

@@ -146,6 +146,16 @@ async def test_remind_and_cancel(dev_env: WorkflowEnvironment, settings: Setting
     assert "is a worker running" in orphan.output and "CANCELLED" in orphan.output
     assert "request.cancelled" in orphan.output  # the audit trail comes from the database
 
+    # Someone edits the trail behind the API's back: show says so and exits non-zero.
+    engine = create_engine(settings.sqlalchemy_url, poolclass=NullPool)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE audit_events SET actor = 'nobody' WHERE request_id = :r AND action = :a"),
+                     {"r": handle.id, "a": "request.cancelled"})
+    engine.dispose()
+    tampered = await asyncio.to_thread(lambda: runner.invoke(
+        app, ["requests", "show", handle.id, "--query-timeout", "1"], env=_env(h.settings, h.client)))
+    assert tampered.exit_code == 1 and "BROKEN" in tampered.output
+
 
 GOOD = """platform,tenant,user_id,name,email,mobile,active
 webhook,default,u-1,李四,ls@corp.example,+8613800000001,true
