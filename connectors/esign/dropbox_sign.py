@@ -1,0 +1,366 @@
+"""Dropbox Sign (formerly HelloSign) over its REST API v3, with plain httpx (no SDK).
+
+Why it is shaped this way:
+
+- Auth is HTTP basic with the API key as the user name; the same key signs callbacks
+  (`event_hash = hex HMAC-SHA256(api_key, event_time + event_type)`).
+- Ordering: Dropbox Sign knows only "everyone at once" (no `order`) or a strict sequence (a
+  distinct `order` per signer); it has no parallel groups. A single group is sent without
+  `order` (truly parallel); several groups are flattened to one sequence, group by group, so a
+  parallel group signs one after another at the provider — the strictest order that still
+  respects SignBridge's groups.
+- Each SignBridge signer id is kept in the request's `metadata` (`sb_signers`: email → id), so
+  a callback or a poll maps a signature back to the person SignBridge knows; `sb_request` holds
+  the request id, which is how a retried `create_flow` finds the flow it already made.
+- Embedded signing (a sign URL for the chat) needs an API app (`client_id`); without one the
+  request is sent by email and `open_group` returns `SignerLink(url=None)`.
+- The signed file is re-rendered by Dropbox Sign (flattened, audit trail appended), so it does
+  not start with the original bytes: `incremental = False`, and the evidence is the request id
+  plus the hash of the file it served. Download only once `signature_request_downloadable`
+  fired; before that the files endpoint answers 409, which is retryable here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from email.parser import BytesParser
+from email.policy import HTTP
+from typing import Any
+from urllib.parse import parse_qs
+
+import httpx
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from connectors.esign.base import ProviderError, WebhookRejected, WebhookReply
+from signbridge.models import CreateFlowInput, OpenGroupInput, Person, ProviderEvent, SignerLink
+from signbridge.settings import Settings
+from store.blobs import BlobStore
+
+PROVIDER = "dropbox_sign"
+REPLY = WebhookReply(200, b"Hello API Event Received", "text/plain")
+META_REQUEST = "sb_request"
+META_SIGNERS = "sb_signers"
+METADATA_VALUE_MAX = 500  # Dropbox Sign's limit per metadata value
+FLOW_EVENTS = {"signature_request_downloadable": "completed", "signature_request_canceled": "cancelled",
+               "signature_request_expired": "expired"}
+SIGNER_EVENTS = {"signature_request_signed": "signed", "signature_request_declined": "declined"}
+
+
+class DropboxSignConfig(BaseSettings):
+    """`SIGNBRIDGE_DROPBOX_SIGN_*`; the provider is enabled once `API_KEY` is set."""
+
+    model_config = SettingsConfigDict(env_prefix="SIGNBRIDGE_DROPBOX_SIGN_", env_file=None, extra="ignore")
+
+    api_key: SecretStr | None = None
+    api_base: str = "https://api.hellosign.com/v3"
+    client_id: str = ""  # API app for embedded signing; empty: Dropbox Sign emails the signers
+    test_mode: bool = False
+    list_pages: int = 5  # how many pages of recent requests `create_flow` searches for its own
+
+
+def _error(message: str, *, retryable: bool, retry_after: float | None = None) -> ProviderError:
+    error = ProviderError(message)
+    error.non_retryable = not retryable  # type: ignore[misc]
+    error.retry_after = retry_after  # type: ignore[misc]
+    return error
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    value = resp.headers.get("Retry-After")
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+def check(resp: httpx.Response, what: str) -> httpx.Response:
+    """5xx, 429 and 409 (files not ready) may heal; other 4xx are refusals retrying won't fix."""
+    if resp.status_code < 400:
+        return resp
+    try:
+        detail = resp.json().get("error", {}).get("error_msg", "")
+    except ValueError:
+        detail = resp.text[:200]
+    message = f"Dropbox Sign {what}: HTTP {resp.status_code} {detail}".strip()
+    retryable = resp.status_code >= 500 or resp.status_code in (408, 409, 429)
+    return _raise(_error(message, retryable=retryable, retry_after=_retry_after(resp)))
+
+
+def _raise(error: ProviderError) -> httpx.Response:
+    raise error
+
+
+def signer_map(request: Mapping[str, Any]) -> dict[str, str]:
+    """email (lower case) → SignBridge signer id, from the request's metadata."""
+    raw = (request.get("metadata") or {}).get(META_SIGNERS) or "{}"
+    try:
+        mapping = json.loads(raw)
+    except ValueError:
+        return {}
+    return {str(k).lower(): str(v) for k, v in mapping.items()} if isinstance(mapping, dict) else {}
+
+
+def _signer_id(request: Mapping[str, Any], signature: Mapping[str, Any]) -> str | None:
+    email = str(signature.get("signer_email_address") or "").lower()
+    return signer_map(request).get(email)
+
+
+def _at(value: Any) -> datetime:
+    try:
+        return datetime.fromtimestamp(int(value), tz=UTC)
+    except (TypeError, ValueError):
+        return datetime.now(UTC)
+
+
+def signer_event(request: Mapping[str, Any], signature: Mapping[str, Any], kind: str,
+                 raw: dict[str, Any] | None = None) -> ProviderEvent:
+    """Built from state (not from the delivery), so a redelivery and a poll give the same id."""
+    flow_id = str(request["signature_request_id"])
+    when = signature.get("signed_at") if kind == "signed" else signature.get("last_viewed_at")
+    return ProviderEvent(
+        event_id=f"{PROVIDER}:{flow_id}:{signature.get('signature_id')}:{kind}", provider=PROVIDER,
+        flow_id=flow_id, kind=kind, signer_id=_signer_id(request, signature),  # type: ignore[arg-type]
+        reason=signature.get("decline_reason") if kind == "declined" else None,
+        occurred_at=_at(when), raw=raw or {})
+
+
+def flow_event(request: Mapping[str, Any], kind: str, when: Any = None,
+               raw: dict[str, Any] | None = None) -> ProviderEvent:
+    flow_id = str(request["signature_request_id"])
+    return ProviderEvent(event_id=f"{PROVIDER}:{flow_id}:{kind}", provider=PROVIDER, flow_id=flow_id,
+                         kind=kind, occurred_at=_at(when), raw=raw or {})  # type: ignore[arg-type]
+
+
+def order_signers(groups: list[list[Person]]) -> list[tuple[Person, int | None]]:
+    """Each person once, at their first place; `order` only when there is more than one group."""
+    seen: set[str] = set()
+    flat = [p for g in groups for p in g if not (p.id in seen or seen.add(p.id))]  # type: ignore[func-returns-value]
+    serial = len(groups) > 1
+    return [(p, i if serial else None) for i, p in enumerate(flat)]
+
+
+class DropboxSignProvider:
+    """`ESignProvider` for Dropbox Sign. Flow id = `signature_request_id`."""
+
+    name = PROVIDER
+    incremental = False  # Dropbox Sign re-renders the document and appends its audit trail
+
+    def __init__(self, config: DropboxSignConfig, blobs: BlobStore, http: httpx.AsyncClient) -> None:
+        assert config.api_key is not None
+        self.config = config
+        self.blobs = blobs
+        self.http = http
+        self.base = config.api_base.rstrip("/")
+        self._auth = httpx.BasicAuth(config.api_key.get_secret_value(), "")
+
+    async def _call(self, method: str, path: str, what: str, **kwargs: Any) -> httpx.Response:
+        try:
+            resp = await self.http.request(method, self.base + path, auth=self._auth, **kwargs)
+        except httpx.TimeoutException as e:
+            raise _error(f"Dropbox Sign {what}: timeout", retryable=True) from e
+        except httpx.TransportError as e:
+            raise _error(f"Dropbox Sign {what}: {type(e).__name__}", retryable=True) from e
+        return check(resp, what)
+
+    async def _get(self, flow_id: str) -> dict[str, Any]:
+        resp = await self._call("GET", f"/signature_request/{flow_id}", "get request")
+        return dict(resp.json()["signature_request"])
+
+    async def _find(self, request_id: str) -> str | None:
+        for page in range(1, self.config.list_pages + 1):
+            resp = await self._call("GET", "/signature_request/list", "list requests",
+                                    params={"page": page, "page_size": 100})
+            data = resp.json()
+            for item in data.get("signature_requests", []):
+                if (item.get("metadata") or {}).get(META_REQUEST) == request_id:
+                    return str(item["signature_request_id"])
+            if page >= int(data.get("list_info", {}).get("num_pages", 1)):
+                break
+        return None
+
+    async def create_flow(self, req: CreateFlowInput) -> str:
+        existing = await self._find(req.request_id)
+        if existing:
+            return existing
+        ordered = order_signers(req.groups)
+        missing = [p.name for p, _ in ordered if not p.email]
+        if missing:
+            raise _error(f"Dropbox Sign needs an email address for {', '.join(missing)}", retryable=False)
+        emails = {str(p.email).lower(): p.id for p, _ in ordered}
+        if len(emails) != len(ordered):
+            raise _error("Dropbox Sign needs a distinct email address for each signer", retryable=False)
+        mapping = json.dumps(emails, separators=(",", ":"), ensure_ascii=False)
+        if len(mapping) > METADATA_VALUE_MAX:
+            raise _error("too many signers to keep their ids in Dropbox Sign metadata", retryable=False)
+        form: dict[str, str] = {
+            "title": req.title[:255], "subject": req.title[:255], "test_mode": "1" if self.config.test_mode else "0",
+            f"metadata[{META_REQUEST}]": req.request_id, f"metadata[{META_SIGNERS}]": mapping,
+            "expires_at": str(int(req.expires_at.timestamp())),
+        }
+        for i, (person, order) in enumerate(ordered):
+            form[f"signers[{i}][email_address]"] = str(person.email)
+            form[f"signers[{i}][name]"] = person.name
+            if order is not None:
+                form[f"signers[{i}][order]"] = str(order)
+        path = "/signature_request/send"
+        if self.config.client_id:
+            form["client_id"] = self.config.client_id
+            path = "/signature_request/create_embedded"
+        files = {"file[0]": (req.document.name, self.blobs.get(req.document.blob_key), "application/pdf")}
+        resp = await self._call("POST", path, "create request", data=form, files=files)
+        return str(resp.json()["signature_request"]["signature_request_id"])
+
+    async def open_group(self, req: OpenGroupInput) -> list[SignerLink]:
+        """Dropbox Sign opens turns itself; this fetches the embedded sign URLs (if an app is set)."""
+        request = await self._get(req.flow_id)
+        by_id = {v: k for k, v in signer_map(request).items()}
+        signatures = {str(s.get("signer_email_address", "")).lower(): s for s in request.get("signatures", [])}
+        links: list[SignerLink] = []
+        for person in req.signers:
+            signature = signatures.get(by_id.get(person.id, ""))
+            if signature is None:
+                raise _error(f"signer {person.id} is not in Dropbox Sign request {req.flow_id}", retryable=False)
+            if signature.get("status_code") in ("signed", "declined"):
+                continue
+            url = None
+            if self.config.client_id:
+                resp = await self._call("GET", f"/embedded/sign_url/{signature['signature_id']}", "sign url")
+                url = str(resp.json()["embedded"]["sign_url"])
+            links.append(SignerLink(signer_id=person.id, url=url))
+        return links
+
+    async def poll(self, flow_id: str) -> list[ProviderEvent]:
+        request = await self._get(flow_id)
+        events: list[ProviderEvent] = []
+        for signature in request.get("signatures", []):
+            status = signature.get("status_code")
+            if status in ("signed", "declined"):
+                events.append(signer_event(request, signature, status))
+        if request.get("is_complete"):
+            events.append(flow_event(request, "completed"))
+        elif request.get("is_canceled"):
+            events.append(flow_event(request, "cancelled"))
+        elif request.get("expires_at") and int(request["expires_at"]) < datetime.now(UTC).timestamp() \
+                and not request.get("is_declined"):
+            events.append(flow_event(request, "expired", request["expires_at"]))
+        return events
+
+    async def download_signed(self, flow_id: str) -> bytes:
+        resp = await self._call("GET", f"/signature_request/files/{flow_id}", "download",
+                                params={"file_type": "pdf"})
+        if not resp.content.startswith(b"%PDF-"):
+            raise _error(f"Dropbox Sign download of {flow_id} is not a PDF", retryable=True)
+        return resp.content
+
+    async def evidence(self, flow_id: str) -> dict[str, Any]:
+        """Dropbox Sign vouches with its audit trail (appended to the file) under this request id."""
+        request = await self._get(flow_id)
+        signed = await self.download_signed(flow_id)
+        return {"kind": "dropbox_sign_audit_trail", "signature_request_id": flow_id,
+                "signed_sha256": hashlib.sha256(signed).hexdigest(),
+                "signatures": [{"signature_id": s.get("signature_id"), "signer": _signer_id(request, s),
+                                "signed_at": s.get("signed_at")} for s in request.get("signatures", [])]}
+
+    async def revoke(self, flow_id: str, reason: str) -> None:
+        request = await self._get(flow_id)
+        if request.get("is_complete") or request.get("is_declined") or request.get("is_canceled"):
+            return
+        await self._call("POST", f"/signature_request/cancel/{flow_id}", "cancel")
+
+    async def remind(self, flow_id: str, signer_ids: list[str]) -> None:
+        """Email reminders; embedded requests can't be reminded by Dropbox Sign (the chat does it)."""
+        if self.config.client_id:
+            return
+        request = await self._get(flow_id)
+        wanted = {k for k, v in signer_map(request).items() if not signer_ids or v in signer_ids}
+        for signature in request.get("signatures", []):
+            email = str(signature.get("signer_email_address", "")).lower()
+            if email in wanted and signature.get("status_code") == "awaiting_signature":
+                await self._call("POST", f"/signature_request/remind/{flow_id}", "remind",
+                                 data={"email_address": signature["signer_email_address"]})
+
+
+# ---- webhook ------------------------------------------------------------------------------
+
+
+def event_hash(api_key: str, event_time: str, event_type: str) -> str:
+    return hmac.new(api_key.encode(), (event_time + event_type).encode(), hashlib.sha256).hexdigest()
+
+
+def _form_json(headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
+    """The callback's `json` field, from multipart (what Dropbox Sign sends), urlencoded or bare JSON."""
+    content_type = headers.get("content-type", "")
+    text: str | None = None
+    if content_type.startswith("multipart/form-data"):
+        message = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body)
+        for part in message.iter_parts():
+            if part.get_param("name", header="content-disposition") == "json":
+                payload = part.get_payload(decode=True)
+                text = payload.decode() if isinstance(payload, bytes) else None
+    elif content_type.startswith("application/x-www-form-urlencoded"):
+        values = parse_qs(body.decode(errors="replace")).get("json")
+        text = values[0] if values else None
+    else:
+        text = body.decode(errors="replace")
+    if not text:
+        raise WebhookRejected("no json field in the Dropbox Sign callback")
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise WebhookRejected("the Dropbox Sign callback is not JSON") from e
+    if not isinstance(data, dict):
+        raise WebhookRejected("the Dropbox Sign callback is not an object")
+    return data
+
+
+class DropboxSignWebhook:
+    """Verifies `event_hash` (no timestamp window: Dropbox Sign redelivers with the original
+    `event_time` for days) and normalises the event; `callback_test` and others give no events."""
+
+    name = PROVIDER
+
+    def __init__(self, api_key: SecretStr) -> None:
+        self._key = api_key
+
+    def parse(self, headers: Mapping[str, str], query: Mapping[str, str],
+              body: bytes) -> tuple[list[ProviderEvent], WebhookReply]:
+        data = _form_json(headers, body)
+        event = data.get("event") or {}
+        event_time, event_type = str(event.get("event_time", "")), str(event.get("event_type", ""))
+        given = str(event.get("event_hash", ""))
+        if not (event_time and event_type and given):
+            raise WebhookRejected("missing Dropbox Sign event_hash")
+        expected = event_hash(self._key.get_secret_value(), event_time, event_type)
+        if not hmac.compare_digest(expected.encode(), given.encode()):
+            raise WebhookRejected("bad Dropbox Sign event_hash")
+        request = data.get("signature_request") or {}
+        if not request.get("signature_request_id"):
+            return [], REPLY
+        if event_type in SIGNER_EVENTS:
+            related = (event.get("event_metadata") or {}).get("related_signature_id")
+            signature = next((s for s in request.get("signatures", []) if s.get("signature_id") == related), None)
+            if signature is None:
+                return [], REPLY
+            return [signer_event(request, signature, SIGNER_EVENTS[event_type], raw=data)], REPLY
+        if event_type in FLOW_EVENTS:
+            return [flow_event(request, FLOW_EVENTS[event_type], event_time, raw=data)], REPLY
+        return [], REPLY
+
+
+def build(settings: Settings, engine: Any, blobs: BlobStore, http: httpx.AsyncClient) -> DropboxSignProvider | None:
+    config = DropboxSignConfig()
+    if config.api_key is None or not config.api_key.get_secret_value():
+        return None
+    return DropboxSignProvider(config, blobs, http)
+
+
+def webhook(settings: Settings) -> DropboxSignWebhook | None:
+    config = DropboxSignConfig()
+    if config.api_key is None or not config.api_key.get_secret_value():
+        return None
+    return DropboxSignWebhook(config.api_key)

@@ -1,0 +1,135 @@
+"""Provider webhook cases for `tests/test_provider_conformance.py`, one module per provider.
+
+To add a provider, create `tests/provider_cases/<name>.py` exposing `CASE = ProviderCase(...)`.
+Every function returns `(headers, body)` — exactly what the provider would POST to
+`/esign/<name>/webhook` — and must be signed with the secret found in `env`:
+
+- `valid(flow_id, signer_id, kind)`: a correctly signed delivery of a `kind` event ("signed" or
+  "declined") by `signer_id` (the id SignBridge gave the signer) on `flow_id`. Called twice with
+  the same arguments it must describe the same event (a redelivery), even if its timestamp differs.
+- `tampered(...)`: same arguments; the body or the signature altered after signing.
+- `unsigned(...)`: same arguments; the signature left out.
+- `stale(...)`: same arguments; correctly signed but outside the provider's timestamp window —
+  `None` when the provider has no timestamp to check.
+- `unknown(flow_id)`: a correctly signed event type SignBridge does not handle.
+- `reply`: (status, body) the provider expects for an accepted delivery; `body=None` = any body.
+
+Below the contract: `provider_e2e`, what the per-provider end-to-end tests share (worker with
+the real SigningWorkflow, the API served over real HTTP for the simulator's callbacks, the
+webhook chat sink). It lives here because these are the provider tests' own helpers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from temporalio.client import Client, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from api.main import create_app
+from connectors.esign.base import ESignProvider
+from signbridge.models import ChatRef, DocumentSource, Person, SigningRequest, StatusView, Timing
+from signbridge.pdf.sample import sample_contract
+from signbridge.settings import Settings
+from signbridge.temporal import start_signing
+from store.blobs import BlobStore, FileBlobStore
+from tests.sim.servers import serve
+from tests.sim.webhook_sink import WebhookSink
+from worker import build_worker
+
+Delivery = tuple[dict[str, str], bytes]
+MakeDelivery = Callable[[str, str, str], Delivery]
+
+
+@dataclass(frozen=True)
+class ProviderCase:
+    name: str
+    env: Mapping[str, str]
+    valid: MakeDelivery
+    tampered: MakeDelivery
+    unsigned: MakeDelivery
+    stale: MakeDelivery | None
+    unknown: Callable[[str], Delivery]
+    reply: tuple[int, bytes | None] = (200, None)
+    kinds: tuple[str, ...] = field(default=("signed", "declined"))
+
+
+# ---- end-to-end helpers ---------------------------------------------------------------------
+
+INITIATOR = Person(id="u-0", name="张三", email="zs@corp.example")
+A = Person(id="u-1", name="李四", email="lisi@corp.example")
+B = Person(id="u-2", name="王五", email="wangwu@corp.example")
+C = Person(id="x-9", name="客户A", email="a@customer.example", external=True)
+
+
+@dataclass
+class E2E:
+    client: Client
+    settings: Settings
+    sink: WebhookSink
+    api_url: str
+    blobs: BlobStore
+    provider: str
+
+    async def start(self, groups: list[list[Person]], **timing: Any) -> WorkflowHandle[Any, StatusView]:
+        request_id = f"sign:{self.provider}:{uuid.uuid4().hex[:12]}"
+        key = self.blobs.put(sample_contract("Provider test"))
+        base: dict[str, Any] = dict(step_retry_window=timedelta(seconds=4), poll_after=timedelta(days=30))
+        req = SigningRequest(
+            request_id=request_id, title="销售合同", initiator=INITIATOR, provider=self.provider,
+            chat=ChatRef(chat_id="g-1", source_event_id=request_id),
+            documents=[DocumentSource(name="contract.pdf", blob_key=key)], groups=groups,
+            timing=Timing(**{**base, **timing}))
+        handle, started = await start_signing(self.client, req, self.settings.task_queue)
+        assert started
+        return handle
+
+    async def status(self, handle: WorkflowHandle[Any, Any]) -> StatusView:
+        return await handle.query("status", result_type=StatusView)  # type: ignore[no-any-return]
+
+    async def wait(self, handle: WorkflowHandle[Any, Any], check: Callable[[StatusView], bool],
+                   timeout: float = 30) -> StatusView:
+        """Poll the status query until `check` holds (the flow runs on a real server, in real time)."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while True:
+            view = await self.status(handle)
+            if check(view):
+                return view
+            if loop.time() > end:
+                raise AssertionError(f"{handle.id}: condition not met; status {view.status.value} {view.reason}")
+            await asyncio.sleep(0.05)
+
+    def links(self, handle: WorkflowHandle[Any, Any], person: Person) -> list[dict[str, Any]]:
+        return [m for m in self.sink.messages if m.get("type") == "message" and m.get("to") == person.id
+                and handle.id in m.get("idempotency_key", "")]
+
+
+@asynccontextmanager
+async def provider_e2e(env: WorkflowEnvironment, settings: Settings, name: str,
+                       make: Callable[[BlobStore, httpx.AsyncClient], ESignProvider],
+                       ) -> AsyncIterator[tuple[E2E, Callable[[str], str]]]:
+    """Worker + API (real HTTP, own Temporal connection in its thread) + chat sink.
+
+    Yields the rig and `callback(path) -> url` to give the simulator SignBridge's webhook URL.
+    Set the provider's webhook env (monkeypatch) before entering.
+    """
+    target = env.client.service_client.config.target_host
+    with WebhookSink(settings.webhook_secret.get_secret_value()) as sink:
+        settings = settings.model_copy(update={"webhook_outbound_url": sink.url, "temporal_address": target})
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        blobs = FileBlobStore(settings.data_dir / "blobs")
+        with serve(create_app(settings)) as api_url:
+            async with httpx.AsyncClient(timeout=10) as http:
+                provider = make(blobs, http)
+                async with build_worker(env.client, settings, providers={name: provider}) as worker, worker:
+                    rig = E2E(client=env.client, settings=settings, sink=sink, api_url=api_url, blobs=blobs,
+                              provider=name)
+                    yield rig, lambda path: api_url + path

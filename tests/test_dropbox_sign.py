@@ -1,0 +1,194 @@
+"""Dropbox Sign: the connector against its simulator over real HTTP, and whole flows end to end."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+from temporalio.testing import WorkflowEnvironment
+
+from connectors.esign import dropbox_sign
+from connectors.esign.base import ProviderError, WebhookRejected
+from connectors.esign.dropbox_sign import DropboxSignConfig, DropboxSignProvider, DropboxSignWebhook, event_hash
+from signbridge.models import ActionInput, Actor, CreateFlowInput, DocumentInfo, OpenGroupInput, Person
+from signbridge.pdf.sample import sample_contract
+from signbridge.settings import Settings
+from store.blobs import FileBlobStore, sha256_hex
+from tests.provider_cases import E2E, A, B, C, provider_e2e
+from tests.provider_cases.dropbox_sign import encode
+from tests.sim.dropbox_sign_sim import DropboxSignSim
+
+KEY = "sim-dropbox-key"
+OPERATOR = Actor(id="ops-1", name="Ops", is_operator=True)
+
+
+def test_published_vector() -> None:
+    assert event_hash("apikey", "1525470811", "signature_request_sent") == \
+        "85cec5fb9855bae9cfa4783b6378d68b3d895861794849cc3f5334f0e824f244"
+
+
+def test_settings_enable_only_with_a_key(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
+    monkeypatch.delenv("SIGNBRIDGE_DROPBOX_SIGN_API_KEY", raising=False)
+    assert dropbox_sign.webhook(settings) is None
+    assert dropbox_sign.build(settings, None, FileBlobStore(settings.data_dir), httpx.AsyncClient()) is None
+    monkeypatch.setenv("SIGNBRIDGE_DROPBOX_SIGN_API_KEY", "k-123")
+    hook = dropbox_sign.webhook(settings)
+    assert hook is not None and "k-123" not in repr(DropboxSignConfig())
+
+
+def test_webhook_maps_the_signer_and_refuses_a_foreign_key() -> None:
+    sim = DropboxSignSim(KEY)
+    sim.requests["r1"] = {"signature_request_id": "r1", "metadata": {"sb_signers": '{"a@x.test": "u-7"}'},
+                          "signatures": [{"signature_id": "s1", "signer_email_address": "A@x.test",
+                                          "status_code": "signed", "signed_at": 1700000000}]}
+    headers, body = encode(sim.payload("signature_request_signed", "r1", "s1"))
+    events, reply = DropboxSignWebhook(SecretStr(KEY)).parse(headers, {}, body)
+    assert reply.body == b"Hello API Event Received"
+    assert [(e.kind, e.signer_id, e.event_id) for e in events] == [("signed", "u-7", "dropbox_sign:r1:s1:signed")]
+    with pytest.raises(WebhookRejected):
+        DropboxSignWebhook(SecretStr("another-key")).parse(headers, {}, body)
+    test_headers, test_body = encode(sim.payload("callback_test", "r1"))
+    assert DropboxSignWebhook(SecretStr(KEY)).parse(test_headers, {}, test_body)[0] == []
+
+
+@pytest.fixture
+def sim() -> Iterator[DropboxSignSim]:
+    with DropboxSignSim(KEY).running() as s:
+        yield s
+
+
+def _provider(sim: DropboxSignSim, blobs: FileBlobStore, http: httpx.AsyncClient, key: str = KEY,
+              client_id: str = "sim-app") -> DropboxSignProvider:
+    config = DropboxSignConfig(api_key=SecretStr(key), api_base=sim.api_base, client_id=client_id)
+    return DropboxSignProvider(config, blobs, http)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=10) as client:
+        yield client
+
+
+def _create_input(blobs: FileBlobStore, groups: list[list[Person]]) -> CreateFlowInput:
+    data = sample_contract("unit")
+    key = blobs.put(data)
+    return CreateFlowInput(request_id="req-1", provider="dropbox_sign", title="合同",
+                           document=DocumentInfo(name="c.pdf", sha256=sha256_hex(data), blob_key=key, size=len(data),
+                                                 pages=1),
+                           groups=groups, expires_at=datetime.now(UTC) + timedelta(days=3))
+
+
+async def test_connector_over_http(sim: DropboxSignSim, http: httpx.AsyncClient, settings: Settings) -> None:
+    blobs = FileBlobStore(settings.data_dir / "blobs")
+    provider = _provider(sim, blobs, http)
+    req = _create_input(blobs, [[A], [B, C]])
+    flow = await provider.create_flow(req)
+    assert await provider.create_flow(req) == flow and len(sim.requests) == 1  # idempotent per request id
+    assert [s["order"] for s in sim.requests[flow]["signatures"]] == [0, 1, 2]  # groups flattened in order
+    links = await provider.open_group(OpenGroupInput(request_id="req-1", provider="dropbox_sign", flow_id=flow,
+                                                     group=0, signers=[A], expires_at=req.expires_at))
+    assert [link.signer_id for link in links] == ["u-1"] and links[0].url and links[0].url.startswith(sim.url)
+    sim.callback_url = "http://127.0.0.1:9/unused"
+    sim.hold()  # no SignBridge here: keep the callbacks
+    assert not sim.may_sign(flow, str(B.email))  # B's turn comes after A
+    await sim.sign(flow, str(A.email))
+    assert [(e.kind, e.signer_id) for e in await provider.poll(flow)] == [("signed", "u-1")]
+    with pytest.raises(ProviderError) as not_ready:
+        await provider.download_signed(flow)
+    assert not not_ready.value.non_retryable  # 409 until downloadable: retry
+    await provider.revoke(flow, "changed our mind")
+    assert sim.requests[flow]["is_canceled"]
+    assert [e.kind for e in await provider.poll(flow)] == ["signed", "cancelled"]
+
+    email = _provider(sim, blobs, http, client_id="")  # no API app: Dropbox Sign emails the signers
+    parallel = await email.create_flow(_create_input(blobs, [[A, B]]).model_copy(update={"request_id": "req-2"}))
+    assert [s["order"] for s in sim.requests[parallel]["signatures"]] == [None, None]
+    await email.remind(parallel, ["u-2"])
+    assert sim.reminded == [B.email]
+    none = await email.open_group(OpenGroupInput(request_id="req-2", provider="dropbox_sign", flow_id=parallel,
+                                                 group=0, signers=[A, B], expires_at=req.expires_at))
+    assert [(link.signer_id, link.url) for link in none] == [("u-1", None), ("u-2", None)]
+
+
+async def test_errors_are_classified(sim: DropboxSignSim, http: httpx.AsyncClient, settings: Settings) -> None:
+    blobs = FileBlobStore(settings.data_dir / "blobs")
+    with pytest.raises(ProviderError) as bad_key:
+        await _provider(sim, blobs, http, key="wrong").poll("x")
+    assert bad_key.value.non_retryable
+    no_email = Person(id="u-5", name="无邮箱")
+    with pytest.raises(ProviderError) as invalid:
+        await _provider(sim, blobs, http).create_flow(_create_input(blobs, [[no_email]]))
+    assert invalid.value.non_retryable
+    sim.down = True
+    with pytest.raises(ProviderError) as outage:
+        await _provider(sim, blobs, http).poll("x")
+    assert not outage.value.non_retryable and outage.value.retry_after == 1.0
+
+
+# ---- end to end -------------------------------------------------------------------------------
+
+
+async def _flow_of(rig: E2E, sim: DropboxSignSim, handle: Any) -> str:
+    view = await rig.wait(handle, lambda v: v.provider_flow_id is not None and v.status.value == "IN_PROGRESS")
+    assert view.provider_flow_id in sim.requests
+    return str(view.provider_flow_id)
+
+
+@pytest.fixture
+async def e2e(dev_env: WorkflowEnvironment, settings: Settings, sim: DropboxSignSim,
+              monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[E2E]:
+    monkeypatch.setenv("SIGNBRIDGE_DROPBOX_SIGN_API_KEY", KEY)
+    async with provider_e2e(dev_env, settings, "dropbox_sign",
+                            lambda blobs, http: _provider(sim, FileBlobStore(settings.data_dir / "blobs"), http),
+                            ) as (rig, callback):
+        sim.callback_url = callback("/esign/dropbox_sign/webhook")
+        yield rig
+
+
+async def test_e2e_mixed_groups_complete(e2e: E2E, sim: DropboxSignSim) -> None:
+    handle = await e2e.start([[A], [B, C]])
+    flow = await _flow_of(e2e, sim, handle)
+    await e2e.sink.wait_for(lambda: bool(e2e.links(handle, A)), timeout=20)
+    assert e2e.links(handle, A)[0]["sign_url"].startswith(sim.url) and not e2e.links(handle, B)
+    sim.duplicate = True  # every callback twice
+    await sim.sign(flow, str(A.email))
+    await e2e.sink.wait_for(lambda: bool(e2e.links(handle, B)) and bool(e2e.links(handle, C)), timeout=20)
+    sim.duplicate = False
+    sim.hold()
+    await sim.sign(flow, str(B.email))
+    await sim.sign(flow, str(C.email))
+    await sim.flush(reverse=True)  # downloadable first, then the signatures
+    view = await handle.result()
+    assert view.status.value == "COMPLETED" and all(s.status == "signed" for s in view.signers)
+    assert view.signed_document is not None
+    assert e2e.blobs.get(view.signed_document.blob_key) == sim.files[flow]  # the provider's re-rendered file
+    files = e2e.sink.of_type("file")
+    assert [f["sha256"] for f in files] == [view.signed_document.sha256]
+    assert all(d.attempts[-1] == (200, b"Hello API Event Received") for d in sim.deliveries)
+
+
+async def test_e2e_decline(e2e: E2E, sim: DropboxSignSim) -> None:
+    handle = await e2e.start([[A, B]])
+    flow = await _flow_of(e2e, sim, handle)
+    await e2e.sink.wait_for(lambda: bool(e2e.links(handle, A)) and bool(e2e.links(handle, B)), timeout=20)
+    await sim.decline(flow, str(B.email), "价格不对")
+    view = await handle.result()
+    assert view.status.value == "DECLINED" and "价格不对" in (view.reason or "")
+    assert not sim.may_sign(flow, str(A.email))
+
+
+async def test_e2e_outage_sticks_then_retry_completes(e2e: E2E, sim: DropboxSignSim) -> None:
+    sim.down = True
+    handle = await e2e.start([[A]], step_retry_window=timedelta(seconds=2))
+    view = await e2e.wait(handle, lambda v: v.status.value == "STUCK")
+    assert view.stuck_step == "create" and "503" in (view.reason or "")
+    sim.down = False
+    await handle.execute_update("retry", ActionInput(actor=OPERATOR))
+    flow = await _flow_of(e2e, sim, handle)
+    await e2e.sink.wait_for(lambda: bool(e2e.links(handle, A)), timeout=20)
+    await sim.sign(flow, str(A.email))
+    assert (await handle.result()).status.value == "COMPLETED"
