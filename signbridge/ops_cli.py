@@ -368,6 +368,8 @@ def db_upgrade() -> None:
         report = ops_db.upgrade(url)
     except ops_db.SchemaMismatch as e:
         raise _fail(f"{shown}: {e}") from e
+    except SQLAlchemyError as e:
+        raise _fail(f"{shown}: {type(e).__name__}: {str(e).splitlines()[0]}") from e
     out = _out()
     for note in report.notes:
         out.print(f"[yellow]{note}[/]")

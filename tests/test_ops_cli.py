@@ -275,6 +275,12 @@ def test_db_upgrade_fresh_and_create_all_sqlite(tmp_path: Path) -> None:
     assert _revision(odd) is None
 
 
+def test_db_upgrade_unreachable_database_is_a_clear_error() -> None:
+    result = _upgrade("postgresql://signbridge:s3cret@127.0.0.1:1/signbridge")
+    assert result.exit_code == 1 and "OperationalError" in result.output
+    assert "s3cret" not in result.output  # the password is masked
+
+
 def test_db_upgrade_fresh_postgresql(pg_url: str) -> None:
     result = _upgrade(pg_url)
     assert result.exit_code == 0, result.output
