@@ -13,8 +13,9 @@ normalises and hands over to Temporal — no Slack API calls here, so the 3 s de
 * `/sign` slash command → the same, with the user's latest file in the channel as document
   (looked up by the flow, see `connectors.chat.slack`), answered with ephemeral text.
 * `block_actions` from the card → the workflow update named by the button's `action_id`,
-  update id from the action's `action_ts`, answered once the update is ACCEPTED (like
-  `api/im_webhook.py`); a validator refusal is 403/409 (Slack shows the button as failed).
+  update id from the action's `action_ts`, answered once the update is ACCEPTED (as
+  `api/im_webhook.py` does, with budgets that fit 3 s); a validator refusal is 403/409 (Slack
+  shows the button as failed).
 """
 
 from __future__ import annotations
@@ -31,18 +32,17 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from slack_sdk.signature import SignatureVerifier
 from sqlmodel import Session, select
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateStage
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import ClientDep, SettingsDep
 from api.errors import ApiError
-from api.im_webhook import ActionEvent as WebhookActionEvent
 from api.im_webhook import MessageEvent as WebhookMessageEvent
-from api.im_webhook import _action, build_request
+from api.im_webhook import build_request
 from connectors.chat.base import InputProblem
 from connectors.chat.slack import SlackChat, SlackConfig, file_source_url, latest_file_url, load_config
 from signbridge import commands
-from signbridge.models import ChatRef, Person, StatusView
+from signbridge.models import ActionInput, Actor, ChatRef, Person, StatusView
 from signbridge.settings import Settings
 from signbridge.temporal import start_signing
 from store.tables import Identity
@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
 RESOLVE_BUDGET = 1.5  # seconds of the 3 s deadline spent on users.info at most
+ACCEPT_TIMEOUT = 2.0  # for an update to be accepted (durable) ...
+RESULT_WAIT = 0.5  # ... and then for its result: together under Slack's 3 s
 _USER_MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
 _OTHER_TOKEN = re.compile(r"<[#!][^>]*>")
 _LINK = re.compile(r"<(https?://[^>|]+)(?:\|[^>]*)?>")
@@ -290,13 +292,41 @@ async def slack_interactions(request: Request, settings: SettingsDep, client: Cl
         return await _status(client, request_id)
     if name not in ("remind", "cancel", "retry") or not request_id.startswith("sign:"):
         return JSONResponse({"ok": True, "ignored": name})  # URL buttons (signing links) report clicks too
+    uid = str(user.get("id", ""))
+    actor = Actor(id=uid, name=str(user.get("name") or user.get("username") or ""),
+                  is_operator=uid in settings.operator_list)
     update_id = f"slack:{action.get('action_ts') or payload.get('trigger_id')}:{name}"
-    event = WebhookActionEvent(
-        type="action", event_id=update_id, tenant="default",
-        sender={"id": str(user.get("id", "")), "name": str(user.get("name") or user.get("username") or "")},  # type: ignore[arg-type]
-        action={"request_id": request_id, "name": name},  # type: ignore[arg-type]
-    )
-    return await _action(event, settings, client)
+    return await _update(client, request_id, name, ActionInput(actor=actor), update_id)
+
+
+async def _update(client: Client, request_id: str, name: str, arg: ActionInput, update_id: str) -> JSONResponse:
+    """The update, answered within Slack's 3 s: accepted (durable) within ACCEPT_TIMEOUT, else 503
+    (a click is not redelivered; the user clicks again, same flow, a new update id); the result
+    awaited RESULT_WAIT more, else 202 and the card shows the outcome. A validator refusal is
+    403 (permission) or 409, which Slack shows as a failed button."""
+    handle = client.get_workflow_handle(request_id)
+    try:
+        async with asyncio.timeout(ACCEPT_TIMEOUT):
+            update = await handle.start_update(name, arg, id=update_id, result_type=StatusView,
+                                               wait_for_stage=WorkflowUpdateStage.ACCEPTED)
+        try:
+            async with asyncio.timeout(RESULT_WAIT):
+                view: StatusView = await update.result()
+        except TimeoutError:
+            return JSONResponse({"ok": True, "request_id": request_id, "action": name, "accepted": True},
+                                status_code=202)
+    except WorkflowUpdateFailedError as e:
+        code = getattr(e.cause, "type", None) or "rejected"
+        message = getattr(e.cause, "message", None) or str(e.cause or e)
+        raise ApiError(403 if code == "PermissionDenied" else 409, code, message) from e
+    except TimeoutError as e:
+        raise ApiError(503, "unavailable", "SignBridge could not accept the action in time; please retry") from e
+    except RPCError as e:
+        if e.status == RPCStatusCode.NOT_FOUND:
+            raise ApiError(404 if "completed" not in e.message.lower() else 409, "not_found",
+                           f"No open signing request {request_id}") from e
+        raise
+    return JSONResponse({"ok": True, "request_id": request_id, "action": name, "status": view.status.value})
 
 
 async def _status(client: Client, request_id: str) -> JSONResponse:

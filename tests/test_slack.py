@@ -446,3 +446,20 @@ async def test_slash_command_dm_and_deactivated(dev_env: WorkflowEnvironment, se
         assert resp.json()["ignored"] == "not a command"
         await sim.wait_for(lambda: any(link_url(m) for m in sim.dms("U2")), timeout=60)
         assert len(sim.cards("DU0")) == 1
+
+
+def test_slack_markup_and_build_from_env(settings: Settings, slack_env: pytest.MonkeyPatch) -> None:
+    from api.im_slack import slack_text
+    from signbridge import commands
+
+    text, mentions = slack_text("<@UBOT> sign <@U1|bob>, <@U2> &gt; <@U3> <#C9|general> <!here> title:\"A &amp; B\"",
+                                "UBOT", "SignBridge")
+    assert [m["id"] for m in mentions] == ["U1", "U2", "U3"]
+    parsed = commands.parse(text, mentions, bot_name="SignBridge")
+    assert parsed is not None and [[p.id for p in g] for g in parsed.groups] == [["U1", "U2"], ["U3"]]
+    assert parsed.title == "A & B"
+    slack_env.setenv("SIGNBRIDGE_SLACK_API_BASE", "http://slack.test/api")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    chat = build(settings, httpx.AsyncClient())
+    assert isinstance(chat, SlackChat) and chat.platform == "slack" and chat.config.base == "http://slack.test/api/"
+    assert TOKEN not in repr(chat) and TOKEN not in repr(chat.config)
