@@ -156,7 +156,7 @@ async def feishu_events(request: Request, settings: SettingsDep, client: ClientD
     header = data.get("header") or {}
     if header.get("event_type") != "im.message.receive_v1":
         return JSONResponse({"ok": True, "ignored": header.get("event_type")})
-    return await _message(request, header, data.get("event") or {}, settings, client)
+    return await _message(request, config, header, data.get("event") or {}, settings, client)
 
 
 @router.post("/im/feishu/card")
@@ -179,8 +179,8 @@ async def feishu_card(request: Request, settings: SettingsDep, client: ClientDep
 
 # ---- messages ---------------------------------------------------------------------------------
 
-async def _message(request: Request, header: dict[str, Any], event: dict[str, Any], settings: Settings,
-                   client: Client) -> JSONResponse:
+async def _message(request: Request, config: FeishuConfig, header: dict[str, Any], event: dict[str, Any],
+                   settings: Settings, client: Client) -> JSONResponse:
     message = event.get("message") or {}
     sender = ((event.get("sender") or {}).get("sender_id") or {}).get("open_id") or ""
     tenant = str(header.get("tenant_key") or (event.get("sender") or {}).get("tenant_key") or "default")
@@ -200,10 +200,11 @@ async def _message(request: Request, header: dict[str, Any], event: dict[str, An
     mentions = [Person(id=(m.get("id") or {}).get("open_id") or m.get("key", ""), name=m.get("name") or "")
                 for m in message.get("mentions") or []]
     text = str(content.get("text") or "")
-    for m in message.get("mentions") or []:  # `@_user_1` placeholders → `@name`, as people typed them
+    # `@_user_1` placeholders → `@name`, as people typed them (longest key first: `@_user_10`).
+    for m in sorted(message.get("mentions") or [], key=lambda m: -len(m.get("key") or "")):
         if m.get("key"):
             text = text.replace(m["key"], f"@{m.get('name') or ''}")
-    bot_name = settings.bot_name or commands.DEFAULT_BOT_NAME
+    bot_name = config.bot_name or settings.bot_name or commands.DEFAULT_BOT_NAME
     problem: str | None = None
     try:
         parsed = commands.parse(text, mentions, bot_name=bot_name)

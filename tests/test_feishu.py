@@ -29,10 +29,10 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
-from api.im_feishu import decrypt, signature
+from api.im_feishu import NO_FILE, decrypt, signature
 from api.main import create_app
 from connectors.chat.base import ChatUnavailable, InputProblem
-from connectors.chat.feishu import FeishuChat, FeishuConfig, source_url
+from connectors.chat.feishu import FeishuChat, FeishuConfig, build, source_url
 from connectors.chat.feishu_cards import MAX_CARD_BYTES, card_content, render_card
 from signbridge.cards import build_card
 from signbridge.models import (
@@ -328,6 +328,29 @@ async def test_redelivered_event_starts_one_flow(dev_env: WorkflowEnvironment, s
     assert req.documents == [DocumentSource(name="contract.pdf", url="feishu://om_f9/file_9")]
     await dev_env.client.get_workflow_handle(request_id).terminate("test done")
 
+    # a command with no file in sight still starts a flow, which only says what is missing
+    async with api_http(dev_env, settings, feishu_config()) as (url, http):
+        lonely = command_event("oc_8", "ou_init", "@_user_1 sign @_user_2", [("@_user_2", "ou_a", "李四")])
+        resp = await push(http, f"{url}/im/feishu/events", lonely)
+    handle = dev_env.client.get_workflow_handle(resp.json()["request_id"])
+    history = await handle.fetch_history()
+    attrs = history.events[0].workflow_execution_started_event_attributes
+    assert SigningRequest.model_validate_json(attrs.input.payloads[0].data).problem == NO_FILE
+    await handle.terminate("test done")
+
+
+def test_build_reads_the_environment(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
+    http = httpx.AsyncClient()
+    for name in ("APP_ID", "APP_SECRET", "API_BASE"):
+        monkeypatch.delenv(f"SIGNBRIDGE_FEISHU_{name}", raising=False)
+    assert build(settings, http) is None
+    monkeypatch.setenv("SIGNBRIDGE_FEISHU_APP_ID", "cli_env")
+    monkeypatch.setenv("SIGNBRIDGE_FEISHU_APP_SECRET", "s3cret")
+    monkeypatch.setenv("SIGNBRIDGE_FEISHU_API_BASE", "https://open.larksuite.com/")
+    chat = build(settings, http)
+    assert chat is not None and chat.platform == "feishu" and chat.config.base == "https://open.larksuite.com"
+    assert "s3cret" not in repr(chat) and "s3cret" not in repr(chat.config)
+
 
 # ---- end to end -------------------------------------------------------------------------------------
 
@@ -412,6 +435,8 @@ async def test_end_to_end_over_feishu(dev_env: WorkflowEnvironment, settings: Se
             assert (await push(http, events, file_event("oc_2", "ou_init", "om_file", "file_v2_1"))).status_code == 200
             gone_id = (await push(http, events, gone)).json()["request_id"]
             rejected = await stack.wait_status(gone_id, "REJECTED")
+            late = await push(http, f"{url}/im/feishu/card", card_event(request_id, "remind", "ou_init"))
+            assert late.status_code == 200 and late.json()["toast"]["type"] == "warning"  # the flow has ended
             await sim.wait_for(lambda: any(m.msg_type == "text" for m in sim.sent_to("oc_2")))
 
         # exactly one status card, PATCHed for each change, ending COMPLETED

@@ -39,7 +39,7 @@ from connectors.chat.feishu_cards import card_content, file_card, link_card, ren
 from signbridge.cards import Card
 from signbridge.models import ChatRef, DocumentInfo, DocumentSource, Person
 from signbridge.settings import Settings
-from store.db import create_all, get_engine
+from store.db import get_engine
 from store.tables import ChatMessage, Identity, utcnow
 
 PLATFORM = "feishu"
@@ -63,6 +63,8 @@ class FeishuConfig(BaseSettings):
     encrypt_key: SecretStr = SecretStr("")
     verification_token: SecretStr = SecretStr("")
     api_base: str = "https://open.feishu.cn"
+    # The bot's display name in Feishu, when it differs from SIGNBRIDGE_BOT_NAME (`@<name> sign`).
+    bot_name: str = ""
     timestamp_tolerance_seconds: int = 300
     directory_cache_seconds: int = 600
     timeout_seconds: float = 10.0
@@ -133,8 +135,8 @@ class FeishuChat:
             try:
                 await self._call("PATCH", f"/open-apis/im/v1/messages/{message_id}", json_body={"content": content})
                 return
-            except ChatRejected as e:
-                if getattr(e, "code", None) not in self._expired_codes:
+            except FeishuRejected as e:
+                if e.code not in self._expired_codes:
                     raise
         # The update window closed: a fresh card, which from now on is the one we update.
         fresh = await self._send(chat, "chat_id", chat.chat_id, "interactive", content,
@@ -251,7 +253,6 @@ class FeishuChat:
     # ---- card handles ---------------------------------------------------------------------------
 
     def _message_row(self, card_key: str) -> ChatMessage | None:
-        create_all(self.engine)
         with Session(self.engine, expire_on_commit=False) as session:
             return session.exec(select(ChatMessage).where(ChatMessage.platform == PLATFORM,
                                                           ChatMessage.card_key == card_key)).first()
@@ -344,10 +345,16 @@ class FeishuChat:
             raise ChatUnavailable(f"Feishu failed {what} (HTTP {resp.status_code}, code {code}): {msg}")
         if resp.status_code == 200 and code == 0:
             return body.get("data") or (body if token_call else {})
-        err = ChatRejected(f"Feishu rejected {what} (HTTP {resp.status_code}, code {code}): {msg}",
-                           resp.status_code)
-        err.code = code  # type: ignore[attr-defined]
-        raise err
+        raise FeishuRejected(f"Feishu rejected {what} (HTTP {resp.status_code}, code {code}): {msg}",
+                             resp.status_code, code if isinstance(code, int) else None)
+
+
+class FeishuRejected(ChatRejected):
+    """A refusal with Feishu's error `code`, so callers can act on specific codes (the 14-day window)."""
+
+    def __init__(self, message: str, status: int, code: int | None) -> None:
+        super().__init__(message, status)
+        self.code = code
 
 
 class _TokenExpired(Exception):
