@@ -105,6 +105,9 @@ async def test_cancel_remind_retry(h: Harness) -> None:
     cancel = await h.http.post(f"/api/v1/signing-requests/{request_id}/cancel", headers=AUTH,
                                json={"reason": "合同作废"})
     assert cancel.status_code == 200 and cancel.json()["status"] == "CANCELLED"
+    trail = (await h.http.get(f"/api/v1/signing-requests/{request_id}/audit", headers=AUTH)).json()
+    who = {e["action"]: e["actor"] for e in trail["events"]}
+    assert who["request.reminded"].startswith("api:") and who["request.cancelled"].startswith("api:")
     again = await h.http.post(f"/api/v1/signing-requests/{request_id}/cancel", headers=AUTH)
     assert again.status_code in (404, 409)
     missing = await h.http.get("/api/v1/signing-requests/sign:api:default:nope", headers=AUTH)

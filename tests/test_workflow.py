@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlmodel import Session
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
@@ -20,7 +21,9 @@ from signbridge.pdf.pki import InstallationCA
 from signbridge.pdf.sample import sample_contract
 from signbridge.settings import Settings
 from signbridge.temporal import SA_STATUS
+from store import audit
 from store.blobs import FileBlobStore
+from store.db import get_engine
 from tests.harness import INITIATOR, A, B, C, Harness, harness
 
 OPERATOR = Actor(id="ops-1", name="Ops", is_operator=True)
@@ -217,6 +220,10 @@ async def test_stuck_after_provider_outage_then_retry(dev_env: WorkflowEnvironme
         await h.sign(handle, B)
         view = await handle.result()
         assert view.status == "COMPLETED"
+        with Session(get_engine(h.settings.sqlalchemy_url)) as session:
+            rows = audit.trail(session, handle.id)
+        assert [(r.action, r.actor) for r in rows if r.action == "request.retried"] == [("request.retried", "ops-1")]
+        assert audit.verify_chain(rows)
 
 
 async def test_polling_fallback_when_webhooks_never_come(

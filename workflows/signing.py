@@ -394,6 +394,9 @@ class SigningWorkflow:
     def remind(self, action: ActionInput) -> StatusView:
         """Send the pending signers their link again now."""
         self.remind_requests.append(action)
+        self.pending_audit.append(self._audit(f"remind-request:{self.manual_reminders + len(self.remind_requests)}",
+                                              "request.reminded", {"signers": action.signer_ids},
+                                              actor=action.actor.id))
         return self.view()
 
     @remind.validator
@@ -406,6 +409,8 @@ class SigningWorkflow:
     def retry(self, action: ActionInput) -> StatusView:
         """Run the step that exhausted its retries again (an operator fixed the cause)."""
         self.retry_requested = True
+        self.pending_audit.append(self._audit(f"retry:{self.stuck_count}", "request.retried",
+                                              {"step": self.stuck_step}, actor=action.actor.id))
         return self.view()
 
     @retry.validator
