@@ -2,11 +2,12 @@
 
 Verification happens on the raw bytes before anything is trusted (PROTOCOLS.md, Feishu/Lark):
 
-* With an Encrypt Key the body is `{"encrypt": …}` (AES-256-CBC, key = SHA-256(encrypt key),
-  lark-oapi's `AESCipher`), and every event carries `X-Lark-Signature = sha256(timestamp +
-  nonce + encrypt_key + raw_body)`, compared in constant time, with the timestamp inside
-  `timestamp_tolerance_seconds`. Feishu does not sign the one-off `url_verification`; it is
-  answered after its verification token checks out (and, encrypted, after it decrypted).
+* With an Encrypt Key, `X-Lark-Signature = sha256(timestamp + nonce + encrypt_key + raw_body)`
+  is checked first, on the raw bytes, in constant time, with the timestamp inside
+  `timestamp_tolerance_seconds` (a Feishu retry is assumed to be re-signed with a fresh
+  timestamp — unconfirmed, hence configurable). The body must be `{"encrypt": …}` (AES-256-CBC,
+  key = SHA-256(encrypt key), lark-oapi's `AESCipher`). Only `url_verification` may come
+  unsigned (Feishu does not sign it); it is answered after it decrypted and its token matched.
 * The verification token (`header.token` in schema 2.0, `token` in 1.0) must match.
   Anything that fails gets 401 and starts nothing.
 
@@ -14,7 +15,8 @@ Then, as thin as `api/im_webhook.py`:
 
 * A file message is remembered (`InboundEvent`, platform "feishu:file") — Feishu cannot put
   a file and text in one message, so the command names the file by replying to it or by
-  following it.
+  following it. A reply to a file we never received (groups without the read-all scope) is
+  passed on as `feishu://{message_id}/` and the download activity asks Feishu for its file.
 * A text message starting with the sign command starts `SigningWorkflow` with id
   `sign:feishu:{tenant_key}:{event_id}`: Feishu redelivers for hours, and a redelivery finds
   the running flow. The ack goes out only after the start returned. A command to fix (no
@@ -60,6 +62,7 @@ ACCEPT_TIMEOUT = 2.5  # Feishu's card deadline is 3 s
 RESULT_WAIT = 0.3
 FILE_LOOKBACK = timedelta(hours=24)
 FILES = "feishu:file"
+REPLIED_FILE = "document.pdf"  # name of a replied-to file we never saw; Feishu's message API has no name
 NO_FILE = ("没有找到要签署的文件：请先发送合同文件，再回复该文件 @机器人 签署"
            "（No document to sign: send the contract file first, then reply to it with the sign command）")
 
@@ -263,7 +266,9 @@ def _find_file(request: Request, chat_id: str, sender: str, parent_id: Any) -> D
                 .where(col(InboundEvent.received_at) >= utcnow() - FILE_LOOKBACK)
         row = session.exec(query.order_by(col(InboundEvent.id).desc())).first()
     if row is None:
-        return None
+        # A reply to a file we never received (group without the read-all-messages scope): the
+        # activity asks Feishu which file that message holds.
+        return DocumentSource(name=REPLIED_FILE, url=source_url(str(parent_id), "")) if parent_id else None
     file = json.loads(row.payload)
     return DocumentSource(name=file["file_name"], url=source_url(file["message_id"], file["file_key"]))
 

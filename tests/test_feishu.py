@@ -191,7 +191,14 @@ async def test_resolve_and_download(tmp_path: Path, sim: FeishuSim) -> None:
         await chat.resolve(CHAT, Person(id="ou_f", name="赵六"))
     sim.add_file("om_1", "file_1", b"%PDF-1.7 " + b"x" * 5000)
     src = DocumentSource(name="c.pdf", url=source_url("om_1", "file_1"))
+    sim.expire_tokens()
     assert (await chat.download(CHAT, src, 10_000)).startswith(b"%PDF")
+    # a reply to a file the bot never received: the file key comes from the message itself
+    assert await chat.download(CHAT, DocumentSource(name="c.pdf", url=source_url("om_1", "")), 10_000) \
+        == sim.resources[("om_1", "file_1")]
+    await chat.send_text(CHAT, None, "not a file", key="t")
+    with pytest.raises(InputProblem, match="not a file"):
+        await chat.download(CHAT, DocumentSource(name="c.pdf", url=source_url(sim.order[-1], "")), 10_000)
     with pytest.raises(InputProblem, match="MB"):
         await chat.download(CHAT, src, 1000)
     with pytest.raises(InputProblem, match="无法下载"):
@@ -214,11 +221,12 @@ def file_event(chat_id: str, sender: str, message_id: str, file_key: str, name: 
 
 
 def command_event(chat_id: str, sender: str, text: str, mentions: list[tuple[str, str, str]],
-                  event_id: str | None = None) -> dict[str, Any]:
+                  event_id: str | None = None, parent_id: str | None = None) -> dict[str, Any]:
     return envelope("im.message.receive_v1", {
         "sender": {"sender_id": {"open_id": sender}, "sender_type": "user", "tenant_key": TENANT},
         "message": {"message_id": f"om_{uuid.uuid4().hex[:10]}", "chat_id": chat_id, "chat_type": "group",
                     "message_type": "text", "content": json.dumps({"text": text}, ensure_ascii=False),
+                    "parent_id": parent_id,
                     "mentions": [{"key": k, "id": {"open_id": oid}, "name": n, "tenant_key": TENANT}
                                  for k, oid, n in [BOT, *mentions]]}}, event_id=event_id)
 
@@ -337,6 +345,18 @@ async def test_redelivered_event_starts_one_flow(dev_env: WorkflowEnvironment, s
     attrs = history.events[0].workflow_execution_started_event_attributes
     assert SigningRequest.model_validate_json(attrs.input.payloads[0].data).problem == NO_FILE
     await handle.terminate("test done")
+
+    # replying to a file: the one we saw (its name), or one we never saw (looked up by the activity)
+    async with api_http(dev_env, settings, feishu_config()) as (url, http):
+        for parent, expected in (("om_f9", DocumentSource(name="contract.pdf", url="feishu://om_f9/file_9")),
+                                 ("om_unseen", DocumentSource(name="document.pdf", url="feishu://om_unseen/"))):
+            reply = command_event("oc_9", "ou_other", "@_user_1 sign @_user_2", [("@_user_2", "ou_a", "李四")],
+                                  parent_id=parent)
+            handle = dev_env.client.get_workflow_handle((await push(http, f"{url}/im/feishu/events", reply))
+                                                        .json()["request_id"])
+            attrs = (await handle.fetch_history()).events[0].workflow_execution_started_event_attributes
+            assert SigningRequest.model_validate_json(attrs.input.payloads[0].data).documents == [expected]
+            await handle.terminate("test done")
 
 
 def test_build_reads_the_environment(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:

@@ -93,7 +93,7 @@ def parse_source(url: str | None) -> tuple[str, str] | None:
     if not url or not url.startswith("feishu://"):
         return None
     message_id, _, file_key = url.removeprefix("feishu://").partition("/")
-    return (message_id, file_key) if message_id and file_key else None
+    return (message_id, file_key) if message_id else None
 
 
 def _uuid(key: str) -> str:
@@ -166,12 +166,14 @@ class FeishuChat:
             raise InputProblem(f"文件 {source.name} 不是飞书消息中的文件（{source.name} is not a file in a Feishu "
                                "message）")
         message_id, file_key = ids
+        if not file_key:  # a reply to a file the bot never saw: ask Feishu which file that message holds
+            file_key = await self._file_key_of(message_id, source.name)
         limit = min(max_bytes, FEISHU_MAX_FILE)
         mb = limit // (1024 * 1024)
         too_big = InputProblem(f"{source.name}: 文件超过 {mb} MB 的上限（The file is larger than the {mb} MB limit）")
         path = f"/open-apis/im/v1/messages/{message_id}/resources/{file_key}"
         for attempt in (0, 1):
-            token = await self._tenant_token()
+            token = await self._tenant_token(force=attempt > 0)
             try:
                 async with self._client() as http, http.stream(
                     "GET", self.config.base + path, params={"type": "file"},
@@ -201,6 +203,21 @@ class FeishuChat:
             except httpx.HTTPError as e:
                 raise ChatUnavailable(f"Feishu file download failed ({type(e).__name__}: {e})") from e
         raise ChatUnavailable("Feishu file download failed")
+
+    async def _file_key_of(self, message_id: str, name: str) -> str:
+        try:
+            data = await self._call("GET", f"/open-apis/im/v1/messages/{message_id}")
+        except ChatRejected as e:
+            raise InputProblem(f"无法读取 {name} 所在的消息（Feishu refused the message holding the file: {e}）") from e
+        items = data.get("items") or [{}]
+        try:
+            content = json.loads((items[0].get("body") or {}).get("content") or "{}")
+        except json.JSONDecodeError:
+            content = {}
+        if items[0].get("msg_type") != "file" or not content.get("file_key"):
+            raise InputProblem("回复的消息不是文件：请回复合同文件本身"
+                               "（The message you replied to is not a file: reply to the contract file itself）")
+        return str(content["file_key"])
 
     async def resolve(self, chat: ChatRef, person: Person) -> Person:
         cached = self._cached_identity(chat, person.id)

@@ -6,7 +6,8 @@ Implements only what `connectors.chat.feishu` uses, but strictly:
   `t-…` tokens that expire after `token_ttl` seconds (or at once through `expire_tokens()`).
   Every other call needs `Authorization: Bearer t-…`: missing → code 99991661, unknown or
   expired → 99991663 (HTTP 400, as Feishu answers them).
-* `POST /open-apis/im/v1/messages` (send, with `uuid` dedupe like Feishu's one-hour window),
+* `GET /open-apis/im/v1/messages/{id}` (a user's file message), `POST /open-apis/im/v1/messages`
+  (send, with `uuid` dedupe like Feishu's one-hour window),
   `PATCH /open-apis/im/v1/messages/{id}` (cards only, both versions must declare
   `config.update_multi: true`, ≤ 30 KB, only within 14 days of sending: `age()` a message to
   test the fallback, code 230031), message resources (files) and contact users (with
@@ -89,6 +90,7 @@ class FeishuSim:
         self.rate_limited = 0
         self.resources: dict[tuple[str, str], bytes] = {}
         self.users: dict[str, dict[str, Any]] = {}
+        self.user_messages: dict[str, dict[str, Any]] = {}
         self._uuids: dict[str, str] = {}
         self._rate_limit = 0
         self._lock = threading.Lock()
@@ -103,8 +105,11 @@ class FeishuSim:
         self.users[open_id] = {"open_id": open_id, "name": name, "email": email or "", "mobile": mobile or "",
                                "status": {"is_resigned": resigned, "is_frozen": frozen, "is_activated": True}}
 
-    def add_file(self, message_id: str, file_key: str, data: bytes) -> None:
+    def add_file(self, message_id: str, file_key: str, data: bytes, name: str = "contract.pdf") -> None:
+        """A file message some user posted (the bot may or may not have received its event)."""
         self.resources[(message_id, file_key)] = data
+        self.user_messages[message_id] = {"message_id": message_id, "msg_type": "file",
+                                          "body": {"content": json.dumps({"file_key": file_key, "file_name": name})}}
 
     def expire_tokens(self) -> None:
         with self._lock:
@@ -225,6 +230,18 @@ class FeishuSim:
                 msg.versions.append(new)
                 self.patches.append(message_id)
             return JSONResponse({"code": 0, "msg": "success", "data": {}})
+
+        @app.get("/open-apis/im/v1/messages/{message_id}")
+        async def get_message(message_id: str, request: Request) -> JSONResponse:
+            if (denied := self._gate(request)) is not None:
+                return denied
+            item = self.user_messages.get(message_id)
+            if item is None and message_id in self.messages:
+                own = self.messages[message_id]
+                item = {"message_id": message_id, "msg_type": own.msg_type, "body": {"content": own.content}}
+            if item is None:
+                return self._error(230011, "message not found or recalled")
+            return JSONResponse({"code": 0, "msg": "success", "data": {"items": [item]}})
 
         @app.get("/open-apis/im/v1/messages/{message_id}/resources/{file_key}")
         async def resource(message_id: str, file_key: str, request: Request) -> Response:
