@@ -100,6 +100,7 @@ class SigningWorkflow:
         self.manual_reminders = 0
         self.stuck_count = 0
         self.quiet_polls = 0  # polls in a row that found nothing new: spaces the next one out
+        self.closed = False  # True once the final state is published (cards, DB, audit)
 
     # ---- run ------------------------------------------------------------------------------
 
@@ -110,13 +111,13 @@ class SigningWorkflow:
         try:
             if req.problem:
                 await self._reject(req.problem)
-                return self.view()
+                return await self._close()
             self._details("Checking the document and the signers")
             try:
                 self.document = await self._step("prepare", lambda: self._act("prepare", req, DocumentInfo))
             except ApplicationError as e:
                 await self._reject(e.message)
-                return self.view()
+                return await self._close()
             self._details("Creating the flow at the provider")
             self.flow_id = await self._step("create", self._create_flow)
             self.status = SignStatus.IN_PROGRESS
@@ -126,7 +127,13 @@ class SigningWorkflow:
                 await self._finish()
         except _Stop:
             pass
+        return await self._close()
+
+    async def _close(self) -> StatusView:
+        """Everything is published: let waiting update handlers (cancel) answer, then end."""
         self._details(f"Finished: {self.status.value}" + (f" — {self.reason}" if self.reason else ""))
+        self.closed = True
+        await workflow.wait_condition(workflow.all_handlers_finished)
         return self.view()
 
     # ---- steps ----------------------------------------------------------------------------
@@ -377,11 +384,11 @@ class SigningWorkflow:
 
     @workflow.update(name="cancel")
     async def cancel(self, action: ActionInput) -> StatusView:
-        """Stop the flow; answers once it is CANCELLED (or already ended another way)."""
+        """Stop the flow; answers once it is CANCELLED (or already ended another way) and published."""
         if self.cancel_request is None:
             self.cancel_request = action
             self.retry_requested = False
-        await workflow.wait_condition(lambda: self.status.terminal)
+        await workflow.wait_condition(lambda: self.closed)
         return self.view()
 
     @cancel.validator
