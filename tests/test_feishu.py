@@ -160,6 +160,9 @@ async def test_card_is_patched_then_reposted_after_14_days(tmp_path: Path, sim: 
     assert len(sim.cards_in("oc_1")) == 3 and len(sim.patches) == 1  # posted without trying a doomed PATCH
     await chat.upsert_card(CHAT, "req-1", build_card(_view(SignStatus.COMPLETED, 3)))
     assert sim.patches == [first, sim.order[-1]]
+    sim.recall(sim.order[-1])  # someone withdrew the card: the next update posts it again
+    await chat.upsert_card(CHAT, "req-1", build_card(_view(SignStatus.COMPLETED, 3)))
+    assert len(sim.cards_in("oc_1")) == 4 and len(sim.patches) == 2
 
 
 async def test_tokens_are_cached_refetched_and_rate_limits_surface(tmp_path: Path, sim: FeishuSim) -> None:
@@ -465,7 +468,7 @@ async def test_end_to_end_over_feishu(dev_env: WorkflowEnvironment, settings: Se
         card = cards[0]
         assert set(sim.patches) == {card.message_id} and len(card.versions) == sim.patches.count(card.message_id) + 1
         signed_counts = [v.count("✅") for v in card.versions]
-        assert signed_counts == sorted(signed_counts) and signed_counts[-1] == 2
+        assert signed_counts == sorted(signed_counts) and {1, 2} <= set(signed_counts) and signed_counts[-1] == 2
         assert "已完成" in card.versions[-1] and '"update_multi":true' in card.versions[-1]
         # one link for 王五 (none lost or doubled by the storm), link + reminder for 李四
         assert len([m for m in sim.sent_to("ou_b") if m.msg_type == "interactive"]) == 1

@@ -70,8 +70,9 @@ class FeishuConfig(BaseSettings):
     timeout_seconds: float = 10.0
     # Token errors: invalid/expired/missing tenant_access_token (unconfirmed beyond 99991663/99991661).
     token_error_codes: str = "99991661,99991663,99991664,99991665,99991668,99991677"
-    # PATCH refused because the message is past the 14-day update window (unconfirmed).
-    update_expired_codes: str = "230031,230110"
+    # PATCH refused for good on that message — past the 14-day update window (unconfirmed codes)
+    # or recalled by someone (230011): post a fresh card instead.
+    update_expired_codes: str = "230031,230110,230011"
     # Retry-worthy per-message limits (230020: too many updates of one message).
     transient_codes: str = "230020,99991400,1000004,1000005"
 
@@ -138,7 +139,7 @@ class FeishuChat:
             except FeishuRejected as e:
                 if e.code not in self._expired_codes:
                     raise
-        # The update window closed: a fresh card, which from now on is the one we update.
+        # The update window closed (or the card was recalled): a fresh card, from now on the one we update.
         fresh = await self._send(chat, "chat_id", chat.chat_id, "interactive", content,
                                  f"card:{card_key}:after:{message_id}")
         self._store_message(card_key, chat.chat_id, fresh, row.id)

@@ -72,6 +72,7 @@ class Message:
     content: str
     created: datetime
     versions: list[str] = field(default_factory=list)  # every content it had, first one included
+    recalled: bool = False
 
     @property
     def card(self) -> dict[str, Any]:
@@ -118,6 +119,10 @@ class FeishuSim:
     def rate_limit_next(self, n: int) -> None:
         with self._lock:
             self._rate_limit += n
+
+    def recall(self, message_id: str) -> None:
+        """Someone recalled (withdrew) the message: Feishu refuses to update it from now on."""
+        self.messages[message_id].recalled = True
 
     def age(self, message_id: str, days: int) -> None:
         self.messages[message_id].created -= timedelta(days=days)
@@ -214,7 +219,7 @@ class FeishuSim:
             body = await request.json()
             with self._lock:
                 msg = self.messages.get(message_id)
-                if msg is None:
+                if msg is None or msg.recalled:
                     return self._error(230011, "message not found or recalled")
                 if msg.msg_type != "interactive":
                     return self._error(230001, "only interactive messages can be patched")
