@@ -15,7 +15,14 @@ from temporalio.exceptions import ApplicationError
 from activities.deps import Deps
 from activities.errors import connector_errors, rejected
 from connectors.chat.base import InputProblem
-from signbridge.models import DocumentInfo, DocumentSource, FinishInput, Person, SigningRequest
+from signbridge.models import (
+    DocumentInfo,
+    DocumentSource,
+    FinishInput,
+    Person,
+    PreparedDocument,
+    SigningRequest,
+)
 from signbridge.pdf.check import DocumentProblem, check_pdf
 from signbridge.signers import signer_problem
 from store import audit
@@ -28,7 +35,7 @@ class DocumentActivities:
         self.deps = deps
 
     @activity.defn(name="prepare")
-    async def prepare(self, req: SigningRequest) -> DocumentInfo:
+    async def prepare(self, req: SigningRequest) -> PreparedDocument:
         """Everything that can be wrong with the user's input is found here, as `Rejected`."""
         self._record_request(req)
         with Session(self.deps.engine) as session:
@@ -71,7 +78,7 @@ class DocumentActivities:
                          actor="system", detail={"name": info.name, "size": info.size, "pages": pages},
                          document_sha256=info.sha256)
         self._remember_identities(req.model_copy(update={"groups": resolved}))
-        return info
+        return PreparedDocument(**info.model_dump(), groups=resolved)
 
     @activity.defn(name="finish")
     async def finish(self, req: FinishInput) -> DocumentInfo:

@@ -96,6 +96,13 @@ class DocumentInfo(BaseModel):
     pages: int
 
 
+class PreparedDocument(DocumentInfo):
+    """What `prepare` returns: the stored document, and the signers as the chat's directory knows
+    them (names, email, mobile). Empty `groups` (older histories): keep the request's own."""
+
+    groups: list[list[Person]] = Field(default_factory=list)
+
+
 class SignerState(BaseModel):
     person: Person
     group: int

@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
         LinkMessageInput,
         OpenGroupInput,
         Person,
+        PreparedDocument,
         ProviderEvent,
         ProviderFlowRef,
         PublishInput,
@@ -114,7 +115,9 @@ class SigningWorkflow:
                 return await self._close()
             self._details("Checking the document and the signers")
             try:
-                self.document = await self._step("prepare", lambda: self._act("prepare", req, DocumentInfo))
+                prepared: PreparedDocument = await self._step(
+                    "prepare", lambda: self._act("prepare", req, PreparedDocument))
+                self._adopt(prepared)
             except ApplicationError as e:
                 await self._reject(e.message)
                 return await self._close()
@@ -128,6 +131,13 @@ class SigningWorkflow:
         except _Stop:
             pass
         return await self._close()
+
+    def _adopt(self, prepared: PreparedDocument) -> None:
+        """Keep the document, and the signers' names and contacts as the directory resolved them."""
+        self.document = DocumentInfo.model_validate(prepared.model_dump(exclude={"groups"}))
+        resolved = {p.id: p for group in prepared.groups for p in group}
+        for s in self.signers:
+            s.person = resolved.get(s.person.id, s.person)
 
     async def _close(self) -> StatusView:
         """Everything is published: let waiting update handlers (cancel) answer, then end."""
@@ -147,7 +157,7 @@ class SigningWorkflow:
                 provider=self.req.provider,
                 title=self.req.title,
                 document=self.document,
-                groups=self.req.groups,
+                groups=[[s.person for s in self.signers if s.group == g] for g in range(len(self.req.groups))],
                 expires_at=self.deadline,
             ),
             str,
