@@ -19,5 +19,8 @@ RUN pip install . \
 USER signbridge
 ENV SIGNBRIDGE_DATA_DIR=/data
 VOLUME ["/data"]
-EXPOSE 8000
+# 8000: the API (uvicorn); 9464: the worker's Temporal runtime metrics (Prometheus).
+EXPOSE 8000 9464
+# SIGTERM lets the worker drain running activities (signbridge/shutdown.py) and uvicorn finish requests.
+STOPSIGNAL SIGTERM
 CMD ["signbridge", "api", "--host", "0.0.0.0"]
