@@ -50,8 +50,8 @@ async def build_worker(
     blobs = FileBlobStore(settings.data_dir / "blobs")
     async with httpx.AsyncClient(timeout=30) as http:
         deps = Deps(settings=settings, engine=engine, blobs=blobs, http=http,
-                    chats=chats or build_chats(settings, http),
-                    providers=providers or build_providers(settings, engine, blobs, http))
+                    chats=chats if chats is not None else build_chats(settings, http),
+                    providers=providers if providers is not None else build_providers(settings, engine, blobs, http))
         yield Worker(client, task_queue=settings.task_queue, workflows=[SigningWorkflow],
                      activities=activities_for(deps))
 

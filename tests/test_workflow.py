@@ -14,7 +14,7 @@ from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from signbridge.models import ActionInput, Actor, ProviderEvent, StatusView
+from signbridge.models import ActionInput, Actor, Person, ProviderEvent, StatusView
 from signbridge.pdf.check import DocumentProblem, check_pdf
 from signbridge.pdf.pades import validate_pdf
 from signbridge.pdf.pki import InstallationCA
@@ -318,3 +318,36 @@ async def test_polling_backs_off_while_nothing_happens(ts_env: WorkflowEnvironme
                  if e.activity_task_scheduled_event_attributes.activity_type.name == "poll"]
         # 1 h, then doubling to at most a day apart: ~10 polls in a week instead of 168
         assert 5 <= len(polls) <= 12, len(polls)
+
+
+class DirectoryChat:
+    """The webhook chat, with a directory that knows people's full names and emails."""
+
+    def __init__(self, inner: Any, directory: dict[str, Person]) -> None:
+        self.inner, self.directory, self.platform = inner, directory, inner.platform
+
+    def __getattr__(self, item: str) -> Any:
+        return getattr(self.inner, item)
+
+    async def resolve(self, chat: Any, person: Person) -> Person:
+        return self.directory.get(person.id, person)
+
+
+async def test_signers_are_shown_as_the_directory_knows_them(
+    ts_env: WorkflowEnvironment, settings: Settings
+) -> None:
+    import httpx
+
+    from connectors.chat.webhook import WebhookChat
+
+    full = A.model_copy(update={"name": "李四（法务部）", "email": "lisi@corp.example"})
+    async with httpx.AsyncClient() as http:
+        chats: dict[str, Any] = {}
+        async with harness(ts_env, settings, chats=chats) as h:
+            chats["webhook"] = DirectoryChat(
+                WebhookChat(h.settings.webhook_outbound_url, "test-webhook-secret", http), {A.id: full})
+            handle = await h.start([[A]])
+            await h.link(handle, A)
+            assert h.cards(handle)[-1]["signers"][0]["name"] == "李四（法务部）"
+            view = await h.status(handle)
+            assert view.signers[0].person.email == "lisi@corp.example"
