@@ -50,6 +50,7 @@ class DocumentActivities:
         try:
             with connector_errors():
                 resolved = [[await chat.resolve(req.chat, p) if not p.external else p for p in g] for g in req.groups]
+                initiator = req.initiator if req.initiator.external else await chat.resolve(req.chat, req.initiator)
         except InputProblem as e:
             raise rejected(e.message) from e
         if req.provider not in self.deps.providers:
@@ -77,8 +78,8 @@ class DocumentActivities:
             audit.append(session, request_id=req.request_id, key="document", action="document.accepted",
                          actor="system", detail={"name": info.name, "size": info.size, "pages": pages},
                          document_sha256=info.sha256)
-        self._remember_identities(req.model_copy(update={"groups": resolved}))
-        return PreparedDocument(**info.model_dump(), groups=resolved)
+        self._remember_identities(req.model_copy(update={"groups": resolved, "initiator": initiator}))
+        return PreparedDocument(**info.model_dump(), groups=resolved, initiator=initiator)
 
     @activity.defn(name="finish")
     async def finish(self, req: FinishInput) -> DocumentInfo:

@@ -101,6 +101,7 @@ class PreparedDocument(DocumentInfo):
     them (names, email, mobile). Empty `groups` (older histories): keep the request's own."""
 
     groups: list[list[Person]] = Field(default_factory=list)
+    initiator: Person | None = None
 
 
 class SignerState(BaseModel):

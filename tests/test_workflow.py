@@ -345,9 +345,11 @@ async def test_signers_are_shown_as_the_directory_knows_them(
         chats: dict[str, Any] = {}
         async with harness(ts_env, settings, chats=chats) as h:
             chats["webhook"] = DirectoryChat(
-                WebhookChat(h.settings.webhook_outbound_url, "test-webhook-secret", http), {A.id: full})
+                WebhookChat(h.settings.webhook_outbound_url, "test-webhook-secret", http),
+                {A.id: full, INITIATOR.id: INITIATOR.model_copy(update={"name": "张三（销售部）"})})
             handle = await h.start([[A]])
             await h.link(handle, A)
             assert h.cards(handle)[-1]["signers"][0]["name"] == "李四（法务部）"
             view = await h.status(handle)
             assert view.signers[0].person.email == "lisi@corp.example"
+            assert view.initiator.name == "张三（销售部）"

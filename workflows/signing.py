@@ -81,6 +81,7 @@ class SigningWorkflow:
     @workflow.init
     def __init__(self, req: SigningRequest) -> None:
         self.req = req
+        self.initiator = req.initiator  # replaced by the directory's view of them after prepare
         self.status = SignStatus.PREPARING
         self.signers = [SignerState(person=p, group=g) for g, group in enumerate(req.groups) for p in group]
         self.document: DocumentInfo | None = None
@@ -136,6 +137,7 @@ class SigningWorkflow:
         """Keep the document, and the signers' names and contacts as the directory resolved them."""
         self.document = DocumentInfo.model_validate(prepared.model_dump(exclude={"groups"}))
         resolved = {p.id: p for group in prepared.groups for p in group}
+        self.initiator = prepared.initiator or self.initiator
         for s in self.signers:
             s.person = resolved.get(s.person.id, s.person)
 
@@ -297,7 +299,7 @@ class SigningWorkflow:
 
     async def _decline(self, who: Person, reason: str) -> None:
         self.reason = f"{who.name}: {reason}" if reason else who.name
-        await self._tell(self.req.initiator, f"{who.name} 拒绝签署「{self.req.title}」。原因：{reason or '未说明'}",
+        await self._tell(self.initiator, f"{who.name} 拒绝签署「{self.req.title}」。原因：{reason or '未说明'}",
                          "declined")
         await self._end(SignStatus.DECLINED, self.reason, revoke=True)
 
@@ -438,9 +440,9 @@ class SigningWorkflow:
                                    type="NotAllowed")
 
     def _require_initiator_or_operator(self, action: ActionInput, what: str) -> None:
-        if not (action.actor.is_operator or action.actor.id == self.req.initiator.id):
+        if not (action.actor.is_operator or action.actor.id == self.initiator.id):
             raise ApplicationError(
-                f"Only the initiator ({self.req.initiator.name}) or an operator may {what} this request",
+                f"Only the initiator ({self.initiator.name}) or an operator may {what} this request",
                 type="PermissionDenied",
             )
 
@@ -456,7 +458,7 @@ class SigningWorkflow:
             title=self.req.title,
             status=self.status,
             provider=self.req.provider,
-            initiator=self.req.initiator,
+            initiator=self.initiator,
             chat=self.req.chat,
             document=self.document,
             signers=self.signers,
