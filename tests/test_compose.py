@@ -17,6 +17,7 @@ import importlib
 import json
 import logging
 import logging.config
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,7 +38,7 @@ from signbridge.shutdown import GRACEFUL_SHUTDOWN_TIMEOUT
 from store.s3_blobs import S3Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-SCHEMA = Path("/work/shared/schemas/compose-spec.json")
+SCHEMA = Path(os.environ.get("SIGNBRIDGE_COMPOSE_SCHEMA", "/work/shared/schemas/compose-spec.json"))
 CORE_SETTINGS: tuple[type[BaseSettings], ...] = (Settings, S3Settings, ObservabilitySettings)
 APP_SERVICES = ("api", "worker", "temporal-setup", "migrate")
 ENV_LINE = re.compile(r"^#?\s*([A-Z][A-Z0-9_]*)=(.*)$")
