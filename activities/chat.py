@@ -37,12 +37,7 @@ class ChatActivities:
 
     @activity.defn(name="send_link")
     async def send_link(self, arg: LinkMessageInput) -> None:
-        if arg.sign_url:
-            text = (f"{'提醒：' if arg.reminder else ''}请签署「{arg.title}」：{arg.sign_url}"
-                    f"（{'Reminder: ' if arg.reminder else ''}please sign “{arg.title}”）")
-        else:
-            text = (f"{'提醒：' if arg.reminder else ''}请签署「{arg.title}」，签署邀请已由签署服务发送"
-                    f"（please sign “{arg.title}”; the provider has sent you the invitation）")
+        text = link_text(arg, self.deps.settings.language_for(arg.chat.platform))
         with connector_errors():
             await self.deps.chat(arg.chat.platform).send_link(arg.chat, arg.to, text, arg.sign_url,
                                                               key=f"{arg.request_id}:{arg.key}")
@@ -59,3 +54,18 @@ class ChatActivities:
         with connector_errors():
             await self.deps.chat(arg.chat.platform).send_file(arg.chat, arg.document.name, url, arg.document,
                                                               key=f"{arg.request_id}:signed-file")
+
+
+def link_text(arg: LinkMessageInput, lang: str) -> str:
+    """The DM that carries a signing link, in the platform's language (Chinese with English, or English)."""
+    if lang == "en":
+        prefix = "Reminder: " if arg.reminder else ""
+        if arg.sign_url:
+            return f"{prefix}please sign “{arg.title}”: {arg.sign_url}"
+        return f"{prefix}please sign “{arg.title}”; the e-signature provider has sent you the invitation"
+    prefix = "提醒：" if arg.reminder else ""
+    if arg.sign_url:
+        english = f"{'Reminder: ' if arg.reminder else ''}please sign “{arg.title}”"
+        return f"{prefix}请签署「{arg.title}」：{arg.sign_url}（{english}）"
+    return (f"{prefix}请签署「{arg.title}」，签署邀请已由签署服务发送"
+            f"（please sign “{arg.title}”; the provider has sent you the invitation）")
