@@ -15,7 +15,7 @@ runner = CliRunner()
 def test_help_lists_every_command() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0, result.output
-    for command in ("run", "worker", "api", "devserver", "demo"):
+    for command in ("run", "worker", "api", "devserver", "demo", "requests", "identities", "db"):
         assert command in result.output
 
 
