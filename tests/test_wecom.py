@@ -193,7 +193,11 @@ async def test_forged_and_stale_start_nothing(dev_env: WorkflowEnvironment, sett
             assert wrong_token.status_code == 401
             stale = await api.post(http, msg, ts=int(time.time()) - 600)
             assert stale.status_code == 401 and stale.json()["error"]["code"] == "stale"
+            # a click on a card we never sent (forged task id) is acknowledged and does nothing
+            forged_click = await api.post(http, click_event("sign@wecom@other@1@1", "cancel", "rc-x"))
+            assert forged_click.status_code == 200
             assert not await exists(dev_env.client, f"sign:wecom:{CORP}:7001")
+            assert not await exists(dev_env.client, "sign:wecom:other:1")
 
 
 # ---- the connector against the simulator -------------------------------------------------------
@@ -359,11 +363,14 @@ async def test_file_then_command_to_signed_pdf(dev_env: WorkflowEnvironment, set
         # the file arrives as its own message, then the command; WeCom redelivers the command
         assert (await api.post(http, file_msg("m-1", "合同.pdf", "9001"))).text == ""
         command = text_msg("/sign @李四 > @wangwu", "9002")
+        started = time.monotonic()
         first = await api.post(http, command)
-        assert first.status_code == 200 and first.text == ""
+        assert first.status_code == 200 and first.text == "" and time.monotonic() - started < 5
         again = await api.post(http, command)
         assert again.status_code == 200 and again.text == ""
         request_id = f"sign:wecom:{CORP}:9002"
+        flows = [w async for w in dev_env.client.list_workflows(f"WorkflowId = '{request_id}'")]
+        assert len(flows) == 1  # the redelivery found the running flow
         await sim.wait_for(lambda: bool(sim.cards_to("zhangsan")), timeout=30)
         card = sim.cards_to("zhangsan")[0]
         assert card.versions[-1]["main_title"] == {"title": "合同.pdf", "desc": "🖊 签署中"}
@@ -415,3 +422,10 @@ async def test_file_then_command_to_signed_pdf(dev_env: WorkflowEnvironment, set
         assert rejected.reason and "赵六" in rejected.reason
         await sim.wait_for(lambda: any("赵六" in m["text"]["content"] and "离职" in m["text"]["content"]
                                        for m in sim.sent("zhangsan", "text")))
+
+        # a command with no file sent before it: REJECTED with the reason told to the sender
+        assert (await api.post(http, text_msg("/sign @张三", "9201", sender="lisi"))).status_code == 200
+        no_file = await wait_status(dev_env.client, f"sign:wecom:{CORP}:9201", "REJECTED")
+        assert no_file.reason and "没有找到要签署的文件" in no_file.reason
+        await sim.wait_for(lambda: any("没有找到要签署的文件" in m["text"]["content"]
+                                       for m in sim.sent("lisi", "text")))
