@@ -3,6 +3,12 @@
 Requests are labelled by route *template* (`/sign/{token}`), never the raw path: a raw path
 would put every signing token into a label and grow the series without bound. Paths that match
 no route share one `<unmatched>` label for the same reason.
+
+The middleware also counts callback verification failures: by contract (DESIGN.md) a forged or
+stale chat or provider callback is answered 401, so a 401 on `/im/<platform>/...` or
+`/esign/<provider>/webhook` *is* one. Counting it here covers every platform without each
+handler having to remember; callbacks that arrive outside HTTP (stream / long-connection
+modes) call `signbridge.metrics.callback_verification_failed` themselves.
 """
 
 from __future__ import annotations
@@ -15,9 +21,13 @@ from fastapi import APIRouter, FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from signbridge.metrics import callback_verification_failed
+
 router = APIRouter(tags=["health"])
 
 UNMATCHED = "<unmatched>"
+# Provider names as a label must come from this list: the path segment is whatever a caller sent.
+PROVIDERS = frozenset({"esign_cn", "fadada", "docusign", "dropbox_sign", "docuseal", "local"})
 
 REQUESTS = Counter("signbridge_http_requests", "HTTP requests handled by the API", ["method", "route", "status"])
 LATENCY = Histogram(
@@ -66,9 +76,12 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            labels = {"method": scope["method"], "route": _route_template(scope), "status": str(status)}
+            route = _route_template(scope)
+            labels = {"method": scope["method"], "route": route, "status": str(status)}
             REQUESTS.labels(**labels).inc()
             LATENCY.labels(**labels).observe(time.perf_counter() - start)
+            if status == 401 and (source := _callback_source(route, scope)):
+                callback_verification_failed(source)
 
 
 def _route_template(scope: Scope) -> str:
@@ -86,6 +99,17 @@ def _route_template(scope: Scope) -> str:
         if path:
             return str(path)
     return UNMATCHED
+
+
+def _callback_source(route: str, scope: Scope) -> str | None:
+    """`slack` for `/im/slack/events`, `docusign` for `/esign/docusign/webhook`; None otherwise."""
+    parts = route.split("/")
+    if route.startswith("/im/") and len(parts) > 2 and "{" not in parts[2]:
+        return parts[2]
+    if route == "/esign/{provider}/webhook":
+        provider = str(scope.get("path_params", {}).get("provider", ""))
+        return provider if provider in PROVIDERS else "other"
+    return None
 
 
 def install_metrics(app: FastAPI) -> None:

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import IO, Any, Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from temporalio import activity, workflow
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from signbridge.settings import Settings
@@ -81,6 +82,11 @@ def configure_logging(obs: ObservabilitySettings | None = None, stream: IO[str] 
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(obs.log_level.upper())
+    # temporalio also appends its ids to the message text ("... ({'workflow_id': ...})"); in JSON
+    # they are fields already, so the message stays what the code said.
+    plain = obs.log_format != "json"
+    workflow.logger.workflow_info_on_message = plain
+    activity.logger.activity_info_on_message = plain
     # uvicorn's access log repeats what the metrics middleware counts. (Run uvicorn with
     # `log_config=None`, else it installs its own plain-text handlers over these.)
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)

@@ -74,6 +74,15 @@ def _app() -> FastAPI:
         return {"id": thing_id}
 
     app.include_router(sub, prefix="/api/v1")
+
+    def refuse() -> None:
+        from fastapi import HTTPException
+
+        raise HTTPException(401, "bad signature")
+
+    app.add_api_route("/im/slack/events", refuse, methods=["POST"])
+    app.add_api_route("/esign/{provider}/webhook", refuse, methods=["POST"])
+    app.add_api_route("/api/v1/signing-requests", refuse, methods=["POST"])
     return app
 
 
@@ -136,6 +145,27 @@ async def test_domain_counters_increment_and_are_exposed() -> None:
     assert _sample(text, "signbridge_callback_verification_failures_total", source="feishu") == failures + 2
 
 
+async def test_refused_callbacks_count_as_verification_failures() -> None:
+    def value(source: str) -> float:
+        return REGISTRY.get_sample_value("signbridge_callback_verification_failures_total", {"source": source}) or 0.0
+
+    before = {s: value(s) for s in ("slack", "docusign", "other")}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=_app()), base_url="http://t") as http:
+        statuses = [(await http.post(p)).status_code for p in (
+            "/im/slack/events", "/esign/docusign/webhook", "/esign/docusign/webhook",
+            f"/esign/made-up-{uuid.uuid4().hex[:6]}/webhook",  # caller-chosen: never its own label
+            "/api/v1/signing-requests",  # a bad API key is not a forged callback
+        )]
+    assert statuses == [401] * 5
+    assert value("slack") == before["slack"] + 1
+    assert value("docusign") == before["docusign"] + 2
+    assert value("other") == before["other"] + 1
+    text = (await _get(_app(), "/metrics"))[0].text
+    sources = {sample.labels["source"] for family in text_string_to_metric_families(text)
+               for sample in family.samples if sample.name == "signbridge_callback_verification_failures_total"}
+    assert "made-up-" not in text and not any(src.startswith(("made-up", "api")) for src in sources)
+
+
 # ---- JSON logs ----------------------------------------------------------------------------
 
 
@@ -180,9 +210,13 @@ def test_configure_logging_switches_root_to_json() -> None:
         configure_logging(ObservabilitySettings(log_format="json", log_level="debug"), stream)
         logging.getLogger("signbridge.test").debug("hello", extra={"request_id": "sign:x"})
         assert json.loads(stream.getvalue())["request_id"] == "sign:x"
+        assert not workflow.logger.workflow_info_on_message and not activity.logger.activity_info_on_message
+        configure_logging(ObservabilitySettings(log_format="text"), stream)
+        assert workflow.logger.workflow_info_on_message and activity.logger.activity_info_on_message
     finally:
         root.handlers, _ = saved
         root.setLevel(saved[1])
+        logging.getLogger("uvicorn.access").setLevel(logging.NOTSET)
 
 
 # ---- worker runtime metrics on a real dev server ------------------------------------------
