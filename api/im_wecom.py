@@ -31,7 +31,7 @@ import xmltodict
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, or_, select
+from sqlmodel import Session, col, select
 from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateStage
 from temporalio.service import RPCError
 from wechatpy.enterprise.crypto import WeChatCrypto
@@ -126,7 +126,7 @@ async def events(request: Request, settings: SettingsDep, client: ClientDep, msg
     elif kind == "text" and commands.is_command(inner.get("Content", ""), settings.bot_name):
         await _command(request, settings, client, config, inner)
     elif kind == "event" and inner.get("Event") == "template_card_event":
-        await _click(request, settings, client, inner)
+        await _click(request, settings, client, config, inner)
     return PlainTextResponse("")  # empty reply: WeCom stops retrying
 
 
@@ -175,10 +175,10 @@ async def _mentions(request: Request, config: WeComConfig, chat: ChatRef, text: 
             tokens.append(token)
     people: dict[str, Person] = {}
     with Session(request.app.state.engine) as session:
-        for token in tokens:
-            row = session.exec(select(Identity).where(
-                Identity.platform == PLATFORM, Identity.tenant == config.corp_id,
-                or_(Identity.user_id == token, Identity.name == token))).first()
+        for token in tokens:  # a userid first, else a name (active people before departed ones)
+            mine = select(Identity).where(Identity.platform == PLATFORM, Identity.tenant == config.corp_id)
+            row = session.exec(mine.where(Identity.user_id == token)).first() or session.exec(
+                mine.where(Identity.name == token).order_by(col(Identity.active).desc())).first()
             if row is not None:
                 people[token] = Person(id=row.user_id, name=row.name, email=row.email, mobile=row.mobile)
     unknown = [t for t in tokens if t not in people]
@@ -244,7 +244,8 @@ async def _command(request: Request, settings: Settings, client: Client, config:
 
 # ---- card buttons -----------------------------------------------------------------------------
 
-async def _click(request: Request, settings: Settings, client: Client, msg: dict[str, str]) -> None:
+async def _click(request: Request, settings: Settings, client: Client, config: WeComConfig,
+                 msg: dict[str, str]) -> None:
     user, action, task_id = msg.get("FromUserName", ""), msg.get("EventKey", ""), msg.get("TaskId", "")
     card_key = card_key_for(task_id)
     code = msg.get("ResponseCode", "")
@@ -254,7 +255,7 @@ async def _click(request: Request, settings: Settings, client: Client, msg: dict
     if action not in ACTIONS:
         return  # "status": the click only refreshed the response code
     with Session(request.app.state.engine) as session:
-        me = session.exec(select(Identity).where(Identity.platform == PLATFORM,
+        me = session.exec(select(Identity).where(Identity.platform == PLATFORM, Identity.tenant == config.corp_id,
                                                  Identity.user_id == user)).first()
     actor = Actor(id=user, name=me.name if me else user, is_operator=user in settings.operator_list)
     handle = client.get_workflow_handle(card_key)
