@@ -13,6 +13,8 @@ Two homes, one name per metric, chosen by where the event happens:
 
 from __future__ import annotations
 
+import logging
+
 from prometheus_client import Counter
 from temporalio import workflow
 
@@ -21,7 +23,7 @@ FLOW_OUTCOMES_NAME = "signbridge_flow_outcomes_total"
 CALLBACK_FAILURES_NAME = "signbridge_callback_verification_failures_total"
 
 # Outcomes worth a counter: the terminal states, plus STUCK (not terminal, but what ops page on).
-OUTCOMES = ("completed", "declined", "expired", "cancelled", "rejected", "stuck")
+OUTCOMES = ("completed", "declined", "expired", "cancelled", "rejected", "stuck")  # else "other"
 
 # prometheus_client appends `_total` to counters itself, so they are declared without it.
 FLOWS_STARTED = Counter(
@@ -53,11 +55,15 @@ def flow_outcome(outcome: str) -> None:
     """Count a flow reaching `outcome` (a `SignStatus` value, any case; see `OUTCOMES`).
 
     From workflow code this goes through the replay-safe workflow meter; anywhere else through
-    the process registry. An unknown outcome is a programming error, not a new label value.
+    the process registry. It never raises: an exception in workflow code fails the workflow
+    task, and a metric must not be able to wedge a signing flow. An unknown outcome is counted
+    as `other` (a fixed label, so a bug cannot grow the series) and logged.
     """
     label = outcome.lower()
     if label not in OUTCOMES:
-        raise ValueError(f"unknown flow outcome {outcome!r}; expected one of {', '.join(OUTCOMES)}")
+        log = workflow.logger if workflow.in_workflow() else logging.getLogger(__name__)
+        log.warning("flow_outcome: unknown outcome %r counted as 'other'", outcome)
+        label = "other"
     if workflow.in_workflow():
         counter = workflow.metric_meter().create_counter(
             FLOW_OUTCOMES_NAME, "Signing flows reaching an outcome, counted by the workflow"
