@@ -226,6 +226,14 @@ def test_golden_cards(status: SignStatus) -> None:
     assert card == json.loads(path.read_text())
 
 
+def test_build_reads_the_environment(settings: Settings, wecom_env: pytest.MonkeyPatch) -> None:
+    chat = build(settings, httpx.AsyncClient())
+    assert isinstance(chat, WeComChat) and chat.config.corp_id == CORP and chat.config.agent_id == 1000002
+    assert SECRET not in repr(chat) and SECRET not in repr(chat.config)
+    wecom_env.delenv("SIGNBRIDGE_WECOM_ENCODING_AES_KEY")
+    assert build(settings, httpx.AsyncClient()) is None  # all four secrets or nothing
+
+
 def world(contract: bytes) -> WeComSim:
     sim = WeComSim(CORP, SECRET)
     sim.users = {"zhangsan": {"name": "张三", "status": 1}, "lisi": {"name": "李四", "status": 1},
@@ -263,6 +271,9 @@ async def test_connector_against_simulator(settings: Settings) -> None:
             assert busy.value.retry_after == 0.2
             await chat.send_text(CHAT, None, "x", key="k-3")
             assert len(sim.sent("zhangsan", "text")) == 2
+            with pytest.raises(ChatRejected) as nobody:
+                await chat.send_text(CHAT, Person(id="ghost", name="ghost"), "x", key="k-5")
+            assert nobody.value.status == 81013
             with pytest.raises(ChatRejected):
                 await WeComChat(config(base).model_copy(update={"corp_id": "nope"}), engine, http).send_text(
                     CHAT, None, "x", key="k-4")

@@ -8,7 +8,7 @@ error shapes (HTTP 200 with `errcode`/`errmsg`).
   nothing; `http_429_next(n)` the same as HTTP 429 with `Retry-After`.
 * `POST /cgi-bin/message/send`: `text`, `textcard`, `template_card`. A `button_interaction`
   card's answer carries a `response_code`; `click(msgid)` returns another (as a user's click
-  does). `POST /cgi-bin/message/update_template_card` accepts each code once within 72 h
+  does); an unknown `touser` gets 81013. `POST /cgi-bin/message/update_template_card` accepts each code once within 72 h
   (`age_codes(hours)` moves issued codes into the past); a bad code gets errcode 40078.
 * `GET /cgi-bin/media/get`: bytes with `Content-Disposition`; expired media → 40007.
 * `GET /cgi-bin/user/get`: `users` as given (no email/mobile unless set, like apps created
@@ -163,6 +163,8 @@ class WeComSim:
             kind = body.get("msgtype")
             if kind not in ("text", "textcard", "template_card") or not body.get("touser"):
                 return JSONResponse({"errcode": 40008, "errmsg": "invalid message type"})
+            if self.users and body["touser"] not in self.users:
+                return JSONResponse({"errcode": 81013, "errmsg": "user & party & tag all invalid"})
             content = json.dumps(body.get(kind), sort_keys=True, ensure_ascii=False)
             if any(m["touser"] == body["touser"] and m["_content"] == content for m in self.messages):
                 self.duplicates += 1
