@@ -39,12 +39,20 @@ from wechatpy.exceptions import InvalidSignatureException
 
 from api.deps import ClientDep, SettingsDep
 from api.errors import ApiError
-from connectors.chat.wecom import PLATFORM, WeComChat, WeComConfig, card_key_for, media_source, store_response_code
+from connectors.chat.wecom import (
+    PLATFORM,
+    WeComChat,
+    WeComConfig,
+    card_key_for,
+    find_identity,
+    media_source,
+    store_response_code,
+)
 from signbridge import commands
 from signbridge.models import ActionInput, Actor, ChatRef, DocumentSource, Person, SigningRequest, Timing
 from signbridge.settings import Settings
 from signbridge.temporal import start_signing
-from store.tables import Identity, InboundEvent, utcnow
+from store.tables import InboundEvent, utcnow
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["WeCom"])
@@ -176,9 +184,8 @@ async def _mentions(request: Request, config: WeComConfig, chat: ChatRef, text: 
     people: dict[str, Person] = {}
     with Session(request.app.state.engine) as session:
         for token in tokens:  # a userid first, else a name (active people before departed ones)
-            mine = select(Identity).where(Identity.platform == PLATFORM, Identity.tenant == config.corp_id)
-            row = session.exec(mine.where(Identity.user_id == token)).first() or session.exec(
-                mine.where(Identity.name == token).order_by(col(Identity.active).desc())).first()
+            row = find_identity(session, config.corp_id, user_id=token) or find_identity(
+                session, config.corp_id, name=token)
             if row is not None:
                 people[token] = Person(id=row.user_id, name=row.name, email=row.email, mobile=row.mobile)
     unknown = [t for t in tokens if t not in people]
@@ -225,8 +232,7 @@ async def _command(request: Request, settings: Settings, client: Client, config:
         problem = NO_FILE
     groups = [[people[p.id] for p in g] for g in parsed.groups] if parsed else []
     with Session(request.app.state.engine) as session:
-        me = session.exec(select(Identity).where(Identity.platform == PLATFORM, Identity.tenant == config.corp_id,
-                                                 Identity.user_id == sender)).first()
+        me = find_identity(session, config.corp_id, user_id=sender)
     initiator = Person(id=sender, name=me.name if me else sender, email=me.email if me else None,
                        mobile=me.mobile if me else None)
     req = SigningRequest(
@@ -255,8 +261,7 @@ async def _click(request: Request, settings: Settings, client: Client, config: W
     if action not in ACTIONS:
         return  # "status": the click only refreshed the response code
     with Session(request.app.state.engine) as session:
-        me = session.exec(select(Identity).where(Identity.platform == PLATFORM, Identity.tenant == config.corp_id,
-                                                 Identity.user_id == user)).first()
+        me = find_identity(session, config.corp_id, user_id=user)
     actor = Actor(id=user, name=me.name if me else user, is_operator=user in settings.operator_list)
     handle = client.get_workflow_handle(card_key)
     try:

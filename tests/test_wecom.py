@@ -346,8 +346,11 @@ async def wecom_stack(dev_env: WorkflowEnvironment, settings: Settings, env: pyt
             engine = get_engine(api.settings.sqlalchemy_url)
             create_all(engine)
             with Session(engine) as session:  # what `signbridge identities import` leaves behind
-                for uid, name, email in [("zhangsan", "张三", "zs@corp.example"), ("lisi", "李四", "ls@corp.example")]:
-                    session.add(Identity(platform="wecom", tenant=CORP, user_id=uid, name=name, email=email))
+                session.add(Identity(platform="wecom", tenant=CORP, user_id="zhangsan", name="张三",
+                                     email="zs@corp.example"))
+                # imported without a tenant column: still found for this corp
+                session.add(Identity(platform="wecom", tenant="default", user_id="lisi", name="李四",
+                                     email="ls@corp.example"))
                 session.commit()
             chat = WeComChat(config(base, rate_limit_backoff=0.2), engine)
             async with httpx.AsyncClient(timeout=30) as http, \

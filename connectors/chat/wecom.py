@@ -14,7 +14,8 @@ Choices that follow from how WeCom works:
   recorded as superseded in the same row (`ref.superseded`).
 * **Idempotency.** A card is re-sent only when its content changed (digest in the row); every
   other message is sent once per key (a `ChatMessage` row keyed by the activity key), and
-  `enable_duplicate_check` asks WeCom to drop a repeat within 30 min as a second guard.
+  `enable_duplicate_check` asks WeCom to drop a repeat within 5 min as a second guard (short, so
+  two genuine reminders are never swallowed).
 * **Errors.** 45009 (rate limited) and HTTP 429/5xx → `ChatUnavailable` (retry, after
   `retry_after`); an expired/invalid token (42001/40014) is refetched once, in place; any other
   errcode → `ChatRejected` (retrying the same call cannot help).
@@ -34,7 +35,7 @@ import httpx
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from connectors.chat.base import ChatRejected, ChatUnavailable, InputProblem
 from connectors.chat.webhook import retry_after_seconds
@@ -88,6 +89,17 @@ def task_id_for(card_key: str, seq: int) -> str:
 
 def card_key_for(task_id: str) -> str:
     return task_id.rsplit("@", 1)[0].replace("@", ":")
+
+
+def find_identity(session: Session, corp_id: str, *, user_id: str | None = None,
+                  name: str | None = None) -> Identity | None:
+    """A directory row for this corp; rows imported without a tenant ("default") count too, the
+    corp's own first. By name: active people before departed ones."""
+    query = select(Identity).where(Identity.platform == PLATFORM, col(Identity.tenant).in_([corp_id, "default"]))
+    query = query.where(Identity.user_id == user_id) if user_id is not None else query.where(Identity.name == name)
+    rows = session.exec(query).all()
+    rows = sorted(rows, key=lambda r: (not r.active, r.tenant != corp_id))
+    return rows[0] if rows else None
 
 
 def store_response_code(engine: Engine, task_id: str, code: str) -> bool:
@@ -238,8 +250,7 @@ class WeComChat:
         email = str(data.get("email") or data.get("biz_mail") or "") or None
         mobile = str(data.get("mobile") or "") or None
         with Session(self.engine) as session:
-            row = session.exec(select(Identity).where(Identity.platform == PLATFORM, Identity.tenant == chat.tenant,
-                                                      Identity.user_id == person.id)).first()
+            row = find_identity(session, chat.tenant, user_id=person.id)
             if row is None:
                 row = Identity(platform=PLATFORM, tenant=chat.tenant, user_id=person.id, name=name)
             email, mobile = email or row.email or person.email, mobile or row.mobile or person.mobile
@@ -266,7 +277,7 @@ class WeComChat:
 
     async def _send(self, touser: str, message: dict[str, Any]) -> dict[str, Any]:
         body = {"touser": touser, "agentid": self.config.agent_id, "enable_duplicate_check": 1,
-                "duplicate_check_interval": 1800, **message}
+                "duplicate_check_interval": 300, **message}
         return await self._call("POST", "/cgi-bin/message/send", json=body)
 
     def _row(self, card_key: str) -> ChatMessage | None:
