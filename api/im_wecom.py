@@ -99,8 +99,10 @@ async def url_check(msg_signature: str, timestamp: str, nonce: str, echostr: str
     config = _config()
     try:
         plain = _crypto(config).check_signature(msg_signature, timestamp, nonce, echostr)
-    except (InvalidSignatureException, ValueError) as e:
+    except InvalidSignatureException as e:
         raise ApiError(401, "bad_signature", "Rejected: the signature does not match") from e
+    except Exception as e:  # signed with our token but not decryptable for our corp
+        raise ApiError(401, "bad_payload", f"Rejected: the echostr does not decrypt ({type(e).__name__})") from e
     return PlainTextResponse(plain if isinstance(plain, str) else plain.decode())
 
 
