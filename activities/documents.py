@@ -170,7 +170,8 @@ class DocumentActivities:
             return None
         with Session(self.deps.engine) as session:
             rows = session.exec(select(Identity).where(
-                Identity.platform == req.chat.platform, Identity.tenant == req.chat.tenant,
+                Identity.platform == req.chat.platform,
+                Identity.tenant.in_([req.chat.tenant, "default"]),  # type: ignore[attr-defined]  # imports may omit it
                 Identity.user_id.in_(ids),  # type: ignore[attr-defined]
                 Identity.active == False,  # noqa: E712
             )).all()
