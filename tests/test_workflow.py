@@ -353,3 +353,16 @@ async def test_signers_are_shown_as_the_directory_knows_them(
             view = await h.status(handle)
             assert view.signers[0].person.email == "lisi@corp.example"
             assert view.initiator.name == "张三（销售部）"
+
+
+async def test_departed_staff_cannot_be_signers(ts_env: WorkflowEnvironment, settings: Settings) -> None:
+    from store.tables import Identity
+
+    async with harness(ts_env, settings) as h:
+        with Session(get_engine(h.settings.sqlalchemy_url)) as session:
+            session.add(Identity(platform="webhook", tenant="default", user_id=B.id, name=B.name, active=False))
+            session.commit()
+        handle = await h.start([[A], [B]])
+        view = await handle.result()
+        assert view.status == "REJECTED" and "left the company" in (view.reason or "")
+        assert h.provider.calls == 0
