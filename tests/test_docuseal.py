@@ -164,7 +164,7 @@ async def test_e2e_mixed_groups_complete(e2e: E2E, sim: DocuSealSim) -> None:
     await sim.complete(sid, "u-2")
     await sim.complete(sid, "x-9")
     await sim.flush(reverse=True)  # submission.completed first, then the forms
-    view = await handle.result()
+    view = await e2e.result(handle)
     assert view.status.value == "COMPLETED" and all(s.status == "signed" for s in view.signers)
     assert view.signed_document is not None
     assert e2e.blobs.get(view.signed_document.blob_key) == sim.files[sid]
@@ -176,7 +176,7 @@ async def test_e2e_decline(e2e: E2E, sim: DocuSealSim) -> None:
     sid = await _flow_of(e2e, sim, handle)
     await e2e.sink.wait_for(lambda: bool(e2e.links(handle, A)) and bool(e2e.links(handle, B)), timeout=20)
     await sim.decline(sid, "u-2", "价格不对")
-    view = await handle.result()
+    view = await e2e.result(handle)
     assert view.status.value == "DECLINED" and "价格不对" in (view.reason or "")
     assert not sim.may_act(sid, "u-1")
 
@@ -191,4 +191,13 @@ async def test_e2e_outage_sticks_then_retry_completes(e2e: E2E, sim: DocuSealSim
     sid = await _flow_of(e2e, sim, handle)
     await e2e.sink.wait_for(lambda: bool(e2e.links(handle, A)), timeout=20)
     await sim.complete(sid, "u-1")
-    assert (await handle.result()).status.value == "COMPLETED"
+    assert (await e2e.result(handle)).status.value == "COMPLETED"
+
+
+async def test_e2e_lost_webhooks_are_caught_by_polling(e2e: E2E, sim: DocuSealSim) -> None:
+    handle = await e2e.start([[A]], poll_after=timedelta(seconds=1))
+    sid = await _flow_of(e2e, sim, handle)
+    sim.mute = True
+    await sim.complete(sid, "u-1")
+    view = await e2e.result(handle)
+    assert view.status.value == "COMPLETED" and view.events_seen == 2  # signed + completed, from a poll

@@ -162,7 +162,7 @@ async def test_e2e_mixed_groups_complete(e2e: E2E, sim: DropboxSignSim) -> None:
     await sim.sign(flow, str(B.email))
     await sim.sign(flow, str(C.email))
     await sim.flush(reverse=True)  # downloadable first, then the signatures
-    view = await handle.result()
+    view = await e2e.result(handle)
     assert view.status.value == "COMPLETED" and all(s.status == "signed" for s in view.signers)
     assert view.signed_document is not None
     assert e2e.blobs.get(view.signed_document.blob_key) == sim.files[flow]  # the provider's re-rendered file
@@ -176,7 +176,7 @@ async def test_e2e_decline(e2e: E2E, sim: DropboxSignSim) -> None:
     flow = await _flow_of(e2e, sim, handle)
     await e2e.sink.wait_for(lambda: bool(e2e.links(handle, A)) and bool(e2e.links(handle, B)), timeout=20)
     await sim.decline(flow, str(B.email), "价格不对")
-    view = await handle.result()
+    view = await e2e.result(handle)
     assert view.status.value == "DECLINED" and "价格不对" in (view.reason or "")
     assert not sim.may_sign(flow, str(A.email))
 
@@ -191,4 +191,13 @@ async def test_e2e_outage_sticks_then_retry_completes(e2e: E2E, sim: DropboxSign
     flow = await _flow_of(e2e, sim, handle)
     await e2e.sink.wait_for(lambda: bool(e2e.links(handle, A)), timeout=20)
     await sim.sign(flow, str(A.email))
-    assert (await handle.result()).status.value == "COMPLETED"
+    assert (await e2e.result(handle)).status.value == "COMPLETED"
+
+
+async def test_e2e_lost_callbacks_are_caught_by_polling(e2e: E2E, sim: DropboxSignSim) -> None:
+    handle = await e2e.start([[A]], poll_after=timedelta(seconds=1))
+    flow = await _flow_of(e2e, sim, handle)
+    sim.mute = True
+    await sim.sign(flow, str(A.email))
+    view = await e2e.result(handle)
+    assert view.status.value == "COMPLETED" and view.events_seen == 2  # signed + completed, from a poll

@@ -91,6 +91,11 @@ class E2E:
         assert started
         return handle
 
+    async def result(self, handle: WorkflowHandle[Any, Any], timeout: float = 30) -> StatusView:
+        """The flow's final view; fails fast instead of hanging when the flow can't finish."""
+        view = await asyncio.wait_for(handle.result(), timeout)
+        return StatusView.model_validate(view)
+
     async def status(self, handle: WorkflowHandle[Any, Any]) -> StatusView:
         return await handle.query("status", result_type=StatusView)  # type: ignore[no-any-return]
 

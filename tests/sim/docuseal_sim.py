@@ -56,6 +56,7 @@ class DocuSealSim:
         self.file_tokens: dict[str, int] = {}
         self.down = False
         self.duplicate = False
+        self.mute = False  # callbacks are lost (the polling fallback must notice)
         self.reminded: list[int] = []
         self.deliveries: list[Delivery] = []
         self._held: list[Delivery] | None = None
@@ -242,6 +243,8 @@ class DocuSealSim:
 
     async def _deliver(self, item: Delivery, attempts: int = 6) -> None:
         self.deliveries.append(item)
+        if self.mute:
+            return
         for _copy in range(2 if self.duplicate else 1):
             for attempt in range(attempts):
                 headers, body = self.delivery(item.event_type, item.payload)  # signed at send time

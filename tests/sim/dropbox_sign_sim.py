@@ -64,6 +64,7 @@ class DropboxSignSim:
         self.files: dict[str, bytes] = {}
         self.down = False
         self.duplicate = False
+        self.mute = False  # callbacks are lost (the polling fallback must notice)
         self.calls: list[str] = []
         self.reminded: list[str] = []
         self.deliveries: list[Delivery] = []
@@ -257,6 +258,8 @@ class DropboxSignSim:
 
     async def _deliver(self, delivery: Delivery, attempts: int = 6) -> None:
         self.deliveries.append(delivery)
+        if self.mute:
+            return
         for _copy in range(2 if self.duplicate else 1):
             for attempt in range(attempts):
                 body = json.dumps(delivery.payload)
