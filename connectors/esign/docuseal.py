@@ -56,6 +56,7 @@ class DocuSealConfig(BaseSettings):
     api_key: SecretStr | None = None
     webhook_secret: SecretStr | None = None
     api_base: str = "https://api.docuseal.com"  # self-hosted: https://docuseal.example.com/api
+    app_url: str = ""  # where signing pages live (`/s/<slug>`); empty: api_base without `/api`
     send_email: bool = False
     webhook_tolerance_seconds: int = 300
 
@@ -201,8 +202,17 @@ class DocuSealProvider:
                 raise _error(f"signer {person.id} is not in DocuSeal submission {req.flow_id}", retryable=False)
             if submitter.get("status") in ("completed", "declined"):
                 continue
-            links.append(SignerLink(signer_id=person.id, url=submitter.get("embed_src")))
+            links.append(SignerLink(signer_id=person.id, url=self._link(submitter)))
         return links
+
+    def _link(self, submitter: Mapping[str, Any]) -> str | None:
+        """`embed_src` when DocuSeal returns it, else the signing page of the submitter's slug."""
+        if submitter.get("embed_src"):
+            return str(submitter["embed_src"])
+        if not submitter.get("slug"):
+            return None
+        app = self.config.app_url.rstrip("/") or self.base.removesuffix("/api")
+        return f"{app}/s/{submitter['slug']}"
 
     async def poll(self, flow_id: str) -> list[ProviderEvent]:
         submission = await self._submission(flow_id)

@@ -88,11 +88,7 @@ def check(resp: httpx.Response, what: str) -> httpx.Response:
         detail = resp.text[:200]
     message = f"Dropbox Sign {what}: HTTP {resp.status_code} {detail}".strip()
     retryable = resp.status_code >= 500 or resp.status_code in (408, 409, 429)
-    return _raise(_error(message, retryable=retryable, retry_after=_retry_after(resp)))
-
-
-def _raise(error: ProviderError) -> httpx.Response:
-    raise error
+    raise _error(message, retryable=retryable, retry_after=_retry_after(resp))
 
 
 def signer_map(request: Mapping[str, Any]) -> dict[str, str]:
