@@ -131,6 +131,11 @@ async def test_errors_are_classified(sim: DocuSealSim, http: httpx.AsyncClient, 
     with pytest.raises(ProviderError) as outage:
         await _provider(sim, blobs, http).poll("1")
     assert not outage.value.non_retryable and outage.value.retry_after == 1.0
+    sim.down = False
+    sim.throttle = 1
+    with pytest.raises(ProviderError) as limited:
+        await _provider(sim, blobs, http).poll("1")
+    assert not limited.value.non_retryable and limited.value.retry_after == 7.0
 
 
 # ---- end to end -------------------------------------------------------------------------------

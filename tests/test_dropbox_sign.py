@@ -127,6 +127,11 @@ async def test_errors_are_classified(sim: DropboxSignSim, http: httpx.AsyncClien
     with pytest.raises(ProviderError) as outage:
         await _provider(sim, blobs, http).poll("x")
     assert not outage.value.non_retryable and outage.value.retry_after == 1.0
+    sim.down = False
+    sim.throttle = 1
+    with pytest.raises(ProviderError) as limited:
+        await _provider(sim, blobs, http).poll("x")
+    assert not limited.value.non_retryable and limited.value.retry_after == 7.0
 
 
 # ---- end to end -------------------------------------------------------------------------------

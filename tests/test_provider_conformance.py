@@ -9,6 +9,7 @@ Temporal and what would take effect.
 from __future__ import annotations
 
 import importlib
+import json
 import pkgutil
 import uuid
 from collections.abc import AsyncIterator
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from sqlmodel import Session
+from sqlmodel import Session, select
 from temporalio import workflow
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
@@ -27,7 +28,7 @@ from api.main import create_app
 from signbridge.models import ProviderEvent
 from signbridge.settings import Settings
 from store.db import get_engine
-from store.tables import SigningRequestRecord
+from store.tables import AuditEvent, SigningRequestRecord
 from tests.provider_cases import Delivery, ProviderCase
 
 
@@ -86,6 +87,10 @@ class Rig:
         headers, body = delivery
         return await self.http.post(f"/esign/{self.case.name}/webhook", headers=headers, content=body)
 
+    def audits(self, request_id: str) -> list[AuditEvent]:
+        with Session(get_engine(self.settings.sqlalchemy_url)) as session:
+            return list(session.exec(select(AuditEvent).where(AuditEvent.request_id == request_id)).all())
+
     def assert_reply(self, resp: httpx.Response) -> None:
         status, body = self.case.reply
         assert resp.status_code == status, resp.text
@@ -125,6 +130,9 @@ async def test_valid_deliveries_reach_the_workflow_once(rig: Rig) -> None:
         assert (event.provider, event.flow_id, event.kind, event.signer_id) == (rig.case.name, flow_id, kind, "u-1")
         assert event.raw, "the raw payload is kept"
         assert {e.event_id for e in received} == {event.event_id}
+        audits = rig.audits(handle.id)  # the raw payload is in the audit trail, once per event
+        assert [(a.action, a.key) for a in audits] == [(f"provider.{kind}", f"webhook:{event.event_id}")]
+        assert json.loads(audits[0].detail)["raw"]
 
 
 async def test_forged_missing_and_stale_signatures_are_refused(rig: Rig) -> None:
@@ -136,6 +144,7 @@ async def test_forged_missing_and_stale_signatures_are_refused(rig: Rig) -> None
     rig.assert_reply(await rig.post(rig.case.valid(flow_id, "u-1", "signed")))
     received, _ = await _events(handle)
     assert [e.kind for e in received] == ["signed"]  # only the genuine one got through
+    assert len(rig.audits(handle.id)) == 1
 
 
 async def test_unknown_event_types_are_acknowledged_and_ignored(rig: Rig) -> None:

@@ -8,7 +8,8 @@
   the file does NOT start with the original bytes. It is served from a signed URL, no token.
 - Webhooks: JSON, `X-Docuseal-Signature: "<ts>.<hex HMAC-SHA256(secret, "<ts>.<body>")>"`;
   any non-2xx is retried a few times. `duplicate`, `hold()`/`flush(reverse=True)` as in the
-  Dropbox Sign simulator. `down = True`: every API call answers 503 with `Retry-After: 1`.
+  Dropbox Sign simulator. `down = True`: every API call answers 503 with `Retry-After: 1`; `throttle = n`: the next n
+  calls answer 429 with `Retry-After: 7`.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class DocuSealSim:
         self.file_tokens: dict[str, int] = {}
         self.down = False
         self.duplicate = False
+        self.throttle = 0  # the next n API calls answer 429 with Retry-After: 7
         self.mute = False  # callbacks are lost (the polling fallback must notice)
         self.reminded: list[int] = []
         self.deliveries: list[Delivery] = []
@@ -76,6 +78,9 @@ class DocuSealSim:
         async def gate(request: Request, call_next: Any) -> Response:
             if self.down:
                 return JSONResponse({"error": "Service Unavailable"}, 503, headers={"Retry-After": "1"})
+            if self.throttle > 0:
+                self.throttle -= 1
+                return JSONResponse({"error": "Too many requests"}, 429, headers={"Retry-After": "7"})
             token = request.headers.get("x-auth-token", "")
             if request.url.path.startswith("/api/") and not hmac.compare_digest(token.encode(),
                                                                                 self.api_key.encode()):

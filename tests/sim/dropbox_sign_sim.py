@@ -9,7 +9,8 @@
   a delivery counts only when answered 200 with exactly `Hello API Event Received`, otherwise
   it is retried (a few quick attempts here instead of three days). `duplicate` delivers every
   callback twice; `hold()` queues callbacks until `flush(reverse=True)` sends them out of order.
-- `down = True` makes every API call answer 503 with `Retry-After`, as in an outage.
+- `down = True` makes every API call answer 503 with `Retry-After`, as in an outage;
+  `throttle = n` answers the next n calls 429 (`Retry-After: 7`).
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class DropboxSignSim:
         self.files: dict[str, bytes] = {}
         self.down = False
         self.duplicate = False
+        self.throttle = 0  # the next n API calls answer 429 with Retry-After: 7
         self.mute = False  # callbacks are lost (the polling fallback must notice)
         self.calls: list[str] = []
         self.reminded: list[str] = []
@@ -94,6 +96,10 @@ class DropboxSignSim:
             self.calls.append(f"{request.method} {request.url.path}")
             if self.down:
                 return JSONResponse({"error": {"error_name": "maintenance"}}, 503, headers={"Retry-After": "1"})
+            if self.throttle > 0:
+                self.throttle -= 1
+                return JSONResponse({"error": {"error_msg": "Rate limit exceeded", "error_name": "exceeded_rate"}},
+                                    429, headers={"Retry-After": "7"})
             if request.url.path.startswith("/v3/") and not self._auth_ok(request):
                 return JSONResponse({"error": {"error_msg": "Unauthorized api key", "error_name": "unauthorized"}},
                                     401)
