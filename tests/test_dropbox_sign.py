@@ -132,6 +132,12 @@ async def test_errors_are_classified(sim: DropboxSignSim, http: httpx.AsyncClien
     with pytest.raises(ProviderError) as limited:
         await _provider(sim, blobs, http).poll("x")
     assert not limited.value.non_retryable and limited.value.retry_after == 7.0
+    sim.stall = 1.0
+    async with httpx.AsyncClient(timeout=0.2) as impatient:
+        with pytest.raises(ProviderError) as slow:
+            await _provider(sim, blobs, impatient).poll("x")
+    assert not slow.value.non_retryable and "timeout" in str(slow.value)
+    sim.stall = 0.0
 
 
 # ---- end to end -------------------------------------------------------------------------------

@@ -66,6 +66,7 @@ class DropboxSignSim:
         self.down = False
         self.duplicate = False
         self.throttle = 0  # the next n API calls answer 429 with Retry-After: 7
+        self.stall = 0.0  # seconds every API call hangs before answering (a slow provider)
         self.mute = False  # callbacks are lost (the polling fallback must notice)
         self.calls: list[str] = []
         self.reminded: list[str] = []
@@ -94,6 +95,8 @@ class DropboxSignSim:
         @app.middleware("http")
         async def gate(request: Request, call_next: Any) -> Response:
             self.calls.append(f"{request.method} {request.url.path}")
+            if self.stall:
+                await asyncio.sleep(self.stall)
             if self.down:
                 return JSONResponse({"error": {"error_name": "maintenance"}}, 503, headers={"Retry-After": "1"})
             if self.throttle > 0:
