@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -20,9 +21,11 @@ from connectors.chat.base import ChatConnector
 from connectors.chat.registry import build_chats
 from connectors.esign.base import ESignProvider
 from connectors.esign.registry import build_providers
+from signbridge.observability import configure_logging, worker_runtime
 from signbridge.settings import Settings, get_settings
+from signbridge.shutdown import GRACEFUL_SHUTDOWN_TIMEOUT, run_until_signalled
 from signbridge.temporal import connect
-from store.blobs import FileBlobStore
+from store.blob_factory import make_blob_store
 from store.db import create_all, get_engine
 from workflows.signing import SigningWorkflow
 
@@ -42,29 +45,30 @@ async def build_worker(
     settings: Settings,
     providers: dict[str, ESignProvider] | None = None,
     chats: dict[str, ChatConnector] | None = None,
+    graceful_shutdown_timeout: timedelta = timedelta(),
 ) -> AsyncIterator[Worker]:
     """A worker with its dependencies; tests may swap in providers or chats (e.g. an outage)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = get_engine(settings.sqlalchemy_url)
     create_all(engine)
-    blobs = FileBlobStore(settings.data_dir / "blobs")
+    blobs = make_blob_store(settings)
     async with httpx.AsyncClient(timeout=30) as http:
         deps = Deps(settings=settings, engine=engine, blobs=blobs, http=http,
                     chats=chats if chats is not None else build_chats(settings, http),
                     providers=providers if providers is not None else build_providers(settings, engine, blobs, http))
         yield Worker(client, task_queue=settings.task_queue, workflows=[SigningWorkflow],
-                     activities=activities_for(deps))
+                     activities=activities_for(deps), graceful_shutdown_timeout=graceful_shutdown_timeout)
 
 
 async def run(settings: Settings) -> None:
-    client = await connect(settings)
-    async with build_worker(client, settings) as worker:
+    client = await connect(settings, runtime=worker_runtime(settings))
+    async with build_worker(client, settings, graceful_shutdown_timeout=GRACEFUL_SHUTDOWN_TIMEOUT) as worker:
         logging.info("worker polling task queue %s on %s", settings.task_queue, settings.temporal_address)
-        await worker.run()
+        await run_until_signalled(worker)
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     settings = get_settings()
     settings.check_production()
     asyncio.run(run(settings))

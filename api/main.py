@@ -9,10 +9,11 @@ from fastapi import FastAPI
 from temporalio.client import Client
 
 from api import errors
+from api.metrics import install_metrics
 from connectors.esign.registry import build_webhooks
 from signbridge.settings import Settings, get_settings
 from signbridge.temporal import connect
-from store.blobs import FileBlobStore
+from store.blob_factory import make_blob_store
 from store.db import create_all, get_engine
 
 
@@ -26,13 +27,14 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
         app.state.settings = settings
         app.state.engine = get_engine(settings.sqlalchemy_url)
         create_all(app.state.engine)
-        app.state.blobs = FileBlobStore(settings.data_dir / "blobs")
+        app.state.blobs = make_blob_store(settings)
         app.state.temporal = client or await connect(settings)
         app.state.provider_webhooks = build_webhooks(settings)
         yield
 
     app = FastAPI(title="SignBridge", version="0.1.0", lifespan=lifespan)
     errors.install(app)
+    install_metrics(app)
     for router in _routers():
         app.include_router(router)
     return app

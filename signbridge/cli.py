@@ -240,7 +240,10 @@ def api(
     """Run the HTTP API in this process with uvicorn."""
     import uvicorn
 
-    uvicorn.run("api.main:create_app", factory=True, host=host, port=port)
+    from signbridge.observability import configure_logging
+
+    configure_logging()
+    uvicorn.run("api.main:create_app", factory=True, host=host, port=port, log_config=None, proxy_headers=True)
 
 
 @app.command(name="devserver")

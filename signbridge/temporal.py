@@ -20,7 +20,9 @@ from temporalio.common import (
 )
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.runtime import Runtime
 
+from signbridge import metrics
 from signbridge.models import SigningRequest, SignStatus, StatusView
 from signbridge.settings import Settings
 
@@ -46,11 +48,12 @@ SEARCH_ATTRIBUTES: dict[str, str] = {
 }
 
 
-async def connect(settings: Settings) -> Client:
+async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
         data_converter=pydantic_data_converter,
+        runtime=runtime,
     )
 
 
@@ -78,6 +81,7 @@ async def start_signing(client: Client, req: SigningRequest, task_queue: str) ->
             static_summary=f"{req.title} — {req.initiator.name}",
             result_type=StatusView,
         )
+        metrics.flow_started(req.chat.platform, req.provider)
         return handle, True
     except WorkflowAlreadyStartedError:
         return client.get_workflow_handle(req.request_id, result_type=StatusView), False

@@ -28,7 +28,7 @@ from signbridge.models import ChatRef, DocumentSource, Person, SigningRequest, S
 from signbridge.pdf.sample import sample_contract
 from signbridge.settings import Settings
 from signbridge.temporal import start_signing
-from store.blobs import FileBlobStore
+from store.blob_factory import make_blob_store
 from store.db import get_engine
 from tests.sim.webhook_sink import WebhookSink
 from worker import build_worker
@@ -82,7 +82,7 @@ class Harness:
         request_id = f"sign:test:{uuid.uuid4().hex[:12]}"
         if documents is None:
             data = document if document is not None else sample_contract("Test")
-            key = FileBlobStore(self.settings.data_dir / "blobs").put(data)
+            key = make_blob_store(self.settings).put(data)
             documents = [DocumentSource(name="contract.pdf", blob_key=key)]
         req = SigningRequest(
             request_id=request_id, title="销售合同", initiator=INITIATOR,
@@ -143,7 +143,7 @@ async def harness(env: WorkflowEnvironment | Client, settings: Settings,
         settings = settings.model_copy(update={"webhook_outbound_url": sink.url})
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = get_engine(settings.sqlalchemy_url)
-        providers = build_providers(settings, engine, FileBlobStore(settings.data_dir / "blobs"), httpx.AsyncClient())
+        providers = build_providers(settings, engine, make_blob_store(settings), httpx.AsyncClient())
         outage = OutageProvider(providers["local"])
         async with build_worker(client, settings, providers={"local": outage}, chats=chats) as worker:
             app = create_app(settings, client)

@@ -23,6 +23,7 @@ from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from signbridge.metrics import flow_outcome
     from signbridge.models import (
         ActionInput,
         AuditInput,
@@ -144,6 +145,7 @@ class SigningWorkflow:
     async def _close(self) -> StatusView:
         """Everything is published: let waiting update handlers (cancel) answer, then end."""
         self._details(f"Finished: {self.status.value}" + (f" — {self.reason}" if self.reason else ""))
+        flow_outcome(self.status.value)
         self.closed = True
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self.view()
@@ -542,6 +544,7 @@ class SigningWorkflow:
                     raise cause from None
                 previous = self.status
                 self.status = SignStatus.STUCK
+                flow_outcome("stuck")
                 self.stuck_step = name
                 self.reason = f"{name}: {getattr(cause, 'message', None) or cause or e}"
                 self._details(f"STUCK at '{name}' — waiting for an operator's retry. {self.reason}")
