@@ -147,6 +147,9 @@ class ProviderEvent(BaseModel):
     reason: str | None = None
     occurred_at: datetime
     raw: dict[str, Any] = Field(default_factory=dict)
+    # True when the provider's callback signature doesn't cover the body (Dropbox Sign signs only
+    # time + type): the workflow then acts only on what a poll of the provider confirms.
+    confirm: bool = False
 
 
 class CreateFlowInput(BaseModel):

@@ -366,3 +366,29 @@ async def test_departed_staff_cannot_be_signers(ts_env: WorkflowEnvironment, set
         view = await handle.result()
         assert view.status == "REJECTED" and "left the company" in (view.reason or "")
         assert h.provider.calls == 0
+
+
+async def test_unconfirmable_events_only_trigger_a_poll(ts_env: WorkflowEnvironment, settings: Settings) -> None:
+    """A callback whose signature doesn't cover the body (replayable) can't decline a flow by itself."""
+    async with harness(ts_env, settings) as h:
+        handle = await h.start([[A]])
+        await h.link(handle, A)
+        view = await h.status(handle)
+        forged = ProviderEvent(event_id="replayed-hash", provider="local", flow_id=view.provider_flow_id or "",
+                               kind="declined", signer_id=A.id, reason="forged", occurred_at=datetime.now(UTC),
+                               confirm=True)
+        await handle.signal("provider_event", forged)
+
+        async def polled() -> bool:
+            history = await handle.fetch_history()
+            return any(e.activity_task_scheduled_event_attributes.activity_type.name == "poll" for e in history.events)
+
+        for _ in range(100):  # the hint makes the workflow ask the provider
+            if await polled():
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("no poll after an unconfirmable event")
+        assert (await h.status(handle)).status == "IN_PROGRESS"  # the provider knows of no decline
+        await h.sign(handle, A)
+        assert (await handle.result()).status == "COMPLETED"

@@ -104,6 +104,7 @@ class SigningWorkflow:
         self.stuck_count = 0
         self.quiet_polls = 0  # polls in a row that found nothing new: spaces the next one out
         self.closed = False  # True once the final state is published (cards, DB, audit)
+        self.confirm_needed = False  # an unconfirmable event arrived: poll the provider now
 
     # ---- run ------------------------------------------------------------------------------
 
@@ -223,13 +224,14 @@ class SigningWorkflow:
                 s.reminders_sent += 1
                 await self._send_link(s, f"reminder:{s.person.id}:{s.reminders_sent}", reminder=True)
             next_poll = (self.last_activity_at or now) + self._poll_interval()
-            if now >= next_poll:
+            if now >= next_poll or self.confirm_needed:
+                self.confirm_needed = False
                 await self._poll()
                 continue
             wake = min([self.deadline, next_poll, *self._reminder_times()])
             try:
                 await workflow.wait_condition(
-                    lambda: bool(self.inbox or self.cancel_request or self.remind_requests),
+                    lambda: bool(self.inbox or self.cancel_request or self.remind_requests or self.confirm_needed),
                     timeout=max(wake - now, timedelta(seconds=1)),
                 )
             except TimeoutError:
@@ -391,6 +393,11 @@ class SigningWorkflow:
         self._enqueue(event)
 
     def _enqueue(self, event: ProviderEvent) -> None:
+        if event.confirm:
+            # The provider's signature doesn't cover the body: a replayed signature could carry
+            # any content. Treat it as a hint and act on what the provider's state confirms.
+            self.confirm_needed = True
+            return
         if event.event_id in self.seen_events:
             return
         self.seen_events.add(event.event_id)

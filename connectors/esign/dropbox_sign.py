@@ -342,10 +342,16 @@ class DropboxSignWebhook:
             signature = next((s for s in request.get("signatures", []) if s.get("signature_id") == related), None)
             if signature is None:
                 return [], REPLY
-            return [signer_event(request, signature, SIGNER_EVENTS[event_type], raw=data)], REPLY
+            return [_unconfirmed(signer_event(request, signature, SIGNER_EVENTS[event_type], raw=data))], REPLY
         if event_type in FLOW_EVENTS:
-            return [flow_event(request, FLOW_EVENTS[event_type], event_time, raw=data)], REPLY
+            return [_unconfirmed(flow_event(request, FLOW_EVENTS[event_type], event_time, raw=data))], REPLY
         return [], REPLY
+
+
+def _unconfirmed(event: ProviderEvent) -> ProviderEvent:
+    """`event_hash` covers only time + type, not the body: a captured hash could be replayed with
+    any content. So a delivery is only a hint; the workflow polls and acts on the provider's state."""
+    return event.model_copy(update={"confirm": True})
 
 
 def build(settings: Settings, engine: Any, blobs: BlobStore, http: httpx.AsyncClient) -> DropboxSignProvider | None:
