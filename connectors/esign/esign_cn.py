@@ -1,0 +1,397 @@
+"""e签宝 (open.esign.cn, SaaS API v3) over plain httpx, and its callbacks.
+
+Why it is shaped this way:
+
+- Every call is signed per `esign_cn_auth` (body serialised once, those bytes signed and sent).
+  Answers are `{code, message, data}`: `code != 0` is a refusal even under HTTP 200.
+- Signer order: SignBridge group g becomes `signOrder = g + 1`; equal orders sign in parallel,
+  so serial, parallel and mixed orders map one to one (no flattening as with Dropbox Sign).
+- Each sign field carries `customBizNum = "<signer id>@<request tag>"` (request tag = the first
+  16 hex of SHA-256(request id)). Callbacks and the flow detail hand it back, so a signature maps
+  to the SignBridge signer without any state here, and `create_flow` finds the flow it already
+  made by listing recent flows (`/v3/sign-flow/sign-flow-list`) and matching the tag before it
+  creates one. UNCONFIRMED: the list endpoint's exact body and that `customBizNum` is echoed in
+  `SIGN_MISSON_COMPLETE`; when it is not, the polling fallback (detail) still maps the signer.
+- e签宝 signs the original incrementally (its own CA), so `incremental = True`: the finish step
+  checks the download starts with our original bytes. The evidence is e签宝's flow and file ids
+  and the hash it reports for the signed file, next to the hash of what we downloaded.
+- Event ids come from state (flow, signer, outcome), so a redelivered, reordered or polled event
+  is the same event and the workflow applies it once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from connectors.esign.base import ProviderError, WebhookRejected, WebhookReply
+from connectors.esign.esign_cn_auth import callback_signature, content_md5, encode_body, signed_headers
+from signbridge.models import CreateFlowInput, OpenGroupInput, Person, ProviderEvent, SignerLink
+from signbridge.settings import Settings
+from store.blobs import BlobStore
+
+PROVIDER = "esign_cn"
+REPLY = WebhookReply(200, b'{"code":"200","msg":"success"}', "application/json")
+# signFlowStatus: 0 draft, 1 signing, 2 completed, 3 revoked, 5 expired, 7 refused
+FLOW_KINDS = {2: "completed", 3: "cancelled", 5: "expired"}
+FINAL_FLOW = (2, 3, 5, 7)
+SIGNER_KINDS = {2: "signed", 4: "declined"}  # signResult / signStatus: 2 signed, 4 refused
+
+
+class EsignCnConfig(BaseSettings):
+    """`SIGNBRIDGE_ESIGN_CN_*`; enabled once both APP_ID and APP_SECRET are set."""
+
+    model_config = SettingsConfigDict(env_prefix="SIGNBRIDGE_ESIGN_CN_", env_file=None, extra="ignore")
+
+    app_id: str = ""
+    app_secret: SecretStr | None = None
+    api_base: str = "https://openapi.esign.cn"  # sandbox: https://smlopenapi.esign.cn
+    callback_tolerance_s: int = 900  # callback timestamp window; 0 = do not check (unconfirmed)
+    list_pages: int = 5  # pages of recent flows `create_flow` searches for its own
+    file_ready_attempts: int = 20  # uploaded file status checks (0.25 s apart) before giving up
+    retryable_codes: str = "1435010,1437500"  # business codes meaning "busy, try again" (unconfirmed)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.app_id and self.app_secret and self.app_secret.get_secret_value())
+
+
+def _error(message: str, *, retryable: bool, retry_after: float | None = None) -> ProviderError:
+    error = ProviderError(message)
+    error.non_retryable = not retryable  # type: ignore[misc]
+    error.retry_after = retry_after  # type: ignore[misc]
+    return error
+
+
+def request_tag(request_id: str) -> str:
+    return hashlib.sha256(request_id.encode()).hexdigest()[:16]
+
+
+def biz_num(signer_id: str, request_id: str) -> str:
+    return f"{signer_id}@{request_tag(request_id)}"
+
+
+def signer_of(custom_biz_num: Any) -> str | None:
+    """The SignBridge signer id inside a `customBizNum` (None when absent or foreign)."""
+    value = str(custom_biz_num or "")
+    signer, sep, _tag = value.rpartition("@")
+    return signer if sep and signer else None
+
+
+def _at(ms: Any) -> datetime:
+    try:
+        return datetime.fromtimestamp(int(ms) / 1000, tz=UTC)
+    except (TypeError, ValueError, OverflowError):
+        return datetime.now(UTC)
+
+
+def _account(person: Person) -> str:
+    return person.mobile or person.email or ""
+
+
+def signer_event(flow_id: str, signer_id: str | None, kind: str, *, when: Any, reason: str | None = None,
+                 raw: dict[str, Any] | None = None) -> ProviderEvent:
+    return ProviderEvent(event_id=f"{PROVIDER}:{flow_id}:{signer_id}:{kind}", provider=PROVIDER, flow_id=flow_id,
+                         kind=kind, signer_id=signer_id, reason=reason if kind == "declined" else None,  # type: ignore[arg-type]
+                         occurred_at=_at(when), raw=raw or {})
+
+
+def flow_event(flow_id: str, kind: str, *, when: Any, raw: dict[str, Any] | None = None) -> ProviderEvent:
+    return ProviderEvent(event_id=f"{PROVIDER}:{flow_id}:{kind}", provider=PROVIDER, flow_id=flow_id,
+                         kind=kind, occurred_at=_at(when), raw=raw or {})  # type: ignore[arg-type]
+
+
+def _detail_signer_id(signer: Mapping[str, Any]) -> str | None:
+    for field in signer.get("signFields") or []:
+        found = signer_of(field.get("customBizNum"))
+        if found:
+            return found
+    return None
+
+
+class EsignCnProvider:
+    """`ESignProvider` for e签宝. Flow id = `signFlowId`."""
+
+    name = PROVIDER
+    incremental = True  # e签宝 appends its signatures to the original bytes
+
+    def __init__(self, config: EsignCnConfig, settings: Settings, blobs: BlobStore, http: httpx.AsyncClient) -> None:
+        assert config.app_secret is not None
+        self.config = config
+        self.blobs = blobs
+        self.http = http
+        self.base = config.api_base.rstrip("/")
+        self.base_path = httpx.URL(self.base).path.rstrip("/")
+        self.notify_url = f"{settings.public_url.rstrip('/')}/esign/{PROVIDER}/webhook"
+        self._retryable = {c.strip() for c in config.retryable_codes.split(",") if c.strip()}
+
+    # ---- transport ------------------------------------------------------------------------
+
+    async def call(self, method: str, path: str, what: str, body: Mapping[str, Any] | None = None) -> Any:
+        """One signed API call; returns `data`. Classifies every failure for the retry policy."""
+        raw = encode_body(body)
+        assert self.config.app_secret is not None
+        headers = signed_headers(self.config.app_id, self.config.app_secret.get_secret_value(), method,
+                                 self.base_path + path, raw)
+        try:
+            resp = await self.http.request(method, self.base + path, content=raw or None, headers=headers)
+        except httpx.TimeoutException as e:
+            raise _error(f"e签宝 {what}: timeout", retryable=True) from e
+        except httpx.TransportError as e:
+            raise _error(f"e签宝 {what}: {type(e).__name__}", retryable=True) from e
+        return self._data(resp, what)
+
+    def _data(self, resp: httpx.Response, what: str) -> Any:
+        retry_after = _retry_after(resp)
+        try:
+            payload = resp.json()
+        except ValueError:
+            payload = None
+        code = payload.get("code") if isinstance(payload, dict) else None
+        message = str(payload.get("message", "")) if isinstance(payload, dict) else resp.text[:200]
+        if resp.status_code >= 500 or resp.status_code in (408, 429):
+            raise _error(f"e签宝 {what}: HTTP {resp.status_code} {message}".strip(), retryable=True,
+                         retry_after=retry_after)
+        if resp.status_code >= 400 or code is None:
+            raise _error(f"e签宝 {what}: HTTP {resp.status_code} code {code} {message}".strip(), retryable=False)
+        if code != 0:
+            retryable = str(code) in self._retryable
+            raise _error(f"e签宝 {what}: code {code} {message}", retryable=retryable, retry_after=retry_after)
+        return payload.get("data") or {}
+
+    # ---- flow -----------------------------------------------------------------------------
+
+    async def _find(self, request_id: str) -> str | None:
+        tag = "@" + request_tag(request_id)
+        now = int(time.time() * 1000)
+        for page in range(1, self.config.list_pages + 1):
+            data = await self.call("POST", "/v3/sign-flow/sign-flow-list", "list flows", {
+                "pageNum": page, "pageSize": 100, "signFlowStartTimeFrom": now - 89 * 86_400_000,
+                "signFlowStartTimeTo": now + 60_000})
+            flows = data.get("signFlowInfos") or []
+            for flow in flows:
+                for signer in flow.get("signers") or []:
+                    if any(str(f.get("customBizNum", "")).endswith(tag) for f in signer.get("signFields") or []):
+                        return str(flow["signFlowId"])
+            if page * 100 >= int(data.get("total") or 0):
+                break
+        return None
+
+    async def _upload(self, req: CreateFlowInput) -> str:
+        pdf = self.blobs.get(req.document.blob_key)
+        md5 = content_md5(pdf)
+        data = await self.call("POST", "/v3/files/file-upload-url", "file upload url", {
+            "contentMd5": md5, "contentType": "application/pdf", "convertToPDF": False,
+            "fileName": req.document.name, "fileSize": len(pdf)})
+        file_id, url = str(data["fileId"]), str(data["fileUploadUrl"])
+        try:
+            resp = await self.http.put(url, content=pdf,
+                                       headers={"Content-MD5": md5, "Content-Type": "application/pdf"})
+        except httpx.TransportError as e:
+            raise _error(f"e签宝 upload: {type(e).__name__}", retryable=True) from e
+        if resp.status_code >= 400:
+            raise _error(f"e签宝 upload: HTTP {resp.status_code}", retryable=resp.status_code >= 500)
+        for _ in range(self.config.file_ready_attempts):
+            status = await self.call("GET", f"/v3/files/{file_id}", "file status")
+            if int(status.get("fileStatus", 0)) in (2, 5):
+                return file_id
+            await asyncio.sleep(0.25)  # e签宝 processes the upload asynchronously
+        raise _error(f"e签宝 file {file_id} is still processing", retryable=True)
+
+    async def create_flow(self, req: CreateFlowInput) -> str:
+        existing = await self._find(req.request_id)
+        if existing:
+            return existing
+        seen: set[str] = set()
+        ordered = [(g, p) for g, people in enumerate(req.groups) for p in people
+                   if not (p.id in seen or seen.add(p.id))]  # type: ignore[func-returns-value]
+        missing = [p.name for _, p in ordered if not _account(p)]
+        if missing:
+            raise _error(f"e签宝 needs a mobile number or email for {', '.join(missing)}", retryable=False)
+        file_id = await self._upload(req)
+        signers = [{
+            "signerType": 0,
+            "psnSignerInfo": {"psnAccount": _account(p), "psnInfo": {"psnName": p.name}},
+            "signConfig": {"signOrder": g + 1},
+            "signFields": [{"fileId": file_id, "customBizNum": biz_num(p.id, req.request_id),
+                            "normalSignFieldConfig": {"freeMode": True, "signFieldStyle": 1}}],
+        } for g, p in ordered]
+        data = await self.call("POST", "/v3/sign-flow/create-by-file", "create flow", {
+            "docs": [{"fileId": file_id, "fileName": req.document.name}],
+            "signFlowConfig": {"signFlowTitle": req.title[:100], "autoStart": True, "autoFinish": True,
+                               "signFlowExpireTime": int(req.expires_at.timestamp() * 1000),
+                               "notifyUrl": self.notify_url},
+            "signers": signers})
+        return str(data["signFlowId"])
+
+    async def _detail(self, flow_id: str) -> dict[str, Any]:
+        return dict(await self.call("GET", f"/v3/sign-flow/{flow_id}/detail", "flow detail"))
+
+    async def open_group(self, req: OpenGroupInput) -> list[SignerLink]:
+        """e签宝 opens turns itself (signOrder); this fetches each pending signer's sign URL."""
+        detail = await self._detail(req.flow_id)
+        by_id = {_detail_signer_id(s): s for s in detail.get("signers") or []}
+        links: list[SignerLink] = []
+        for person in req.signers:
+            signer = by_id.get(person.id)
+            if signer is None:
+                raise _error(f"signer {person.id} is not in e签宝 flow {req.flow_id}", retryable=False)
+            if int(signer.get("signStatus", 1)) in SIGNER_KINDS:
+                continue
+            data = await self.call("POST", f"/v3/sign-flow/{req.flow_id}/sign-url", "sign url", {
+                "operator": {"psnAccount": _account(person)}, "needLogin": False, "urlType": 2,
+                "clientType": "ALL"})
+            links.append(SignerLink(signer_id=person.id, url=str(data.get("shortUrl") or data["url"])))
+        return links
+
+    async def poll(self, flow_id: str) -> list[ProviderEvent]:
+        detail = await self._detail(flow_id)
+        events: list[ProviderEvent] = []
+        for signer in detail.get("signers") or []:
+            kind = SIGNER_KINDS.get(int(signer.get("signStatus", 1)))
+            if kind:
+                events.append(signer_event(flow_id, _detail_signer_id(signer), kind, when=signer.get("signTime"),
+                                           reason=signer.get("refuseReason") or detail.get("signFlowDescription")))
+        kind = FLOW_KINDS.get(int(detail.get("signFlowStatus", 1)))
+        if kind:
+            events.append(flow_event(flow_id, kind, when=detail.get("signFlowFinishTime")))
+        return events
+
+    async def _files(self, flow_id: str) -> list[dict[str, Any]]:
+        data = await self.call("GET", f"/v3/sign-flow/{flow_id}/file-download-url", "download url")
+        files = list(data.get("files") or [])
+        if not files:
+            raise _error(f"e签宝 flow {flow_id} has no signed file yet", retryable=True)
+        return files
+
+    async def download_signed(self, flow_id: str) -> bytes:
+        url = str((await self._files(flow_id))[0]["downloadUrl"])
+        try:
+            resp = await self.http.get(url)
+        except httpx.TransportError as e:
+            raise _error(f"e签宝 download: {type(e).__name__}", retryable=True) from e
+        if resp.status_code >= 400 or not resp.content.startswith(b"%PDF-"):
+            raise _error(f"e签宝 download of {flow_id}: HTTP {resp.status_code}", retryable=True)
+        return resp.content
+
+    async def evidence(self, flow_id: str) -> dict[str, Any]:
+        """e签宝's ids and the hash it reports, beside the hash of the bytes we received."""
+        files = await self._files(flow_id)
+        signed = await self.download_signed(flow_id)
+        return {"kind": "esign_cn", "sign_flow_id": flow_id,
+                "files": [{"file_id": f.get("fileId"), "reported_sha256": f.get("fileHash")} for f in files],
+                "downloaded_sha256": hashlib.sha256(signed).hexdigest()}
+
+    async def revoke(self, flow_id: str, reason: str) -> None:
+        detail = await self._detail(flow_id)
+        if int(detail.get("signFlowStatus", 1)) in FINAL_FLOW:
+            return
+        await self.call("POST", f"/v3/sign-flow/{flow_id}/revoke", "revoke", {"revokeReason": reason[:50] or "撤销"})
+
+    async def remind(self, flow_id: str, signer_ids: list[str]) -> None:
+        """e签宝 re-sends its own SMS/email notice (`urge`) to the pending signers asked for."""
+        detail = await self._detail(flow_id)
+        accounts = []
+        for signer in detail.get("signers") or []:
+            sid = _detail_signer_id(signer)
+            if int(signer.get("signStatus", 1)) == 1 and (not signer_ids or sid in signer_ids):
+                account = (signer.get("psnSigner") or {}).get("psnAccount") or {}
+                accounts.append(account.get("accountMobile") or account.get("accountEmail"))
+        if accounts:
+            await self.call("POST", f"/v3/sign-flow/{flow_id}/urge", "urge",
+                            {"urgedOperator": [{"psnAccount": a} for a in accounts if a]})
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    try:
+        value = resp.headers.get("Retry-After")
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+# ---- webhook ------------------------------------------------------------------------------
+
+
+class EsignCnWebhook:
+    """Verifies `X-Tsign-Open-SIGNATURE` (constant time, timestamp window) and normalises actions."""
+
+    name = PROVIDER
+
+    def __init__(self, config: EsignCnConfig) -> None:
+        assert config.app_secret is not None
+        self._secret = config.app_secret
+        self._app_id = config.app_id
+        self._tolerance_ms = config.callback_tolerance_s * 1000
+
+    def parse(self, headers: Mapping[str, str], query: Mapping[str, str],
+              body: bytes) -> tuple[list[ProviderEvent], WebhookReply]:
+        lower = {k.lower(): v for k, v in headers.items()}
+        timestamp, given = lower.get("x-tsign-open-timestamp", ""), lower.get("x-tsign-open-signature", "")
+        if not (timestamp and given):
+            raise WebhookRejected("missing e签宝 callback signature")
+        app_id = lower.get("x-tsign-open-app-id")
+        if app_id is not None and app_id != self._app_id:
+            raise WebhookRejected("callback for another e签宝 app")
+        expected = callback_signature(self._secret.get_secret_value(), timestamp, dict(query), body)
+        if not hmac.compare_digest(expected.encode(), given.lower().encode()):
+            raise WebhookRejected("bad e签宝 callback signature")
+        try:
+            skew = abs(time.time() * 1000 - int(timestamp))
+        except ValueError as e:
+            raise WebhookRejected("bad e签宝 callback timestamp") from e
+        if self._tolerance_ms and skew > self._tolerance_ms:
+            raise WebhookRejected("stale e签宝 callback")
+        try:
+            data = json.loads(body)
+        except ValueError as e:
+            raise WebhookRejected("the e签宝 callback is not JSON") from e
+        if not isinstance(data, dict):
+            raise WebhookRejected("the e签宝 callback is not an object")
+        return normalise(data), REPLY
+
+
+def normalise(data: dict[str, Any]) -> list[ProviderEvent]:
+    """A verified callback → events (none for actions SignBridge does not act on)."""
+    action, flow_id = data.get("action"), str(data.get("signFlowId") or "")
+    if not flow_id:
+        return []
+    if action == "SIGN_MISSON_COMPLETE":  # sic, e签宝's spelling
+        try:
+            kind = SIGNER_KINDS.get(int(data.get("signResult", 0)))
+        except (TypeError, ValueError):
+            kind = None
+        if kind is None:
+            return []
+        return [signer_event(flow_id, signer_of(data.get("customBizNum")), kind,
+                             when=data.get("operateTime") or data.get("timestamp"),
+                             reason=data.get("resultDescription"), raw=data)]
+    if action == "SIGN_FLOW_COMPLETE":
+        try:
+            kind = FLOW_KINDS.get(int(str(data.get("signFlowStatus", ""))))
+        except ValueError:
+            kind = None
+        # "7" (refused) carries no signer: the SIGN_MISSON_COMPLETE refusal is the event.
+        return [flow_event(flow_id, kind, when=data.get("signFlowFinishTime") or data.get("timestamp"), raw=data)] \
+            if kind else []
+    return []
+
+
+def build(settings: Settings, engine: Any, blobs: BlobStore, http: httpx.AsyncClient) -> EsignCnProvider | None:
+    config = EsignCnConfig()
+    return EsignCnProvider(config, settings, blobs, http) if config.enabled else None
+
+
+def webhook(settings: Settings) -> EsignCnWebhook | None:
+    config = EsignCnConfig()
+    return EsignCnWebhook(config) if config.enabled else None
