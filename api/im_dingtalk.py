@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import hashlib
 import hmac
 import json
@@ -171,7 +170,7 @@ async def _subscription(request: Request, settings: Settings, client: Client, co
         event = _json(decrypt_event(config.aes_key.get_secret_value(), config.owner_key or config.app_key, encrypt))
     except ApiError as e:
         raise ApiError(401, "bad_payload", "Rejected: the event is not JSON after decryption") from e
-    except (ValueError, binascii.Error, UnicodeDecodeError, Exception) as e:  # wrong key/owner, bad padding
+    except Exception as e:  # wrong key or owner (wechatpy's own exception), bad padding/base64
         raise ApiError(401, "bad_payload", f"Rejected: the event does not decrypt ({type(e).__name__})") from e
     if event.get("outTrackId") and event.get("content"):
         await _card_action(request, settings, client, config, event, encrypt)

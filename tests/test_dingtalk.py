@@ -419,3 +419,18 @@ async def test_file_then_command_to_signed_pdf(dev_env: WorkflowEnvironment, set
         assert rejected.reason and "赵六" in rejected.reason
         await sim.wait_for(lambda: any("赵六" in m["param"]["content"] and "离职" in m["param"]["content"]
                                        for m in sim.sent(GROUP, "sampleText")))
+
+        # a mention DingTalk gives no name for and the directory does not know: named by the typed
+        # `@name` (order fallback), then refused by the flow's directory check with that name
+        ghost = text_message("@SignBridge sign @鬼", "msg-cmd-3", at=["ghost"])
+        assert (await api.robot(http, ghost)).status_code == 200
+        unknown = await wait_status(dev_env.client, f"sign:dingtalk:{CORP}:msg-cmd-3", "REJECTED")
+        assert unknown.reason and "找不到钉钉用户 鬼" in unknown.reason
+
+        # a command with no file sent before it by that sender: REJECTED, the reason told in the group
+        assert (await api.robot(http, text_message("sign @张三", "msg-cmd-4", sender="lisi", at=["zhangsan"]))
+                ).status_code == 200  # DingTalk dropped the robot's own @name from the text
+        no_file = await wait_status(dev_env.client, f"sign:dingtalk:{CORP}:msg-cmd-4", "REJECTED")
+        assert no_file.reason and "没有找到要签署的文件" in no_file.reason
+        await sim.wait_for(lambda: any("没有找到要签署的文件" in m["param"]["content"]
+                                       for m in sim.sent(GROUP, "sampleText")))
