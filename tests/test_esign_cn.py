@@ -1,0 +1,298 @@
+"""e签宝: signature vectors, the connector against its simulator over real HTTP, whole flows end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+from temporalio.testing import WorkflowEnvironment
+
+from connectors.esign import esign_cn
+from connectors.esign.base import ProviderError, WebhookRejected
+from connectors.esign.esign_cn import REPLY, EsignCnConfig, EsignCnProvider, EsignCnWebhook
+from connectors.esign.esign_cn_auth import callback_signature, content_md5, request_signature, signed_headers
+from signbridge.models import ActionInput, Actor, CreateFlowInput, DocumentInfo, OpenGroupInput, Person
+from signbridge.pdf.pades import validate_pdf
+from signbridge.pdf.sample import sample_contract
+from signbridge.settings import Settings
+from store.blobs import FileBlobStore, sha256_hex
+from tests.provider_cases import E2E, A, B, C, provider_e2e
+from tests.sim.esign_cn_sim import FLOW_STATE, PARAM_ERROR, EsignCnSim
+
+APP_ID, SECRET = "sim-app-id", "sim-app-secret"
+OPERATOR = Actor(id="ops-1", name="Ops", is_operator=True)
+# e签宝 identifies people by mobile (or email): give the shared test people mobiles.
+A_ = A.model_copy(update={"mobile": "13800000001"})
+B_ = B.model_copy(update={"mobile": "13800000002"})
+C_ = C.model_copy(update={"mobile": None})  # external customer: by email
+
+
+# ---- vectors (PROTOCOLS.md, derived) ---------------------------------------------------------
+
+
+def test_request_signature_vector() -> None:
+    body = b'{"a":1}'
+    assert content_md5(body) == "u2y1xo30ZSlByvZSo2by2A=="
+    assert request_signature("secret", "POST", content_md5(body), "/v3/sign-flow/create-by-file") == \
+        "zyuzOdsFgvREoutcc6rz8Ngz3xmSRCuoCaDE53AwMdY="
+    headers = signed_headers("app", "secret", "POST", "/v3/sign-flow/create-by-file", body, now_ms=1)
+    assert headers["X-Tsign-Open-Ca-Signature"] == "zyuzOdsFgvREoutcc6rz8Ngz3xmSRCuoCaDE53AwMdY="
+    assert headers["Content-MD5"] == "u2y1xo30ZSlByvZSo2by2A==" and headers["X-Tsign-Open-Auth-Mode"] == "Signature"
+    assert "Content-MD5" not in signed_headers("app", "secret", "GET", "/v3/files/x", b"")
+
+
+def test_callback_signature_vector() -> None:
+    body = b'{"action":"SIGN_FLOW_COMPLETE","signFlowId":"f1","signFlowStatus":"2"}'
+    assert callback_signature("secret", "1700000000000", {}, body) == \
+        "83e97518d6d119e5149ea36df3143af2a61ed934ea27d6e8b66c52af5f0c3eb6"
+
+
+def test_settings_enable_only_with_id_and_secret(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
+    monkeypatch.delenv("SIGNBRIDGE_ESIGN_CN_APP_SECRET", raising=False)
+    monkeypatch.setenv("SIGNBRIDGE_ESIGN_CN_APP_ID", "app-1")
+    assert esign_cn.webhook(settings) is None
+    assert esign_cn.build(settings, None, FileBlobStore(settings.data_dir), httpx.AsyncClient()) is None
+    monkeypatch.setenv("SIGNBRIDGE_ESIGN_CN_APP_SECRET", "s3cret-value")
+    assert esign_cn.webhook(settings) is not None
+    provider = esign_cn.build(settings, None, FileBlobStore(settings.data_dir), httpx.AsyncClient())
+    assert provider is not None and provider.notify_url == f"{settings.public_url}/esign/esign_cn/webhook"
+    assert "s3cret-value" not in repr(EsignCnConfig()) and "s3cret-value" not in str(EsignCnConfig().model_dump())
+
+
+def test_webhook_actions_and_refusals(tmp_path: Path) -> None:
+    sim = EsignCnSim(APP_ID, SECRET, tmp_path / "ca")
+    hook = EsignCnWebhook(EsignCnConfig(app_id=APP_ID, app_secret=SecretStr(SECRET)))
+    url = "https://sb.example/esign/esign_cn/webhook?tenant=t1&k=v"  # the notify URL's own query is signed too
+    query = {"tenant": "t1", "k": "v"}
+    flow = {"id": "f1", "title": "t", "description": "完成", "startTime": 1, "finishTime": 1767323045000}
+    signer = {"account": "13800000001", "order": 1, "signTime": 1767323045000, "bizNums": ["u-1@abc"]}
+    cases = [(sim._mission(flow, signer, 2, "ok"), [("signed", "u-1")]),
+             (sim._mission(flow, signer, 4, "价格不对"), [("declined", "u-1")]),
+             (sim._mission(flow, signer, 3, "失败"), []),
+             (sim._flow_complete(flow, "2"), [("completed", None)]),
+             (sim._flow_complete(flow, "3"), [("cancelled", None)]),
+             (sim._flow_complete(flow, "5"), [("expired", None)]),
+             (sim._flow_complete(flow, "7"), []),  # the refusal itself came as SIGN_MISSON_COMPLETE
+             ({"action": "SIGN_FLOW_START", "signFlowId": "f1"}, [])]
+    for payload, expected in cases:
+        headers, body = sim.signed_request(url, payload)
+        events, reply = hook.parse(headers, query, body)
+        assert reply == REPLY
+        assert [(e.kind, e.signer_id) for e in events] == expected, payload
+        assert all(e.raw == payload and e.flow_id == "f1" for e in events)
+    headers, body = sim.signed_request(url, sim._mission(flow, signer, 4, "价格不对"))
+    declined = hook.parse(headers, query, body)[0][0]
+    assert declined.reason == "价格不对" and declined.event_id == "esign_cn:f1:u-1:declined"
+    headers, body = sim.signed_request(url, sim._flow_complete(flow, "2"))
+    with pytest.raises(WebhookRejected):
+        hook.parse(headers, {}, body)  # query values are part of what is signed
+    forged_headers, forged_body = sim.signed_request(url, sim._flow_complete(flow, "2"), secret="other")
+    with pytest.raises(WebhookRejected):
+        hook.parse(forged_headers, query, forged_body)
+    stale_h, stale_b = sim.signed_request(url, sim._flow_complete(flow, "2"), ts=int(time.time() * 1000) - 901_000)
+    with pytest.raises(WebhookRejected):
+        hook.parse(stale_h, query, stale_b)
+
+
+# ---- connector over HTTP -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> Iterator[EsignCnSim]:
+    with EsignCnSim(APP_ID, SECRET, tmp_path / "sim-ca").running() as s:
+        yield s
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=10) as client:
+        yield client
+
+
+def _provider(sim: EsignCnSim, settings: Settings, blobs: FileBlobStore, http: httpx.AsyncClient,
+              secret: str = SECRET) -> EsignCnProvider:
+    config = EsignCnConfig(app_id=APP_ID, app_secret=SecretStr(secret), api_base=sim.url)
+    return EsignCnProvider(config, settings, blobs, http)
+
+
+def _create_input(blobs: FileBlobStore, groups: list[list[Person]], request_id: str = "req-1") -> CreateFlowInput:
+    data = sample_contract("unit")
+    return CreateFlowInput(request_id=request_id, provider="esign_cn", title="合同",
+                           document=DocumentInfo(name="c.pdf", sha256=sha256_hex(data), blob_key=blobs.put(data),
+                                                 size=len(data), pages=1),
+                           groups=groups, expires_at=datetime.now(UTC) + timedelta(days=3))
+
+
+async def test_connector_over_http(sim: EsignCnSim, http: httpx.AsyncClient, settings: Settings) -> None:
+    blobs = FileBlobStore(settings.data_dir / "blobs")
+    provider = _provider(sim, settings, blobs, http)
+    req = _create_input(blobs, [[A_], [B_, C_]])
+    flow = await provider.create_flow(req)
+    assert await provider.create_flow(req) == flow and len(sim.flows) == 1  # idempotent per request id
+    f = sim.flows[flow]
+    assert [(s["account"], s["order"]) for s in f["signers"]] == \
+        [("13800000001", 1), ("13800000002", 2), ("a@customer.example", 2)]  # groups → signOrder
+    assert f["notifyUrl"] == f"{settings.public_url}/esign/esign_cn/webhook" and f["autoFinish"]
+    assert f["original"] == blobs.get(req.document.blob_key)
+    links = await provider.open_group(OpenGroupInput(request_id="req-1", provider="esign_cn", flow_id=flow,
+                                                     group=0, signers=[A_], expires_at=req.expires_at))
+    assert [link.signer_id for link in links] == ["u-1"] and str(links[0].url).startswith(sim.url)
+    sim.mute = True  # no SignBridge here
+    assert not sim.may_sign(flow, "13800000002")  # B's turn comes after A
+    await sim.sign(flow, "13800000001")
+    assert [(e.kind, e.signer_id, e.event_id) for e in await provider.poll(flow)] == \
+        [("signed", "u-1", f"esign_cn:{flow}:u-1:signed")]
+    with pytest.raises(ProviderError) as not_ready:
+        await provider.download_signed(flow)
+    assert not not_ready.value.non_retryable  # "not finished yet" heals by itself
+    assert sim.refusals[-1] == (f"/v3/sign-flow/{flow}/file-download-url", FLOW_STATE)
+    await provider.remind(flow, ["u-2"])
+    assert sim.urged == ["13800000002"]
+    await provider.revoke(flow, "changed our mind")
+    await provider.revoke(flow, "again")  # a revoked flow: no-op, no error
+    assert sim.flows[flow]["status"] == 3
+    assert [e.kind for e in await provider.poll(flow)] == ["signed", "cancelled"]
+
+    parallel = await provider.create_flow(_create_input(blobs, [[A_, B_]], request_id="req-2"))
+    await sim.sign(parallel, "13800000002")
+    await sim.sign(parallel, "13800000001")
+    signed = await provider.download_signed(parallel)
+    original = sim.flows[parallel]["original"]
+    assert signed.startswith(original) and len(signed) > len(original)  # incremental, like e签宝
+    reports = await asyncio.to_thread(validate_pdf, signed, [sim.ca.certificate])
+    assert len(reports) == 2 and all(r.intact and r.valid and r.trusted for r in reports)
+    evidence = await provider.evidence(parallel)
+    assert evidence["sign_flow_id"] == parallel
+    digest = hashlib.sha256(signed).hexdigest()
+    assert evidence["files"][0]["reported_sha256"] == evidence["downloaded_sha256"] == digest
+    assert [e.kind for e in await provider.poll(parallel)] == ["signed", "signed", "completed"]
+
+
+async def test_errors_are_classified(sim: EsignCnSim, http: httpx.AsyncClient, settings: Settings) -> None:
+    blobs = FileBlobStore(settings.data_dir / "blobs")
+    with pytest.raises(ProviderError) as bad_secret:
+        await _provider(sim, settings, blobs, http, secret="wrong").poll("x")
+    assert bad_secret.value.non_retryable and sim.refusals[-1] == ("/v3/sign-flow/x/detail", 401)
+    with pytest.raises(ProviderError) as invalid:
+        await _provider(sim, settings, blobs, http).create_flow(_create_input(blobs, [[Person(id="u-5", name="无号")]]))
+    assert invalid.value.non_retryable
+    with pytest.raises(ProviderError) as unknown:
+        await _provider(sim, settings, blobs, http).poll("no-such-flow")
+    assert unknown.value.non_retryable and "1437001" in str(unknown.value)
+    sim.down = True
+    with pytest.raises(ProviderError) as outage:
+        await _provider(sim, settings, blobs, http).poll("x")
+    assert not outage.value.non_retryable
+    sim.down = False
+    sim.throttle = 1
+    with pytest.raises(ProviderError) as limited:
+        await _provider(sim, settings, blobs, http).poll("x")
+    assert not limited.value.non_retryable and limited.value.retry_after == 3.0
+    # the simulator's gateway really checks: a body changed after signing is refused
+    headers = signed_headers(APP_ID, SECRET, "POST", "/v3/files/file-upload-url", b'{"a":1}')
+    resp = await http.post(f"{sim.url}/v3/files/file-upload-url", headers=headers, content=b'{"a":2}')
+    assert resp.status_code == 400
+    headers["Content-MD5"] = content_md5(b'{"a":2}')
+    resp = await http.post(f"{sim.url}/v3/files/file-upload-url", headers=headers, content=b'{"a":2}')
+    assert resp.status_code == 401 and resp.json()["code"] == 401
+    old = signed_headers(APP_ID, SECRET, "GET", "/v3/files/x", b"", now_ms=int(time.time() * 1000) - 16 * 60_000)
+    assert (await http.get(f"{sim.url}/v3/files/x", headers=old)).status_code == 401
+    with pytest.raises(ProviderError) as refused:  # a business refusal under HTTP 200: not retried
+        await _provider(sim, settings, blobs, http).call("POST", "/v3/sign-flow/create-by-file", "create", {"docs": []})
+    assert refused.value.non_retryable and sim.refusals[-1] == ("/v3/sign-flow/create-by-file", PARAM_ERROR)
+
+
+# ---- end to end ---------------------------------------------------------------------------------
+
+
+async def _flow_of(rig: E2E, sim: EsignCnSim, handle: Any) -> str:
+    view = await rig.wait(handle, lambda v: v.provider_flow_id is not None and v.status.value == "IN_PROGRESS")
+    assert view.provider_flow_id in sim.flows
+    return str(view.provider_flow_id)
+
+
+@pytest.fixture
+async def e2e(dev_env: WorkflowEnvironment, settings: Settings, sim: EsignCnSim,
+              monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[E2E]:
+    monkeypatch.setenv("SIGNBRIDGE_ESIGN_CN_APP_ID", APP_ID)
+    monkeypatch.setenv("SIGNBRIDGE_ESIGN_CN_APP_SECRET", SECRET)
+    made: list[EsignCnProvider] = []
+
+    def make(blobs: Any, http: httpx.AsyncClient) -> EsignCnProvider:
+        made.append(_provider(sim, settings, FileBlobStore(settings.data_dir / "blobs"), http))
+        return made[0]
+
+    async with provider_e2e(dev_env, settings, "esign_cn", make) as (rig, callback):
+        # In production notifyUrl = public_url + path; here the API runs on a free port chosen inside
+        # provider_e2e, so the notify URL is pointed at it once known.
+        made[0].notify_url = callback("/esign/esign_cn/webhook")
+        yield rig
+
+
+def _links(rig: E2E, handle: Any, *people: Person) -> bool:
+    return all(rig.links(handle, p) for p in people)
+
+
+async def test_e2e_mixed_groups_complete(e2e: E2E, sim: EsignCnSim) -> None:
+    handle = await e2e.start([[A_], [B_, C_]])
+    flow = await _flow_of(e2e, sim, handle)
+    await e2e.sink.wait_for(lambda: _links(e2e, handle, A_), timeout=20)
+    assert e2e.links(handle, A_)[0]["sign_url"].startswith(sim.url) and not e2e.links(handle, B_)
+    sim.duplicate = True  # every callback twice
+    sim.corrupt_next = 1  # and the first attempt mangled: 401, then e签宝 retries
+    await sim.sign(flow, "13800000001")
+    await e2e.sink.wait_for(lambda: _links(e2e, handle, B_, C_), timeout=20)
+    assert sim.deliveries[0].attempts[:2] == [401, 200]
+    sim.duplicate = False
+    sim.hold()
+    await sim.sign(flow, "13800000002")
+    await sim.sign(flow, "a@customer.example")
+    await sim.flush(reverse=True)  # flow finished first, then the signatures
+    view = await e2e.result(handle)
+    assert view.status.value == "COMPLETED" and all(s.status == "signed" for s in view.signers)
+    assert view.signed_document is not None
+    signed = e2e.blobs.get(view.signed_document.blob_key)
+    assert signed == sim.flows[flow]["data"] and signed.startswith(sim.flows[flow]["original"])
+    assert [f["sha256"] for f in e2e.sink.of_type("file")] == [view.signed_document.sha256]
+    assert all(d.attempts[-1] == 200 for d in sim.deliveries)
+
+
+async def test_e2e_decline(e2e: E2E, sim: EsignCnSim) -> None:
+    handle = await e2e.start([[A_, B_]])
+    flow = await _flow_of(e2e, sim, handle)
+    await e2e.sink.wait_for(lambda: _links(e2e, handle, A_, B_), timeout=20)
+    await sim.decline(flow, "13800000002", "价格不对")
+    view = await e2e.result(handle)
+    assert view.status.value == "DECLINED" and "价格不对" in (view.reason or "")
+    assert not sim.may_sign(flow, "13800000001")
+
+
+async def test_e2e_outage_sticks_then_retry_completes(e2e: E2E, sim: EsignCnSim) -> None:
+    sim.down = True
+    handle = await e2e.start([[A_]], step_retry_window=timedelta(seconds=2))
+    view = await e2e.wait(handle, lambda v: v.status.value == "STUCK")
+    assert view.stuck_step == "create" and "503" in (view.reason or "")
+    sim.down = False
+    await handle.execute_update("retry", ActionInput(actor=OPERATOR))
+    flow = await _flow_of(e2e, sim, handle)
+    assert len(sim.flows) == 1
+    await e2e.sink.wait_for(lambda: _links(e2e, handle, A_), timeout=20)
+    await sim.sign(flow, "13800000001")
+    assert (await e2e.result(handle)).status.value == "COMPLETED"
+
+
+async def test_e2e_lost_callbacks_are_caught_by_polling(e2e: E2E, sim: EsignCnSim) -> None:
+    handle = await e2e.start([[A_]], poll_after=timedelta(seconds=1))
+    flow = await _flow_of(e2e, sim, handle)
+    sim.mute = True
+    await sim.sign(flow, "13800000001")
+    view = await e2e.result(handle)
+    assert view.status.value == "COMPLETED" and view.events_seen == 2  # signed + completed, from a poll
