@@ -197,6 +197,36 @@ async def test_connector_against_simulator(settings: Settings) -> None:
             assert len(sim.cards) == 1 and card.versions[-1]["statusText"] == "已完成"
             assert sim.duplicates == 0
 
+            # a 1:1 chat: the card goes to the robot's chat with that user, texts to the user
+            direct = CHAT.model_copy(update={"chat_id": "zhangsan", "chat_kind": "direct"})
+            await chat.upsert_card(direct, "direct-card", build_card(_view(SignStatus.IN_PROGRESS, 0)))
+            assert sim.cards[track_id_for("direct-card")].open_space_id == "dtv1.card//IM_ROBOT.zhangsan"
+            await chat.send_text(direct, None, "only to you", key="k-direct")
+            assert sim.sent("zhangsan", "sampleText")[-1]["param"]["content"] == "only to you"
+
+
+async def test_a_burst_over_20_qps_loses_nothing_and_repeats_nothing(settings: Settings) -> None:
+    """The simulator's real 20-QPS window: the calls over it are refused as retryable; sending
+    every key again (as Temporal retries the activities) delivers exactly the missing ones."""
+    settings.data_dir.mkdir(parents=True)
+    engine = get_engine(settings.sqlalchemy_url)
+    create_all(engine)
+    sim = world(b"%PDF-")
+    with running(sim) as base:
+        async with httpx.AsyncClient(timeout=10) as http:
+            chat = DingTalkChat(config(base), engine, http)
+            await chat._access_token()
+            keys = [f"burst-{i}" for i in range(30)]
+            first = await asyncio.gather(*(chat.send_text(CHAT, None, f"message {k}", key=k) for k in keys),
+                                         return_exceptions=True)
+            refused = [r for r in first if isinstance(r, ChatUnavailable)]
+            assert len(refused) == 10 and all(r.retry_after == 1.0 for r in refused)
+            assert len(sim.sent(GROUP)) == 20
+            sim.reset_windows()
+            await asyncio.gather(*(chat.send_text(CHAT, None, f"message {k}", key=k) for k in keys))
+            assert sorted(m["param"]["content"] for m in sim.sent(GROUP)) == sorted(f"message {k}" for k in keys)
+            assert sim.duplicates == 0
+
 
 # ---- inbound ----------------------------------------------------------------------------------
 
@@ -307,6 +337,9 @@ async def test_forged_and_stale_start_nothing(dev_env: WorkflowEnvironment, sett
                                            token="other")
             assert forged_click.status_code == 401
             assert not await exists(dev_env.client, f"sign:dingtalk:{CORP}:forged-1")
+            # a genuine callback for a card we never sent: acknowledged, nothing happens
+            stray = await api.event(http, click(f"sign:dingtalk:{CORP}:forged-1", "cancel", "x"))
+            assert stray.status_code == 200 and "encrypt" in stray.json()
 
             # check_url: the reply is `success`, encrypted and signed for DingTalk
             ok = await api.event(http, {"EventType": "check_url"})

@@ -77,6 +77,11 @@ class DingTalkSim:
     def rate_limit_next(self, n: int) -> None:
         self._rate_limited = n
 
+    def reset_windows(self) -> None:
+        """The next second began: every API's QPS window is empty again (no sleeping in tests)."""
+        with self._lock:
+            self._windows.clear()
+
     def sent(self, to: str | None = None, msg_key: str | None = None) -> list[dict[str, Any]]:
         return [m for m in self.messages
                 if (to is None or m["to"] == to) and (msg_key is None or m["msgKey"] == msg_key)]
