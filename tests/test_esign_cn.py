@@ -296,3 +296,24 @@ async def test_e2e_lost_callbacks_are_caught_by_polling(e2e: E2E, sim: EsignCnSi
     await sim.sign(flow, "13800000001")
     view = await e2e.result(handle)
     assert view.status.value == "COMPLETED" and view.events_seen == 2  # signed + completed, from a poll
+
+
+async def test_e2e_expired_at_the_provider(e2e: E2E, sim: EsignCnSim) -> None:
+    handle = await e2e.start([[A_]])
+    flow = await _flow_of(e2e, sim, handle)
+    await sim.expire(flow)
+    assert (await e2e.result(handle)).status.value == "EXPIRED"
+
+
+async def test_e2e_cancel_revokes_at_the_provider(e2e: E2E, sim: EsignCnSim) -> None:
+    handle = await e2e.start([[A_], [B_]])
+    flow = await _flow_of(e2e, sim, handle)
+    await sim.sign(flow, "13800000001")
+    await e2e.sink.wait_for(lambda: _links(e2e, handle, B_), timeout=20)
+    await handle.execute_update("cancel", ActionInput(actor=OPERATOR, reason="wrong version"))
+    view = await e2e.result(handle)
+    assert view.status.value == "CANCELLED" and sim.flows[flow]["status"] == 3
+    assert not sim.may_sign(flow, "13800000002")
+    # e签宝 then reports the revocation; the finished flow acknowledges it (200) and ignores it.
+    await e2e.sink.wait_for(lambda: any(d.payload.get("signFlowStatus") == "3" and d.attempts[-1:] == [200]
+                                        for d in sim.deliveries), timeout=10)

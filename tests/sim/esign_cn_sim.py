@@ -95,6 +95,7 @@ class EsignCnSim:
         self.urged: list[str] = []
         self.deliveries: list[Delivery] = []
         self._held: list[Delivery] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self.url = ""
@@ -336,9 +337,20 @@ class EsignCnSim:
         await self._emit(self._mission(f, s, 4, reason))
         await self._emit(self._flow_complete(f, "7"))
 
+    async def expire(self, flow_id: str) -> None:
+        """The flow's signFlowExpireTime passed at e签宝 (no waiting for the clock in tests)."""
+        f = self.flows[flow_id]
+        with self._lock:
+            if f["status"] != 1:
+                raise PermissionError(f"{flow_id} is not signing")
+            f["status"], f["description"], f["finishTime"] = 5, "已过期", _ms()
+        await self._emit(self._flow_complete(f, "5"))
+
     def _emit_later(self, f: dict[str, Any], status: str) -> None:
-        delivery = self._flow_complete(f, status)
-        asyncio.get_running_loop().create_task(self._emit(delivery))
+        """After the API answer (as e签宝 does): the revoke callback must not block the revoke call."""
+        task = asyncio.get_running_loop().create_task(self._emit(self._flow_complete(f, status)))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # ---- callbacks --------------------------------------------------------------------------
 
