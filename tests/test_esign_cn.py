@@ -91,6 +91,12 @@ def test_webhook_actions_and_refusals(tmp_path: Path) -> None:
     headers, body = sim.signed_request(url, sim._mission(flow, signer, 4, "价格不对"))
     declined = hook.parse(headers, query, body)[0][0]
     assert declined.reason == "价格不对" and declined.event_id == "esign_cn:f1:u-1:declined"
+    foreign = {**sim._mission(flow, signer, 2, "ok"), "customBizNum": None}
+    headers, body = sim.signed_request(url, foreign)
+    [unmapped] = hook.parse(headers, query, body)[0]
+    assert unmapped.signer_id is None and unmapped.event_id == "esign_cn:f1:account:13800000001:signed"
+    headers, body = sim.signed_request(url, {"action": "SIGN_FLOW_COMPLETE"})
+    assert hook.parse(headers, query, body) == ([], REPLY)
     headers, body = sim.signed_request(url, sim._flow_complete(flow, "2"))
     with pytest.raises(WebhookRejected):
         hook.parse(headers, {}, body)  # query values are part of what is signed

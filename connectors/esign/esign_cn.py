@@ -354,10 +354,10 @@ class EsignCnWebhook:
             raise WebhookRejected("stale e签宝 callback")
         try:
             data = json.loads(body)
-        except ValueError as e:
-            raise WebhookRejected("the e签宝 callback is not JSON") from e
-        if not isinstance(data, dict):
-            raise WebhookRejected("the e签宝 callback is not an object")
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):  # genuinely from e签宝 but unreadable: acknowledge, never retried
+            return [], REPLY
         return normalise(data), REPLY
 
 
@@ -373,9 +373,14 @@ def normalise(data: dict[str, Any]) -> list[ProviderEvent]:
             kind = None
         if kind is None:
             return []
-        return [signer_event(flow_id, signer_of(data.get("customBizNum")), kind,
-                             when=data.get("operateTime") or data.get("timestamp"),
-                             reason=data.get("resultDescription"), raw=data)]
+        signer = signer_of(data.get("customBizNum"))
+        event = signer_event(flow_id, signer, kind, when=data.get("operateTime") or data.get("timestamp"),
+                             reason=data.get("resultDescription"), raw=data)
+        if signer is None:  # not ours to map (no customBizNum): keyed by the account, kept for the audit
+            account = (data.get("operator") or {}).get("psnAccount") or {}
+            who = account.get("accountMobile") or account.get("accountEmail") or data.get("signOrder")
+            event = event.model_copy(update={"event_id": f"{PROVIDER}:{flow_id}:account:{who}:{kind}"})
+        return [event]
     if action == "SIGN_FLOW_COMPLETE":
         try:
             kind = FLOW_KINDS.get(int(str(data.get("signFlowStatus", ""))))
