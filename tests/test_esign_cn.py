@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -13,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from pydantic import SecretStr
+from sqlmodel import Session, select
 from temporalio.testing import WorkflowEnvironment
 
 from connectors.esign import esign_cn
@@ -21,9 +23,12 @@ from connectors.esign.esign_cn import REPLY, EsignCnConfig, EsignCnProvider, Esi
 from connectors.esign.esign_cn_auth import callback_signature, content_md5, request_signature, signed_headers
 from signbridge.models import ActionInput, Actor, CreateFlowInput, DocumentInfo, OpenGroupInput, Person
 from signbridge.pdf.pades import validate_pdf
+from signbridge.pdf.pki import CERT_FILE, InstallationCA
 from signbridge.pdf.sample import sample_contract
 from signbridge.settings import Settings
 from store.blobs import FileBlobStore, sha256_hex
+from store.db import get_engine
+from store.tables import AuditEvent
 from tests.provider_cases import E2E, A, B, C, provider_e2e
 from tests.sim.esign_cn_sim import FLOW_STATE, PARAM_ERROR, EsignCnSim
 
@@ -124,8 +129,10 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 
 def _provider(sim: EsignCnSim, settings: Settings, blobs: FileBlobStore, http: httpx.AsyncClient,
-              secret: str = SECRET) -> EsignCnProvider:
-    config = EsignCnConfig(app_id=APP_ID, app_secret=SecretStr(secret), api_base=sim.url)
+              secret: str = SECRET, roots: Path | None = None) -> EsignCnProvider:
+    """Signatures in downloads are checked against the simulator's CA (as against e签宝's in production)."""
+    config = EsignCnConfig(app_id=APP_ID, app_secret=SecretStr(secret), api_base=sim.url,
+                           trust_roots_file=str(roots or sim.ca_dir / CERT_FILE))
     return EsignCnProvider(config, settings, blobs, http)
 
 
@@ -137,7 +144,8 @@ def _create_input(blobs: FileBlobStore, groups: list[list[Person]], request_id: 
                            groups=groups, expires_at=datetime.now(UTC) + timedelta(days=3))
 
 
-async def test_connector_over_http(sim: EsignCnSim, http: httpx.AsyncClient, settings: Settings) -> None:
+async def test_connector_over_http(sim: EsignCnSim, http: httpx.AsyncClient, settings: Settings,
+                                   tmp_path: Path) -> None:
     blobs = FileBlobStore(settings.data_dir / "blobs")
     provider = _provider(sim, settings, blobs, http)
     req = _create_input(blobs, [[A_], [B_, C_]])
@@ -176,7 +184,12 @@ async def test_connector_over_http(sim: EsignCnSim, http: httpx.AsyncClient, set
     reports = await asyncio.to_thread(validate_pdf, signed, [sim.ca.certificate])
     assert len(reports) == 2 and all(r.intact and r.valid and r.trusted for r in reports)
     evidence = await provider.evidence(parallel)
-    assert evidence["sign_flow_id"] == parallel
+    assert evidence["sign_flow_id"] == parallel and len(evidence["signatures"]) == 2
+    InstallationCA.load_or_create(tmp_path / "other-ca")
+    stranger = _provider(sim, settings, blobs, http, roots=tmp_path / "other-ca" / CERT_FILE)
+    with pytest.raises(ProviderError) as untrusted:  # signatures that don't chain to e签宝's CA
+        await stranger.download_signed(parallel)
+    assert untrusted.value.non_retryable and "trusted" in str(untrusted.value)
     digest = hashlib.sha256(signed).hexdigest()
     assert evidence["files"][0]["reported_sha256"] == evidence["downloaded_sha256"] == digest
     assert [e.kind for e in await provider.poll(parallel)] == ["signed", "signed", "completed"]
@@ -269,6 +282,12 @@ async def test_e2e_mixed_groups_complete(e2e: E2E, sim: EsignCnSim) -> None:
     assert signed == sim.flows[flow]["data"] and signed.startswith(sim.flows[flow]["original"])
     assert [f["sha256"] for f in e2e.sink.of_type("file")] == [view.signed_document.sha256]
     assert all(d.attempts[-1] == 200 for d in sim.deliveries)
+    with Session(get_engine(e2e.settings.sqlalchemy_url)) as session:
+        row = session.exec(select(AuditEvent).where(AuditEvent.request_id == handle.id,
+                                                    AuditEvent.action == "document.signed")).one()
+    evidence = json.loads(row.detail)["provider_evidence"]
+    assert evidence["sign_flow_id"] == flow and len(evidence["signatures"]) == 3  # each checked against the CA
+    assert evidence["files"][0]["reported_sha256"] == view.signed_document.sha256
 
 
 async def test_e2e_decline(e2e: E2E, sim: EsignCnSim) -> None:

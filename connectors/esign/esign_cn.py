@@ -23,19 +23,27 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import json
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from connectors.esign.base import ProviderError, WebhookRejected, WebhookReply
-from connectors.esign.esign_cn_auth import callback_signature, content_md5, encode_body, signed_headers
+from connectors.esign.base import ProviderError, WebhookReply
+from connectors.esign.esign_cn_auth import (
+    SignatureCheckFailed,
+    content_md5,
+    encode_body,
+    load_trust_roots,
+    signed_headers,
+    verify_callback,
+    verify_signed_pdf,
+)
 from signbridge.models import CreateFlowInput, OpenGroupInput, Person, ProviderEvent, SignerLink
 from signbridge.settings import Settings
 from store.blobs import BlobStore
@@ -60,6 +68,7 @@ class EsignCnConfig(BaseSettings):
     list_pages: int = 5  # pages of recent flows `create_flow` searches for its own
     file_ready_attempts: int = 20  # uploaded file status checks (0.25 s apart) before giving up
     retryable_codes: str = "1435010,1437500"  # business codes meaning "busy, try again" (unconfirmed)
+    trust_roots_file: str = ""  # PEM of e签宝's CA certificates: signatures in downloads must chain to them
 
     @property
     def enabled(self) -> bool:
@@ -275,6 +284,11 @@ class EsignCnProvider:
         return files
 
     async def download_signed(self, flow_id: str) -> bytes:
+        signed, _ = await self._download(flow_id)
+        return signed
+
+    async def _download(self, flow_id: str) -> tuple[bytes, list[dict[str, Any]]]:
+        """The signed file and, when trust roots are configured, its checked signatures."""
         url = str((await self._files(flow_id))[0]["downloadUrl"])
         try:
             resp = await self.http.get(url)
@@ -282,15 +296,23 @@ class EsignCnProvider:
             raise _error(f"e签宝 download: {type(e).__name__}", retryable=True) from e
         if resp.status_code >= 400 or not resp.content.startswith(b"%PDF-"):
             raise _error(f"e签宝 download of {flow_id}: HTTP {resp.status_code}", retryable=True)
-        return resp.content
+        if not self.config.trust_roots_file:
+            return resp.content, []
+        roots = load_trust_roots(Path(self.config.trust_roots_file).read_bytes())
+        signers = len((await self._detail(flow_id)).get("signers") or [])
+        try:
+            checked = await asyncio.to_thread(verify_signed_pdf, resp.content, roots, signers)
+        except SignatureCheckFailed as e:
+            raise _error(f"e签宝 signed file of {flow_id}: {e}", retryable=False) from e
+        return resp.content, checked
 
     async def evidence(self, flow_id: str) -> dict[str, Any]:
         """e签宝's ids and the hash it reports, beside the hash of the bytes we received."""
         files = await self._files(flow_id)
-        signed = await self.download_signed(flow_id)
+        signed, signatures = await self._download(flow_id)
         return {"kind": "esign_cn", "sign_flow_id": flow_id,
                 "files": [{"file_id": f.get("fileId"), "reported_sha256": f.get("fileHash")} for f in files],
-                "downloaded_sha256": hashlib.sha256(signed).hexdigest()}
+                "downloaded_sha256": hashlib.sha256(signed).hexdigest(), "signatures": signatures}
 
     async def revoke(self, flow_id: str, reason: str) -> None:
         detail = await self._detail(flow_id)
@@ -336,22 +358,7 @@ class EsignCnWebhook:
 
     def parse(self, headers: Mapping[str, str], query: Mapping[str, str],
               body: bytes) -> tuple[list[ProviderEvent], WebhookReply]:
-        lower = {k.lower(): v for k, v in headers.items()}
-        timestamp, given = lower.get("x-tsign-open-timestamp", ""), lower.get("x-tsign-open-signature", "")
-        if not (timestamp and given):
-            raise WebhookRejected("missing e签宝 callback signature")
-        app_id = lower.get("x-tsign-open-app-id")
-        if app_id is not None and app_id != self._app_id:
-            raise WebhookRejected("callback for another e签宝 app")
-        expected = callback_signature(self._secret.get_secret_value(), timestamp, dict(query), body)
-        if not hmac.compare_digest(expected.encode(), given.lower().encode()):
-            raise WebhookRejected("bad e签宝 callback signature")
-        try:
-            skew = abs(time.time() * 1000 - int(timestamp))
-        except ValueError as e:
-            raise WebhookRejected("bad e签宝 callback timestamp") from e
-        if self._tolerance_ms and skew > self._tolerance_ms:
-            raise WebhookRejected("stale e签宝 callback")
+        verify_callback(self._secret.get_secret_value(), self._app_id, headers, query, body, self._tolerance_ms)
         try:
             data = json.loads(body)
         except ValueError:

@@ -10,6 +10,9 @@ implementation of each formula (and the vectors in PROTOCOLS.md pin it down):
   key order or spacing and the gateway would refuse the call.
 - Callback: `X-Tsign-Open-SIGNATURE = hex(HMAC-SHA256(app_secret, timestamp + values of the
   notify URL's query parameters sorted by key + raw body))`.
+- Signed file: when the operator configures e签宝's CA certificates, every PAdES signature in
+  the download must be intact, valid and chain to them (`verify_signed_pdf`) — the finish step
+  only checks the original-bytes prefix for external providers, so this is the connector's part.
 """
 
 from __future__ import annotations
@@ -21,6 +24,11 @@ import json
 import time
 from collections.abc import Mapping
 from typing import Any
+
+from asn1crypto import pem as asn1_pem
+from asn1crypto import x509 as asn1_x509
+
+from connectors.esign.base import WebhookRejected
 
 ACCEPT = "*/*"
 CONTENT_TYPE = "application/json; charset=UTF-8"
@@ -74,7 +82,48 @@ def signed_headers(app_id: str, secret: str, method: str, path: str, body: bytes
     return headers
 
 
+def verify_callback(secret: str, app_id: str, headers: Mapping[str, str], query: Mapping[str, str], body: bytes,
+                    tolerance_ms: int) -> None:
+    """Raise `WebhookRejected` unless e签宝 signed this callback (constant-time compare) recently enough."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    timestamp, given = lower.get("x-tsign-open-timestamp", ""), lower.get("x-tsign-open-signature", "")
+    if not (timestamp and given):
+        raise WebhookRejected("missing e签宝 callback signature")
+    sender = lower.get("x-tsign-open-app-id")
+    if sender is not None and sender != app_id:
+        raise WebhookRejected("callback for another e签宝 app")
+    expected = callback_signature(secret, timestamp, dict(query), body)
+    if not hmac.compare_digest(expected.encode(), given.lower().encode()):
+        raise WebhookRejected("bad e签宝 callback signature")
+    try:
+        skew = abs(time.time() * 1000 - int(timestamp))
+    except ValueError as e:
+        raise WebhookRejected("bad e签宝 callback timestamp") from e
+    if tolerance_ms and skew > tolerance_ms:
+        raise WebhookRejected("stale e签宝 callback")
+
+
 def callback_signature(secret: str, timestamp: str, query: Mapping[str, str], body: bytes) -> str:
     """Lower-case hex; `query` = the notify URL's own parameters (their values, sorted by key)."""
     message = timestamp.encode() + "".join(v for _, v in sorted(query.items())).encode() + body
     return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+class SignatureCheckFailed(Exception):
+    """The signed file's signatures are missing, broken, or do not chain to the configured roots."""
+
+
+def load_trust_roots(pem_bytes: bytes) -> list[asn1_x509.Certificate]:
+    return [asn1_x509.Certificate.load(der) for _, _, der in asn1_pem.unarmor(pem_bytes, multiple=True)]
+
+
+def verify_signed_pdf(data: bytes, roots: list[asn1_x509.Certificate], at_least: int) -> list[dict[str, Any]]:
+    """Validate every signature offline (CPU-bound: call in a thread); the reports, or raise."""
+    from signbridge.pdf.pades import validate_pdf  # pyHanko is heavy: only when a check is configured
+
+    reports = validate_pdf(data, roots)
+    bad = [r.field_name for r in reports if not (r.intact and r.valid and r.trusted)]
+    if len(reports) < at_least or bad:
+        raise SignatureCheckFailed(f"{len(reports)} signatures (expected at least {at_least}); "
+                                   f"not intact/valid/trusted: {', '.join(bad) or 'none'}")
+    return [{"field": r.field_name, "signer": r.signer_name, "coverage": r.coverage} for r in reports]

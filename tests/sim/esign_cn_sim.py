@@ -82,6 +82,7 @@ def _ms() -> int:
 class EsignCnSim:
     def __init__(self, app_id: str, app_secret: str, ca_dir: Path) -> None:
         self.app_id, self.app_secret = app_id, app_secret
+        self.ca_dir = ca_dir
         self.ca = InstallationCA.load_or_create(ca_dir, organisation="e签宝 simulator")
         self.files: dict[str, dict[str, Any]] = {}
         self.flows: dict[str, dict[str, Any]] = {}
