@@ -35,7 +35,7 @@ from tests.sim.esign_cn_sim import FLOW_STATE, PARAM_ERROR, EsignCnSim
 APP_ID, SECRET = "sim-app-id", "sim-app-secret"
 OPERATOR = Actor(id="ops-1", name="Ops", is_operator=True)
 # e签宝 identifies people by mobile (or email): give the shared test people mobiles.
-A_ = A.model_copy(update={"mobile": "13800000001"})
+A_ = A.model_copy(update={"mobile": "+86 138-0000-0001"})  # sent to e签宝 as 13800000001
 B_ = B.model_copy(update={"mobile": "13800000002"})
 C_ = C.model_copy(update={"mobile": None})  # external customer: by email
 

@@ -105,7 +105,11 @@ def _at(ms: Any) -> datetime:
 
 
 def _account(person: Person) -> str:
-    return person.mobile or person.email or ""
+    """e签宝 accounts are mainland mobiles without the country code, or emails."""
+    mobile = "".join(ch for ch in (person.mobile or "") if ch.isdigit() or ch == "+")
+    if mobile.startswith("+86"):
+        mobile = mobile[3:]
+    return mobile or person.email or ""
 
 
 def signer_event(flow_id: str, signer_id: str | None, kind: str, *, when: Any, reason: str | None = None,
@@ -267,9 +271,9 @@ class EsignCnProvider:
         detail = await self._detail(flow_id)
         events: list[ProviderEvent] = []
         for signer in detail.get("signers") or []:
-            kind = SIGNER_KINDS.get(int(signer.get("signStatus", 1)))
-            if kind:
-                events.append(signer_event(flow_id, _detail_signer_id(signer), kind, when=signer.get("signTime"),
+            kind, sid = SIGNER_KINDS.get(int(signer.get("signStatus", 1))), _detail_signer_id(signer)
+            if kind and sid:  # a signer added outside SignBridge (no customBizNum) is not ours to report
+                events.append(signer_event(flow_id, sid, kind, when=signer.get("signTime"),
                                            reason=signer.get("refuseReason") or detail.get("signFlowDescription")))
         kind = FLOW_KINDS.get(int(detail.get("signFlowStatus", 1)))
         if kind:
