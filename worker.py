@@ -50,7 +50,8 @@ async def build_worker(
     """A worker with its dependencies; tests may swap in providers or chats (e.g. an outage)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = get_engine(settings.sqlalchemy_url)
-    create_all(engine)
+    if settings.environment == "development":
+        create_all(engine)  # elsewhere `signbridge db upgrade` (alembic) owns the schema
     blobs = make_blob_store(settings)
     async with httpx.AsyncClient(timeout=30) as http:
         deps = Deps(settings=settings, engine=engine, blobs=blobs, http=http,

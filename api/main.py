@@ -26,7 +26,8 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         app.state.settings = settings
         app.state.engine = get_engine(settings.sqlalchemy_url)
-        create_all(app.state.engine)
+        if settings.environment == "development":
+            create_all(app.state.engine)  # elsewhere `signbridge db upgrade` (alembic) owns the schema
         app.state.blobs = make_blob_store(settings)
         app.state.temporal = client or await connect(settings)
         app.state.provider_webhooks = build_webhooks(settings)
