@@ -1,0 +1,423 @@
+"""DocuSign eSignature REST v2.1 with plain httpx and pyjwt (no SDK).
+
+Why it is shaped this way:
+
+- Auth is the OAuth JWT bearer grant: an RS256 assertion signed with the integration's private
+  key (iss = integration key, sub = the impersonated user, aud = the OAuth host, scope
+  `signature impersonation`) is exchanged at `POST /oauth/token` for an access token. The token
+  is cached until shortly before it expires; a 401 from the API drops it and the call is made
+  once more with a fresh one (DocuSign revokes tokens on consent changes and key rotation).
+- A flow is an envelope created `status: "sent"`. Groups map onto `routingOrder` (group index
+  + 1; equal routing orders sign in parallel), so DocuSign itself enforces the order. The
+  envelope carries the text custom field `sb_request_id`, so a retried `create_flow` finds it
+  (`GET /envelopes?custom_field=sb_request_id=<id>`) instead of sending a second envelope. Each
+  signer carries `customFields: ["sb:<signer id>"]` — how callbacks and polls map back.
+- `embedded=True` (default) sets `clientUserId`, so DocuSign sends no email and `open_group`
+  hands out recipient-view URLs for the chat. Those URLs are single-use and live 5 minutes —
+  send them promptly. `embedded=False`: DocuSign emails the signers and `remind` resends.
+- Polling: DocuSign allows polling an envelope at most once per 15 minutes. `poll` enforces it
+  here: polled sooner, it returns no events without calling DocuSign. The workflow treats an
+  empty poll as a quiet one and doubles its interval, so with `poll_after` < 15 min the first
+  few polls may be no-ops, then the interval exceeds the limit and every poll is real.
+- DocuSign re-renders the document (flattened fields, its own signature), so `incremental =
+  False`; the evidence is the certificate of completion (stored as a blob) and its hash.
+- Connect (JSON SIM) webhooks: `X-DocuSign-Signature-1..N` = base64(HMAC-SHA256(key, raw
+  body)), one per active key (rotation); any one matching in constant time is enough. The MAC
+  covers the whole body, so events act directly (no confirming poll). Connect has no signed
+  timestamp: no staleness window (redeliveries of the same event map to the same event id).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlparse
+
+import httpx
+import jwt
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from connectors.esign.base import ProviderError, WebhookRejected, WebhookReply
+from signbridge.models import CreateFlowInput, OpenGroupInput, ProviderEvent, SignerLink
+from signbridge.settings import Settings
+from store.blobs import BlobStore
+
+PROVIDER = "docusign"
+SCOPE = "signature impersonation"
+JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+REQUEST_FIELD = "sb_request_id"
+SIGNER_TAG = "sb:"
+REPLY = WebhookReply(200, b"", "text/plain")
+FINAL = ("completed", "declined", "voided")
+
+
+class DocuSignConfig(BaseSettings):
+    """`SIGNBRIDGE_DOCUSIGN_*`. INTEGRATION_KEY, USER_ID, ACCOUNT_ID and PRIVATE_KEY enable the
+    provider; HMAC_KEY its Connect webhook."""
+
+    model_config = SettingsConfigDict(env_prefix="SIGNBRIDGE_DOCUSIGN_", env_file=None, extra="ignore")
+
+    integration_key: str = ""
+    user_id: str = ""
+    account_id: str = ""
+    private_key: SecretStr | None = None  # PEM (RSA) of the integration's key pair
+    hmac_key: SecretStr | None = None
+    api_base: str = "https://demo.docusign.net/restapi"  # production: https://<site>.docusign.net/restapi
+    oauth_base: str = "https://account-d.docusign.com"  # production: https://account.docusign.com
+    embedded: bool = True
+    return_url: str = "https://signbridge.invalid/signed"  # where DocuSign sends the signer afterwards
+    poll_min_interval_seconds: float = 900.0
+    token_lifetime_seconds: int = 3600
+
+    @property
+    def enabled(self) -> bool:
+        key = self.private_key.get_secret_value() if self.private_key else ""
+        return bool(self.integration_key and self.user_id and self.account_id and key)
+
+
+def _error(message: str, *, retryable: bool, retry_after: float | None = None) -> ProviderError:
+    error = ProviderError(message)
+    error.non_retryable = not retryable  # type: ignore[misc]
+    error.retry_after = retry_after  # type: ignore[misc]
+    return error
+
+
+def check(resp: httpx.Response, what: str) -> httpx.Response:
+    """5xx, 408 and 429 may heal; other 4xx (bad request, consent, wrong state) won't."""
+    if resp.status_code < 400:
+        return resp
+    try:
+        body = resp.json()
+        detail = f"{body.get('errorCode') or body.get('error', '')} {body.get('message', '')}".strip()
+    except ValueError:
+        detail = resp.text[:200]
+    retry_after: float | None = None
+    try:
+        retry_after = float(resp.headers["Retry-After"]) if "Retry-After" in resp.headers else None
+    except ValueError:
+        retry_after = None
+    retryable = resp.status_code >= 500 or resp.status_code in (408, 429)
+    raise _error(f"DocuSign {what}: HTTP {resp.status_code} {detail}".strip(), retryable=retryable,
+                 retry_after=retry_after)
+
+
+def _at(value: Any) -> datetime:
+    if isinstance(value, str) and value:
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        except ValueError:
+            pass
+    return datetime.now(UTC)
+
+
+def signer_id_of(signer: Mapping[str, Any]) -> str | None:
+    for tag in signer.get("customFields") or []:
+        if isinstance(tag, str) and tag.startswith(SIGNER_TAG):
+            return tag[len(SIGNER_TAG):]
+    return None
+
+
+def recipient_event(flow_id: str, signer: Mapping[str, Any], kind: str,
+                    raw: dict[str, Any] | None = None) -> ProviderEvent | None:
+    """From the recipient's state, so a Connect delivery and a poll give the same event id."""
+    signer_id = signer_id_of(signer)
+    if signer_id is None:
+        return None
+    return ProviderEvent(
+        event_id=f"{PROVIDER}:{flow_id}:{signer_id}:{kind}", provider=PROVIDER, flow_id=flow_id,
+        kind=kind, signer_id=signer_id,  # type: ignore[arg-type]
+        reason=signer.get("declinedReason") if kind == "declined" else None,
+        occurred_at=_at(signer.get("signedDateTime") if kind == "signed" else signer.get("declinedDateTime")),
+        raw=raw or {})
+
+
+def envelope_event(flow_id: str, kind: str, when: Any = None, raw: dict[str, Any] | None = None,
+                   reason: str | None = None) -> ProviderEvent:
+    return ProviderEvent(event_id=f"{PROVIDER}:{flow_id}:{kind}", provider=PROVIDER, flow_id=flow_id,
+                         kind=kind, reason=reason, occurred_at=_at(when), raw=raw or {})  # type: ignore[arg-type]
+
+
+def voided_kind(reason: Any) -> str:
+    """DocuSign reports an expired envelope as voided with an expiry reason."""
+    return "expired" if "expire" in str(reason or "").lower() else "cancelled"
+
+
+def events_of(flow_id: str, envelope: Mapping[str, Any]) -> list[ProviderEvent]:
+    """Every event the envelope's current state implies (the polling fallback)."""
+    events: list[ProviderEvent] = []
+    for signer in (envelope.get("recipients") or {}).get("signers", []):
+        kind = {"completed": "signed", "declined": "declined"}.get(str(signer.get("status")))
+        event = recipient_event(flow_id, signer, kind) if kind else None
+        if event is not None:
+            events.append(event)
+    status = envelope.get("status")
+    if status == "completed":
+        events.append(envelope_event(flow_id, "completed", envelope.get("completedDateTime")))
+    elif status == "voided":
+        reason = envelope.get("voidedReason")
+        events.append(envelope_event(flow_id, voided_kind(reason), envelope.get("voidedDateTime"), reason=reason))
+    return events
+
+
+class DocuSignAuth:
+    """JWT bearer grant with a cached token; `invalidate()` after a 401."""
+
+    def __init__(self, config: DocuSignConfig, http: httpx.AsyncClient) -> None:
+        assert config.private_key is not None
+        self.config = config
+        self.http = http
+        self._key = config.private_key
+        self._token: str | None = None
+        self._expires = 0.0
+        self.grants = 0  # tokens fetched (tests check caching and refresh)
+
+    def assertion(self, now: float | None = None) -> str:
+        now = time.time() if now is None else now
+        claims = {"iss": self.config.integration_key, "sub": self.config.user_id,
+                  "aud": urlparse(self.config.oauth_base).netloc or self.config.oauth_base,
+                  "iat": int(now), "exp": int(now) + self.config.token_lifetime_seconds, "scope": SCOPE}
+        return jwt.encode(claims, self._key.get_secret_value(), algorithm="RS256")
+
+    async def token(self) -> str:
+        if self._token and time.time() < self._expires - 60:
+            return self._token
+        try:
+            resp = await self.http.post(self.config.oauth_base.rstrip("/") + "/oauth/token",
+                                        data={"grant_type": JWT_GRANT, "assertion": self.assertion()})
+        except httpx.TransportError as e:
+            raise _error(f"DocuSign token: {type(e).__name__}", retryable=True) from e
+        check(resp, "token")  # consent_required / invalid_grant are 400: not fixed by retrying
+        body = resp.json()
+        self._token, self._expires = str(body["access_token"]), time.time() + float(body.get("expires_in", 3600))
+        self.grants += 1
+        return self._token
+
+    def invalidate(self) -> None:
+        self._token = None
+
+
+class DocuSignProvider:
+    """`ESignProvider` for DocuSign. Flow id = envelope id."""
+
+    name = PROVIDER
+    incremental = False  # DocuSign re-renders the document; the certificate of completion is the evidence
+
+    def __init__(self, config: DocuSignConfig, blobs: BlobStore, http: httpx.AsyncClient) -> None:
+        self.config = config
+        self.blobs = blobs
+        self.http = http
+        self.auth = DocuSignAuth(config, http)
+        self.base = f"{config.api_base.rstrip('/')}/v2.1/accounts/{config.account_id}"
+        self._last_poll: dict[str, float] = {}
+
+    async def _call(self, method: str, path: str, what: str, **kwargs: Any) -> httpx.Response:
+        for attempt in (1, 2):
+            headers = {"Authorization": f"Bearer {await self.auth.token()}"}
+            try:
+                resp = await self.http.request(method, self.base + path, headers=headers, **kwargs)
+            except httpx.TimeoutException as e:
+                raise _error(f"DocuSign {what}: timeout", retryable=True) from e
+            except httpx.TransportError as e:
+                raise _error(f"DocuSign {what}: {type(e).__name__}", retryable=True) from e
+            if resp.status_code == 401 and attempt == 1:
+                self.auth.invalidate()  # expired or revoked: one more try with a fresh token
+                continue
+            return check(resp, what)
+        raise AssertionError("unreachable")
+
+    async def _envelope(self, flow_id: str) -> dict[str, Any]:
+        resp = await self._call("GET", f"/envelopes/{flow_id}", "get envelope", params={"include": "recipients"})
+        return dict(resp.json())
+
+    async def _find(self, request_id: str) -> str | None:
+        since = (datetime.now(UTC) - timedelta(days=365)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        found = (await self._call("GET", "/envelopes", "find envelope", params={
+            "from_date": since, "custom_field": f"{REQUEST_FIELD}={request_id}"})).json()
+        envelopes = found.get("envelopes") or []
+        return str(envelopes[0]["envelopeId"]) if envelopes else None
+
+    async def create_flow(self, req: CreateFlowInput) -> str:
+        existing = await self._find(req.request_id)
+        if existing:
+            return existing
+        signers: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for order, group in enumerate(req.groups, start=1):
+            for person in group:
+                if person.id in seen:
+                    continue
+                if not person.email:
+                    raise _error(f"DocuSign needs an email for {person.name}", retryable=False)
+                seen.add(person.id)
+                signer: dict[str, Any] = {
+                    "email": person.email, "name": person.name, "recipientId": str(len(signers) + 1),
+                    "routingOrder": str(order), "customFields": [SIGNER_TAG + person.id]}
+                if self.config.embedded:
+                    signer["clientUserId"] = person.id
+                signers.append(signer)
+        days = max(1, (req.expires_at - datetime.now(UTC)).days)
+        body = {
+            "emailSubject": req.title[:100], "status": "sent",
+            "documents": [{"documentBase64": base64.b64encode(self.blobs.get(req.document.blob_key)).decode(),
+                           "name": req.document.name, "fileExtension": "pdf", "documentId": "1"}],
+            "recipients": {"signers": signers},
+            "customFields": {"textCustomFields": [{"name": REQUEST_FIELD, "value": req.request_id,
+                                                   "show": "false", "required": "false"}]},
+            "notification": {"useAccountDefaults": "false",
+                             "expirations": {"expireEnabled": "true", "expireAfter": str(days)}},
+        }
+        created = (await self._call("POST", "/envelopes", "create envelope", json=body)).json()
+        return str(created["envelopeId"])
+
+    async def open_group(self, req: OpenGroupInput) -> list[SignerLink]:
+        """DocuSign opens routing orders itself; embedded signers get a recipient-view URL."""
+        envelope = await self._envelope(req.flow_id)
+        by_signer = {signer_id_of(s): s for s in (envelope.get("recipients") or {}).get("signers", [])}
+        links: list[SignerLink] = []
+        for person in req.signers:
+            signer = by_signer.get(person.id)
+            if signer is None:
+                raise _error(f"signer {person.id} is not in DocuSign envelope {req.flow_id}", retryable=False)
+            if signer.get("status") in ("completed", "declined"):
+                continue
+            if not signer.get("clientUserId"):
+                links.append(SignerLink(signer_id=person.id, url=None))  # DocuSign emails them
+                continue
+            view = (await self._call("POST", f"/envelopes/{req.flow_id}/views/recipient", "recipient view", json={
+                "returnUrl": self.config.return_url, "authenticationMethod": "none",
+                "email": signer["email"], "userName": signer["name"], "clientUserId": signer["clientUserId"],
+                "recipientId": signer["recipientId"]})).json()
+            links.append(SignerLink(signer_id=person.id, url=str(view["url"])))
+        return links
+
+    async def poll(self, flow_id: str) -> list[ProviderEvent]:
+        """At most once per `poll_min_interval_seconds` per envelope (DocuSign's 15-minute rule)."""
+        now = time.monotonic()
+        last = self._last_poll.get(flow_id)
+        if last is not None and now - last < self.config.poll_min_interval_seconds:
+            return []
+        self._last_poll[flow_id] = now
+        return events_of(flow_id, await self._envelope(flow_id))
+
+    async def _completed(self, flow_id: str) -> dict[str, Any]:
+        envelope = await self._call("GET", f"/envelopes/{flow_id}", "get envelope")
+        data = dict(envelope.json())
+        if data.get("status") != "completed":
+            raise _error(f"DocuSign envelope {flow_id} is {data.get('status')}, not completed", retryable=True)
+        return data
+
+    async def _pdf(self, flow_id: str, which: str) -> bytes:
+        resp = await self._call("GET", f"/envelopes/{flow_id}/documents/{which}", f"download {which}")
+        if not resp.content.startswith(b"%PDF-"):
+            raise _error(f"DocuSign {which} of {flow_id} is not a PDF", retryable=True)
+        return resp.content
+
+    async def download_signed(self, flow_id: str) -> bytes:
+        await self._completed(flow_id)
+        return await self._pdf(flow_id, "combined")
+
+    async def evidence(self, flow_id: str) -> dict[str, Any]:
+        envelope = await self._completed(flow_id)
+        certificate = await self._pdf(flow_id, "certificate")
+        signed = await self._pdf(flow_id, "combined")
+        return {"kind": "docusign_certificate_of_completion", "envelope_id": flow_id,
+                "completed_at": envelope.get("completedDateTime"),
+                "certificate_sha256": hashlib.sha256(certificate).hexdigest(),
+                "certificate_blob_key": self.blobs.put(certificate),
+                "signed_sha256": hashlib.sha256(signed).hexdigest()}
+
+    async def revoke(self, flow_id: str, reason: str) -> None:
+        """Voiding kills the links; finished or voided envelopes are left alone."""
+        envelope = await self._call("GET", f"/envelopes/{flow_id}", "get envelope")
+        if envelope.json().get("status") in FINAL:
+            return
+        await self._call("PUT", f"/envelopes/{flow_id}", "void",
+                         json={"status": "voided", "voidedReason": (reason or "Cancelled")[:200]})
+
+    async def remind(self, flow_id: str, signer_ids: list[str]) -> None:
+        """Resend DocuSign's email to pending, emailed (non-embedded) signers."""
+        envelope = await self._envelope(flow_id)
+        pending = [s for s in (envelope.get("recipients") or {}).get("signers", [])
+                   if s.get("status") in ("sent", "delivered") and not s.get("clientUserId")
+                   and (not signer_ids or signer_id_of(s) in signer_ids)]
+        if pending:
+            await self._call("PUT", f"/envelopes/{flow_id}/recipients", "resend",
+                             params={"resend_envelope": "true"},
+                             json={"signers": [{"recipientId": s["recipientId"], "email": s["email"],
+                                                "name": s["name"]} for s in pending]})
+
+
+# ---- Connect webhook ------------------------------------------------------------------------
+
+
+def connect_signature(key: str, body: bytes) -> str:
+    return base64.b64encode(hmac.new(key.encode(), body, hashlib.sha256).digest()).decode()
+
+
+RECIPIENT_EVENTS = {"recipient-completed": "signed", "recipient-declined": "declined"}
+
+
+class DocuSignWebhook:
+    name = PROVIDER
+
+    def __init__(self, key: SecretStr) -> None:
+        self._key = key
+
+    def _verify(self, headers: Mapping[str, str], body: bytes) -> None:
+        expected = connect_signature(self._key.get_secret_value(), body).encode()
+        given = [v for k, v in headers.items() if k.lower().startswith("x-docusign-signature-")]
+        if not given:
+            raise WebhookRejected("missing X-DocuSign-Signature-N")
+        matched = False
+        for value in given:  # no early exit: every header is compared
+            matched |= hmac.compare_digest(expected, value.strip().encode())
+        if not matched:
+            raise WebhookRejected("no X-DocuSign-Signature-N matches")
+
+    def parse(self, headers: Mapping[str, str], query: Mapping[str, str],
+              body: bytes) -> tuple[list[ProviderEvent], WebhookReply]:
+        self._verify(headers, body)
+        try:
+            data = json.loads(body)
+        except ValueError as e:
+            raise WebhookRejected("the Connect message is not JSON") from e
+        if not isinstance(data, dict) or not isinstance(data.get("data"), dict):
+            return [], REPLY
+        event, payload = str(data.get("event", "")), data["data"]
+        flow_id = payload.get("envelopeId")
+        summary = payload.get("envelopeSummary") or {}
+        if not flow_id:
+            return [], REPLY
+        flow_id = str(flow_id)
+        if event in RECIPIENT_EVENTS:
+            signers = (summary.get("recipients") or {}).get("signers", [])
+            signer = next((s for s in signers if str(s.get("recipientId")) == str(payload.get("recipientId"))), None)
+            found = recipient_event(flow_id, signer, RECIPIENT_EVENTS[event], raw=data) if signer else None
+            return ([found] if found else []), REPLY  # unmapped: the polling fallback catches it
+        if event == "envelope-completed":
+            return [envelope_event(flow_id, "completed", summary.get("completedDateTime"), raw=data)], REPLY
+        if event in ("envelope-voided", "envelope-expired"):
+            reason = summary.get("voidedReason")
+            kind = "expired" if event == "envelope-expired" else voided_kind(reason)
+            return [envelope_event(flow_id, kind, summary.get("voidedDateTime"), raw=data, reason=reason)], REPLY
+        return [], REPLY
+
+
+def build(settings: Settings, engine: Any, blobs: BlobStore, http: httpx.AsyncClient) -> DocuSignProvider | None:
+    config = DocuSignConfig()
+    return DocuSignProvider(config, blobs, http) if config.enabled else None
+
+
+def webhook(settings: Settings) -> DocuSignWebhook | None:
+    config = DocuSignConfig()
+    if config.hmac_key is None or not config.hmac_key.get_secret_value():
+        return None
+    return DocuSignWebhook(config.hmac_key)

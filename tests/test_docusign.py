@@ -1,0 +1,253 @@
+"""DocuSign: vectors, the connector against its simulator over real HTTP, and whole flows end to end."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from pydantic import SecretStr
+from temporalio.testing import WorkflowEnvironment
+
+from connectors.esign import docusign
+from connectors.esign.base import ProviderError, WebhookRejected
+from connectors.esign.docusign import DocuSignConfig, DocuSignProvider, DocuSignWebhook, connect_signature
+from signbridge.models import ActionInput, Actor, CreateFlowInput, DocumentInfo, OpenGroupInput, Person
+from signbridge.pdf.sample import sample_contract
+from signbridge.settings import Settings
+from store.blobs import FileBlobStore, sha256_hex
+from tests.provider_cases import E2E, A, B, C, provider_e2e
+from tests.sim.docusign_sim import DocuSignSim
+
+IK, USER, ACCOUNT, HMAC_KEY = "ik-123", "user-456", "acct-789", "connect-key"
+OPERATOR = Actor(id="ops-1", name="Ops", is_operator=True)
+_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+PRIVATE_PEM = _KEY.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption()).decode()
+PUBLIC_PEM = _KEY.public_key().public_bytes(serialization.Encoding.PEM,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def test_derived_vector_and_key_rotation() -> None:
+    body = b'{"event":"envelope-completed"}'
+    assert connect_signature("secret", body) == "eThXMyD1/Zoubgxw4RmYPmCN4tVrpt4HunvHiXcKH/c="
+    hook = DocuSignWebhook(SecretStr("secret"))
+    good = "eThXMyD1/Zoubgxw4RmYPmCN4tVrpt4HunvHiXcKH/c="
+    assert hook.parse({"X-DocuSign-Signature-1": "AAAA", "X-DocuSign-Signature-2": good}, {}, body)[0] == []
+    with pytest.raises(WebhookRejected):
+        hook.parse({"X-DocuSign-Signature-1": good}, {}, body + b" ")
+    with pytest.raises(WebhookRejected):
+        hook.parse({}, {}, body)
+
+
+def test_voided_and_expired_envelopes() -> None:
+    hook = DocuSignWebhook(SecretStr("k"))
+    for event, reason, kind in [("envelope-voided", "客户撤回", "cancelled"),
+                                ("envelope-voided", "Envelope has expired.", "expired"),
+                                ("envelope-expired", None, "expired"), ("envelope-completed", None, "completed")]:
+        body = (b'{"event":"%s","data":{"envelopeId":"e1","envelopeSummary":{"voidedReason":%s}}}'
+                % (event.encode(), b"null" if reason is None else f'"{reason}"'.encode()))
+        events, reply = hook.parse({"X-DocuSign-Signature-1": connect_signature("k", body)}, {}, body)
+        assert [(e.kind, e.event_id) for e in events] == [(kind, f"docusign:e1:{kind}")] and reply.status == 200
+
+
+def test_settings_enable_only_with_secrets(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
+    for name in ("INTEGRATION_KEY", "USER_ID", "ACCOUNT_ID", "PRIVATE_KEY", "HMAC_KEY"):
+        monkeypatch.delenv(f"SIGNBRIDGE_DOCUSIGN_{name}", raising=False)
+    blobs = FileBlobStore(settings.data_dir)
+    assert docusign.build(settings, None, blobs, httpx.AsyncClient()) is None and docusign.webhook(settings) is None
+    monkeypatch.setenv("SIGNBRIDGE_DOCUSIGN_INTEGRATION_KEY", IK)
+    monkeypatch.setenv("SIGNBRIDGE_DOCUSIGN_USER_ID", USER)
+    monkeypatch.setenv("SIGNBRIDGE_DOCUSIGN_ACCOUNT_ID", ACCOUNT)
+    assert docusign.build(settings, None, blobs, httpx.AsyncClient()) is None  # no private key yet
+    monkeypatch.setenv("SIGNBRIDGE_DOCUSIGN_PRIVATE_KEY", PRIVATE_PEM)
+    monkeypatch.setenv("SIGNBRIDGE_DOCUSIGN_HMAC_KEY", "hk-secret")
+    assert docusign.build(settings, None, blobs, httpx.AsyncClient()) is not None
+    assert docusign.webhook(settings) is not None
+    shown = repr(DocuSignConfig())
+    assert "hk-secret" not in shown and "PRIVATE KEY" not in shown
+
+
+def test_assertion_claims() -> None:
+    config = DocuSignConfig(integration_key=IK, user_id=USER, account_id=ACCOUNT, private_key=SecretStr(PRIVATE_PEM),
+                            oauth_base="https://account-d.docusign.com")
+    claims = jwt.decode(docusign.DocuSignAuth(config, httpx.AsyncClient()).assertion(now=1_700_000_000),
+                        PUBLIC_PEM, algorithms=["RS256"], audience="account-d.docusign.com",
+                        options={"verify_exp": False})
+    assert claims == {"iss": IK, "sub": USER, "aud": "account-d.docusign.com", "iat": 1_700_000_000,
+                      "exp": 1_700_003_600, "scope": "signature impersonation"}
+
+
+@pytest.fixture
+def sim() -> Iterator[DocuSignSim]:
+    with DocuSignSim(IK, USER, ACCOUNT, PUBLIC_PEM, ["rotated-old-key", HMAC_KEY]).running() as s:
+        yield s
+
+
+def _provider(sim: DocuSignSim, blobs: FileBlobStore, http: httpx.AsyncClient, **over: Any) -> DocuSignProvider:
+    fields: dict[str, Any] = dict(integration_key=IK, user_id=USER, account_id=ACCOUNT,
+                                  private_key=SecretStr(PRIVATE_PEM), api_base=sim.api_base, oauth_base=sim.url,
+                                  return_url="https://signbridge.test/done", poll_min_interval_seconds=900)
+    return DocuSignProvider(DocuSignConfig(**{**fields, **over}), blobs, http)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=10) as client:
+        yield client
+
+
+def _create_input(blobs: FileBlobStore, groups: list[list[Person]], request_id: str = "req-1") -> CreateFlowInput:
+    data = sample_contract("unit")
+    return CreateFlowInput(request_id=request_id, provider="docusign", title="合同",
+                           document=DocumentInfo(name="c.pdf", sha256=sha256_hex(data), blob_key=blobs.put(data),
+                                                 size=len(data), pages=1),
+                           groups=groups, expires_at=datetime.now(UTC) + timedelta(days=3))
+
+
+def _open(flow: str, signers: list[Person], group: int = 0) -> OpenGroupInput:
+    return OpenGroupInput(request_id="req-1", provider="docusign", flow_id=flow, group=group, signers=signers,
+                          expires_at=datetime.now(UTC) + timedelta(days=3))
+
+
+async def test_connector_over_http(sim: DocuSignSim, http: httpx.AsyncClient, settings: Settings) -> None:
+    blobs = FileBlobStore(settings.data_dir / "blobs")
+    provider = _provider(sim, blobs, http)
+    req = _create_input(blobs, [[A], [B, C]])
+    flow = await provider.create_flow(req)
+    assert await provider.create_flow(req) == flow and len(sim.envelopes) == 1  # idempotent per request id
+    assert sim.grants == 1  # one token, cached
+    signers = sim.envelopes[flow]["recipients"]["signers"]
+    assert [(s["routingOrder"], s["clientUserId"]) for s in signers] == [("1", "u-1"), ("2", "u-2"), ("2", "x-9")]
+    links = await provider.open_group(_open(flow, [A]))
+    assert [link.signer_id for link in links] == ["u-1"] and str(links[0].url).startswith(sim.url + "/signing/")
+    assert not sim.may_sign(flow, str(B.email))  # B's routing order comes after A's
+    sim.revoke_tokens()  # a 401: the connector fetches a fresh token and carries on
+    async with httpx.AsyncClient() as signer:
+        assert (await signer.post(str(links[0].url))).status_code == 200  # A signs through the view
+        assert (await signer.post(str(links[0].url))).status_code == 404  # single use
+    assert [(e.kind, e.signer_id) for e in await provider.poll(flow)] == [("signed", "u-1")]
+    assert sim.grants == 2
+    gets = sim.status_gets[flow]
+    assert await provider.poll(flow) == [] and sim.status_gets[flow] == gets  # 15-minute rule: no call made
+    with pytest.raises(ProviderError) as not_ready:
+        await provider.download_signed(flow)
+    assert not not_ready.value.non_retryable
+    await sim.sign(flow, str(B.email))
+    await sim.sign(flow, str(C.email))
+    signed = await provider.download_signed(flow)
+    assert signed == sim.files[flow] and not signed.startswith(blobs.get(req.document.blob_key)[:-10])
+    evidence = await provider.evidence(flow)
+    assert evidence["kind"] == "docusign_certificate_of_completion"
+    assert blobs.get(evidence["certificate_blob_key"]) == sim.certificate(flow)
+    await provider.revoke(flow, "too late")  # completed: a no-op
+    assert sim.envelopes[flow]["status"] == "completed"
+
+    emailed = _provider(sim, blobs, http, embedded=False, poll_min_interval_seconds=0)
+    parallel = await emailed.create_flow(_create_input(blobs, [[A, B]], "req-2"))
+    assert [s["routingOrder"] for s in sim.envelopes[parallel]["recipients"]["signers"]] == ["1", "1"]
+    assert [(link.signer_id, link.url) for link in await emailed.open_group(_open(parallel, [A, B]))] == \
+        [("u-1", None), ("u-2", None)]
+    await emailed.remind(parallel, ["u-2"])
+    assert sim.reminded == [B.email]
+    await emailed.revoke(parallel, "changed our mind")
+    assert [e.kind for e in await emailed.poll(parallel)] == ["cancelled"]
+
+
+async def test_errors_are_classified(sim: DocuSignSim, http: httpx.AsyncClient, settings: Settings) -> None:
+    blobs = FileBlobStore(settings.data_dir / "blobs")
+    sim.consent = False
+    with pytest.raises(ProviderError) as consent:
+        await _provider(sim, blobs, http).poll("x")
+    assert consent.value.non_retryable and "consent_required" in str(consent.value)
+    sim.consent = True
+    with pytest.raises(ProviderError) as wrong_user:
+        await _provider(sim, blobs, http, user_id="someone-else").poll("x")
+    assert wrong_user.value.non_retryable and "invalid_grant" in str(wrong_user.value)
+    with pytest.raises(ProviderError) as invalid:
+        await _provider(sim, blobs, http).create_flow(_create_input(blobs, [[Person(id="u-5", name="无邮箱")]]))
+    assert invalid.value.non_retryable
+    with pytest.raises(ProviderError) as missing:
+        await _provider(sim, blobs, http).poll("no-such-envelope")
+    assert missing.value.non_retryable and "ENVELOPE_DOES_NOT_EXIST" in str(missing.value)
+    sim.down = True
+    with pytest.raises(ProviderError) as outage:
+        await _provider(sim, blobs, http).poll("x")
+    assert not outage.value.non_retryable and outage.value.retry_after == 1.0
+    sim.down = False
+    provider = _provider(sim, blobs, http)
+    await provider.auth.token()
+    sim.throttle = 1
+    with pytest.raises(ProviderError) as limited:
+        await provider.poll("y")
+    assert not limited.value.non_retryable and limited.value.retry_after == 7.0
+
+
+# ---- end to end -------------------------------------------------------------------------------
+
+
+async def _flow_of(rig: E2E, sim: DocuSignSim, handle: Any) -> str:
+    view = await rig.wait(handle, lambda v: v.provider_flow_id is not None and v.status.value == "IN_PROGRESS")
+    assert view.provider_flow_id in sim.envelopes
+    return str(view.provider_flow_id)
+
+
+@pytest.fixture
+async def e2e(dev_env: WorkflowEnvironment, settings: Settings, sim: DocuSignSim,
+              monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[E2E]:
+    monkeypatch.setenv("SIGNBRIDGE_DOCUSIGN_HMAC_KEY", HMAC_KEY)
+    async with provider_e2e(dev_env, settings, "docusign",
+                            lambda blobs, http: _provider(sim, FileBlobStore(settings.data_dir / "blobs"), http),
+                            ) as (rig, callback):
+        sim.callback_url = callback("/esign/docusign/webhook")
+        yield rig
+
+
+async def test_e2e_groups_in_order_complete(e2e: E2E, sim: DocuSignSim) -> None:
+    handle = await e2e.start([[A], [B, C]])
+    flow = await _flow_of(e2e, sim, handle)
+    await e2e.sink.wait_for(lambda: bool(e2e.links(handle, A)), timeout=20)
+    assert not e2e.links(handle, B)
+    sim.duplicate = True  # every Connect message twice
+    async with httpx.AsyncClient(timeout=10) as signer:
+        assert (await signer.post(e2e.links(handle, A)[0]["sign_url"])).status_code == 200
+    await e2e.sink.wait_for(lambda: bool(e2e.links(handle, B)) and bool(e2e.links(handle, C)), timeout=20)
+    sim.duplicate = False
+    sim.hold()
+    await sim.sign(flow, str(B.email))
+    await sim.sign(flow, str(C.email))
+    await sim.flush(reverse=True)  # envelope-completed first, then the recipients
+    view = await e2e.result(handle)
+    assert view.status.value == "COMPLETED" and all(s.status == "signed" for s in view.signers)
+    assert view.signed_document is not None
+    assert e2e.blobs.get(view.signed_document.blob_key) == sim.files[flow]  # DocuSign's re-rendered file
+    assert [f["sha256"] for f in e2e.sink.of_type("file")] == [view.signed_document.sha256]
+    assert all(d.attempts and d.attempts[-1] == 200 for d in sim.deliveries)
+
+
+async def test_e2e_decline(e2e: E2E, sim: DocuSignSim) -> None:
+    handle = await e2e.start([[A, B]])
+    flow = await _flow_of(e2e, sim, handle)
+    await e2e.sink.wait_for(lambda: bool(e2e.links(handle, A)) and bool(e2e.links(handle, B)), timeout=20)
+    await sim.decline(flow, str(B.email), "价格不对")
+    view = await e2e.result(handle)
+    assert view.status.value == "DECLINED" and "价格不对" in (view.reason or "")
+    assert not sim.may_sign(flow, str(A.email))
+
+
+async def test_e2e_outage_sticks_then_retry_completes(e2e: E2E, sim: DocuSignSim) -> None:
+    sim.down = True
+    handle = await e2e.start([[A]], step_retry_window=timedelta(seconds=2))
+    view = await e2e.wait(handle, lambda v: v.status.value == "STUCK")
+    assert view.stuck_step == "create" and "503" in (view.reason or "")
+    sim.down = False
+    await handle.execute_update("retry", ActionInput(actor=OPERATOR))
+    flow = await _flow_of(e2e, sim, handle)
+    await e2e.sink.wait_for(lambda: bool(e2e.links(handle, A)), timeout=20)
+    await sim.sign(flow, str(A.email))
+    assert (await e2e.result(handle)).status.value == "COMPLETED"
