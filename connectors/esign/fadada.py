@@ -1,0 +1,366 @@
+"""法大大 (FASC OpenAPI v5.1) with plain httpx (no SDK).
+
+Why it is shaped this way:
+
+- Every call is a form POST with one field `bizContent=<JSON>`, signed per PROTOCOLS.md: all
+  `X-FASC-*` headers but `X-FASC-Sign`, plus `bizContent`, non-empty, sorted, joined `k=v&...`;
+  h = hex(sha256(that)); k = HMAC-SHA256(app_secret, timestamp); sign = hex(HMAC-SHA256(k, h)).
+  The JSON is serialised once and those exact characters are signed and sent. Success is
+  `code == "100000"`; the access token (`/service/get-access-token`, grant `client_credential`)
+  is cached until shortly before `expiresIn` and fetched anew when a call reports it invalid.
+- A flow is a sign task: upload (`/file/get-upload-url`, PUT, `/file/process`), then
+  `/sign-task/create` with `transReferenceId = request_id` and one actor per signer (`actorId`
+  = the SignBridge signer id, which callbacks and details carry back), then `/sign-task/start`.
+  Several groups → `signInOrder: true` with `orderNo` = group index + 1; equal `orderNo` are
+  taken as parallel (unconfirmed: set `SIGNBRIDGE_FADADA_SEQUENTIAL_GROUPS=true` to flatten
+  groups into one-by-one order numbers instead). A retried `create_flow` first looks the task
+  up by `transReferenceId` (`/sign-task/owner/get-list`, filter shape unconfirmed).
+- Business error codes other than success are refusals (non-retryable) except the ones listed
+  in `retryable_codes` and the token-invalid ones (unconfirmed values; configurable).
+- 法大大 stamps the PDF with its own signatures and returns a new file: `incremental = False`;
+  evidence is the task id and the signed file's hash.
+- Callbacks: form `bizContent` + `X-FASC-Event`, signed the same way (over every `X-FASC-*`
+  header received except Sign), timestamp within ±5 min, reply 200 `{"msg": "success"}`. The
+  signature covers the body, so events act directly. The last `sign-task-signed` may already
+  carry `task_finished`: it then yields the completion too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs
+
+import httpx
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from connectors.esign.base import ProviderError, WebhookRejected, WebhookReply
+from signbridge.models import CreateFlowInput, OpenGroupInput, ProviderEvent, SignerLink
+from signbridge.settings import Settings
+from store.blobs import BlobStore
+
+PROVIDER = "fadada"
+OK = "100000"
+REPLY = WebhookReply(200, b'{"msg": "success"}', "application/json")
+FINISHED = ("task_finished", "sign_completed")
+DONE = ("task_finished", "task_terminated", "revoked", "expired", "sign_rejected")
+
+
+class FadadaConfig(BaseSettings):
+    """`SIGNBRIDGE_FADADA_*`: APP_ID and APP_SECRET enable the provider and its callback."""
+
+    model_config = SettingsConfigDict(env_prefix="SIGNBRIDGE_FADADA_", env_file=None, extra="ignore")
+
+    app_id: str = ""
+    app_secret: SecretStr | None = None
+    api_base: str = "https://api.fadada.com/api/v5"  # sandbox: https://uat-api.fadada.com/api/v5
+    open_corp_id: str = ""  # the initiating company's openCorpId
+    redirect_url: str = ""
+    sequential_groups: bool = False
+    retryable_codes: list[str] = ["100001"]  # "system busy" (unconfirmed)
+    token_invalid_codes: list[str] = ["100002"]  # "access token invalid or expired" (unconfirmed)
+    callback_tolerance_seconds: int = 300
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.app_id and self.app_secret and self.app_secret.get_secret_value())
+
+
+def fasc_sign(secret: str, params: Mapping[str, str]) -> str:
+    """The FASC signature over `X-FASC-*` headers (except Sign) + `bizContent`."""
+    joined = "&".join(f"{k}={v}" for k, v in sorted(params.items())
+                      if v and k.lower() != "x-fasc-sign")
+    digest = hashlib.sha256(joined.encode()).hexdigest()
+    timestamp = next(v for k, v in params.items() if k.lower() == "x-fasc-timestamp")
+    key = hmac.new(secret.encode(), timestamp.encode(), hashlib.sha256).digest()
+    return hmac.new(key, digest.encode(), hashlib.sha256).hexdigest()
+
+
+def signed_headers(app_id: str, secret: str, biz: str, *, token: str | None = None,
+                   extra: Mapping[str, str] | None = None, timestamp: str | None = None) -> dict[str, str]:
+    headers = {"X-FASC-App-Id": app_id, "X-FASC-Sign-Type": "HMAC-SHA256",
+               "X-FASC-Timestamp": timestamp or str(int(time.time() * 1000)),
+               "X-FASC-Nonce": secrets.token_hex(16), "X-FASC-Api-SubVersion": "5.1", **(extra or {})}
+    if token is None:
+        headers["X-FASC-Grant-Type"] = "client_credential"
+    else:
+        headers["X-FASC-AccessToken"] = token
+    headers["X-FASC-Sign"] = fasc_sign(secret, {**headers, "bizContent": biz})
+    return headers
+
+
+def _error(message: str, *, retryable: bool, retry_after: float | None = None) -> ProviderError:
+    error = ProviderError(message)
+    error.non_retryable = not retryable  # type: ignore[misc]
+    error.retry_after = retry_after  # type: ignore[misc]
+    return error
+
+
+def _at(value: Any) -> datetime:
+    if isinstance(value, int | float) or (isinstance(value, str) and value.isdigit()):
+        return datetime.fromtimestamp(int(value) / 1000, UTC)
+    return datetime.now(UTC)
+
+
+def actor_event(flow_id: str, actor_id: str, kind: str, when: Any = None, reason: str | None = None,
+                raw: dict[str, Any] | None = None) -> ProviderEvent:
+    return ProviderEvent(event_id=f"{PROVIDER}:{flow_id}:{actor_id}:{kind}", provider=PROVIDER, flow_id=flow_id,
+                         kind=kind, signer_id=actor_id, reason=reason, occurred_at=_at(when),  # type: ignore[arg-type]
+                         raw=raw or {})
+
+
+def task_event(flow_id: str, kind: str, when: Any = None, raw: dict[str, Any] | None = None) -> ProviderEvent:
+    return ProviderEvent(event_id=f"{PROVIDER}:{flow_id}:{kind}", provider=PROVIDER, flow_id=flow_id,
+                         kind=kind, occurred_at=_at(when), raw=raw or {})  # type: ignore[arg-type]
+
+
+STATUS_EVENTS = {"task_finished": "completed", "revoked": "cancelled", "expired": "expired"}
+
+
+class FadadaProvider:
+    """`ESignProvider` for 法大大. Flow id = signTaskId."""
+
+    name = PROVIDER
+    incremental = False
+
+    def __init__(self, config: FadadaConfig, blobs: BlobStore, http: httpx.AsyncClient) -> None:
+        assert config.app_secret is not None
+        self.config = config
+        self.blobs = blobs
+        self.http = http
+        self.base = config.api_base.rstrip("/")
+        self._secret = config.app_secret
+        self._token: str | None = None
+        self._expires = 0.0
+        self.grants = 0
+
+    async def _post(self, path: str, biz: dict[str, Any] | None, what: str, token: str | None) -> dict[str, Any]:
+        content = json.dumps(biz, ensure_ascii=False, separators=(",", ":")) if biz is not None else ""
+        headers = signed_headers(self.config.app_id, self._secret.get_secret_value(), content, token=token)
+        try:
+            resp = await self.http.post(self.base + path, headers=headers,
+                                        data={"bizContent": content} if content else None)
+        except httpx.TimeoutException as e:
+            raise _error(f"法大大 {what}: timeout", retryable=True) from e
+        except httpx.TransportError as e:
+            raise _error(f"法大大 {what}: {type(e).__name__}", retryable=True) from e
+        if resp.status_code >= 400:
+            after = resp.headers.get("Retry-After")
+            retryable = resp.status_code >= 500 or resp.status_code in (408, 429)
+            raise _error(f"法大大 {what}: HTTP {resp.status_code}", retryable=retryable,
+                         retry_after=float(after) if after and after.isdigit() else None)
+        return dict(resp.json())
+
+    async def _token_value(self) -> str:
+        if self._token and time.time() < self._expires - 60:
+            return self._token
+        body = await self._post("/service/get-access-token", None, "access token", None)
+        if body.get("code") != OK:
+            raise _error(f"法大大 access token: {body.get('code')} {body.get('msg')}",
+                         retryable=body.get("code") in self.config.retryable_codes)
+        data = body.get("data") or {}
+        self._token, self._expires = str(data["accessToken"]), time.time() + float(data.get("expiresIn", 7200))
+        self.grants += 1
+        return self._token
+
+    async def call(self, path: str, biz: dict[str, Any], what: str) -> dict[str, Any]:
+        for attempt in (1, 2):
+            body = await self._post(path, biz, what, await self._token_value())
+            code = str(body.get("code"))
+            if code == OK:
+                return dict(body.get("data") or {})
+            if code in self.config.token_invalid_codes and attempt == 1:
+                self._token = None
+                continue
+            raise _error(f"法大大 {what}: {code} {body.get('msg', '')}".strip(),
+                         retryable=code in self.config.retryable_codes)
+        raise AssertionError("unreachable")
+
+    async def _upload(self, req: CreateFlowInput) -> str:
+        target = await self.call("/file/get-upload-url", {"fileType": "doc", "storageType": "cloud"}, "upload url")
+        try:
+            put = await self.http.put(str(target["uploadUrl"]), content=self.blobs.get(req.document.blob_key))
+        except httpx.TransportError as e:
+            raise _error(f"法大大 upload: {type(e).__name__}", retryable=True) from e
+        if put.status_code >= 300:
+            raise _error(f"法大大 upload: HTTP {put.status_code}", retryable=True)
+        done = await self.call("/file/process", {"fddFileUrlList": [
+            {"fileType": "doc", "fddFileUrl": target["fddFileUrl"], "fileName": req.document.name}]}, "file process")
+        return str(done["fileIdList"][0]["fileId"])
+
+    async def _find(self, request_id: str) -> str | None:
+        found = await self.call("/sign-task/owner/get-list", {
+            "ownerId": {"idType": "corp", "openId": self.config.open_corp_id},
+            "listFilter": {"transReferenceId": request_id}}, "find task")
+        tasks = found.get("signTasks") or []
+        return str(tasks[0]["signTaskId"]) if tasks else None
+
+    async def create_flow(self, req: CreateFlowInput) -> str:
+        existing = await self._find(req.request_id)
+        if existing:
+            return existing
+        actors: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for index, group in enumerate(req.groups):
+            for person in group:
+                if person.id in seen:
+                    continue
+                account = person.mobile or person.email
+                if not account:
+                    raise _error(f"法大大 needs a mobile or email for {person.name}", retryable=False)
+                seen.add(person.id)
+                order = len(actors) + 1 if self.config.sequential_groups else index + 1
+                actors.append({"actor": {"actorId": person.id, "actorType": "person", "actorName": person.name,
+                                         "permissions": ["sign"], "accountName": account},
+                               "orderNo": order})
+        file_id = await self._upload(req)
+        created = await self.call("/sign-task/create", {
+            "initiator": {"idType": "corp", "openId": self.config.open_corp_id},
+            "signTaskSubject": req.title, "transReferenceId": req.request_id,
+            "signInOrder": len(req.groups) > 1, "autoFinish": True,
+            "expiresTime": str(int(req.expires_at.timestamp() * 1000)),
+            "docs": [{"docId": "1", "docName": req.document.name, "docFileId": file_id}],
+            "actors": actors}, "create task")
+        task_id = str(created["signTaskId"])
+        await self.call("/sign-task/start", {"signTaskId": task_id}, "start task")
+        return task_id
+
+    async def _detail(self, flow_id: str) -> dict[str, Any]:
+        return await self.call("/sign-task/get-detail", {"signTaskId": flow_id}, "task detail")
+
+    async def open_group(self, req: OpenGroupInput) -> list[SignerLink]:
+        detail = await self._detail(req.flow_id)
+        actors = {a.get("actorId"): a for a in detail.get("actors", [])}
+        links: list[SignerLink] = []
+        for person in req.signers:
+            actor = actors.get(person.id)
+            if actor is None:
+                raise _error(f"signer {person.id} is not in 法大大 task {req.flow_id}", retryable=False)
+            if actor.get("signStatus") in ("signed", "sign_rejected"):
+                continue
+            url = await self.call("/sign-task/actor/get-url", {
+                "signTaskId": req.flow_id, "actorId": person.id, "redirectUrl": self.config.redirect_url or None},
+                "actor url")
+            links.append(SignerLink(signer_id=person.id, url=str(url["actorSignTaskUrl"])))
+        return links
+
+    async def poll(self, flow_id: str) -> list[ProviderEvent]:
+        detail = await self._detail(flow_id)
+        events = []
+        for a in detail.get("actors", []):
+            if a.get("signStatus") == "signed":
+                events.append(actor_event(flow_id, str(a["actorId"]), "signed", a.get("signTime")))
+            elif a.get("signStatus") == "sign_rejected":
+                events.append(actor_event(flow_id, str(a["actorId"]), "declined", a.get("signTime"),
+                                          a.get("rejectReason")))
+        kind = STATUS_EVENTS.get(str(detail.get("signTaskStatus")))
+        if kind:
+            events.append(task_event(flow_id, kind, detail.get("finishTime")))
+        return events
+
+    async def download_signed(self, flow_id: str) -> bytes:
+        detail = await self._detail(flow_id)
+        if detail.get("signTaskStatus") not in FINISHED:
+            raise _error(f"法大大 task {flow_id} is {detail.get('signTaskStatus')}, not finished", retryable=True)
+        url = await self.call("/sign-task/owner/get-download-url", {
+            "ownerId": {"idType": "corp", "openId": self.config.open_corp_id}, "signTaskId": flow_id}, "download url")
+        try:
+            resp = await self.http.get(str(url["downloadUrl"]))
+        except httpx.TransportError as e:
+            raise _error(f"法大大 download: {type(e).__name__}", retryable=True) from e
+        if resp.status_code >= 400 or not resp.content.startswith(b"%PDF-"):
+            raise _error(f"法大大 download of {flow_id}: HTTP {resp.status_code}, not a PDF", retryable=True)
+        return resp.content
+
+    async def evidence(self, flow_id: str) -> dict[str, Any]:
+        signed = await self.download_signed(flow_id)
+        return {"kind": "fadada_sign_task", "sign_task_id": flow_id,
+                "signed_sha256": hashlib.sha256(signed).hexdigest()}
+
+    async def revoke(self, flow_id: str, reason: str) -> None:
+        if (await self._detail(flow_id)).get("signTaskStatus") in DONE:
+            return
+        await self.call("/sign-task/cancel", {"signTaskId": flow_id, "terminationNote": reason or "cancelled"},
+                        "cancel")
+
+    async def remind(self, flow_id: str, signer_ids: list[str]) -> None:
+        await self.call("/sign-task/urge", {"signTaskId": flow_id}, "urge")
+
+
+# ---- callbacks ------------------------------------------------------------------------------
+
+
+class FadadaWebhook:
+    name = PROVIDER
+
+    def __init__(self, app_id: str, secret: SecretStr, tolerance: int = 300) -> None:
+        self.app_id = app_id
+        self._secret = secret
+        self.tolerance = tolerance
+
+    def parse(self, headers: Mapping[str, str], query: Mapping[str, str],
+              body: bytes) -> tuple[list[ProviderEvent], WebhookReply]:
+        biz = (parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True).get("bizContent") or [""])[0]
+        fasc = {k: v for k, v in headers.items() if k.lower().startswith("x-fasc-")}
+        given = next((v for k, v in fasc.items() if k.lower() == "x-fasc-sign"), "")
+        stamp = next((v for k, v in fasc.items() if k.lower() == "x-fasc-timestamp"), "")
+        if not given or not stamp.isdigit():
+            raise WebhookRejected("missing X-FASC-Sign or X-FASC-Timestamp")
+        canonical = {_canonical(k): v for k, v in fasc.items()}
+        expected = fasc_sign(self._secret.get_secret_value(), {**canonical, "bizContent": biz})
+        if not hmac.compare_digest(expected.encode(), given.encode()):
+            raise WebhookRejected("bad X-FASC-Sign")
+        if abs(time.time() * 1000 - int(stamp)) > self.tolerance * 1000:
+            raise WebhookRejected("stale X-FASC-Timestamp")
+        try:
+            data = json.loads(biz)
+        except ValueError as e:
+            raise WebhookRejected("bizContent is not JSON") from e
+        event = canonical.get("X-FASC-Event", "")
+        if not isinstance(data, dict) or not data.get("signTaskId"):
+            return [], REPLY
+        flow_id, actor = str(data["signTaskId"]), data.get("actorId")
+        events: list[ProviderEvent] = []
+        if event == "sign-task-signed" and actor:
+            events.append(actor_event(flow_id, str(actor), "signed", data.get("eventTime"), raw=data))
+            if data.get("signTaskStatus") == "task_finished":
+                events.append(task_event(flow_id, "completed", data.get("eventTime"), raw=data))
+        elif event == "sign-task-sign-rejected" and actor:
+            events.append(actor_event(flow_id, str(actor), "declined", data.get("eventTime"),
+                                      data.get("rejectReason"), raw=data))
+        elif event in CALLBACK_TASK_EVENTS:
+            events.append(task_event(flow_id, CALLBACK_TASK_EVENTS[event], data.get("eventTime"), raw=data))
+        return events, REPLY
+
+
+CALLBACK_TASK_EVENTS = {"sign-task-finished": "completed", "sign-task-canceled": "cancelled",
+                        "sign-task-expire": "expired"}
+_CANONICAL = {"x-fasc-app-id": "X-FASC-App-Id", "x-fasc-sign-type": "X-FASC-Sign-Type",
+              "x-fasc-timestamp": "X-FASC-Timestamp", "x-fasc-nonce": "X-FASC-Nonce",
+              "x-fasc-api-subversion": "X-FASC-Api-SubVersion", "x-fasc-event": "X-FASC-Event",
+              "x-fasc-accesstoken": "X-FASC-AccessToken", "x-fasc-sign": "X-FASC-Sign",
+              "x-fasc-grant-type": "X-FASC-Grant-Type"}
+
+
+def _canonical(name: str) -> str:
+    """HTTP lowercases header names; the signature sorts the documented spelling."""
+    return _CANONICAL.get(name.lower(), name)
+
+
+def build(settings: Settings, engine: Any, blobs: BlobStore, http: httpx.AsyncClient) -> FadadaProvider | None:
+    config = FadadaConfig()
+    return FadadaProvider(config, blobs, http) if config.enabled else None
+
+
+def webhook(settings: Settings) -> FadadaWebhook | None:
+    config = FadadaConfig()
+    if not config.enabled or config.app_secret is None:
+        return None
+    return FadadaWebhook(config.app_id, config.app_secret, config.callback_tolerance_seconds)

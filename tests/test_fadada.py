@@ -1,0 +1,204 @@
+"""法大大: the signature vector, the connector against its simulator over real HTTP, flows end to end."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+from temporalio.testing import WorkflowEnvironment
+
+from connectors.esign import fadada
+from connectors.esign.base import ProviderError, WebhookRejected
+from connectors.esign.fadada import FadadaConfig, FadadaProvider, FadadaWebhook, fasc_sign
+from signbridge.models import ActionInput, Actor, CreateFlowInput, DocumentInfo, OpenGroupInput, Person
+from signbridge.pdf.sample import sample_contract
+from signbridge.settings import Settings
+from store.blobs import FileBlobStore, sha256_hex
+from tests.provider_cases import E2E, A, B, C, provider_e2e
+from tests.provider_cases.fadada import delivery
+from tests.sim.fadada_sim import FadadaSim
+
+APP_ID, SECRET = "sim-fadada-app", "sim-fadada-secret"
+OPERATOR = Actor(id="ops-1", name="Ops", is_operator=True)
+
+
+def test_vector() -> None:
+    assert fasc_sign("app-secret", {
+        "X-FASC-App-Id": "app-id", "X-FASC-Sign-Type": "HMAC-SHA256", "X-FASC-Timestamp": "1660000000123",
+        "X-FASC-Nonce": "0123456789abcdef0123456789abcdef", "X-FASC-Api-SubVersion": "5.1",
+        "X-FASC-AccessToken": "token", "bizContent": "Alice"}) == \
+        "37e2dd3277c7fd3618257b09a7cde544f7d07208fb2791666738236dd3aeabde"
+
+
+def test_callbacks_normalise_and_refuse_other_secrets() -> None:
+    hook = FadadaWebhook("case-fadada-app", SecretStr("case-fadada-secret"))
+    headers, body = delivery("sign-task-signed", {"signTaskId": "t1", "actorId": "u-1",
+                                                  "signTaskStatus": "task_finished", "eventTime": "1764000000000"})
+    events, reply = hook.parse({k.lower(): v for k, v in headers.items()}, {}, body)  # HTTP lowercases names
+    assert [(e.kind, e.signer_id) for e in events] == [("signed", "u-1"), ("completed", None)]
+    assert reply.body == b'{"msg": "success"}'
+    with pytest.raises(WebhookRejected):
+        FadadaWebhook("case-fadada-app", SecretStr("other")).parse(headers, {}, body)
+    for event, kind in [("sign-task-canceled", "cancelled"), ("sign-task-expire", "expired")]:
+        h, b = delivery(event, {"signTaskId": "t1"})
+        assert [e.kind for e in hook.parse(h, {}, b)[0]] == [kind]
+
+
+def test_settings_enable_only_with_secrets(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
+    monkeypatch.delenv("SIGNBRIDGE_FADADA_APP_ID", raising=False)
+    monkeypatch.delenv("SIGNBRIDGE_FADADA_APP_SECRET", raising=False)
+    blobs = FileBlobStore(settings.data_dir)
+    assert fadada.build(settings, None, blobs, httpx.AsyncClient()) is None and fadada.webhook(settings) is None
+    monkeypatch.setenv("SIGNBRIDGE_FADADA_APP_ID", "a")
+    monkeypatch.setenv("SIGNBRIDGE_FADADA_APP_SECRET", "s-very-secret")
+    assert fadada.build(settings, None, blobs, httpx.AsyncClient()) is not None and fadada.webhook(settings)
+    assert "s-very-secret" not in repr(FadadaConfig())
+
+
+@pytest.fixture
+def sim() -> Iterator[FadadaSim]:
+    with FadadaSim(APP_ID, SECRET).running() as s:
+        yield s
+
+
+def _provider(sim: FadadaSim, blobs: FileBlobStore, http: httpx.AsyncClient, secret: str = SECRET) -> FadadaProvider:
+    return FadadaProvider(FadadaConfig(app_id=APP_ID, app_secret=SecretStr(secret), api_base=sim.api_base,
+                                       open_corp_id="corp-1"), blobs, http)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=10) as client:
+        yield client
+
+
+def _create_input(blobs: FileBlobStore, groups: list[list[Person]], request_id: str = "req-1") -> CreateFlowInput:
+    data = sample_contract("unit")
+    return CreateFlowInput(request_id=request_id, provider="fadada", title="合同",
+                           document=DocumentInfo(name="c.pdf", sha256=sha256_hex(data), blob_key=blobs.put(data),
+                                                 size=len(data), pages=1),
+                           groups=groups, expires_at=datetime.now(UTC) + timedelta(days=3))
+
+
+async def test_connector_over_http(sim: FadadaSim, http: httpx.AsyncClient, settings: Settings) -> None:
+    blobs = FileBlobStore(settings.data_dir / "blobs")
+    provider = _provider(sim, blobs, http)
+    req = _create_input(blobs, [[A], [B, C]])
+    flow = await provider.create_flow(req)
+    assert await provider.create_flow(req) == flow and len(sim.tasks) == 1  # idempotent per request id
+    assert sim.grants == 1 and sim.tasks[flow]["signInOrder"]
+    assert [a["orderNo"] for a in sim.tasks[flow]["actors"]] == [1, 2, 2]
+    links = await provider.open_group(OpenGroupInput(request_id="req-1", provider="fadada", flow_id=flow, group=0,
+                                                     signers=[A], expires_at=req.expires_at))
+    assert [link.signer_id for link in links] == ["u-1"] and str(links[0].url).startswith(sim.url)
+    assert not sim.may_sign(flow, "u-2")  # order 2 waits for order 1
+    await sim.sign(flow, "u-1")
+    sim.expire_tokens()  # code 100002: the connector fetches a new token once
+    assert [(e.kind, e.signer_id) for e in await provider.poll(flow)] == [("signed", "u-1")]
+    assert sim.grants == 2
+    with pytest.raises(ProviderError) as not_ready:
+        await provider.download_signed(flow)
+    assert not not_ready.value.non_retryable
+    await provider.remind(flow, ["u-2"])
+    assert sim.urged == [flow]
+    await sim.sign(flow, "u-2")
+    await sim.sign(flow, "x-9")
+    signed = await provider.download_signed(flow)
+    assert signed == sim.files[flow] and (await provider.evidence(flow))["signed_sha256"] == sha256_hex(signed)
+    assert [e.kind for e in await provider.poll(flow)][-1] == "completed"
+    await provider.revoke(flow, "late")  # finished: no-op
+
+    parallel = await provider.create_flow(_create_input(blobs, [[A, B]], "req-2"))
+    assert not sim.tasks[parallel]["signInOrder"] and sim.may_sign(parallel, "u-2")
+    await provider.revoke(parallel, "changed our mind")
+    assert [e.kind for e in await provider.poll(parallel)] == ["cancelled"]
+
+
+async def test_errors_are_classified(sim: FadadaSim, http: httpx.AsyncClient, settings: Settings) -> None:
+    blobs = FileBlobStore(settings.data_dir / "blobs")
+    with pytest.raises(ProviderError) as bad_secret:
+        await _provider(sim, blobs, http, secret="wrong").poll("x")
+    assert bad_secret.value.non_retryable and "100003" in str(bad_secret.value)
+    with pytest.raises(ProviderError) as missing:
+        await _provider(sim, blobs, http).poll("no-such-task")
+    assert missing.value.non_retryable
+    with pytest.raises(ProviderError) as no_account:
+        await _provider(sim, blobs, http).create_flow(_create_input(blobs, [[Person(id="u-5", name="无账号")]]))
+    assert no_account.value.non_retryable
+    sim.busy = 1
+    with pytest.raises(ProviderError) as busy:
+        await _provider(sim, blobs, http).poll("x")
+    assert not busy.value.non_retryable
+    sim.down = True
+    with pytest.raises(ProviderError) as outage:
+        await _provider(sim, blobs, http).poll("x")
+    assert not outage.value.non_retryable and outage.value.retry_after == 1.0
+
+
+# ---- end to end -------------------------------------------------------------------------------
+
+
+async def _flow_of(rig: E2E, sim: FadadaSim, handle: Any) -> str:
+    view = await rig.wait(handle, lambda v: v.provider_flow_id is not None and v.status.value == "IN_PROGRESS")
+    assert view.provider_flow_id in sim.tasks
+    return str(view.provider_flow_id)
+
+
+@pytest.fixture
+async def e2e(dev_env: WorkflowEnvironment, settings: Settings, sim: FadadaSim,
+              monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[E2E]:
+    monkeypatch.setenv("SIGNBRIDGE_FADADA_APP_ID", APP_ID)
+    monkeypatch.setenv("SIGNBRIDGE_FADADA_APP_SECRET", SECRET)
+    async with provider_e2e(dev_env, settings, "fadada",
+                            lambda blobs, http: _provider(sim, FileBlobStore(settings.data_dir / "blobs"), http),
+                            ) as (rig, callback):
+        sim.callback_url = callback("/esign/fadada/webhook")
+        yield rig
+
+
+async def test_e2e_groups_in_order_complete(e2e: E2E, sim: FadadaSim) -> None:
+    handle = await e2e.start([[A], [B, C]])
+    flow = await _flow_of(e2e, sim, handle)
+    await e2e.sink.wait_for(lambda: bool(e2e.links(handle, A)), timeout=20)
+    assert not e2e.links(handle, B)
+    sim.duplicate = True
+    await sim.sign(flow, "u-1")
+    await e2e.sink.wait_for(lambda: bool(e2e.links(handle, B)) and bool(e2e.links(handle, C)), timeout=20)
+    sim.duplicate = False
+    sim.hold()
+    await sim.sign(flow, "u-2")
+    await sim.sign(flow, "x-9")
+    await sim.flush(reverse=True)  # finished first, then the signatures
+    view = await e2e.result(handle)
+    assert view.status.value == "COMPLETED" and all(s.status == "signed" for s in view.signers)
+    assert view.signed_document is not None
+    assert e2e.blobs.get(view.signed_document.blob_key) == sim.files[flow]
+    assert [f["sha256"] for f in e2e.sink.of_type("file")] == [view.signed_document.sha256]
+    assert all(d.attempts and d.attempts[-1] == 200 for d in sim.deliveries)
+
+
+async def test_e2e_decline(e2e: E2E, sim: FadadaSim) -> None:
+    handle = await e2e.start([[A, B]])
+    flow = await _flow_of(e2e, sim, handle)
+    await e2e.sink.wait_for(lambda: bool(e2e.links(handle, A)) and bool(e2e.links(handle, B)), timeout=20)
+    await sim.reject(flow, "u-2", "价格不对")
+    view = await e2e.result(handle)
+    assert view.status.value == "DECLINED" and "价格不对" in (view.reason or "")
+    assert not sim.may_sign(flow, "u-1")
+
+
+async def test_e2e_outage_sticks_then_retry_completes(e2e: E2E, sim: FadadaSim) -> None:
+    sim.down = True
+    handle = await e2e.start([[A]], step_retry_window=timedelta(seconds=2))
+    view = await e2e.wait(handle, lambda v: v.status.value == "STUCK")
+    assert view.stuck_step == "create" and "503" in (view.reason or "")
+    sim.down = False
+    await handle.execute_update("retry", ActionInput(actor=OPERATOR))
+    flow = await _flow_of(e2e, sim, handle)
+    await e2e.sink.wait_for(lambda: bool(e2e.links(handle, A)), timeout=20)
+    await sim.sign(flow, "u-1")
+    assert (await e2e.result(handle)).status.value == "COMPLETED"
