@@ -79,6 +79,9 @@ def test_assertion_claims() -> None:
     claims = jwt.decode(docusign.DocuSignAuth(config, httpx.AsyncClient()).assertion(now=1_700_000_000),
                         PUBLIC_PEM, algorithms=["RS256"], audience="account-d.docusign.com",
                         options={"verify_exp": False})
+    one_line = config.model_copy(update={"private_key": SecretStr(PRIVATE_PEM.replace("\n", "\\n"))})
+    assert jwt.decode(docusign.DocuSignAuth(one_line, httpx.AsyncClient()).assertion(), PUBLIC_PEM,
+                      algorithms=["RS256"], audience="account-d.docusign.com")["sub"] == USER
     assert claims == {"iss": IK, "sub": USER, "aud": "account-d.docusign.com", "iat": 1_700_000_000,
                       "exp": 1_700_003_600, "scope": "signature impersonation"}
 
@@ -251,3 +254,13 @@ async def test_e2e_outage_sticks_then_retry_completes(e2e: E2E, sim: DocuSignSim
     await e2e.sink.wait_for(lambda: bool(e2e.links(handle, A)), timeout=20)
     await sim.sign(flow, str(A.email))
     assert (await e2e.result(handle)).status.value == "COMPLETED"
+
+
+async def test_e2e_lost_callbacks_are_caught_by_the_first_poll(e2e: E2E, sim: DocuSignSim) -> None:
+    """The first poll of an envelope is always made; only repeats within 15 minutes are skipped."""
+    handle = await e2e.start([[A]], poll_after=timedelta(seconds=1))
+    flow = await _flow_of(e2e, sim, handle)
+    sim.mute = True
+    await sim.sign(flow, str(A.email))
+    view = await e2e.result(handle)
+    assert view.status.value == "COMPLETED" and view.events_seen == 2  # signed + completed, from one poll

@@ -202,3 +202,12 @@ async def test_e2e_outage_sticks_then_retry_completes(e2e: E2E, sim: FadadaSim) 
     await e2e.sink.wait_for(lambda: bool(e2e.links(handle, A)), timeout=20)
     await sim.sign(flow, "u-1")
     assert (await e2e.result(handle)).status.value == "COMPLETED"
+
+
+async def test_e2e_lost_callbacks_are_caught_by_polling(e2e: E2E, sim: FadadaSim) -> None:
+    handle = await e2e.start([[A]], poll_after=timedelta(seconds=1))
+    flow = await _flow_of(e2e, sim, handle)
+    sim.mute = True
+    await sim.sign(flow, "u-1")
+    view = await e2e.result(handle)
+    assert view.status.value == "COMPLETED" and view.events_seen == 2  # signed + completed, from a poll

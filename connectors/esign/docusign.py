@@ -174,7 +174,8 @@ class DocuSignAuth:
         assert config.private_key is not None
         self.config = config
         self.http = http
-        self._key = config.private_key
+        # `.env` files hold one line: a PEM written with literal `\n` escapes is accepted too
+        self._key = SecretStr(config.private_key.get_secret_value().replace("\\n", "\n"))
         self._token: str | None = None
         self._expires = 0.0
         self.grants = 0  # tokens fetched (tests check caching and refresh)
