@@ -188,7 +188,7 @@ async def test_errors_are_classified(sim: DocuSignSim, http: httpx.AsyncClient, 
     sim.throttle = 1
     with pytest.raises(ProviderError) as limited:
         await provider.poll("y")
-    assert not limited.value.non_retryable and limited.value.retry_after == 7.0
+    assert not limited.value.non_retryable and 5.0 <= (limited.value.retry_after or 0) <= 7.0  # X-RateLimit-Reset
 
 
 # ---- end to end -------------------------------------------------------------------------------
@@ -264,3 +264,12 @@ async def test_e2e_lost_callbacks_are_caught_by_the_first_poll(e2e: E2E, sim: Do
     await sim.sign(flow, str(A.email))
     view = await e2e.result(handle)
     assert view.status.value == "COMPLETED" and view.events_seen == 2  # signed + completed, from one poll
+
+
+async def test_e2e_expired_at_the_provider(e2e: E2E, sim: DocuSignSim) -> None:
+    handle = await e2e.start([[A, B]])
+    flow = await _flow_of(e2e, sim, handle)
+    await sim.sign(flow, str(A.email))
+    await sim.expire(flow)
+    view = await e2e.result(handle)
+    assert view.status.value == "EXPIRED" and not sim.may_sign(flow, str(B.email))

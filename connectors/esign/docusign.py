@@ -98,14 +98,21 @@ def check(resp: httpx.Response, what: str) -> httpx.Response:
         detail = f"{body.get('errorCode') or body.get('error', '')} {body.get('message', '')}".strip()
     except ValueError:
         detail = resp.text[:200]
-    retry_after: float | None = None
-    try:
-        retry_after = float(resp.headers["Retry-After"]) if "Retry-After" in resp.headers else None
-    except ValueError:
-        retry_after = None
     retryable = resp.status_code >= 500 or resp.status_code in (408, 429)
     raise _error(f"DocuSign {what}: HTTP {resp.status_code} {detail}".strip(), retryable=retryable,
-                 retry_after=retry_after)
+                 retry_after=_retry_after(resp.headers))
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """`Retry-After` seconds, or DocuSign's rate-limit `X-RateLimit-Reset` (epoch seconds)."""
+    try:
+        if "Retry-After" in headers:
+            return float(headers["Retry-After"])
+        if "X-RateLimit-Reset" in headers:
+            return max(1.0, float(headers["X-RateLimit-Reset"]) - time.time())
+    except ValueError:
+        pass
+    return None
 
 
 def _at(value: Any) -> datetime:

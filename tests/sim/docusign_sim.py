@@ -11,7 +11,8 @@
   them (`POST <url>` / `?action=decline`). `status_gets` counts status reads per envelope.
 - Connect: JSON SIM bodies, one `X-DocuSign-Signature-N` per key in `hmac_keys` (rotation),
   retried until 200; `duplicate`, `hold()`/`flush(reverse=True)`, `mute` as in the other sims.
-- `down` → 503 + Retry-After: 1; `throttle = n` → the next n calls 429 + Retry-After: 7.
+- `down` → 503 + Retry-After: 1; `throttle = n` → the next n calls 429 with DocuSign's
+  `X-RateLimit-Reset` (epoch seconds) 7 s ahead; `expire(id)` expires an envelope.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import base64
 import json
 import secrets
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -94,7 +96,7 @@ class DocuSignSim:
             if self.throttle > 0:
                 self.throttle -= 1
                 return JSONResponse({"errorCode": "HOURLY_APIINVOCATION_LIMIT_EXCEEDED"}, 429,
-                                    headers={"Retry-After": "7"})
+                                    headers={"X-RateLimit-Reset": str(int(time.time()) + 7)})
             if request.url.path.startswith("/restapi/"):
                 auth = request.headers.get("authorization", "")
                 if not auth.startswith("Bearer ") or auth[7:] not in self.tokens:
@@ -284,6 +286,13 @@ class DocuSignSim:
             envelope.update(status="declined", declinedDateTime=_now())
         await self._emit("recipient-declined", env_id, signer["recipientId"])
         await self._emit("envelope-declined", env_id)
+
+    async def expire(self, env_id: str) -> None:
+        """DocuSign voids an envelope past its expiration date and says so in `voidedReason`."""
+        with self._lock:
+            self.envelopes[env_id].update(status="voided", voidedReason="Envelope has expired.",
+                                          voidedDateTime=_now())
+        await self._emit("envelope-expired", env_id)
 
     # ---- Connect ------------------------------------------------------------------------------
 
