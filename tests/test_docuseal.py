@@ -210,3 +210,12 @@ async def test_e2e_lost_webhooks_are_caught_by_polling(e2e: E2E, sim: DocuSealSi
     await sim.complete(sid, "u-1")
     view = await e2e.result(handle)
     assert view.status.value == "COMPLETED" and view.events_seen == 2  # signed + completed, from a poll
+
+
+async def test_e2e_deadline_expires_and_archives_at_the_provider(e2e: E2E, sim: DocuSealSim) -> None:
+    handle = await e2e.start([[A]], deadline=timedelta(seconds=3), reminder_max=0)
+    sid = await _flow_of(e2e, sim, handle)
+    assert sim.may_act(sid, "u-1")
+    view = await e2e.result(handle)
+    assert view.status.value == "EXPIRED"
+    assert not sim.may_act(sid, "u-1")  # the submission was archived at DocuSeal

@@ -212,3 +212,12 @@ async def test_e2e_lost_callbacks_are_caught_by_polling(e2e: E2E, sim: DropboxSi
     await sim.sign(flow, str(A.email))
     view = await e2e.result(handle)
     assert view.status.value == "COMPLETED" and view.events_seen == 2  # signed + completed, from a poll
+
+
+async def test_e2e_deadline_expires_and_cancels_at_the_provider(e2e: E2E, sim: DropboxSignSim) -> None:
+    handle = await e2e.start([[A]], deadline=timedelta(seconds=3), reminder_max=0)
+    flow = await _flow_of(e2e, sim, handle)
+    assert sim.may_sign(flow, str(A.email))
+    view = await e2e.result(handle)
+    assert view.status.value == "EXPIRED"
+    assert not sim.may_sign(flow, str(A.email))  # the request was cancelled at Dropbox Sign
