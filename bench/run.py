@@ -1,0 +1,124 @@
+"""`python -m bench.run [--quick] [--out docs/benchmarks.md]`: every row, then the report.
+
+Starts everything it talks to on loopback (Temporal dev server and time-skipping server from the
+pip-installed binaries, the API and worker processes, a chat sink) and stops it all at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from bench import ack, card, cost, e2e, signing, waiting
+from bench.common import Stack, TimedSink, api_process, dev_server, make_settings, target, worker_process
+from bench.report import Results, machine, write_report
+
+
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="seconds instead of minutes: for CI and debugging")
+    p.add_argument("--out", type=Path, default=None,
+                   help="where to write the report (default: docs/benchmarks.md; with --quick: not written)")
+    p.add_argument("--ack-seconds", type=float, default=None, help="duration of each callback rate (default 30)")
+    p.add_argument("--rates", default="25,50,100", help="callback rates per second, comma separated")
+    p.add_argument("--e2e-flows", type=int, default=None, help="flows in the throughput row (default 30)")
+    p.add_argument("--card-samples", type=int, default=None, help="samples in the signal-to-card row (default 30)")
+    p.add_argument("--waiting-flows", type=int, default=None,
+                   help="flows waiting at once in the scale row (default 1000; the issue asks 10,000)")
+    p.add_argument("--sign-iterations", type=int, default=None, help="signatures per key type (default 10)")
+    p.add_argument("--rows", default="1,2,3,4,5,6", help="which rows to run, comma separated")
+    return p.parse_args(argv)
+
+
+async def main(args: argparse.Namespace) -> Results:
+    q = args.quick
+    rows = {int(r) for r in args.rows.split(",") if r.strip()}
+    res = Results(quick=q, started=time.time(), machine=machine())
+    res.params = {
+        "ack_seconds": args.ack_seconds if args.ack_seconds is not None else (2.0 if q else 30.0),
+        "rates": [float(r) for r in args.rates.split(",")],
+        "e2e_flows": args.e2e_flows or (4 if q else 30),
+        "card_samples": args.card_samples or (3 if q else 30),
+        "waiting_flows": args.waiting_flows or (20 if q else 1000),
+        "sign_iterations": args.sign_iterations or (2 if q else 10),
+    }
+    p = res.params
+    with tempfile.TemporaryDirectory(prefix="signbridge-bench-") as tmp:
+        root = Path(tmp)
+        if 6 in rows:
+            _log("row 6: PAdES signing and validation by key type")
+            res.signing = await asyncio.to_thread(signing.run, p["sign_iterations"], _log)
+        if 3 in rows:
+            _log("row 3: cost per flow (time-skipping server)")
+            res.costs = await cost.run(root / "cost", quick=q, log=_log)
+        if rows & {1, 2, 4, 5}:
+            await _dev_rows(res, rows, root, _log)
+    res.finished = time.time()
+    return res
+
+
+async def _dev_rows(res: Results, rows: set[int], root: Path, log: Any) -> None:
+    p = res.params
+    async with dev_server() as env:
+        client = env.client
+        with TimedSink(_secret()) as sink:
+            main_settings = make_settings(root / "main", target(env), sink.url)
+            ack_settings = make_settings(root / "ack", target(env), sink.url,
+                                         task_queue=f"bench-noworker-{uuid.uuid4().hex[:6]}")
+            main, acks = Stack(main_settings, root / "main"), Stack(ack_settings, root / "ack")
+            with api_process(main) as api, api_process(acks) as ack_api, \
+                    worker_process(main) as worker, worker_process(main, "bench.baseline") as base_worker:
+                if 1 in rows:
+                    log("row 1: callback acknowledgement (open loop)")
+                    res.ack = await ack.run(client, ack_api, ack_settings.task_queue + "-empty", p["rates"],
+                                            p["ack_seconds"], log)
+                if 5 in rows:
+                    log("row 5: signal to card")
+                    res.card = await card.run(client, main_settings, sink, p["card_samples"], log)
+                if 2 in rows:
+                    log("row 2: end-to-end throughput")
+                    res.e2e = await e2e.run(client, main_settings, sink, api, p["e2e_flows"], log)
+                if 4 in rows:
+                    log(f"row 4: {p['waiting_flows']} flows waiting at once")
+                    n = p["waiting_flows"]
+                    rate = 50.0 if res.quick else 100.0
+                    res.waiting = await waiting.run_signbridge(
+                        client, main_settings, sink, api, ack_api, worker, n, rate,
+                        ack_seconds=2.0 if res.quick else 10.0, log=log)
+                    res.waiting_base = await waiting.run_baseline(client, main_settings, sink, base_worker, n,
+                                                                  rate * 2, log=log)
+
+
+def _secret() -> str:
+    from bench.common import SECRET
+
+    return SECRET
+
+
+def cli(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    t = time.monotonic()
+    res = asyncio.run(main(args))
+    out = args.out if args.out is not None else (None if args.quick else Path("docs/benchmarks.md"))
+    text = write_report(res)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        _log(f"wrote {out} ({time.monotonic() - t:.0f} s)")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli())

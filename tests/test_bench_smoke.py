@@ -1,0 +1,32 @@
+"""The cost-per-flow bench row in quick mode: history must not grow with waiting time.
+
+Runs `bench.cost` on the time-skipping server (a week passes in milliseconds): a two-signer flow
+signed at once, and the same flow whose last signer waits seven days. The week may add the
+reminders it sends (EVENTS_PER_REMINDER history events each) and nothing else — a flow that
+wrote events while merely waiting would make a company's Temporal bill grow with how slowly
+people sign.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench import cost
+
+
+async def test_cost_row_quick_waiting_adds_only_reminders(tmp_path: Path) -> None:
+    costs = await cost.run(tmp_path, quick=True, log=lambda _msg: None)
+    by_name = {c.name: c for c in costs}
+    for c in costs:
+        assert c.status == "COMPLETED", c
+        assert c.events > 0 and c.baseline_events and c.baseline_events > 0
+        assert c.actions["starts"] == 1 and c.actions["signals"] == 2 and c.actions["activities"] >= 2
+
+    plain = by_name["2 serial, no reminders"]
+    assert plain.reminders == 0 and plain.polls == 0
+    at_once = by_name["2 serial, reminders on, signed at once"]
+    week = by_name["2 serial, reminders on, last signs after 7 days"]
+    assert at_once.reminders == 0
+    assert week.reminders == 3  # 24 h, 48 h, 72 h — then no more (reminder_max)
+    assert week.polls == 0
+    assert week.events - at_once.events <= week.reminders * cost.EVENTS_PER_REMINDER, (week, at_once)
