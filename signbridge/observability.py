@@ -42,7 +42,7 @@ class ObservabilitySettings(BaseSettings):
 
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"
-    worker_metrics_address: str = "0.0.0.0:9464"  # empty: no Prometheus endpoint on the worker
+    worker_metrics_address: str = "127.0.0.1:9464"  # empty: no Prometheus endpoint on the worker
 
 
 class JsonFormatter(logging.Formatter):

@@ -228,45 +228,59 @@ def _worker_env(settings: Settings) -> dict[str, str]:
         "SIGNBRIDGE_LINK_SECRET": settings.link_secret.get_secret_value(),
         "SIGNBRIDGE_WEBHOOK_OUTBOUND_URL": settings.webhook_outbound_url,
         "SIGNBRIDGE_PUBLIC_URL": settings.public_url,
+        "SIGNBRIDGE_WORKER_METRICS_ADDRESS": "",  # no fixed port: tests run beside other workers
     })
     return env
 
 
 def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
+    log = (settings.data_dir / "worker.log").open("ab")  # read back when the test fails
     return subprocess.Popen([sys.executable, "-m", "worker"], cwd=ROOT, env=_worker_env(settings),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=log, stderr=subprocess.STDOUT)
+
+
+def _worker_log(settings: Settings) -> str:
+    path = settings.data_dir / "worker.log"
+    return path.read_text(errors="replace")[-3000:] if path.exists() else "(no worker log)"
 
 
 async def test_worker_killed_after_first_signature(dev_env: WorkflowEnvironment, settings: Settings) -> None:
     with stack(dev_env, settings) as s:
         worker = _start_worker(s.settings)
         try:
-            async with httpx.AsyncClient(timeout=30) as http:
-                resp = await s.send(http, s.command("/sign @李四 > @王五", MENTIONS[:2]))
-                request_id = resp.json()["request_id"]
-                await s.sign(http, request_id, "u-1", "李四")
+            await _killed_worker_scenario(s, worker)
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n--- worker log ---\n{_worker_log(s.settings)}") from e
 
-                def first_signed_on_card() -> bool:
-                    cards = [m["card"] for m in s.sink.messages if m["type"] == "card.upsert"]
-                    return bool(cards) and cards[-1]["signers"][0]["state"] == "signed"
 
-                await s.sink.wait_for(first_signed_on_card, timeout=60)
-                await s.sink.wait_for(lambda: s.link(request_id, "u-2") is not None, timeout=60)
-                worker.send_signal(signal.SIGKILL)
-                worker.wait(timeout=10)
+async def _killed_worker_scenario(s: Stack, worker: subprocess.Popen[bytes]) -> None:
+    try:
+        async with httpx.AsyncClient(timeout=30) as http:
+            resp = await s.send(http, s.command("/sign @李四 > @王五", MENTIONS[:2]))
+            request_id = resp.json()["request_id"]
+            await s.sign(http, request_id, "u-1", "李四")
 
-                worker = _start_worker(s.settings)
-                await s.sign(http, request_id, "u-2", "王五")
-                await s.wait_status(http, request_id, "COMPLETED", timeout=120)
-        finally:
-            worker.kill()
+            def first_signed_on_card() -> bool:
+                cards = [m["card"] for m in s.sink.messages if m["type"] == "card.upsert"]
+                return bool(cards) and cards[-1]["signers"][0]["state"] == "signed"
+
+            await s.sink.wait_for(first_signed_on_card, timeout=60)
+            await s.sink.wait_for(lambda: s.link(request_id, "u-2") is not None, timeout=60)
+            worker.send_signal(signal.SIGKILL)
             worker.wait(timeout=10)
-        card_keys = {m["card_key"] for m in s.sink.messages if m["type"] == "card.upsert"}
-        assert card_keys == {request_id}  # exactly one card
-        for user in ("u-1", "u-2"):
-            links = [m for m in s.sink.messages if m["type"] == "message" and m.get("to") == user]
-            assert len(links) == 1, links  # exactly one link message per signer
-        assert len([m for m in s.sink.messages if m["type"] == "file"]) == 1
+
+            worker = _start_worker(s.settings)
+            await s.sign(http, request_id, "u-2", "王五")
+            await s.wait_status(http, request_id, "COMPLETED", timeout=120)
+    finally:
+        worker.kill()
+        worker.wait(timeout=10)
+    card_keys = {m["card_key"] for m in s.sink.messages if m["type"] == "card.upsert"}
+    assert card_keys == {request_id}  # exactly one card
+    for user in ("u-1", "u-2"):
+        links = [m for m in s.sink.messages if m["type"] == "message" and m.get("to") == user]
+        assert len(links) == 1, links  # exactly one link message per signer
+    assert len([m for m in s.sink.messages if m["type"] == "file"]) == 1
 
 
 @pytest.fixture(autouse=True)
