@@ -34,7 +34,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--e2e-flows", type=int, default=None, help="flows in the throughput row (default 30)")
     p.add_argument("--card-samples", type=int, default=None, help="samples in the signal-to-card row (default 30)")
     p.add_argument("--waiting-flows", type=int, default=None,
-                   help="flows waiting at once in the scale row (default 1000; the issue asks 10,000)")
+                   help="flows waiting at once in the scale row (default 500; the issue asks 10,000)")
+    p.add_argument("--capped-cache", type=int, default=None,
+                   help="also measure row 4's RSS with the worker's sticky cache capped at this many flows "
+                        "(default 100; 0 to skip)")
     p.add_argument("--sign-iterations", type=int, default=None, help="signatures per key type (default 10)")
     p.add_argument("--rows", default="1,2,3,4,5,6", help="which rows to run, comma separated")
     return p.parse_args(argv)
@@ -49,8 +52,9 @@ async def main(args: argparse.Namespace) -> Results:
         "rates": [float(r) for r in args.rates.split(",")],
         "e2e_flows": args.e2e_flows or (4 if q else 30),
         "card_samples": args.card_samples or (3 if q else 30),
-        "waiting_flows": args.waiting_flows or (20 if q else 1000),
+        "waiting_flows": args.waiting_flows or (20 if q else 500),
         "sign_iterations": args.sign_iterations or (2 if q else 10),
+        "capped_cache": args.capped_cache if args.capped_cache is not None else (5 if q else 100),
     }
     p = res.params
     with tempfile.TemporaryDirectory(prefix="signbridge-bench-") as tmp:
@@ -97,6 +101,13 @@ async def _dev_rows(res: Results, rows: set[int], root: Path, log: Any) -> None:
                         ack_seconds=2.0 if res.quick else 10.0, log=log)
                     res.waiting_base = await waiting.run_baseline(client, main_settings, sink, base_worker, n,
                                                                   rate * 2, log=log)
+                    if p["capped_cache"]:
+                        capped_settings = main_settings.model_copy(
+                            update={"task_queue": main_settings.task_queue + "-capped"})
+                        capped = Stack(capped_settings, root / "main")
+                        with worker_process(capped, "bench.capped_worker", [str(p["capped_cache"])]) as cw:
+                            res.waiting_capped = await waiting.run_capped(
+                                client, capped_settings, sink, cw, p["capped_cache"], n, rate, log=log)
 
 
 def _secret() -> str:
