@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PACKAGES := signbridge workflows activities api connectors store worker.py
 
-.PHONY: install venv run test lint clean
+.PHONY: install venv run test lint bench clean
 
 install: $(STAMP)
 venv: $(STAMP)
@@ -35,6 +35,10 @@ lint: install
 test: install
 	@$(MAKE) --no-print-directory lint
 	$(BIN)/pytest -q
+
+# Benchmarks against the embedded defaults; writes docs/benchmarks.md (see bench/).
+bench: install
+	$(BIN)/python -m bench.run
 
 clean:
 	rm -rf .data
