@@ -208,6 +208,7 @@ class Stack:
             "SIGNBRIDGE_PUBLIC_URL": s.public_url,
             "SIGNBRIDGE_API_KEYS": API_KEY,
             "SIGNBRIDGE_LOG_LEVEL": "WARNING",
+            "SIGNBRIDGE_WORKER_METRICS_ADDRESS": "",  # no fixed port: nothing to clash with on a shared box
             "PYTHONPATH": str(ROOT),
         })
         return env
