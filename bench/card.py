@@ -10,6 +10,7 @@ Baseline: a signal to `BenchFlow` whose one activity after the signal POSTs a ca
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from dataclasses import dataclass
@@ -70,6 +71,9 @@ async def run(client: Client, settings: Settings, sink: TimedSink, n: int, log: 
     for _ in range(n):
         handle = await start_baseline(client, settings, 1, "cardbase", card_after_signal=True)
         await sink.link(handle.id, SIGNERS[0].id)
+        # Let the link activity's completion settle (SignBridge's side spends ~150 ms signing here),
+        # so the signal meets an idle workflow in both measurements.
+        await asyncio.sleep(0.2)
         t0 = time.time()
         await handle.signal("signed", SIGNERS[0].id)
 
