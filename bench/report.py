@@ -335,10 +335,15 @@ def _waiting(r: Results, w: Any) -> None:
       "Then the API's callback latency is measured at 50 req/s, and every signer signs (6 at a time, real "
       "PAdES) until every flow is COMPLETED. Baseline: as many `BenchFlow`s waiting for one signal in the "
       "baseline worker process, then signalled.\n")
+    ec = next((x for x in r.signing if x.key_type == "EC P-256"), None)
+    sign_cost = f"{_f(ec.sign_ms, 0)} ms" if ec else "~150 ms"
     if wt.n < 10_000:
         w(f"**Measured at N = {wt.n}, not the issue's 10,000**: on 2 cores, opening a flow costs its five "
           "activities (prepare, create_flow, open_group, publish, send_link) and completing it one PAdES "
-          "signature (~150 ms CPU) plus validation, so 10,000 would take well over the 20-minute budget "
+          f"signature ({sign_cost} of CPU) plus validation and delivery: "
+          f"{_f(wt.n / wt.setup_seconds if wt.setup_seconds else math.nan)} flows/s opened and "
+          f"{_f(wt.completed / wt.complete_seconds if wt.complete_seconds else math.nan)} flows/s completed "
+          "here, so 10,000 would take well over the 20-minute budget "
           "of `make bench`. Run `python -m bench.run --rows 4 --waiting-flows 10000` for the full figure. "
           "The per-flow RSS below extrapolates linearly.\n")
     per = wt.kib_per_flow
