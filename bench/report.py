@@ -317,12 +317,14 @@ def _cost(r: Results, w: Any) -> None:
              "**Waiting costs more than the reminders.**") + "\n")
     poll = next((c for c in r.costs if "polling" in c.name), None)
     if poll and week:
-        w(f"With the polling fallback on (`poll_after` = 1 h, the default for providers without reliable "
-          f"webhooks) the same week costs {poll.events} events: {poll.polls} polls (1 h, doubling, capped at "
-          "one a day), each a timer and an activity. That part does grow with waiting time, about one poll "
-          "(11 events) per day once the back-off reaches a day. Fix if it matters: skip polling for the "
-          "built-in provider (its events are delivered in-process and re-delivered by `poll` only after a "
-          "failure), or cap by total polls rather than interval.\n")
+        w(f"**With the shipped default `poll_after` = 1 h** (`Settings.poll_after`; the rows above turn polling "
+          f"off, as the test harness does) the same week costs {poll.events} events instead of {week.events}: "
+          f"{poll.polls} polls (after 1 h, then doubling while nothing changes, capped at one a day), each a "
+          f"timer, a workflow task and a `poll` activity ({EVENTS_PER_REMINDER} events). That part does grow "
+          "with waiting time: about one poll a day once the back-off reaches a day, so a flow waiting 30 days "
+          "would add ~30 polls. Fix: skip the polling fallback while the provider's webhooks are healthy (the "
+          "built-in provider delivers its events in-process, so polling it only helps after a failed "
+          "delivery), or stop backing off at a day and cap the number of quiet polls per flow.\n")
 
 
 def _waiting(r: Results, w: Any) -> None:

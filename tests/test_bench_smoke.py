@@ -4,7 +4,8 @@ Runs `bench.cost` on the time-skipping server (a week passes in milliseconds): a
 signed at once, and the same flow whose last signer waits seven days. The week may add the
 reminders it sends (EVENTS_PER_REMINDER history events each) and nothing else — a flow that
 wrote events while merely waiting would make a company's Temporal bill grow with how slowly
-people sign.
+people sign. Provider events arrive by webhook here (polling off, as in the test harness); the
+full bench also reports the week with the default `poll_after` of 1 h, where polls do add up.
 """
 
 from __future__ import annotations
