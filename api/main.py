@@ -8,7 +8,19 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from temporalio.client import Client
 
-from api import errors
+from api import (
+    errors,
+    health,
+    im_dingtalk,
+    im_feishu,
+    im_slack,
+    im_webhook,
+    im_wecom,
+    metrics,
+    provider_webhooks,
+    requests,
+    sign_pages,
+)
 from api.metrics import install_metrics
 from connectors.esign.registry import build_webhooks
 from signbridge.settings import Settings, get_settings
@@ -36,23 +48,7 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
     app = FastAPI(title="SignBridge", version="0.1.0", lifespan=lifespan)
     errors.install(app)
     install_metrics(app)
-    for router in _routers():
-        app.include_router(router)
+    for module in (health, im_webhook, im_feishu, im_slack, im_dingtalk, im_wecom, sign_pages,
+                   provider_webhooks, requests, metrics):
+        app.include_router(module.router)
     return app
-
-
-def _routers() -> list:  # type: ignore[type-arg]
-    """Routers are imported here so a missing optional one never breaks the others' import."""
-    import importlib
-
-    found = []
-    for name in ("api.health", "api.im_webhook", "api.sign_pages", "api.provider_webhooks", "api.requests",
-                 "api.im_feishu", "api.im_slack", "api.im_dingtalk", "api.im_wecom", "api.metrics"):
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name != name:
-                raise
-            continue
-        found.append(module.router)
-    return found
