@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 import json
 import uuid
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Request
@@ -17,7 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, ValidationError
 from sqlmodel import Session
 from starlette.datastructures import UploadFile
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import RPCTimeoutOrCancelledError, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import BlobsDep, ClientDep, EngineDep, SettingsDep
@@ -203,11 +204,19 @@ async def act(
     return await run_update(client, request_id, action, arg, idempotency_key)
 
 
+UPDATE_DEADLINE = timedelta(seconds=25)
+
+
 async def run_update(client: Any, request_id: str, action: str, arg: ActionInput, update_id: str | None) -> StatusView:
+    """Run an update and answer within `UPDATE_DEADLINE`: with no worker polling, the SDK would
+    otherwise long-poll forever and the caller would only see their own HTTP timeout."""
     handle = client.get_workflow_handle(request_id)
     try:
         return await handle.execute_update(action, arg, id=update_id or uuid.uuid4().hex,  # type: ignore[no-any-return]
-                                           result_type=StatusView)
+                                           result_type=StatusView, rpc_timeout=UPDATE_DEADLINE)
+    except RPCTimeoutOrCancelledError as e:
+        raise ApiError(504, "no_answer", f"{request_id} did not answer in time — is a worker running? "
+                       "The update may still be applied once one picks the flow up") from e
     except WorkflowUpdateFailedError as e:
         message = getattr(e.cause, "message", None) or str(e.cause or e)
         code = getattr(e.cause, "type", None) or "rejected"

@@ -26,7 +26,12 @@ from rich.table import Table
 from sqlalchemy import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
-from temporalio.client import Client, WorkflowQueryFailedError, WorkflowQueryRejectedError
+from temporalio.client import (
+    Client,
+    RPCTimeoutOrCancelledError,
+    WorkflowQueryFailedError,
+    WorkflowQueryRejectedError,
+)
 from temporalio.service import RPCError, RPCStatusCode
 
 from signbridge import ops_db, ops_identities
@@ -199,7 +204,7 @@ async def _act(client: Client, request_id: str, action: str, arg: ActionInput, t
     except ApiError as e:
         skip = e.code == "NotAllowed" or (batch and e.code == "not_found")
         return Outcome(request_id, "skipped" if skip else "failed", f"{e.code}: {e.message}")
-    except TimeoutError:
+    except (TimeoutError, RPCTimeoutOrCancelledError):
         return Outcome(request_id, "failed", f"no answer within {timeout:.0f} s — is a worker running? "
                        "(the update may still be applied once one is)")
     except RPCError as e:

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI, Request, Response
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
@@ -248,12 +249,27 @@ async def test_worker_killed_after_first_signature(dev_env: WorkflowEnvironment,
     with stack(dev_env, settings) as s:
         worker = _start_worker(s.settings)
         try:
-            await _killed_worker_scenario(s, worker)
+            await _killed_worker_scenario(s, worker, dev_env.client)
         except AssertionError as e:
             raise AssertionError(f"{e}\n--- worker log ---\n{_worker_log(s.settings)}") from e
+        finally:  # a flow left STUCK here would wait for a worker that never comes, in other tests' queries
+            await _terminate_running(dev_env.client, s.sink)
 
 
-async def _killed_worker_scenario(s: Stack, worker: subprocess.Popen[bytes]) -> None:
+async def _terminate_running(client: Client, sink: WebhookSink) -> None:
+    for key in {m["card_key"] for m in sink.messages if m["type"] == "card.upsert"}:
+        handle = client.get_workflow_handle(key)
+        if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+            await handle.terminate("test teardown")
+
+
+async def _no_activity_in_flight(client: Client, request_id: str) -> bool:
+    """Killing the worker mid-activity would leave that attempt to its 2-minute start-to-close
+    timeout, longer than this stack's step retry window; the test is about a crash between steps."""
+    return not (await client.get_workflow_handle(request_id).describe()).raw_description.pending_activities
+
+
+async def _killed_worker_scenario(s: Stack, worker: subprocess.Popen[bytes], client: Client) -> None:
     try:
         async with httpx.AsyncClient(timeout=30) as http:
             resp = await s.send(http, s.command("/sign @李四 > @王五", MENTIONS[:2]))
@@ -266,6 +282,10 @@ async def _killed_worker_scenario(s: Stack, worker: subprocess.Popen[bytes]) -> 
 
             await s.sink.wait_for(first_signed_on_card, timeout=60)
             await s.sink.wait_for(lambda: s.link(request_id, "u-2") is not None, timeout=60)
+            end = time.monotonic() + 60
+            while not await _no_activity_in_flight(client, request_id):
+                assert time.monotonic() < end, "an activity stayed in flight for 60 s"
+                await asyncio.sleep(0.1)
             worker.send_signal(signal.SIGKILL)
             worker.wait(timeout=10)
 

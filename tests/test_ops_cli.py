@@ -7,6 +7,7 @@ harness's worker keeps running on this test's event loop while the command waits
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -23,12 +24,13 @@ from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner, Result
 
 from signbridge.cli import app
-from signbridge.models import SignStatus, StatusView
+from signbridge.models import ChatRef, DocumentSource, SigningRequest, SignStatus, StatusView
 from signbridge.ops_cli import visibility_query
 from signbridge.ops_db import alembic_config, driver_url
 from signbridge.settings import Settings
+from signbridge.temporal import start_signing
 from store import tables  # noqa: F401
-from tests.harness import A, Harness, harness
+from tests.harness import INITIATOR, A, Harness, harness
 
 runner = CliRunner()
 HEAD = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
@@ -92,7 +94,7 @@ async def test_retry_all_stuck_brings_an_outage_batch_back(dev_env: WorkflowEnvi
         assert "request.stuck" in shown.output and "audit chain: intact" in shown.output
 
         h.provider.down = False
-        retried = await cli(h, "requests", "retry", "--all-stuck", "--provider", "local")
+        retried = await cli(h, "requests", "retry", "--all-stuck", "--provider", "local", "--timeout", "10")
         rows = [line for line in retried.output.splitlines() if "sign:" in line]
         for i in ids:
             assert any(i in row and "done" in row and "retrying 'create'" in row for row in rows), retried.output
@@ -110,6 +112,23 @@ async def test_retry_all_stuck_brings_an_outage_batch_back(dev_env: WorkflowEnvi
         assert done.exit_code == 0, done.output
         assert "COMPLETED" in done.output and "request.completed" in done.output
         assert "audit chain: intact" in done.output
+
+
+async def test_a_flow_without_a_worker_is_a_failed_row_not_a_crash(
+        dev_env: WorkflowEnvironment, settings: Settings) -> None:
+    """A flow whose task queue nobody polls must not hang the CLI or hide the other rows."""
+    req = SigningRequest(request_id=f"sign:test:{uuid.uuid4().hex[:12]}", title="t", initiator=INITIATOR,
+                         chat=ChatRef(chat_id="g-1", source_event_id="e"), groups=[[A]],
+                         documents=[DocumentSource(name="c.pdf", blob_key="k")])
+    handle, _ = await start_signing(dev_env.client, req, f"nobody-polls-{uuid.uuid4().hex[:8]}")
+    try:
+        env = _env(settings, dev_env.client)
+        result = await asyncio.to_thread(
+            lambda: runner.invoke(app, ["requests", "retry", handle.id, "--timeout", "2"], env=env))
+        assert result.exit_code == 1, result.output
+        assert "failed" in result.output and "is a worker running?" in result.output, result.output
+    finally:
+        await handle.terminate("test teardown")
 
 
 async def test_remind_and_cancel(dev_env: WorkflowEnvironment, settings: Settings) -> None:
