@@ -246,6 +246,35 @@ def api(
     uvicorn.run("api.main:create_app", factory=True, host=host, port=port, log_config=None, proxy_headers=True)
 
 
+@app.command(name="chat-listener")
+def chat_listener(
+    platform: Annotated[list[str], typer.Option(
+        help="feishu and/or dingtalk (repeatable); default: every configured one")] = [],  # noqa: B006 (typer)
+) -> None:
+    """Receive Feishu/DingTalk events over their long connections instead of HTTP callbacks.
+
+    For deployments without a public URL: every event is stored in the database before it is
+    acknowledged, then handled exactly like the HTTP callback would handle it.
+    """
+    from signbridge.listener import run as listener_run
+    from signbridge.observability import configure_logging
+
+    configure_logging()
+    settings = get_settings()
+    platforms = platform or [p for p in listener_run.PLATFORMS if listener_run.configured(p)]
+    unknown = sorted(set(platforms) - set(listener_run.PLATFORMS))
+    if unknown or not platforms:
+        typer.echo(f"unknown platform {unknown[0]!r}" if unknown else
+                   "no long-connection platform is configured (SIGNBRIDGE_FEISHU_APP_ID/APP_SECRET, "
+                   "SIGNBRIDGE_DINGTALK_APP_KEY/APP_SECRET)", err=True)
+        raise typer.Exit(2)
+    try:
+        asyncio.run(listener_run.main(settings, platforms))
+    except ValueError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(2) from e
+
+
 @app.command(name="devserver")
 def devserver_cmd(
     ui_port: Annotated[int, typer.Option(help="Temporal Web UI port")] = devserver.DEFAULT_UI_PORT,
