@@ -48,6 +48,19 @@ SEARCH_ATTRIBUTES: dict[str, str] = {
 }
 
 
+PROVIDER_ACTIVITIES = ("create_flow", "open_group", "poll", "revoke", "remind", "finish")
+
+
+def provider_task_queue(task_queue: str, provider: str) -> str:
+    """The task queue of the activities that call `provider`'s API.
+
+    One queue per provider lets the worker cap that queue's activities per second across every
+    worker process (Temporal enforces `max_task_queue_activities_per_second` server-side), so
+    SignBridge stays inside each provider's API quota however many flows are running.
+    """
+    return f"{task_queue}.provider.{provider}"
+
+
 async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
     return await Client.connect(
         settings.temporal_address,
