@@ -28,9 +28,10 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import httpx
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, BackgroundTasks, Request
 from fastapi.responses import JSONResponse
 from slack_sdk.signature import SignatureVerifier
+from slack_sdk.webhook.async_client import AsyncWebhookClient
 from sqlmodel import Session, select
 from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateStage
 from temporalio.service import RPCError, RPCStatusCode
@@ -57,6 +58,7 @@ RESULT_WAIT = 0.5  # ... and then for its result: together under Slack's 3 s
 _USER_MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
 _OTHER_TOKEN = re.compile(r"<[#!][^>]*>")
 _LINK = re.compile(r"<(https?://[^>|]+)(?:\|[^>]*)?>")
+SLACK_HOOKS = "https://hooks.slack.com/"
 NO_FILE = "No document to sign: attach the PDF to the same message that mentions SignBridge."
 
 
@@ -276,7 +278,11 @@ async def slack_commands(request: Request, settings: SettingsDep, client: Client
 
 
 @router.post("/im/slack/interactions")
-async def slack_interactions(request: Request, settings: SettingsDep, client: ClientDep) -> JSONResponse:
+async def slack_interactions(request: Request, settings: SettingsDep, client: ClientDep,
+                             background: BackgroundTasks) -> JSONResponse:
+    """Card buttons. Slack ignores the body of a block_actions answer and shows a warning icon for
+    anything but 200, so a refusal or a status lookup is answered 200 and explained to the
+    clicking user in an ephemeral message through the action's `response_url`."""
     config = _config(request)
     raw = await _verified_body(request, config)
     try:
@@ -288,15 +294,62 @@ async def slack_interactions(request: Request, settings: SettingsDep, client: Cl
     action = payload["actions"][0]
     name, request_id = str(action.get("action_id", "")), str(action.get("value", ""))
     user = payload.get("user") or {}
+    reply_to = _response_url(config, payload.get("response_url"))
     if name == "status":
-        return await _status(client, request_id)
+        answer = await _status(client, request_id)
+        _reply(background, reply_to, _status_text(answer))
+        return JSONResponse({"ok": True, "request_id": request_id, "status": answer.status.value})
     if name not in ("remind", "cancel", "retry") or not request_id.startswith("sign:"):
         return JSONResponse({"ok": True, "ignored": name})  # URL buttons (signing links) report clicks too
     uid = str(user.get("id", ""))
     actor = Actor(id=uid, name=str(user.get("name") or user.get("username") or ""),
                   is_operator=uid in settings.operator_list)
     update_id = f"slack:{action.get('action_ts') or payload.get('trigger_id')}:{name}"
-    return await _update(client, request_id, name, ActionInput(actor=actor), update_id)
+    try:
+        return await _update(client, request_id, name, ActionInput(actor=actor), update_id)
+    except ApiError as e:
+        if e.status not in (403, 409) or reply_to is None:
+            raise
+        _reply(background, reply_to, f":no_entry: {e.message}")
+        return JSONResponse({"ok": False, "request_id": request_id, "action": name,
+                             "error": {"code": e.code, "message": e.message}})
+
+
+def _response_url(config: SlackConfig, url: Any) -> str | None:
+    """Only Slack's own hooks host (or the configured API host, for a private Slack/simulator):
+    the URL comes from a verified request, but we still never POST wherever a body says."""
+    if not isinstance(url, str):
+        return None
+    api_origin = "/".join(config.api_base.split("/", 3)[:3]) + "/"
+    return url if url.startswith((SLACK_HOOKS, api_origin)) else None
+
+
+def _reply(background: BackgroundTasks, url: str | None, text: str) -> None:
+    """After the 200 went out: an ephemeral message only the clicking user sees."""
+    if url is None:
+        return
+
+    async def send() -> None:
+        try:
+            resp = await AsyncWebhookClient(url, timeout=5).send(
+                text=text, response_type="ephemeral", replace_original=False)
+            if resp.status_code != 200:
+                log.warning("slack response_url answered %s: %s", resp.status_code, resp.body)
+        except Exception:  # the click was handled; only the explanation is lost
+            log.warning("slack response_url failed", exc_info=True)
+
+    background.add_task(send)
+
+
+def _status_text(view: StatusView) -> str:
+    pending = ", ".join(s.person.name for s in view.signers if s.status == "notified")
+    signed = sum(s.status == "signed" for s in view.signers)
+    text = f"*{view.title}*: {view.status.value} — {signed} of {len(view.signers)} signed"
+    if pending:
+        text += f"; waiting for {pending}"
+    if view.reason:
+        text += f" ({view.reason})"
+    return text
 
 
 async def _update(client: Client, request_id: str, name: str, arg: ActionInput, update_id: str) -> JSONResponse:
@@ -329,11 +382,11 @@ async def _update(client: Client, request_id: str, name: str, arg: ActionInput, 
     return JSONResponse({"ok": True, "request_id": request_id, "action": name, "status": view.status.value})
 
 
-async def _status(client: Client, request_id: str) -> JSONResponse:
+async def _status(client: Client, request_id: str) -> StatusView:
     try:
-        view = await client.get_workflow_handle(request_id).query("status", result_type=StatusView)
+        return await client.get_workflow_handle(request_id).query(  # type: ignore[no-any-return]
+            "status", result_type=StatusView)
     except RPCError as e:
         if e.status == RPCStatusCode.NOT_FOUND:
             raise ApiError(404, "not_found", f"No signing request {request_id}") from e
         raise
-    return JSONResponse({"ok": True, "request_id": request_id, "status": view.status.value})

@@ -65,8 +65,9 @@ def mention(text: str, event_id: str | None = None, files: list[str] | None = No
                                 for f in (["F1"] if files is None else files)]}}
 
 
-def click(action: str, request_id: str, user: str) -> bytes:
+def click(action: str, request_id: str, user: str, response_url: str | None = None) -> bytes:
     payload = {"type": "block_actions", "team": {"id": "T1"}, "user": {"id": user, "name": user.lower()},
+               "response_url": response_url,
                "trigger_id": f"tr-{uuid.uuid4().hex[:8]}", "channel": {"id": "C1"},
                "actions": [{"action_id": action, "value": request_id, "type": "button",
                             "action_ts": f"{time.time():.6f}"}]}
@@ -356,15 +357,29 @@ async def test_mention_to_signed_pdf(dev_env: WorkflowEnvironment, settings: Set
         await sim.wait_for(lambda: bool(sim.cards("C1")) and "Waiting" in json.dumps(sim.cards("C1")[0].blocks))
 
         # the remind button: refused for a signer who did not start the request, fine for the initiator
-        refused = await api.post(http, "interactions", click("remind", request_id, "U1"),
+        # Slack shows a warning icon for anything but 200: the refusal is explained to the
+        # clicking user in an ephemeral message through the response_url instead.
+        refused = await api.post(http, "interactions", click("remind", request_id, "U1", sim.response_url()),
                                  content_type="application/x-www-form-urlencoded")
-        assert refused.status_code == 403, refused.text
-        accepted = await api.post(http, "interactions", click("remind", request_id, "U0"),
+        assert refused.status_code == 200 and refused.json()["error"]["code"] == "PermissionDenied", refused.text
+        await sim.wait_for(lambda: len(sim.responses) == 1)
+        assert sim.responses[0]["response_type"] == "ephemeral" and sim.responses[0]["replace_original"] is False
+        assert "Only the initiator" in sim.responses[0]["text"], sim.responses
+        no_url = await api.post(http, "interactions", click("remind", request_id, "U1"),
+                                content_type="application/x-www-form-urlencoded")
+        assert no_url.status_code == 403, no_url.text  # nowhere to explain: the plain refusal
+        elsewhere = await api.post(http, "interactions",
+                                   click("remind", request_id, "U1", "https://attacker.example/actions/x"),
+                                   content_type="application/x-www-form-urlencoded")
+        assert elsewhere.status_code == 403, elsewhere.text  # never POST to a host that isn't Slack's
+        accepted = await api.post(http, "interactions", click("remind", request_id, "U0", sim.response_url()),
                                   content_type="application/x-www-form-urlencoded")
         assert accepted.status_code in (200, 202), accepted.text
-        status = await api.post(http, "interactions", click("status", request_id, "U2"),
+        status = await api.post(http, "interactions", click("status", request_id, "U2", sim.response_url()),
                                 content_type="application/x-www-form-urlencoded")
         assert status.json()["status"] == "IN_PROGRESS"
+        await sim.wait_for(lambda: len(sim.responses) == 2)
+        assert "IN_PROGRESS" in sim.responses[1]["text"] and "0 of 2 signed" in sim.responses[1]["text"], sim.responses
 
         await sign_via_dm(http, sim, "U1", "Bob")
         await sign_via_dm(http, sim, "U2", "Carol")

@@ -17,6 +17,7 @@ import itertools
 import json
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from types import TracebackType
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from tests.sim.servers import serve
 
@@ -69,6 +70,9 @@ class SlackSim:
         self.app = FastAPI()
         self.app.post("/api/{method}")(self._api)
         self.app.get("/files/{file_id}/download")(self._download)
+        self.app.post("/actions/{team}/{action}/{token}")(self._respond)
+        self.responses: list[dict[str, Any]] = []  # what was posted to response_urls
+        self._response_uses: dict[str, int] = {}
 
     # ---- setup and control --------------------------------------------------------------------
 
@@ -203,6 +207,25 @@ class SlackSim:
             return {"ok": False, "error": "file_not_found"}
         return {"ok": True, "file": {"id": f.id, "name": f.name, "size": len(f.data), "mimetype": "application/pdf",
                                      "url_private_download": f"{self.url}/files/{f.id}/download"}}
+
+    def response_url(self, team: str = "T1") -> str:
+        """A fresh `response_url` as Slack puts in an interaction payload."""
+        return f"{self.url}/actions/{team}/{next(self._ts)}/{uuid.uuid4().hex}"
+
+    async def _respond(self, team: str, action: str, token: str, request: Request) -> Response:
+        """Slack's response_url: JSON body, at most 5 uses (then `used_url`)."""
+        if not request.headers.get("content-type", "").startswith("application/json"):
+            return PlainTextResponse("invalid_payload", status_code=400)
+        with self._lock:
+            uses = self._response_uses.get(token, 0) + 1
+            self._response_uses[token] = uses
+        if uses > 5:
+            return PlainTextResponse("used_url", status_code=404)
+        body = await request.json()
+        if not isinstance(body, dict) or not (body.get("text") or body.get("blocks")):
+            return PlainTextResponse("no_text", status_code=400)
+        self.responses.append(body)
+        return PlainTextResponse("ok")
 
     # ---- context manager ----------------------------------------------------------------------
 
