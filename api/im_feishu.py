@@ -24,6 +24,10 @@ Then, as thin as `api/im_webhook.py`:
 * A card button (`card.action.trigger`) becomes the workflow update of the same name, with the
   callback's event id as update id; Feishu wants an answer within 3 s, so we wait for
   ACCEPTED only and answer with a toast.
+
+The handling after verification (`handle_event`, `handle_card_action`) takes the engine, config,
+settings and Temporal client and the decrypted event dict, not the Request: the long connection
+(`signbridge.listener.feishu`) runs the same code for the events it receives.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from lark_oapi.core.utils import AESCipher
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateStage
@@ -156,10 +161,7 @@ async def feishu_events(request: Request, settings: SettingsDep, client: ClientD
     data = await verified_payload(request, config)
     if data.get("type") == "url_verification":
         return JSONResponse({"challenge": data.get("challenge", "")})
-    header = data.get("header") or {}
-    if header.get("event_type") != "im.message.receive_v1":
-        return JSONResponse({"ok": True, "ignored": header.get("event_type")})
-    return await _message(request, config, header, data.get("event") or {}, settings, client)
+    return JSONResponse(await handle_event(request.app.state.engine, config, settings, client, data))
 
 
 @router.post("/im/feishu/card")
@@ -168,38 +170,65 @@ async def feishu_card(request: Request, settings: SettingsDep, client: ClientDep
     data = await verified_payload(request, config)
     if data.get("type") == "url_verification":
         return JSONResponse({"challenge": data.get("challenge", "")})
+    return JSONResponse(await handle_card_action(request.app.state.engine, config, settings, client, data))
+
+
+# ---- the core: one verified, decrypted event (HTTP callback or long connection) ----------------
+
+class InvalidEvent(ApiError):
+    """The event lacks what it needs (HTTP: 400; long connection: the inbox marks it failed)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(400, "invalid_event", message)
+
+
+async def handle_event(engine: Engine, config: FeishuConfig, settings: Settings, client: Client,
+                       data: dict[str, Any]) -> dict[str, Any]:
+    """An event callback (schema 2.0): a message is remembered (file) or starts a flow (command).
+
+    Returns the HTTP route's answer body; raises `InvalidEvent` for a message event missing its ids.
+    """
+    header = data.get("header") or {}
+    if header.get("event_type") != "im.message.receive_v1":
+        return {"ok": True, "ignored": header.get("event_type")}
+    return await _message(engine, config, header, data.get("event") or {}, settings, client)
+
+
+async def handle_card_action(engine: Engine, config: FeishuConfig, settings: Settings, client: Client,
+                             data: dict[str, Any]) -> dict[str, Any]:
+    """A card button (`card.action.trigger`) → the workflow update; returns Feishu's answer (a toast)."""
     header = data.get("header") or {}
     event = data.get("event") or {}
     value = (event.get("action") or {}).get("value") or {}
     operator = (event.get("operator") or {}).get("open_id") or ""
     name, request_id = str(value.get("action") or ""), str(value.get("request_id") or "")
     if name not in ACTIONS or not request_id.startswith(f"sign:{PLATFORM}:") or not operator:
-        return _toast("error", "无法识别的操作", "Unknown action")
-    actor = Actor(id=operator, name=_known_name(request, header.get("tenant_key") or "", operator),
+        return toast("error", "无法识别的操作", "Unknown action")
+    actor = Actor(id=operator, name=_known_name(engine, header.get("tenant_key") or "", operator),
                   is_operator=operator in settings.operator_list)
     return await _action(client, request_id, name, actor, str(header.get("event_id") or ""))
 
 
 # ---- messages ---------------------------------------------------------------------------------
 
-async def _message(request: Request, config: FeishuConfig, header: dict[str, Any], event: dict[str, Any],
-                   settings: Settings, client: Client) -> JSONResponse:
+async def _message(engine: Engine, config: FeishuConfig, header: dict[str, Any], event: dict[str, Any],
+                   settings: Settings, client: Client) -> dict[str, Any]:
     message = event.get("message") or {}
     sender = ((event.get("sender") or {}).get("sender_id") or {}).get("open_id") or ""
     tenant = str(header.get("tenant_key") or (event.get("sender") or {}).get("tenant_key") or "default")
     event_id = str(header.get("event_id") or "")
     chat_id = str(message.get("chat_id") or "")
     if not (event_id and chat_id and sender):
-        raise ApiError(400, "invalid_event", "The message event lacks event_id, chat_id or sender")
+        raise InvalidEvent("The message event lacks event_id, chat_id or sender")
     try:
         content = json.loads(message.get("content") or "{}")
     except json.JSONDecodeError:
         content = {}
     if message.get("message_type") == "file":
-        _remember_file(request, chat_id, sender, str(message.get("message_id") or ""), content, event_id)
-        return JSONResponse({"ok": True, "stored": "file"})
+        _remember_file(engine, chat_id, sender, str(message.get("message_id") or ""), content, event_id)
+        return {"ok": True, "stored": "file"}
     if message.get("message_type") != "text":
-        return JSONResponse({"ok": True, "ignored": message.get("message_type")})
+        return {"ok": True, "ignored": message.get("message_type")}
     mentions = [Person(id=(m.get("id") or {}).get("open_id") or m.get("key", ""), name=m.get("name") or "")
                 for m in message.get("mentions") or []]
     text = str(content.get("text") or "")
@@ -215,15 +244,15 @@ async def _message(request: Request, config: FeishuConfig, header: dict[str, Any
         parsed, problem = None, e.message
     else:
         if parsed is None:
-            return JSONResponse({"ok": True, "ignored": "not a command"})
-    document = _find_file(request, chat_id, sender, message.get("parent_id"))
+            return {"ok": True, "ignored": "not a command"}
+    document = _find_file(engine, chat_id, sender, message.get("parent_id"))
     if problem is None and document is None:
         problem = NO_FILE
     req = SigningRequest(
         request_id=f"sign:{PLATFORM}:{tenant}:{event_id}",
         title=(parsed.title if parsed else None) or (document.name if document else None)
         or "签署请求 (signing request)",
-        initiator=Person(id=sender, name=_known_name(request, tenant, sender) or sender),
+        initiator=Person(id=sender, name=_known_name(engine, tenant, sender) or sender),
         chat=ChatRef(platform=PLATFORM, tenant=tenant, chat_id=chat_id,
                      chat_kind="direct" if message.get("chat_type") == "p2p" else "group", source_event_id=event_id),
         documents=[document] if document else [],
@@ -235,17 +264,17 @@ async def _message(request: Request, config: FeishuConfig, header: dict[str, Any
         problem=problem,
     )
     _, started = await start_signing(client, req, settings.task_queue)
-    return JSONResponse({"ok": True, "request_id": req.request_id, "started": started})
+    return {"ok": True, "request_id": req.request_id, "started": started}
 
 
-def _remember_file(request: Request, chat_id: str, sender: str, message_id: str, content: dict[str, Any],
+def _remember_file(engine: Engine, chat_id: str, sender: str, message_id: str, content: dict[str, Any],
                    event_id: str) -> None:
     """Keyed `{chat}/{sender}/{message}` so a later command can find the sender's last file."""
     if not (message_id and content.get("file_key")):
         return
     payload = json.dumps({"event_id": event_id, "message_id": message_id, "file_key": content["file_key"],
                           "file_name": content.get("file_name") or "document.pdf"}, ensure_ascii=False)
-    with Session(request.app.state.engine) as session:
+    with Session(engine) as session:
         session.add(InboundEvent(platform=FILES, event_id=f"{chat_id}/{sender}/{message_id}", payload=payload,
                                  status="handled", handled_at=utcnow()))
         try:
@@ -254,9 +283,9 @@ def _remember_file(request: Request, chat_id: str, sender: str, message_id: str,
             session.rollback()
 
 
-def _find_file(request: Request, chat_id: str, sender: str, parent_id: Any) -> DocumentSource | None:
+def _find_file(engine: Engine, chat_id: str, sender: str, parent_id: Any) -> DocumentSource | None:
     """The file the command replies to, else the sender's latest file in this chat."""
-    with Session(request.app.state.engine) as session:
+    with Session(engine) as session:
         query = select(InboundEvent).where(InboundEvent.platform == FILES)
         if parent_id:
             query = query.where(col(InboundEvent.event_id).startswith(f"{chat_id}/")) \
@@ -273,9 +302,9 @@ def _find_file(request: Request, chat_id: str, sender: str, parent_id: Any) -> D
     return DocumentSource(name=file["file_name"], url=source_url(file["message_id"], file["file_key"]))
 
 
-def _known_name(request: Request, tenant: str, open_id: str) -> str:
+def _known_name(engine: Engine, tenant: str, open_id: str) -> str:
     """Feishu events carry ids only; a name we learned from the directory makes cards readable."""
-    with Session(request.app.state.engine) as session:
+    with Session(engine) as session:
         row = session.exec(select(Identity).where(Identity.platform == PLATFORM, Identity.tenant == tenant,
                                                   Identity.user_id == open_id)).first()
     return row.name if row else ""
@@ -283,11 +312,11 @@ def _known_name(request: Request, tenant: str, open_id: str) -> str:
 
 # ---- card actions -----------------------------------------------------------------------------
 
-def _toast(kind: str, zh: str, en: str) -> JSONResponse:
-    return JSONResponse({"toast": {"type": kind, "content": f"{zh}（{en}）", "i18n": {"zh_cn": zh, "en_us": en}}})
+def toast(kind: str, zh: str, en: str) -> dict[str, Any]:
+    return {"toast": {"type": kind, "content": f"{zh}（{en}）", "i18n": {"zh_cn": zh, "en_us": en}}}
 
 
-async def _action(client: Client, request_id: str, name: str, actor: Actor, event_id: str) -> JSONResponse:
+async def _action(client: Client, request_id: str, name: str, actor: Actor, event_id: str) -> dict[str, Any]:
     handle = client.get_workflow_handle(request_id)
     try:
         async with asyncio.timeout(ACCEPT_TIMEOUT):
@@ -301,17 +330,18 @@ async def _action(client: Client, request_id: str, name: str, actor: Actor, even
     except WorkflowUpdateFailedError as e:
         message = getattr(e.cause, "message", None) or str(e.cause or e)
         if getattr(e.cause, "type", None) == "PermissionDenied":
-            return _toast("error", "只有发起人或运维人员可以执行此操作", message)
-        return _toast("warning", "当前状态下无法执行此操作", message)
+            return toast("error", "只有发起人或运维人员可以执行此操作", message)
+        return toast("warning", "当前状态下无法执行此操作", message)
     except TimeoutError:
-        return _toast("error", "系统繁忙，请稍后重试", "SignBridge could not accept the action in time; retry")
+        return toast("error", "系统繁忙，请稍后重试", "SignBridge could not accept the action in time; retry")
     except RPCError as e:
         if e.status == RPCStatusCode.NOT_FOUND:
-            return _toast("warning", "该签署流程已结束或不存在", "The signing request has ended or does not exist")
+            return toast("warning", "该签署流程已结束或不存在", "The signing request has ended or does not exist")
         raise
     done = {"remind": ("已发送催签提醒", "Reminders sent"), "cancel": ("已撤销签署", "The request is cancelled"),
             "retry": ("正在重试", "Retrying")}[name]
-    return _toast("success", *done)
+    return toast("success", *done)
 
 
-__all__ = ["decrypt", "router", "signature", "verified_payload"]
+__all__ = ["InvalidEvent", "decrypt", "handle_card_action", "handle_event", "router", "signature",
+           "toast", "verified_payload"]
