@@ -18,6 +18,10 @@ One URL serves both, told apart by how they are authenticated (PROTOCOLS.md, Din
   `check_url` and every other event are answered with the encrypted `success`. A card button
   callback (`outTrackId` + `content.cardPrivateData`) becomes the workflow update
   (`remind`/`cancel`/`retry`), waiting only until Temporal ACCEPTED it.
+
+The handling core (`handle_robot_message`, `handle_card_callback`) takes the engine, config,
+settings and Temporal client and an already-verified payload, so the Stream-mode listener
+(`signbridge.listener.dingtalk`) runs exactly the same code without an HTTP request.
 """
 
 from __future__ import annotations
@@ -31,11 +35,13 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateStage
@@ -179,40 +185,63 @@ async def _subscription(request: Request, settings: Settings, client: Client, co
 
 # ---- robot messages ----------------------------------------------------------------------------
 
+class InvalidMessage(ValueError):
+    """A robot message that can never start anything (it lacks the ids every flow needs)."""
+
+
+Directory = Callable[[], DingTalkChat]
+
+
 async def _robot_message(request: Request, settings: Settings, client: Client, config: DingTalkConfig,
                          body: dict[str, Any]) -> JSONResponse:
+    try:
+        await handle_robot_message(request.app.state.engine, config, settings, client, body,
+                                   directory=lambda: _chat(request, config))
+    except InvalidMessage as e:
+        raise ApiError(400, "invalid_message", str(e)) from e
+    return JSONResponse({})
+
+
+async def handle_robot_message(engine: Engine, config: DingTalkConfig, settings: Settings, client: Client,
+                               body: dict[str, Any], directory: Directory | None = None) -> None:
+    """One verified robot message (HTTP callback or Stream mode): remember a file, start a flow on a command.
+
+    Idempotent: a file is remembered once per msgId and the flow's id comes from the msgId.
+    `directory` gives the connector used to name mentioned users (default: a new one for `config`).
+    """
     msg_id, conversation = str(body.get("msgId") or ""), str(body.get("conversationId") or "")
     sender = str(body.get("senderStaffId") or "")
     if not (msg_id and conversation and sender):
-        raise ApiError(400, "invalid_message", "The robot message lacks msgId, conversationId or senderStaffId")
+        raise InvalidMessage("The robot message lacks msgId, conversationId or senderStaffId")
     group = str(body.get("conversationType") or "2") == "2"
     tenant = str(body.get("chatbotCorpId") or body.get("robotCode") or config.robot)
     chat = ChatRef(platform=PLATFORM, tenant=tenant, chat_id=conversation if group else sender,
                    chat_kind="group" if group else "direct", source_event_id=msg_id)
     if body.get("msgtype") == "file":
-        _remember_file(request, conversation, sender, msg_id, body.get("content") or {})
-        return JSONResponse({})
+        _remember_file(engine, conversation, sender, msg_id, body.get("content") or {})
+        return
     if body.get("msgtype") != "text":
-        return JSONResponse({})
+        return
     bot = config.bot_name or settings.bot_name or commands.DEFAULT_BOT_NAME
     text = str((body.get("text") or {}).get("content") or "").strip()
     if _BARE.match(text):  # DingTalk drops the robot's own @name from the text it forwards
         text = f"@{bot} {text}"
     if not commands.is_command(text, bot):
-        return JSONResponse({})
-    mentions = await _mentions(request, config, chat, text, bot, body.get("atUsers") or [])
+        return
+    mentions = await _mentions(engine, directory or (lambda: DingTalkChat(config, engine)), chat, text, bot,
+                               body.get("atUsers") or [])
     problem: str | None = None
     try:
         parsed = commands.parse(text, mentions, bot_name=bot)
     except commands.CommandProblem as e:
         parsed, problem = None, e.message
-    document = _last_file(request, conversation, sender)
+    document = _last_file(engine, conversation, sender)
     if problem is None and document is None:
         problem = NO_FILE
     req = SigningRequest(
         request_id=f"sign:{PLATFORM}:{tenant}:{msg_id}",
         title=(parsed.title if parsed else None) or (document.name if document else None) or "签署请求",
-        initiator=Person(id=sender, name=str(body.get("senderNick") or _known(request, tenant, sender) or sender)),
+        initiator=Person(id=sender, name=str(body.get("senderNick") or _known(engine, tenant, sender) or sender)),
         chat=chat, documents=[document] if document else [], groups=parsed.groups if parsed else [],
         provider=(parsed.provider if parsed else None) or settings.default_provider,
         timing=Timing(deadline=settings.deadline, reminder_first_after=settings.reminder_first_after,
@@ -221,17 +250,16 @@ async def _robot_message(request: Request, settings: Settings, client: Client, c
         problem=problem,
     )
     await start_signing(client, req, settings.task_queue)
-    return JSONResponse({})
 
 
-async def _mentions(request: Request, config: DingTalkConfig, chat: ChatRef, text: str, bot: str,
+async def _mentions(engine: Engine, directory: Directory, chat: ChatRef, text: str, bot: str,
                     at_users: list[Any]) -> list[Person]:
     ids = [str(u.get("staffId")) for u in at_users if isinstance(u, dict) and u.get("staffId")]
     ids = list(dict.fromkeys(ids))
-    names = {i: n for i in ids if (n := _known(request, chat.tenant, i))}
+    names = {i: n for i in ids if (n := _known(engine, chat.tenant, i))}
     unknown = [i for i in ids if i not in names]
     if unknown:
-        api = _chat(request, config)
+        api = directory()
         tasks = {asyncio.ensure_future(api.resolve(chat, Person(id=i, name=i))): i for i in unknown}
         done, pending = await asyncio.wait(tasks, timeout=RESOLVE_BUDGET)
         for task in pending:
@@ -239,7 +267,7 @@ async def _mentions(request: Request, config: DingTalkConfig, chat: ChatRef, tex
         for task in done:
             if task.exception() is None:
                 names[tasks[task]] = task.result().name
-            elif isinstance(task.exception(), InputProblem) and (n := _known(request, chat.tenant, tasks[task])):
+            elif isinstance(task.exception(), InputProblem) and (n := _known(engine, chat.tenant, tasks[task])):
                 names[tasks[task]] = n  # departed: named, so the flow can say who cannot sign
             else:
                 log.info("DingTalk user/get for %s: %s", tasks[task], task.exception())
@@ -261,20 +289,20 @@ def _chat(request: Request, config: DingTalkConfig) -> DingTalkChat:
     return chat
 
 
-def _known(request: Request, tenant: str, user_id: str) -> str:
-    with Session(request.app.state.engine) as session:
+def _known(engine: Engine, tenant: str, user_id: str) -> str:
+    with Session(engine) as session:
         row = session.exec(select(Identity).where(Identity.platform == PLATFORM,
                                                   col(Identity.tenant).in_([tenant, "default"]),
                                                   Identity.user_id == user_id)).first()
     return row.name if row else ""
 
 
-def _remember_file(request: Request, conversation: str, sender: str, msg_id: str, content: Any) -> None:
+def _remember_file(engine: Engine, conversation: str, sender: str, msg_id: str, content: Any) -> None:
     if not isinstance(content, dict) or not content.get("downloadCode"):
         return
     payload = json.dumps({"downloadCode": content["downloadCode"],
                           "fileName": content.get("fileName") or "document.pdf"}, ensure_ascii=False)
-    with Session(request.app.state.engine) as session:
+    with Session(engine) as session:
         session.add(InboundEvent(platform=FILES, event_id=f"{conversation}/{sender}/{msg_id}", payload=payload,
                                  status="handled", handled_at=utcnow()))
         try:
@@ -283,8 +311,8 @@ def _remember_file(request: Request, conversation: str, sender: str, msg_id: str
             session.rollback()
 
 
-def _last_file(request: Request, conversation: str, sender: str) -> DocumentSource | None:
-    with Session(request.app.state.engine) as session:
+def _last_file(engine: Engine, conversation: str, sender: str) -> DocumentSource | None:
+    with Session(engine) as session:
         row = session.exec(select(InboundEvent).where(InboundEvent.platform == FILES)
                            .where(col(InboundEvent.event_id).startswith(f"{conversation}/{sender}/"))
                            .where(col(InboundEvent.received_at) >= utcnow() - FILE_LOOKBACK)
@@ -299,31 +327,47 @@ def _last_file(request: Request, conversation: str, sender: str) -> DocumentSour
 
 async def _card_action(request: Request, settings: Settings, client: Client, config: DingTalkConfig,
                        event: dict[str, Any], encrypt: str) -> None:
-    user, track = str(event.get("userId") or ""), str(event.get("outTrackId") or "")
     try:
-        content = json.loads(event["content"]) if isinstance(event["content"], str) else event["content"]
+        await handle_card_callback(request.app.state.engine, config, settings, client, event,
+                                   fallback_id=hashlib.sha256(encrypt.encode()).hexdigest()[:32])
+    except TimeoutError as e:
+        raise ApiError(503, "unavailable", "Could not hand the click to Temporal in time; DingTalk retries") from e
+
+
+async def handle_card_callback(engine: Engine, config: DingTalkConfig, settings: Settings, client: Client,
+                               event: dict[str, Any], fallback_id: str,
+                               accept_timeout: float = ACCEPT_TIMEOUT) -> None:
+    """One verified card button callback (`outTrackId`, `userId`, `content.cardPrivateData`) → workflow update.
+
+    Waits only until Temporal ACCEPTED the update; raises TimeoutError when it did not within
+    `accept_timeout` (the caller lets DingTalk retry). The update id comes from the event's
+    `eventId`, else `fallback_id`, so a redelivered click is applied once.
+    """
+    user, track = str(event.get("userId") or ""), str(event.get("outTrackId") or "")
+    raw = event.get("content")
+    try:
+        content = json.loads(raw) if isinstance(raw, str) else raw
     except json.JSONDecodeError:
         content = {}
-    private = (content or {}).get("cardPrivateData") or {}
+    private = (content if isinstance(content, dict) else {}).get("cardPrivateData") or {}
     action = str((private.get("params") or {}).get("action") or (private.get("actionIds") or [""])[0])
-    card_key = card_key_for_track(request.app.state.engine, track)
+    card_key = card_key_for_track(engine, track)
     if card_key is None or not user or action not in ACTIONS:
         log.info("DingTalk card callback %r/%r ignored", track, action)
         return
     tenant = str(event.get("corpId") or config.robot)
-    actor = Actor(id=user, name=_known(request, tenant, user) or user, is_operator=user in settings.operator_list)
-    update_id = str(event.get("eventId") or "") or hashlib.sha256(encrypt.encode()).hexdigest()[:32]
+    actor = Actor(id=user, name=_known(engine, tenant, user) or user, is_operator=user in settings.operator_list)
+    update_id = str(event.get("eventId") or "") or fallback_id
     try:
-        async with asyncio.timeout(ACCEPT_TIMEOUT):
+        async with asyncio.timeout(accept_timeout):
             await client.get_workflow_handle(card_key).start_update(
                 action, ActionInput(actor=actor), id=f"dingtalk:{user}:{action}:{update_id}",
                 wait_for_stage=WorkflowUpdateStage.ACCEPTED)
     except WorkflowUpdateFailedError as e:  # refused by the validator: the card stays as it is
         log.info("DingTalk %s by %s on %s refused: %s", action, user, card_key, e.cause or e)
-    except TimeoutError as e:
-        raise ApiError(503, "unavailable", "Could not hand the click to Temporal in time; DingTalk retries") from e
     except RPCError as e:
         log.info("DingTalk %s on %s: %s", action, card_key, e.message)
 
 
-__all__ = ["decrypt_event", "encrypt_event", "event_signature", "robot_sign", "router"]
+__all__ = ["InvalidMessage", "decrypt_event", "encrypt_event", "event_signature", "handle_card_callback",
+           "handle_robot_message", "robot_sign", "router"]
