@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from sqlmodel import Session
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
 from temporalio import activity
 
 from activities.deps import Deps
 from activities.errors import connector_errors
 from signbridge import links
 from signbridge.cards import build_card
-from signbridge.models import FileMessageInput, LinkMessageInput, PublishInput, TextMessageInput
+from signbridge.models import ChatRef, FileMessageInput, LinkMessageInput, PublishInput, TextMessageInput
 from store import audit
-from store.tables import SigningRequestRecord, utcnow
+from store.tables import SentMessage, SigningRequestRecord, utcnow
 
 
 class ChatActivities:
@@ -38,22 +42,44 @@ class ChatActivities:
     @activity.defn(name="send_link")
     async def send_link(self, arg: LinkMessageInput) -> None:
         text = link_text(arg, self.deps.settings.language_for(arg.chat.platform))
-        with connector_errors():
-            await self.deps.chat(arg.chat.platform).send_link(arg.chat, arg.to, text, arg.sign_url,
-                                                              key=f"{arg.request_id}:{arg.key}")
+        key = f"{arg.request_id}:{arg.key}"
+        async with self._once(arg.chat, key) as todo:
+            if todo:
+                await self.deps.chat(arg.chat.platform).send_link(arg.chat, arg.to, text, arg.sign_url, key=key)
 
     @activity.defn(name="send_text")
     async def send_text(self, arg: TextMessageInput) -> None:
-        with connector_errors():
-            await self.deps.chat(arg.chat.platform).send_text(arg.chat, arg.to, arg.text,
-                                                              key=f"{arg.request_id}:{arg.key}")
+        key = f"{arg.request_id}:{arg.key}"
+        async with self._once(arg.chat, key) as todo:
+            if todo:
+                await self.deps.chat(arg.chat.platform).send_text(arg.chat, arg.to, arg.text, key=key)
 
     @activity.defn(name="send_file")
     async def send_file(self, arg: FileMessageInput) -> None:
         url = links.file_url(self.deps.settings, arg.document.blob_key, arg.document.name)
+        key = f"{arg.request_id}:signed-file"
+        async with self._once(arg.chat, key) as todo:
+            if todo:
+                await self.deps.chat(arg.chat.platform).send_file(arg.chat, arg.document.name, url, arg.document,
+                                                                  key=key)
+
+    @asynccontextmanager
+    async def _once(self, chat: ChatRef, key: str) -> AsyncIterator[bool]:
+        """Yield False when `key` was delivered before; record it after a delivery that succeeded."""
+        with Session(self.deps.engine) as session:
+            sent = session.exec(select(SentMessage).where(SentMessage.platform == chat.platform,
+                                                          SentMessage.key == key)).first()
+        if sent is not None:
+            yield False
+            return
         with connector_errors():
-            await self.deps.chat(arg.chat.platform).send_file(arg.chat, arg.document.name, url, arg.document,
-                                                              key=f"{arg.request_id}:signed-file")
+            yield True
+        with Session(self.deps.engine) as session:
+            session.add(SentMessage(platform=chat.platform, key=key, chat_id=chat.chat_id))
+            try:
+                session.commit()
+            except IntegrityError:  # a concurrent attempt recorded it first
+                session.rollback()
 
 
 def link_text(arg: LinkMessageInput, lang: str) -> str:

@@ -8,6 +8,7 @@ accepted update, each activity attempt, each timer and each search-attribute ups
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -28,9 +29,8 @@ B = Person(id="u-2", name="王五")
 C = Person(id="x-9", name="客户A", email="a@customer.example", external=True)
 
 # Per reminder, a waiting flow writes: the timer (started, fired), the workflow task that wakes
-# (scheduled, started, completed), the send_link activity (scheduled, started, completed) and the
-# workflow task that handles its result and starts the next timer (scheduled, started, completed).
-EVENTS_PER_REMINDER = 11
+# (scheduled, started, completed) and the send_link local activity's marker.
+EVENTS_PER_REMINDER = 6
 
 _BILLABLE = {
     EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED: "starts",
@@ -58,6 +58,17 @@ class Cost:
         return sum(self.actions.values())
 
 
+def _local_activity(event: Any) -> tuple[str, int] | None:
+    """(activity type, attempts) of a local activity's marker; None for any other event."""
+    if event.event_type != EventType.EVENT_TYPE_MARKER_RECORDED:
+        return None
+    attrs = event.marker_recorded_event_attributes
+    if attrs.marker_name != "core_local_activity":
+        return None
+    data = json.loads(attrs.details["data"].payloads[0].data)
+    return str(data["activity_type"]), max(1, int(data.get("attempt") or 1))
+
+
 async def measure(handle: WorkflowHandle[Any, Any], name: str) -> Cost:
     history = await handle.fetch_history()
     actions = {k: 0 for k in ("starts", "signals", "updates", "activities", "timers", "upserts")}
@@ -70,6 +81,10 @@ async def measure(handle: WorkflowHandle[Any, Any], name: str) -> Cost:
             actions["activities"] += max(1, e.activity_task_started_event_attributes.attempt)
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             t = e.activity_task_scheduled_event_attributes.activity_type.name
+            by_type[t] = by_type.get(t, 0) + 1
+        if (local := _local_activity(e)) is not None:  # one marker per local activity, all attempts in it
+            t, attempts = local
+            actions["activities"] += attempts
             by_type[t] = by_type.get(t, 0) + 1
     desc = await handle.describe()
     status = desc.status.name if desc.status else "?"

@@ -210,21 +210,20 @@ def _findings(r: Results, w: Any) -> None:
                 "target only makes sense against a baseline that also signs — compare row 6's per-signature "
                 "cost with this row's per-flow time to see the share.")
     c = next((c for c in r.costs if c.name == "2 serial, no reminders"), None)
-    if c and c.events > EVENTS_TARGET:
+    if c:
         steps = ", ".join(f"{k} ×{v}" for k, v in c.activities_by_type.items())
+        met = c.events <= EVENTS_TARGET
         notes.append(
-            f"**A 2-serial-signer flow writes {c.events} history events (target ≤ {EVENTS_TARGET}).** It runs "
-            f"{c.actions['activities']} activities one after another ({steps}); "
-            "each costs 6 events (scheduled, started, completed, plus the workflow task that handles the "
-            f"result), which alone is {6 * c.actions['activities']}. The raw baseline with the same activities and "
-            f"signals writes {c.baseline_events}, so the overhead of SignBridge's own bookkeeping is small "
-            f"({c.actions['upserts']} search-attribute upserts, {c.actions['timers']} timers); the count is "
-            "set by the number of sequential steps. Fix: fewer, coarser activities — one `announce_group` "
-            "(open the group at the provider, update the card, DM every link: today open_group + publish + "
-            "send_link per signer) and one `deliver` (finish + send_file + final publish) would make this flow "
-            "prepare, create_flow, announce ×2, deliver = 5 activities, about 45 events; or run the independent "
-            "calls of a step concurrently (`asyncio.gather`) so they share workflow tasks. Both change history "
-            "and need `workflow.patched`.")
+            f"**A 2-serial-signer flow writes {c.events} history events (target ≤ {EVENTS_TARGET}: "
+            f"{'met' if met else 'missed'}).** Its steps: {steps}. The chat-side steps (card, links, texts, "
+            "the signed file) run as local activities — one marker event each, inside the workflow task "
+            "that scheduled them — while the provider and document steps stay regular activities (3 events "
+            "plus the workflow task that handles the result) on the provider's rate-limited task queue. The "
+            "deadline search attribute is written with the first card instead of in an upsert of its own. "
+            "Flows started before this change replay unchanged (`workflow.patched`, histories in "
+            "tests/histories/)."
+            + ("" if met else " What is left is the sequential provider steps; merging create_flow with "
+               "the first open_group would save one activity."))
     wt = r.waiting
     if wt and wt.n:
         per = wt.kib_per_flow / 1024
@@ -312,7 +311,7 @@ def _cost(r: Results, w: Any) -> None:
         allowed = week.reminders * EVENTS_PER_REMINDER
         w(f"Waiting a week: {week.events} events vs {nowait.events} signed at once (+{extra}); the "
           f"{week.reminders} reminders account for {allowed} ({EVENTS_PER_REMINDER} each: timer started and "
-          "fired, two workflow tasks, the send_link activity). "
+          "fired, the workflow task that wakes, the send_link local activity's marker). "
           + ("So waiting itself costs nothing beyond the reminders." if extra <= allowed else
              "**Waiting costs more than the reminders.**") + "\n")
     poll = next((c for c in r.costs if "polling" in c.name), None)
@@ -320,7 +319,8 @@ def _cost(r: Results, w: Any) -> None:
         w(f"**With the shipped default `poll_after` = 1 h** (`Settings.poll_after`; the rows above turn polling "
           f"off, as the test harness does) the same week costs {poll.events} events instead of {week.events}: "
           f"{poll.polls} polls (after 1 h, then doubling while nothing changes, capped at one a day), each a "
-          f"timer, a workflow task and a `poll` activity ({EVENTS_PER_REMINDER} events). That part does grow "
+          "timer, a workflow task and a `poll` activity on the provider's queue "
+          f"(~{_f((poll.events - week.events) / max(poll.polls, 1), 0)} events). That part does grow "
           "with waiting time: about one poll a day once the back-off reaches a day, so a flow waiting 30 days "
           "would add ~30 polls. Fix: skip the polling fallback while the provider's webhooks are healthy (the "
           "built-in provider delivers its events in-process, so polling it only helps after a failed "

@@ -149,6 +149,23 @@ class ChatMessage(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
 
 
+class SentMessage(SQLModel, table=True):
+    """Messages already delivered (links, texts, the signed file), by idempotency key.
+
+    Activities run at least once — a retried local activity, a worker killed after the send —
+    so the chat side checks here before posting and records after: a duplicate DM is visible
+    to people, a duplicate row is not.
+    """
+
+    __tablename__ = "sent_messages"
+    __table_args__ = (UniqueConstraint("platform", "key"),)
+    id: int | None = Field(default=None, primary_key=True)
+    platform: str
+    key: str
+    chat_id: str
+    sent_at: datetime = Field(default_factory=utcnow)
+
+
 class InboundEvent(SQLModel, table=True):
     """Chat events stored before they are acknowledged (long connections, stream mode)."""
 

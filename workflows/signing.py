@@ -57,7 +57,11 @@ T = TypeVar("T")
 REJECTED_ERROR = "Rejected"
 
 # Patches (workflow.patched): flows started before a change replay with the old behaviour.
-PATCH_FEWER_PUBLISHES = "fewer-publishes-2026-11"  # ApplicationError type raised by activities for bad user input
+PATCH_FEWER_PUBLISHES = "fewer-publishes-2026-11"
+# Chat-side activities (card, link, text, file: quick calls, idempotent by key) run as local
+# activities: one marker event each instead of three events plus a workflow task.
+PATCH_LOCAL_CHAT = "chat-local-activities-2026-11"
+LOCAL_ACTIVITIES = ("publish", "send_link", "send_text", "send_file")
 
 
 # What each activity does, in words, for the Temporal UI's event history.
@@ -108,13 +112,18 @@ class SigningWorkflow:
         self.quiet_polls = 0  # polls in a row that found nothing new: spaces the next one out
         self.closed = False  # True once the final state is published (cards, DB, audit)
         self.confirm_needed = False  # an unconfirmable event arrived: poll the provider now
+        self.deadline_upserted = True  # False until SignDeadline is written (PATCH_LOCAL_CHAT flows)
 
     # ---- run ------------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, req: SigningRequest) -> StatusView:
+        # From the workflow's own clock (a starter's clock may differ). New flows write it
+        # with their first status upsert instead of an upsert event of its own.
         self.deadline = workflow.now() + req.timing.deadline
-        workflow.upsert_search_attributes([SA_DEADLINE.value_set(self.deadline)])
+        self.deadline_upserted = not workflow.patched(PATCH_LOCAL_CHAT)
+        if self.deadline_upserted:
+            workflow.upsert_search_attributes([SA_DEADLINE.value_set(self.deadline)])
         try:
             if req.problem:
                 await self._reject(req.problem)
@@ -271,14 +280,14 @@ class SigningWorkflow:
             group_done = all(s.status == "signed" for s in self.signers if s.group == self.current_group)
             # When the group is complete the next step (next group, or the final card) publishes
             # anyway: one card update and six history events fewer per group.
-            if not (group_done and workflow.patched(PATCH_FEWER_PUBLISHES)):
+            if not (group_done and self._fewer_publishes()):
                 await self._publish(None, None, None)
 
     async def _finish(self) -> None:
         assert self.flow_id is not None and self.document is not None
         self.status = SignStatus.FINISHING
         self._details("All signed: downloading, checking and delivering the signed document")
-        if not workflow.patched(PATCH_FEWER_PUBLISHES):
+        if not self._fewer_publishes():
             await self._publish(None, None, None)
         else:
             workflow.upsert_search_attributes([SA_STATUS.value_set(self.status.value), SA_PENDING.value_set([])])
@@ -490,6 +499,10 @@ class SigningWorkflow:
             events_seen=len(self.seen_events),
         )
 
+    def _fewer_publishes(self) -> bool:
+        """PATCH_LOCAL_CHAT includes PATCH_FEWER_PUBLISHES: new flows record one marker, not two."""
+        return workflow.patched(PATCH_LOCAL_CHAT) or workflow.patched(PATCH_FEWER_PUBLISHES)
+
     def _details(self, text: str) -> None:
         workflow.set_current_details(text)
 
@@ -505,6 +518,9 @@ class SigningWorkflow:
                                                      SA_PENDING.value_set(pending)]
         if self.document:
             updates.append(SA_DOCUMENT.value_set(self.document.sha256))
+        if not self.deadline_upserted and self.deadline is not None:
+            updates.append(SA_DEADLINE.value_set(self.deadline))
+            self.deadline_upserted = True
         workflow.upsert_search_attributes(updates)
         audits = self.pending_audit
         self.pending_audit = []
@@ -530,10 +546,13 @@ class SigningWorkflow:
         await self._step("tell the chat", lambda: self._act("send_text", arg, type(None)))
 
     async def _act(self, name: str, arg: Any, result_type: type[T] | Any, attempts: int = 0) -> T:
+        """One activity with the step's retry window; where it runs depends on what it calls.
+
+        Chat calls are short and keyed for idempotency, so they run as local activities (a
+        marker instead of three events and a workflow task each).
+        """
         t = self.req.timing
-        return await workflow.execute_activity(  # type: ignore[no-any-return]
-            name,
-            arg,
+        options: dict[str, Any] = dict(
             result_type=result_type,
             summary=ACTIVITY_SUMMARIES.get(name, name),
             start_to_close_timeout=timedelta(minutes=2),
@@ -546,6 +565,9 @@ class SigningWorkflow:
                 non_retryable_error_types=[REJECTED_ERROR],
             ),
         )
+        if name in LOCAL_ACTIVITIES and workflow.patched(PATCH_LOCAL_CHAT):
+            return await workflow.execute_local_activity(name, arg, **options)  # type: ignore[no-any-return]
+        return await workflow.execute_activity(name, arg, **options)  # type: ignore[no-any-return]
 
     async def _step(self, name: str, call: Callable[[], Awaitable[T]]) -> T:
         """Run a step; if its retries run out, show STUCK and wait for `retry` (or `cancel`).
