@@ -236,14 +236,16 @@ def worker() -> None:
 def api(
     host: Annotated[str, typer.Option(help="bind address")] = API_HOST,
     port: Annotated[int, typer.Option(help="port")] = API_PORT,
+    workers: Annotated[int, typer.Option(min=1, help="API processes (chat callbacks must be acked in 3 s)")] = 1,
 ) -> None:
-    """Run the HTTP API in this process with uvicorn."""
+    """Run the HTTP API with uvicorn (uvloop and httptools when installed, as they are by default)."""
     import uvicorn
 
     from signbridge.observability import configure_logging
 
     configure_logging()
-    uvicorn.run("api.main:create_app", factory=True, host=host, port=port, log_config=None, proxy_headers=True)
+    uvicorn.run("api.main:create_app", factory=True, host=host, port=port, log_config=None, proxy_headers=True,
+                workers=workers)
 
 
 @app.command(name="chat-listener")
