@@ -57,6 +57,18 @@ REJECTED_CODES = frozenset({"authFailed", "invalidClientIdOrSecret", "InvalidAut
                             "Forbidden.AccessDenied.AccessTokenPermissionDenied"})
 
 
+class _QuietPings(logging.Filter):
+    """The SDK logs every `SYSTEM` ping (answered fine) as an "unknown message topic" warning."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (str(record.msg).startswith("unknown message topic") and isinstance(record.args, tuple)
+                    and record.args[:1] == ("ping",))
+
+
+SDK_LOG = logging.getLogger("signbridge.listener.dingtalk.sdk")
+SDK_LOG.addFilter(_QuietPings())
+
+
 class CredentialsRejected(RuntimeError):
     """DingTalk refused the app key/secret: retrying cannot help, the configuration must change."""
 
@@ -70,7 +82,7 @@ class StreamClient(dingtalk_stream.DingTalkStreamClient):  # the SDK is untyped
 
     def __init__(self, config: DingTalkConfig, timeout: float | None = None) -> None:
         super().__init__(dingtalk_stream.Credential(config.app_key, config.app_secret.get_secret_value()),
-                         logger=logging.getLogger("dingtalk_stream.client"))
+                         logger=SDK_LOG)
         self.config = config
         self.open_url = config.api_base.rstrip("/") + OPEN_PATH
         self.timeout = timeout or config.timeout_seconds
@@ -204,6 +216,9 @@ class DingTalkListener:
         self.stream = stream
         try:
             await stream.start(stop)
+        except CredentialsRejected as e:
+            log.error("%s", e)
+            raise
         finally:
             if self._tasks:  # robot messages being handled; whatever does not finish stays stored for drain
                 _done, pending = await asyncio.wait(set(self._tasks), timeout=STOP_GRACE)
@@ -222,6 +237,7 @@ class DingTalkListener:
         if not stored:
             log.info("DingTalk robot message %s redelivered; already stored", key)
             return AckMessage.STATUS_OK, "OK"
+        log.info("DingTalk robot message %s stored", key)
         conversation = str(message.data.get("conversationId") or "") if isinstance(message.data, dict) else ""
         self._spawn(self._handle_in_order(inbox, conversation, key))
         return AckMessage.STATUS_OK, "OK"

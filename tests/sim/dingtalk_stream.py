@@ -11,7 +11,11 @@
   `data` being a JSON string. Acks `{code, headers{contentType, messageId}, message, data}` are
   recorded (`acks`; `on_ack` is called with each as it arrives, its result kept in `Ack.check`).
   A message with no 200 ack after `ack_timeout` s is sent again, with the same messageId, on
-  whichever connection is open. `disconnect()` sends the `SYSTEM` `disconnect` frame.
+  whichever connection is open. `disconnect()` sends the `SYSTEM` `disconnect` frame;
+  `fail_next_opens(n)` answers the next n opens with HTTP 503 (a gateway hiccup).
+* Served together with the OpenAPI simulator (`running(sim, openapi)`), the bodies of
+  `POST /v1.0/card/instances/createAndDeliver` are kept in `cards_created`: DingTalk sends a
+  card's button callbacks over the stream only when it was created with `callbackType: STREAM`.
 
 The OpenAPI side (tokens, cards, messages, files) is `tests/sim/dingtalk_sim.py`.
 """
@@ -63,7 +67,7 @@ class StreamSim:
                  app_id: str = "sim-app") -> None:
         self.client_id, self.client_secret, self.app_id = client_id, client_secret, app_id
         self.ack_timeout, self.ping_every = ack_timeout, ping_every
-        self.opens: list[dict[str, Any]] = []  # every open request: its body plus "status"
+        self.opens: list[dict[str, Any]] = []  # every open request: its body plus "status", "at"
         self.connections: list[str] = []  # connection ids, in the order they connected
         self.open_connections: set[str] = set()
         self.refused_tickets = 0
@@ -72,6 +76,8 @@ class StreamSim:
         self.pings: dict[str, str] = {}  # ping messageId -> opaque
         self.pongs: list[str] = []  # ping messageIds acked with their opaque echoed
         self.on_ack: Callable[[Ack], Any] | None = None
+        self.cards_created: list[dict[str, Any]] = []
+        self._failing_opens = 0
         self._tickets: dict[str, list[dict[str, Any]]] = {}
         self._subscriptions: dict[str, set[str]] = {}  # connectionId -> CALLBACK topics
         self._disconnect: set[str] = set()
@@ -86,6 +92,9 @@ class StreamSim:
         with self._lock:
             self.deliveries[message_id] = Delivery(message_id, topic, data)
         return message_id
+
+    def fail_next_opens(self, n: int) -> None:
+        self._failing_opens = n
 
     def disconnect(self) -> None:
         """Ask every open connection to go away (DingTalk's `SYSTEM` `disconnect`)."""
@@ -157,20 +166,25 @@ class StreamSim:
             except ValueError:
                 body = None
             if not isinstance(body, dict):
-                self.opens.append({"status": 400})
+                self.opens.append({"status": 400, "at": time.monotonic()})
                 return JSONResponse({"requestid": uuid.uuid4().hex, "code": "invalidParameter",
                                      "message": "body is not JSON"}, status_code=400)
+            if self._failing_opens > 0:
+                self._failing_opens -= 1
+                self.opens.append({**body, "at": time.monotonic(), "status": 503})
+                return JSONResponse({"requestid": uuid.uuid4().hex, "code": "ServiceUnavailable",
+                                     "message": "sim: try again"}, status_code=503)
             if body.get("clientId") != self.client_id or body.get("clientSecret") != self.client_secret:
-                self.opens.append({**body, "status": 401})
+                self.opens.append({**body, "at": time.monotonic(), "status": 401})
                 return JSONResponse({"requestid": uuid.uuid4().hex, "code": "authFailed", "message": "鉴权失败"},
                                     status_code=401)
             subscriptions = body.get("subscriptions")
             if not isinstance(subscriptions, list) or not subscriptions or \
                     not all(isinstance(s, dict) and s.get("type") and s.get("topic") for s in subscriptions):
-                self.opens.append({**body, "status": 400})
+                self.opens.append({**body, "at": time.monotonic(), "status": 400})
                 return JSONResponse({"requestid": uuid.uuid4().hex, "code": "invalidParameter",
                                      "message": "subscriptions is required"}, status_code=400)
-            self.opens.append({**body, "status": 200})
+            self.opens.append({**body, "at": time.monotonic(), "status": 200})
             ticket = uuid.uuid4().hex
             with self._lock:
                 self._tickets[ticket] = subscriptions
@@ -233,10 +247,43 @@ def running(sim: StreamSim, openapi: DingTalkSim | None = None) -> Iterator[str]
     """
     app: Any = sim.app
     if openapi is not None:
-        app = FastAPI()
-        app.router.routes.extend(sim.app.router.routes)
-        app.mount("/", openapi.app)
+        combined = FastAPI()
+        combined.router.routes.extend(sim.app.router.routes)
+        combined.mount("/", openapi.app)
+        app = _PeekCards(combined, sim.cards_created)
     with serve(app) as url:
         if openapi is not None:
             openapi.base = url
         yield url
+
+
+class _PeekCards:
+    """ASGI wrapper keeping the JSON body of every card createAndDeliver call, then passing it on."""
+
+    def __init__(self, app: Any, seen: list[dict[str, Any]]) -> None:
+        self.app, self.seen = app, seen
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == "/v1.0/card/instances/createAndDeliver":
+            chunks, more = [], True
+            while more:
+                message = await receive()
+                chunks.append(message.get("body", b""))
+                more = message.get("more_body", False)
+            body = b"".join(chunks)
+            try:
+                self.seen.append(json.loads(body))
+            except ValueError:
+                pass
+            replayed = False
+
+            async def replay() -> dict[str, Any]:
+                nonlocal replayed
+                if replayed:
+                    return await receive()  # http.disconnect, when it comes
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+
+            await self.app(scope, replay, send)
+            return
+        await self.app(scope, receive, send)
