@@ -138,9 +138,13 @@ class StreamClient(dingtalk_stream.DingTalkStreamClient):  # the SDK is untyped
                     await self._pump(websocket, stop)
                 if not stop.is_set():
                     log.warning("DingTalk stream closed by the server; reconnecting")
+            except CredentialsRejected:
+                raise
             except (GatewayUnavailable, OSError, TimeoutError, websockets.exceptions.WebSocketException) as e:
-                log.warning("DingTalk stream connection failed (%s: %s); retrying in %.0f s",
+                log.warning("DingTalk stream connection failed (%s: %s); retrying in %.1f s",
                             type(e).__name__, e, delay)
+            except Exception:  # a bug must not end the listener: what was stored is drained anyway
+                log.exception("DingTalk stream failed unexpectedly; reconnecting in %.1f s", delay)
             if up_since is not None and time.monotonic() - up_since >= STABLE_AFTER:
                 delay = RETRY_FIRST
             if stop.is_set():
@@ -163,7 +167,12 @@ class StreamClient(dingtalk_stream.DingTalkStreamClient):  # the SDK is untyped
         keepalive = asyncio.create_task(self.keepalive(websocket))
         try:
             async for raw in websocket:
-                task = asyncio.create_task(self.background_task(json.loads(raw)))
+                try:
+                    frame = json.loads(raw)
+                except ValueError:
+                    log.warning("DingTalk stream: a frame that is not JSON was ignored (%d bytes)", len(raw))
+                    continue
+                task = asyncio.create_task(self.background_task(frame))
                 in_flight.add(task)
                 task.add_done_callback(in_flight.discard)
         finally:
