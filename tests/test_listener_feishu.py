@@ -177,6 +177,13 @@ async def test_file_then_sign_command_over_the_long_connection(dev_env: Workflow
         assert s.ws.pings >= 1 and s.ws.endpoint_calls[0]["body"] == {"AppID": APP_ID, "AppSecret": APP_SECRET}
         await s.client.get_workflow_handle(request_id).terminate("test done")
 
+        # the server drops the socket: the SDK fetches a new endpoint and reconnects; events flow again
+        s.ws.drop()
+        await s.ws.wait_for(lambda: s.ws.connections == 2 and s.ws.connected)
+        again = file_event("oc_ws1", "ou_init", "om_f2", "file_2")
+        assert (await s.send(again)).checked in ("stored", "handled")
+        assert len(s.ws.endpoint_calls) == 2
+
 
 class SlowInbox(Inbox):
     """Commits `slow_id` only after the simulator redelivered it (its ack was too late)."""
@@ -274,6 +281,22 @@ async def test_wrong_app_secret_is_one_clear_error(settings: Settings, status: i
     assert f"({code}: app_id or app_secret is invalid)" in message and APP_ID in message
     assert "SIGNBRIDGE_FEISHU_APP_SECRET" in message and "not-the-secret" not in message
     assert ws.rejected == len(ws.endpoint_calls) == 1 and ws.connections == 0  # tried once, no loop
+
+
+async def test_busy_endpoint_is_retried_and_stop_still_ends_the_listener(settings: Settings) -> None:
+    ws = FeishuWsSim(APP_ID, APP_SECRET, busy_next=100)
+    settings.data_dir.mkdir(parents=True)
+    engine = get_engine(settings.sqlalchemy_url)
+    create_all(engine)
+    with running(ws) as base:
+        config = FeishuConfig(app_id=APP_ID, app_secret=SecretStr(APP_SECRET), api_base=base)
+        stop = asyncio.Event()
+        task = asyncio.create_task(FeishuListener(config).run(Inbox(engine, {}), stop))
+        await ws.wait_for(lambda: bool(ws.endpoint_calls) or task.done())
+        assert not task.done()  # "system busy" is not fatal: the SDK backs off and retries
+        stop.set()  # while the SDK sleeps in its backoff
+        await asyncio.wait_for(task, 10)  # returns, no error
+    assert ws.connections == 0
 
 
 def listener_env(base: str, dev_env: WorkflowEnvironment, tmp: Path, secret: str = APP_SECRET) -> dict[str, str]:

@@ -6,7 +6,8 @@ What `lark_oapi.ws.Client` talks to, strictly enough for the SDK to run unmodifi
   get code 1000040345 "app_id or app_secret is invalid" (what Feishu is reported to answer; the
   HTTP status is `reject_status`, 200 by default — the SDK reads the code from the body). Right
   ones get `data.URL` (a one-time `ws://…/ws?device_id=…&service_id=…&ticket=…`) and the
-  `ClientConfig` (reconnect count/interval/nonce, ping interval) the SDK adopts.
+  `ClientConfig` (reconnect count/interval/nonce, ping interval) the SDK adopts. `busy_next`
+  answers code 1 "system busy" instead (the SDK retries that with its own backoff).
 * `/ws` speaks pbbp2 frames (`lark_oapi.ws.pb.pbbp2_pb2.Frame`, the SDK's own module):
   control `ping` → `pong` carrying the ClientConfig; `deliver()` sends a data frame
   (`type=event`, `message_id`, `trace_id`, `sum=1`, `seq=0`, the event JSON as payload) and the
@@ -38,6 +39,7 @@ from lark_oapi.ws.pb.pbbp2_pb2 import Frame
 from tests.sim.servers import free_port, serve
 
 INVALID_CREDENTIALS = 1000040345
+SYSTEM_BUSY = 1
 CONTROL, DATA = 0, 1
 
 
@@ -69,6 +71,7 @@ class FeishuWsSim:
     ack_timeout: float = 3.0
     max_redeliveries: int = 3
     reject_status: int = 200
+    busy_next: int = 0  # that many endpoint calls answer code 1 "system busy" (the SDK retries those)
     ping_interval: int = 120
     reconnect_interval: int = 1
     reconnect_nonce: int = 0
@@ -220,6 +223,9 @@ class FeishuWsSim:
         async def endpoint(request: Request) -> JSONResponse:
             body = await request.json()
             self.endpoint_calls.append({"body": body, "headers": dict(request.headers)})
+            if self.busy_next > 0:
+                self.busy_next -= 1
+                return JSONResponse({"code": SYSTEM_BUSY, "msg": "system busy", "data": None})
             if body.get("AppID") != self.app_id or body.get("AppSecret") != self.app_secret:
                 self.rejected += 1
                 return JSONResponse({"code": INVALID_CREDENTIALS, "msg": "app_id or app_secret is invalid",
