@@ -171,7 +171,7 @@ async def test_file_then_sign_command_over_the_stream(dev_env: WorkflowEnvironme
 
 async def test_redeliveries_are_stored_and_handled_once(dev_env: WorkflowEnvironment, settings: Settings) -> None:
     async with stream_stack(dev_env, settings, sample_contract("Twice"), listen=False) as (s, start):
-        s.gateway.ack_timeout = 0.3
+        s.gateway.ack_timeout = 1.0
         # a first client receives the file message and dies before acking it
         file_frame = s.gateway.deliver(ROBOT_TOPIC, file_message("dc-1", "合同.pdf", "twice-file"))
         async with httpx.AsyncClient(timeout=5) as http:
@@ -192,7 +192,9 @@ async def test_redeliveries_are_stored_and_handled_once(dev_env: WorkflowEnviron
         # the listener starts: the unacked message is delivered again (same messageId) and acked
         start()
         ack = await s.acked(file_frame)
-        assert ack.check is not None and len(s.gateway.deliveries[file_frame].sends) == 2
+        dead, alive = s.gateway.connections
+        sends = [connection for connection, _ in s.gateway.deliveries[file_frame].sends]
+        assert sends[0] == dead and sends[-1] == alive and ack.connection_id == alive and ack.check is not None
         # the command: delivered again with the same messageId (its ack was lost) and with a new one
         command = text_message("@SignBridge sign @李四", "twice-cmd", at=["lisi"])
         first = s.gateway.deliver(ROBOT_TOPIC, command)
