@@ -37,6 +37,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 import lark_oapi.ws.client as ws_client
+from lark_oapi.core import log as lark_log
 from lark_oapi.core.enum import LogLevel
 from lark_oapi.core.json import JSON
 from lark_oapi.event.callback.model.p2_card_action_trigger import P2CardActionTrigger, P2CardActionTriggerResponse
@@ -70,6 +71,13 @@ class _SdkClient(ws_client.Client):  # type: ignore[misc]  # the SDK is untyped
     """The SDK's client with two refusals made final instead of retried forever."""
 
     fatal: BaseException | None = None
+    connections = 0
+
+    async def _connect(self) -> None:
+        await super()._connect()
+        if self._conn is not None:  # the SDK logs the URL, one-time ticket included, at INFO: we don't
+            self.connections += 1
+            log.info("Feishu long connection up (conn_id %s, connection %d)", self._conn_id, self.connections)
 
     def _get_conn_url(self) -> str:
         try:
@@ -158,9 +166,11 @@ class _SdkThread:
                        .register_p2_customized_event(MESSAGE_EVENT, self._on_message)
                        .register_p2_card_action_trigger(self._on_card)
                        .build())
+            # The SDK's logger prints its own lines to stdout; through ours they follow our format (JSON).
+            logging.getLogger("Lark").removeHandler(lark_log.handler)
             # Built here: the SDK's client schedules a cache task on the current thread's loop.
             self.client = _SdkClient(self.config.app_id, self.config.app_secret.get_secret_value(),
-                                     log_level=LogLevel.INFO, event_handler=handler, domain=self.config.base)
+                                     log_level=LogLevel.WARNING, event_handler=handler, domain=self.config.base)
             self.client.start()  # returns only through cancellation or a refusal
         except asyncio.CancelledError:
             if self.client is not None and self.client.fatal is not None:
