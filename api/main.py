@@ -10,6 +10,7 @@ from temporalio.client import Client
 
 from api import (
     errors,
+    esign_links,
     health,
     im_dingtalk,
     im_feishu,
@@ -49,6 +50,6 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
     errors.install(app)
     install_metrics(app)
     for module in (health, im_webhook, im_feishu, im_slack, im_dingtalk, im_wecom, sign_pages,
-                   provider_webhooks, requests, metrics):
+                   provider_webhooks, requests, metrics, esign_links):
         app.include_router(module.router)
     return app

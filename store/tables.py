@@ -178,3 +178,21 @@ class InboundEvent(SQLModel, table=True):
     status: str = "stored"  # stored | handled | failed
     received_at: datetime = Field(default_factory=utcnow)
     handled_at: datetime | None = None
+
+
+class ProviderLink(SQLModel, table=True):
+    """A SignBridge-hosted chat link to a provider's short-lived signing page (DocuSign embedded).
+
+    The provider's own URL expires within minutes, so the chat gets a stable link instead; each
+    click mints a fresh provider URL. Only the token's SHA-256 is stored (like `LocalSigner`).
+    One row per (provider, flow, signer): minting a new link replaces the previous one.
+    """
+
+    __tablename__ = "provider_links"
+    __table_args__ = (UniqueConstraint("provider", "flow_id", "signer_id"),)
+    token_hash: str = Field(primary_key=True, max_length=64)
+    provider: str
+    flow_id: str = Field(index=True)
+    signer_id: str
+    expires_at: datetime
+    created_at: datetime = Field(default_factory=utcnow)

@@ -12,6 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
+from sqlmodel import Session, select
 from temporalio.testing import WorkflowEnvironment
 
 from connectors.esign import docusign
@@ -21,6 +22,8 @@ from signbridge.models import ActionInput, Actor, CreateFlowInput, DocumentInfo,
 from signbridge.pdf.sample import sample_contract
 from signbridge.settings import Settings
 from store.blobs import FileBlobStore, sha256_hex
+from store.db import create_all, get_engine
+from store.tables import ProviderLink
 from tests.provider_cases import E2E, A, B, C, provider_e2e
 from tests.sim.docusign_sim import DocuSignSim
 
@@ -92,11 +95,25 @@ def sim() -> Iterator[DocuSignSim]:
         yield s
 
 
-def _provider(sim: DocuSignSim, blobs: FileBlobStore, http: httpx.AsyncClient, **over: Any) -> DocuSignProvider:
+PUBLIC_URL = "https://signbridge.test"
+
+
+def _provider(sim: DocuSignSim, blobs: FileBlobStore, http: httpx.AsyncClient, settings: Settings,
+              public_url: str = PUBLIC_URL, **over: Any) -> DocuSignProvider:
     fields: dict[str, Any] = dict(integration_key=IK, user_id=USER, account_id=ACCOUNT,
                                   private_key=SecretStr(PRIVATE_PEM), api_base=sim.api_base, oauth_base=sim.url,
-                                  return_url="https://signbridge.test/done", poll_min_interval_seconds=900)
-    return DocuSignProvider(DocuSignConfig(**{**fields, **over}), blobs, http)
+                                  poll_min_interval_seconds=900)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = get_engine(settings.sqlalchemy_url)
+    create_all(engine)
+    return DocuSignProvider(DocuSignConfig(**{**fields, **over}), blobs, http, engine, public_url)
+
+
+def docusign_env(monkeypatch: pytest.MonkeyPatch, sim: DocuSignSim) -> None:
+    """The API process builds its own DocuSign connector from the environment (link clicks)."""
+    for name, value in {"INTEGRATION_KEY": IK, "USER_ID": USER, "ACCOUNT_ID": ACCOUNT, "PRIVATE_KEY": PRIVATE_PEM,
+                        "API_BASE": sim.api_base, "OAUTH_BASE": sim.url}.items():
+        monkeypatch.setenv(f"SIGNBRIDGE_DOCUSIGN_{name}", value)
 
 
 @pytest.fixture
@@ -120,20 +137,30 @@ def _open(flow: str, signers: list[Person], group: int = 0) -> OpenGroupInput:
 
 async def test_connector_over_http(sim: DocuSignSim, http: httpx.AsyncClient, settings: Settings) -> None:
     blobs = FileBlobStore(settings.data_dir / "blobs")
-    provider = _provider(sim, blobs, http)
+    provider = _provider(sim, blobs, http, settings)
     req = _create_input(blobs, [[A], [B, C]])
     flow = await provider.create_flow(req)
     assert await provider.create_flow(req) == flow and len(sim.envelopes) == 1  # idempotent per request id
     assert sim.grants == 1  # one token, cached
     signers = sim.envelopes[flow]["recipients"]["signers"]
     assert [(s["routingOrder"], s["clientUserId"]) for s in signers] == [("1", "u-1"), ("2", "u-2"), ("2", "x-9")]
+    views_before = sim.calls.count(f"POST /restapi/v2.1/accounts/{ACCOUNT}/envelopes/{flow}/views/recipient")
     links = await provider.open_group(_open(flow, [A]))
-    assert [link.signer_id for link in links] == ["u-1"] and str(links[0].url).startswith(sim.url + "/signing/")
+    # the chat gets SignBridge's stable link, not DocuSign's 5-minute view (none is made yet)
+    assert [link.signer_id for link in links] == ["u-1"]
+    token = str(links[0].url).removeprefix(PUBLIC_URL + "/esign/docusign/sign/")
+    assert token != str(links[0].url) and len(token) >= 43  # 256 bits, URL-safe base64
+    assert sim.calls.count(f"POST /restapi/v2.1/accounts/{ACCOUNT}/envelopes/{flow}/views/recipient") == views_before
+    with Session(provider.engine) as session:
+        rows = session.exec(select(ProviderLink).where(ProviderLink.flow_id == flow)).all()
+    assert [(r.signer_id, r.token_hash) for r in rows] == [("u-1", docusign.link_token_hash(token))]
     assert not sim.may_sign(flow, str(B.email))  # B's routing order comes after A's
     sim.revoke_tokens()  # a 401: the connector fetches a fresh token and carries on
+    view = await provider.recipient_view(flow, "u-1", "https://signbridge.test/return")
+    assert view.startswith(sim.url + "/signing/")
     async with httpx.AsyncClient() as signer:
-        assert (await signer.post(str(links[0].url))).status_code == 200  # A signs through the view
-        assert (await signer.post(str(links[0].url))).status_code == 404  # single use
+        assert (await signer.post(view)).status_code == 200  # A signs through the view
+        assert (await signer.post(view)).status_code == 404  # single use
     assert [(e.kind, e.signer_id) for e in await provider.poll(flow)] == [("signed", "u-1")]
     assert sim.grants == 2
     gets = sim.status_gets[flow]
@@ -151,7 +178,7 @@ async def test_connector_over_http(sim: DocuSignSim, http: httpx.AsyncClient, se
     await provider.revoke(flow, "too late")  # completed: a no-op
     assert sim.envelopes[flow]["status"] == "completed"
 
-    emailed = _provider(sim, blobs, http, embedded=False, poll_min_interval_seconds=0)
+    emailed = _provider(sim, blobs, http, settings, embedded=False, poll_min_interval_seconds=0)
     parallel = await emailed.create_flow(_create_input(blobs, [[A, B]], "req-2"))
     assert [s["routingOrder"] for s in sim.envelopes[parallel]["recipients"]["signers"]] == ["1", "1"]
     assert [(link.signer_id, link.url) for link in await emailed.open_group(_open(parallel, [A, B]))] == \
@@ -166,24 +193,25 @@ async def test_errors_are_classified(sim: DocuSignSim, http: httpx.AsyncClient, 
     blobs = FileBlobStore(settings.data_dir / "blobs")
     sim.consent = False
     with pytest.raises(ProviderError) as consent:
-        await _provider(sim, blobs, http).poll("x")
+        await _provider(sim, blobs, http, settings).poll("x")
     assert consent.value.non_retryable and "consent_required" in str(consent.value)
     sim.consent = True
     with pytest.raises(ProviderError) as wrong_user:
-        await _provider(sim, blobs, http, user_id="someone-else").poll("x")
+        await _provider(sim, blobs, http, settings, user_id="someone-else").poll("x")
     assert wrong_user.value.non_retryable and "invalid_grant" in str(wrong_user.value)
     with pytest.raises(ProviderError) as invalid:
-        await _provider(sim, blobs, http).create_flow(_create_input(blobs, [[Person(id="u-5", name="无邮箱")]]))
+        await _provider(sim, blobs, http, settings).create_flow(
+            _create_input(blobs, [[Person(id="u-5", name="无邮箱")]]))
     assert invalid.value.non_retryable
     with pytest.raises(ProviderError) as missing:
-        await _provider(sim, blobs, http).poll("no-such-envelope")
+        await _provider(sim, blobs, http, settings).poll("no-such-envelope")
     assert missing.value.non_retryable and "ENVELOPE_DOES_NOT_EXIST" in str(missing.value)
     sim.down = True
     with pytest.raises(ProviderError) as outage:
-        await _provider(sim, blobs, http).poll("x")
+        await _provider(sim, blobs, http, settings).poll("x")
     assert not outage.value.non_retryable and outage.value.retry_after == 1.0
     sim.down = False
-    provider = _provider(sim, blobs, http)
+    provider = _provider(sim, blobs, http, settings)
     await provider.auth.token()
     sim.throttle = 1
     with pytest.raises(ProviderError) as limited:
@@ -204,8 +232,10 @@ async def _flow_of(rig: E2E, sim: DocuSignSim, handle: Any) -> str:
 async def e2e(dev_env: WorkflowEnvironment, settings: Settings, sim: DocuSignSim,
               monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[E2E]:
     monkeypatch.setenv("SIGNBRIDGE_DOCUSIGN_HMAC_KEY", HMAC_KEY)
+    docusign_env(monkeypatch, sim)
     async with provider_e2e(dev_env, settings, "docusign",
-                            lambda blobs, http: _provider(sim, FileBlobStore(settings.data_dir / "blobs"), http),
+                            lambda blobs, http: _provider(sim, FileBlobStore(settings.data_dir / "blobs"), http,
+                                                          settings),
                             ) as (rig, callback):
         sim.callback_url = callback("/esign/docusign/webhook")
         yield rig
@@ -218,7 +248,11 @@ async def test_e2e_groups_in_order_complete(e2e: E2E, sim: DocuSignSim) -> None:
     assert not e2e.links(handle, B)
     sim.duplicate = True  # every Connect message twice
     async with httpx.AsyncClient(timeout=10) as signer:
-        assert (await signer.post(e2e.links(handle, A)[0]["sign_url"])).status_code == 200
+        # A clicks the chat link: SignBridge mints a fresh view and redirects; A signs there
+        token = e2e.links(handle, A)[0]["sign_url"].rsplit("/", 1)[1]
+        clicked = await signer.get(f"{e2e.api_url}/esign/docusign/sign/{token}")
+        assert clicked.status_code == 303 and clicked.headers["location"].startswith(sim.url + "/signing/")
+        assert (await signer.post(clicked.headers["location"])).status_code == 200
     await e2e.sink.wait_for(lambda: bool(e2e.links(handle, B)) and bool(e2e.links(handle, C)), timeout=20)
     sim.duplicate = False
     sim.hold()

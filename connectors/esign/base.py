@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from signbridge.models import CreateFlowInput, OpenGroupInput, ProviderEvent, SignerLink
 
@@ -46,6 +46,27 @@ class ESignProvider(Protocol):
 
     async def remind(self, flow_id: str, signer_ids: list[str]) -> None:
         """Ask the provider to remind these signers (no-op where the chat reminder is enough)."""
+
+
+class NothingToSign(Exception):
+    """The signer has nothing left to do: they signed or declined, or the flow is closed."""
+
+    def __init__(self, state: Literal["signed", "declined", "closed"], detail: str = "") -> None:
+        super().__init__(detail or state)
+        self.state = state
+
+
+@runtime_checkable
+class RecipientViews(Protocol):
+    """Optional: providers whose signing URLs are short-lived (DocuSign embedded signing).
+
+    SignBridge then posts its own stable link in the chat (`api/esign_links.py`) and asks for a
+    fresh provider URL each time the signer clicks it.
+    """
+
+    async def recipient_view(self, flow_id: str, signer_id: str, return_url: str) -> str:
+        """A fresh signing URL for this signer; `NothingToSign` if there is nothing to sign,
+        `ProviderError` if the provider failed."""
 
 
 class WebhookRejected(Exception):

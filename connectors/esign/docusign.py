@@ -12,9 +12,14 @@ Why it is shaped this way:
   envelope carries the text custom field `sb_request_id`, so a retried `create_flow` finds it
   (`GET /envelopes?custom_field=sb_request_id=<id>`) instead of sending a second envelope. Each
   signer carries `customFields: ["sb:<signer id>"]` — how callbacks and polls map back.
-- `embedded=True` (default) sets `clientUserId`, so DocuSign sends no email and `open_group`
-  hands out recipient-view URLs for the chat. Those URLs are single-use and live 5 minutes —
-  send them promptly. `embedded=False`: DocuSign emails the signers and `remind` resends.
+- `embedded=True` (default) sets `clientUserId`, so DocuSign sends no email and SignBridge hosts
+  the signing link. DocuSign's recipient-view URL is single-use and dies 5 minutes after it is
+  made, but chat links are clicked hours later (and re-posted by reminders), so `open_group`
+  never hands one out: it mints a SignBridge link `{public_url}/esign/docusign/sign/{token}`
+  (256-bit token, only its SHA-256 stored in `provider_links`, bound to one envelope recipient,
+  valid until the request's deadline). Each click asks `recipient_view` for a fresh view and
+  redirects to it (`api/esign_links.py`). `embedded=False`: DocuSign emails the signers and
+  `remind` resends.
 - Polling: DocuSign allows polling an envelope at most once per 15 minutes. `poll` enforces it
   here: polled sooner, it returns no events without calling DocuSign. The workflow treats an
   empty poll as a quiet one and doubles its interval, so with `poll_after` < 15 min the first
@@ -33,6 +38,7 @@ import base64
 import hashlib
 import hmac
 import json
+import secrets
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -43,11 +49,16 @@ import httpx
 import jwt
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import delete
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col
 
-from connectors.esign.base import ProviderError, WebhookRejected, WebhookReply
+from connectors.esign.base import NothingToSign, ProviderError, WebhookRejected, WebhookReply
 from signbridge.models import CreateFlowInput, OpenGroupInput, ProviderEvent, SignerLink
 from signbridge.settings import Settings
 from store.blobs import BlobStore
+from store.tables import ProviderLink
 
 PROVIDER = "docusign"
 SCOPE = "signature impersonation"
@@ -72,7 +83,8 @@ class DocuSignConfig(BaseSettings):
     api_base: str = "https://demo.docusign.net/restapi"  # production: https://<site>.docusign.net/restapi
     oauth_base: str = "https://account-d.docusign.com"  # production: https://account.docusign.com
     embedded: bool = True
-    return_url: str = "https://signbridge.invalid/signed"  # where DocuSign sends the signer afterwards
+    # Where DocuSign sends the signer afterwards; empty: SignBridge's `/esign/docusign/return` page.
+    return_url: str = ""
     poll_min_interval_seconds: float = 900.0
     token_lifetime_seconds: int = 3600
 
@@ -113,6 +125,10 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
     except ValueError:
         pass
     return None
+
+
+def link_token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def _at(value: Any) -> datetime:
@@ -218,10 +234,13 @@ class DocuSignProvider:
     name = PROVIDER
     incremental = False  # DocuSign re-renders the document; the certificate of completion is the evidence
 
-    def __init__(self, config: DocuSignConfig, blobs: BlobStore, http: httpx.AsyncClient) -> None:
+    def __init__(self, config: DocuSignConfig, blobs: BlobStore, http: httpx.AsyncClient, engine: Engine,
+                 public_url: str) -> None:
         self.config = config
         self.blobs = blobs
         self.http = http
+        self.engine = engine  # embedded signers' chat links (`provider_links`)
+        self.public_url = public_url.rstrip("/")
         self.auth = DocuSignAuth(config, http)
         self.base = f"{config.api_base.rstrip('/')}/v2.1/accounts/{config.account_id}"
         self._last_poll: dict[str, float] = {}
@@ -286,7 +305,8 @@ class DocuSignProvider:
         return str(created["envelopeId"])
 
     async def open_group(self, req: OpenGroupInput) -> list[SignerLink]:
-        """DocuSign opens routing orders itself; embedded signers get a recipient-view URL."""
+        """DocuSign opens routing orders itself. Embedded signers get a SignBridge link (a view URL
+        would be dead by the time anyone clicks it); emailed ones get DocuSign's email."""
         envelope = await self._envelope(req.flow_id)
         by_signer = {signer_id_of(s): s for s in (envelope.get("recipients") or {}).get("signers", [])}
         links: list[SignerLink] = []
@@ -299,12 +319,50 @@ class DocuSignProvider:
             if not signer.get("clientUserId"):
                 links.append(SignerLink(signer_id=person.id, url=None))  # DocuSign emails them
                 continue
-            view = (await self._call("POST", f"/envelopes/{req.flow_id}/views/recipient", "recipient view", json={
-                "returnUrl": self.config.return_url, "authenticationMethod": "none",
-                "email": signer["email"], "userName": signer["name"], "clientUserId": signer["clientUserId"],
-                "recipientId": signer["recipientId"]})).json()
-            links.append(SignerLink(signer_id=person.id, url=str(view["url"])))
+            token = self._mint_link(req.flow_id, person.id, req.expires_at)
+            links.append(SignerLink(signer_id=person.id, url=f"{self.public_url}/esign/docusign/sign/{token}"))
         return links
+
+    def _mint_link(self, flow_id: str, signer_id: str, expires_at: datetime) -> str:
+        """A new token for this envelope recipient; it replaces the one an earlier attempt of the
+        activity minted (that attempt's result never reached the workflow, so it was never posted)."""
+        token = secrets.token_urlsafe(32)  # 256 bits
+        row = ProviderLink(token_hash=link_token_hash(token), provider=PROVIDER, flow_id=flow_id,
+                           signer_id=signer_id, expires_at=expires_at)
+        with Session(self.engine) as session:
+            session.execute(delete(ProviderLink).where(
+                col(ProviderLink.provider) == PROVIDER, col(ProviderLink.flow_id) == flow_id,
+                col(ProviderLink.signer_id) == signer_id))
+            session.add(row)
+            try:
+                session.commit()
+            except IntegrityError as e:  # a concurrent attempt for the same signer: retry the activity
+                raise _error(f"DocuSign link for {signer_id} minted concurrently", retryable=True) from e
+        return token
+
+    async def recipient_view(self, flow_id: str, signer_id: str, return_url: str) -> str:
+        """A fresh recipient view (single use, 5 minutes) for an embedded signer, made when they
+        click SignBridge's link. `NothingToSign` when they signed or declined or the envelope is
+        closed; the view request carries exactly what the envelope holds for the recipient.
+        `SIGNBRIDGE_DOCUSIGN_RETURN_URL`, when set, replaces `return_url`."""
+        envelope = await self._envelope(flow_id)
+        signer = next((s for s in (envelope.get("recipients") or {}).get("signers", [])
+                       if signer_id_of(s) == signer_id), None)
+        if signer is None:
+            raise _error(f"signer {signer_id} is not in DocuSign envelope {flow_id}", retryable=False)
+        if signer.get("status") == "completed":
+            raise NothingToSign("signed")
+        if signer.get("status") == "declined":
+            raise NothingToSign("declined")
+        if envelope.get("status") not in ("sent", "delivered"):
+            raise NothingToSign("closed", f"envelope {flow_id} is {envelope.get('status')}")
+        if not signer.get("clientUserId"):
+            raise _error(f"signer {signer_id} signs through DocuSign's email, not embedded", retryable=False)
+        view = (await self._call("POST", f"/envelopes/{flow_id}/views/recipient", "recipient view", json={
+            "returnUrl": self.config.return_url or return_url, "authenticationMethod": "none",
+            "email": signer["email"], "userName": signer["name"], "clientUserId": signer["clientUserId"],
+            "recipientId": signer["recipientId"]})).json()
+        return str(view["url"])
 
     async def poll(self, flow_id: str) -> list[ProviderEvent]:
         """At most once per `poll_min_interval_seconds` per envelope (DocuSign's 15-minute rule)."""
@@ -421,7 +479,7 @@ class DocuSignWebhook:
 
 def build(settings: Settings, engine: Any, blobs: BlobStore, http: httpx.AsyncClient) -> DocuSignProvider | None:
     config = DocuSignConfig()
-    return DocuSignProvider(config, blobs, http) if config.enabled else None
+    return DocuSignProvider(config, blobs, http, engine, settings.public_url) if config.enabled else None
 
 
 def webhook(settings: Settings) -> DocuSignWebhook | None:

@@ -7,8 +7,13 @@
 - Status machine: signers sign in `routingOrder` (only the lowest pending order may act; equal
   orders in parallel). A decline ends the envelope; a voided one can't be signed; completing
   re-renders the file (does NOT start with the original bytes) and makes a certificate.
-- Recipient views: single-use URLs for embedded (`clientUserId`) signers, which sign through
-  them (`POST <url>` / `?action=decline`). `status_gets` counts status reads per envelope.
+- Recipient views, by DocuSign's rules: the request needs `returnUrl` and
+  `authenticationMethod`, and `clientUserId`, `userName` and `email` matching an embedded
+  recipient; the URL works once and only within `view_ttl_seconds` (300) of being made, on the
+  simulator's clock (`advance(seconds)` moves it; `now()`). `GET <url>` opens a signing session
+  (a page whose form posts to `/signing/session/<id>`, which signs or declines and answers 303 to
+  `returnUrl?event=signing_complete|decline`); `POST <url>` (`?action=decline`) signs in one step.
+  `status_gets` counts status reads per envelope, `calls` every OAuth/API request made.
 - Connect: JSON SIM bodies, one `X-DocuSign-Signature-N` per key in `hmac_keys` (rotation),
   retried until 200; `duplicate`, `hold()`/`flush(reverse=True)`, `mute` as in the other sims.
 - `down` → 503 + Retry-After: 1; `throttle = n` → the next n calls 429 with DocuSign's
@@ -35,7 +40,7 @@ from urllib.parse import urlparse
 import httpx
 import jwt
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 from connectors.esign.docusign import connect_signature
 from signbridge.pdf.sample import sample_contract
@@ -76,7 +81,11 @@ class DocuSignSim:
         self.mute = False
         self.status_gets: Counter[str] = Counter()
         self.reminded: list[str] = []
-        self.views: dict[str, tuple[str, str]] = {}  # token → (envelope id, recipient id)
+        self.views: dict[str, tuple[str, str, float, str]] = {}  # token → (envelope, recipient, made at, returnUrl)
+        self.sessions: dict[str, tuple[str, str, str]] = {}  # session id → (envelope, recipient, returnUrl)
+        self.view_ttl_seconds = 300.0
+        self.clock_offset = 0.0
+        self.calls: list[str] = []  # "METHOD path" of every OAuth and API request, refused ones too
         self.deliveries: list[Delivery] = []
         self._held: list[Delivery] | None = None
         self._lock = threading.Lock()
@@ -91,6 +100,8 @@ class DocuSignSim:
 
         @app.middleware("http")
         async def gate(request: Request, call_next: Any) -> Response:
+            if request.url.path.startswith(("/restapi/", "/oauth/")):
+                self.calls.append(f"{request.method} {request.url.path}")
             if self.down:
                 return JSONResponse({"errorCode": "SERVICE_UNAVAILABLE"}, 503, headers={"Retry-After": "1"})
             if self.throttle > 0:
@@ -199,6 +210,8 @@ class DocuSignSim:
             if envelope is None:
                 return _err(404, "ENVELOPE_DOES_NOT_EXIST")
             body = await request.json()
+            if not body.get("returnUrl") or not body.get("authenticationMethod"):
+                return _err(400, "INVALID_REQUEST_PARAMETER", "returnUrl and authenticationMethod are required")
             signer = next((s for s in envelope["recipients"]["signers"]
                            if s.get("clientUserId") and s["clientUserId"] == body.get("clientUserId")
                            and s["email"] == body.get("email") and s["name"] == body.get("userName")), None)
@@ -207,25 +220,41 @@ class DocuSignSim:
             if envelope["status"] not in ("sent", "delivered"):
                 return _err(400, "ENVELOPE_INVALID_STATUS")
             view_token = secrets.token_urlsafe(12)
-            self.views[view_token] = (env_id, signer["recipientId"])
+            self.views[view_token] = (env_id, signer["recipientId"], self.now(), str(body["returnUrl"]))
             return JSONResponse({"url": f"{self.url}/signing/{view_token}"}, 201)
+
+        @app.get("/signing/{view_token}")
+        async def open_view(view_token: str) -> Response:
+            found = self._use_view(view_token)
+            if isinstance(found, Response):
+                return found
+            env_id, recipient_id, _return_url = found
+            session = secrets.token_urlsafe(12)
+            self.sessions[session] = found
+            name = next(s["name"] for s in self.envelopes[env_id]["recipients"]["signers"]
+                        if s["recipientId"] == recipient_id)
+            return HTMLResponse(f"<h1>DocuSign (simulated)</h1><p>Signing as {name}</p>"
+                                f'<form method=post action="/signing/session/{session}"><button>Finish</button></form>')
+
+        @app.post("/signing/session/{session}")
+        async def finish_session(session: str, action: str = "sign", reason: str = "") -> Response:
+            found = self.sessions.pop(session, None)
+            if found is None:
+                return _err(404, "SESSION_EXPIRED")
+            env_id, recipient_id, return_url = found
+            outcome = await self._act(env_id, recipient_id, action, reason)
+            if isinstance(outcome, Response):
+                return outcome
+            event = "decline" if action == "decline" else "signing_complete"
+            return RedirectResponse(f"{return_url}{'&' if '?' in return_url else '?'}event={event}", 303)
 
         @app.post("/signing/{view_token}")
         async def signing(view_token: str, action: str = "sign", reason: str = "") -> Response:
-            found = self.views.pop(view_token, None)  # single use
-            if found is None:
-                return _err(404, "SIGNING_URL_EXPIRED")
-            env_id, recipient_id = found
-            signer = next(s for s in self.envelopes[env_id]["recipients"]["signers"]
-                          if s["recipientId"] == recipient_id)
-            try:
-                if action == "decline":
-                    await self.decline(env_id, signer["email"], reason or "declined")
-                else:
-                    await self.sign(env_id, signer["email"])
-            except PermissionError as e:
-                return _err(400, "RECIPIENT_NOT_IN_SEQUENCE", str(e))
-            return Response(status_code=200)
+            found = self._use_view(view_token)
+            if isinstance(found, Response):
+                return found
+            outcome = await self._act(found[0], found[1], action, reason)
+            return outcome if isinstance(outcome, Response) else Response(status_code=200)
 
         @app.get(prefix + "/envelopes/{env_id}/documents/{which}")
         async def document(account: str, env_id: str, which: str) -> Response:
@@ -241,6 +270,34 @@ class DocuSignSim:
             return Response(self.files[env_id], media_type="application/pdf")
 
         return app
+
+    def now(self) -> float:
+        """The simulator's clock (view URLs expire on it)."""
+        return time.time() + self.clock_offset
+
+    def advance(self, seconds: float) -> None:
+        self.clock_offset += seconds
+
+    def _use_view(self, view_token: str) -> tuple[str, str, str] | Response:
+        """A view URL works once, and only within `view_ttl_seconds` of being made."""
+        found = self.views.pop(view_token, None)  # single use
+        if found is None:
+            return _err(404, "SIGNING_URL_EXPIRED", "this signing URL was already used or never existed")
+        env_id, recipient_id, made_at, return_url = found
+        if self.now() - made_at > self.view_ttl_seconds:
+            return _err(404, "SIGNING_URL_EXPIRED", "this signing URL has expired")
+        return env_id, recipient_id, return_url
+
+    async def _act(self, env_id: str, recipient_id: str, action: str, reason: str) -> Response | None:
+        signer = next(s for s in self.envelopes[env_id]["recipients"]["signers"] if s["recipientId"] == recipient_id)
+        try:
+            if action == "decline":
+                await self.decline(env_id, signer["email"], reason or "declined")
+            else:
+                await self.sign(env_id, signer["email"])
+        except PermissionError as e:
+            return _err(400, "RECIPIENT_NOT_IN_SEQUENCE", str(e))
+        return None
 
     def _public(self, envelope: dict[str, Any], recipients: bool) -> dict[str, Any]:
         return {k: v for k, v in envelope.items() if recipients or k != "recipients"}
