@@ -1,17 +1,29 @@
-"""The only place that wires a Temporal `Worker`: workflows, activities and their dependencies."""
+"""The only place that wires a Temporal `Worker`: workflows, activities and their dependencies.
+
+Besides the main task queue (workflows and every activity), each configured provider gets a
+worker on its own queue, `provider_task_queue(task_queue, provider)`, where the workflow
+schedules the activities that call that provider's API (`PROVIDER_ACTIVITIES`). Those workers
+pass `max_task_queue_activities_per_second` from `SIGNBRIDGE_<PROVIDER>_MAX_REQUESTS_PER_SECOND`:
+Temporal enforces that rate for the queue across every worker process, so the fleet as a whole
+stays inside the provider's API quota (0 or unset = no cap). The main queue keeps every activity
+because flows started before the per-provider queues still schedule provider activities there.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
+from types import TracebackType
 from typing import Any
 
 import httpx
+from pydantic_settings import BaseSettings
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import Worker, WorkerConfig
 
 from activities.chat import ChatActivities
 from activities.deps import Deps
@@ -20,11 +32,11 @@ from activities.provider import ProviderActivities
 from connectors.chat.base import ChatConnector
 from connectors.chat.registry import build_chats
 from connectors.esign.base import ESignProvider
-from connectors.esign.registry import build_providers
+from connectors.esign.registry import PROVIDER_MODULES, build_providers
 from signbridge.observability import configure_logging, worker_runtime
 from signbridge.settings import Settings, get_settings
 from signbridge.shutdown import GRACEFUL_SHUTDOWN_TIMEOUT, run_until_signalled
-from signbridge.temporal import connect
+from signbridge.temporal import connect, provider_task_queue
 from store.blob_factory import make_blob_store
 from store.db import create_all, get_engine
 from workflows.signing import SigningWorkflow
@@ -39,6 +51,81 @@ def activities_for(deps: Deps) -> list[Any]:
     ]
 
 
+RATE_FIELD = "max_requests_per_second"
+
+
+def provider_rate_limit(provider: str) -> float | None:
+    """Activities per second allowed on `provider`'s queue, from its connector's settings class
+    (`SIGNBRIDGE_<PROVIDER>_MAX_REQUESTS_PER_SECOND`); None = no cap (0, unset, or a provider
+    without such a setting, like the built-in one, which calls no external API)."""
+    module_name = f"connectors.esign.{provider}"
+    if module_name not in PROVIDER_MODULES:
+        return None
+    module = importlib.import_module(module_name)
+    for value in vars(module).values():
+        if (isinstance(value, type) and issubclass(value, BaseSettings) and value.__module__ == module_name
+                and RATE_FIELD in value.model_fields):
+            rate = float(getattr(value(), RATE_FIELD))
+            return rate if rate > 0 else None
+    return None
+
+
+class Workers:
+    """The main worker and one per provider queue, run and drained as one.
+
+    Behaves like a `Worker` where callers need it to: `async with` starts them all and on exit
+    drains them all (concurrently, each within its graceful shutdown timeout); `run()` runs them
+    until `shutdown()` or until one fails (then the others are drained and the error raised).
+    """
+
+    def __init__(self, main: Worker, providers: dict[str, Worker]) -> None:
+        self.main = main
+        self.providers = providers
+        self._stack: AsyncExitStack | None = None
+
+    @property
+    def all(self) -> list[Worker]:
+        return [self.main, *self.providers.values()]
+
+    def config(self, *, active_config: bool = False) -> WorkerConfig:
+        """The main worker's config (what `bench/capped_worker.py` rebuilds)."""
+        return self.main.config(active_config=active_config)
+
+    async def run(self) -> None:
+        tasks = [asyncio.create_task(worker.run()) for worker in self.all]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        except asyncio.CancelledError:
+            await self.shutdown()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        failed = next((t.exception() for t in done if t.exception() is not None), None)
+        if failed is not None:
+            await self.shutdown()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise failed
+        await asyncio.gather(*tasks)
+
+    async def shutdown(self) -> None:
+        """Stop polling on every queue and wait until running activities finish (or time out)."""
+        await asyncio.gather(*(worker.shutdown() for worker in self.all))
+
+    async def __aenter__(self) -> Workers:
+        async with AsyncExitStack() as stack:
+            for worker in self.all:
+                await stack.enter_async_context(worker)
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        stack, self._stack = self._stack, None
+        if stack is None:
+            raise RuntimeError("never started")
+        await self.shutdown()  # all at once, so one slow activity does not hold up the others' drain
+        await stack.__aexit__(exc_type, exc, tb)
+
+
 @asynccontextmanager
 async def build_worker(
     client: Client,
@@ -46,8 +133,8 @@ async def build_worker(
     providers: dict[str, ESignProvider] | None = None,
     chats: dict[str, ChatConnector] | None = None,
     graceful_shutdown_timeout: timedelta = timedelta(),
-) -> AsyncIterator[Worker]:
-    """A worker with its dependencies; tests may swap in providers or chats (e.g. an outage)."""
+) -> AsyncIterator[Workers]:
+    """The workers with their dependencies; tests may swap in providers or chats (e.g. an outage)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = get_engine(settings.sqlalchemy_url)
     if settings.environment == "development":
@@ -57,15 +144,26 @@ async def build_worker(
         deps = Deps(settings=settings, engine=engine, blobs=blobs, http=http,
                     chats=chats if chats is not None else build_chats(settings, http),
                     providers=providers if providers is not None else build_providers(settings, engine, blobs, http))
-        yield Worker(client, task_queue=settings.task_queue, workflows=[SigningWorkflow],
-                     activities=activities_for(deps), graceful_shutdown_timeout=graceful_shutdown_timeout)
+        main = Worker(client, task_queue=settings.task_queue, workflows=[SigningWorkflow],
+                      activities=activities_for(deps), graceful_shutdown_timeout=graceful_shutdown_timeout)
+        per_provider = {
+            name: Worker(client, task_queue=provider_task_queue(settings.task_queue, name),
+                         activities=activities_for(deps), graceful_shutdown_timeout=graceful_shutdown_timeout,
+                         max_task_queue_activities_per_second=provider_rate_limit(name))
+            for name in deps.providers
+        }
+        yield Workers(main, per_provider)
 
 
 async def run(settings: Settings) -> None:
     client = await connect(settings, runtime=worker_runtime(settings))
-    async with build_worker(client, settings, graceful_shutdown_timeout=GRACEFUL_SHUTDOWN_TIMEOUT) as worker:
+    async with build_worker(client, settings, graceful_shutdown_timeout=GRACEFUL_SHUTDOWN_TIMEOUT) as workers:
+        for name, worker in workers.providers.items():
+            rate = worker.config().get("max_task_queue_activities_per_second")
+            logging.info("provider %s: task queue %s, %s", name, provider_task_queue(settings.task_queue, name),
+                         f"at most {rate} activities/s" if rate else "no rate cap")
         logging.info("worker polling task queue %s on %s", settings.task_queue, settings.temporal_address)
-        await run_until_signalled(worker)
+        await run_until_signalled(workers)  # type: ignore[arg-type]  # needs only run() and shutdown()
 
 
 def main() -> None:

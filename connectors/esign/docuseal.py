@@ -59,6 +59,9 @@ class DocuSealConfig(BaseSettings):
     app_url: str = ""  # where signing pages live (`/s/<slug>`); empty: api_base without `/api`
     send_email: bool = False
     webhook_tolerance_seconds: int = 300
+    # Provider activities per second across all workers (0 = no cap): self-hosted DocuSeal has no quota;
+    # set one to protect a small instance.
+    max_requests_per_second: float = 0.0
 
 
 def _error(message: str, *, retryable: bool, retry_after: float | None = None) -> ProviderError:

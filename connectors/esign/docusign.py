@@ -87,6 +87,10 @@ class DocuSignConfig(BaseSettings):
     return_url: str = ""
     poll_min_interval_seconds: float = 900.0
     token_lifetime_seconds: int = 3600
+    # Provider activities per second across all workers (Temporal's task-queue rate limit; 0 = no
+    # cap). DocuSign allows 3,000 API calls an hour per account (0.83/s); one activity makes 1-5
+    # calls (finish: 5) and every chat-link click 2 more from the API, hence 0.4.
+    max_requests_per_second: float = 0.4
 
     @property
     def enabled(self) -> bool:

@@ -67,6 +67,9 @@ class FadadaConfig(BaseSettings):
     retryable_codes: list[str] = ["100001"]  # "system busy" (unconfirmed)
     token_invalid_codes: list[str] = ["100002"]  # "access token invalid or expired" (unconfirmed)
     callback_tolerance_seconds: int = 300
+    # Provider activities per second across all workers (0 = no cap): PROTOCOLS.md records no quota for
+    # 法大大; set it to the QPS your contract grants.
+    max_requests_per_second: float = 0.0
 
     @property
     def enabled(self) -> bool:
