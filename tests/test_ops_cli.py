@@ -270,11 +270,12 @@ def test_db_upgrade_fresh_and_create_all_sqlite(tmp_path: Path) -> None:
 
     # create_all from an older release (before the chat tables): stamp that revision, migrate the rest.
     older = f"sqlite:///{tmp_path / 'older.db'}"
-    _create_all(older, skip=("chat_messages", "inbound_events", "sent_messages"))
+    newer = ("chat_messages", "inbound_events", "sent_messages", "provider_links")
+    _create_all(older, skip=newer)
     result = _upgrade(older)
     assert result.exit_code == 0, result.output
     assert "stamped 993ad634c42d" in result.output and _revision(older) == HEAD
-    assert {"chat_messages", "inbound_events", "sent_messages"} <= _tables(older)
+    assert set(newer) <= _tables(older)
 
     # Versioned at the first revision, but the app's create_all already added the newer tables.
     ahead = f"sqlite:///{tmp_path / 'ahead.db'}"
