@@ -145,7 +145,8 @@ async def build_worker(
                     chats=chats if chats is not None else build_chats(settings, http),
                     providers=providers if providers is not None else build_providers(settings, engine, blobs, http))
         main = Worker(client, task_queue=settings.task_queue, workflows=[SigningWorkflow],
-                      activities=activities_for(deps), graceful_shutdown_timeout=graceful_shutdown_timeout)
+                      activities=activities_for(deps), graceful_shutdown_timeout=graceful_shutdown_timeout,
+                      max_cached_workflows=settings.worker_max_cached_workflows)
         per_provider = {
             name: Worker(client, task_queue=provider_task_queue(settings.task_queue, name),
                          activities=activities_for(deps), graceful_shutdown_timeout=graceful_shutdown_timeout,

@@ -151,7 +151,7 @@ def _targets(r: Results, w: Any) -> None:
           f"{_ok(c.events <= EVENTS_TARGET)} |")
     if r.waiting:
         wt = r.waiting
-        ten_k = wt.rss_mb + wt.kib_per_flow / 1024 * (10_000 - wt.n)
+        ten_k = _rss_at_10k(wt)
         if wt.n >= 10_000:
             w(f"| 10,000 waiting flows, worker RSS ≤ 1 GB | {_f(wt.rss_mb, 0)} MiB | {_ok(wt.rss_mb <= 1024)} |")
         else:
@@ -227,17 +227,13 @@ def _findings(r: Results, w: Any) -> None:
     wt = r.waiting
     if wt and wt.n:
         per = wt.kib_per_flow / 1024
-        ten_k = wt.rss_mb + per * (10_000 - wt.n)
+        ten_k = _rss_at_10k(wt)
         if ten_k > 1024:
             notes.append(
-                f"**Waiting flows cost about {_f(per * 1024, 0)} KiB of worker RSS each, so 10,000 would need "
-                f"about {_f(ten_k / 1024, 1)} GiB (target ≤ 1 GB).** The worker keeps every open flow in its "
-                "sticky cache (`max_cached_workflows` defaults to 10,000), each with its own sandboxed "
-                "workflow instance, event loop and state (signer list, links, the request). Fix: cap the "
-                "cache (`Worker(max_cached_workflows=1000)` in `build_worker`): a flow that waits days gets "
-                "evicted and is replayed from its ~40-event history when its signal arrives, which costs "
-                "milliseconds once per signature instead of memory for days. A measurement at 10,000 "
-                "(`--rows 4 --waiting-flows 10000`) should confirm the extrapolation.")
+                f"**Waiting flows cost about {_f(per * 1024, 0)} KiB of worker RSS each while cached, so 10,000 "
+                f"would need about {_f(ten_k / 1024, 1)} GiB (target ≤ 1 GB).** Lower "
+                "`SIGNBRIDGE_WORKER_MAX_CACHED_WORKFLOWS`: evicted flows are replayed from their short history "
+                "when their signal arrives.")
     if r.card and r.card.p("sb", 99) > 300:
         notes.append("**Signal-to-card p99 is above 300 ms.** The card is posted by the `publish` activity after "
                      "a workflow task; look at the worker's activity slots and the sink's latency.")
@@ -327,6 +323,14 @@ def _cost(r: Results, w: Any) -> None:
           "delivery), or stop backing off at a day and cap the number of quiet polls per flow.\n")
 
 
+def _rss_at_10k(wt: Any) -> float:
+    """RSS grows per cached flow only up to the worker's sticky-cache cap, then stays flat."""
+    from signbridge.settings import Settings
+
+    cap = Settings().worker_max_cached_workflows
+    return float(wt.rss_mb + wt.kib_per_flow / 1024 * max(0, min(10_000, cap) - wt.n))
+
+
 def _waiting(r: Results, w: Any) -> None:
     if not r.waiting:
         return
@@ -340,14 +344,16 @@ def _waiting(r: Results, w: Any) -> None:
     ec = next((x for x in r.signing if x.key_type == "EC P-256"), None)
     sign_cost = f"{_f(ec.sign_ms, 0)} ms" if ec else "~150 ms"
     if wt.n < 10_000:
-        w(f"**Measured at N = {wt.n}, not the issue's 10,000**: on 2 cores, opening a flow costs its five "
-          "activities (prepare, create_flow, open_group, publish, send_link) and completing it one PAdES "
+        w(f"**Measured at N = {wt.n}, not the issue's 10,000**: on 2 cores, opening a flow costs its steps "
+          "(prepare, create_flow, open_group, then the card and the link as local activities) and completing "
+          "it one PAdES "
           f"signature ({sign_cost} of CPU) plus validation and delivery: "
           f"{_f(wt.n / wt.setup_seconds if wt.setup_seconds else math.nan)} flows/s opened and "
           f"{_f(wt.completed / wt.complete_seconds if wt.complete_seconds else math.nan)} flows/s completed "
           "here, so 10,000 would take well over the 20-minute budget "
           "of `make bench`. Run `python -m bench.run --rows 4 --waiting-flows 10000` for the full figure. "
-          "The per-flow RSS below extrapolates linearly.\n")
+          "The RSS below extrapolates per cached flow up to the worker's sticky-cache cap "
+          "(`SIGNBRIDGE_WORKER_MAX_CACHED_WORKFLOWS`, default 1,000); beyond it flows are evicted, not kept.\n")
     per = wt.kib_per_flow
     bper = b.kib_per_flow if b else math.nan
     w("| | SignBridge | baseline | ratio |\n| --- | --- | --- | --- |")
@@ -359,8 +365,8 @@ def _waiting(r: Results, w: Any) -> None:
       f"{_ratio(wt.rss_mb, b.rss_mb) if b else ''} |")
     w(f"| RSS per waiting flow (KiB; slope from {wt.warm_n} to {wt.n} waiting) | {_f(per, 0)} | {_f(bper, 0)} | "
       f"{_ratio(per, bper)} |")
-    ten_k = wt.rss_mb + per * (10_000 - wt.n) / 1024
-    w(f"| extrapolated worker RSS at 10,000 (MiB) | {_f(ten_k, 0)} | "
+    ten_k = _rss_at_10k(wt)
+    w(f"| extrapolated worker RSS at 10,000 (MiB; SignBridge capped at its cache size) | {_f(ten_k, 0)} | "
       f"{_f(b.rss_mb + bper * (10_000 - b.n) / 1024, 0) if b else 'n/a'} | |")
     if wt.ack:
         w(f"| callback p50 / p99 at 50 req/s meanwhile (ms) | {_f(wt.ack.p50)} / {_f(wt.ack.p99)} | "

@@ -275,6 +275,9 @@ def chat_listener(
     except ValueError as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(2) from e
+    except RuntimeError as e:  # a listener gave up (wrong credentials): its own message says why
+        typer.echo(f"{e}: {e.__cause__}" if e.__cause__ else str(e), err=True)
+        raise typer.Exit(1) from e
 
 
 @app.command(name="devserver")

@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
     task_queue: str = "signbridge"
+    # Open flows kept in the worker's sticky cache; beyond it the least recent is evicted and
+    # replayed from its (short) history when its next event arrives. Bounds worker memory.
+    worker_max_cached_workflows: int = 1000
 
     # Generic webhook IM (a company's own chat tool).
     webhook_secret: SecretStr = SecretStr(DEV_SECRET)

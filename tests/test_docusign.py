@@ -232,6 +232,8 @@ async def _flow_of(rig: E2E, sim: DocuSignSim, handle: Any) -> str:
 async def e2e(dev_env: WorkflowEnvironment, settings: Settings, sim: DocuSignSim,
               monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[E2E]:
     monkeypatch.setenv("SIGNBRIDGE_DOCUSIGN_HMAC_KEY", HMAC_KEY)
+    # The simulator has no hourly quota; the 0.4/s default cap is tested in test_provider_quota.py.
+    monkeypatch.setenv("SIGNBRIDGE_DOCUSIGN_MAX_REQUESTS_PER_SECOND", "0")
     docusign_env(monkeypatch, sim)
     async with provider_e2e(dev_env, settings, "docusign",
                             lambda blobs, http: _provider(sim, FileBlobStore(settings.data_dir / "blobs"), http,

@@ -275,8 +275,6 @@ async def test_gateway_hiccups_are_retried_with_a_growing_delay(settings: Settin
         await gateway.wait_for(lambda: not gateway.open_connections, 5)
 
 
-@pytest.mark.xfail(strict=True, reason="connectors/chat/dingtalk.py always creates cards with callbackType HTTP, "
-                   "so real DingTalk would not send their button clicks over the stream")
 async def test_cards_ask_for_their_button_callbacks_over_the_stream(dev_env: WorkflowEnvironment,
                                                                     settings: Settings) -> None:
     async with stream_stack(dev_env, settings, sample_contract("Callback type")) as (s, _):

@@ -46,10 +46,12 @@ with workflow.unsafe.imports_passed_through():
         TextMessageInput,
     )
     from signbridge.temporal import (
+        PROVIDER_ACTIVITIES,
         SA_DEADLINE,
         SA_DOCUMENT,
         SA_PENDING,
         SA_STATUS,
+        provider_task_queue,
     )
 
 T = TypeVar("T")
@@ -59,8 +61,9 @@ REJECTED_ERROR = "Rejected"
 # Patches (workflow.patched): flows started before a change replay with the old behaviour.
 PATCH_FEWER_PUBLISHES = "fewer-publishes-2026-11"
 # Chat-side activities (card, link, text, file: quick calls, idempotent by key) run as local
-# activities: one marker event each instead of three events plus a workflow task.
-PATCH_LOCAL_CHAT = "chat-local-activities-2026-11"
+# activities: one marker event each instead of three events plus a workflow task; provider API
+# calls go to the provider's own task queue, whose workers cap them to its API quota.
+PATCH_LOCAL_CHAT = "local-chat-provider-queues-2026-11"
 LOCAL_ACTIVITIES = ("publish", "send_link", "send_text", "send_file")
 
 
@@ -549,7 +552,8 @@ class SigningWorkflow:
         """One activity with the step's retry window; where it runs depends on what it calls.
 
         Chat calls are short and keyed for idempotency, so they run as local activities (a
-        marker instead of three events and a workflow task each).
+        marker instead of three events and a workflow task each). Provider calls run on the
+        provider's task queue, rate-limited to its API quota.
         """
         t = self.req.timing
         options: dict[str, Any] = dict(
@@ -567,6 +571,8 @@ class SigningWorkflow:
         )
         if name in LOCAL_ACTIVITIES and workflow.patched(PATCH_LOCAL_CHAT):
             return await workflow.execute_local_activity(name, arg, **options)  # type: ignore[no-any-return]
+        if name in PROVIDER_ACTIVITIES and workflow.patched(PATCH_LOCAL_CHAT):
+            options["task_queue"] = provider_task_queue(workflow.info().task_queue, self.req.provider)
         return await workflow.execute_activity(name, arg, **options)  # type: ignore[no-any-return]
 
     async def _step(self, name: str, call: Callable[[], Awaitable[T]]) -> T:

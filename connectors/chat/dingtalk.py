@@ -271,8 +271,11 @@ class DingTalkChat:
     # ---- cards and message bookkeeping --------------------------------------------------------
 
     def _deliver_body(self, chat: ChatRef, track: str, params: dict[str, str]) -> dict[str, Any]:
+        # Button clicks come to the callback route registered for HTTP, or, without one, over
+        # the Stream connection of `signbridge chat-listener` (DingTalk sends them only there).
         body: dict[str, Any] = {"cardTemplateId": self.config.card_template_id, "outTrackId": track,
-                                "cardData": {"cardParamMap": params}, "callbackType": "HTTP",
+                                "cardData": {"cardParamMap": params},
+                                "callbackType": "HTTP" if self.config.callback_route_key else "STREAM",
                                 "userIdType": 1}
         if self.config.callback_route_key:
             body["callbackRouteKey"] = self.config.callback_route_key
