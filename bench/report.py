@@ -179,9 +179,9 @@ def _findings(r: Results, w: Any) -> None:
             "start request (a ~1 KB `SigningRequest`, four search attributes, a static summary). At p50 that "
             f"is {_f(a.signbridge.p50 - a.baseline.p50)} ms on top of {_f(a.baseline.p50)} ms, so a 1.2× ratio "
             "cannot hold with any HTTP front end on this machine; the p99 ratio moves with scheduling noise on "
-            "2 shared cores. What would help: `uvicorn[standard]` (uvloop + httptools; neither is installed, so "
-            "uvicorn runs the pure-Python h11 parser on the default loop), more than one API process "
-            "(`--workers 2`) so one busy event loop does not queue the next callbacks, and keeping the start "
+            "2 shared cores. The API already runs on uvloop + httptools (`uvicorn[standard]`). What would help: "
+            "more than one API process (`signbridge api --workers 2`) so one busy event loop does not queue the "
+            "next callbacks, and keeping the start "
             "request small (search attributes only, no summary text). A fairer baseline for the target would be "
             "a bare start behind the same HTTP server.")
     hundred = next((row for row in r.ack if row.rate == 100), None)
@@ -337,7 +337,7 @@ def _waiting(r: Results, w: Any) -> None:
     wt, b = r.waiting, r.waiting_base
     w("## 4. Scale of waiting\n")
     w(f"{wt.n} one-signer flows started open loop and run until the signer's link is in the chat, so all "
-      f"{wt.n} are open and waiting at once (the worker keeps them in its sticky cache, default 10,000). "
+      f"{wt.n} are open and waiting at once (the worker keeps them in its sticky cache, default 1,000 flows). "
       "Then the API's callback latency is measured at 50 req/s, and every signer signs (6 at a time, real "
       "PAdES) until every flow is COMPLETED. Baseline: as many `BenchFlow`s waiting for one signal in the "
       "baseline worker process, then signalled.\n")
@@ -366,8 +366,8 @@ def _waiting(r: Results, w: Any) -> None:
     w(f"| RSS per waiting flow (KiB; slope from {wt.warm_n} to {wt.n} waiting) | {_f(per, 0)} | {_f(bper, 0)} | "
       f"{_ratio(per, bper)} |")
     ten_k = _rss_at_10k(wt)
-    w(f"| extrapolated worker RSS at 10,000 (MiB; SignBridge capped at its cache size) | {_f(ten_k, 0)} | "
-      f"{_f(b.rss_mb + bper * (10_000 - b.n) / 1024, 0) if b else 'n/a'} | |")
+    w(f"| extrapolated worker RSS at 10,000 (MiB; both workers cache at most 1,000 flows) | {_f(ten_k, 0)} | "
+      f"{_f(_rss_at_10k(b), 0) if b else 'n/a'} | |")
     if wt.ack:
         w(f"| callback p50 / p99 at 50 req/s meanwhile (ms) | {_f(wt.ack.p50)} / {_f(wt.ack.p99)} | "
           "see row 1 for the bare start | |")
@@ -378,7 +378,7 @@ def _waiting(r: Results, w: Any) -> None:
     cap = r.waiting_capped
     if cap:
         cper = cap.kib_per_flow
-        w(f"The suggested fix, measured: the same worker wiring with `max_cached_workflows={cap.cap}` "
+        w(f"A smaller cache, measured: the same worker wiring with `max_cached_workflows={cap.cap}` "
           f"(`bench/capped_worker.py`), {cap.n} flows opened the same way ({cap.waiting} waiting after "
           f"{_f(cap.setup_seconds)} s): worker RSS {_f(cap.rss_mb, 0)} MiB (idle {_f(cap.idle_rss_mb, 0)}), "
           f"{_f(cper, 0)} KiB per waiting flow against {_f(per, 0)} with the default cache. Evicted flows "
