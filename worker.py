@@ -164,7 +164,7 @@ async def run(settings: Settings) -> None:
             logging.info("provider %s: task queue %s, %s", name, provider_task_queue(settings.task_queue, name),
                          f"at most {rate} activities/s" if rate else "no rate cap")
         logging.info("worker polling task queue %s on %s", settings.task_queue, settings.temporal_address)
-        await run_until_signalled(workers)  # type: ignore[arg-type]  # needs only run() and shutdown()
+        await run_until_signalled(workers)
 
 
 def main() -> None:

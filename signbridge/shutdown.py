@@ -17,8 +17,7 @@ import logging
 import signal
 from collections.abc import Iterable
 from datetime import timedelta
-
-from temporalio.worker import Worker
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +28,15 @@ GRACEFUL_SHUTDOWN_TIMEOUT = timedelta(seconds=50)
 SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-async def run_until_signalled(worker: Worker, signals: Iterable[signal.Signals] = SHUTDOWN_SIGNALS) -> None:
+class Runnable(Protocol):
+    """A `Worker`, or `worker.Workers` (the main worker plus the provider-queue workers)."""
+
+    async def run(self) -> None: ...
+
+    async def shutdown(self) -> None: ...
+
+
+async def run_until_signalled(worker: Runnable, signals: Iterable[signal.Signals] = SHUTDOWN_SIGNALS) -> None:
     """Run `worker` until one of `signals` arrives, then drain it; returns once it has stopped.
 
     The worker must have been built with `graceful_shutdown_timeout` (else in-flight activities
