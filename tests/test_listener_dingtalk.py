@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import signal
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -43,6 +42,7 @@ from signbridge.pdf.sample import sample_contract
 from signbridge.settings import Settings
 from store.db import create_all, get_engine
 from store.tables import InboundEvent
+from tests.listener_process import listener_process
 from tests.sim.dingtalk_sim import DingTalkSim
 from tests.sim.dingtalk_stream import Ack, StreamSim, running
 from tests.test_dingtalk import (
@@ -59,8 +59,6 @@ from tests.test_dingtalk import (
     world,
 )
 from worker import build_worker
-
-BIN = Path(sys.executable).parent
 
 
 def inbound(engine: Engine, event_id: str) -> list[InboundEvent]:
@@ -300,11 +298,7 @@ async def test_chat_listener_command_receives_and_stops_on_sigterm(dev_env: Work
                                                                     tmp_path: Path) -> None:
     gateway, openapi = StreamSim(APP_KEY, APP_SECRET), world(b"%PDF-1.4 cli")
     with running(gateway, openapi) as base:
-        proc = await asyncio.create_subprocess_exec(
-            str(BIN / "signbridge"), "chat-listener", "--platform", "dingtalk",
-            env=listener_env(base, dev_env, tmp_path), stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE)
-        try:
+        async with listener_process("dingtalk", listener_env(base, dev_env, tmp_path)) as proc:
             await gateway.wait_for(lambda: bool(gateway.open_connections) or proc.returncode is not None, 30)
             assert proc.returncode is None, (await proc.communicate())[1].decode()
             gateway.deliver(ROBOT_TOPIC, file_message("dc-1", "合同.pdf", "cli-file"))
@@ -321,26 +315,14 @@ async def test_chat_listener_command_receives_and_stops_on_sigterm(dev_env: Work
             _, stderr = await asyncio.wait_for(proc.communicate(), 20)
             assert proc.returncode == 0, stderr.decode()
             await gateway.wait_for(lambda: not gateway.open_connections, 5)
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
 
 
 async def test_chat_listener_command_with_a_wrong_secret_exits_with_the_reason(dev_env: WorkflowEnvironment,
                                                                              tmp_path: Path) -> None:
     gateway = StreamSim(APP_KEY, APP_SECRET)
     with running(gateway) as base:
-        proc = await asyncio.create_subprocess_exec(
-            str(BIN / "signbridge"), "chat-listener", "--platform", "dingtalk",
-            env=listener_env(base, dev_env, tmp_path, secret="wrong-secret"), stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE)
-        try:
+        async with listener_process("dingtalk", listener_env(base, dev_env, tmp_path, secret="wrong-secret")) as proc:
             _, stderr = await asyncio.wait_for(proc.communicate(), 30)
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
         assert proc.returncode not in (0, None)
         said = " ".join(stderr.decode().split())  # the traceback is wrapped to the terminal width
         assert "DingTalk refused the Stream-mode connection for app key" in said and "authFailed" in said

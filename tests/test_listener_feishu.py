@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -42,12 +41,12 @@ from signbridge.pdf.sample import sample_contract
 from signbridge.settings import Settings
 from store.db import create_all, get_engine
 from store.tables import InboundEvent
+from tests.listener_process import listener_process
 from tests.sim.feishu_sim import FeishuSim
 from tests.sim.feishu_ws import Ack, FeishuWsSim, running
 from tests.test_feishu import TENANT, card_event, command_event, exists, feishu_config, file_event
 from worker import build_worker
 
-BIN = Path(sys.executable).parent
 APP_ID, APP_SECRET = "cli_test", "secret"  # what tests.test_feishu's FeishuSim and feishu_config use
 
 
@@ -314,11 +313,7 @@ async def test_chat_listener_command_receives_and_stops_on_sigterm(dev_env: Work
                                                                     tmp_path: Path) -> None:
     ws = FeishuWsSim(APP_ID, APP_SECRET)
     with running(ws) as base:
-        proc = await asyncio.create_subprocess_exec(
-            str(BIN / "signbridge"), "chat-listener", "--platform", "feishu",
-            env=listener_env(base, dev_env, tmp_path), stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE)
-        try:
+        async with listener_process("feishu", listener_env(base, dev_env, tmp_path)) as proc:
             await ws.wait_for(lambda: ws.connected or proc.returncode is not None, 30)
             assert proc.returncode is None, (await proc.communicate())[1].decode()
             command = command_event("oc_cli", "ou_init", "@_user_1 sign @_user_2", [("@_user_2", "ou_a", "李四")])
@@ -336,26 +331,14 @@ async def test_chat_listener_command_receives_and_stops_on_sigterm(dev_env: Work
             assert proc.returncode == 0, stderr.decode()
             await ws.wait_for(lambda: not ws.connected, 5)
             await dev_env.client.get_workflow_handle(request_id).terminate("test done")
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
 
 
 async def test_chat_listener_command_with_a_wrong_secret_exits_with_the_reason(dev_env: WorkflowEnvironment,
                                                                              tmp_path: Path) -> None:
     ws = FeishuWsSim(APP_ID, APP_SECRET)
     with running(ws) as base:
-        proc = await asyncio.create_subprocess_exec(
-            str(BIN / "signbridge"), "chat-listener", "--platform", "feishu",
-            env=listener_env(base, dev_env, tmp_path, secret="wrong-secret"), stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE)
-        try:
+        async with listener_process("feishu", listener_env(base, dev_env, tmp_path, secret="wrong-secret")) as proc:
             _, stderr = await asyncio.wait_for(proc.communicate(), 30)
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
     assert proc.returncode not in (0, None)
     said = " ".join(stderr.decode().split())  # the traceback is wrapped to the terminal width
     assert "Feishu refused the long connection for app id" in said and "1000040345" in said

@@ -62,23 +62,7 @@ class Inbox:
 
     async def handle(self, platform: str, event_id: str) -> Any:
         """Run the handler for one stored event; a transient failure leaves it for `drain`."""
-        with Session(self.engine) as session:
-            row = session.exec(select(InboundEvent).where(InboundEvent.platform == platform,
-                                                          InboundEvent.event_id == event_id)).one()
-            if row.status != "stored":
-                return None
-            payload = json.loads(row.payload)
-        try:
-            result = await self.handlers[platform](payload)
-        except PermanentFailure as e:
-            log.warning("%s event %s cannot be handled: %s", platform, event_id, e)
-            self._mark(platform, event_id, "failed")
-            return None
-        except Exception:
-            log.exception("%s event %s failed; kept for the next drain", platform, event_id)
-            return None
-        self._mark(platform, event_id, "handled")
-        return result
+        return (await self._handle(platform, event_id))[1]
 
     async def drain(self, platforms: list[str] | None = None) -> int:
         """Handle every event still `stored`, oldest first; returns how many got handled."""
@@ -86,25 +70,44 @@ class Inbox:
             query = select(InboundEvent).where(InboundEvent.status == "stored",
                                                col(InboundEvent.platform).in_(platforms or list(self.handlers)))
             keys = [(r.platform, r.event_id) for r in session.exec(query.order_by(col(InboundEvent.id)))]
-        handled = 0
-        for platform, event_id in keys:
-            await self.handle(platform, event_id)
-            handled += self.status(platform, event_id) == "handled"
-        return handled
+        return sum([(await self._handle(platform, event_id))[0] for platform, event_id in keys])
 
     def status(self, platform: str, event_id: str) -> str | None:
         with Session(self.engine) as session:
-            row = session.exec(select(InboundEvent).where(InboundEvent.platform == platform,
-                                                          InboundEvent.event_id == event_id)).first()
-        return row.status if row else None
+            row = _row(session, platform, event_id)
+            return row.status if row else None
+
+    async def _handle(self, platform: str, event_id: str) -> tuple[bool, Any]:
+        """(handled now, the handler's result)."""
+        with Session(self.engine) as session:
+            row = _row(session, platform, event_id)
+            if row is None or row.status != "stored":
+                return False, None
+            payload = json.loads(row.payload)
+        try:
+            result = await self.handlers[platform](payload)
+        except PermanentFailure as e:
+            log.warning("%s event %s cannot be handled: %s", platform, event_id, e)
+            self._mark(platform, event_id, "failed")
+            return False, None
+        except Exception:
+            log.exception("%s event %s failed; kept for the next drain", platform, event_id)
+            return False, None
+        self._mark(platform, event_id, "handled")
+        return True, result
 
     def _mark(self, platform: str, event_id: str, status: str) -> None:
         with Session(self.engine) as session:
-            row = session.exec(select(InboundEvent).where(InboundEvent.platform == platform,
-                                                          InboundEvent.event_id == event_id)).one()
+            row = _row(session, platform, event_id)
+            assert row is not None  # rows are never deleted
             row.status, row.handled_at = status, utcnow()
             session.add(row)
             session.commit()
+
+
+def _row(session: Session, platform: str, event_id: str) -> InboundEvent | None:
+    return session.exec(select(InboundEvent).where(InboundEvent.platform == platform,
+                                                   InboundEvent.event_id == event_id)).first()
 
 
 async def drain_forever(inbox: Inbox, stop: asyncio.Event, every: timedelta = DRAIN_EVERY) -> None:
