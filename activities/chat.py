@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
@@ -11,6 +10,7 @@ from temporalio import activity
 
 from activities.deps import Deps
 from activities.errors import connector_errors
+from connectors.chat.base import ChatConnector
 from signbridge import links
 from signbridge.cards import build_card
 from signbridge.models import ChatRef, FileMessageInput, LinkMessageInput, PublishInput, TextMessageInput
@@ -43,37 +43,27 @@ class ChatActivities:
     async def send_link(self, arg: LinkMessageInput) -> None:
         text = link_text(arg, self.deps.settings.language_for(arg.chat.platform))
         key = f"{arg.request_id}:{arg.key}"
-        async with self._once(arg.chat, key) as todo:
-            if todo:
-                await self.deps.chat(arg.chat.platform).send_link(arg.chat, arg.to, text, arg.sign_url, key=key)
+        await self._once(arg.chat, key, lambda c: c.send_link(arg.chat, arg.to, text, arg.sign_url, key=key))
 
     @activity.defn(name="send_text")
     async def send_text(self, arg: TextMessageInput) -> None:
         key = f"{arg.request_id}:{arg.key}"
-        async with self._once(arg.chat, key) as todo:
-            if todo:
-                await self.deps.chat(arg.chat.platform).send_text(arg.chat, arg.to, arg.text, key=key)
+        await self._once(arg.chat, key, lambda c: c.send_text(arg.chat, arg.to, arg.text, key=key))
 
     @activity.defn(name="send_file")
     async def send_file(self, arg: FileMessageInput) -> None:
         url = links.file_url(self.deps.settings, arg.document.blob_key, arg.document.name)
         key = f"{arg.request_id}:signed-file"
-        async with self._once(arg.chat, key) as todo:
-            if todo:
-                await self.deps.chat(arg.chat.platform).send_file(arg.chat, arg.document.name, url, arg.document,
-                                                                  key=key)
+        await self._once(arg.chat, key, lambda c: c.send_file(arg.chat, arg.document.name, url, arg.document, key=key))
 
-    @asynccontextmanager
-    async def _once(self, chat: ChatRef, key: str) -> AsyncIterator[bool]:
-        """Yield False when `key` was delivered before; record it after a delivery that succeeded."""
+    async def _once(self, chat: ChatRef, key: str, send: Callable[[ChatConnector], Awaitable[None]]) -> None:
+        """Send unless `key` was delivered before; record it after a delivery that succeeded."""
         with Session(self.deps.engine) as session:
-            sent = session.exec(select(SentMessage).where(SentMessage.platform == chat.platform,
-                                                          SentMessage.key == key)).first()
-        if sent is not None:
-            yield False
-            return
+            if session.exec(select(SentMessage).where(SentMessage.platform == chat.platform,
+                                                      SentMessage.key == key)).first() is not None:
+                return
         with connector_errors():
-            yield True
+            await send(self.deps.chat(chat.platform))
         with Session(self.deps.engine) as session:
             session.add(SentMessage(platform=chat.platform, key=key, chat_id=chat.chat_id))
             try:
