@@ -26,6 +26,12 @@ from bench.flows import SIGNERS, sign_via_page, start_baseline, start_flow, timi
 from signbridge.settings import Settings
 
 
+def _patience(n: int) -> float:
+    """Seconds to wait for any one flow: with N in the thousands, a flow started early in the
+    open loop may reach its link only after most of the others (the machine opens ~10/s)."""
+    return max(600.0, n / 4)
+
+
 @dataclass
 class WaitResult:
     n: int
@@ -66,12 +72,12 @@ async def run_signbridge(client: Client, settings: Settings, sink: TimedSink, ap
     async def start(i: int) -> None:
         h = await start_flow(client, settings, [[a]], "wait", t)
         handles.append(h)
-        links[h.id] = await sink.link(h.id, a.id, timeout=600)
+        links[h.id] = await sink.link(h.id, a.id, timeout=_patience(n))
 
-    await open_loop(start_rate, warm_at / start_rate, start, timeout=600)
+    await open_loop(start_rate, warm_at / start_rate, start, timeout=_patience(n))
     await asyncio.sleep(2)
     warm.append(rss_mb(worker.pid)[0])
-    await open_loop(start_rate, (n - warm_at) / start_rate, start, timeout=600)
+    await open_loop(start_rate, (n - warm_at) / start_rate, start, timeout=_patience(n))
     await asyncio.sleep(2)
     setup = time.monotonic() - t0
     rss, peak = rss_mb(worker.pid)
@@ -89,7 +95,7 @@ async def run_signbridge(client: Client, settings: Settings, sink: TimedSink, ap
         async def finish(h: Any) -> bool:
             async with sem:
                 await sign_via_page(http, api, links[h.id], a)
-            await sink.wait(h.id, _completed, timeout=600)
+            await sink.wait(h.id, _completed, timeout=_patience(n))
             sink.forget(h.id)
             return True
 
@@ -113,12 +119,12 @@ async def run_baseline(client: Client, settings: Settings, sink: TimedSink, work
     async def start(i: int) -> None:
         h = await start_baseline(client, settings, 1, "waitbase")
         handles.append(h)
-        await sink.link(h.id, SIGNERS[0].id, timeout=600)
+        await sink.link(h.id, SIGNERS[0].id, timeout=_patience(n))
 
-    await open_loop(start_rate, warm_at / start_rate, start, timeout=600)
+    await open_loop(start_rate, warm_at / start_rate, start, timeout=_patience(n))
     await asyncio.sleep(2)
     warm.append(rss_mb(worker.pid)[0])
-    await open_loop(start_rate, (n - warm_at) / start_rate, start, timeout=600)
+    await open_loop(start_rate, (n - warm_at) / start_rate, start, timeout=_patience(n))
     await asyncio.sleep(2)
     setup = time.monotonic() - t0
     rss, peak = rss_mb(worker.pid)
@@ -175,13 +181,13 @@ async def run_capped(client: Client, settings: Settings, sink: TimedSink, worker
         nonlocal waiting
         h = await start_flow(client, settings, [[a]], "capped", t)
         handles.append(h)
-        await sink.link(h.id, a.id, timeout=600)
+        await sink.link(h.id, a.id, timeout=_patience(n))
         waiting += 1
 
-    await open_loop(start_rate, warm_at / start_rate, start, timeout=600)
+    await open_loop(start_rate, warm_at / start_rate, start, timeout=_patience(n))
     await asyncio.sleep(2)
     warm.append(rss_mb(worker.pid)[0])
-    await open_loop(start_rate, (n - warm_at) / start_rate, start, timeout=600)
+    await open_loop(start_rate, (n - warm_at) / start_rate, start, timeout=_patience(n))
     await asyncio.sleep(2)
     setup = time.monotonic() - t0
     rss, _ = rss_mb(worker.pid)

@@ -14,11 +14,14 @@ from pathlib import Path
 
 import pytest
 from asn1crypto import x509 as asn1_x509
+from fontTools import cffLib
+from fontTools.ttLib import TTFont
 from pypdf import PdfReader, PdfWriter
 from pypdf.generic import NameObject, StreamObject
 
+from signbridge.pdf import pades
 from signbridge.pdf.check import DocumentProblem, check_pdf
-from signbridge.pdf.pades import sign_pdf, stamp_box, validate_pdf
+from signbridge.pdf.pades import _GrowingSubset, default_font_path, sign_pdf, stamp_box, validate_pdf
 from signbridge.pdf.pki import BUNDLE_FILE, CERT_FILE, InstallationCA
 from signbridge.pdf.render import page_text, render_page_png
 from signbridge.pdf.sample import sample_contract
@@ -174,6 +177,99 @@ def test_stamp_text_maps_back_to_unicode(chain: Chain) -> None:
     assert "欧阳娜娜·买买提江" in text
     assert "2026-11-29 10:01 UTC" in text
     assert "张三" not in page_text(chain.steps[0], 1)
+
+
+def _embedded_glyph_bounds(data: bytes, text: str) -> dict[str, tuple[int, int, int, int] | None]:
+    """Outline bounds, per character of `text`, in the stamp font embedded in `data`."""
+    reader = PdfReader(BytesIO(data))
+    fonts = [f.get_object() for f in _stamp_fonts(reader)]
+    assert fonts, "no embedded stamp font"
+    bounds: dict[str, tuple[int, int, int, int] | None] = {}
+    seen: dict[int, str] = {}
+    for font in fonts:
+        descriptor = font["/DescendantFonts"][0].get_object()["/FontDescriptor"].get_object()
+        cff = cffLib.CFFFontSet()
+        cff.decompile(BytesIO(descriptor["/FontFile3"].get_object().get_data()), None)
+        top = cff[cff.fontNames[0]]
+        cmap = font["/ToUnicode"].get_object().get_data().decode("latin-1")
+        for ch in text:
+            cid = _cid_for(cmap, ch)
+            if cid is None:
+                continue
+            assert cid != 0 and seen.setdefault(cid, ch) == ch, f"{ch!r} has no glyph of its own"
+            name = f"cid{cid:05d}"
+            if name in top.CharStrings:
+                bounds[ch] = top.CharStrings[name].calcBounds(top.CharStrings)
+    return bounds
+
+
+def _stamp_fonts(reader: PdfReader) -> list[object]:
+    found = []
+    for page in reader.pages:
+        for annot in page.get("/Annots", []):
+            ap = annot.get_object().get("/AP")
+            if ap is None:
+                continue
+            resources = ap["/N"].get_object().get("/Resources", {})
+            stack = [resources]
+            while stack:
+                res = stack.pop().get_object()
+                found.extend(res.get("/Font", {}).values())
+                for xobj in res.get("/XObject", {}).values():
+                    if "/Resources" in xobj.get_object():
+                        stack.append(xobj.get_object()["/Resources"])
+    return found
+
+
+def _cid_for(to_unicode: str, ch: str) -> int | None:
+    """The CID a ToUnicode CMap maps to `ch` (bfchar entries, as pyHanko writes them)."""
+    target = ch.encode("utf-16-be").hex().upper()
+    for line in to_unicode.splitlines():
+        parts = line.strip().strip("<>").split("> <")
+        if len(parts) == 2 and parts[1].upper() == target:
+            return int(parts[0], 16)
+    return None
+
+
+def test_stamp_font_holds_real_outlines_for_every_name_character(chain: Chain) -> None:
+    """The stamp is drawn, not just mapped to text: each CJK glyph embedded has an outline."""
+    name = "欧阳娜娜买买提江"
+    bounds = _embedded_glyph_bounds(chain.steps[2], name)
+    assert set(bounds) == set(name)
+    assert all(b is not None and b[2] > b[0] and b[3] > b[1] for b in bounds.values())
+
+
+def test_stamp_subset_grows_with_names_and_starts_again_past_its_cap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cache = _GrowingSubset(str(default_font_path()))
+
+    def chars(data: bytes) -> set[str]:
+        return {chr(c) for c in TTFont(BytesIO(data))["cmap"].getBestCmap()}
+
+    first = cache.covering("张三")
+    assert {"张", "三", "2", "U"} <= chars(first)
+    assert cache.covering("三张") is first  # nothing new: no new subset
+    grown = chars(cache.covering("李四"))
+    assert {"张", "三", "李", "四"} <= grown
+    monkeypatch.setattr(pades, "MAX_SUBSET_CHARS", len(grown) + 1)
+    restarted = chars(cache.covering("王五"))
+    assert {"王", "五"} <= restarted and "张" not in restarted
+
+
+def test_names_beyond_the_subset_cap_still_sign_and_read_back(
+    chain: Chain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pades, "MAX_SUBSET_CHARS", 100)  # every new name restarts the subset
+    data = chain.steps[0]
+    names = ["诸葛亮", "司马懿", "Zoë Ångström"]
+    for position, name in enumerate(names, start=1):
+        data = sign_pdf(data, chain.ca.issue(f"cap-{position}", name), signer_name=name,
+                        position=position, signed_at=SIGNED_AT)
+    text = page_text(data, 1)
+    assert all(name in text for name in names)
+    reports = validate_pdf(data, [chain.ca.certificate])
+    assert len(reports) == 3 and all(r.intact and r.valid and r.trusted for r in reports)
 
 
 def test_stamp_slots_never_overlap() -> None:
