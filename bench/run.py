@@ -120,6 +120,7 @@ def cli(argv: list[str] | None = None) -> int:
     args = parse(argv)
     t = time.monotonic()
     res = asyncio.run(main(args))
+    res.command = " ".join(["python -m bench.run", *(sys.argv[1:] if argv is None else argv)])
     out = args.out if args.out is not None else (None if args.quick else Path("docs/benchmarks.md"))
     text = write_report(res)
     if out is not None:
