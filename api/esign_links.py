@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import html
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 
 import httpx
@@ -31,7 +33,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from api.deps import BlobsDep, EngineDep, SettingsDep
+from api.deps import EngineDep, SettingsDep
 from api.sign_pages import SECURITY_HEADERS
 from connectors.esign import docusign
 from connectors.esign.base import NothingToSign, ProviderError, RecipientViews
@@ -137,24 +139,22 @@ def _is_preview(request: Request) -> bool:
     return any(name in agent for name in PREVIEW_AGENTS)
 
 
-def _provider(request: Request, settings: Settings, engine: Engine, blobs: BlobStore) -> RecipientViews | None:
-    """The API process's DocuSign connector, built once (its access token is cached with it)."""
-    state = request.app.state
-    provider: RecipientViews | None = getattr(state, "docusign_provider", None)
-    if provider is None:
-        built = docusign.build(settings, engine, blobs, httpx.AsyncClient(timeout=VIEW_TIMEOUT_SECONDS))
-        if built is None:
-            return None
-        state.docusign_provider = provider = built
-    return provider
+@asynccontextmanager
+async def docusign_views(settings: Settings, engine: Engine, blobs: BlobStore) -> AsyncIterator[RecipientViews | None]:
+    """The API process's DocuSign connector for the app's lifetime (its access token is cached
+    with it, its connections closed at shutdown); None when DocuSign is not configured."""
+    if not docusign.DocuSignConfig().enabled:
+        yield None
+        return
+    async with httpx.AsyncClient(timeout=VIEW_TIMEOUT_SECONDS) as http:
+        yield docusign.build(settings, engine, blobs, http)
 
 
 # ---- routes --------------------------------------------------------------------------------
 
 
 @router.get("/esign/docusign/sign/{token}")
-async def docusign_sign(token: str, request: Request, settings: SettingsDep, engine: EngineDep,
-                        blobs: BlobsDep) -> Response:
+async def docusign_sign(token: str, request: Request, settings: SettingsDep, engine: EngineDep) -> Response:
     link = find_link(engine, token)
     if link is None:
         return _page(*NOT_FOUND)
@@ -162,7 +162,7 @@ async def docusign_sign(token: str, request: Request, settings: SettingsDep, eng
         return _page(*EXPIRED)
     if _is_preview(request):
         return _page(*PREVIEW)
-    provider = _provider(request, settings, engine, blobs)
+    provider: RecipientViews | None = request.app.state.docusign_views
     if provider is None:
         return _page(*NOT_CONFIGURED)
     try:

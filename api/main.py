@@ -44,7 +44,9 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
         app.state.blobs = make_blob_store(settings)
         app.state.temporal = client or await connect(settings)
         app.state.provider_webhooks = build_webhooks(settings)
-        yield
+        async with esign_links.docusign_views(settings, app.state.engine, app.state.blobs) as views:
+            app.state.docusign_views = views
+            yield
 
     app = FastAPI(title="SignBridge", version="0.1.0", lifespan=lifespan)
     errors.install(app)

@@ -163,3 +163,18 @@ async def test_docusign_outage_is_a_retry_page(rig: Rig) -> None:
     assert "Traceback" not in page.text and "503" not in page.text
     rig.sim.down = False
     assert (await rig.http.get(rig.link("u-1"))).status_code == 303  # the same link, once DocuSign is back
+
+
+async def test_the_app_owns_one_docusign_connection_and_closes_it(
+    dev_env: WorkflowEnvironment, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = create_app(settings, client=dev_env.client)
+    async with app.router.lifespan_context(app):
+        assert app.state.docusign_views is None  # not configured: the page says so, nothing is opened
+    with DocuSignSim(IK, USER, ACCOUNT, PUBLIC_PEM, [HMAC_KEY]).running() as sim:
+        docusign_env(monkeypatch, sim)
+        app = create_app(settings, client=dev_env.client)
+        async with app.router.lifespan_context(app):
+            views = app.state.docusign_views
+            assert isinstance(views, DocuSignProvider) and not views.http.is_closed
+        assert views.http.is_closed
