@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,16 +16,15 @@ from temporalio.testing import WorkflowEnvironment
 from connectors.esign import docuseal
 from connectors.esign.base import ProviderError, WebhookRejected
 from connectors.esign.docuseal import DocuSealConfig, DocuSealProvider, DocuSealWebhook, signature
-from signbridge.models import ActionInput, Actor, CreateFlowInput, DocumentInfo, OpenGroupInput, Person
+from signbridge.models import CreateFlowInput, DocumentInfo, OpenGroupInput, Person
 from signbridge.pdf.pades import validate_pdf
 from signbridge.pdf.sample import sample_contract
 from signbridge.settings import Settings
 from store.blobs import FileBlobStore, sha256_hex
-from tests.provider_cases import E2E, A, B, C, provider_e2e
+from tests.provider_cases import E2E, A, B, C, FlowCase, SimSigning, provider_e2e
 from tests.sim.docuseal_sim import DocuSealSim
 
 KEY, SECRET = "sim-docuseal-key", "sim-docuseal-secret"
-OPERATOR = Actor(id="ops-1", name="Ops", is_operator=True)
 
 
 def test_published_vector() -> None:
@@ -93,8 +93,8 @@ async def test_connector_over_http(sim: DocuSealSim, http: httpx.AsyncClient, se
     assert [(x.signer_id, x.url) for x in links] == [("u-2", sim.submitter(sid, "u-2")["embed_src"]),
                                                      ("x-9", f"{sim.url}/s/{slug}")]
     sim.hold()  # no SignBridge here: keep the webhooks
-    assert not sim.may_act(sid, "u-2")
-    await sim.complete(sid, "u-1")
+    assert not sim.may_sign(sid, "u-2")
+    await sim.sign(sid, "u-1")
     assert [(e.kind, e.signer_id) for e in await provider.poll(flow)] == [("signed", "u-1")]
     with pytest.raises(ProviderError) as not_done:
         await provider.download_signed(flow)
@@ -109,8 +109,8 @@ async def test_connector_over_http(sim: DocuSealSim, http: httpx.AsyncClient, se
     assert sim.submissions[int(parallel)]["order"] == "random"
     await _provider(sim, blobs, http).remind(parallel, [])  # DocuSeal sends no email: the chat reminds
     assert len(sim.reminded) == 1
-    await sim.complete(int(parallel), "u-2")
-    await sim.complete(int(parallel), "u-1")
+    await sim.sign(int(parallel), "u-2")
+    await sim.sign(int(parallel), "u-1")
     signed = await provider.download_signed(parallel)
     assert not signed.startswith(blobs.get(req.document.blob_key))  # re-rendered: not incremental
     reports = await asyncio.to_thread(validate_pdf, signed, [sim.ca.certificate])
@@ -147,15 +147,32 @@ async def _flow_of(rig: E2E, sim: DocuSealSim, handle: Any) -> int:
     return int(str(view.provider_flow_id))
 
 
+@asynccontextmanager
+async def _rig(env: WorkflowEnvironment, settings: Settings, monkeypatch: pytest.MonkeyPatch,
+               sim: DocuSealSim) -> AsyncIterator[E2E]:
+    monkeypatch.setenv("SIGNBRIDGE_DOCUSEAL_API_KEY", KEY)
+    monkeypatch.setenv("SIGNBRIDGE_DOCUSEAL_WEBHOOK_SECRET", SECRET)
+    async with provider_e2e(env, settings, "docuseal", lambda blobs, http: _provider(sim, blobs, http),
+                            ) as (rig, callback):
+        sim.callback_url = callback("/esign/docuseal/webhook")
+        yield rig
+
+
+@asynccontextmanager
+async def _flow_rig(env: WorkflowEnvironment, settings: Settings,
+                    monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[E2E, SimSigning]]:
+    with DocuSealSim(KEY, SECRET).running() as sim:
+        async with _rig(env, settings, monkeypatch, sim) as rig:
+            yield rig, SimSigning(sim, lambda: sim.submissions, who=lambda p: p.id, flow_key=int)
+
+
+FLOW = FlowCase("docuseal", _flow_rig)  # the shared flows: tests/test_provider_flows.py
+
+
 @pytest.fixture
 async def e2e(dev_env: WorkflowEnvironment, settings: Settings, sim: DocuSealSim,
               monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[E2E]:
-    monkeypatch.setenv("SIGNBRIDGE_DOCUSEAL_API_KEY", KEY)
-    monkeypatch.setenv("SIGNBRIDGE_DOCUSEAL_WEBHOOK_SECRET", SECRET)
-    async with provider_e2e(dev_env, settings, "docuseal",
-                            lambda blobs, http: _provider(sim, FileBlobStore(settings.data_dir / "blobs"), http),
-                            ) as (rig, callback):
-        sim.callback_url = callback("/esign/docuseal/webhook")
+    async with _rig(dev_env, settings, monkeypatch, sim) as rig:
         yield rig
 
 
@@ -166,56 +183,15 @@ async def test_e2e_mixed_groups_complete(e2e: E2E, sim: DocuSealSim) -> None:
     assert e2e.links(handle, A)[0]["sign_url"] == sim.submitter(sid, "u-1")["embed_src"]
     assert not e2e.links(handle, B)
     sim.duplicate = True
-    await sim.complete(sid, "u-1")
+    await sim.sign(sid, "u-1")
     await e2e.sink.wait_for(lambda: bool(e2e.links(handle, B)) and bool(e2e.links(handle, C)), timeout=20)
     sim.duplicate = False
     sim.hold()
-    await sim.complete(sid, "u-2")
-    await sim.complete(sid, "x-9")
+    await sim.sign(sid, "u-2")
+    await sim.sign(sid, "x-9")
     await sim.flush(reverse=True)  # submission.completed first, then the forms
     view = await e2e.result(handle)
     assert view.status.value == "COMPLETED" and all(s.status == "signed" for s in view.signers)
     assert view.signed_document is not None
     assert e2e.blobs.get(view.signed_document.blob_key) == sim.files[sid]
     assert [f["sha256"] for f in e2e.sink.of_type("file")] == [view.signed_document.sha256]
-
-
-async def test_e2e_decline(e2e: E2E, sim: DocuSealSim) -> None:
-    handle = await e2e.start([[A, B]])
-    sid = await _flow_of(e2e, sim, handle)
-    await e2e.sink.wait_for(lambda: bool(e2e.links(handle, A)) and bool(e2e.links(handle, B)), timeout=20)
-    await sim.decline(sid, "u-2", "价格不对")
-    view = await e2e.result(handle)
-    assert view.status.value == "DECLINED" and "价格不对" in (view.reason or "")
-    assert not sim.may_act(sid, "u-1")
-
-
-async def test_e2e_outage_sticks_then_retry_completes(e2e: E2E, sim: DocuSealSim) -> None:
-    sim.down = True
-    handle = await e2e.start([[A]], step_retry_window=timedelta(seconds=2))
-    view = await e2e.wait(handle, lambda v: v.status.value == "STUCK")
-    assert view.stuck_step == "create" and "503" in (view.reason or "")
-    sim.down = False
-    await handle.execute_update("retry", ActionInput(actor=OPERATOR))
-    sid = await _flow_of(e2e, sim, handle)
-    await e2e.sink.wait_for(lambda: bool(e2e.links(handle, A)), timeout=20)
-    await sim.complete(sid, "u-1")
-    assert (await e2e.result(handle)).status.value == "COMPLETED"
-
-
-async def test_e2e_lost_webhooks_are_caught_by_polling(e2e: E2E, sim: DocuSealSim) -> None:
-    handle = await e2e.start([[A]], poll_after=timedelta(seconds=1))
-    sid = await _flow_of(e2e, sim, handle)
-    sim.mute = True
-    await sim.complete(sid, "u-1")
-    view = await e2e.result(handle)
-    assert view.status.value == "COMPLETED" and view.events_seen == 2  # signed + completed, from a poll
-
-
-async def test_e2e_deadline_expires_and_archives_at_the_provider(e2e: E2E, sim: DocuSealSim) -> None:
-    handle = await e2e.start([[A]], deadline=timedelta(seconds=3), reminder_max=0)
-    sid = await _flow_of(e2e, sim, handle)
-    assert sim.may_act(sid, "u-1")
-    view = await e2e.result(handle)
-    assert view.status.value == "EXPIRED"
-    assert not sim.may_act(sid, "u-1")  # the submission was archived at DocuSeal

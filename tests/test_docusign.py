@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,17 +19,16 @@ from temporalio.testing import WorkflowEnvironment
 from connectors.esign import docusign
 from connectors.esign.base import ProviderError, WebhookRejected
 from connectors.esign.docusign import DocuSignConfig, DocuSignProvider, DocuSignWebhook, connect_signature
-from signbridge.models import ActionInput, Actor, CreateFlowInput, DocumentInfo, OpenGroupInput, Person
+from signbridge.models import CreateFlowInput, DocumentInfo, OpenGroupInput, Person
 from signbridge.pdf.sample import sample_contract
 from signbridge.settings import Settings
 from store.blobs import FileBlobStore, sha256_hex
 from store.db import create_all, get_engine
 from store.tables import ProviderLink
-from tests.provider_cases import E2E, A, B, C, provider_e2e
+from tests.provider_cases import E2E, A, B, C, FlowCase, SimSigning, provider_e2e
 from tests.sim.docusign_sim import DocuSignSim
 
 IK, USER, ACCOUNT, HMAC_KEY = "ik-123", "user-456", "acct-789", "connect-key"
-OPERATOR = Actor(id="ops-1", name="Ops", is_operator=True)
 _KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 PRIVATE_PEM = _KEY.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                  serialization.NoEncryption()).decode()
@@ -228,18 +228,34 @@ async def _flow_of(rig: E2E, sim: DocuSignSim, handle: Any) -> str:
     return str(view.provider_flow_id)
 
 
-@pytest.fixture
-async def e2e(dev_env: WorkflowEnvironment, settings: Settings, sim: DocuSignSim,
-              monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[E2E]:
+@asynccontextmanager
+async def _rig(env: WorkflowEnvironment, settings: Settings, monkeypatch: pytest.MonkeyPatch,
+               sim: DocuSignSim) -> AsyncIterator[E2E]:
     monkeypatch.setenv("SIGNBRIDGE_DOCUSIGN_HMAC_KEY", HMAC_KEY)
     # The simulator has no hourly quota; the 0.4/s default cap is tested in test_provider_quota.py.
     monkeypatch.setenv("SIGNBRIDGE_DOCUSIGN_MAX_REQUESTS_PER_SECOND", "0")
     docusign_env(monkeypatch, sim)
-    async with provider_e2e(dev_env, settings, "docusign",
-                            lambda blobs, http: _provider(sim, FileBlobStore(settings.data_dir / "blobs"), http,
-                                                          settings),
+    async with provider_e2e(env, settings, "docusign", lambda blobs, http: _provider(sim, blobs, http, settings),
                             ) as (rig, callback):
         sim.callback_url = callback("/esign/docusign/webhook")
+        yield rig
+
+
+@asynccontextmanager
+async def _flow_rig(env: WorkflowEnvironment, settings: Settings,
+                    monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[E2E, SimSigning]]:
+    with DocuSignSim(IK, USER, ACCOUNT, PUBLIC_PEM, [HMAC_KEY]).running() as sim:
+        async with _rig(env, settings, monkeypatch, sim) as rig:
+            yield rig, SimSigning(sim, lambda: sim.envelopes, who=lambda p: str(p.email))
+
+
+FLOW = FlowCase("docusign", _flow_rig)  # the shared flows: tests/test_provider_flows.py
+
+
+@pytest.fixture
+async def e2e(dev_env: WorkflowEnvironment, settings: Settings, sim: DocuSignSim,
+              monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[E2E]:
+    async with _rig(dev_env, settings, monkeypatch, sim) as rig:
         yield rig
 
 
@@ -267,39 +283,6 @@ async def test_e2e_groups_in_order_complete(e2e: E2E, sim: DocuSignSim) -> None:
     assert e2e.blobs.get(view.signed_document.blob_key) == sim.files[flow]  # DocuSign's re-rendered file
     assert [f["sha256"] for f in e2e.sink.of_type("file")] == [view.signed_document.sha256]
     assert all(d.attempts and d.attempts[-1] == 200 for d in sim.deliveries)
-
-
-async def test_e2e_decline(e2e: E2E, sim: DocuSignSim) -> None:
-    handle = await e2e.start([[A, B]])
-    flow = await _flow_of(e2e, sim, handle)
-    await e2e.sink.wait_for(lambda: bool(e2e.links(handle, A)) and bool(e2e.links(handle, B)), timeout=20)
-    await sim.decline(flow, str(B.email), "价格不对")
-    view = await e2e.result(handle)
-    assert view.status.value == "DECLINED" and "价格不对" in (view.reason or "")
-    assert not sim.may_sign(flow, str(A.email))
-
-
-async def test_e2e_outage_sticks_then_retry_completes(e2e: E2E, sim: DocuSignSim) -> None:
-    sim.down = True
-    handle = await e2e.start([[A]], step_retry_window=timedelta(seconds=2))
-    view = await e2e.wait(handle, lambda v: v.status.value == "STUCK")
-    assert view.stuck_step == "create" and "503" in (view.reason or "")
-    sim.down = False
-    await handle.execute_update("retry", ActionInput(actor=OPERATOR))
-    flow = await _flow_of(e2e, sim, handle)
-    await e2e.sink.wait_for(lambda: bool(e2e.links(handle, A)), timeout=20)
-    await sim.sign(flow, str(A.email))
-    assert (await e2e.result(handle)).status.value == "COMPLETED"
-
-
-async def test_e2e_lost_callbacks_are_caught_by_the_first_poll(e2e: E2E, sim: DocuSignSim) -> None:
-    """The first poll of an envelope is always made; only repeats within 15 minutes are skipped."""
-    handle = await e2e.start([[A]], poll_after=timedelta(seconds=1))
-    flow = await _flow_of(e2e, sim, handle)
-    sim.mute = True
-    await sim.sign(flow, str(A.email))
-    view = await e2e.result(handle)
-    assert view.status.value == "COMPLETED" and view.events_seen == 2  # signed + completed, from one poll
 
 
 async def test_e2e_expired_at_the_provider(e2e: E2E, sim: DocuSignSim) -> None:

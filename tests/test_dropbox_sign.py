@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,16 +15,15 @@ from temporalio.testing import WorkflowEnvironment
 from connectors.esign import dropbox_sign
 from connectors.esign.base import ProviderError, WebhookRejected
 from connectors.esign.dropbox_sign import DropboxSignConfig, DropboxSignProvider, DropboxSignWebhook, event_hash
-from signbridge.models import ActionInput, Actor, CreateFlowInput, DocumentInfo, OpenGroupInput, Person
+from signbridge.models import CreateFlowInput, DocumentInfo, OpenGroupInput, Person
 from signbridge.pdf.sample import sample_contract
 from signbridge.settings import Settings
 from store.blobs import FileBlobStore, sha256_hex
-from tests.provider_cases import E2E, A, B, C, provider_e2e
+from tests.provider_cases import E2E, A, B, C, FlowCase, SimSigning, provider_e2e
 from tests.provider_cases.dropbox_sign import encode
 from tests.sim.dropbox_sign_sim import DropboxSignSim
 
 KEY = "sim-dropbox-key"
-OPERATOR = Actor(id="ops-1", name="Ops", is_operator=True)
 
 
 def test_published_vector() -> None:
@@ -149,14 +149,31 @@ async def _flow_of(rig: E2E, sim: DropboxSignSim, handle: Any) -> str:
     return str(view.provider_flow_id)
 
 
+@asynccontextmanager
+async def _rig(env: WorkflowEnvironment, settings: Settings, monkeypatch: pytest.MonkeyPatch,
+               sim: DropboxSignSim) -> AsyncIterator[E2E]:
+    monkeypatch.setenv("SIGNBRIDGE_DROPBOX_SIGN_API_KEY", KEY)
+    async with provider_e2e(env, settings, "dropbox_sign", lambda blobs, http: _provider(sim, blobs, http),
+                            ) as (rig, callback):
+        sim.callback_url = callback("/esign/dropbox_sign/webhook")
+        yield rig
+
+
+@asynccontextmanager
+async def _flow_rig(env: WorkflowEnvironment, settings: Settings,
+                    monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[E2E, SimSigning]]:
+    with DropboxSignSim(KEY).running() as sim:
+        async with _rig(env, settings, monkeypatch, sim) as rig:
+            yield rig, SimSigning(sim, lambda: sim.requests, who=lambda p: str(p.email))
+
+
+FLOW = FlowCase("dropbox_sign", _flow_rig)  # the shared flows: tests/test_provider_flows.py
+
+
 @pytest.fixture
 async def e2e(dev_env: WorkflowEnvironment, settings: Settings, sim: DropboxSignSim,
               monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[E2E]:
-    monkeypatch.setenv("SIGNBRIDGE_DROPBOX_SIGN_API_KEY", KEY)
-    async with provider_e2e(dev_env, settings, "dropbox_sign",
-                            lambda blobs, http: _provider(sim, FileBlobStore(settings.data_dir / "blobs"), http),
-                            ) as (rig, callback):
-        sim.callback_url = callback("/esign/dropbox_sign/webhook")
+    async with _rig(dev_env, settings, monkeypatch, sim) as rig:
         yield rig
 
 
@@ -180,44 +197,3 @@ async def test_e2e_mixed_groups_complete(e2e: E2E, sim: DropboxSignSim) -> None:
     files = e2e.sink.of_type("file")
     assert [f["sha256"] for f in files] == [view.signed_document.sha256]
     assert all(d.attempts[-1] == (200, b"Hello API Event Received") for d in sim.deliveries)
-
-
-async def test_e2e_decline(e2e: E2E, sim: DropboxSignSim) -> None:
-    handle = await e2e.start([[A, B]])
-    flow = await _flow_of(e2e, sim, handle)
-    await e2e.sink.wait_for(lambda: bool(e2e.links(handle, A)) and bool(e2e.links(handle, B)), timeout=20)
-    await sim.decline(flow, str(B.email), "价格不对")
-    view = await e2e.result(handle)
-    assert view.status.value == "DECLINED" and "价格不对" in (view.reason or "")
-    assert not sim.may_sign(flow, str(A.email))
-
-
-async def test_e2e_outage_sticks_then_retry_completes(e2e: E2E, sim: DropboxSignSim) -> None:
-    sim.down = True
-    handle = await e2e.start([[A]], step_retry_window=timedelta(seconds=2))
-    view = await e2e.wait(handle, lambda v: v.status.value == "STUCK")
-    assert view.stuck_step == "create" and "503" in (view.reason or "")
-    sim.down = False
-    await handle.execute_update("retry", ActionInput(actor=OPERATOR))
-    flow = await _flow_of(e2e, sim, handle)
-    await e2e.sink.wait_for(lambda: bool(e2e.links(handle, A)), timeout=20)
-    await sim.sign(flow, str(A.email))
-    assert (await e2e.result(handle)).status.value == "COMPLETED"
-
-
-async def test_e2e_lost_callbacks_are_caught_by_polling(e2e: E2E, sim: DropboxSignSim) -> None:
-    handle = await e2e.start([[A]], poll_after=timedelta(seconds=1))
-    flow = await _flow_of(e2e, sim, handle)
-    sim.mute = True
-    await sim.sign(flow, str(A.email))
-    view = await e2e.result(handle)
-    assert view.status.value == "COMPLETED" and view.events_seen == 2  # signed + completed, from a poll
-
-
-async def test_e2e_deadline_expires_and_cancels_at_the_provider(e2e: E2E, sim: DropboxSignSim) -> None:
-    handle = await e2e.start([[A]], deadline=timedelta(seconds=3), reminder_max=0)
-    flow = await _flow_of(e2e, sim, handle)
-    assert sim.may_sign(flow, str(A.email))
-    view = await e2e.result(handle)
-    assert view.status.value == "EXPIRED"
-    assert not sim.may_sign(flow, str(A.email))  # the request was cancelled at Dropbox Sign

@@ -7,6 +7,7 @@ import hashlib
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from signbridge.settings import Settings
 from store.blobs import FileBlobStore, sha256_hex
 from store.db import get_engine
 from store.tables import AuditEvent
-from tests.provider_cases import E2E, A, B, C, provider_e2e
+from tests.provider_cases import E2E, A, B, C, FlowCase, SimSigning, provider_e2e
 from tests.sim.esign_cn_sim import FLOW_STATE, PARAM_ERROR, EsignCnSim
 
 APP_ID, SECRET = "sim-app-id", "sim-app-secret"
@@ -238,21 +239,45 @@ async def _flow_of(rig: E2E, sim: EsignCnSim, handle: Any) -> str:
     return str(view.provider_flow_id)
 
 
-@pytest.fixture
-async def e2e(dev_env: WorkflowEnvironment, settings: Settings, sim: EsignCnSim,
-              monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[E2E]:
+@asynccontextmanager
+async def _rig(env: WorkflowEnvironment, settings: Settings, monkeypatch: pytest.MonkeyPatch,
+               sim: EsignCnSim) -> AsyncIterator[E2E]:
     monkeypatch.setenv("SIGNBRIDGE_ESIGN_CN_APP_ID", APP_ID)
     monkeypatch.setenv("SIGNBRIDGE_ESIGN_CN_APP_SECRET", SECRET)
     made: list[EsignCnProvider] = []
 
     def make(blobs: Any, http: httpx.AsyncClient) -> EsignCnProvider:
-        made.append(_provider(sim, settings, FileBlobStore(settings.data_dir / "blobs"), http))
+        made.append(_provider(sim, settings, blobs, http))
         return made[0]
 
-    async with provider_e2e(dev_env, settings, "esign_cn", make) as (rig, callback):
+    async with provider_e2e(env, settings, "esign_cn", make) as (rig, callback):
         # In production notifyUrl = public_url + path; here the API runs on a free port chosen inside
         # provider_e2e, so the notify URL is pointed at it once known.
         made[0].notify_url = callback("/esign/esign_cn/webhook")
+        yield rig
+
+
+def _account(person: Person) -> str:
+    """How e签宝 knows a person: the mobile number as sent (11 digits, no country code), else email."""
+    digits = "".join(ch for ch in person.mobile or "" if ch.isdigit())
+    return digits[-11:] if digits else str(person.email)
+
+
+@asynccontextmanager
+async def _flow_rig(env: WorkflowEnvironment, settings: Settings,
+                    monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[E2E, SimSigning]]:
+    with EsignCnSim(APP_ID, SECRET, settings.data_dir / "sim-ca").running() as sim:
+        async with _rig(env, settings, monkeypatch, sim) as rig:
+            yield rig, SimSigning(sim, lambda: sim.flows, who=_account)
+
+
+FLOW = FlowCase("esign_cn", _flow_rig, people=(A_, B_))  # the shared flows: tests/test_provider_flows.py
+
+
+@pytest.fixture
+async def e2e(dev_env: WorkflowEnvironment, settings: Settings, sim: EsignCnSim,
+              monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[E2E]:
+    async with _rig(dev_env, settings, monkeypatch, sim) as rig:
         yield rig
 
 
@@ -288,39 +313,6 @@ async def test_e2e_mixed_groups_complete(e2e: E2E, sim: EsignCnSim) -> None:
     evidence = json.loads(row.detail)["provider_evidence"]
     assert evidence["sign_flow_id"] == flow and len(evidence["signatures"]) == 3  # each checked against the CA
     assert evidence["files"][0]["reported_sha256"] == view.signed_document.sha256
-
-
-async def test_e2e_decline(e2e: E2E, sim: EsignCnSim) -> None:
-    handle = await e2e.start([[A_, B_]])
-    flow = await _flow_of(e2e, sim, handle)
-    await e2e.sink.wait_for(lambda: _links(e2e, handle, A_, B_), timeout=20)
-    await sim.decline(flow, "13800000002", "价格不对")
-    view = await e2e.result(handle)
-    assert view.status.value == "DECLINED" and "价格不对" in (view.reason or "")
-    assert not sim.may_sign(flow, "13800000001")
-
-
-async def test_e2e_outage_sticks_then_retry_completes(e2e: E2E, sim: EsignCnSim) -> None:
-    sim.down = True
-    handle = await e2e.start([[A_]], step_retry_window=timedelta(seconds=2))
-    view = await e2e.wait(handle, lambda v: v.status.value == "STUCK")
-    assert view.stuck_step == "create" and "503" in (view.reason or "")
-    sim.down = False
-    await handle.execute_update("retry", ActionInput(actor=OPERATOR))
-    flow = await _flow_of(e2e, sim, handle)
-    assert len(sim.flows) == 1
-    await e2e.sink.wait_for(lambda: _links(e2e, handle, A_), timeout=20)
-    await sim.sign(flow, "13800000001")
-    assert (await e2e.result(handle)).status.value == "COMPLETED"
-
-
-async def test_e2e_lost_callbacks_are_caught_by_polling(e2e: E2E, sim: EsignCnSim) -> None:
-    handle = await e2e.start([[A_]], poll_after=timedelta(seconds=1))
-    flow = await _flow_of(e2e, sim, handle)
-    sim.mute = True
-    await sim.sign(flow, "13800000001")
-    view = await e2e.result(handle)
-    assert view.status.value == "COMPLETED" and view.events_seen == 2  # signed + completed, from a poll
 
 
 async def test_e2e_expired_at_the_provider(e2e: E2E, sim: EsignCnSim) -> None:

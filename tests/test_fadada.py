@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,16 +15,15 @@ from temporalio.testing import WorkflowEnvironment
 from connectors.esign import fadada
 from connectors.esign.base import ProviderError, WebhookRejected
 from connectors.esign.fadada import FadadaConfig, FadadaProvider, FadadaWebhook, fasc_sign
-from signbridge.models import ActionInput, Actor, CreateFlowInput, DocumentInfo, OpenGroupInput, Person
+from signbridge.models import CreateFlowInput, DocumentInfo, OpenGroupInput, Person
 from signbridge.pdf.sample import sample_contract
 from signbridge.settings import Settings
 from store.blobs import FileBlobStore, sha256_hex
-from tests.provider_cases import E2E, A, B, C, provider_e2e
+from tests.provider_cases import E2E, A, B, C, FlowCase, SimSigning, provider_e2e
 from tests.provider_cases.fadada import delivery
 from tests.sim.fadada_sim import FadadaSim
 
 APP_ID, SECRET = "sim-fadada-app", "sim-fadada-secret"
-OPERATOR = Actor(id="ops-1", name="Ops", is_operator=True)
 
 
 def test_vector() -> None:
@@ -148,15 +148,32 @@ async def _flow_of(rig: E2E, sim: FadadaSim, handle: Any) -> str:
     return str(view.provider_flow_id)
 
 
+@asynccontextmanager
+async def _rig(env: WorkflowEnvironment, settings: Settings, monkeypatch: pytest.MonkeyPatch,
+               sim: FadadaSim) -> AsyncIterator[E2E]:
+    monkeypatch.setenv("SIGNBRIDGE_FADADA_APP_ID", APP_ID)
+    monkeypatch.setenv("SIGNBRIDGE_FADADA_APP_SECRET", SECRET)
+    async with provider_e2e(env, settings, "fadada", lambda blobs, http: _provider(sim, blobs, http),
+                            ) as (rig, callback):
+        sim.callback_url = callback("/esign/fadada/webhook")
+        yield rig
+
+
+@asynccontextmanager
+async def _flow_rig(env: WorkflowEnvironment, settings: Settings,
+                    monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[E2E, SimSigning]]:
+    with FadadaSim(APP_ID, SECRET).running() as sim:
+        async with _rig(env, settings, monkeypatch, sim) as rig:
+            yield rig, SimSigning(sim, lambda: sim.tasks, who=lambda p: p.id)
+
+
+FLOW = FlowCase("fadada", _flow_rig)  # the shared flows: tests/test_provider_flows.py
+
+
 @pytest.fixture
 async def e2e(dev_env: WorkflowEnvironment, settings: Settings, sim: FadadaSim,
               monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[E2E]:
-    monkeypatch.setenv("SIGNBRIDGE_FADADA_APP_ID", APP_ID)
-    monkeypatch.setenv("SIGNBRIDGE_FADADA_APP_SECRET", SECRET)
-    async with provider_e2e(dev_env, settings, "fadada",
-                            lambda blobs, http: _provider(sim, FileBlobStore(settings.data_dir / "blobs"), http),
-                            ) as (rig, callback):
-        sim.callback_url = callback("/esign/fadada/webhook")
+    async with _rig(dev_env, settings, monkeypatch, sim) as rig:
         yield rig
 
 
@@ -179,44 +196,3 @@ async def test_e2e_groups_in_order_complete(e2e: E2E, sim: FadadaSim) -> None:
     assert e2e.blobs.get(view.signed_document.blob_key) == sim.files[flow]
     assert [f["sha256"] for f in e2e.sink.of_type("file")] == [view.signed_document.sha256]
     assert all(d.attempts and d.attempts[-1] == 200 for d in sim.deliveries)
-
-
-async def test_e2e_decline(e2e: E2E, sim: FadadaSim) -> None:
-    handle = await e2e.start([[A, B]])
-    flow = await _flow_of(e2e, sim, handle)
-    await e2e.sink.wait_for(lambda: bool(e2e.links(handle, A)) and bool(e2e.links(handle, B)), timeout=20)
-    await sim.reject(flow, "u-2", "价格不对")
-    view = await e2e.result(handle)
-    assert view.status.value == "DECLINED" and "价格不对" in (view.reason or "")
-    assert not sim.may_sign(flow, "u-1")
-
-
-async def test_e2e_outage_sticks_then_retry_completes(e2e: E2E, sim: FadadaSim) -> None:
-    sim.down = True
-    handle = await e2e.start([[A]], step_retry_window=timedelta(seconds=2))
-    view = await e2e.wait(handle, lambda v: v.status.value == "STUCK")
-    assert view.stuck_step == "create" and "503" in (view.reason or "")
-    sim.down = False
-    await handle.execute_update("retry", ActionInput(actor=OPERATOR))
-    flow = await _flow_of(e2e, sim, handle)
-    await e2e.sink.wait_for(lambda: bool(e2e.links(handle, A)), timeout=20)
-    await sim.sign(flow, "u-1")
-    assert (await e2e.result(handle)).status.value == "COMPLETED"
-
-
-async def test_e2e_lost_callbacks_are_caught_by_polling(e2e: E2E, sim: FadadaSim) -> None:
-    handle = await e2e.start([[A]], poll_after=timedelta(seconds=1))
-    flow = await _flow_of(e2e, sim, handle)
-    sim.mute = True
-    await sim.sign(flow, "u-1")
-    view = await e2e.result(handle)
-    assert view.status.value == "COMPLETED" and view.events_seen == 2  # signed + completed, from a poll
-
-
-async def test_e2e_deadline_expires_and_cancels_at_the_provider(e2e: E2E, sim: FadadaSim) -> None:
-    handle = await e2e.start([[A]], deadline=timedelta(seconds=3), reminder_max=0)
-    flow = await _flow_of(e2e, sim, handle)
-    assert sim.may_sign(flow, "u-1")
-    view = await e2e.result(handle)
-    assert view.status.value == "EXPIRED"
-    assert not sim.may_sign(flow, "u-1")  # the sign task was cancelled at 法大大

@@ -16,7 +16,8 @@ Every function returns `(headers, body)` — exactly what the provider would POS
 
 Below the contract: `provider_e2e`, what the per-provider end-to-end tests share (worker with
 the real SigningWorkflow, the API served over real HTTP for the simulator's callbacks, the
-webhook chat sink). It lives here because these are the provider tests' own helpers.
+webhook chat sink), and `FlowCase`, what `tests/test_provider_flows.py` needs to run the same
+flows against every provider: each provider test module exposes `FLOW = FlowCase(...)`.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import httpx
+import pytest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
@@ -138,3 +140,44 @@ async def provider_e2e(env: WorkflowEnvironment, settings: Settings, name: str,
                     rig = E2E(client=env.client, settings=settings, sink=sink, api_url=api_url, blobs=blobs,
                               provider=name)
                     yield rig, lambda path: api_url + path
+
+
+@dataclass
+class SimSigning:
+    """A person's actions at a provider's simulator, in the simulator's own terms.
+
+    Every simulator has `sign(flow, who)`, `decline(flow, who, reason)`, `may_sign(flow, who)`
+    and the `down` (outage) and `mute` (lost callbacks) switches; they differ in how they name a
+    flow (`flows`, `flow_key`) and a person (`who`: id, email or phone number).
+    """
+
+    sim: Any
+    flows: Callable[[], Mapping[Any, Any]]
+    who: Callable[[Person], str]
+    flow_key: Callable[[str], Any] = str
+
+    def knows(self, flow_id: str) -> bool:
+        return self.flow_key(flow_id) in self.flows()
+
+    async def sign(self, flow_id: str, person: Person) -> None:
+        await self.sim.sign(self.flow_key(flow_id), self.who(person))
+
+    async def decline(self, flow_id: str, person: Person, reason: str) -> None:
+        await self.sim.decline(self.flow_key(flow_id), self.who(person), reason)
+
+    def may_sign(self, flow_id: str, person: Person) -> bool:
+        return bool(self.sim.may_sign(self.flow_key(flow_id), self.who(person)))
+
+
+FlowRig = Callable[[WorkflowEnvironment, Settings, pytest.MonkeyPatch],
+                   AbstractAsyncContextManager[tuple[E2E, SimSigning]]]
+
+
+@dataclass(frozen=True)
+class FlowCase:
+    """How to run one provider's simulator behind the real worker and API (`rig`), and the two
+    signers its flows use (e签宝 reaches people by phone number, so its signers carry one)."""
+
+    name: str
+    rig: FlowRig
+    people: tuple[Person, Person] = (A, B)

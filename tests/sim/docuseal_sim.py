@@ -186,7 +186,7 @@ class DocuSealSim:
     def submitter(self, sid: int, external_id: str) -> dict[str, Any]:
         return next(s for s in self.submissions[sid]["submitters"] if s["external_id"] == external_id)
 
-    def may_act(self, sid: int, external_id: str) -> bool:
+    def may_sign(self, sid: int, external_id: str) -> bool:
         sub = self.submissions[sid]
         me = self.submitter(sid, external_id)
         if sub["archived_at"] or sub["status"] != "pending" or me["status"] in FINAL:
@@ -196,9 +196,9 @@ class DocuSealSim:
         first = next(s for s in sub["submitters"] if s["status"] not in FINAL)
         return bool(first["id"] == me["id"])
 
-    async def complete(self, sid: int, external_id: str) -> None:
+    async def sign(self, sid: int, external_id: str) -> None:
         with self._lock:
-            if not self.may_act(sid, external_id):
+            if not self.may_sign(sid, external_id):
                 raise PermissionError(f"{external_id} may not sign submission {sid} now")
             sub, me = self.submissions[sid], self.submitter(sid, external_id)
             me["status"], me["completed_at"] = "completed", _now()
@@ -221,7 +221,7 @@ class DocuSealSim:
 
     async def decline(self, sid: int, external_id: str, reason: str) -> None:
         with self._lock:
-            if not self.may_act(sid, external_id):
+            if not self.may_sign(sid, external_id):
                 raise PermissionError(f"{external_id} may not decline submission {sid} now")
             sub, me = self.submissions[sid], self.submitter(sid, external_id)
             me.update(status="declined", declined_at=_now(), decline_reason=reason)

@@ -189,7 +189,7 @@ class FadadaSim:
         if task["signTaskStatus"] == "task_finished":
             await self._emit("sign-task-finished", task)
 
-    async def reject(self, task_id: str, actor_id: str, reason: str) -> None:
+    async def decline(self, task_id: str, actor_id: str, reason: str) -> None:
         with self._lock:
             if not self.may_sign(task_id, actor_id):
                 raise PermissionError(f"{actor_id} may not reject {task_id} now")
