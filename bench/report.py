@@ -341,7 +341,9 @@ def _waiting(r: Results, w: Any) -> None:
         return
     wt, b = r.waiting, r.waiting_base
     w("## 4. Scale of waiting\n")
-    w(f"{wt.n} one-signer flows started open loop and run until the signer's link is in the chat, so all "
+    rates = r.params.get("start_rates") or [math.nan, math.nan]
+    w(f"{wt.n} one-signer flows started open loop ({_f(rates[0], 0)}/s; the baseline's {_f(rates[1], 0)}/s) "
+      "and run until the signer's link is in the chat, so all "
       f"{wt.n} are open and waiting at once (the worker keeps up to 1,000 of them in its sticky cache, the "
       "default; the rest are evicted and replayed from history when their signature arrives). "
       "Then the API's callback latency is measured at 50 req/s, and every signer signs (6 at a time, real "
