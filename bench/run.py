@@ -12,12 +12,15 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bench import ack, card, cost, e2e, signing, waiting
 from bench.common import Stack, TimedSink, api_process, dev_server, make_settings, target, worker_process
-from bench.report import Results, machine, write_report
+from bench.report import Results, machine, save_results, write_report
+
+RESULTS = Path(".data/bench/results.pickle")
 
 
 def _log(msg: str) -> None:
@@ -40,13 +43,21 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                         "(default 60; 0 to skip)")
     p.add_argument("--sign-iterations", type=int, default=None, help="signatures per key type (default 10)")
     p.add_argument("--rows", default="1,2,3,4,5,6", help="which rows to run, comma separated")
+    p.add_argument("--results", type=Path, default=RESULTS,
+                   help=f"where the raw results are saved after every row (default {RESULTS}); "
+                        "`python -m bench.report` renders them again")
     return p.parse_args(argv)
 
 
-async def main(args: argparse.Namespace) -> Results:
+async def main(args: argparse.Namespace, command: str = "python -m bench.run") -> Results:
     q = args.quick
     rows = {int(r) for r in args.rows.split(",") if r.strip()}
-    res = Results(quick=q, started=time.time(), machine=machine())
+    res = Results(quick=q, started=time.time(), machine=machine(), command=command)
+
+    def save() -> None:
+        """After every row, so a late failure (row 4 runs for an hour at 10,000) keeps the others."""
+        save_results(res, args.results)
+
     res.params = {
         "ack_seconds": args.ack_seconds if args.ack_seconds is not None else (2.0 if q else 30.0),
         "rates": [float(r) for r in args.rates.split(",")],
@@ -62,16 +73,19 @@ async def main(args: argparse.Namespace) -> Results:
         if 6 in rows:
             _log("row 6: PAdES signing and validation by key type")
             res.signing = await asyncio.to_thread(signing.run, p["sign_iterations"], _log)
+            save()
         if 3 in rows:
             _log("row 3: cost per flow (time-skipping server)")
             res.costs = await cost.run(root / "cost", quick=q, log=_log)
+            save()
         if rows & {1, 2, 4, 5}:
-            await _dev_rows(res, rows, root, _log)
+            await _dev_rows(res, rows, root, _log, save)
     res.finished = time.time()
+    save()
     return res
 
 
-async def _dev_rows(res: Results, rows: set[int], root: Path, log: Any) -> None:
+async def _dev_rows(res: Results, rows: set[int], root: Path, log: Any, save: Callable[[], None]) -> None:
     p = res.params
     async with dev_server() as env:
         client = env.client
@@ -86,12 +100,15 @@ async def _dev_rows(res: Results, rows: set[int], root: Path, log: Any) -> None:
                     log("row 1: callback acknowledgement (open loop)")
                     res.ack = await ack.run(client, ack_api, ack_settings.task_queue + "-empty", p["rates"],
                                             p["ack_seconds"], log)
+                    save()
                 if 5 in rows:
                     log("row 5: signal to card")
                     res.card = await card.run(client, main_settings, sink, p["card_samples"], log)
+                    save()
                 if 2 in rows:
                     log("row 2: end-to-end throughput")
                     res.e2e = await e2e.run(client, main_settings, sink, api, p["e2e_flows"], log)
+                    save()
                 if 4 in rows:
                     log(f"row 4: {p['waiting_flows']} flows waiting at once")
                     n = p["waiting_flows"]
@@ -102,8 +119,10 @@ async def _dev_rows(res: Results, rows: set[int], root: Path, log: Any) -> None:
                     res.waiting = await waiting.run_signbridge(
                         client, main_settings, sink, api, ack_api, worker, n, rate,
                         ack_seconds=2.0 if res.quick else 10.0, log=log)
+                    save()
                     res.waiting_base = await waiting.run_baseline(client, main_settings, sink, base_worker, n,
                                                                   p["start_rates"][1], log=log)
+                    save()
                     if p["capped_cache"]:
                         capped_settings = main_settings.model_copy(
                             update={"task_queue": main_settings.task_queue + "-capped"})
@@ -136,8 +155,7 @@ def _command(argv: list[str]) -> str:
 def cli(argv: list[str] | None = None) -> int:
     args = parse(argv)
     t = time.monotonic()
-    res = asyncio.run(main(args))
-    res.command = _command(sys.argv[1:] if argv is None else argv)
+    res = asyncio.run(main(args, _command(sys.argv[1:] if argv is None else argv)))
     out = args.out if args.out is not None else (None if args.quick else Path("docs/benchmarks.md"))
     text = write_report(res)
     if out is not None:

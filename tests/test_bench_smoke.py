@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench import cost
+from bench.report import Results, load_results, save_results, write_report
 
 
 async def test_cost_row_quick_waiting_adds_only_reminders(tmp_path: Path) -> None:
@@ -31,3 +32,17 @@ async def test_cost_row_quick_waiting_adds_only_reminders(tmp_path: Path) -> Non
     assert week.reminders == 3  # 24 h, 48 h, 72 h — then no more (reminder_max)
     assert week.polls == 0
     assert week.events - at_once.events <= week.reminders * cost.EVENTS_PER_REMINDER, (week, at_once)
+
+
+async def test_saved_results_render_the_same_report(tmp_path: Path) -> None:
+    """`python -m bench.report` renders a run again from what `bench.run` saved after each row."""
+    costs = await cost.run(tmp_path / "cost", quick=True, log=lambda _msg: None)
+    res = Results(quick=True, started=0.0, machine={"CPU": "test"}, costs=costs,
+                  command="python -m bench.run --quick --rows 3")
+    save_results(res, tmp_path / "results.pickle")
+    again = load_results(tmp_path / "results.pickle")
+    text = write_report(again)
+    assert text == write_report(res)
+    plain = next(c for c in costs if c.name == "2 serial, no reminders")
+    assert f"| 2 serial, no reminders | COMPLETED | {plain.events} / " in text
+    assert "`python -m bench.run --quick --rows 3`" in text
