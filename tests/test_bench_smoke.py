@@ -46,3 +46,22 @@ async def test_saved_results_render_the_same_report(tmp_path: Path) -> None:
     plain = next(c for c in costs if c.name == "2 serial, no reminders")
     assert f"| 2 serial, no reminders | COMPLETED | {plain.events} / " in text
     assert "`python -m bench.run --quick --rows 3`" in text
+
+
+def test_a_full_scale_run_supplies_row_4_at_10000_and_the_rss_verdict() -> None:
+    """The RSS target is judged on the full-scale run when one is attached, not on extrapolation."""
+    from bench.waiting import WaitResult
+
+    def waited(n: int, rss: float, peak: float) -> WaitResult:
+        return WaitResult(n=n, setup_seconds=n / 9, rss_mb=rss, peak_rss_mb=peak, idle_rss_mb=180, ack=None,
+                          complete_seconds=n / 5, completed=n, warm_rss_mb=rss - 20, warm_n=n // 2)
+
+    main = Results(quick=False, started=0.0, machine={}, waiting=waited(300, 240, 250),
+                   waiting_base=waited(300, 120, 125))
+    assert "met by extrapolation, not measured at 10,000" in write_report(main)
+    main.full_scale = Results(quick=False, started=0.0, machine={}, command="python -m bench.run --rows 4",
+                              waiting=waited(10_000, 900, 1100), waiting_base=waited(10_000, 300, 310))
+    text = write_report(main)
+    assert "### At 10,000 flows" in text and "`python -m bench.run --rows 4`" in text
+    target = next(line for line in text.splitlines() if line.startswith("| 10,000 waiting flows"))
+    assert "900 MiB with 10000 waiting" in target and "**missed**" in target  # the 1,100 MiB high-water mark
