@@ -434,6 +434,10 @@ def _waiting_table(wt: Any, b: Any, w: Any) -> None:
       f"{_f(b.complete_seconds) if b else 'n/a'} ({b.completed if b else 0} done) | "
       f"{_ratio(wt.complete_seconds, b.complete_seconds) if both else 'n/a'} |")
     w("")
+    for name, res in (("SignBridge", wt), ("baseline", b)):
+        if res is not None and res.completed < res.n:
+            w(f"Only {res.completed} of {res.n} {name} flows were seen to complete within the bench's patience, "
+              "so that completion time is not comparable and no ratio is given.\n")
 
 
 def _card(r: Results, w: Any) -> None:
