@@ -158,15 +158,9 @@ async def _rig(env: WorkflowEnvironment, settings: Settings, monkeypatch: pytest
         yield rig
 
 
-@asynccontextmanager
-async def _flow_rig(env: WorkflowEnvironment, settings: Settings,
-                    monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[E2E, SimSigning]]:
-    with DocuSealSim(KEY, SECRET).running() as sim:
-        async with _rig(env, settings, monkeypatch, sim) as rig:
-            yield rig, SimSigning(sim, lambda: sim.submissions, who=lambda p: p.id, flow_key=int)
-
-
-FLOW = FlowCase("docuseal", _flow_rig)  # the shared flows: tests/test_provider_flows.py
+FLOW = FlowCase(  # the shared flows: tests/test_provider_flows.py
+    "docuseal", simulator=lambda settings: DocuSealSim(KEY, SECRET).running(),
+    rig=_rig, signing=lambda sim: SimSigning(sim, lambda: sim.submissions, who=lambda p: p.id, flow_key=int))
 
 
 @pytest.fixture

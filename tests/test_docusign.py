@@ -241,15 +241,9 @@ async def _rig(env: WorkflowEnvironment, settings: Settings, monkeypatch: pytest
         yield rig
 
 
-@asynccontextmanager
-async def _flow_rig(env: WorkflowEnvironment, settings: Settings,
-                    monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[E2E, SimSigning]]:
-    with DocuSignSim(IK, USER, ACCOUNT, PUBLIC_PEM, [HMAC_KEY]).running() as sim:
-        async with _rig(env, settings, monkeypatch, sim) as rig:
-            yield rig, SimSigning(sim, lambda: sim.envelopes, who=lambda p: str(p.email))
-
-
-FLOW = FlowCase("docusign", _flow_rig)  # the shared flows: tests/test_provider_flows.py
+FLOW = FlowCase(  # the shared flows: tests/test_provider_flows.py
+    "docusign", simulator=lambda settings: DocuSignSim(IK, USER, ACCOUNT, PUBLIC_PEM, [HMAC_KEY]).running(),
+    rig=_rig, signing=lambda sim: SimSigning(sim, lambda: sim.envelopes, who=lambda p: str(p.email)))
 
 
 @pytest.fixture

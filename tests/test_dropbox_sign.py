@@ -159,15 +159,9 @@ async def _rig(env: WorkflowEnvironment, settings: Settings, monkeypatch: pytest
         yield rig
 
 
-@asynccontextmanager
-async def _flow_rig(env: WorkflowEnvironment, settings: Settings,
-                    monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[E2E, SimSigning]]:
-    with DropboxSignSim(KEY).running() as sim:
-        async with _rig(env, settings, monkeypatch, sim) as rig:
-            yield rig, SimSigning(sim, lambda: sim.requests, who=lambda p: str(p.email))
-
-
-FLOW = FlowCase("dropbox_sign", _flow_rig)  # the shared flows: tests/test_provider_flows.py
+FLOW = FlowCase(  # the shared flows: tests/test_provider_flows.py
+    "dropbox_sign", simulator=lambda settings: DropboxSignSim(KEY).running(),
+    rig=_rig, signing=lambda sim: SimSigning(sim, lambda: sim.requests, who=lambda p: str(p.email)))
 
 
 @pytest.fixture

@@ -263,15 +263,10 @@ def _account(person: Person) -> str:
     return digits[-11:] if digits else str(person.email)
 
 
-@asynccontextmanager
-async def _flow_rig(env: WorkflowEnvironment, settings: Settings,
-                    monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[E2E, SimSigning]]:
-    with EsignCnSim(APP_ID, SECRET, settings.data_dir / "sim-ca").running() as sim:
-        async with _rig(env, settings, monkeypatch, sim) as rig:
-            yield rig, SimSigning(sim, lambda: sim.flows, who=_account)
-
-
-FLOW = FlowCase("esign_cn", _flow_rig, people=(A_, B_))  # the shared flows: tests/test_provider_flows.py
+FLOW = FlowCase(  # the shared flows: tests/test_provider_flows.py
+    "esign_cn", simulator=lambda settings: EsignCnSim(APP_ID, SECRET, settings.data_dir / "sim-ca").running(),
+    rig=_rig, signing=lambda sim: SimSigning(sim, lambda: sim.flows, who=_account),
+    people=(A_, B_))
 
 
 @pytest.fixture

@@ -159,15 +159,9 @@ async def _rig(env: WorkflowEnvironment, settings: Settings, monkeypatch: pytest
         yield rig
 
 
-@asynccontextmanager
-async def _flow_rig(env: WorkflowEnvironment, settings: Settings,
-                    monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[E2E, SimSigning]]:
-    with FadadaSim(APP_ID, SECRET).running() as sim:
-        async with _rig(env, settings, monkeypatch, sim) as rig:
-            yield rig, SimSigning(sim, lambda: sim.tasks, who=lambda p: p.id)
-
-
-FLOW = FlowCase("fadada", _flow_rig)  # the shared flows: tests/test_provider_flows.py
+FLOW = FlowCase(  # the shared flows: tests/test_provider_flows.py
+    "fadada", simulator=lambda settings: FadadaSim(APP_ID, SECRET).running(),
+    rig=_rig, signing=lambda sim: SimSigning(sim, lambda: sim.tasks, who=lambda p: p.id))
 
 
 @pytest.fixture

@@ -52,7 +52,7 @@ class Flow:
 async def flow(request: pytest.FixtureRequest, dev_env: WorkflowEnvironment, settings: Settings,
                monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Flow]:
     case: FlowCase = request.param
-    async with case.rig(dev_env, settings, monkeypatch) as (rig, at):
+    async with case.run(dev_env, settings, monkeypatch) as (rig, at):
         yield Flow(rig, at, *case.people)
 
 

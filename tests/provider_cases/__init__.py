@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -169,15 +169,21 @@ class SimSigning:
         return bool(self.sim.may_sign(self.flow_key(flow_id), self.who(person)))
 
 
-FlowRig = Callable[[WorkflowEnvironment, Settings, pytest.MonkeyPatch],
-                   AbstractAsyncContextManager[tuple[E2E, SimSigning]]]
-
-
 @dataclass(frozen=True)
 class FlowCase:
-    """How to run one provider's simulator behind the real worker and API (`rig`), and the two
-    signers its flows use (e签宝 reaches people by phone number, so its signers carry one)."""
+    """How to run one provider's simulator (`simulator`, from the test's settings) behind the real
+    worker and API (`rig`, the provider module's own e2e setup), how a person acts there
+    (`signing`), and the two signers its flows use (e签宝 reaches people by phone number)."""
 
     name: str
-    rig: FlowRig
+    simulator: Callable[[Settings], AbstractContextManager[Any]]
+    rig: Callable[[WorkflowEnvironment, Settings, pytest.MonkeyPatch, Any], AbstractAsyncContextManager[E2E]]
+    signing: Callable[[Any], SimSigning]
     people: tuple[Person, Person] = (A, B)
+
+    @asynccontextmanager
+    async def run(self, env: WorkflowEnvironment, settings: Settings,
+                  monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[E2E, SimSigning]]:
+        with self.simulator(settings) as sim:
+            async with self.rig(env, settings, monkeypatch, sim) as rig:
+                yield rig, self.signing(sim)
