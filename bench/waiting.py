@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -30,6 +31,22 @@ def _patience(n: int) -> float:
     """Seconds to wait for any one flow: with N in the thousands, a flow started early in the
     open loop may reach its link only after most of the others (the machine opens ~10/s)."""
     return max(600.0, n / 4)
+
+
+async def _open_all(n: int, rate: float, start: Callable[[int], Awaitable[None]], pid: int) -> tuple[float, float]:
+    """Open `n` flows open loop at `rate`, in two halves; (seconds taken, worker RSS at the half).
+
+    RSS is read at two quiet points — half the flows waiting, then all — so the slope per flow
+    excludes one-time costs (imports, caches, the allocator's high-water mark of the opening burst).
+    """
+    t0 = time.monotonic()
+    half = n // 2
+    await open_loop(rate, half / rate, start, timeout=_patience(n))
+    await asyncio.sleep(2)
+    warm = rss_mb(pid)[0]
+    await open_loop(rate, (n - half) / rate, start, timeout=_patience(n))
+    await asyncio.sleep(2)
+    return time.monotonic() - t0, warm
 
 
 @dataclass
@@ -62,24 +79,13 @@ async def run_signbridge(client: Client, settings: Settings, sink: TimedSink, ap
     t = timing(poll_after=timedelta(days=30))  # provider events arrive by webhook; no polling
     handles: list[Any] = []
     links: dict[str, str] = {}
-    t0 = time.monotonic()
-
-    # RSS is read at two quiet points — half the flows waiting, then all — so the slope per flow
-    # excludes one-time costs (imports, caches, the allocator's high-water mark of the opening burst).
-    warm_at = n // 2
-    warm: list[float] = []
 
     async def start(i: int) -> None:
         h = await start_flow(client, settings, [[a]], "wait", t)
         handles.append(h)
         links[h.id] = await sink.link(h.id, a.id, timeout=_patience(n))
 
-    await open_loop(start_rate, warm_at / start_rate, start, timeout=_patience(n))
-    await asyncio.sleep(2)
-    warm.append(rss_mb(worker.pid)[0])
-    await open_loop(start_rate, (n - warm_at) / start_rate, start, timeout=_patience(n))
-    await asyncio.sleep(2)
-    setup = time.monotonic() - t0
+    setup, warm = await _open_all(n, start_rate, start, worker.pid)
     rss, peak = rss_mb(worker.pid)
     log(f"  waiting: {len(links)}/{n} flows waiting after {setup:.1f} s; worker RSS {rss:.0f} MiB "
         f"(peak {peak:.0f}, idle {idle:.0f})")
@@ -104,29 +110,20 @@ async def run_signbridge(client: Client, settings: Settings, sink: TimedSink, ap
     rss2, peak2 = rss_mb(worker.pid)
     ok = sum(1 for r in results if r is True)
     log(f"  waiting: {ok}/{n} completed {done:.1f} s after the signatures began; RSS now {rss2:.0f} MiB")
-    return WaitResult(n, setup, rss, max(peak, peak2), idle, ack, done, ok, warm[0] if warm else idle, warm_at)
+    return WaitResult(n, setup, rss, max(peak, peak2), idle, ack, done, ok, warm, n // 2)
 
 
 async def run_baseline(client: Client, settings: Settings, sink: TimedSink, worker: subprocess.Popen[bytes],
                        n: int, start_rate: float, log: Any = print) -> WaitResult:
     idle, _ = rss_mb(worker.pid)
     handles: list[Any] = []
-    t0 = time.monotonic()
-
-    warm_at = n // 2
-    warm: list[float] = []
 
     async def start(i: int) -> None:
         h = await start_baseline(client, settings, 1, "waitbase")
         handles.append(h)
         await sink.link(h.id, SIGNERS[0].id, timeout=_patience(n))
 
-    await open_loop(start_rate, warm_at / start_rate, start, timeout=_patience(n))
-    await asyncio.sleep(2)
-    warm.append(rss_mb(worker.pid)[0])
-    await open_loop(start_rate, (n - warm_at) / start_rate, start, timeout=_patience(n))
-    await asyncio.sleep(2)
-    setup = time.monotonic() - t0
+    setup, warm = await _open_all(n, start_rate, start, worker.pid)
     rss, peak = rss_mb(worker.pid)
     t1 = time.monotonic()
     sem = asyncio.Semaphore(50)
@@ -148,7 +145,7 @@ async def run_baseline(client: Client, settings: Settings, sink: TimedSink, work
         log(f"  waiting baseline: {len(failures)} not completed, first: {failures[0]!r}")
     log(f"  waiting baseline: {n} waiting after {setup:.1f} s, RSS {rss:.0f} MiB (idle {idle:.0f}); "
         f"{ok} completed in {done:.1f} s")
-    return WaitResult(n, setup, rss, peak, idle, None, done, ok, warm[0] if warm else idle, warm_at)
+    return WaitResult(n, setup, rss, peak, idle, None, done, ok, warm, n // 2)
 
 
 @dataclass
@@ -178,9 +175,6 @@ async def run_capped(client: Client, settings: Settings, sink: TimedSink, worker
     t = timing(poll_after=timedelta(days=30))
     handles: list[Any] = []
     waiting = 0
-    warm_at = n // 2
-    warm: list[float] = []
-    t0 = time.monotonic()
 
     async def start(i: int) -> None:
         nonlocal waiting
@@ -189,12 +183,7 @@ async def run_capped(client: Client, settings: Settings, sink: TimedSink, worker
         await sink.link(h.id, a.id, timeout=_patience(n))
         waiting += 1
 
-    await open_loop(start_rate, warm_at / start_rate, start, timeout=_patience(n))
-    await asyncio.sleep(2)
-    warm.append(rss_mb(worker.pid)[0])
-    await open_loop(start_rate, (n - warm_at) / start_rate, start, timeout=_patience(n))
-    await asyncio.sleep(2)
-    setup = time.monotonic() - t0
+    setup, warm = await _open_all(n, start_rate, start, worker.pid)
     rss, _ = rss_mb(worker.pid)
     log(f"  waiting, cache capped at {cap}: {waiting}/{n} waiting after {setup:.1f} s; worker RSS {rss:.0f} MiB "
         f"(idle {idle:.0f})")
@@ -206,4 +195,4 @@ async def run_capped(client: Client, settings: Settings, sink: TimedSink, worker
         sink.forget(h.id)
 
     await asyncio.gather(*(end(h) for h in handles), return_exceptions=True)
-    return CappedResult(n, cap, setup, rss, idle, waiting, warm[0] if warm else idle, warm_at)
+    return CappedResult(n, cap, setup, rss, idle, waiting, warm, n // 2)

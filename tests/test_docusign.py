@@ -25,7 +25,7 @@ from signbridge.settings import Settings
 from store.blobs import FileBlobStore, sha256_hex
 from store.db import create_all, get_engine
 from store.tables import ProviderLink
-from tests.provider_cases import E2E, A, B, C, FlowCase, SimSigning, provider_e2e
+from tests.provider_cases import E2E, A, B, C, FlowCase, SimSigning, e2e_fixture, provider_e2e
 from tests.sim.docusign_sim import DocuSignSim
 
 IK, USER, ACCOUNT, HMAC_KEY = "ik-123", "user-456", "acct-789", "connect-key"
@@ -246,11 +246,7 @@ FLOW = FlowCase(  # the shared flows: tests/test_provider_flows.py
     rig=_rig, signing=lambda sim: SimSigning(sim, lambda: sim.envelopes, who=lambda p: str(p.email)))
 
 
-@pytest.fixture
-async def e2e(dev_env: WorkflowEnvironment, settings: Settings, sim: DocuSignSim,
-              monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[E2E]:
-    async with _rig(dev_env, settings, monkeypatch, sim) as rig:
-        yield rig
+e2e = e2e_fixture(FLOW)
 
 
 async def test_e2e_groups_in_order_complete(e2e: E2E, sim: DocuSignSim) -> None:

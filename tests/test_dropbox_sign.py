@@ -19,7 +19,7 @@ from signbridge.models import CreateFlowInput, DocumentInfo, OpenGroupInput, Per
 from signbridge.pdf.sample import sample_contract
 from signbridge.settings import Settings
 from store.blobs import FileBlobStore, sha256_hex
-from tests.provider_cases import E2E, A, B, C, FlowCase, SimSigning, provider_e2e
+from tests.provider_cases import E2E, A, B, C, FlowCase, SimSigning, e2e_fixture, provider_e2e
 from tests.provider_cases.dropbox_sign import encode
 from tests.sim.dropbox_sign_sim import DropboxSignSim
 
@@ -164,11 +164,7 @@ FLOW = FlowCase(  # the shared flows: tests/test_provider_flows.py
     rig=_rig, signing=lambda sim: SimSigning(sim, lambda: sim.requests, who=lambda p: str(p.email)))
 
 
-@pytest.fixture
-async def e2e(dev_env: WorkflowEnvironment, settings: Settings, sim: DropboxSignSim,
-              monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[E2E]:
-    async with _rig(dev_env, settings, monkeypatch, sim) as rig:
-        yield rig
+e2e = e2e_fixture(FLOW)
 
 
 async def test_e2e_mixed_groups_complete(e2e: E2E, sim: DropboxSignSim) -> None:

@@ -30,7 +30,7 @@ from signbridge.settings import Settings
 from store.blobs import FileBlobStore, sha256_hex
 from store.db import get_engine
 from store.tables import AuditEvent
-from tests.provider_cases import E2E, A, B, C, FlowCase, SimSigning, provider_e2e
+from tests.provider_cases import E2E, A, B, C, FlowCase, SimSigning, e2e_fixture, provider_e2e
 from tests.sim.esign_cn_sim import FLOW_STATE, PARAM_ERROR, EsignCnSim
 
 APP_ID, SECRET = "sim-app-id", "sim-app-secret"
@@ -269,11 +269,7 @@ FLOW = FlowCase(  # the shared flows: tests/test_provider_flows.py
     people=(A_, B_))
 
 
-@pytest.fixture
-async def e2e(dev_env: WorkflowEnvironment, settings: Settings, sim: EsignCnSim,
-              monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[E2E]:
-    async with _rig(dev_env, settings, monkeypatch, sim) as rig:
-        yield rig
+e2e = e2e_fixture(FLOW)
 
 
 def _links(rig: E2E, handle: Any, *people: Person) -> bool:

@@ -19,7 +19,7 @@ from signbridge.models import CreateFlowInput, DocumentInfo, OpenGroupInput, Per
 from signbridge.pdf.sample import sample_contract
 from signbridge.settings import Settings
 from store.blobs import FileBlobStore, sha256_hex
-from tests.provider_cases import E2E, A, B, C, FlowCase, SimSigning, provider_e2e
+from tests.provider_cases import E2E, A, B, C, FlowCase, SimSigning, e2e_fixture, provider_e2e
 from tests.provider_cases.fadada import delivery
 from tests.sim.fadada_sim import FadadaSim
 
@@ -164,11 +164,7 @@ FLOW = FlowCase(  # the shared flows: tests/test_provider_flows.py
     rig=_rig, signing=lambda sim: SimSigning(sim, lambda: sim.tasks, who=lambda p: p.id))
 
 
-@pytest.fixture
-async def e2e(dev_env: WorkflowEnvironment, settings: Settings, sim: FadadaSim,
-              monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[E2E]:
-    async with _rig(dev_env, settings, monkeypatch, sim) as rig:
-        yield rig
+e2e = e2e_fixture(FLOW)
 
 
 async def test_e2e_groups_in_order_complete(e2e: E2E, sim: FadadaSim) -> None:

@@ -187,3 +187,16 @@ class FlowCase:
         with self.simulator(settings) as sim:
             async with self.rig(env, settings, monkeypatch, sim) as rig:
                 yield rig, self.signing(sim)
+
+
+def e2e_fixture(case: FlowCase) -> Any:
+    """A provider module's `e2e` fixture: its rig around the module's own `sim` fixture, so a test
+    can drive the simulator in provider-specific ways the shared flows do not."""
+
+    @pytest.fixture
+    async def e2e(dev_env: WorkflowEnvironment, settings: Settings, sim: Any,
+                  monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[E2E]:
+        async with case.rig(dev_env, settings, monkeypatch, sim) as rig:
+            yield rig
+
+    return e2e
