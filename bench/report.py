@@ -40,10 +40,14 @@ class Results:
     full_scale: Any = None
 
 
+def _full_waiting(r: Results) -> Any:
+    """Row 4 of the attached full-scale run, or None."""
+    return r.full_scale.waiting if r.full_scale is not None else None
+
+
 def _scale(r: Results) -> Any:
     """The row-4 result the RSS target is judged by: the full-scale run's when there is one."""
-    full = r.full_scale
-    return full.waiting if full is not None and full.waiting else r.waiting
+    return _full_waiting(r) or r.waiting
 
 
 def _version(pkg: str) -> str:
@@ -118,7 +122,7 @@ def write_report(r: Results) -> str:
       "Regenerate with `make bench` (the defaults: 300 waiting flows in row 4, under 20 minutes) or the "
       "command above.\n")
     full = r.full_scale
-    if full is not None and full.waiting:
+    if _full_waiting(r):
         fwhen = dt.datetime.fromtimestamp(full.started, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
         ftook = (full.finished - full.started) / 60 if full.finished else math.nan
         w(f"Row 4 is also measured at the issue's {full.waiting.n:,} waiting flows, in a run of its own "
@@ -375,7 +379,7 @@ def _waiting(r: Results, w: Any) -> None:
       "baseline worker process, then signalled.\n")
     ec = next((x for x in r.signing if x.key_type == "EC P-256"), None)
     sign_cost = f"{_f(ec.sign_ms, 0)} ms" if ec else "~150 ms"
-    if wt.n < 10_000 and not (r.full_scale is not None and r.full_scale.waiting):
+    if wt.n < 10_000 and not _full_waiting(r):
         w(f"**Measured at N = {wt.n}, not the issue's 10,000**: on 2 cores, opening a flow costs its steps "
           "(prepare, create_flow, open_group, then the card and the link as local activities) and completing "
           "it one PAdES "
@@ -388,7 +392,7 @@ def _waiting(r: Results, w: Any) -> None:
           "(`SIGNBRIDGE_WORKER_MAX_CACHED_WORKFLOWS`, default 1,000); beyond it flows are evicted, not kept.\n")
     _waiting_table(wt, b, w)
     full = r.full_scale
-    if full is not None and full.waiting:
+    if _full_waiting(r):
         fw, fb = full.waiting, full.waiting_base
         frates = full.params.get("start_rates") or [math.nan, math.nan]
         w(f"### At {fw.n:,} flows (the run of its own named above)\n")
