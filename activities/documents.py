@@ -15,6 +15,7 @@ from temporalio.exceptions import ApplicationError
 from activities.deps import Deps
 from activities.errors import connector_errors, rejected
 from connectors.chat.base import InputProblem
+from connectors.fetch import FetchPolicy, FetchRefused, fetch
 from signbridge.models import (
     DocumentInfo,
     DocumentSource,
@@ -132,17 +133,23 @@ class DocumentActivities:
         return validate_pdf(data, [ca.certificate])
 
     async def _fetch(self, req: SigningRequest, source: DocumentSource) -> bytes:
-        """An upload is in the blob store already; anything else comes through the chat's file API."""
+        """An upload is in the blob store already; a REST caller's URL is fetched directly from the
+        hosts allowed for REST (never with a chat's credentials); a chat's file through its file API."""
         if source.blob_key:
             try:
                 return self.deps.blobs.get(source.blob_key)
             except BlobNotFound as e:
                 raise rejected(f"上传的文件已不存在（The uploaded file {source.name} is gone）") from e
+        settings = self.deps.settings
         try:
             with connector_errors():
-                return await self.deps.chat(req.chat.platform).download(
-                    req.chat, source, self.deps.settings.max_document_bytes)
-        except InputProblem as e:
+                if source.origin == "api":
+                    policy = FetchPolicy.from_settings(settings, settings.api_file_host_list,
+                                                       "SIGNBRIDGE_API_FILE_HOSTS")
+                    return await fetch(source.url or "", name=source.name, policy=policy,
+                                       max_bytes=settings.max_document_bytes)
+                return await self.deps.chat(req.chat.platform).download(req.chat, source, settings.max_document_bytes)
+        except (InputProblem, FetchRefused) as e:
             raise rejected(e.message) from e
 
     def _store(self, data: bytes, name: str, source: str) -> DocumentInfo:

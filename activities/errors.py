@@ -10,6 +10,7 @@ from temporalio.exceptions import ApplicationError
 
 from connectors.chat.base import ChatError
 from connectors.esign.base import ProviderError
+from connectors.fetch import FetchFailed
 
 REJECTED = "Rejected"
 
@@ -25,7 +26,7 @@ def connector_errors() -> Iterator[None]:
     fail at once what won't (a 4xx refusal), which the workflow then shows as STUCK."""
     try:
         yield
-    except (ChatError, ProviderError) as e:
+    except (ChatError, ProviderError, FetchFailed) as e:
         retry_after = getattr(e, "retry_after", None)
         if getattr(e, "non_retryable", False):
             raise ApplicationError(str(e), type=type(e).__name__, non_retryable=True) from e

@@ -129,7 +129,7 @@ async def create_request(
         document = DocumentSource(name=upload.filename or body.file_name or "document.pdf", blob_key=key)
     elif body.file_url:
         document = DocumentSource(name=body.file_name or body.file_url.rsplit("/", 1)[-1] or "document.pdf",
-                                  url=body.file_url, sha256=body.file_sha256)
+                                  url=body.file_url, sha256=body.file_sha256, origin="api")
     request_id = f"sign:api:default:{idempotency_key or uuid.uuid4().hex}"
     req = SigningRequest(
         request_id=request_id,

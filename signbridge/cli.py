@@ -189,8 +189,11 @@ def run(
     api_port: Annotated[int, typer.Option(help="API port")] = API_PORT,
 ) -> None:
     """Start everything in the foreground: Temporal dev server, worker and API. Ctrl-C stops it all."""
-    # Without a company IM configured, outbound chat calls go to where `signbridge demo` listens.
-    os.environ.setdefault("SIGNBRIDGE_WEBHOOK_OUTBOUND_URL", DEMO_OUTBOUND_URL)
+    # Without a company IM configured, outbound chat calls go to where `signbridge demo` listens,
+    # and the demo's file comes from there too: loopback, which fetching refuses unless allowed.
+    if "SIGNBRIDGE_WEBHOOK_OUTBOUND_URL" not in os.environ:
+        os.environ["SIGNBRIDGE_WEBHOOK_OUTBOUND_URL"] = DEMO_OUTBOUND_URL
+        os.environ.setdefault("SIGNBRIDGE_FETCH_ALLOW_NETWORKS", "127.0.0.1/32")
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     host, port = _split_address(settings.temporal_address)

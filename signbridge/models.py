@@ -61,6 +61,9 @@ class DocumentSource(BaseModel):
     url: str | None = None
     blob_key: str | None = None
     sha256: str | None = None  # what the sender claims; checked against what we fetch
+    # Who named `url`: the chat (fetched through that chat's file API, with its credentials) or a
+    # REST caller (fetched directly, from SIGNBRIDGE_API_FILE_HOSTS only, with no credentials).
+    origin: Literal["chat", "api"] = "chat"
 
 
 class Timing(BaseModel):

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 from functools import lru_cache
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -44,7 +46,14 @@ class Settings(BaseSettings):
     bot_name: str = "SignBridge"  # how people @-mention the bot in chat commands
     default_provider: str = "local"
     max_document_bytes: int = 20 * 1024 * 1024
-    fetch_timeout_seconds: float = 30.0
+    fetch_timeout_seconds: float = 30.0  # one document fetch, every redirect included
+
+    # Where documents may be fetched from (comma separated). File URLs are untrusted input: only
+    # these hosts are asked, and never at an internal address unless its network is listed in
+    # `fetch_allow_networks` (CIDR, e.g. an on-premises IM at 10.0.0.0/8).
+    webhook_file_hosts: str = ""  # empty: the host of webhook_outbound_url
+    api_file_hosts: str = ""  # REST `file_url`; empty: REST callers must upload the file
+    fetch_allow_networks: str = ""
 
     # Defaults for each request; a request may override them.
     deadline: timedelta = timedelta(days=7)
@@ -67,9 +76,30 @@ class Settings(BaseSettings):
     def _strip_slash(cls, v: str) -> str:
         return v.rstrip("/")
 
+    @field_validator("fetch_allow_networks")
+    @classmethod
+    def _networks_parse(cls, v: str) -> str:
+        _networks(v)  # a typo must stop the service at start, not open or close a network silently
+        return v
+
     @property
     def api_key_list(self) -> list[str]:
         return [k.strip() for k in self.api_keys.split(",") if k.strip()]
+
+    @property
+    def webhook_file_host_list(self) -> list[str]:
+        """The webhook IM hands out its files from its own host unless told otherwise."""
+        hosts = _hosts(self.webhook_file_hosts)
+        outbound = urlsplit(self.webhook_outbound_url).hostname
+        return hosts or ([outbound] if outbound else [])
+
+    @property
+    def api_file_host_list(self) -> list[str]:
+        return _hosts(self.api_file_hosts)
+
+    @property
+    def fetch_allow_network_list(self) -> list[IPv4Network | IPv6Network]:
+        return _networks(self.fetch_allow_networks)
 
     @property
     def operator_list(self) -> list[str]:
@@ -94,6 +124,14 @@ class Settings(BaseSettings):
         for name in ("webhook_secret", "link_secret"):
             if getattr(self, name).get_secret_value() == DEV_SECRET:
                 raise ValueError(f"SIGNBRIDGE_{name.upper()} must be set outside development")
+
+
+def _hosts(value: str) -> list[str]:
+    return [h.strip().lower().strip("[]") for h in value.split(",") if h.strip()]
+
+
+def _networks(value: str) -> list[IPv4Network | IPv6Network]:
+    return [ip_network(n.strip(), strict=False) for n in value.split(",") if n.strip()]
 
 
 @lru_cache

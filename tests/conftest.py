@@ -12,6 +12,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.api.enums.v1 import IndexedValueType
@@ -75,13 +76,21 @@ async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(
-        data_dir=tmp_path / "data",
-        webhook_secret="test-webhook-secret",  # type: ignore[arg-type]
-        link_secret="test-link-secret",  # type: ignore[arg-type]
+    return make_settings(tmp_path / "data")
+
+
+def make_settings(data_dir: Path, **overrides: Any) -> Settings:
+    """Settings for one test (or one module's shared harness): its own data dir and task queue."""
+    values: dict[str, Any] = dict(
+        data_dir=data_dir,
+        webhook_secret="test-webhook-secret",
+        link_secret="test-link-secret",
         api_keys="test-api-key",
         task_queue=f"tq-{uuid.uuid4().hex[:8]}",
+        # The tests' chats and file servers listen on loopback, which fetching refuses unless allowed.
+        fetch_allow_networks="127.0.0.1/32",
     )
+    return Settings(**{**values, **overrides})
 
 
 PG_ADMIN_URL = os.environ.get("SIGNBRIDGE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

@@ -228,6 +228,7 @@ def _worker_env(settings: Settings) -> dict[str, str]:
         "SIGNBRIDGE_WEBHOOK_SECRET": settings.webhook_secret.get_secret_value(),
         "SIGNBRIDGE_LINK_SECRET": settings.link_secret.get_secret_value(),
         "SIGNBRIDGE_WEBHOOK_OUTBOUND_URL": settings.webhook_outbound_url,
+        "SIGNBRIDGE_FETCH_ALLOW_NETWORKS": settings.fetch_allow_networks,
         "SIGNBRIDGE_PUBLIC_URL": settings.public_url,
         "SIGNBRIDGE_WORKER_METRICS_ADDRESS": "",  # no fixed port: tests run beside other workers
     })

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 
 from connectors.chat.base import ChatRejected, ChatUnavailable, InputProblem
+from connectors.fetch import FetchFailed, FetchPolicy, FetchRefused, fetch
 from signbridge import webhook_signature
 from signbridge.cards import Card
 from signbridge.models import ChatRef, DocumentInfo, DocumentSource, Person
@@ -31,6 +32,7 @@ from signbridge.settings import Settings
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 10.0
+FILE_HOSTS_SETTING = "SIGNBRIDGE_WEBHOOK_FILE_HOSTS"
 
 
 def card_idempotency_key(card_key: str, card: Card) -> str:
@@ -63,8 +65,9 @@ class WebhookChat:
     platform = "webhook"
 
     def __init__(self, outbound_url: str, secret: str, http: httpx.AsyncClient | None = None,
-                 timeout: float = DEFAULT_TIMEOUT) -> None:
+                 timeout: float = DEFAULT_TIMEOUT, files: FetchPolicy | None = None) -> None:
         self.outbound_url = outbound_url
+        self.files = files or FetchPolicy(hosts=(), hosts_setting=FILE_HOSTS_SETTING)  # none: fetch nothing
         self._secret = secret
         self._http = http
         self._timeout = timeout
@@ -90,40 +93,23 @@ class WebhookChat:
                           "sha256": document.sha256}, key)
 
     async def download(self, chat: ChatRef, source: DocumentSource, max_bytes: int) -> bytes:
-        """GET the file URL the chat sent, signed like every other call so the IM can authorise it."""
+        """GET the file URL the chat sent, signed like every other call so the IM can authorise it.
+
+        Only from the IM's file hosts (`SIGNBRIDGE_WEBHOOK_FILE_HOSTS`), and the signature goes to
+        that URL's origin only, never to where a redirect points (see `connectors.fetch`)."""
         if not source.url:
             raise InputProblem(f"文件 {source.name} 没有下载地址（{source.name} has no URL to fetch it from）")
-        headers = webhook_signature.headers(self._secret, b"")
-        mb = max_bytes // (1024 * 1024)
         try:
-            async with self._client() as http, http.stream("GET", source.url, headers=headers,
-                                                          timeout=self._timeout * 3) as resp:
-                if resp.status_code in (401, 403, 404, 410):
-                    raise InputProblem(f"无法下载 {source.name}（HTTP {resp.status_code}: the chat refused to hand "
-                                       "out the file; send it again）")
-                self._check(resp, "download")
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in resp.aiter_bytes():
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise InputProblem(f"{source.name}: 文件超过 {mb} MB 的上限（The file is larger than the "
-                                           f"{mb} MB limit）")
-                    chunks.append(chunk)
-                return b"".join(chunks)
-        except httpx.HTTPError as e:
-            raise ChatUnavailable(f"could not download {source.name} ({type(e).__name__}: {e})") from e
+            return await fetch(source.url, name=source.name, policy=self.files, max_bytes=max_bytes,
+                               credentials=webhook_signature.headers(self._secret, b""))
+        except FetchRefused as e:
+            raise InputProblem(e.message) from e
+        except FetchFailed as e:
+            raise ChatUnavailable(str(e)) from e
 
     async def resolve(self, chat: ChatRef, person: Person) -> Person:
         """The webhook IM sends contact data with each mention; there is no directory to ask."""
         return person
-
-    def _client(self) -> Any:
-        from contextlib import nullcontext
-
-        if self._http is not None:
-            return nullcontext(self._http)
-        return httpx.AsyncClient(timeout=self._timeout)
 
     async def _post(self, payload: dict[str, Any], key: str) -> None:
         if not self.outbound_url:
@@ -162,4 +148,6 @@ class WebhookChat:
 
 def build(settings: Settings, http: httpx.AsyncClient) -> WebhookChat:
     """Always on: without an outbound URL it only warns (development without a chat)."""
-    return WebhookChat(settings.webhook_outbound_url, settings.webhook_secret.get_secret_value(), http)
+    files = FetchPolicy.from_settings(settings, settings.webhook_file_host_list, FILE_HOSTS_SETTING)
+    return WebhookChat(settings.webhook_outbound_url, settings.webhook_secret.get_secret_value(), http,
+                       files=files)
