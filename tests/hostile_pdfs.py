@@ -27,7 +27,7 @@ from signbridge.pdf.pki import InstallationCA
 from signbridge.pdf.sample import sample_contract
 
 
-def rewrite(data: bytes, change: Callable[[PdfWriter], None]) -> bytes:
+def rewrite(data: bytes, change: Callable[[PdfWriter], object]) -> bytes:
     writer = PdfWriter(clone_from=PdfReader(BytesIO(data)))
     change(writer)
     out = BytesIO()
@@ -155,6 +155,18 @@ ACTIVE_FOUND = {
     "import data": ("import_data",),
     "rich media": ("rich_media",),
 }
+
+
+def widget_parent_loop(data: bytes) -> bytes:
+    """A widget annotation on the last page whose /Parent is itself: inherited-entry lookups must stop."""
+
+    def change(w: PdfWriter) -> None:
+        widget = _dict(Type="/Annot", Subtype="/Widget", Rect=_rect())
+        ref = w._add_object(widget)
+        widget[NameObject("/Parent")] = ref
+        w.pages[-1][NameObject("/Annots")] = ArrayObject([ref])
+
+    return rewrite(data, change)
 
 
 def harmless_extras(data: bytes) -> bytes:

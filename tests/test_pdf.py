@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 import pytest
 from asn1crypto import x509 as asn1_x509
@@ -45,16 +46,8 @@ SIGNERS = [
 # ---- helpers ------------------------------------------------------------------------------
 
 
-def _rewrite(data: bytes, change: Callable[[PdfWriter], None]) -> bytes:
-    writer = PdfWriter(clone_from=PdfReader(BytesIO(data)))
-    change(writer)
-    out = BytesIO()
-    writer.write(out)
-    return out.getvalue()
-
-
 def _encrypted(data: bytes) -> bytes:
-    return _rewrite(data, lambda w: w.encrypt("secret"))
+    return hostile.rewrite(data, lambda w: w.encrypt("secret"))
 
 
 def _zero_pages() -> bytes:
@@ -71,7 +64,7 @@ def _broken_content_stream(data: bytes) -> bytes:
         stream.set_data(b"BT /F1 12 Tf 72 700 Td (never closed Tj ET")
         w.pages[0][NameObject("/Contents")] = w._add_object(stream)
 
-    return _rewrite(data, change)
+    return hostile.rewrite(data, change)
 
 
 @dataclass(frozen=True)
@@ -164,6 +157,13 @@ def test_links_and_plain_form_fields_are_not_active_content() -> None:
     assert check_pdf(hostile.harmless_extras(sample_contract()), 10_000_000) == 2
 
 
+def test_a_parent_chain_that_loops_does_not_hang_the_check_or_the_signature(chain: Chain) -> None:
+    data = hostile.widget_parent_loop(sample_contract())
+    assert check_pdf(data, 10_000_000) == 2
+    signed = sign_pdf(data, chain.ca.issue("u-1", "张三"), signer_name="张三", position=1, signed_at=SIGNED_AT)
+    assert [r.trusted for r in validate_pdf(signed, [chain.ca.certificate])] == [True]
+
+
 def test_looping_prev_chain_passes_pypdf_but_not_the_dry_run() -> None:
     """pypdf reads the file (so the old check passed it); pyHanko cannot sign it: the dry run finds that."""
     data = hostile.looping_prev(sample_contract())
@@ -184,7 +184,8 @@ def test_a_document_signed_elsewhere_is_signed_beside_the_old_signature(chain: C
     reports = validate_pdf(signed, [chain.ca.certificate])
     assert [(r.field_name, r.trusted) for r in reports] == [("Signature1", False), ("Signature1_2", True)]
     assert all(r.intact and r.valid for r in reports)
-    rects = [[float(v) for v in a.get_object()["/Rect"]] for a in PdfReader(BytesIO(signed)).pages[-1]["/Annots"]]
+    annots: Any = PdfReader(BytesIO(signed)).pages[-1]["/Annots"]
+    rects = [[float(v) for v in a.get_object()["/Rect"]] for a in annots]
     (ax1, ay1, ax2, ay2), (bx1, by1, bx2, by2) = rects
     assert ax2 <= bx1 or bx2 <= ax1 or ay2 <= by1 or by2 <= ay1  # the stamps do not overlap
 
@@ -384,7 +385,8 @@ def test_a_long_name_signs_and_is_whole_in_the_signature_and_on_the_stamp(chain:
     text = page_text(data, 1)
     assert " ".join(LONG_LATIN.split()) in " ".join(text.split())  # wrapped at spaces: the words, in order
     assert LONG_CHINESE in "".join(text.split())
-    names = [PdfReader(BytesIO(data)).get_fields()[f]["/V"]["/Name"] for f in ("Signature1", "Signature2")]
+    fields = PdfReader(BytesIO(data)).get_fields() or {}
+    names = [fields[f]["/V"]["/Name"] for f in ("Signature1", "Signature2")]
     assert names == [LONG_LATIN, LONG_CHINESE]  # the signature dictionaries' /Name
 
 

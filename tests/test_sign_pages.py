@@ -80,10 +80,10 @@ class Pages:
     provider: LocalProvider
 
     async def flow(self, groups: list[list[Person]], *, title: str = "销售合同", record: bool = True,
-                   pages: int = 2, document: bytes | None = None) -> Flow:
+                   pages: int = 2, pdf: bytes | None = None) -> Flow:
         """A local flow with its first group open; `record`: a signing request row + a workflow to signal."""
         request_id = f"sign:test:{uuid.uuid4().hex[:12]}"
-        original = document or sample_contract(f"Contract {request_id[-12:]}", pages=pages)
+        original = pdf or sample_contract(f"Contract {request_id[-12:]}", pages=pages)
         key = self.provider.blobs.put(original)
         with Session(self.provider.engine) as s:
             if s.get(Document, key) is None:
@@ -301,7 +301,7 @@ async def test_signing_succeeds_when_the_event_cannot_be_delivered(pages: Pages)
 
 async def test_a_document_that_cannot_take_a_signature_is_a_422_not_a_500(pages: Pages) -> None:
     """A flow started before prepare's dry run existed may hold such a file: the signer is told, in words."""
-    flow = await pages.flow([[A]], document=hostile.looping_prev(sample_contract("Loop")))
+    flow = await pages.flow([[A]], pdf=hostile.looping_prev(sample_contract("Loop")))
     url = flow.links["u-1"]
     resp = secure(await pages.http.post(url, data={"name": "Alice Chen", "consent": "yes"}))
     assert resp.status_code == 422

@@ -18,6 +18,7 @@ import importlib.resources
 import textwrap
 import threading
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -46,6 +47,8 @@ STAMP_HEIGHT = 48
 STAMP_GAP = 8
 PAGE_MARGIN = 36
 FONT_SIZE = 11
+# Page trees and form field trees are never this deep; a /Parent chain that is, loops.
+MAX_LINEAGE = 64
 # For laying out long names: a half-width character is about half an em wide, lines are 1.2 em
 # apart, and the text keeps a few points from the border.
 _CELL_EM = 0.55
@@ -159,16 +162,24 @@ class SignatureReport:
     signed_at: dt.datetime | None
 
 
+def _lineage(node: generic.DictionaryObject) -> Iterator[generic.DictionaryObject]:
+    """`node`, its /Parent, that one's /Parent…: where inherited entries come from. A hostile
+    file may make the chain loop, so it stops after MAX_LINEAGE nodes."""
+    for _ in range(MAX_LINEAGE):
+        yield node
+        parent = node.get("/Parent")
+        if parent is None:
+            return
+        node = parent.get_object()
+
+
 def _page_box(page: generic.DictionaryObject) -> tuple[float, float, float, float]:
     """The visible area of a page: its (possibly inherited) CropBox, else MediaBox."""
-    node: generic.DictionaryObject | None = page
     boxes: dict[str, generic.ArrayObject] = {}
-    while node is not None:
+    for node in _lineage(page):
         for key in ("/CropBox", "/MediaBox"):
             if key in node and key not in boxes:
                 boxes[key] = node[key]
-        parent = node.get("/Parent")
-        node = parent.get_object() if parent is not None else None
     box = boxes.get("/CropBox") or boxes.get("/MediaBox")
     if box is None:
         return (0.0, 0.0, 612.0, 792.0)  # US Letter: what PDF readers assume without a MediaBox
@@ -231,11 +242,8 @@ def _signature_rects(page: generic.DictionaryObject) -> list[tuple[float, float,
     rects = []
     for ref in page.get("/Annots", generic.ArrayObject()):
         annot = ref.get_object()
-        field: generic.DictionaryObject | None = annot
-        while field is not None and "/FT" not in field:
-            parent = field.get("/Parent")
-            field = parent.get_object() if parent is not None else None
-        if annot.get("/Subtype") == "/Widget" and field is not None and field["/FT"] == "/Sig" and "/Rect" in annot:
+        field_type = next((node["/FT"] for node in _lineage(annot) if "/FT" in node), None)
+        if annot.get("/Subtype") == "/Widget" and field_type == "/Sig" and "/Rect" in annot:
             x1, y1, x2, y2 = (float(v) for v in annot["/Rect"])
             rects.append((min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)))
     return rects
