@@ -7,6 +7,9 @@ request id or the SHA-256, so a retried activity changes nothing the first try a
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import timedelta
 
 from sqlmodel import Session, select
 from temporalio import activity
@@ -25,10 +28,32 @@ from signbridge.models import (
     SigningRequest,
 )
 from signbridge.pdf.check import DocumentProblem, check_pdf
-from signbridge.signers import signer_problem
+from signbridge.signers import SignerProblem, checked_signers, clean_name, signer_problem
 from store import audit
 from store.blobs import BlobNotFound, sha256_hex
 from store.tables import Document, Identity, SigningRequestRecord, utcnow
+
+# How often `finish` heartbeats while it waits on a download or a validation; the workflow's
+# heartbeat timeout for it should be a few times this (20 s).
+FINISH_HEARTBEAT_EVERY = timedelta(seconds=5)
+
+
+@contextlib.asynccontextmanager
+async def heartbeating(every: timedelta) -> AsyncIterator[None]:
+    """Heartbeat every `every` while the body runs, whatever it awaits (a download, a thread)."""
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(every.total_seconds())
+            activity.heartbeat()
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 class DocumentActivities:
@@ -37,7 +62,12 @@ class DocumentActivities:
 
     @activity.defn(name="prepare")
     async def prepare(self, req: SigningRequest) -> PreparedDocument:
-        """Everything that can be wrong with the user's input is found here, as `Rejected`."""
+        """Everything that can be wrong with the user's input is found here, as `Rejected`.
+
+        Signers come back as they will be signed: names cleaned, contacts normalised
+        (`signbridge.signers`); the document is one the built-in provider has dry-run signed
+        (`signbridge.pdf.check`).
+        """
         self._record_request(req)
         with Session(self.deps.engine) as session:
             audit.append(session, request_id=req.request_id, key="received", action="request.received",
@@ -54,6 +84,11 @@ class DocumentActivities:
                 initiator = req.initiator if req.initiator.external else await chat.resolve(req.chat, req.initiator)
         except InputProblem as e:
             raise rejected(e.message) from e
+        try:
+            resolved = checked_signers(resolved)
+        except SignerProblem as e:
+            raise rejected(e.message) from e
+        initiator = initiator.model_copy(update={"name": clean_name(initiator.name) or initiator.id})
         if req.provider not in self.deps.providers:
             raise rejected(f"未配置签署服务 {req.provider}（The provider {req.provider!r} is not configured）")
         if not req.documents:
@@ -84,11 +119,22 @@ class DocumentActivities:
 
     @activity.defn(name="finish")
     async def finish(self, req: FinishInput) -> DocumentInfo:
-        """Check the provider's file really is the original plus signatures before anyone gets it."""
+        """Check the provider's file really is the original plus signatures before anyone gets it.
+
+        Heartbeats every few seconds and at each stage (the detail names it), so with a heartbeat
+        timeout a worker that dies mid-download or mid-validation is noticed in seconds, not at
+        the two-minute start-to-close timeout.
+        """
+        async with heartbeating(FINISH_HEARTBEAT_EVERY):
+            return await self._finish(req)
+
+    async def _finish(self, req: FinishInput) -> DocumentInfo:
         provider = self.deps.provider(req.provider)
+        activity.heartbeat("downloading")
         with connector_errors():
             signed = await provider.download_signed(req.flow_id)
             evidence = await provider.evidence(req.flow_id)
+        activity.heartbeat("validating")
         original = self.deps.blobs.get(req.original.blob_key)
         starts_with_original = signed.startswith(original)
         if provider.incremental and not starts_with_original:
@@ -103,6 +149,7 @@ class DocumentActivities:
             raise ApplicationError(
                 f"Signature check failed: {len(reports)} signatures, {len(bad)} not intact/valid/trusted",
                 type="IntegrityError", non_retryable=True)
+        activity.heartbeat("storing")
         name = req.original.name.removesuffix(".pdf") + ".signed.pdf"
         info = self._store(signed, name, source=f"provider:{req.provider}")
         with Session(self.deps.engine) as session:

@@ -33,6 +33,7 @@ from signbridge.events import deliver
 from signbridge.models import ProviderEvent
 from signbridge.pdf.render import render_page_png
 from signbridge.settings import Settings
+from signbridge.signers import MAX_NAME_CHARS
 from store.blobs import BlobStore
 from store.tables import Document, LocalFlow, LocalSigner, utcnow
 
@@ -48,8 +49,10 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
 }
-STATUS = {"unknown": 404, "gone": 410, "invalid": 400, "busy": 503}
+STATUS = {"unknown": 404, "gone": 410, "invalid": 400, "busy": 503, "unsignable": 422}
 DELIVERY_TIMEOUT_SECONDS = 10.0
+# The name input's maxlength: browsers count UTF-16 units, so any name `prepare` accepts fits.
+TYPED_NAME_MAX = 2 * MAX_NAME_CHARS
 
 
 # ---- responses -----------------------------------------------------------------------------
@@ -70,7 +73,8 @@ def _problem(request: Request, problem: local.LinkProblem, back: str | None = No
         message = f"{problem.zh} / {problem.en}"
         return _secure(JSONResponse(error_body(problem.code, message), status_code=status))
     heading = {404: ("链接无效", "This link is not valid"), 410: ("链接已失效", "This link no longer works"),
-               400: ("无法提交", "Could not submit"), 503: ("请稍后重试", "Please try again")}[status]
+               400: ("无法提交", "Could not submit"), 503: ("请稍后重试", "Please try again"),
+               422: ("无法签署", "This document cannot be signed")}[status]
     body = f"<p>{_e(problem.zh)}</p><p class=en>{_e(problem.en)}</p>"
     if back and status == 400:
         body += f'<p><a href="{_e(back)}">返回 / Back</a></p>'
@@ -126,7 +130,8 @@ def _sign_page(token: str, signer: LocalSigner, flow: LocalFlow, doc_name: str, 
 <section class=pages>{images}</section>
 <section class=card><form method=post action="{base}">
 <label for=name>请输入您的全名以签署 / Type your full name to sign</label>
-<input type=text id=name name=name required autocomplete=off maxlength=200 placeholder="{_e(signer.name)}">
+<input type=text id=name name=name required autocomplete=off maxlength={TYPED_NAME_MAX}
+ placeholder="{_e(signer.name)}">
 <label class=check><input type=checkbox name=consent value=yes required>
 <span>我已阅读以上文件，同意以电子签名方式签署，其效力等同于手写签名。<br>
 <span class=en>I have read this document and agree to sign it electronically; my electronic signature is

@@ -13,19 +13,21 @@ Choices, and why:
   person without email or mobile can still sign through the built-in provider's chat link, but
   not with providers that identify signers by email or mobile.
 - Upsert on (platform, tenant, user_id) — the table's unique key.
+- Names, emails and mobiles are cleaned, checked and normalised (E.164) by the same rules
+  `prepare` applies to every signer (`signbridge.signers`), so what is imported is signable.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from signbridge.signers import SignerProblem, clean_name, normalised_email, normalised_mobile
 from store.tables import Identity, utcnow
 
 PLATFORMS = ("webhook", "feishu", "dingtalk", "wecom", "slack")  # connectors/chat/* platform ids
@@ -33,8 +35,6 @@ REQUIRED = ("platform", "user_id", "name")
 OPTIONAL = ("tenant", "email", "mobile", "active", "external")
 TRUE = {"1", "true", "yes", "y", "是"}
 FALSE = {"0", "false", "no", "n", "否"}
-EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-MOBILE = re.compile(r"^\+?[0-9]{6,15}$")
 
 
 @dataclass
@@ -83,6 +83,7 @@ def parse(text: str) -> Parsed:
             out.errors.append(f"line {line}: more cells than header columns")
             continue
         cell = {k: (v or "").strip() for k, v in raw.items()}
+        cell["name"] = clean_name(cell.get("name", ""))  # as prepare cleans signers' names
         if not any(cell.values()):
             continue  # blank line
         before = len(out.errors)
@@ -92,11 +93,15 @@ def parse(text: str) -> Parsed:
         for col in ("user_id", "name"):
             if not cell[col]:
                 out.errors.append(f"line {line}: {col} is empty")
-        email, mobile = cell.get("email", ""), cell.get("mobile", "").replace(" ", "").replace("-", "")
-        if email and not EMAIL.match(email):
+        email, mobile = cell.get("email", ""), cell.get("mobile", "")
+        try:
+            email = normalised_email(email) if email else ""
+        except SignerProblem:
             out.errors.append(f"line {line}: email {email!r} is not an email address")
-        if mobile and not MOBILE.match(mobile):
-            out.errors.append(f"line {line}: mobile {cell['mobile']!r} is not a phone number (+8613800000000)")
+        try:
+            mobile = normalised_mobile(mobile) if mobile else ""
+        except SignerProblem:
+            out.errors.append(f"line {line}: mobile {cell['mobile']!r} is not a mobile number (+8613800000000)")
         active = _flag(cell.get("active", ""), line, "active", out.errors)
         external = _flag(cell.get("external", ""), line, "external", out.errors)
         key = (platform, cell.get("tenant") or "default", cell["user_id"])

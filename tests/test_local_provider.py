@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from connectors.esign import local
 from connectors.esign.base import ProviderError
 from connectors.esign.local import LocalProvider
 from signbridge.models import CreateFlowInput, DocumentInfo, OpenGroupInput, Person
+from signbridge.pdf.pades import validate_pdf
 from signbridge.pdf.sample import sample_contract
 from signbridge.settings import Settings
 from store.blobs import FileBlobStore
@@ -194,3 +196,18 @@ async def test_sign_checks_consent_and_name(env: Env) -> None:
                              ip=None, user_agent=None)
         assert (refused.value.kind, refused.value.code) == ("invalid", code)
     assert env.flow(flow_id).version == 0
+
+
+async def test_a_long_name_signs_and_typed_invisible_characters_do_not_matter(env: Env) -> None:
+    """Names past X.509's 64-character common name sign (folded into the certificate); a typed
+    zero-width space or direction mark (pasted from a chat) is ignored like extra spaces are."""
+    long = Person(id="u-9", name="Bartholomew Alexander Montgomery-Fitzwilliam van der Berg-Oppenheimer III")
+    flow_id = await env.provider.create_flow(env.create_input("sign:test:long", [[long]]))
+    [link] = await env.provider.open_group(env.open_input("sign:test:long", flow_id, 0, [long]))
+    typed = "\u200e" + long.name.replace(" ", " \u200b", 3)
+    signed = await local.sign(env.settings, env.engine, env.blobs, token_of(link.url), typed_name=typed,
+                              consent=True, ip=None, user_agent=None)
+    assert env.flow(flow_id).status == "completed"
+    ca = local.installation_ca(env.settings)
+    [report] = await asyncio.to_thread(validate_pdf, env.blobs.get(signed.document_sha256), [ca.certificate])
+    assert (report.signer_name, report.intact, report.valid, report.trusted) == (long.name, True, True, True)

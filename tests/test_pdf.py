@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 import pytest
 from asn1crypto import x509 as asn1_x509
@@ -20,11 +21,19 @@ from pypdf import PdfReader, PdfWriter
 from pypdf.generic import NameObject, StreamObject
 
 from signbridge.pdf import pades
-from signbridge.pdf.check import DocumentProblem, check_pdf
-from signbridge.pdf.pades import _GrowingSubset, default_font_path, sign_pdf, stamp_box, validate_pdf
-from signbridge.pdf.pki import BUNDLE_FILE, CERT_FILE, InstallationCA
+from signbridge.pdf.check import ACTIVE_CONTENT, DocumentProblem, check_pdf
+from signbridge.pdf.pades import (
+    _GrowingSubset,
+    default_font_path,
+    sign_pdf,
+    stamp_box,
+    stamp_lines,
+    validate_pdf,
+)
+from signbridge.pdf.pki import BUNDLE_FILE, CERT_FILE, COMMON_NAME_MAX_BYTES, InstallationCA, subject_full_name
 from signbridge.pdf.render import page_text, render_page_png
 from signbridge.pdf.sample import sample_contract
+from tests import hostile_pdfs as hostile
 
 SIGNED_AT = dt.datetime(2026, 11, 29, 10, 0, tzinfo=dt.UTC)
 SIGNERS = [
@@ -37,16 +46,8 @@ SIGNERS = [
 # ---- helpers ------------------------------------------------------------------------------
 
 
-def _rewrite(data: bytes, change: Callable[[PdfWriter], None]) -> bytes:
-    writer = PdfWriter(clone_from=PdfReader(BytesIO(data)))
-    change(writer)
-    out = BytesIO()
-    writer.write(out)
-    return out.getvalue()
-
-
 def _encrypted(data: bytes) -> bytes:
-    return _rewrite(data, lambda w: w.encrypt("secret"))
+    return hostile.rewrite(data, lambda w: w.encrypt("secret"))
 
 
 def _zero_pages() -> bytes:
@@ -63,7 +64,7 @@ def _broken_content_stream(data: bytes) -> bytes:
         stream.set_data(b"BT /F1 12 Tf 72 700 Td (never closed Tj ET")
         w.pages[0][NameObject("/Contents")] = w._add_object(stream)
 
-    return _rewrite(data, change)
+    return hostile.rewrite(data, change)
 
 
 @dataclass(frozen=True)
@@ -99,9 +100,12 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Chain:
         (lambda: b"%PDF-1.7\n" + b"garbage " * 100, 10_000_000, "corrupt"),
         (lambda: _broken_content_stream(sample_contract()), 10_000_000, "corrupt"),
         (_zero_pages, 10_000_000, "empty"),
+        (lambda: hostile.looping_prev(sample_contract()), 10_000_000, "unsignable"),
+        (lambda: hostile.certified_no_changes(sample_contract()), 10_000_000, "locked"),
+        (lambda: hostile.ACTIVE["launch"](sample_contract()), 10_000_000, "active_content"),
     ],
     ids=["empty-bytes", "too-large", "png", "text", "encrypted", "truncated", "garbage",
-         "bad-content-stream", "zero-pages"],
+         "bad-content-stream", "zero-pages", "looping-prev", "certified-no-changes", "launch-action"],
 )
 def test_check_pdf_problems(make: Callable[[], bytes], limit: int, code: str) -> None:
     with pytest.raises(DocumentProblem) as info:
@@ -124,6 +128,66 @@ def test_too_large_message_names_the_limit() -> None:
 def test_check_pdf_accepts_good_pdfs(chain: Chain) -> None:
     assert check_pdf(sample_contract(pages=3), 10_000_000) == 3
     assert check_pdf(chain.steps[-1], 10_000_000) == 2  # a signed file is still a good PDF
+
+
+@pytest.mark.parametrize("kind", sorted(hostile.ACTIVE))
+def test_active_content_is_refused_naming_what_was_found(kind: str) -> None:
+    with pytest.raises(DocumentProblem) as info:
+        check_pdf(hostile.ACTIVE[kind](sample_contract()), 10_000_000)
+    problem = info.value
+    assert (problem.code, problem.found) == ("active_content", hostile.ACTIVE_FOUND[kind])
+    [found] = problem.found
+    zh, en = ACTIVE_CONTENT[found]
+    assert f"PDF 含有可执行或外带的内容：{zh}。" in problem.message
+    assert f"（The PDF contains active content: {en}. For safety it cannot be signed;" in problem.message
+
+
+def test_every_kind_of_active_content_in_one_file_is_named() -> None:
+    data = sample_contract()
+    for kind in ("launch", "javascript (page action)", "xfa", "embedded file"):
+        data = hostile.ACTIVE[kind](data)
+    with pytest.raises(DocumentProblem) as info:
+        check_pdf(data, 10_000_000)
+    assert info.value.found == ("javascript", "launch", "embedded_file", "xfa")  # ACTIVE_CONTENT's order
+    assert "JavaScript 脚本、启动其他程序的动作、嵌入的文件、XFA 表单" in info.value.message
+    assert "JavaScript, a launch action that starts a program, embedded files, an XFA form." in info.value.message
+
+
+def test_links_and_plain_form_fields_are_not_active_content() -> None:
+    assert check_pdf(hostile.harmless_extras(sample_contract()), 10_000_000) == 2
+
+
+def test_a_parent_chain_that_loops_does_not_hang_the_check_or_the_signature(chain: Chain) -> None:
+    data = hostile.widget_parent_loop(sample_contract())
+    assert check_pdf(data, 10_000_000) == 2
+    signed = sign_pdf(data, chain.ca.issue("u-1", "张三"), signer_name="张三", position=1, signed_at=SIGNED_AT)
+    assert [r.trusted for r in validate_pdf(signed, [chain.ca.certificate])] == [True]
+
+
+def test_looping_prev_chain_passes_pypdf_but_not_the_dry_run() -> None:
+    """pypdf reads the file (so the old check passed it); pyHanko cannot sign it: the dry run finds that."""
+    data = hostile.looping_prev(sample_contract())
+    assert len(PdfReader(BytesIO(data), strict=True).pages) == 2
+    with pytest.raises(DocumentProblem) as info:
+        check_pdf(data, 10_000_000)
+    assert info.value.code == "unsignable"
+    assert info.value.message == ("PDF 文件内部结构有误，无法在其上添加签名，请重新导出 PDF 后发送（The PDF's internal "
+                                  "structure is broken, so no signature can be added to it; export the PDF again "
+                                  "and send it）")
+
+
+def test_a_document_signed_elsewhere_is_signed_beside_the_old_signature(chain: Chain) -> None:
+    """Acrobat's first field is "Signature1" too: ours takes a free name and a free stamp slot."""
+    data = hostile.signed_elsewhere(sample_contract())
+    assert check_pdf(data, 10_000_000) == 2
+    signed = sign_pdf(data, chain.ca.issue("u-1", "张三"), signer_name="张三", position=1, signed_at=SIGNED_AT)
+    reports = validate_pdf(signed, [chain.ca.certificate])
+    assert [(r.field_name, r.trusted) for r in reports] == [("Signature1", False), ("Signature1_2", True)]
+    assert all(r.intact and r.valid for r in reports)
+    annots: Any = PdfReader(BytesIO(signed)).pages[-1]["/Annots"]
+    rects = [[float(v) for v in a.get_object()["/Rect"]] for a in annots]
+    (ax1, ay1, ax2, ay2), (bx1, by1, bx2, by2) = rects
+    assert ax2 <= bx1 or bx2 <= ax1 or ay2 <= by1 or by2 <= ay1  # the stamps do not overlap
 
 
 # ---- signing and validation ---------------------------------------------------------------
@@ -293,6 +357,44 @@ def test_signature_without_room_for_a_stamp_still_validates(chain: Chain) -> Non
     reports = validate_pdf(signed, [chain.ca.certificate])
     assert [r.field_name for r in reports] == ["Signature1", "Signature1000"]
     assert all(r.intact and r.valid and r.trusted and r.modification_ok for r in reports)
+
+
+LONG_LATIN = "Bartholomew Alexander Montgomery-Fitzwilliam van der Berg-Oppenheimer III, Esq."
+LONG_CHINESE = "欧阳娜娜·买买提江·阿卜杜热合曼·艾尔肯·司马相如"  # 26 characters, 76 UTF-8 bytes
+
+
+@pytest.mark.parametrize("name", [LONG_LATIN, LONG_CHINESE], ids=["latin-79", "chinese-26"])
+def test_a_name_too_long_for_a_common_name_is_folded(chain: Chain, name: str) -> None:
+    assert len(name.encode()) > COMMON_NAME_MAX_BYTES
+    cert = chain.ca.issue("u-long", name, "long@corp.example").certificate
+    subject = cert.subject.native
+    cn = subject["common_name"]
+    assert len(cn.encode()) <= COMMON_NAME_MAX_BYTES and cn.endswith("…") and name.startswith(cn[:-1].rstrip())
+    assert subject["name"] == name and subject_full_name(cert) == name
+    assert "name" not in chain.ca.issue("u-1", "张三").certificate.subject.native  # short names: CN only
+
+
+def test_a_long_name_signs_and_is_whole_in_the_signature_and_on_the_stamp(chain: Chain) -> None:
+    data = chain.steps[0]
+    for position, name in enumerate([LONG_LATIN, LONG_CHINESE], start=1):
+        data = sign_pdf(data, chain.ca.issue(f"u-{position}", name), signer_name=name, position=position,
+                        signed_at=SIGNED_AT)
+    reports = validate_pdf(data, [chain.ca.certificate])
+    assert [r.signer_name for r in reports] == [LONG_LATIN, LONG_CHINESE]
+    assert all(r.intact and r.valid and r.trusted and r.modification_ok for r in reports)
+    text = page_text(data, 1)
+    assert " ".join(LONG_LATIN.split()) in " ".join(text.split())  # wrapped at spaces: the words, in order
+    assert LONG_CHINESE in "".join(text.split())
+    fields = PdfReader(BytesIO(data)).get_fields() or {}
+    names = [fields[f]["/V"]["/Name"] for f in ("Signature1", "Signature2")]
+    assert names == [LONG_LATIN, LONG_CHINESE]  # the signature dictionaries' /Name
+
+
+@pytest.mark.parametrize("name", ["张三", "Zoë Ångström", LONG_LATIN, LONG_CHINESE, "A" * 200])
+def test_stamp_lines_give_the_name_back(name: str) -> None:
+    lines = stamp_lines(name).split("\n")
+    assert (" " if " " in name else "").join(lines) == name
+    assert len(lines) == 1 if len(name) <= 12 else len(lines) > 1
 
 
 # ---- the installation CA ------------------------------------------------------------------

@@ -33,6 +33,7 @@ from signbridge.pdf.sample import sample_contract
 from signbridge.settings import Settings
 from store import audit
 from store.tables import Document, LocalFlow, LocalSigner, SigningRequestRecord, utcnow
+from tests import hostile_pdfs as hostile
 
 A = Person(id="u-1", name="Alice Chen")
 B = Person(id="u-2", name="王五")
@@ -79,10 +80,10 @@ class Pages:
     provider: LocalProvider
 
     async def flow(self, groups: list[list[Person]], *, title: str = "销售合同", record: bool = True,
-                   pages: int = 2) -> Flow:
+                   pages: int = 2, pdf: bytes | None = None) -> Flow:
         """A local flow with its first group open; `record`: a signing request row + a workflow to signal."""
         request_id = f"sign:test:{uuid.uuid4().hex[:12]}"
-        original = sample_contract(f"Contract {request_id[-12:]}", pages=pages)
+        original = pdf or sample_contract(f"Contract {request_id[-12:]}", pages=pages)
         key = self.provider.blobs.put(original)
         with Session(self.provider.engine) as s:
             if s.get(Document, key) is None:
@@ -296,3 +297,28 @@ async def test_signing_succeeds_when_the_event_cannot_be_delivered(pages: Pages)
     assert resp.status_code == 200 and resp.json()["status"] == "signed"
     [event] = await pages.provider.poll(flow.flow_id)
     assert (event.kind, event.signer_id) == ("signed", "u-1")
+
+
+async def test_a_document_that_cannot_take_a_signature_is_a_422_not_a_500(pages: Pages) -> None:
+    """A flow started before prepare's dry run existed may hold such a file: the signer is told, in words."""
+    flow = await pages.flow([[A]], pdf=hostile.looping_prev(sample_contract("Loop")))
+    url = flow.links["u-1"]
+    resp = secure(await pages.http.post(url, data={"name": "Alice Chen", "consent": "yes"}))
+    assert resp.status_code == 422
+    assert "无法签署" in resp.text and "此文件无法添加电子签名，请联系发起人重新发送文件" in resp.text
+    assert "A signature cannot be added to this document; ask the sender to send it again" in resp.text
+    resp = secure(await pages.http.post(url, data={"name": "Alice Chen", "consent": "yes"}, headers=JSON))
+    assert resp.status_code == 422 and resp.json()["error"]["code"] == "document_unsignable"
+    assert local_flow(pages, flow.flow_id).version == 0  # nothing was signed or advanced
+    assert await pages.provider.poll(flow.flow_id) == []
+
+
+async def test_a_blob_store_failure_while_signing_is_a_503_to_retry(pages: Pages) -> None:
+    flow = await pages.flow([[A]])
+    blob = local_flow(pages, flow.flow_id).current_blob_key
+    for path in (pages.settings.data_dir / "blobs").rglob(blob + "*"):
+        path.unlink()
+    resp = secure(await pages.http.post(flow.links["u-1"], data={"name": "Alice Chen", "consent": "yes"},
+                                        headers=JSON))
+    assert resp.status_code == 503 and resp.json()["error"]["code"] == "temporarily_unavailable"
+    assert local_flow(pages, flow.flow_id).version == 0

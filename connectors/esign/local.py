@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import secrets
 import threading
 import unicodedata
@@ -37,11 +38,14 @@ from sqlmodel import Session, col, select
 from connectors.esign.base import ProviderError
 from signbridge.models import CreateFlowInput, OpenGroupInput, ProviderEvent, SignerLink
 from signbridge.pdf.pades import sign_pdf
-from signbridge.pdf.pki import InstallationCA, SignerCredential
+from signbridge.pdf.pki import InstallationCA
 from signbridge.settings import Settings
+from signbridge.signers import clean_name
 from store import audit
 from store.blobs import BlobNotFound, BlobStore
 from store.tables import LocalEvent, LocalFlow, LocalSigner, utcnow
+
+log = logging.getLogger(__name__)
 
 PROVIDER = "local"
 MAX_REASON = 500
@@ -64,8 +68,9 @@ def _aware(dt: datetime) -> datetime:
 
 
 def normalise_name(name: str) -> str:
-    """NFKC (full-width letters typed by CJK input methods), collapsed whitespace, case-folded."""
-    return " ".join(unicodedata.normalize("NFKC", name).split()).casefold()
+    """For comparing a typed name: cleaned like a signer's name (`clean_name`), NFKC (full-width
+    letters typed by CJK input methods), collapsed whitespace, case-folded."""
+    return " ".join(unicodedata.normalize("NFKC", clean_name(name)).split()).casefold()
 
 
 def _fatal(message: str) -> ProviderError:
@@ -75,7 +80,7 @@ def _fatal(message: str) -> ProviderError:
     return error
 
 
-ProblemKind = Literal["unknown", "gone", "invalid", "busy"]
+ProblemKind = Literal["unknown", "gone", "invalid", "busy", "unsignable"]
 
 
 class _Refused(Exception):
@@ -86,7 +91,8 @@ class LinkProblem(Exception):
     """Why a signing link cannot be used, in Chinese and English.
 
     `kind`: "unknown" (no such link), "gone" (it worked once: signed, declined, withdrawn,
-    expired, replaced), "invalid" (the submitted form is wrong), "busy" (retry later).
+    expired, replaced), "invalid" (the submitted form is wrong), "busy" (retry later),
+    "unsignable" (no signature can be added to this document: retrying will not help).
     """
 
     def __init__(self, kind: ProblemKind, code: str, zh: str, en: str) -> None:
@@ -103,6 +109,20 @@ def unknown_link() -> LinkProblem:
 
 def _busy() -> LinkProblem:
     return LinkProblem("busy", "busy", "签署人较多，请稍后重试", "Many people are signing now; try again")
+
+
+def _unsignable() -> LinkProblem:
+    return LinkProblem("unsignable", "document_unsignable", "此文件无法添加电子签名，请联系发起人重新发送文件",
+                       "A signature cannot be added to this document; ask the sender to send it again")
+
+
+def _unavailable() -> LinkProblem:
+    return LinkProblem("busy", "temporarily_unavailable", "签署服务暂时不可用，请稍后重试",
+                       "Signing is unavailable for a moment; try again shortly")
+
+
+class _SigningFailed(Exception):
+    """pyHanko or the certificate refused this signature: the document or the name, not the system."""
 
 
 def link_problem(signer: LocalSigner, flow: LocalFlow, now: datetime) -> LinkProblem | None:
@@ -311,13 +331,33 @@ def _reread_problem(engine: Engine, signer_row_id: int | None, hsh: str) -> Link
         return link_problem(signer, flow, utcnow())
 
 
-def _sign_bytes(blobs: BlobStore, blob_key: str, credential: SignerCredential, signer: LocalSigner,
+def _sign_bytes(blobs: BlobStore, blob_key: str, ca: InstallationCA, signer: LocalSigner,
                 signed_at: datetime, font_path: Path | None) -> str:
     """CPU-heavy: runs in a thread. Returns the new version's blob key (= its SHA-256)."""
     current = blobs.get(blob_key)
-    signed = sign_pdf(current, credential, signer_name=signer.name, position=signer.position,
-                      signed_at=signed_at, font_path=font_path)
+    try:
+        credential = ca.issue(signer.signer_id, signer.name, signer.email)
+        signed = sign_pdf(current, credential, signer_name=signer.name, position=signer.position,
+                          signed_at=signed_at, font_path=font_path)
+    except Exception as e:  # a name or email the certificate refuses, pyHanko's many error types
+        raise _SigningFailed(f"{type(e).__name__}: {e}") from e
     return blobs.put(signed)
+
+
+async def _signed_version(settings: Settings, blobs: BlobStore, blob_key: str, signer: LocalSigner,
+                          signed_at: datetime) -> str:
+    """The new version's blob key, or a LinkProblem the page can show: never an exception that
+    would become a 500. `prepare` dry-runs this signature, so reaching "unsignable" means a
+    document or name that slipped past it (e.g. a flow started before that check existed)."""
+    try:
+        ca = await asyncio.to_thread(installation_ca, settings)
+        return await asyncio.to_thread(_sign_bytes, blobs, blob_key, ca, signer, signed_at, settings.stamp_font)
+    except _SigningFailed as e:
+        log.error("cannot sign %s for signer %s: %s", signer.flow_id, signer.signer_id, e)
+        raise _unsignable() from e
+    except Exception as e:  # the blob store or the CA's disk: the system, which will come back
+        log.exception("signing %s for signer %s failed", signer.flow_id, signer.signer_id)
+        raise _unavailable() from e
 
 
 def _commit_signature(engine: Engine, signer: LocalSigner, hsh: str, read_version: int, new_key: str,
@@ -385,12 +425,9 @@ async def sign(settings: Settings, engine: Engine, blobs: BlobStore, token: str,
                           f"Type your name “{signer.name}” to sign")
     hsh = token_hash(token)
     now = utcnow()
-    ca = await asyncio.to_thread(installation_ca, settings)
-    credential = await asyncio.to_thread(ca.issue, signer.signer_id, signer.name, signer.email)
     for _ in range(SIGN_ATTEMPTS):
         before_sha, version = flow.current_sha256, flow.version
-        new_key = await asyncio.to_thread(_sign_bytes, blobs, flow.current_blob_key, credential, signer, now,
-                                          settings.stamp_font)
+        new_key = await _signed_version(settings, blobs, flow.current_blob_key, signer, now)
         row = _commit_signature(engine, signer, hsh, version, new_key, now, ip, user_agent)
         if row is not None:
             break

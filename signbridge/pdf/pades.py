@@ -15,7 +15,10 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import importlib.resources
+import textwrap
 import threading
+import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -35,7 +38,7 @@ from pyhanko.sign.validation import validate_pdf_signature
 from pyhanko.stamp import TextStampStyle
 from pyhanko_certvalidator import ValidationContext
 
-from signbridge.pdf.pki import SignerCredential
+from signbridge.pdf.pki import SignerCredential, subject_full_name
 
 # Stamp geometry (PDF points). Slots fill a grid left to right, then upwards from the bottom
 # margin, so signature N never overlaps signature M on the same page.
@@ -44,6 +47,13 @@ STAMP_HEIGHT = 48
 STAMP_GAP = 8
 PAGE_MARGIN = 36
 FONT_SIZE = 11
+# Page trees and form field trees are never this deep; a /Parent chain that is, loops.
+MAX_LINEAGE = 64
+# For laying out long names: a half-width character is about half an em wide, lines are 1.2 em
+# apart, and the text keeps a few points from the border.
+_CELL_EM = 0.55
+_LEADING = 1.2
+_STAMP_PADDING = 4
 
 DEFAULT_FONT_PACKAGE = "cvttf_NotoSansCJK_Regular"
 DEFAULT_FONT_FILE = "NotoSansCJKtc-Regular.otf"
@@ -143,7 +153,7 @@ class SignatureReport:
     """One embedded signature's validation result, flattened for callers and logs."""
 
     field_name: str
-    signer_name: str  # the certificate's CN
+    signer_name: str  # the certificate's whole name (its CN, unless that had to be shortened)
     intact: bool
     valid: bool
     trusted: bool
@@ -152,16 +162,24 @@ class SignatureReport:
     signed_at: dt.datetime | None
 
 
+def _lineage(node: generic.DictionaryObject) -> Iterator[generic.DictionaryObject]:
+    """`node`, its /Parent, that one's /Parent…: where inherited entries come from. A hostile
+    file may make the chain loop, so it stops after MAX_LINEAGE nodes."""
+    for _ in range(MAX_LINEAGE):
+        yield node
+        parent = node.get("/Parent")
+        if parent is None:
+            return
+        node = parent.get_object()
+
+
 def _page_box(page: generic.DictionaryObject) -> tuple[float, float, float, float]:
     """The visible area of a page: its (possibly inherited) CropBox, else MediaBox."""
-    node: generic.DictionaryObject | None = page
     boxes: dict[str, generic.ArrayObject] = {}
-    while node is not None:
+    for node in _lineage(page):
         for key in ("/CropBox", "/MediaBox"):
             if key in node and key not in boxes:
                 boxes[key] = node[key]
-        parent = node.get("/Parent")
-        node = parent.get_object() if parent is not None else None
     box = boxes.get("/CropBox") or boxes.get("/MediaBox")
     if box is None:
         return (0.0, 0.0, 612.0, 792.0)  # US Letter: what PDF readers assume without a MediaBox
@@ -219,6 +237,78 @@ class _TimedPdfSigner(signers.PdfSigner):
         return session
 
 
+def _signature_rects(page: generic.DictionaryObject) -> list[tuple[float, float, float, float]]:
+    """Rectangles of the signature widgets already on `page` (ours, or another tool's)."""
+    rects = []
+    for ref in page.get("/Annots", generic.ArrayObject()):
+        annot = ref.get_object()
+        field_type = next((node["/FT"] for node in _lineage(annot) if "/FT" in node), None)
+        if annot.get("/Subtype") == "/Widget" and field_type == "/Sig" and "/Rect" in annot:
+            x1, y1, x2, y2 = (float(v) for v in annot["/Rect"])
+            rects.append((min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)))
+    return rects
+
+
+def free_stamp_box(
+    page_box: tuple[float, float, float, float], position: int,
+    taken: list[tuple[float, float, float, float]],
+) -> tuple[int, int, int, int] | None:
+    """The first stamp slot from `position` on that overlaps no signature already on the page.
+
+    Within one flow every signer has their own position, so this is simply their slot; a
+    document that arrives already signed (by an earlier round, or by another tool) pushes the
+    new stamps past the old ones instead of on top of them.
+    """
+    while (box := stamp_box(page_box, position)) is not None:
+        if not any(box[0] < t[2] and t[0] < box[2] and box[1] < t[3] and t[1] < box[3] for t in taken):
+            return box
+        position += 1
+    return None
+
+
+def free_field_name(writer: IncrementalPdfFileWriter, position: int) -> str:
+    """f"Signature{position}", unless a filled field has that name already (then a suffix).
+
+    "Signature1" is also what most PDF tools call their first signature, and pyHanko refuses to
+    sign into a filled field.
+    """
+    filled = {name for name, _, _ in fields.enumerate_sig_fields(writer, filled_status=True)}
+    name, n = f"Signature{position}", 1
+    while name in filled:
+        n += 1
+        name = f"Signature{position}_{n}"
+    return name
+
+
+def _display_width(text: str) -> int:
+    """Width in half-width cells: CJK and other wide characters count two."""
+    return sum(2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text)
+
+
+def stamp_lines(name: str) -> str:
+    """`name` broken into lines so that a long one stays as large as the stamp's box allows.
+
+    The stamp shrinks its text to fit; one line of 80 characters would shrink to a few points
+    high. Of the ways to wrap it, this takes the one whose text (with the date line under it)
+    shrinks least. Breaks fall between words where there are spaces; joining the lines with
+    spaces (or, for names without spaces, with nothing) gives the name back.
+    """
+
+    def scale(lines: list[str]) -> float:
+        wide = max(_display_width(line) for line in lines) * FONT_SIZE * _CELL_EM
+        high = (len(lines) + 1) * FONT_SIZE * _LEADING
+        return min(1.0, (STAMP_WIDTH - 2 * _STAMP_PADDING) / wide, (STAMP_HEIGHT - 2 * _STAMP_PADDING) / high)
+
+    best = [name]
+    for chars in range(len(name) - 1, 0, -1):
+        lines = textwrap.wrap(name, chars, break_long_words=True, break_on_hyphens=False)
+        if scale(lines) > scale(best):
+            best = lines
+        if len(lines) * FONT_SIZE * _LEADING > STAMP_HEIGHT * 4:
+            break  # past this, more lines only shrink the text
+    return "\n".join(best)
+
+
 def sign_pdf(
     data: bytes,
     credential: SignerCredential,
@@ -229,22 +319,25 @@ def sign_pdf(
     reason: str = "SignBridge",
     font_path: Path | None = None,
 ) -> bytes:
-    """Append a PAdES signature by `credential` as field f"Signature{position}" on the last page.
+    """Append a PAdES signature by `credential` in stamp slot `position` on the last page.
 
     Returns the new file, which starts with exactly `data`. `signed_at` should be timezone
-    aware; a naive value is taken as UTC. The stamp shows `signer_name` and the time in UTC.
+    aware; a naive value is taken as UTC. The stamp shows `signer_name` (whole, over several
+    lines if it is long) and the time in UTC; the signature's /Name holds it too. The field is
+    f"Signature{position}" unless the document already has a signed field of that name.
     """
     if signed_at.tzinfo is None:
         signed_at = signed_at.replace(tzinfo=dt.UTC)
     writer = IncrementalPdfFileWriter(BytesIO(data), strict=False)
     page_ref, _ = writer.find_page_for_modification(-1)
-    box = stamp_box(_page_box(page_ref.get_object()), position)
-    field_name = f"Signature{position}"
+    page = page_ref.get_object()
+    box = free_stamp_box(_page_box(page), position, _signature_rects(page))
+    field_name = free_field_name(writer, position)
     text_params = {
-        "signer_name": signer_name,
+        "signer_name": stamp_lines(signer_name),
         "signed_at": signed_at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
-    font = stamp_font(font_path, FONT_SIZE, "".join(text_params.values()))
+    font = stamp_font(font_path, FONT_SIZE, signer_name + text_params["signed_at"])
     style = TextStampStyle(
         stamp_text="%(signer_name)s\n%(signed_at)s",
         text_box_style=TextBoxStyle(font=font, font_size=FONT_SIZE),
@@ -255,6 +348,7 @@ def sign_pdf(
         md_algorithm="sha256",
         subfilter=fields.SigSeedSubFilter.PADES,
         reason=reason,
+        name=signer_name,
     )
     pdf_signer = _TimedPdfSigner(
         meta,
@@ -285,14 +379,13 @@ def validate_pdf(data: bytes, trust_roots: list[asn1_x509.Certificate]) -> list[
     embedded = sorted(reader.embedded_regular_signatures, key=lambda s: s.signed_revision)
     for sig in embedded:
         status = validate_pdf_signature(sig, context)
-        cn = status.signing_cert.subject.native.get("common_name", "")
         modification_ok = bool(status.docmdp_ok) and not isinstance(
             status.diff_result, SuspiciousModification
         )
         reports.append(
             SignatureReport(
                 field_name=sig.field_name,
-                signer_name=cn if isinstance(cn, str) else str(cn),
+                signer_name=subject_full_name(status.signing_cert),
                 intact=status.intact,
                 valid=status.valid,
                 trusted=status.trusted,

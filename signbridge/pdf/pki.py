@@ -35,6 +35,12 @@ CERT_FILE = "ca.crt.pem"  # public copy of the certificate
 CA_VALIDITY = dt.timedelta(days=3652)
 SIGNER_VALIDITY = dt.timedelta(days=730)
 CLOCK_SKEW = dt.timedelta(minutes=5)  # backdate notBefore so slightly-off clocks still accept
+# X.509's upper bound for a common name is 64 characters; `cryptography` counts UTF-8 bytes, so
+# 64 bytes satisfies both readings (a 22-character Chinese name is already longer than that).
+COMMON_NAME_MAX_BYTES = 64
+# id-at-name (RFC 5280 X520name, bounded at 32,768 characters): carries the whole name when the
+# common name had to be shortened. `asn1crypto` reads it back as the subject's "name".
+FULL_NAME_OID = x509.ObjectIdentifier("2.5.4.41")
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,22 @@ class SignerCredential:
 
     signer: SimpleSigner
     certificate: asn1_x509.Certificate
+
+
+def common_name(name: str) -> str:
+    """`name` if it fits a common name, else its longest prefix that does, ending in "…"."""
+    if len(name.encode()) <= COMMON_NAME_MAX_BYTES:
+        return name
+    budget = COMMON_NAME_MAX_BYTES - len("…".encode())
+    cut = name.encode()[:budget].decode(errors="ignore")  # never split a character
+    return cut.rstrip() + "…"
+
+
+def subject_full_name(cert: asn1_x509.Certificate) -> str:
+    """The signer's whole name from a certificate `InstallationCA.issue` made: id-at-name, else CN."""
+    subject = cert.subject.native
+    name = subject.get("name") or subject.get("common_name") or ""
+    return name if isinstance(name, str) else str(name)
 
 
 def _to_asn1(cert: x509.Certificate) -> asn1_x509.Certificate:
@@ -104,6 +126,11 @@ class InstallationCA:
         return ca
 
     @classmethod
+    def in_memory(cls, organisation: str) -> InstallationCA:
+        """A CA that exists only in this process: for dry runs whose signatures nobody keeps."""
+        return cls(*cls._generate(organisation))
+
+    @classmethod
     def _load(cls, bundle: Path) -> InstallationCA:
         pem = bundle.read_bytes()
         key = serialization.load_pem_private_key(pem, password=None)
@@ -154,13 +181,17 @@ class InstallationCA:
         """Issue a fresh key and 2-year certificate for one signer (CN=name, UID=signer_id).
 
         The signer id goes into the subject's UID attribute so two people with the same name
-        still get distinguishable certificates.
+        still get distinguishable certificates. A name too long for a common name is folded:
+        the CN holds its beginning and "…", the id-at-name attribute the whole name, which is
+        what `subject_full_name` and signature validation report.
         """
         if not name.strip():
             raise ValueError("a signer certificate needs a non-empty name")
         key = ec.generate_private_key(ec.SECP256R1())
+        cn = common_name(name)
         subject = x509.Name([
-            x509.NameAttribute(NameOID.COMMON_NAME, name),
+            x509.NameAttribute(NameOID.COMMON_NAME, cn),
+            *([x509.NameAttribute(FULL_NAME_OID, name)] if cn != name else []),
             x509.NameAttribute(NameOID.USER_ID, signer_id),
             *self._cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME),
         ])

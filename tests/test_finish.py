@@ -1,0 +1,86 @@
+"""`finish` heartbeats, so a heartbeat timeout notices a worker that died during it within seconds.
+
+Runs the real activity (SDK ActivityEnvironment, which records heartbeats) against the real
+built-in provider, with a flow signed through the real signing code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from temporalio.testing import ActivityEnvironment
+
+from activities import documents
+from activities.deps import Deps
+from activities.documents import DocumentActivities
+from connectors.esign import local
+from connectors.esign.local import LocalProvider
+from signbridge.models import CreateFlowInput, DocumentInfo, FinishInput, OpenGroupInput, Person
+from signbridge.pdf.sample import sample_contract
+from signbridge.settings import Settings
+from store.blobs import FileBlobStore
+from store.db import create_all, get_engine
+from store.tables import utcnow
+
+A = Person(id="u-1", name="李四")
+
+
+class HeldDownload:
+    """The real provider, whose download waits until `release` is set (a slow file server)."""
+
+    def __init__(self, inner: LocalProvider, release: asyncio.Event) -> None:
+        self.inner, self.release = inner, release
+
+    def __getattr__(self, item: str) -> Any:
+        return getattr(self.inner, item)
+
+    async def download_signed(self, flow_id: str) -> bytes:
+        await self.release.wait()
+        return await self.inner.download_signed(flow_id)
+
+
+async def test_finish_heartbeats_while_it_waits_and_at_each_stage(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(documents, "FINISH_HEARTBEAT_EVERY", timedelta(milliseconds=20))
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = get_engine(settings.sqlalchemy_url)
+    create_all(engine)
+    blobs = FileBlobStore(settings.data_dir / "blobs")
+    provider = LocalProvider(settings, engine, blobs)
+    original = sample_contract("Finish test")
+    key = blobs.put(original)
+    document = DocumentInfo(name="contract.pdf", sha256=key, blob_key=key, size=len(original), pages=2)
+    expires = utcnow() + timedelta(days=1)
+    flow_id = await provider.create_flow(CreateFlowInput(request_id="sign:test:finish", provider="local",
+                                                         title="合同", document=document, groups=[[A]],
+                                                         expires_at=expires))
+    [link] = await provider.open_group(OpenGroupInput(request_id="sign:test:finish", provider="local",
+                                                      flow_id=flow_id, group=0, signers=[A], expires_at=expires))
+    assert link.url
+    await local.sign(settings, engine, blobs, link.url.rsplit("/sign/", 1)[1], typed_name=A.name, consent=True,
+                     ip=None, user_agent=None)
+
+    beats: list[tuple[Any, ...]] = []
+    release = asyncio.Event()
+
+    def on_heartbeat(*details: Any) -> None:
+        beats.append(details)
+        if sum(1 for d in beats if not d) >= 3:  # three periodic beats while the download was held
+            release.set()
+
+    env = ActivityEnvironment()
+    env.on_heartbeat = on_heartbeat
+    async with httpx.AsyncClient() as http:
+        acts = DocumentActivities(Deps(settings=settings, engine=engine, blobs=blobs, http=http, chats={},
+                                       providers={"local": HeldDownload(provider, release)}))  # type: ignore[dict-item]
+        info = await env.run(acts.finish, FinishInput(request_id="sign:test:finish", provider="local",
+                                                      flow_id=flow_id, original=document, expected_signatures=1))
+    assert info.name == "contract.signed.pdf" and blobs.get(info.blob_key).startswith(original)
+    stages = [d[0] for d in beats if d]
+    assert stages == ["downloading", "validating", "storing"]
+    assert beats.index(("validating",)) >= 4  # the periodic beats came while the download was held
