@@ -11,9 +11,9 @@ from temporalio import activity
 from activities.deps import Deps
 from activities.errors import connector_errors
 from connectors.chat.base import ChatConnector
-from signbridge import links
-from signbridge.cards import build_card
-from signbridge.models import ChatRef, FileMessageInput, LinkMessageInput, PublishInput, TextMessageInput
+from signbridge.core import links
+from signbridge.core.cards import build_card
+from signbridge.core.models import ChatRef, FileMessageInput, LinkMessageInput, PublishInput, TextMessageInput
 from store import audit
 from store.tables import SentMessage, SigningRequestRecord, utcnow
 

@@ -15,7 +15,7 @@ from temporalio.exceptions import ApplicationError
 from activities.deps import Deps
 from activities.errors import connector_errors, rejected
 from connectors.chat.base import InputProblem
-from signbridge.models import (
+from signbridge.core.models import (
     DocumentInfo,
     DocumentSource,
     FinishInput,
@@ -23,8 +23,8 @@ from signbridge.models import (
     PreparedDocument,
     SigningRequest,
 )
+from signbridge.core.signers import signer_problem
 from signbridge.pdf.check import DocumentProblem, check_pdf
-from signbridge.signers import signer_problem
 from store import audit
 from store.blobs import BlobNotFound, sha256_hex
 from store.tables import Document, Identity, SigningRequestRecord, utcnow

@@ -7,7 +7,7 @@ from temporalio import activity
 
 from activities.deps import Deps
 from activities.errors import connector_errors
-from signbridge.models import CreateFlowInput, OpenGroupInput, ProviderEvent, ProviderFlowRef, SignerLink
+from signbridge.core.models import CreateFlowInput, OpenGroupInput, ProviderEvent, ProviderFlowRef, SignerLink
 from store import audit
 from store.tables import SigningRequestRecord, utcnow
 

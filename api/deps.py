@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from temporalio.client import Client
 
-from signbridge.settings import Settings
+from signbridge.core.settings import Settings
 from store.blobs import BlobStore
 
 

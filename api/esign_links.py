@@ -37,7 +37,7 @@ from api.deps import EngineDep, SettingsDep
 from api.sign_pages import SECURITY_HEADERS
 from connectors.esign import docusign
 from connectors.esign.base import NothingToSign, ProviderError, RecipientViews
-from signbridge.settings import Settings
+from signbridge.core.settings import Settings
 from store.blobs import BlobStore
 from store.tables import ProviderLink, utcnow
 

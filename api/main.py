@@ -12,20 +12,20 @@ from api import (
     errors,
     esign_links,
     health,
-    im_dingtalk,
-    im_feishu,
-    im_slack,
-    im_webhook,
-    im_wecom,
     metrics,
     provider_webhooks,
     requests,
     sign_pages,
 )
 from api.metrics import install_metrics
+from connectors.chat.dingtalk import inbound as dingtalk_inbound
+from connectors.chat.feishu import inbound as feishu_inbound
+from connectors.chat.slack import inbound as slack_inbound
+from connectors.chat.webhook import inbound as webhook_inbound
+from connectors.chat.wecom import inbound as wecom_inbound
 from connectors.esign.registry import build_webhooks
-from signbridge.settings import Settings, get_settings
-from signbridge.temporal import connect
+from signbridge.core.settings import Settings, get_settings
+from signbridge.core.temporal import connect
 from store.blob_factory import make_blob_store
 from store.db import create_all, get_engine
 
@@ -51,7 +51,7 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
     app = FastAPI(title="SignBridge", version="0.1.0", lifespan=lifespan)
     errors.install(app)
     install_metrics(app)
-    for module in (health, im_webhook, im_feishu, im_slack, im_dingtalk, im_wecom, sign_pages,
+    for module in (health, webhook_inbound, feishu_inbound, slack_inbound, dingtalk_inbound, wecom_inbound, sign_pages,
                    provider_webhooks, requests, metrics, esign_links):
         app.include_router(module.router)
     return app

@@ -15,7 +15,7 @@ from sqlmodel import Session
 from api.deps import ClientDep, EngineDep
 from api.errors import ApiError
 from connectors.esign.base import WebhookRejected
-from signbridge.events import UnknownFlow, deliver, workflow_id_for
+from signbridge.intake.provider_events import UnknownFlow, deliver, workflow_id_for
 from store import audit
 
 router = APIRouter(tags=["provider webhooks"])

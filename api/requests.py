@@ -23,8 +23,8 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import BlobsDep, ClientDep, EngineDep, SettingsDep
 from api.errors import ApiError
-from signbridge import links
-from signbridge.models import (
+from signbridge.core import links
+from signbridge.core.models import (
     ActionInput,
     Actor,
     ChatRef,
@@ -35,7 +35,7 @@ from signbridge.models import (
     StatusView,
     Timing,
 )
-from signbridge.temporal import WORKFLOW_NAME, start_signing
+from signbridge.core.temporal import WORKFLOW_NAME, start_signing
 from store import audit
 from store.blobs import BlobNotFound, sha256_hex
 from store.tables import Document

@@ -29,10 +29,10 @@ from temporalio.client import Client
 from api.deps import BlobsDep, ClientDep, EngineDep, SettingsDep
 from api.errors import error_body
 from connectors.esign import local
-from signbridge.events import deliver
-from signbridge.models import ProviderEvent
+from signbridge.core.models import ProviderEvent
+from signbridge.core.settings import Settings
+from signbridge.intake.provider_events import deliver
 from signbridge.pdf.render import render_page_png
-from signbridge.settings import Settings
 from store.blobs import BlobStore
 from store.tables import Document, LocalFlow, LocalSigner, utcnow
 

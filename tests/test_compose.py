@@ -30,11 +30,11 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings
 from typer.testing import CliRunner
 
-from signbridge import cli
-from signbridge.cli import app
-from signbridge.observability import ObservabilitySettings
-from signbridge.settings import DEV_SECRET, Settings
-from signbridge.shutdown import GRACEFUL_SHUTDOWN_TIMEOUT
+from signbridge.cli import main as cli
+from signbridge.cli.main import app
+from signbridge.core.observability import ObservabilitySettings
+from signbridge.core.settings import DEV_SECRET, Settings
+from signbridge.core.shutdown import GRACEFUL_SHUTDOWN_TIMEOUT
 from store.s3_blobs import S3Settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -30,15 +30,15 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
-from api.im_dingtalk import decrypt_event, encrypt_event, event_signature, robot_sign
 from api.main import create_app
 from connectors.chat.base import ChatRejected, ChatUnavailable, InputProblem
-from connectors.chat.dingtalk import DingTalkChat, DingTalkConfig, build, file_source, track_id_for
-from connectors.chat.dingtalk_cards import render_card
-from signbridge.cards import build_card
-from signbridge.models import ChatRef, DocumentInfo, Person, SignerState, SignStatus, StatusView
+from connectors.chat.dingtalk.cards import render_card
+from connectors.chat.dingtalk.client import DingTalkChat, DingTalkConfig, build, file_source, track_id_for
+from connectors.chat.dingtalk.inbound import decrypt_event, encrypt_event, event_signature, robot_sign
+from signbridge.core.cards import build_card
+from signbridge.core.models import ChatRef, DocumentInfo, Person, SignerState, SignStatus, StatusView
+from signbridge.core.settings import Settings
 from signbridge.pdf.sample import sample_contract
-from signbridge.settings import Settings
 from store.db import create_all, get_engine
 from store.tables import ChatMessage, Identity
 from tests.sim.dingtalk_sim import DingTalkSim, running

@@ -27,11 +27,11 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
-from signbridge import webhook_signature
+from connectors.chat.webhook import signature as webhook_signature
+from signbridge.core.settings import Settings
 from signbridge.pdf.pades import validate_pdf
 from signbridge.pdf.pki import InstallationCA
 from signbridge.pdf.sample import sample_contract
-from signbridge.settings import Settings
 from tests.sim.servers import serve
 from tests.sim.webhook_sink import WebhookSink
 from worker import build_worker

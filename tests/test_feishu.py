@@ -29,13 +29,13 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
-from api.im_feishu import NO_FILE, decrypt, signature
 from api.main import create_app
 from connectors.chat.base import ChatUnavailable, InputProblem
-from connectors.chat.feishu import FeishuChat, FeishuConfig, build, source_url
-from connectors.chat.feishu_cards import MAX_CARD_BYTES, card_content, render_card
-from signbridge.cards import build_card
-from signbridge.models import (
+from connectors.chat.feishu.cards import MAX_CARD_BYTES, card_content, render_card
+from connectors.chat.feishu.client import FeishuChat, FeishuConfig, build, source_url
+from connectors.chat.feishu.inbound import NO_FILE, decrypt, signature
+from signbridge.core.cards import build_card
+from signbridge.core.models import (
     ChatRef,
     DocumentInfo,
     DocumentSource,
@@ -45,8 +45,8 @@ from signbridge.models import (
     SignStatus,
     StatusView,
 )
+from signbridge.core.settings import Settings
 from signbridge.pdf.sample import sample_contract
-from signbridge.settings import Settings
 from store.db import create_all, get_engine
 from store.tables import ChatMessage
 from tests.sim.feishu_sim import FeishuSim, encrypt, push_headers

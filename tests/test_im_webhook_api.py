@@ -25,10 +25,10 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from api.main import create_app
-from signbridge import webhook_signature
-from signbridge.models import ActionInput, SigningRequest, SignStatus, StatusView
-from signbridge.settings import Settings
-from signbridge.temporal import SA_INITIATOR, SA_PLATFORM, SA_PROVIDER, SA_STATUS
+from connectors.chat.webhook import signature as webhook_signature
+from signbridge.core.models import ActionInput, SigningRequest, SignStatus, StatusView
+from signbridge.core.settings import Settings
+from signbridge.core.temporal import SA_INITIATOR, SA_PLATFORM, SA_PROVIDER, SA_STATUS
 
 MENTIONS = [
     {"id": "u-1", "name": "李四"},

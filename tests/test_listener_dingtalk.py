@@ -33,13 +33,13 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 from temporalio.testing import WorkflowEnvironment
 
-from connectors.chat.dingtalk import DingTalkChat, DingTalkConfig, track_id_for
-from signbridge.listener import dingtalk as dingtalk_listener
-from signbridge.listener import run as listener_run
-from signbridge.listener.dingtalk import CARD_TOPIC, ROBOT_TOPIC, CredentialsRejected, DingTalkListener, make_handler
-from signbridge.listener.inbox import Inbox
+from connectors.chat.dingtalk import stream as dingtalk_listener
+from connectors.chat.dingtalk.client import DingTalkChat, DingTalkConfig, track_id_for
+from connectors.chat.dingtalk.stream import CARD_TOPIC, ROBOT_TOPIC, CredentialsRejected, DingTalkListener, make_handler
+from connectors.chat.inbox import Inbox
+from signbridge.cli import chat_listener as listener_run
+from signbridge.core.settings import Settings
 from signbridge.pdf.sample import sample_contract
-from signbridge.settings import Settings
 from store.db import create_all, get_engine
 from store.tables import InboundEvent
 from tests.listener_process import listener_process

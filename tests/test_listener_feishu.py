@@ -32,13 +32,13 @@ from sqlmodel import Session, select
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from connectors.chat.feishu import FeishuChat, FeishuConfig
-from signbridge.listener import run as listener_run
-from signbridge.listener.feishu import CredentialsRejected, FeishuListener, make_handler
-from signbridge.listener.inbox import Inbox
-from signbridge.models import DocumentSource, SigningRequest, StatusView
+from connectors.chat.feishu.client import FeishuChat, FeishuConfig
+from connectors.chat.feishu.stream import CredentialsRejected, FeishuListener, make_handler
+from connectors.chat.inbox import Inbox
+from signbridge.cli import chat_listener as listener_run
+from signbridge.core.models import DocumentSource, SigningRequest, StatusView
+from signbridge.core.settings import Settings
 from signbridge.pdf.sample import sample_contract
-from signbridge.settings import Settings
 from store.db import create_all, get_engine
 from store.tables import InboundEvent
 from tests.listener_process import listener_process

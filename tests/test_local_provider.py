@@ -15,9 +15,9 @@ from sqlmodel import Session, SQLModel, select, text
 from connectors.esign import local
 from connectors.esign.base import ProviderError
 from connectors.esign.local import LocalProvider
-from signbridge.models import CreateFlowInput, DocumentInfo, OpenGroupInput, Person
+from signbridge.core.models import CreateFlowInput, DocumentInfo, OpenGroupInput, Person
+from signbridge.core.settings import Settings
 from signbridge.pdf.sample import sample_contract
-from signbridge.settings import Settings
 from store.blobs import FileBlobStore
 from store.db import create_all, get_engine
 from store.tables import LocalFlow, LocalSigner, utcnow

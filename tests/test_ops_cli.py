@@ -23,12 +23,12 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner, Result
 
-from signbridge.cli import app
-from signbridge.models import ChatRef, DocumentSource, SigningRequest, SignStatus, StatusView
-from signbridge.ops_cli import visibility_query
-from signbridge.ops_db import alembic_config, driver_url
-from signbridge.settings import Settings
-from signbridge.temporal import start_signing
+from signbridge.cli.db import alembic_config, driver_url
+from signbridge.cli.main import app
+from signbridge.cli.ops import visibility_query
+from signbridge.core.models import ChatRef, DocumentSource, SigningRequest, SignStatus, StatusView
+from signbridge.core.settings import Settings
+from signbridge.core.temporal import start_signing
 from store import tables  # noqa: F401
 from tests.harness import INITIATOR, A, Harness, harness
 

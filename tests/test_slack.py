@@ -28,13 +28,13 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
 from connectors.chat.base import ChatRejected, ChatUnavailable, InputProblem
-from connectors.chat.slack import SlackChat, SlackConfig, build
-from connectors.chat.slack_cards import render_card
-from signbridge.cards import build_card
-from signbridge.models import ChatRef, DocumentInfo, DocumentSource, Person, SignerState, SignStatus, StatusView
+from connectors.chat.slack.cards import render_card
+from connectors.chat.slack.client import SlackChat, SlackConfig, build
+from signbridge.core.cards import build_card
+from signbridge.core.models import ChatRef, DocumentInfo, DocumentSource, Person, SignerState, SignStatus, StatusView
+from signbridge.core.settings import Settings
+from signbridge.core.temporal import SA_INITIATOR, SA_PLATFORM
 from signbridge.pdf.sample import sample_contract
-from signbridge.settings import Settings
-from signbridge.temporal import SA_INITIATOR, SA_PLATFORM
 from store.db import create_all, get_engine
 from tests.sim.servers import free_port, serve
 from tests.sim.slack_sim import SlackSim
@@ -464,8 +464,8 @@ async def test_slash_command_dm_and_deactivated(dev_env: WorkflowEnvironment, se
 
 
 def test_slack_markup_and_build_from_env(settings: Settings, slack_env: pytest.MonkeyPatch) -> None:
-    from api.im_slack import slack_text
-    from signbridge import commands
+    from connectors.chat.slack.inbound import slack_text
+    from signbridge.core import commands
 
     text, mentions = slack_text("<@UBOT> sign <@U1|bob>, <@U2> &gt; <@U3> <#C9|general> <!here> title:\"A &amp; B\"",
                                 "UBOT", "SignBridge")

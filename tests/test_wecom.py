@@ -33,12 +33,12 @@ from wechatpy.enterprise.crypto import WeChatCrypto
 
 from api.main import create_app
 from connectors.chat.base import ChatRejected, ChatUnavailable, InputProblem
-from connectors.chat.wecom import WeComChat, WeComConfig, build, media_source, store_response_code
-from connectors.chat.wecom_cards import render_card
-from signbridge.cards import build_card
-from signbridge.models import ChatRef, DocumentInfo, Person, SignerState, SignStatus, StatusView
+from connectors.chat.wecom.cards import render_card
+from connectors.chat.wecom.client import WeComChat, WeComConfig, build, media_source, store_response_code
+from signbridge.core.cards import build_card
+from signbridge.core.models import ChatRef, DocumentInfo, Person, SignerState, SignStatus, StatusView
+from signbridge.core.settings import Settings
 from signbridge.pdf.sample import sample_contract
-from signbridge.settings import Settings
 from store.db import create_all, get_engine
 from store.tables import ChatMessage, Identity, utcnow
 from tests.sim.servers import free_port, serve

@@ -23,8 +23,8 @@ from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from signbridge.metrics import flow_outcome
-    from signbridge.models import (
+    from signbridge.core.metrics import flow_outcome
+    from signbridge.core.models import (
         ActionInput,
         AuditInput,
         CreateFlowInput,
@@ -45,7 +45,7 @@ with workflow.unsafe.imports_passed_through():
         StatusView,
         TextMessageInput,
     )
-    from signbridge.temporal import (
+    from signbridge.core.temporal import (
         PROVIDER_ACTIVITIES,
         SA_DEADLINE,
         SA_DOCUMENT,

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from signbridge.cards import Card
-from signbridge.models import ChatRef, DocumentInfo, DocumentSource, Person
+from signbridge.core.cards import Card
+from signbridge.core.models import ChatRef, DocumentInfo, DocumentSource, Person
 
 
 class ChatError(Exception):

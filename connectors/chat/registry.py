@@ -11,14 +11,14 @@ import importlib
 import httpx
 
 from connectors.chat.base import ChatConnector
-from signbridge.settings import Settings
+from signbridge.core.settings import Settings
 
 PLATFORM_MODULES = (
-    "connectors.chat.webhook",
-    "connectors.chat.feishu",
-    "connectors.chat.slack",
-    "connectors.chat.dingtalk",
-    "connectors.chat.wecom",
+    "connectors.chat.webhook.client",
+    "connectors.chat.feishu.client",
+    "connectors.chat.slack.client",
+    "connectors.chat.dingtalk.client",
+    "connectors.chat.wecom.client",
 )
 
 

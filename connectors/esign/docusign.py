@@ -55,8 +55,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
 from connectors.esign.base import NothingToSign, ProviderError, WebhookRejected, WebhookReply
-from signbridge.models import CreateFlowInput, OpenGroupInput, ProviderEvent, SignerLink
-from signbridge.settings import Settings
+from signbridge.core.models import CreateFlowInput, OpenGroupInput, ProviderEvent, SignerLink
+from signbridge.core.settings import Settings
 from store.blobs import BlobStore
 from store.tables import ProviderLink
 

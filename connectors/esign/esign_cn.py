@@ -44,8 +44,8 @@ from connectors.esign.esign_cn_auth import (
     verify_callback,
     verify_signed_pdf,
 )
-from signbridge.models import CreateFlowInput, OpenGroupInput, Person, ProviderEvent, SignerLink
-from signbridge.settings import Settings
+from signbridge.core.models import CreateFlowInput, OpenGroupInput, Person, ProviderEvent, SignerLink
+from signbridge.core.settings import Settings
 from store.blobs import BlobStore
 
 PROVIDER = "esign_cn"

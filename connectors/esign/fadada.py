@@ -42,8 +42,8 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.esign.base import ProviderError, WebhookRejected, WebhookReply
-from signbridge.models import CreateFlowInput, OpenGroupInput, ProviderEvent, SignerLink
-from signbridge.settings import Settings
+from signbridge.core.models import CreateFlowInput, OpenGroupInput, ProviderEvent, SignerLink
+from signbridge.core.settings import Settings
 from store.blobs import BlobStore
 
 PROVIDER = "fadada"

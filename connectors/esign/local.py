@@ -35,10 +35,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from connectors.esign.base import ProviderError
-from signbridge.models import CreateFlowInput, OpenGroupInput, ProviderEvent, SignerLink
+from signbridge.core.models import CreateFlowInput, OpenGroupInput, ProviderEvent, SignerLink
+from signbridge.core.settings import Settings
 from signbridge.pdf.pades import sign_pdf
 from signbridge.pdf.pki import InstallationCA, SignerCredential
-from signbridge.settings import Settings
 from store import audit
 from store.blobs import BlobNotFound, BlobStore
 from store.tables import LocalEvent, LocalFlow, LocalSigner, utcnow
