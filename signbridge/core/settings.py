@@ -14,10 +14,16 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from signbridge.core.models import Timing
+
 DEV_SECRET = "dev-only-signbridge-secret-change-me"
 
 
-class Settings(BaseSettings):
+class Settings(BaseSettings, Timing):
+    """Every `Timing` field is a setting too (`SIGNBRIDGE_DEADLINE`, `SIGNBRIDGE_REMINDER_MAX`, …,
+    `SIGNBRIDGE_STEP_RETRY_WINDOW`: how long a step retries before the flow shows STUCK): what
+    each new request starts with (`timing()`); a request may override single values."""
+
     model_config = SettingsConfigDict(env_prefix="SIGNBRIDGE_", env_file=None, extra="ignore")
 
     environment: str = "development"
@@ -46,16 +52,6 @@ class Settings(BaseSettings):
     max_document_bytes: int = 20 * 1024 * 1024
     fetch_timeout_seconds: float = 30.0
 
-    # Defaults for each request; a request may override them.
-    deadline: timedelta = timedelta(days=7)
-    reminder_first_after: timedelta = timedelta(hours=24)
-    reminder_every: timedelta = timedelta(hours=24)
-    reminder_max: int = 3
-    poll_after: timedelta = timedelta(hours=1)
-
-    # How long a step retries before the flow shows STUCK and waits for an operator.
-    step_retry_window: timedelta = timedelta(minutes=30)
-
     # Key used to derive signing-link tokens' MACs and signed download URLs.
     link_secret: SecretStr = SecretStr(DEV_SECRET)
     download_url_ttl: timedelta = timedelta(days=7)
@@ -74,6 +70,10 @@ class Settings(BaseSettings):
     @property
     def operator_list(self) -> list[str]:
         return [k.strip() for k in self.operators.split(",") if k.strip()]
+
+    def timing(self) -> Timing:
+        """What every new request starts with (a request may override single values)."""
+        return Timing.model_validate(self.model_dump(include=set(Timing.model_fields)))
 
     @property
     def sqlalchemy_url(self) -> str:
