@@ -20,10 +20,8 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
 
-from store.tables import InboundEvent, utcnow
+from store.repos import inbound_events
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +48,7 @@ class Inbox:
 
     def store(self, platform: str, event_id: str, payload: dict[str, Any]) -> bool:
         """Commit the event; False when this event id was stored before (a redelivery)."""
-        with Session(self.engine) as session:
-            session.add(InboundEvent(platform=platform, event_id=event_id,
-                                     payload=json.dumps(payload, ensure_ascii=False)))
-            try:
-                session.commit()
-            except IntegrityError:
-                session.rollback()
-                return False
-        return True
+        return inbound_events.store(self.engine, platform, event_id, json.dumps(payload, ensure_ascii=False))
 
     async def handle(self, platform: str, event_id: str) -> Any:
         """Run the handler for one stored event; a transient failure leaves it for `drain`."""
@@ -66,48 +56,64 @@ class Inbox:
 
     async def drain(self, platforms: list[str] | None = None) -> int:
         """Handle every event still `stored`, oldest first; returns how many got handled."""
-        with Session(self.engine) as session:
-            query = select(InboundEvent).where(InboundEvent.status == "stored",
-                                               col(InboundEvent.platform).in_(platforms or list(self.handlers)))
-            keys = [(r.platform, r.event_id) for r in session.exec(query.order_by(col(InboundEvent.id)))]
+        keys = inbound_events.waiting(self.engine, platforms or list(self.handlers))
         return sum([(await self._handle(platform, event_id))[0] for platform, event_id in keys])
 
     def status(self, platform: str, event_id: str) -> str | None:
-        with Session(self.engine) as session:
-            row = _row(session, platform, event_id)
-            return row.status if row else None
+        row = inbound_events.get(self.engine, platform, event_id)
+        return row.status if row else None
 
     async def _handle(self, platform: str, event_id: str) -> tuple[bool, Any]:
         """(handled now, the handler's result)."""
-        with Session(self.engine) as session:
-            row = _row(session, platform, event_id)
-            if row is None or row.status != "stored":
-                return False, None
-            payload = json.loads(row.payload)
+        row = inbound_events.get(self.engine, platform, event_id)
+        if row is None or row.status != "stored":
+            return False, None
         try:
-            result = await self.handlers[platform](payload)
+            result = await self.handlers[platform](json.loads(row.payload))
         except PermanentFailure as e:
             log.warning("%s event %s cannot be handled: %s", platform, event_id, e)
-            self._mark(platform, event_id, "failed")
+            inbound_events.mark(self.engine, platform, event_id, "failed")
             return False, None
         except Exception:
             log.exception("%s event %s failed; kept for the next drain", platform, event_id)
             return False, None
-        self._mark(platform, event_id, "handled")
+        inbound_events.mark(self.engine, platform, event_id, "handled")
         return True, result
 
-    def _mark(self, platform: str, event_id: str, status: str) -> None:
-        with Session(self.engine) as session:
-            row = _row(session, platform, event_id)
-            assert row is not None  # rows are never deleted
-            row.status, row.handled_at = status, utcnow()
-            session.add(row)
-            session.commit()
 
+class InOrder:
+    """Stored events handled after their ack, one chat's in arrival order (a file, then the command
+    that uses it; asyncio.Lock is FIFO), different chats side by side."""
 
-def _row(session: Session, platform: str, event_id: str) -> InboundEvent | None:
-    return session.exec(select(InboundEvent).where(InboundEvent.platform == platform,
-                                                   InboundEvent.event_id == event_id)).first()
+    def __init__(self, inbox: Inbox, platform: str) -> None:
+        self.inbox = inbox
+        self.platform = platform
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._queued: dict[str, int] = {}
+
+    def spawn(self, chat: str, key: str) -> None:
+        task = asyncio.create_task(self._handle(chat, key))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def settle(self, grace: float) -> None:
+        """On stop: what is being handled may finish within `grace`; the rest stays stored for the drain."""
+        if self._tasks:
+            _done, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+            for task in pending:
+                task.cancel()
+
+    async def _handle(self, chat: str, key: str) -> None:
+        self._queued[chat] = self._queued.get(chat, 0) + 1
+        lock = self._locks.setdefault(chat, asyncio.Lock())
+        try:
+            async with lock:
+                await self.inbox.handle(self.platform, key)
+        finally:
+            self._queued[chat] -= 1
+            if not self._queued[chat]:
+                del self._queued[chat], self._locks[chat]
 
 
 async def drain_forever(inbox: Inbox, stop: asyncio.Event, every: timedelta = DRAIN_EVERY) -> None:

@@ -24,11 +24,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
 
-from store.tables import Identity, utcnow
+from connectors.chat.registry import PLATFORMS
+from store.repos import identities
 
-PLATFORMS = ("webhook", "feishu", "dingtalk", "wecom", "slack")  # connectors/chat/* platform ids
 REQUIRED = ("platform", "user_id", "name")
 OPTIONAL = ("tenant", "email", "mobile", "active", "external")
 TRUE = {"1", "true", "yes", "y", "是"}
@@ -118,23 +117,9 @@ def parse(text: str) -> Parsed:
 
 def upsert(engine: Engine, parsed: Parsed) -> ImportResult:
     """Write every parsed row in one transaction; blank (None) values leave stored ones alone."""
-    result = ImportResult(notes=list(parsed.notes))
-    with Session(engine) as session:
-        for _, values in parsed.rows:
-            row = session.exec(select(Identity).where(
-                Identity.platform == values["platform"], Identity.tenant == values["tenant"],
-                Identity.user_id == values["user_id"])).first()
-            if row is None:
-                row = Identity(platform=values["platform"], tenant=values["tenant"], user_id=values["user_id"],
-                               name=values["name"])
-                result.created += 1
-            else:
-                result.updated += 1
-            row.name = values["name"]
-            for col in ("email", "mobile", "active", "external"):
-                if values[col] is not None:
-                    setattr(row, col, values[col])
-            row.updated_at = utcnow()
-            session.add(row)
-        session.commit()
-    return result
+    created, updated = identities.import_rows(engine, [
+        (v["platform"], v["tenant"], v["user_id"],
+         identities.Contact(name=v["name"], email=v["email"], mobile=v["mobile"], active=v["active"],
+                            external=v["external"]))
+        for _, v in parsed.rows])
+    return ImportResult(created=created, updated=updated, notes=list(parsed.notes))

@@ -264,7 +264,7 @@ def chat_listener(
 
     configure_logging()
     settings = get_settings()
-    platforms = platform or [p for p in listener_run.PLATFORMS if listener_run.configured(p)]
+    platforms = platform or [p for p in listener_run.PLATFORMS if listener_run.configured(p, settings)]
     unknown = sorted(set(platforms) - set(listener_run.PLATFORMS))
     if unknown or not platforms:
         typer.echo(f"unknown platform {unknown[0]!r}" if unknown else

@@ -25,10 +25,8 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import make_url
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import Session, select
 from temporalio.client import (
     Client,
-    RPCTimeoutOrCancelledError,
     WorkflowQueryFailedError,
     WorkflowQueryRejectedError,
 )
@@ -36,9 +34,11 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from signbridge.cli import db as ops_db
 from signbridge.cli import identities as ops_identities
+from signbridge.core.chat import Accepted, Applied, ChatAction, Deadline, NotFound, Refused
 from signbridge.core.models import ActionInput, Actor, SignStatus, StatusView
 from signbridge.core.settings import Settings
 from signbridge.core.temporal import WORKFLOW_NAME, connect
+from signbridge.intake import Intake
 
 requests_app = typer.Typer(help="Find, inspect, retry, cancel and remind signing flows.", no_args_is_help=True)
 identities_app = typer.Typer(help="Chat users ↔ signer contact data.", no_args_is_help=True)
@@ -192,27 +192,32 @@ class Outcome:
 
 async def _act(client: Client, request_id: str, action: str, arg: ActionInput, timeout: float,
                batch: bool = False) -> Outcome:
-    """One update through the REST API's own `run_update`, so both doors behave the same.
+    """One update through the intake, the door the chat and the REST API use too.
 
     The workflow's validator refusing (`NotAllowed`: not STUCK any more, nobody to remind) is a
     skip, not a failure. In a batch, a flow that ended between the query and its turn is too.
     """
-    from api.errors import ApiError
-    from api.requests import run_update
-
-    try:
-        view = await asyncio.wait_for(run_update(client, request_id, action, arg, None), timeout)
-    except ApiError as e:
-        skip = e.code == "NotAllowed" or (batch and e.code == "not_found")
-        return Outcome(request_id, "skipped" if skip else "failed", f"{e.code}: {e.message}")
-    except (TimeoutError, RPCTimeoutOrCancelledError):
-        return Outcome(request_id, "failed", f"no answer within {timeout:.0f} s — is a worker running? "
-                       "(the update may still be applied once one is)")
-    except RPCError as e:
-        return Outcome(request_id, "failed", str(e))
-    if action == "retry" and view.stuck_step:  # answered before the step runs again
-        return Outcome(request_id, "done", f"retrying '{view.stuck_step}' ({view.reason})")
-    return Outcome(request_id, "done", f"status {view.status.value}")
+    settings = _settings()
+    intake = Intake(client, settings, _engine(settings))
+    result = await intake.apply_action(ChatAction(request_id=request_id, name=action, actor=arg.actor,
+                                                  reason=arg.reason, signer_ids=tuple(arg.signer_ids)),
+                                       Deadline(accept=timeout, result=timeout))
+    match result:
+        case Applied(view=view) if action == "retry" and view.stuck_step:  # answered before the step runs again
+            return Outcome(request_id, "done", f"retrying '{view.stuck_step}' ({view.reason})")
+        case Applied(view=view):
+            return Outcome(request_id, "done", f"status {view.status.value}")
+        case Accepted():
+            return Outcome(request_id, "done", f"accepted; not finished within {timeout:.0f} s (the card shows it)")
+        case Refused():
+            return Outcome(request_id, "skipped" if result.code == "NotAllowed" else "failed",
+                           f"{result.code}: {result.en}")
+        case NotFound():
+            ended = " (it has ended)" if result.ended else ""
+            return Outcome(request_id, "skipped" if batch else "failed",
+                           f"not_found: No running signing request {request_id}{ended}")
+    return Outcome(request_id, "failed", f"no answer within {timeout:.0f} s — is a worker running? "
+                   "(the update may still be applied once one is)")
 
 
 def _report(action: str, outcomes: list[Outcome]) -> None:
@@ -341,15 +346,9 @@ def list_identities(
     tenant: Annotated[str | None, typer.Option(help="only this tenant")] = None,
 ) -> None:
     """Show the stored identities."""
-    from store.tables import Identity
+    from store.repos import identities
 
-    stmt = select(Identity).order_by(Identity.platform, Identity.tenant, Identity.user_id)  # type: ignore[arg-type]
-    if platform:
-        stmt = stmt.where(Identity.platform == platform.lower())
-    if tenant:
-        stmt = stmt.where(Identity.tenant == tenant)
-    with Session(_engine(_settings())) as session:
-        rows = list(session.exec(stmt))
+    rows = identities.listed(_engine(_settings()), platform, tenant)
     table = Table("platform", "tenant", "user id", "name", "email", "mobile", "active", "external")
     for r in rows:
         table.add_row(r.platform, r.tenant, r.user_id, r.name, r.email or "", r.mobile or "",

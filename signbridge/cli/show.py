@@ -13,7 +13,6 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
-from sqlmodel import Session
 
 from signbridge.core.models import SignStatus, StatusView
 from signbridge.core.settings import Settings
@@ -78,8 +77,7 @@ def render_show(out: Console, settings: Settings, described: Any, view: StatusVi
 def _audit(out: Console, settings: Settings, request_id: str) -> bool | None:
     from store.db import get_engine
 
-    with Session(get_engine(settings.sqlalchemy_url)) as session:
-        rows = audit.trail(session, request_id)
+    rows = audit.trail_of(get_engine(settings.sqlalchemy_url), request_id)
     if not rows:
         out.print("audit trail: no events recorded yet")
         return None

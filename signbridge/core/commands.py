@@ -204,3 +204,17 @@ def _check(groups: list[list[Person]]) -> None:
                 f"（External signer {person.name} has neither an email nor a mobile number to receive the "
                 "signing link）"
             )
+
+
+_TYPED = re.compile(r"[@＠]([^\s@＠>＞→,，、;；:：()（）]+)")
+
+
+def typed_mentions(text: str, bot_name: str = DEFAULT_BOT_NAME) -> list[str]:
+    """The `@names` as typed, first occurrence each, in order, the bot's own left out — for
+    platforms whose messages carry no (or nameless) structured mentions (WeCom, DingTalk)."""
+    found: list[str] = []
+    for m in _TYPED.finditer(text or ""):
+        token = re.split(r"然后|then$", m.group(1))[0]
+        if token and token.casefold() != bot_name.casefold() and token not in found:
+            found.append(token)
+    return found

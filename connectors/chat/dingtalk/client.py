@@ -30,23 +30,30 @@ import hashlib
 import json
 import time
 from contextlib import nullcontext
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import httpx
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
 
-from connectors.chat.base import ChatRejected, ChatUnavailable, InputProblem
+from connectors.chat.base import (
+    ChatRejected,
+    ChatUnavailable,
+    InputProblem,
+    raise_for_status,
+    read_within,
+    retry_after_seconds,
+)
 from connectors.chat.dingtalk.cards import render_card
-from connectors.chat.webhook.client import retry_after_seconds
+from connectors.chat.directory import Directory
 from signbridge.core.cards import Card
 from signbridge.core.models import ChatRef, DocumentInfo, DocumentSource, Person
 from signbridge.core.settings import Settings
 from store.db import get_engine
-from store.tables import ChatMessage, Identity, utcnow
+from store.repos import chat_messages
+from store.repos.identities import Contact
 
 PLATFORM = "dingtalk"
 FILE_SCHEME = "dingtalk-file:"
@@ -108,13 +115,7 @@ def track_id_for(card_key: str) -> str:
 
 def card_key_for_track(engine: Engine, out_track_id: str) -> str | None:
     """The request a card callback belongs to; None for a card we never sent."""
-    with Session(engine) as session:
-        rows = session.exec(select(ChatMessage).where(ChatMessage.platform == PLATFORM,
-                                                      col(ChatMessage.ref).contains(out_track_id))).all()
-    for row in rows:
-        if json.loads(row.ref).get("outTrackId") == out_track_id:
-            return row.card_key
-    return None
+    return chat_messages.key_by_ref(engine, PLATFORM, "outTrackId", out_track_id)
 
 
 class DingTalkRejected(ChatRejected):
@@ -132,7 +133,8 @@ class DingTalkChat:
 
     platform = PLATFORM
 
-    def __init__(self, config: DingTalkConfig, engine: Engine, http: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, config: DingTalkConfig, engine: Engine, http: httpx.AsyncClient | None = None,
+                 lang: str = "zh") -> None:
         self.config = config
         self.engine = engine
         self._http = http
@@ -144,6 +146,7 @@ class DingTalkChat:
         self._rate_codes = _set(config.rate_limit_codes)
         self._duplicate_codes = _set(config.duplicate_codes)
         self._gone_codes = _set(config.user_gone_codes)
+        self.directory = Directory(engine, PLATFORM, timedelta(seconds=config.directory_cache_seconds), lang)
 
     def __repr__(self) -> str:  # never the secret
         return f"DingTalkChat(app_key={self.config.app_key!r}, api_base={self.config.api_base!r})"
@@ -154,10 +157,10 @@ class DingTalkChat:
         params = render_card(card)
         digest = hashlib.sha256(json.dumps(params, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
         track = track_id_for(card_key)
-        row = self._row(card_key)
-        if row is not None and json.loads(row.ref).get("digest") == digest:
+        ref = chat_messages.ref(self.engine, PLATFORM, card_key)
+        if ref is not None and ref.get("digest") == digest:
             return  # a retried activity, or nothing changed
-        if row is None:
+        if ref is None:
             try:
                 body = self._deliver_body(chat, track, params)
                 await self._api("POST", "/v1.0/card/instances/createAndDeliver", body)
@@ -167,7 +170,7 @@ class DingTalkChat:
                 await self._put_card(track, params)  # created by an earlier attempt whose answer was lost
         else:
             await self._put_card(track, params)
-        self._save(card_key, chat.chat_id, {"outTrackId": track, "digest": digest})
+        chat_messages.save(self.engine, PLATFORM, card_key, chat.chat_id, {"outTrackId": track, "digest": digest})
 
     async def send_link(self, chat: ChatRef, to: Person, text: str, sign_url: str | None, key: str) -> None:
         if to.external:  # no staffId to reach them: the chat forwards the link
@@ -206,67 +209,27 @@ class DingTalkChat:
                                                            timeout=self.config.timeout_seconds * 6) as resp:
                 if resp.status_code in (403, 404, 410):
                     raise InputProblem(f"文件 {source.name} 已过期，请重新发送（the file link expired; send it again）")
-                self._http_errors(resp, "file download")
-                if int(resp.headers.get("content-length") or 0) > max_bytes:
-                    raise too_big
-                chunks, size = [], 0
-                async for chunk in resp.aiter_bytes():
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise too_big
-                    chunks.append(chunk)
-                return b"".join(chunks)
+                raise_for_status(resp, "DingTalk file download")
+                return await read_within(resp, max_bytes, too_big)
         except httpx.HTTPError as e:
             raise ChatUnavailable(f"DingTalk file download failed ({type(e).__name__}: {e})") from e
 
     async def resolve(self, chat: ChatRef, person: Person) -> Person:
-        """`topapi/v2/user/get`; `active: false` or unknown → `InputProblem`. Cached in `Identity`."""
-        if person.external:
-            return person
-        row = self._cached(chat, person.id)
-        if row is None:
+        """`topapi/v2/user/get`; `active: false` or unknown → `InputProblem`. Kept in the directory cache."""
+        async def lookup() -> Contact:
             try:
-                result = (await self._oapi("/topapi/v2/user/get", {"userid": person.id, "language": "zh_CN"}))
+                result = await self._oapi("/topapi/v2/user/get", {"userid": person.id, "language": "zh_CN"})
             except DingTalkRejected as e:
                 if e.code in self._gone_codes:
                     raise InputProblem(f"找不到钉钉用户 {person.name}，可能已离职（{person.name} is not a DingTalk "
                                        "user here; they may have left the company）") from e
                 raise
             user = result.get("result") or {}
-            row = self._remember(chat, person, user, bool(user.get("active", True)))
-        if not row.active:
-            raise InputProblem(f"{row.name} 已离职或账号已停用，不能签署（{row.name} has left the company or is "
-                               "deactivated, so they cannot sign）")
-        return person.model_copy(update={"name": row.name or person.name, "email": row.email or person.email,
-                                         "mobile": row.mobile or person.mobile})
+            return Contact(name=str(user.get("name") or person.name), active=bool(user.get("active", True)),
+                           email=str(user.get("email") or user.get("org_email") or "") or None,
+                           mobile=str(user.get("mobile") or "") or None)
 
-    # ---- directory cache ----------------------------------------------------------------------
-
-    def _identity_query(self, chat: ChatRef, user_id: str) -> Any:
-        return select(Identity).where(Identity.platform == PLATFORM, Identity.tenant == chat.tenant,
-                                      Identity.user_id == user_id)
-
-    def _cached(self, chat: ChatRef, user_id: str) -> Identity | None:
-        with Session(self.engine, expire_on_commit=False) as session:
-            row: Identity | None = session.exec(self._identity_query(chat, user_id)).first()
-        if row is None:
-            return None
-        updated = row.updated_at if row.updated_at.tzinfo else row.updated_at.replace(tzinfo=UTC)
-        fresh = datetime.now(UTC) - updated <= timedelta(seconds=self.config.directory_cache_seconds)
-        return row if fresh else None
-
-    def _remember(self, chat: ChatRef, person: Person, user: dict[str, Any], active: bool) -> Identity:
-        with Session(self.engine, expire_on_commit=False) as session:
-            row = session.exec(self._identity_query(chat, person.id)).first()
-            if row is None:
-                row = Identity(platform=PLATFORM, tenant=chat.tenant, user_id=person.id, name=person.name)
-            row.name = str(user.get("name") or row.name or person.name)
-            row.email = str(user.get("email") or user.get("org_email") or "") or row.email or person.email
-            row.mobile = str(user.get("mobile") or "") or row.mobile or person.mobile
-            row.active, row.updated_at = active, utcnow()
-            session.add(row)
-            session.commit()
-            return row
+        return await self.directory.resolve(chat, person, lookup)
 
     # ---- cards and message bookkeeping --------------------------------------------------------
 
@@ -296,7 +259,7 @@ class DingTalkChat:
 
     async def _once(self, key: str, chat: ChatRef, to: str | None, msg_key: str, param: dict[str, str]) -> None:
         """Send once per key: to one person (`batchSend`) or to the chat (`groupMessages/send`)."""
-        if self._row(key) is not None:
+        if chat_messages.get(self.engine, PLATFORM, key) is not None:
             return  # sent already (a retried activity)
         msg_param = json.dumps(param, ensure_ascii=False)
         if to is None and chat.chat_kind != "group":
@@ -308,23 +271,8 @@ class DingTalkChat:
         else:
             data = await self._api("POST", "/v1.0/robot/oToMessages/batchSend", {
                 "robotCode": self.config.robot, "userIds": [to], "msgKey": msg_key, "msgParam": msg_param})
-        self._save(key, chat.chat_id, {"processQueryKey": data.get("processQueryKey"), "to": to})
-
-    def _row(self, card_key: str) -> ChatMessage | None:
-        with Session(self.engine, expire_on_commit=False) as session:
-            return session.exec(select(ChatMessage).where(ChatMessage.platform == PLATFORM,
-                                                          ChatMessage.card_key == card_key)).first()
-
-    def _save(self, card_key: str, chat_id: str, ref: dict[str, Any]) -> None:
-        with Session(self.engine) as session:
-            row = session.exec(select(ChatMessage).where(ChatMessage.platform == PLATFORM,
-                                                         ChatMessage.card_key == card_key)).first()
-            if row is None:
-                row = ChatMessage(platform=PLATFORM, card_key=card_key, chat_id=chat_id, ref="{}")
-            row.ref = json.dumps(ref, ensure_ascii=False)
-            row.updated_at = utcnow()
-            session.add(row)
-            session.commit()
+        chat_messages.save(self.engine, PLATFORM, key, chat.chat_id,
+                           {"processQueryKey": data.get("processQueryKey"), "to": to})
 
     # ---- HTTP, token and errors ---------------------------------------------------------------
 
@@ -395,16 +343,9 @@ class DingTalkChat:
             raise DingTalkRejected(message[:300], resp.status_code, code)
         return data
 
-    def _http_errors(self, resp: httpx.Response, what: str) -> None:
-        if resp.status_code == 429 or resp.status_code >= 500:
-            raise ChatUnavailable(f"DingTalk {what}: HTTP {resp.status_code}",
-                                  retry_after=retry_after_seconds(resp.headers.get("Retry-After")))
-        if resp.status_code >= 400:
-            raise ChatRejected(f"DingTalk {what}: HTTP {resp.status_code}", resp.status_code)
-
 
 def build(settings: Settings, http: httpx.AsyncClient) -> DingTalkChat | None:
     config = DingTalkConfig()
     if not config.enabled:
         return None
-    return DingTalkChat(config, get_engine(settings.sqlalchemy_url), http)
+    return DingTalkChat(config, get_engine(settings.sqlalchemy_url), http, lang=settings.language_for(PLATFORM))

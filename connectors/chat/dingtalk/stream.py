@@ -16,18 +16,16 @@ For deployments without a public URL (DingTalk console: the robot's message rece
 Robot messages (`/v1.0/im/bot/messages/get`) are handled after the ack, in arrival order per
 conversation (a file, then the command that uses it). Card callbacks (`/v1.0/card/instances/callback`)
 are handled inline, since the ack carries the callback's response. Handling is the HTTP callback's
-own core (`connectors.chat.dingtalk.inbound.handle_robot_message` / `handle_card_callback`).
+own parsing (`DingTalkInbound.from_stream`) and the intake, wired by `signbridge chat-listener`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import platform
 import time
-from collections.abc import Coroutine
 from typing import Any
 from urllib.parse import quote_plus
 
@@ -35,11 +33,11 @@ import dingtalk_stream
 import httpx
 import websockets
 from dingtalk_stream import AckMessage, CallbackMessage
-from sqlalchemy.engine import Engine
-from temporalio.client import Client
 
-from connectors.chat.dingtalk.client import PLATFORM, DingTalkChat, DingTalkConfig
-from connectors.chat.inbox import Handler, Inbox, Listener, PermanentFailure
+from connectors.chat.callback import Received, invalid
+from connectors.chat.dingtalk.client import PLATFORM, DingTalkConfig
+from connectors.chat.dingtalk.inbound import DingTalkInbound
+from connectors.chat.inbox import Inbox, InOrder
 from signbridge.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -214,13 +212,11 @@ class DingTalkListener:
     def __init__(self, config: DingTalkConfig) -> None:
         self.config = config
         self.stream: StreamClient | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._queued: dict[str, int] = {}
 
     async def run(self, inbox: Inbox, stop: asyncio.Event) -> None:
         stream = StreamClient(self.config)
-        stream.register_callback_handler(ROBOT_TOPIC, _Topic(lambda m: self._robot(inbox, m)))
+        in_order = InOrder(inbox, PLATFORM)
+        stream.register_callback_handler(ROBOT_TOPIC, _Topic(lambda m: self._robot(inbox, in_order, m)))
         stream.register_callback_handler(CARD_TOPIC, _Topic(lambda m: self._card(inbox, m)))
         self.stream = stream
         try:
@@ -229,17 +225,14 @@ class DingTalkListener:
             log.error("%s", e)
             raise
         finally:
-            if self._tasks:  # robot messages being handled; whatever does not finish stays stored for drain
-                _done, pending = await asyncio.wait(set(self._tasks), timeout=STOP_GRACE)
-                for task in pending:
-                    task.cancel()
+            await in_order.settle(STOP_GRACE)
 
     def _store(self, inbox: Inbox, topic: str, message: CallbackMessage) -> tuple[str, bool]:
         key = event_id(message)
         payload = {"topic": topic, "messageId": message.headers.message_id, "data": message.data}
         return key, inbox.store(PLATFORM, key, payload)  # committed before the ack is returned
 
-    async def _robot(self, inbox: Inbox, message: CallbackMessage) -> tuple[int, Any]:
+    async def _robot(self, inbox: Inbox, in_order: InOrder, message: CallbackMessage) -> tuple[int, Any]:
         if not event_id(message):
             return AckMessage.STATUS_BAD_REQUEST, "no msgId"
         key, stored = self._store(inbox, ROBOT_TOPIC, message)
@@ -248,7 +241,7 @@ class DingTalkListener:
             return AckMessage.STATUS_OK, "OK"
         log.info("DingTalk robot message %s stored", key)
         conversation = str(message.data.get("conversationId") or "") if isinstance(message.data, dict) else ""
-        self._spawn(self._handle_in_order(inbox, conversation, key))
+        in_order.spawn(conversation, key)
         return AckMessage.STATUS_OK, "OK"
 
     async def _card(self, inbox: Inbox, message: CallbackMessage) -> tuple[int, Any]:
@@ -259,55 +252,21 @@ class DingTalkListener:
         # The response could carry a card update; the flow updates its card itself through the OpenAPI.
         return AckMessage.STATUS_OK, {}
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
-    async def _handle_in_order(self, inbox: Inbox, conversation: str, key: str) -> None:
-        """Messages of one conversation are handled in arrival order (asyncio.Lock is FIFO)."""
-        self._queued[conversation] = self._queued.get(conversation, 0) + 1
-        lock = self._locks.setdefault(conversation, asyncio.Lock())
-        try:
-            async with lock:
-                await inbox.handle(PLATFORM, key)
-        finally:
-            self._queued[conversation] -= 1
-            if not self._queued[conversation]:
-                del self._queued[conversation], self._locks[conversation]
+async def parse(inbound: DingTalkInbound, payload: dict[str, Any]) -> Received:
+    """A stored Stream payload `{topic, messageId, data}`, authenticated by the connection."""
+    topic, data = payload.get("topic"), payload.get("data")
+    if not isinstance(data, dict):
+        raise invalid("the stored DingTalk message has no data")
+    if topic not in (ROBOT_TOPIC, CARD_TOPIC):
+        raise invalid(f"unknown DingTalk stream topic {topic!r}")
+    return await inbound.from_stream("card" if topic == CARD_TOPIC else "robot", data,
+                                     str(payload.get("messageId") or ""))
 
 
-def make_handler(engine: Engine, config: DingTalkConfig, settings: Settings, client: Client) -> Handler:
-    """Handles one stored Stream payload `{topic, messageId, data}` with the HTTP callback's core."""
-    from connectors.chat.dingtalk.inbound import InvalidMessage, handle_card_callback, handle_robot_message
-
-    directory = DingTalkChat(config, engine)  # one per listener: its access token is reused
-
-    async def handle(payload: dict[str, Any]) -> None:
-        topic, data = payload.get("topic"), payload.get("data")
-        if not isinstance(data, dict):
-            raise PermanentFailure("the stored DingTalk message has no data")
-        if topic == ROBOT_TOPIC:
-            try:
-                await handle_robot_message(engine, config, settings, client, data, directory=lambda: directory)
-            except InvalidMessage as e:
-                raise PermanentFailure(str(e)) from e
-        elif topic == CARD_TOPIC:
-            fallback = str(payload.get("messageId") or "") or hashlib.sha256(
-                json.dumps(data, sort_keys=True).encode()).hexdigest()[:32]
-            await handle_card_callback(engine, config, settings, client, data, fallback_id=fallback)
-        else:
-            raise PermanentFailure(f"unknown DingTalk stream topic {topic!r}")
-
-    return handle
-
-
-def build(settings: Settings, engine: Engine, client: Client) -> tuple[Listener, Handler] | None:
+def build(settings: Settings) -> DingTalkListener | None:
     config = DingTalkConfig()
-    if not config.enabled:
-        return None
-    return DingTalkListener(config), make_handler(engine, config, settings, client)
+    return DingTalkListener(config) if config.enabled else None
 
 
-__all__ = ["CARD_TOPIC", "ROBOT_TOPIC", "CredentialsRejected", "DingTalkListener", "StreamClient", "build",
-           "make_handler"]
+__all__ = ["CARD_TOPIC", "ROBOT_TOPIC", "CredentialsRejected", "DingTalkListener", "StreamClient", "build", "parse"]

@@ -14,7 +14,7 @@ Why it is built this way:
   `ChatUnavailable(retry_after=x-ogw-ratelimit-reset)`, 5xx and network errors →
   `ChatUnavailable`, any other error code → `ChatRejected` (retrying cannot fix it).
 * **Signers** are checked against the contact directory; resigned or frozen users are an
-  `InputProblem`. Results are cached in `Identity` for `directory_cache_seconds`.
+  `InputProblem`. Results are kept in the shared directory cache for `directory_cache_seconds`.
 
 Error codes marked "unconfirmed" are configurable (`SIGNBRIDGE_FEISHU_*_CODES`).
 """
@@ -32,15 +32,16 @@ import httpx
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
 
-from connectors.chat.base import ChatRejected, ChatUnavailable, InputProblem
+from connectors.chat.base import ChatRejected, ChatUnavailable, InputProblem, read_within
+from connectors.chat.directory import Directory
 from connectors.chat.feishu.cards import card_content, file_card, link_card, render_card
 from signbridge.core.cards import Card
 from signbridge.core.models import ChatRef, DocumentInfo, DocumentSource, Person
 from signbridge.core.settings import Settings
 from store.db import get_engine
-from store.tables import ChatMessage, Identity, utcnow
+from store.repos import chat_messages
+from store.repos.identities import Contact
 
 PLATFORM = "feishu"
 FEISHU_MAX_FILE = 100 * 1024 * 1024
@@ -117,6 +118,7 @@ class FeishuChat:
         self._token_codes = _codes(config.token_error_codes)
         self._expired_codes = _codes(config.update_expired_codes)
         self._transient_codes = _codes(config.transient_codes)
+        self.directory = Directory(engine, PLATFORM, timedelta(seconds=config.directory_cache_seconds), lang)
 
     def __repr__(self) -> str:  # never the secret
         return f"FeishuChat(app_id={self.config.app_id!r}, api_base={self.config.api_base!r})"
@@ -125,10 +127,10 @@ class FeishuChat:
 
     async def upsert_card(self, chat: ChatRef, card_key: str, card: Card) -> None:
         content = card_content(render_card(card))
-        row = self._message_row(card_key)
+        row = chat_messages.get(self.engine, PLATFORM, card_key)
         if row is None:
             message_id = await self._send(chat, "chat_id", chat.chat_id, "interactive", content, f"card:{card_key}")
-            self._store_message(card_key, chat.chat_id, message_id, None)
+            self._store_message(card_key, chat.chat_id, message_id)
             return
         message_id = json.loads(row.ref)["message_id"]
         created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
@@ -142,7 +144,7 @@ class FeishuChat:
         # The update window closed (or the card was recalled): a fresh card, from now on the one we update.
         fresh = await self._send(chat, "chat_id", chat.chat_id, "interactive", content,
                                  f"card:{card_key}:after:{message_id}")
-        self._store_message(card_key, chat.chat_id, fresh, row.id)
+        self._store_message(card_key, chat.chat_id, fresh)
 
     async def send_link(self, chat: ChatRef, to: Person, text: str, sign_url: str | None, key: str) -> None:
         id_type, receive_id = self._receiver(to)
@@ -191,16 +193,7 @@ class FeishuChat:
                         except ChatRejected as e:
                             raise InputProblem(f"无法下载 {source.name}（Feishu refused the file: {e}; send it "
                                                "again）") from e
-                    if int(resp.headers.get("content-length") or 0) > limit:
-                        raise too_big
-                    chunks: list[bytes] = []
-                    size = 0
-                    async for chunk in resp.aiter_bytes():
-                        size += len(chunk)
-                        if size > limit:
-                            raise too_big
-                        chunks.append(chunk)
-                    return b"".join(chunks)
+                    return await read_within(resp, limit, too_big)
             except httpx.HTTPError as e:
                 raise ChatUnavailable(f"Feishu file download failed ({type(e).__name__}: {e})") from e
         raise ChatUnavailable("Feishu file download failed")
@@ -221,8 +214,7 @@ class FeishuChat:
         return str(content["file_key"])
 
     async def resolve(self, chat: ChatRef, person: Person) -> Person:
-        cached = self._cached_identity(chat, person.id)
-        if cached is None:
+        async def lookup() -> Contact:
             try:
                 data = await self._call("GET", f"/open-apis/contact/v3/users/{person.id}",
                                         params={"user_id_type": "open_id"})
@@ -233,60 +225,14 @@ class FeishuChat:
             status = user.get("status") or {}
             active = not (user.get("is_resigned") or status.get("is_resigned")
                           or user.get("is_frozen") or status.get("is_frozen"))
-            cached = self._remember(chat, person, user, active)
-        if not cached.active:
-            raise InputProblem(f"{cached.name} 已离职或账号已停用，不能签署（{cached.name} has left the company or "
-                               "the account is frozen, so they cannot sign）")
-        return Person(id=person.id, name=cached.name or person.name, email=cached.email or person.email,
-                      mobile=cached.mobile or person.mobile, external=person.external)
+            return Contact(name=user.get("name") or person.name, mobile=user.get("mobile"), active=active,
+                           email=user.get("email") or user.get("enterprise_email"))
 
-    # ---- directory cache ------------------------------------------------------------------------
+        return await self.directory.resolve(chat, person, lookup)
 
-    def _cached_identity(self, chat: ChatRef, user_id: str) -> Identity | None:
-        with Session(self.engine, expire_on_commit=False) as session:
-            row = session.exec(select(Identity).where(Identity.platform == PLATFORM, Identity.tenant == chat.tenant,
-                                                      Identity.user_id == user_id)).first()
-        if row is None:
-            return None
-        updated = row.updated_at if row.updated_at.tzinfo else row.updated_at.replace(tzinfo=UTC)
-        if datetime.now(UTC) - updated > timedelta(seconds=self.config.directory_cache_seconds):
-            return None
-        return row
-
-    def _remember(self, chat: ChatRef, person: Person, user: dict[str, Any], active: bool) -> Identity:
-        with Session(self.engine, expire_on_commit=False) as session:
-            row = session.exec(select(Identity).where(Identity.platform == PLATFORM, Identity.tenant == chat.tenant,
-                                                      Identity.user_id == person.id)).first()
-            if row is None:
-                row = Identity(platform=PLATFORM, tenant=chat.tenant, user_id=person.id, name=person.name)
-            row.name = user.get("name") or person.name
-            row.email = user.get("email") or user.get("enterprise_email") or person.email
-            row.mobile = user.get("mobile") or person.mobile
-            row.active = active
-            row.updated_at = utcnow()
-            session.add(row)
-            session.commit()
-            return row
-
-    # ---- card handles ---------------------------------------------------------------------------
-
-    def _message_row(self, card_key: str) -> ChatMessage | None:
-        with Session(self.engine, expire_on_commit=False) as session:
-            return session.exec(select(ChatMessage).where(ChatMessage.platform == PLATFORM,
-                                                          ChatMessage.card_key == card_key)).first()
-
-    def _store_message(self, card_key: str, chat_id: str, message_id: str, row_id: int | None) -> None:
-        with Session(self.engine, expire_on_commit=False) as session:
-            row = session.get(ChatMessage, row_id) if row_id is not None else None
-            if row is None:
-                row = session.exec(select(ChatMessage).where(ChatMessage.platform == PLATFORM,
-                                                             ChatMessage.card_key == card_key)).first()
-            if row is None:
-                row = ChatMessage(platform=PLATFORM, card_key=card_key, chat_id=chat_id, ref="{}")
-            row.ref = json.dumps({"message_id": message_id})
-            row.created_at = row.updated_at = utcnow()
-            session.add(row)
-            session.commit()
+    def _store_message(self, card_key: str, chat_id: str, message_id: str) -> None:
+        """The card we update from now on; its 14-day update window starts now."""
+        chat_messages.save(self.engine, PLATFORM, card_key, chat_id, {"message_id": message_id}, restart=True)
 
     # ---- HTTP -----------------------------------------------------------------------------------
 

@@ -23,8 +23,8 @@ Message events (`im.message.receive_v1`) are handled after the ack, in arrival o
 delivers over the long connection as an event frame; the SDK routes it through
 `register_p2_card_action_trigger`) are handled inline, because the ack carries the toast.
 A redelivered event (already stored) is acked and not handled again; whatever failed
-transiently stays stored for the inbox's `drain`. Handling is the HTTP callback's own core
-(`connectors.chat.feishu.inbound.handle_event` / `handle_card_action`).
+transiently stays stored for the inbox's `drain`. Handling is the HTTP callback's own parsing
+(`FeishuInbound.parse`) and the intake, wired by `signbridge chat-listener`.
 """
 
 from __future__ import annotations
@@ -44,17 +44,15 @@ from lark_oapi.event.callback.model.p2_card_action_trigger import P2CardActionTr
 from lark_oapi.event.custom import CustomizedEvent
 from lark_oapi.event.dispatcher_handler import EventDispatcherHandler
 from lark_oapi.ws.exception import ClientException, ServerException, ServerUnreachableException
-from sqlalchemy.engine import Engine
-from temporalio.client import Client
 
+from connectors.chat.callback import Received
 from connectors.chat.feishu.client import PLATFORM, FeishuConfig
-from connectors.chat.inbox import Handler, Inbox, Listener, PermanentFailure
+from connectors.chat.feishu.inbound import MESSAGE_EVENT, UNKNOWN_ACTION, FeishuInbound, toast
+from connectors.chat.inbox import Inbox, InOrder
 from signbridge.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
-MESSAGE_EVENT = "im.message.receive_v1"
-CARD_EVENT = "card.action.trigger"
 STORE_TIMEOUT = 10.0  # s the SDK thread waits for the commit; past it the SDK acks 500 (Feishu redelivers)
 CARD_TIMEOUT = 10.0  # s it waits for a card's answer (the handling itself gives up after ~2.8 s)
 STOP_TIMEOUT = 15.0  # s to wait for the SDK thread to wind down on stop
@@ -226,12 +224,11 @@ class FeishuListener:
         self.config = config
         self.sdk: _SdkThread | None = None
         self._inbox: Inbox | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._queued: dict[str, int] = {}
+        self._in_order: InOrder | None = None
 
     async def run(self, inbox: Inbox, stop: asyncio.Event) -> None:
         self._inbox = inbox
+        in_order = self._in_order = InOrder(inbox, PLATFORM)
         sdk = self.sdk = _SdkThread(self.config, self, asyncio.get_running_loop())
         sdk.start()
         waits = [asyncio.create_task(stop.wait()), asyncio.create_task(sdk.finished.wait())]
@@ -245,10 +242,7 @@ class FeishuListener:
                 await asyncio.wait_for(sdk.finished.wait(), STOP_TIMEOUT)
             except TimeoutError:
                 log.warning("the Feishu SDK thread did not end within %.0f s; leaving it (daemon)", STOP_TIMEOUT)
-            if self._tasks:  # messages being handled; whatever does not finish stays stored for drain
-                _done, pending = await asyncio.wait(set(self._tasks), timeout=STOP_GRACE)
-                for task in pending:
-                    task.cancel()
+            await in_order.settle(STOP_GRACE)
         if isinstance(sdk.error, ClientException):
             raise CredentialsRejected(
                 f"Feishu refused the long connection for app id {self.config.app_id!r} ({sdk.error}); check "
@@ -273,16 +267,15 @@ class FeishuListener:
         if not inbox.store(PLATFORM, key, payload):  # committed before the SDK sends the ack
             log.info("Feishu event %s redelivered; already stored", key)
             return
-        self._spawn(self._handle_in_order(inbox, _chat_of(payload), key))
+        assert self._in_order is not None
+        self._in_order.spawn(_chat_of(payload), key)
 
     async def card(self, payload: dict[str, Any]) -> dict[str, Any]:
         """A card button: stored, then handled at once; the answer (a toast) rides on the ack."""
-        from connectors.chat.feishu.inbound import toast
-
         inbox = self._require_inbox()
         key = event_id(payload)
         if not key:
-            return toast("error", "无法识别的操作", "Unknown action")
+            return UNKNOWN_ACTION
         if not inbox.store(PLATFORM, key, payload):
             log.info("Feishu card action %s redelivered; already stored", key)
             return {}
@@ -290,7 +283,7 @@ class FeishuListener:
         if isinstance(result, dict):
             return result
         if inbox.status(PLATFORM, key) == "failed":
-            return toast("error", "无法识别的操作", "Unknown action")
+            return UNKNOWN_ACTION
         # Transient failure: the row stays stored and the next drain applies it (update id = event id).
         return toast("warning", "已收到操作，稍后处理", "Received; SignBridge will apply it shortly")
 
@@ -299,47 +292,15 @@ class FeishuListener:
             raise RuntimeError("the Feishu listener is not running")
         return self._inbox
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
-    async def _handle_in_order(self, inbox: Inbox, chat: str, key: str) -> None:
-        """Messages of one chat are handled in arrival order (asyncio.Lock is FIFO)."""
-        self._queued[chat] = self._queued.get(chat, 0) + 1
-        lock = self._locks.setdefault(chat, asyncio.Lock())
-        try:
-            async with lock:
-                await inbox.handle(PLATFORM, key)
-        finally:
-            self._queued[chat] -= 1
-            if not self._queued[chat]:
-                del self._queued[chat], self._locks[chat]
+async def parse(inbound: FeishuInbound, payload: dict[str, Any]) -> Received:
+    """A stored long-connection event (the callback's JSON, authenticated by the connection)."""
+    return inbound.parse(payload)
 
 
-def make_handler(engine: Engine, config: FeishuConfig, settings: Settings, client: Client) -> Handler:
-    """Handles one stored long-connection event (the callback's JSON) with the HTTP callback's core."""
-    from connectors.chat.feishu.inbound import InvalidEvent, handle_card_action, handle_event
-
-    async def handle(payload: dict[str, Any]) -> dict[str, Any]:
-        kind = event_type(payload)
-        if kind == CARD_EVENT:
-            return await handle_card_action(engine, config, settings, client, payload)
-        if kind == MESSAGE_EVENT:
-            try:
-                return await handle_event(engine, config, settings, client, payload)
-            except InvalidEvent as e:
-                raise PermanentFailure(e.message) from e
-        raise PermanentFailure(f"unexpected Feishu event type {kind!r}")
-
-    return handle
-
-
-def build(settings: Settings, engine: Engine, client: Client) -> tuple[Listener, Handler] | None:
+def build(settings: Settings) -> FeishuListener | None:
     config = FeishuConfig()
-    if not config.enabled:
-        return None
-    return FeishuListener(config), make_handler(engine, config, settings, client)
+    return FeishuListener(config) if config.enabled else None
 
 
-__all__ = ["CARD_EVENT", "MESSAGE_EVENT", "CredentialsRejected", "FeishuListener", "build", "make_handler"]
+__all__ = ["CredentialsRejected", "FeishuListener", "build", "parse"]

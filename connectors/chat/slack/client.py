@@ -20,7 +20,6 @@ HTTP handler never calls Slack).
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import timedelta
 from typing import Any
@@ -29,16 +28,16 @@ import httpx
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
 
-from connectors.chat.base import ChatRejected, ChatUnavailable, InputProblem
+from connectors.chat.base import ChatRejected, ChatUnavailable, InputProblem, read_within, retry_after_seconds
+from connectors.chat.directory import Directory
 from connectors.chat.slack.cards import link_blocks, render_card
-from connectors.chat.webhook.client import retry_after_seconds
 from signbridge.core.cards import Card
 from signbridge.core.models import ChatRef, DocumentInfo, DocumentSource, Person
 from signbridge.core.settings import Settings
 from store.db import get_engine
-from store.tables import ChatMessage, Identity, utcnow
+from store.repos import chat_messages
+from store.repos.identities import Contact
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +91,10 @@ class SlackChat:
     platform = PLATFORM
 
     def __init__(self, config: SlackConfig, engine: Engine, http: httpx.AsyncClient | None = None,
-                 timeout: float = DEFAULT_TIMEOUT) -> None:
+                 timeout: float = DEFAULT_TIMEOUT, lang: str = "en") -> None:
         self.config = config
         self.engine = engine
+        self.directory = Directory(engine, PLATFORM, IDENTITY_TTL, lang)
         self._http = http
         self._timeout = timeout
 
@@ -163,24 +163,19 @@ class SlackChat:
         return await self._fetch(str(link), source.name, max_bytes)
 
     async def resolve(self, chat: ChatRef, person: Person) -> Person:
-        """users.info → name and email; cached in `Identity` for an hour (a deactivation shows within it)."""
-        cached = self._cached_identity(chat.tenant, person.id)
-        if cached is not None:
-            return cached
-        try:
-            data = await self.call("users.info", {"user": person.id}, form=True)
-        except ChatRejected as e:
-            raise InputProblem(f"{person.name} is not a Slack user SignBridge can see ({e})") from e
-        user = data.get("user") or {}
-        profile = user.get("profile") or {}
-        name = profile.get("real_name") or profile.get("display_name") or user.get("real_name") \
-            or user.get("name") or person.name
-        email = profile.get("email") or person.email
-        deleted = bool(user.get("deleted"))
-        self._store_identity(chat.tenant, person.id, name, email, active=not deleted)
-        if deleted:
-            raise InputProblem(f"{name} has been deactivated in Slack and cannot sign")
-        return person.model_copy(update={"name": name, "email": email})
+        """users.info → name and email; kept in the directory cache for an hour (a deactivation shows within it)."""
+        async def lookup() -> Contact:
+            try:
+                data = await self.call("users.info", {"user": person.id}, form=True)
+            except ChatRejected as e:
+                raise InputProblem(f"{person.name} is not a Slack user SignBridge can see ({e})") from e
+            user = data.get("user") or {}
+            profile = user.get("profile") or {}
+            name = profile.get("real_name") or profile.get("display_name") or user.get("real_name") \
+                or user.get("name") or person.name
+            return Contact(name=name, email=profile.get("email"), active=not user.get("deleted"))
+
+        return await self.directory.resolve(chat, person, lookup)
 
     # ---- Web API --------------------------------------------------------------------------------
 
@@ -248,14 +243,8 @@ class SlackChat:
                 if resp.status_code == 429 or resp.status_code >= 500:
                     raise ChatUnavailable(f"Slack file download failed (HTTP {resp.status_code})",
                                           retry_after_seconds(resp.headers.get("Retry-After")))
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in resp.aiter_bytes():
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise InputProblem(f"{name}: the file is larger than the {mb} MB limit")
-                    chunks.append(chunk)
-                return b"".join(chunks)
+                return await read_within(resp, max_bytes,
+                                         InputProblem(f"{name}: the file is larger than the {mb} MB limit"))
         except httpx.HTTPError as e:
             raise ChatUnavailable(f"could not download {name} from Slack ({type(e).__name__}: {e})") from e
 
@@ -269,54 +258,14 @@ class SlackChat:
         data = await post()
         self._remember(record_key, chat.chat_id, str(data.get("channel", "")), str(data.get("ts", "")))
 
-    def _ref(self, card_key: str) -> dict[str, str] | None:
-        with Session(self.engine) as session:
-            row = session.exec(select(ChatMessage).where(ChatMessage.platform == PLATFORM,
-                                                         ChatMessage.card_key == card_key)).first()
-        return json.loads(row.ref) if row is not None else None
+    def _ref(self, key: str) -> dict[str, str] | None:
+        return chat_messages.ref(self.engine, PLATFORM, key)
 
-    def _remember(self, card_key: str, chat_id: str, channel: str, ts: str) -> None:
-        with Session(self.engine) as session:
-            row = session.exec(select(ChatMessage).where(ChatMessage.platform == PLATFORM,
-                                                         ChatMessage.card_key == card_key)).first()
-            if row is None:
-                row = ChatMessage(platform=PLATFORM, card_key=card_key, chat_id=chat_id, ref="")
-            row.ref, row.updated_at = json.dumps({"channel": channel, "ts": ts}), utcnow()
-            session.add(row)
-            session.commit()
+    def _remember(self, key: str, chat_id: str, channel: str, ts: str) -> None:
+        chat_messages.save(self.engine, PLATFORM, key, chat_id, {"channel": channel, "ts": ts})
 
-    def _touch(self, card_key: str) -> None:
-        with Session(self.engine) as session:
-            row = session.exec(select(ChatMessage).where(ChatMessage.platform == PLATFORM,
-                                                         ChatMessage.card_key == card_key)).first()
-            if row is not None:
-                row.updated_at = utcnow()
-                session.add(row)
-                session.commit()
-
-    def _cached_identity(self, tenant: str, user_id: str) -> Person | None:
-        with Session(self.engine) as session:
-            row = session.exec(select(Identity).where(Identity.platform == PLATFORM, Identity.tenant == tenant,
-                                                      Identity.user_id == user_id)).first()
-        if row is None or not row.active or row.name == user_id or utcnow() - _aware(row.updated_at) > IDENTITY_TTL:
-            return None
-        return Person(id=user_id, name=row.name, email=row.email, mobile=row.mobile)
-
-    def _store_identity(self, tenant: str, user_id: str, name: str, email: str | None, active: bool) -> None:
-        with Session(self.engine) as session:
-            row = session.exec(select(Identity).where(Identity.platform == PLATFORM, Identity.tenant == tenant,
-                                                      Identity.user_id == user_id)).first()
-            if row is None:
-                row = Identity(platform=PLATFORM, tenant=tenant, user_id=user_id, name=name)
-            row.name, row.email, row.active, row.updated_at = name, email or row.email, active, utcnow()
-            session.add(row)
-            session.commit()
-
-
-def _aware(value: Any) -> Any:
-    from datetime import UTC
-
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    def _touch(self, key: str) -> None:
+        chat_messages.touch(self.engine, PLATFORM, key)
 
 
 def _esc(text: str) -> str:
@@ -332,4 +281,4 @@ def build(settings: Settings, http: httpx.AsyncClient) -> SlackChat | None:
     config = load_config()
     if not config.enabled:
         return None
-    return SlackChat(config, get_engine(settings.sqlalchemy_url), http)
+    return SlackChat(config, get_engine(settings.sqlalchemy_url), http, lang=settings.language_for(PLATFORM))

@@ -16,13 +16,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
-from connectors.chat.base import ChatRejected, ChatUnavailable, InputProblem
+from connectors.chat.base import ChatRejected, ChatUnavailable, InputProblem, retry_after_seconds
 from connectors.chat.webhook import signature as webhook_signature
 from signbridge.core.cards import Card
 from signbridge.core.models import ChatRef, DocumentInfo, DocumentSource, Person
@@ -39,26 +37,8 @@ def card_idempotency_key(card_key: str, card: Card) -> str:
     return f"{card_key}:card:{hashlib.sha256(canonical.encode()).hexdigest()[:16]}"
 
 
-def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
-    """`Retry-After` is either delta-seconds or an HTTP date; `None` when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
-
-
 class WebhookChat:
-    """`ChatConnector` for the generic webhook IM (see DESIGN.md, "Generic webhook IM protocol")."""
+    """`ChatConnector` for the generic webhook IM (see README, "Generic webhook IM protocol")."""
 
     platform = "webhook"
 

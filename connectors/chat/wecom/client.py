@@ -35,16 +35,23 @@ import httpx
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
 
-from connectors.chat.base import ChatRejected, ChatUnavailable, InputProblem
-from connectors.chat.webhook.client import retry_after_seconds
+from connectors.chat.base import (
+    ChatRejected,
+    ChatUnavailable,
+    InputProblem,
+    raise_for_status,
+    read_within,
+)
+from connectors.chat.directory import Directory
 from connectors.chat.wecom.cards import render_card
 from signbridge.core.cards import Card
 from signbridge.core.models import ChatRef, DocumentInfo, DocumentSource, Person
 from signbridge.core.settings import Settings
 from store.db import get_engine
-from store.tables import ChatMessage, Identity, utcnow
+from store.repos import chat_messages
+from store.repos.identities import Contact
+from store.tables import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +77,7 @@ class WeComConfig(BaseSettings):
     encoding_aes_key: SecretStr = SecretStr("")
     api_base: str = DEFAULT_API_BASE
     rate_limit_backoff: float = 2.0  # seconds to wait after 45009 (WeCom gives no Retry-After)
+    directory_cache_seconds: int = 600
 
     @property
     def enabled(self) -> bool:
@@ -91,35 +99,18 @@ def card_key_for(task_id: str) -> str:
     return task_id.rsplit("@", 1)[0].replace("@", ":")
 
 
-def find_identity(session: Session, corp_id: str, *, user_id: str | None = None,
-                  name: str | None = None) -> Identity | None:
-    """A directory row for this corp; rows imported without a tenant ("default") count too, the
-    corp's own first. By name: active people before departed ones."""
-    query = select(Identity).where(Identity.platform == PLATFORM, col(Identity.tenant).in_([corp_id, "default"]))
-    query = query.where(Identity.user_id == user_id) if user_id is not None else query.where(Identity.name == name)
-    rows = session.exec(query).all()
-    rows = sorted(rows, key=lambda r: (not r.active, r.tenant != corp_id))
-    return rows[0] if rows else None
-
-
 def store_response_code(engine: Engine, task_id: str, code: str) -> bool:
-    """Called by the API on a card click: the freshest code is the one the next update uses.
-    False when we never sent that card (a forged or foreign task id). A click on a superseded
-    card still counts as an action, but its code would update the old message: not kept."""
-    with Session(engine) as session:
-        row = session.exec(select(ChatMessage).where(ChatMessage.platform == PLATFORM,
-                                                     ChatMessage.card_key == card_key_for(task_id))).first()
-        if row is None:
-            return False
-        ref = json.loads(row.ref)
-        if not code or task_id_for(row.card_key, int(ref.get("seq", 1))) != task_id:
-            return True
-        ref.update(response_code=code, code_at=utcnow().isoformat())
-        row.ref = json.dumps(ref, ensure_ascii=False)
-        row.updated_at = utcnow()
-        session.add(row)
-        session.commit()
-        return True
+    """Called on a card click: the freshest code is the one the next update uses. False when we
+    never sent that card (a forged or foreign task id). A click on a superseded card still counts
+    as an action, but its code would update the old message: not kept."""
+    card_key = card_key_for(task_id)
+
+    def keep(ref: dict[str, Any]) -> dict[str, Any] | None:
+        if not code or task_id_for(card_key, int(ref.get("seq", 1))) != task_id:
+            return None
+        return {**ref, "response_code": code, "code_at": utcnow().isoformat()}
+
+    return chat_messages.change(engine, PLATFORM, card_key, keep)
 
 
 class WeComChat:
@@ -128,9 +119,10 @@ class WeComChat:
     platform = PLATFORM
 
     def __init__(self, config: WeComConfig, engine: Engine, http: httpx.AsyncClient | None = None,
-                 timeout: float = 10.0) -> None:
+                 timeout: float = 10.0, lang: str = "zh") -> None:
         self.config = config
         self.engine = engine
+        self.directory = Directory(engine, PLATFORM, timedelta(seconds=config.directory_cache_seconds), lang)
         self._http = http
         self._timeout = timeout
         self._token: str | None = None
@@ -145,11 +137,11 @@ class WeComChat:
 
     async def upsert_card(self, chat: ChatRef, card_key: str, card: Card) -> None:
         digest = hashlib.sha256(json.dumps(card.as_dict(), ensure_ascii=False, sort_keys=True).encode()).hexdigest()
-        row = self._row(card_key)
-        ref: dict[str, Any] = json.loads(row.ref) if row else {}
+        stored = chat_messages.ref(self.engine, PLATFORM, card_key)
+        ref: dict[str, Any] = stored or {}
         if ref.get("digest") == digest:
             return  # a retried activity, or nothing changed
-        if row is None:
+        if stored is None:
             ref = {"touser": chat.chat_id, "seq": 1, "superseded": []}
             ref["msgid"], fresh = await self._send_card(chat.chat_id, card_key, card, 1)
             ref["digest"] = digest
@@ -219,47 +211,29 @@ class WeComChat:
                             raise InputProblem(f"文件 {source.name} 已过期或无法获取，请重新发送（WeCom keeps files "
                                                f"for 3 days; send {source.name} again）")
                         self._raise(resp, data, "media/get")
-                    self._raise_http(resp, "media/get")
-                    declared = int(resp.headers.get("content-length") or 0)
-                    if declared > max_bytes:
-                        raise InputProblem(f"{source.name}: 文件超过 {mb} MB 的上限（larger than {mb} MB）")
-                    chunks, size = [], 0
-                    async for chunk in resp.aiter_bytes():
-                        size += len(chunk)
-                        if size > max_bytes:
-                            raise InputProblem(f"{source.name}: 文件超过 {mb} MB 的上限（larger than {mb} MB）")
-                        chunks.append(chunk)
-                    return b"".join(chunks)
+                    raise_for_status(resp, "WeCom media/get")
+                    return await read_within(resp, max_bytes, InputProblem(
+                        f"{source.name}: 文件超过 {mb} MB 的上限（larger than {mb} MB）"))
             except httpx.HTTPError as e:
                 raise ChatUnavailable(f"WeCom media/get failed ({type(e).__name__}: {e})") from e
         raise ChatUnavailable("WeCom refused two fresh access tokens for media/get")
 
     async def resolve(self, chat: ChatRef, person: Person) -> Person:
         """`user/get`; departed/disabled (status != 1) → `InputProblem`. Apps created after 2022-06-20
-        get no email/mobile there, so those come from the `Identity` table (identities import)."""
-        if person.external:
-            return person
-        try:
-            data = await self._call("GET", "/cgi-bin/user/get", params={"userid": person.id})
-        except ChatRejected as e:
-            if e.status in USER_UNKNOWN:
-                raise InputProblem(f"找不到企业微信用户 {person.name}（{person.name} is not a WeCom user here）") from e
-            raise
-        name = str(data.get("name") or person.name)
-        active = int(data.get("status", 1)) == 1
-        email = str(data.get("email") or data.get("biz_mail") or "") or None
-        mobile = str(data.get("mobile") or "") or None
-        with Session(self.engine) as session:
-            row = find_identity(session, chat.tenant, user_id=person.id)
-            if row is None:
-                row = Identity(platform=PLATFORM, tenant=chat.tenant, user_id=person.id, name=name)
-            email, mobile = email or row.email or person.email, mobile or row.mobile or person.mobile
-            row.name, row.email, row.mobile, row.active, row.updated_at = name, email, mobile, active, utcnow()
-            session.add(row)
-            session.commit()
-        if not active:
-            raise InputProblem(f"{name} 已离职或账号已停用，不能签署（{name} has left the company or is deactivated）")
-        return person.model_copy(update={"name": name, "email": email, "mobile": mobile})
+        get no email/mobile there, so those come from the directory cache (`identities import`)."""
+        async def lookup() -> Contact:
+            try:
+                data = await self._call("GET", "/cgi-bin/user/get", params={"userid": person.id})
+            except ChatRejected as e:
+                if e.status in USER_UNKNOWN:
+                    raise InputProblem(f"找不到企业微信用户 {person.name}（{person.name} is not a WeCom user here）") \
+                        from e
+                raise
+            return Contact(name=str(data.get("name") or person.name), active=int(data.get("status", 1)) == 1,
+                           email=str(data.get("email") or data.get("biz_mail") or "") or None,
+                           mobile=str(data.get("mobile") or "") or None)
+
+        return await self.directory.resolve(chat, person, lookup)
 
     # ---- card and message bookkeeping -----------------------------------------------------------
 
@@ -270,7 +244,7 @@ class WeComChat:
         return str(data.get("msgid", "")), data.get("response_code") or None
 
     async def _once(self, key: str, touser: str, message: dict[str, Any]) -> None:
-        if self._row(key) is not None:
+        if chat_messages.get(self.engine, PLATFORM, key) is not None:
             return  # sent already (a retried activity)
         data = await self._send(touser, message)
         self._save(key, touser, {"msgid": data.get("msgid"), "touser": touser}, new=True)
@@ -280,30 +254,17 @@ class WeComChat:
                 "duplicate_check_interval": 300, **message}
         return await self._call("POST", "/cgi-bin/message/send", json=body)
 
-    def _row(self, card_key: str) -> ChatMessage | None:
-        with Session(self.engine) as session:
-            return session.exec(select(ChatMessage).where(ChatMessage.platform == PLATFORM,
-                                                          ChatMessage.card_key == card_key)).first()
-
     def _save(self, card_key: str, chat_id: str, ref: dict[str, Any], new: bool = False,
               spent: str | None = None, fresh: str | None = None) -> None:
         """Write our fields. The stored response code may have been replaced by a click meanwhile:
         keep what the row holds now unless it is the code we just `spent` or we got a `fresh` one."""
-        with Session(self.engine) as session:
-            row = None if new else session.exec(select(ChatMessage).where(
-                ChatMessage.platform == PLATFORM, ChatMessage.card_key == card_key)).first()
-            if row is None:
-                row = ChatMessage(platform=PLATFORM, card_key=card_key, chat_id=chat_id, ref="{}")
-            current = json.loads(row.ref)
-            code, at = current.get("response_code"), current.get("code_at")
-            if spent is not None and code == spent:
-                code, at = None, None
-            if fresh:
-                code, at = fresh, utcnow().isoformat()
-            row.ref = json.dumps({**ref, "response_code": code, "code_at": at}, ensure_ascii=False)
-            row.updated_at = utcnow()
-            session.add(row)
-            session.commit()
+        current = {} if new else (chat_messages.ref(self.engine, PLATFORM, card_key) or {})
+        code, at = current.get("response_code"), current.get("code_at")
+        if spent is not None and code == spent:
+            code, at = None, None
+        if fresh:
+            code, at = fresh, utcnow().isoformat()
+        chat_messages.save(self.engine, PLATFORM, card_key, chat_id, {**ref, "response_code": code, "code_at": at})
 
     # ---- HTTP, token and errors -----------------------------------------------------------------
 
@@ -328,7 +289,7 @@ class WeComChat:
                     resp = await http.get(self._url("/cgi-bin/gettoken"), params=params, timeout=self._timeout)
             except httpx.HTTPError as e:
                 raise ChatUnavailable(f"WeCom gettoken failed ({type(e).__name__}: {e})") from e
-            self._raise_http(resp, "gettoken")
+            raise_for_status(resp, "WeCom gettoken")
             data = resp.json()
             if int(data.get("errcode", 0)) != 0:
                 self._raise(resp, data, "gettoken")
@@ -347,7 +308,7 @@ class WeComChat:
                                               json=json, timeout=self._timeout)
             except httpx.HTTPError as e:
                 raise ChatUnavailable(f"WeCom {path} failed ({type(e).__name__}: {e})") from e
-            self._raise_http(resp, path)
+            raise_for_status(resp, f"WeCom {path}")
             data: dict[str, Any] = resp.json()
             errcode = int(data.get("errcode", 0))
             if errcode == 0:
@@ -367,19 +328,9 @@ class WeComChat:
             raise ChatUnavailable(message, retry_after=self.config.rate_limit_backoff)
         raise ChatRejected(message, errcode)
 
-    @staticmethod
-    def _raise_http(resp: httpx.Response, what: str) -> None:
-        if resp.status_code == 429:
-            raise ChatUnavailable(f"WeCom {what}: HTTP 429",
-                                  retry_after=retry_after_seconds(resp.headers.get("Retry-After")))
-        if resp.status_code == 408 or resp.status_code >= 500:
-            raise ChatUnavailable(f"WeCom {what}: HTTP {resp.status_code}")
-        if resp.status_code >= 400:
-            raise ChatRejected(f"WeCom {what}: HTTP {resp.status_code} {resp.text[:200]}", resp.status_code)
-
 
 def build(settings: Settings, http: httpx.AsyncClient) -> WeComChat | None:
     config = WeComConfig()
     if not config.enabled:
         return None
-    return WeComChat(config, get_engine(settings.sqlalchemy_url), http)
+    return WeComChat(config, get_engine(settings.sqlalchemy_url), http, lang=settings.language_for(PLATFORM))

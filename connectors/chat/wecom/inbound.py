@@ -5,276 +5,178 @@
   once when the admin saves the URL, and replaying it reveals nothing and starts nothing.
 * `POST` carries encrypted XML. Signature and a 300 s timestamp window are checked before
   anything is decrypted; a forged or stale callback gets 401 and starts nothing.
-  - a `file` message is remembered (`InboundEvent`, platform "wecom": media id + name) —
-    WeCom delivers the file and the command as separate messages;
-  - a `text` command (`signbridge.core.commands`) starts `SigningWorkflow` with id
-    `sign:wecom:{corp_id}:{MsgId}`; WeCom text has no structured mentions, so each `@token` is
-    matched against the identity cache (userid or name) and, within a small time budget,
-    `user/get`; the flow's `resolve` step checks every signer again (departed → REJECTED);
+  - a `file` message carries a file (media id + name), kept for a later command — WeCom
+    delivers the file and the command as separate messages;
+  - a `text` command becomes a `ChatEvent` with id `MsgId`; WeCom text has no structured
+    mentions, so each `@token` is matched against the directory cache (userid or name) and,
+    within a small time budget, `user/get`; the flow's `resolve` step checks every signer again;
   - a `template_card_event` (button click) stores its fresh `ResponseCode` for the card's next
-    update, then runs the workflow update (`remind`/`cancel`/`retry`) with an update id derived
-    from the event (`FromUserName` + `CreateTime`), so WeCom's retries apply it once.
+    update, then becomes a `ChatAction` with an update id derived from the event
+    (`FromUserName` + `CreateTime`), so WeCom's retries apply it once.
   The reply is empty (which stops WeCom's retries) and is sent only after Temporal holds the
-  request; WeCom's deadline is 5 s.
+  request; WeCom's deadline is 5 s. Temporal out of reach: 503, and WeCom delivers again.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-import logging
-import re
 import time
 from datetime import timedelta
 
 import xmltodict
-from fastapi import APIRouter, Request
-from fastapi.responses import PlainTextResponse, Response
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
-from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateStage
-from temporalio.service import RPCError
+from sqlalchemy.engine import Engine
 from wechatpy.enterprise.crypto import WeChatCrypto
 from wechatpy.exceptions import InvalidSignatureException
 
-from api.deps import ClientDep, SettingsDep
-from api.errors import ApiError
-from connectors.chat.wecom.client import (
-    PLATFORM,
-    WeComChat,
-    WeComConfig,
-    card_key_for,
-    find_identity,
-    media_source,
-    store_response_code,
-)
+from connectors.chat.base import ChatConnector
+from connectors.chat.callback import Callback, CallbackRejected, DirectoryInbound, Received, Reply, Route, Rules
+from connectors.chat.directory import resolve_within
+from connectors.chat.wecom.client import PLATFORM, WeComConfig, card_key_for, media_source, store_response_code
 from signbridge.core import commands
-from signbridge.core.models import ActionInput, Actor, ChatRef, DocumentSource, Person, SigningRequest, Timing
+from signbridge.core.chat import ACTIONS, Busy, ChatAction, ChatEvent, Deadline, FileRef, Mention, Outcome
+from signbridge.core.models import Actor, ChatRef, Person
 from signbridge.core.settings import Settings
-from signbridge.core.temporal import start_signing
-from store.tables import InboundEvent, utcnow
+from store.repos import identities
 
-log = logging.getLogger(__name__)
-router = APIRouter(tags=["WeCom"])
-
+ROUTES = (Route("/im/wecom/events", ("GET", "POST")),)
 MAX_BODY_BYTES = 256 * 1024
 TOLERANCE_SECONDS = 300
-FILE_LOOKBACK = timedelta(days=3)  # WeCom keeps media for 3 days
 RESOLVE_BUDGET = 1.5  # seconds of the 5 s deadline spent on user/get at most
-ACCEPT_TIMEOUT = 3.0
-ACTIONS = ("remind", "cancel", "retry")
-_MENTION = re.compile(r"[@＠]([^\s@＠>＞→,，、;；:：()（）]+)")
 NO_FILE = ("没有找到要签署的文件：请先把合同文件发给应用，再发送 /sign 命令"
            "（No document: send the contract file to the app first, then the /sign command）")
-
-
-def _config() -> WeComConfig:
-    config = WeComConfig()
-    if not config.enabled:
-        raise ApiError(404, "not_configured", "WeCom is not configured on this SignBridge")
-    return config
-
-
-def _crypto(config: WeComConfig) -> WeChatCrypto:
-    return WeChatCrypto(config.token.get_secret_value(), config.encoding_aes_key.get_secret_value(), config.corp_id)
+RULES = Rules(deadline=Deadline(accept=3.0), no_file=NO_FILE, file_lookback=timedelta(days=3))  # media: 3 days
 
 
 def _xml(text: str | bytes) -> dict[str, str]:
     """Flat XML → dict. Entity declarations are refused outright (no expansion attacks)."""
     raw = text if isinstance(text, str) else text.decode("utf-8", "replace")
     if "<!DOCTYPE" in raw.upper() or "<!ENTITY" in raw.upper():
-        raise ApiError(400, "invalid_xml", "DTDs are not accepted")
+        raise CallbackRejected(400, "invalid_xml", "DTDs are not accepted")
     try:
         doc = xmltodict.parse(raw, disable_entities=True)
     except Exception as e:  # expat errors
-        raise ApiError(400, "invalid_xml", f"The body is not XML: {e}") from e
+        raise CallbackRejected(400, "invalid_xml", f"The body is not XML: {e}") from e
     root = doc.get("xml") if isinstance(doc, dict) else None
     if not isinstance(root, dict):
-        raise ApiError(400, "invalid_xml", "Expected <xml>…</xml>")
+        raise CallbackRejected(400, "invalid_xml", "Expected <xml>…</xml>")
     return {k: v.strip() if isinstance(v, str) else "" for k, v in root.items()}
 
 
-@router.get("/im/wecom/events")
-async def url_check(msg_signature: str, timestamp: str, nonce: str, echostr: str) -> PlainTextResponse:
-    config = _config()
-    try:
-        plain = _crypto(config).check_signature(msg_signature, timestamp, nonce, echostr)
-    except InvalidSignatureException as e:
-        raise ApiError(401, "bad_signature", "Rejected: the signature does not match") from e
-    except Exception as e:  # signed with our token but not decryptable for our corp
-        raise ApiError(401, "bad_payload", f"Rejected: the echostr does not decrypt ({type(e).__name__})") from e
-    return PlainTextResponse(plain if isinstance(plain, str) else plain.decode())
+class WeComInbound(DirectoryInbound[WeComConfig]):
+    platform = PLATFORM
+    rules = RULES
+    max_body = MAX_BODY_BYTES
 
+    def __repr__(self) -> str:  # never the secrets
+        return f"WeComInbound(corp_id={self.config.corp_id!r})"
 
-@router.post("/im/wecom/events")
-async def events(request: Request, settings: SettingsDep, client: ClientDep, msg_signature: str = "",
-                 timestamp: str = "", nonce: str = "") -> Response:
-    config = _config()
-    raw = await request.body()
-    if len(raw) > MAX_BODY_BYTES:
-        raise ApiError(413, "too_large", f"Callbacks are limited to {MAX_BODY_BYTES} bytes")
-    try:
-        stale = abs(time.time() - int(timestamp)) > TOLERANCE_SECONDS
-    except ValueError:
-        stale = True
-    if stale:
-        raise ApiError(401, "stale", "Rejected: the timestamp is missing or outside the 300 s window")
-    outer = _xml(raw)
-    if not outer.get("Encrypt"):
-        raise ApiError(400, "invalid_event", "No Encrypt element")
-    try:
-        inner = _xml(_crypto(config).decrypt_message(outer, msg_signature, timestamp, nonce))
-    except InvalidSignatureException as e:
-        raise ApiError(401, "bad_signature", "Rejected: the signature does not match") from e
-    except ApiError:
-        raise
-    except Exception as e:  # wrong key, corp id mismatch, bad padding
-        raise ApiError(401, "bad_payload", f"Rejected: the payload does not decrypt ({type(e).__name__})") from e
-    kind = inner.get("MsgType", "")
-    if kind == "file":
-        _remember_file(request, config, inner)
-    elif kind == "text" and commands.is_command(inner.get("Content", ""), settings.bot_name):
-        await _command(request, settings, client, config, inner)
-    elif kind == "event" and inner.get("Event") == "template_card_event":
-        await _click(request, settings, client, config, inner)
-    return PlainTextResponse("")  # empty reply: WeCom stops retrying
+    def _crypto(self) -> WeChatCrypto:
+        return WeChatCrypto(self.config.token.get_secret_value(), self.config.encoding_aes_key.get_secret_value(),
+                            self.config.corp_id)
 
-
-# ---- files and commands -----------------------------------------------------------------------
-
-def _conversation(msg: dict[str, str]) -> str:
-    return msg.get("ChatId") or msg.get("FromUserName", "")
-
-
-def _remember_file(request: Request, config: WeComConfig, msg: dict[str, str]) -> None:
-    media_id, sender = msg.get("MediaId", ""), msg.get("FromUserName", "")
-    if not (media_id and sender):
-        return
-    event = msg.get("MsgId") or f"{sender}-{msg.get('CreateTime', '')}"
-    payload = json.dumps({"media_id": media_id, "name": msg.get("FileName") or msg.get("Title") or "document.pdf",
-                          "corp_id": config.corp_id}, ensure_ascii=False)
-    with Session(request.app.state.engine) as session:
-        session.add(InboundEvent(platform=PLATFORM, event_id=f"file:{_conversation(msg)}/{sender}/{event}",
-                                 payload=payload, status="handled", handled_at=utcnow()))
+    async def receive(self, call: Callback) -> Received:
+        q = call.query
+        if call.method == "GET":
+            return self._url_check(q.get("msg_signature", ""), q.get("timestamp", ""), q.get("nonce", ""),
+                                   q.get("echostr", ""))
+        timestamp = q.get("timestamp", "")
         try:
-            session.commit()
-        except IntegrityError:  # WeCom redelivered the file message
-            session.rollback()
+            stale = abs(time.time() - int(timestamp)) > TOLERANCE_SECONDS
+        except ValueError:
+            stale = True
+        if stale:
+            raise CallbackRejected(401, "stale", "Rejected: the timestamp is missing or outside the 300 s window")
+        outer = _xml(call.body)
+        if not outer.get("Encrypt"):
+            raise CallbackRejected(400, "invalid_event", "No Encrypt element")
+        try:
+            inner = _xml(self._crypto().decrypt_message(outer, q.get("msg_signature", ""), timestamp,
+                                                        q.get("nonce", "")))
+        except InvalidSignatureException as e:
+            raise CallbackRejected(401, "bad_signature", "Rejected: the signature does not match") from e
+        except CallbackRejected:
+            raise
+        except Exception as e:  # wrong key, corp id mismatch, bad padding
+            raise CallbackRejected(401, "bad_payload",
+                                   f"Rejected: the payload does not decrypt ({type(e).__name__})") from e
+        kind = inner.get("MsgType", "")
+        if kind in ("file", "text"):
+            return await self._message(inner)
+        if kind == "event" and inner.get("Event") == "template_card_event":
+            return self._click(inner)
+        return Reply(200, "")
 
+    def _url_check(self, signature: str, timestamp: str, nonce: str, echostr: str) -> Reply:
+        try:
+            plain = self._crypto().check_signature(signature, timestamp, nonce, echostr)
+        except InvalidSignatureException as e:
+            raise CallbackRejected(401, "bad_signature", "Rejected: the signature does not match") from e
+        except Exception as e:  # signed with our token but not decryptable for our corp
+            raise CallbackRejected(401, "bad_payload",
+                                   f"Rejected: the echostr does not decrypt ({type(e).__name__})") from e
+        return Reply(200, plain if isinstance(plain, str) else plain.decode())
 
-def _last_file(request: Request, msg: dict[str, str]) -> DocumentSource | None:
-    prefix = f"file:{_conversation(msg)}/{msg.get('FromUserName', '')}/"
-    with Session(request.app.state.engine) as session:
-        row = session.exec(select(InboundEvent).where(InboundEvent.platform == PLATFORM)
-                           .where(col(InboundEvent.event_id).startswith(prefix))
-                           .where(col(InboundEvent.received_at) >= utcnow() - FILE_LOOKBACK)
-                           .order_by(col(InboundEvent.id).desc())).first()
-    if row is None:
-        return None
-    file = json.loads(row.payload)
-    return media_source(file["media_id"], file["name"])
+    async def _message(self, msg: dict[str, str]) -> Received:
+        """The flow's chat is the app conversation with the sender: `chat_id` is their userid."""
+        sender = msg.get("FromUserName", "")
+        if not sender:
+            return Reply(200, "")
+        event_id = msg.get("MsgId") or f"{sender}-{msg.get('CreateTime', '')}"
+        common = {"platform": PLATFORM, "tenant": self.config.corp_id, "chat_id": sender, "event_id": event_id,
+                  "chat_kind": "group" if msg.get("ChatId") else "direct", "sender": self._known(sender)}
+        if msg.get("MsgType") == "file":
+            source = media_source(msg.get("MediaId", ""), msg.get("FileName") or msg.get("Title") or "document.pdf")
+            files = (FileRef(source.name, str(source.url)),) if msg.get("MediaId") else ()
+            return ChatEvent(**common, files=files)  # type: ignore[arg-type]
+        text = msg.get("Content", "")
+        mentions: tuple[Mention, ...] = ()
+        if commands.is_command(text, self.bot_name):  # only a command is worth directory calls
+            chat = ChatRef(platform=PLATFORM, tenant=self.config.corp_id, chat_id=sender, source_event_id=event_id)
+            mentions = await self._mentions(chat, text)
+        return ChatEvent(**common, text=text, mentions=mentions)  # type: ignore[arg-type]
 
+    def _known(self, user_id: str) -> Person:
+        row = identities.find(self.engine, PLATFORM, self.config.corp_id, user_id)
+        if row is None:
+            return Person(id=user_id, name="")
+        return Person(id=user_id, name=row.name, email=row.email, mobile=row.mobile)
 
-async def _mentions(request: Request, config: WeComConfig, chat: ChatRef, text: str,
-                    bot_name: str) -> tuple[list[Person], dict[str, Person]]:
-    """Mentions named as typed (what the grammar matches) and the person each one stands for."""
-    tokens = []
-    for m in _MENTION.finditer(text):
-        token = re.split(r"然后|then$", m.group(1))[0]
-        if token and token.casefold() != bot_name.casefold() and token not in tokens:
-            tokens.append(token)
-    people: dict[str, Person] = {}
-    with Session(request.app.state.engine) as session:
-        for token in tokens:  # a userid first, else a name (active people before departed ones)
-            row = find_identity(session, config.corp_id, user_id=token) or find_identity(
-                session, config.corp_id, name=token)
+    async def _mentions(self, chat: ChatRef, text: str) -> tuple[Mention, ...]:
+        """Each typed `@token`: a userid first, else a name (active people before departed ones), else
+        `user/get` within the budget; still unknown, the token is taken as a userid and the flow's
+        resolve step decides."""
+        tokens = commands.typed_mentions(text, self.bot_name)
+        people: dict[str, Person] = {}
+        for token in tokens:
+            row = identities.find(self.engine, PLATFORM, chat.tenant, token) \
+                or identities.find_by_name(self.engine, PLATFORM, chat.tenant, token)
             if row is not None:
                 people[token] = Person(id=row.user_id, name=row.name, email=row.email, mobile=row.mobile)
-    unknown = [t for t in tokens if t not in people]
-    if unknown:
-        chat_api = _chat(request, config)
-        tasks = {asyncio.ensure_future(chat_api.resolve(chat, Person(id=t, name=t))): t for t in unknown}
-        done, pending = await asyncio.wait(tasks, timeout=RESOLVE_BUDGET)
-        for task in pending:
-            task.cancel()
-        for task in done:
-            if task.exception() is None:
-                people[tasks[task]] = task.result()
-            else:
-                log.info("WeCom user/get for %s: %s", tasks[task], task.exception())
-    # unknown or departed: the typed token is taken as a userid; the flow's resolve step decides
-    resolved = {t: people.get(t, Person(id=t, name=t)) for t in tokens}
-    return [Person(id=p.id, name=t) for t, p in resolved.items()], {p.id: p for p in resolved.values()}
+        unknown = [Person(id=t, name=t) for t in tokens if t not in people]
+        for token, result in (await resolve_within(self.directory, chat, unknown, RESOLVE_BUDGET)).items():
+            if isinstance(result, Person):
+                people[token] = result
+        return tuple(Mention(people.get(t, Person(id=t, name=t)), typed=t) for t in tokens)
+
+    def _click(self, msg: dict[str, str]) -> Received:
+        user, action, task_id = msg.get("FromUserName", ""), msg.get("EventKey", ""), msg.get("TaskId", "")
+        if not (user and task_id) or not store_response_code(self.engine, task_id, msg.get("ResponseCode", "")):
+            return Reply(200, "")  # a card we never sent
+        if action not in ACTIONS:
+            return Reply(200, "")  # "status": the click only refreshed the response code
+        return ChatAction(request_id=card_key_for(task_id), name=action, actor=Actor(id=user),
+                          update_id=f"wecom:{user}:{msg.get('CreateTime')}:{action}", platform=PLATFORM,
+                          tenant=self.config.corp_id)
+
+    def reply(self, received: ChatEvent | ChatAction, outcome: Outcome) -> Reply:
+        """Empty stops WeCom's retries; a refused click leaves the card as it is."""
+        return Reply.busy(outcome) if isinstance(outcome, Busy) else Reply(200, "")
 
 
-def _chat(request: Request, config: WeComConfig) -> WeComChat:
-    """One connector per app: its access token is cached across requests."""
-    chat: WeComChat | None = getattr(request.app.state, "wecom_chat", None)
-    if chat is None or chat.config != config:
-        chat = WeComChat(config, request.app.state.engine)
-        request.app.state.wecom_chat = chat
-    return chat
+def build(settings: Settings, engine: Engine, chat: ChatConnector | None) -> WeComInbound | None:
+    config = WeComConfig()
+    if not config.enabled or chat is None:
+        return None
+    return WeComInbound(config, engine, chat, settings.bot_name)
 
 
-async def _command(request: Request, settings: Settings, client: Client, config: WeComConfig,
-                   msg: dict[str, str]) -> None:
-    sender = msg.get("FromUserName", "")
-    event = msg.get("MsgId") or f"{sender}-{msg.get('CreateTime', '')}"
-    chat = ChatRef(platform=PLATFORM, tenant=config.corp_id, chat_id=sender,
-                   chat_kind="group" if msg.get("ChatId") else "direct", source_event_id=event)
-    text = msg.get("Content", "")
-    mentions, people = await _mentions(request, config, chat, text, settings.bot_name)
-    problem: str | None = None
-    try:
-        parsed = commands.parse(text, mentions, bot_name=settings.bot_name)
-    except commands.CommandProblem as e:
-        parsed, problem = None, e.message
-    document = _last_file(request, msg)
-    if problem is None and document is None:
-        problem = NO_FILE
-    groups = [[people[p.id] for p in g] for g in parsed.groups] if parsed else []
-    with Session(request.app.state.engine) as session:
-        me = find_identity(session, config.corp_id, user_id=sender)
-    initiator = Person(id=sender, name=me.name if me else sender, email=me.email if me else None,
-                       mobile=me.mobile if me else None)
-    req = SigningRequest(
-        request_id=f"sign:wecom:{config.corp_id}:{event}",
-        title=(parsed.title if parsed else None) or (document.name if document else None) or "签署请求",
-        initiator=initiator, chat=chat, documents=[document] if document else [], groups=groups,
-        provider=(parsed.provider if parsed else None) or settings.default_provider,
-        timing=Timing(deadline=settings.deadline, reminder_first_after=settings.reminder_first_after,
-                      reminder_every=settings.reminder_every, reminder_max=settings.reminder_max,
-                      poll_after=settings.poll_after, step_retry_window=settings.step_retry_window),
-        problem=problem,
-    )
-    await start_signing(client, req, settings.task_queue)
-
-
-# ---- card buttons -----------------------------------------------------------------------------
-
-async def _click(request: Request, settings: Settings, client: Client, config: WeComConfig,
-                 msg: dict[str, str]) -> None:
-    user, action, task_id = msg.get("FromUserName", ""), msg.get("EventKey", ""), msg.get("TaskId", "")
-    card_key = card_key_for(task_id)
-    code = msg.get("ResponseCode", "")
-    if not (user and task_id) or not store_response_code(request.app.state.engine, task_id, code):
-        log.info("WeCom click on unknown card %r ignored", task_id)
-        return
-    if action not in ACTIONS:
-        return  # "status": the click only refreshed the response code
-    with Session(request.app.state.engine) as session:
-        me = find_identity(session, config.corp_id, user_id=user)
-    actor = Actor(id=user, name=me.name if me else user, is_operator=user in settings.operator_list)
-    handle = client.get_workflow_handle(card_key)
-    try:
-        async with asyncio.timeout(ACCEPT_TIMEOUT):
-            await handle.start_update(action, ActionInput(actor=actor),
-                                      id=f"wecom:{user}:{msg.get('CreateTime')}:{action}",
-                                      wait_for_stage=WorkflowUpdateStage.ACCEPTED)
-    except WorkflowUpdateFailedError as e:  # refused by the validator: the card stays as it is
-        log.info("WeCom %s by %s on %s refused: %s", action, user, card_key, e.cause or e)
-    except TimeoutError as e:
-        raise ApiError(503, "unavailable", "Could not hand the click to Temporal in time; WeCom retries") from e
-    except RPCError as e:
-        log.info("WeCom %s on %s: %s", action, card_key, e.message)
-
+__all__ = ["WeComInbound", "build"]
