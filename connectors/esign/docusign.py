@@ -49,15 +49,13 @@ import httpx
 import jwt
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy import delete
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col
 
 from connectors.esign.base import NothingToSign, ProviderError, WebhookRejected, WebhookReply
 from signbridge.core.models import CreateFlowInput, OpenGroupInput, ProviderEvent, SignerLink
 from signbridge.core.settings import Settings
 from store.blobs import BlobStore
+from store.repos import provider_links
 from store.tables import ProviderLink
 
 PROVIDER = "docusign"
@@ -333,15 +331,8 @@ class DocuSignProvider:
         token = secrets.token_urlsafe(32)  # 256 bits
         row = ProviderLink(token_hash=link_token_hash(token), provider=PROVIDER, flow_id=flow_id,
                            signer_id=signer_id, expires_at=expires_at)
-        with Session(self.engine) as session:
-            session.execute(delete(ProviderLink).where(
-                col(ProviderLink.provider) == PROVIDER, col(ProviderLink.flow_id) == flow_id,
-                col(ProviderLink.signer_id) == signer_id))
-            session.add(row)
-            try:
-                session.commit()
-            except IntegrityError as e:  # a concurrent attempt for the same signer: retry the activity
-                raise _error(f"DocuSign link for {signer_id} minted concurrently", retryable=True) from e
+        if not provider_links.replace(self.engine, row):  # a concurrent attempt for the same signer
+            raise _error(f"DocuSign link for {signer_id} minted concurrently", retryable=True)
         return token
 
     async def recipient_view(self, flow_id: str, signer_id: str, return_url: str) -> str:

@@ -7,11 +7,10 @@ audit behave the same whichever provider signed.
 from __future__ import annotations
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
 from temporalio.client import Client
 
 from signbridge.core.models import ProviderEvent
-from store.tables import SigningRequestRecord
+from store.repos import signing_records
 
 SIGNAL_NAME = "provider_event"
 
@@ -21,15 +20,10 @@ class UnknownFlow(LookupError):
 
 
 def workflow_id_for(engine: Engine, provider: str, flow_id: str) -> str:
-    with Session(engine) as session:
-        row = session.exec(
-            select(SigningRequestRecord).where(
-                SigningRequestRecord.provider == provider, SigningRequestRecord.provider_flow_id == flow_id
-            )
-        ).first()
-    if row is None:
+    request_id = signing_records.workflow_for_flow(engine, provider, flow_id)
+    if request_id is None:
         raise UnknownFlow(f"no signing request for {provider} flow {flow_id}")
-    return row.request_id
+    return request_id
 
 
 async def deliver(client: Client, engine: Engine, event: ProviderEvent) -> str:
