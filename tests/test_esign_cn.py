@@ -41,7 +41,7 @@ B_ = B.model_copy(update={"mobile": "13800000002"})
 C_ = C.model_copy(update={"mobile": None})  # external customer: by email
 
 
-# ---- vectors (PROTOCOLS.md, derived) ---------------------------------------------------------
+# ---- vectors (e签宝's documented examples, derived) ---------------------------------------------------------
 
 
 def test_request_signature_vector() -> None:

@@ -1,7 +1,7 @@
 """`SigningWorkflow`: one durable execution per signing request.
 
 prepare → create → announce → collect → finish. Pure orchestration: every side effect is an
-activity (see `activities/signing.py`), the workflow keeps only ids, names and hashes.
+activity (`activities/`: documents, provider, chat), the workflow keeps only ids, names and hashes.
 
 Why these message types:
 - provider events are **signals**: the provider (or its webhook handler) must never wait on

@@ -16,7 +16,7 @@ Why it is shaped this way:
 - DocuSeal writes the filled-in fields into a new PDF and signs that with its own certificate,
   so the result does not start with our original bytes: `incremental = False`; the evidence is
   the submission id, its audit log URL and the hash of the file it served.
-- Webhooks (per PROTOCOLS.md): `X-Docuseal-Signature: "<ts>.<hex HMAC-SHA256(secret,
+- Webhooks (DocuSeal's documented scheme): `X-Docuseal-Signature: "<ts>.<hex HMAC-SHA256(secret,
   "<ts>.<raw body>")>"`, rejected more than 300 s off.
 """
 

@@ -61,7 +61,7 @@ class DropboxSignConfig(BaseSettings):
     client_id: str = ""  # API app for embedded signing; empty: Dropbox Sign emails the signers
     test_mode: bool = False
     list_pages: int = 5  # how many pages of recent requests `create_flow` searches for its own
-    # Provider activities per second across all workers (0 = no cap): PROTOCOLS.md records no quota for
+    # Provider activities per second across all workers (0 = no cap): there is no single quota to assume for
     # Dropbox Sign; set it to your plan's API rate limit.
     max_requests_per_second: float = 0.0
 

@@ -69,7 +69,7 @@ class EsignCnConfig(BaseSettings):
     file_ready_attempts: int = 20  # uploaded file status checks (0.25 s apart) before giving up
     retryable_codes: str = "1435010,1437500"  # business codes meaning "busy, try again" (unconfirmed)
     trust_roots_file: str = ""  # PEM of e签宝's CA certificates: signatures in downloads must chain to them
-    # Provider activities per second across all workers (0 = no cap): PROTOCOLS.md records no quota for
+    # Provider activities per second across all workers (0 = no cap): e签宝 publishes no quota for
     # e签宝; set it to the QPS your contract grants.
     max_requests_per_second: float = 0.0
 

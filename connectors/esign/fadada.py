@@ -2,7 +2,7 @@
 
 Why it is shaped this way:
 
-- Every call is a form POST with one field `bizContent=<JSON>`, signed per PROTOCOLS.md: all
+- Every call is a form POST with one field `bizContent=<JSON>`, signed the way FASC documents it: all
   `X-FASC-*` headers but `X-FASC-Sign`, plus `bizContent`, non-empty, sorted, joined `k=v&...`;
   h = hex(sha256(that)); k = HMAC-SHA256(app_secret, timestamp); sign = hex(HMAC-SHA256(k, h)).
   The JSON is serialised once and those exact characters are signed and sent. Success is
@@ -67,7 +67,7 @@ class FadadaConfig(BaseSettings):
     retryable_codes: list[str] = ["100001"]  # "system busy" (unconfirmed)
     token_invalid_codes: list[str] = ["100002"]  # "access token invalid or expired" (unconfirmed)
     callback_tolerance_seconds: int = 300
-    # Provider activities per second across all workers (0 = no cap): PROTOCOLS.md records no quota for
+    # Provider activities per second across all workers (0 = no cap): 法大大 publishes no quota for
     # 法大大; set it to the QPS your contract grants.
     max_requests_per_second: float = 0.0
 
