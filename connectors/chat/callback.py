@@ -115,11 +115,16 @@ class DirectoryInbound(Generic[ConfigT]):
     """What the platforms whose callbacks carry bare user ids (DingTalk, WeCom) keep: their
     config, the database (the directory cache) and their connector, to name people within budget."""
 
+    max_body = 256 * 1024
+
     def __init__(self, config: ConfigT, engine: Engine, directory: ChatConnector, bot_name: str) -> None:
         self.config = config
         self.engine = engine
         self.directory = directory
         self.bot_name = bot_name or DEFAULT_BOT_NAME
+
+    def __repr__(self) -> str:  # never the secrets in its config
+        return f"{type(self).__name__}()"
 
 
 class Inbound(Protocol):

@@ -65,10 +65,7 @@ def normalise_name(name: str) -> str:
 
 
 def _fatal(message: str) -> ProviderError:
-    """A ProviderError retrying cannot fix (`activities.errors.connector_errors` reads the flag)."""
-    error = ProviderError(message)
-    error.non_retryable = True  # type: ignore[attr-defined]
-    return error
+    return ProviderError(message, retryable=False)
 
 
 ProblemKind = Literal["unknown", "gone", "invalid", "busy"]

@@ -56,7 +56,6 @@ from store.repos import identities
 log = logging.getLogger(__name__)
 
 ROUTES = (Route("/im/dingtalk/events"),)
-MAX_BODY_BYTES = 256 * 1024
 RESOLVE_BUDGET = 1.0
 _BARE = re.compile(r"^\s*(?:sign|签署)(?=$|[\s@＠>＞])", re.IGNORECASE)
 NO_FILE = ("没有找到要签署的文件：请先在群里发送合同文件，再 @机器人 签署"
@@ -102,10 +101,6 @@ def _stale(timestamp_ms: str, tolerance: int) -> bool:
 class DingTalkInbound(DirectoryInbound[DingTalkConfig]):
     platform = PLATFORM
     rules = RULES
-    max_body = MAX_BODY_BYTES
-
-    def __repr__(self) -> str:  # never the secrets
-        return f"DingTalkInbound(app_key={self.config.app_key!r})"
 
     async def receive(self, call: Callback) -> Received:
         q = call.query

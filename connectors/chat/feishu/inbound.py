@@ -36,16 +36,7 @@ from lark_oapi.core.utils import AESCipher
 from sqlalchemy.engine import Engine
 
 from connectors.chat.base import ChatConnector
-from connectors.chat.callback import (
-    Callback,
-    CallbackRejected,
-    Received,
-    Reply,
-    Route,
-    Rules,
-    invalid,
-    json_object,
-)
+from connectors.chat.callback import Callback, CallbackRejected, Received, Reply, Route, Rules, invalid, json_object
 from connectors.chat.feishu.client import PLATFORM, FeishuConfig, source_url
 from signbridge.core import chat
 from signbridge.core.models import Actor, Person

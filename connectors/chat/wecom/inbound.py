@@ -38,7 +38,6 @@ from signbridge.core.settings import Settings
 from store.repos import identities
 
 ROUTES = (Route("/im/wecom/events", ("GET", "POST")),)
-MAX_BODY_BYTES = 256 * 1024
 TOLERANCE_SECONDS = 300
 RESOLVE_BUDGET = 1.5  # seconds of the 5 s deadline spent on user/get at most
 NO_FILE = ("没有找到要签署的文件：请先把合同文件发给应用，再发送 /sign 命令"
@@ -64,10 +63,6 @@ def _xml(text: str | bytes) -> dict[str, str]:
 class WeComInbound(DirectoryInbound[WeComConfig]):
     platform = PLATFORM
     rules = RULES
-    max_body = MAX_BODY_BYTES
-
-    def __repr__(self) -> str:  # never the secrets
-        return f"WeComInbound(corp_id={self.config.corp_id!r})"
 
     def _crypto(self) -> WeChatCrypto:
         return WeChatCrypto(self.config.token.get_secret_value(), self.config.encoding_aes_key.get_secret_value(),
