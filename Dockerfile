@@ -21,6 +21,6 @@ ENV SIGNBRIDGE_DATA_DIR=/data
 VOLUME ["/data"]
 # 8000: the API (uvicorn); 9464: the worker's Temporal runtime metrics (Prometheus).
 EXPOSE 8000 9464
-# SIGTERM lets the worker drain running activities (signbridge/shutdown.py) and uvicorn finish requests.
+# SIGTERM lets the worker drain running activities (signbridge/core/shutdown.py) and uvicorn finish requests.
 STOPSIGNAL SIGTERM
 CMD ["signbridge", "api", "--host", "0.0.0.0"]

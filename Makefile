@@ -24,11 +24,13 @@ $(STAMP): pyproject.toml | $(BIN)/python
 run: install
 	$(BIN)/signbridge run
 
-# Lint runs both tools even when the first one fails, so one pass shows every problem.
+# Lint runs every tool even when one fails, so one pass shows every problem. `lint-imports`
+# checks the layer contracts in pyproject.toml (docs/architecture.md).
 lint: install
 	@status=0; \
 	$(BIN)/ruff check . || status=1; \
 	$(BIN)/mypy $(PACKAGES) || status=1; \
+	$(BIN)/lint-imports || status=1; \
 	exit $$status
 
 # pytest's exit code 5 ("no tests collected") is a failure like any other non-zero code.

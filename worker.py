@@ -33,10 +33,10 @@ from connectors.chat.base import ChatConnector
 from connectors.chat.registry import build_chats
 from connectors.esign.base import ESignProvider
 from connectors.esign.registry import PROVIDER_MODULES, build_providers
-from signbridge.observability import configure_logging, worker_runtime
-from signbridge.settings import Settings, get_settings
-from signbridge.shutdown import GRACEFUL_SHUTDOWN_TIMEOUT, run_until_signalled
-from signbridge.temporal import connect, provider_task_queue
+from signbridge.core.observability import configure_logging, worker_runtime
+from signbridge.core.settings import Settings, get_settings
+from signbridge.core.shutdown import GRACEFUL_SHUTDOWN_TIMEOUT, run_until_signalled
+from signbridge.core.temporal import connect, provider_task_queue
 from store.blob_factory import make_blob_store
 from store.db import create_all, get_engine
 from workflows.signing import SigningWorkflow

@@ -11,11 +11,11 @@ from temporalio import activity
 from activities.deps import Deps
 from activities.errors import connector_errors
 from connectors.chat.base import ChatConnector
-from signbridge import links
-from signbridge.cards import build_card
-from signbridge.models import ChatRef, FileMessageInput, LinkMessageInput, PublishInput, TextMessageInput
-from store import audit
-from store.tables import SentMessage, SigningRequestRecord, utcnow
+from signbridge.core import links
+from signbridge.core.cards import build_card
+from signbridge.core.models import ChatRef, FileMessageInput, LinkMessageInput, PublishInput, TextMessageInput
+from store.repos import signing_records
+from store.tables import SentMessage
 
 
 class ChatActivities:
@@ -25,16 +25,9 @@ class ChatActivities:
     @activity.defn(name="publish")
     async def publish(self, arg: PublishInput) -> None:
         view = arg.view
-        with Session(self.deps.engine) as session:
-            for a in arg.audits:
-                audit.append(session, request_id=a.request_id, key=a.key, action=a.action, actor=a.actor,
-                             detail=a.detail, document_sha256=a.document_sha256)
-            row = session.get(SigningRequestRecord, view.request_id)
-            if row is not None and row.status != view.status.value:
-                row.status = view.status.value
-                row.updated_at = utcnow()
-                session.add(row)
-                session.commit()
+        signing_records.publish(self.deps.engine, view.request_id, view.status.value, [
+            {"request_id": a.request_id, "key": a.key, "action": a.action, "actor": a.actor, "detail": a.detail,
+             "document_sha256": a.document_sha256} for a in arg.audits])
         card = build_card(view, lang=self.deps.settings.language_for(view.chat.platform))
         with connector_errors():
             await self.deps.chat(view.chat.platform).upsert_card(view.chat, view.request_id, card)

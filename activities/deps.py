@@ -9,7 +9,7 @@ from sqlalchemy.engine import Engine
 
 from connectors.chat.base import ChatConnector
 from connectors.esign.base import ESignProvider
-from signbridge.settings import Settings
+from signbridge.core.settings import Settings
 from store.blobs import BlobStore
 
 

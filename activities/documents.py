@@ -11,7 +11,6 @@ import contextlib
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
-from sqlmodel import Session, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -19,7 +18,7 @@ from activities.deps import Deps
 from activities.errors import connector_errors, rejected
 from connectors.chat.base import InputProblem
 from connectors.fetch import FetchPolicy, FetchRefused, fetch
-from signbridge.models import (
+from signbridge.core.models import (
     DocumentInfo,
     DocumentSource,
     FinishInput,
@@ -27,11 +26,13 @@ from signbridge.models import (
     PreparedDocument,
     SigningRequest,
 )
+from signbridge.core.signers import SignerProblem, checked_signers, clean_name, signer_problem
 from signbridge.pdf.check import DocumentProblem, check_pdf
-from signbridge.signers import SignerProblem, checked_signers, clean_name, signer_problem
 from store import audit
 from store.blobs import BlobNotFound, sha256_hex
-from store.tables import Document, Identity, SigningRequestRecord, utcnow
+from store.repos import documents, identities, signing_records
+from store.repos.identities import Contact
+from store.tables import Document, SigningRequestRecord
 
 # How often `finish` heartbeats while it waits on a download or a validation; the workflow's
 # heartbeat timeout for it should be a few times this (20 s).
@@ -69,11 +70,10 @@ class DocumentActivities:
         (`signbridge.pdf.check`).
         """
         self._record_request(req)
-        with Session(self.deps.engine) as session:
-            audit.append(session, request_id=req.request_id, key="received", action="request.received",
-                         actor=req.initiator.id,
-                         detail={"title": req.title, "chat": req.chat.model_dump(), "provider": req.provider,
-                                 "groups": [[p.id for p in g] for g in req.groups]})
+        audit.record(self.deps.engine, request_id=req.request_id, key="received", action="request.received",
+                     actor=req.initiator.id,
+                     detail={"title": req.title, "chat": req.chat.model_dump(), "provider": req.provider,
+                             "groups": [[p.id for p in g] for g in req.groups]})
         problem = signer_problem(req.groups) or self._identity_problem(req)
         if problem:
             raise rejected(problem)
@@ -105,15 +105,10 @@ class DocumentActivities:
             raise rejected(f"{source.name}: {e.message}") from e
         info = self._store(data, source.name, source=source.url or "upload")
         info = info.model_copy(update={"pages": pages})
-        with Session(self.deps.engine) as session:
-            row = session.get(SigningRequestRecord, req.request_id)
-            assert row is not None
-            row.document_sha256 = info.sha256
-            session.add(row)
-            session.commit()
-            audit.append(session, request_id=req.request_id, key="document", action="document.accepted",
-                         actor="system", detail={"name": info.name, "size": info.size, "pages": pages},
-                         document_sha256=info.sha256)
+        assert signing_records.update(self.deps.engine, req.request_id, document_sha256=info.sha256)
+        audit.record(self.deps.engine, request_id=req.request_id, key="document", action="document.accepted",
+                     actor="system", detail={"name": info.name, "size": info.size, "pages": pages},
+                     document_sha256=info.sha256)
         self._remember_identities(req.model_copy(update={"groups": resolved, "initiator": initiator}))
         return PreparedDocument(**info.model_dump(), groups=resolved, initiator=initiator)
 
@@ -152,22 +147,17 @@ class DocumentActivities:
         activity.heartbeat("storing")
         name = req.original.name.removesuffix(".pdf") + ".signed.pdf"
         info = self._store(signed, name, source=f"provider:{req.provider}")
-        with Session(self.deps.engine) as session:
-            row = session.get(SigningRequestRecord, req.request_id)
-            if row:
-                row.signed_sha256 = info.sha256
-                session.add(row)
-                session.commit()
-            audit.append(session, request_id=req.request_id, key="signed-document", action="document.signed",
-                         actor=req.provider,
-                         detail={"before": req.original.sha256, "after": info.sha256,
-                                 "starts_with_original": starts_with_original,
-                                 "check": "incremental" if provider.incremental else "provider-evidence",
-                                 "provider_evidence": evidence,
-                                 "signatures": [{"signer": r.signer_name, "field": r.field_name,
-                                                 "intact": r.intact, "valid": r.valid, "trusted": r.trusted}
-                                                for r in reports]},
-                         document_sha256=info.sha256)
+        signing_records.update(self.deps.engine, req.request_id, signed_sha256=info.sha256)
+        audit.record(self.deps.engine, request_id=req.request_id, key="signed-document", action="document.signed",
+                     actor=req.provider,
+                     detail={"before": req.original.sha256, "after": info.sha256,
+                             "starts_with_original": starts_with_original,
+                             "check": "incremental" if provider.incremental else "provider-evidence",
+                             "provider_evidence": evidence,
+                             "signatures": [{"signer": r.signer_name, "field": r.field_name,
+                                             "intact": r.intact, "valid": r.valid, "trusted": r.trusted}
+                                            for r in reports]},
+                     document_sha256=info.sha256)
         return info.model_copy(update={"pages": req.original.pages})
 
     # ---- helpers ----------------------------------------------------------------------------
@@ -201,34 +191,21 @@ class DocumentActivities:
 
     def _store(self, data: bytes, name: str, source: str) -> DocumentInfo:
         key = self.deps.blobs.put(data)
-        with Session(self.deps.engine) as session:
-            if session.get(Document, key) is None:
-                session.add(Document(sha256=key, name=name, size=len(data), blob_key=key, source=source))
-                session.commit()
+        documents.record(self.deps.engine, Document(sha256=key, name=name, size=len(data), blob_key=key, source=source))
         return DocumentInfo(name=name, sha256=key, blob_key=key, size=len(data), pages=0)
 
     def _record_request(self, req: SigningRequest) -> None:
-        with Session(self.deps.engine) as session:
-            if session.get(SigningRequestRecord, req.request_id) is None:
-                session.add(SigningRequestRecord(
-                    request_id=req.request_id, title=req.title, provider=req.provider,
-                    chat_platform=req.chat.platform, tenant=req.chat.tenant, chat_id=req.chat.chat_id,
-                    source_event_id=req.chat.source_event_id, card_key=req.request_id,
-                    initiator_id=req.initiator.id))
-                session.commit()
+        signing_records.create(self.deps.engine, SigningRequestRecord(
+            request_id=req.request_id, title=req.title, provider=req.provider,
+            chat_platform=req.chat.platform, tenant=req.chat.tenant, chat_id=req.chat.chat_id,
+            source_event_id=req.chat.source_event_id, card_key=req.request_id, initiator_id=req.initiator.id))
 
     def _identity_problem(self, req: SigningRequest) -> str | None:
         """Departed or deactivated staff can't be added as signers."""
         ids = [p.id for g in req.groups for p in g if not p.external]
         if not ids:
             return None
-        with Session(self.deps.engine) as session:
-            rows = session.exec(select(Identity).where(
-                Identity.platform == req.chat.platform,
-                Identity.tenant.in_([req.chat.tenant, "default"]),  # type: ignore[attr-defined]  # imports may omit it
-                Identity.user_id.in_(ids),  # type: ignore[attr-defined]
-                Identity.active == False,  # noqa: E712
-            )).all()
+        rows = identities.inactive(self.deps.engine, req.chat.platform, req.chat.tenant, ids)
         if rows:
             names = "、".join(r.name for r in rows)
             return f"{names} 已离职或账号已停用，不能签署（{names} left the company or is deactivated）"
@@ -237,17 +214,6 @@ class DocumentActivities:
     def _remember_identities(self, req: SigningRequest) -> None:
         people: dict[str, Person] = {p.id: p for g in req.groups for p in g}
         people.setdefault(req.initiator.id, req.initiator)
-        with Session(self.deps.engine) as session:
-            for p in people.values():
-                row = session.exec(select(Identity).where(
-                    Identity.platform == req.chat.platform, Identity.tenant == req.chat.tenant,
-                    Identity.user_id == p.id)).first()
-                if row is None:
-                    row = Identity(platform=req.chat.platform, tenant=req.chat.tenant, user_id=p.id, name=p.name)
-                row.name = p.name
-                row.email = p.email or row.email
-                row.mobile = p.mobile or row.mobile
-                row.external = p.external
-                row.updated_at = utcnow()
-                session.add(row)
-            session.commit()
+        for p in people.values():
+            identities.remember(self.deps.engine, req.chat.platform, req.chat.tenant, p.id,
+                                Contact(name=p.name, email=p.email, mobile=p.mobile, external=p.external))

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from sqlmodel import Session
 from temporalio import activity
 
 from activities.deps import Deps
 from activities.errors import connector_errors
-from signbridge.models import CreateFlowInput, OpenGroupInput, ProviderEvent, ProviderFlowRef, SignerLink
+from signbridge.core.models import CreateFlowInput, OpenGroupInput, ProviderEvent, ProviderFlowRef, SignerLink
 from store import audit
-from store.tables import SigningRequestRecord, utcnow
+from store.repos import signing_records
 
 
 class ProviderActivities:
@@ -21,15 +20,9 @@ class ProviderActivities:
         with connector_errors():
             flow_id = await self.deps.provider(req.provider).create_flow(req)
         # Recording the flow id is what lets a provider webhook find this workflow.
-        with Session(self.deps.engine) as session:
-            row = session.get(SigningRequestRecord, req.request_id)
-            if row is not None and row.provider_flow_id != flow_id:
-                row.provider_flow_id = flow_id
-                row.updated_at = utcnow()
-                session.add(row)
-                session.commit()
-            audit.append(session, request_id=req.request_id, key="flow-created", action="provider.flow_created",
-                         actor=req.provider, detail={"flow_id": flow_id}, document_sha256=req.document.sha256)
+        signing_records.update(self.deps.engine, req.request_id, provider_flow_id=flow_id)
+        audit.record(self.deps.engine, request_id=req.request_id, key="flow-created", action="provider.flow_created",
+                     actor=req.provider, detail={"flow_id": flow_id}, document_sha256=req.document.sha256)
         return flow_id
 
     @activity.defn(name="open_group")

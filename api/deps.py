@@ -1,4 +1,4 @@
-"""Shared dependencies: settings, the Temporal client, DB sessions and the blob store.
+"""Shared dependencies: settings, the Temporal client, the intake, the database engine and the blob store.
 
 They live on `app.state` (set up once in `api.main.create_app`'s lifespan) so tests can build
 an app against their own Temporal server and database.
@@ -6,15 +6,14 @@ an app against their own Temporal server and database.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
 from temporalio.client import Client
 
-from signbridge.settings import Settings
+from signbridge.core.settings import Settings
+from signbridge.intake import Intake
 from store.blobs import BlobStore
 
 
@@ -30,9 +29,8 @@ def get_engine_dep(request: Request) -> Engine:
     return request.app.state.engine  # type: ignore[no-any-return]
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    with Session(request.app.state.engine, expire_on_commit=False) as session:
-        yield session
+def get_intake(request: Request) -> Intake:
+    return request.app.state.intake  # type: ignore[no-any-return]
 
 
 def get_blobs(request: Request) -> BlobStore:
@@ -42,5 +40,5 @@ def get_blobs(request: Request) -> BlobStore:
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 ClientDep = Annotated[Client, Depends(get_client)]
 EngineDep = Annotated[Engine, Depends(get_engine_dep)]
-SessionDep = Annotated[Session, Depends(get_session)]
+IntakeDep = Annotated[Intake, Depends(get_intake)]
 BlobsDep = Annotated[BlobStore, Depends(get_blobs)]

@@ -31,14 +31,14 @@ import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
 
 from api.deps import EngineDep, SettingsDep
 from api.sign_pages import SECURITY_HEADERS
 from connectors.esign import docusign
 from connectors.esign.base import NothingToSign, ProviderError, RecipientViews
-from signbridge.settings import Settings
+from signbridge.core.settings import Settings
 from store.blobs import BlobStore
+from store.repos import provider_links
 from store.tables import ProviderLink, utcnow
 
 log = logging.getLogger(__name__)
@@ -129,8 +129,7 @@ RETURNED_DEFAULT = (("已返回", "可以关闭此页面。"), ("Done", "You can
 def find_link(engine: Engine, token: str) -> ProviderLink | None:
     if not token or len(token) > MAX_TOKEN_LENGTH:
         return None
-    with Session(engine) as session:
-        link = session.get(ProviderLink, docusign.link_token_hash(token))
+    link = provider_links.by_token_hash(engine, docusign.link_token_hash(token))
     return link if link is not None and link.provider == docusign.PROVIDER else None
 
 

@@ -1,31 +1,21 @@
-"""The FastAPI app: thin handlers that verify, normalise and hand over to Temporal."""
+"""The FastAPI app: thin handlers that verify, normalise and hand over to Temporal (through the intake)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 from fastapi import FastAPI
 from temporalio.client import Client
 
-from api import (
-    errors,
-    esign_links,
-    health,
-    im_dingtalk,
-    im_feishu,
-    im_slack,
-    im_webhook,
-    im_wecom,
-    metrics,
-    provider_webhooks,
-    requests,
-    sign_pages,
-)
+from api import chat, errors, esign_links, health, metrics, provider_webhooks, requests, sign_pages
 from api.metrics import install_metrics
+from connectors.chat.registry import build_chats, build_inbounds
 from connectors.esign.registry import build_webhooks
-from signbridge.settings import Settings, get_settings
-from signbridge.temporal import connect
+from signbridge.core.settings import Settings, get_settings
+from signbridge.core.temporal import connect
+from signbridge.intake import Intake
 from store.blob_factory import make_blob_store
 from store.db import create_all, get_engine
 
@@ -44,14 +34,17 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
         app.state.blobs = make_blob_store(settings)
         app.state.temporal = client or await connect(settings)
         app.state.provider_webhooks = build_webhooks(settings)
-        async with esign_links.docusign_views(settings, app.state.engine, app.state.blobs) as views:
+        app.state.intake = Intake(app.state.temporal, settings, app.state.engine)
+        async with httpx.AsyncClient(timeout=10) as http, \
+                esign_links.docusign_views(settings, app.state.engine, app.state.blobs) as views:
+            # The chat connectors name mentioned people through their platform's directory.
+            app.state.inbounds = build_inbounds(settings, app.state.engine, build_chats(settings, http))
             app.state.docusign_views = views
             yield
 
     app = FastAPI(title="SignBridge", version="0.1.0", lifespan=lifespan)
     errors.install(app)
     install_metrics(app)
-    for module in (health, im_webhook, im_feishu, im_slack, im_dingtalk, im_wecom, sign_pages,
-                   provider_webhooks, requests, metrics, esign_links):
+    for module in (health, chat, sign_pages, provider_webhooks, requests, metrics, esign_links):
         app.include_router(module.router)
     return app

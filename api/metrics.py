@@ -4,11 +4,11 @@ Requests are labelled by route *template* (`/sign/{token}`), never the raw path:
 would put every signing token into a label and grow the series without bound. Paths that match
 no route share one `<unmatched>` label for the same reason.
 
-The middleware also counts callback verification failures: by contract (DESIGN.md) a forged or
+The middleware also counts callback verification failures: by contract (docs/architecture.md) a forged or
 stale chat or provider callback is answered 401, so a 401 on `/im/<platform>/...` or
 `/esign/<provider>/webhook` *is* one. Counting it here covers every platform without each
 handler having to remember; callbacks that arrive outside HTTP (stream / long-connection
-modes) call `signbridge.metrics.callback_verification_failed` themselves.
+modes) call `signbridge.core.metrics.callback_verification_failed` themselves.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from fastapi import APIRouter, FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from signbridge.metrics import callback_verification_failed
+from signbridge.core.metrics import callback_verification_failed
 
 router = APIRouter(tags=["health"])
 

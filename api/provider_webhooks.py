@@ -10,12 +10,11 @@ from __future__ import annotations
 import logging
 
 from fastapi import APIRouter, Request, Response
-from sqlmodel import Session
 
 from api.deps import ClientDep, EngineDep
 from api.errors import ApiError
 from connectors.esign.base import WebhookRejected
-from signbridge.events import UnknownFlow, deliver, workflow_id_for
+from signbridge.intake.provider_events import UnknownFlow, deliver, workflow_id_for
 from store import audit
 
 router = APIRouter(tags=["provider webhooks"])
@@ -39,12 +38,11 @@ async def provider_webhook(provider: str, request: Request, client: ClientDep, e
         except UnknownFlow:
             log.info("ignoring %s event %s for unknown flow %s", provider, event.event_id, event.flow_id)
             continue
-        with Session(engine) as session:
-            audit.append(session, request_id=request_id, key=f"webhook:{event.event_id}",
-                         action=f"provider.{event.kind}", actor=provider,
-                         detail={"event_id": event.event_id, "signer": event.signer_id, "raw": event.raw},
-                         ip=request.client.host if request.client else None,
-                         user_agent=request.headers.get("user-agent"))
+        audit.record(engine, request_id=request_id, key=f"webhook:{event.event_id}",
+                     action=f"provider.{event.kind}", actor=provider,
+                     detail={"event_id": event.event_id, "signer": event.signer_id, "raw": event.raw},
+                     ip=request.client.host if request.client else None,
+                     user_agent=request.headers.get("user-agent"))
         try:
             await deliver(client, engine, event)
         except UnknownFlow:

@@ -13,19 +13,16 @@ from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, ValidationError
-from sqlmodel import Session
 from starlette.datastructures import UploadFile
-from temporalio.client import RPCTimeoutOrCancelledError, WorkflowUpdateFailedError
-from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import BlobsDep, ClientDep, EngineDep, SettingsDep
+from api.deps import BlobsDep, ClientDep, EngineDep, IntakeDep, SettingsDep
 from api.errors import ApiError
-from signbridge import links
-from signbridge.models import (
-    ActionInput,
+from signbridge.core import links
+from signbridge.core.chat import Applied, Busy, ChatAction, NotFound, Outcome, Refused, Started, request_id_for
+from signbridge.core.models import (
     Actor,
     ChatRef,
     DocumentSource,
@@ -35,10 +32,12 @@ from signbridge.models import (
     StatusView,
     Timing,
 )
-from signbridge.temporal import WORKFLOW_NAME, start_signing
+from signbridge.core.settings import Settings
+from signbridge.core.temporal import WORKFLOW_NAME
+from signbridge.intake import Intake
 from store import audit
 from store.blobs import BlobNotFound, sha256_hex
-from store.tables import Document
+from store.repos import documents
 
 router = APIRouter(tags=["signing requests"])
 
@@ -79,17 +78,35 @@ class Accepted(BaseModel):
     started: bool
 
 
-def _timing(settings: Any, body: NewRequest) -> Timing:
-    from datetime import timedelta
+def _timing(settings: Settings, body: NewRequest) -> Timing:
+    """The installation's timing with what the request may override."""
+    timing = settings.timing()
+    if body.deadline_days:
+        timing.deadline = timedelta(days=body.deadline_days)
+    if body.reminder_max is not None:
+        timing.reminder_max = body.reminder_max
+    return timing
 
-    return Timing(
-        deadline=timedelta(days=body.deadline_days) if body.deadline_days else settings.deadline,
-        reminder_first_after=settings.reminder_first_after,
-        reminder_every=settings.reminder_every,
-        reminder_max=settings.reminder_max if body.reminder_max is None else body.reminder_max,
-        poll_after=settings.poll_after,
-        step_retry_window=settings.step_retry_window,
-    )
+
+def _unless_failed(outcome: Outcome) -> Outcome:
+    """An `ApiError` for every outcome that is not a success, with the status that fits it."""
+    match outcome:
+        case Refused():
+            raise ApiError(403 if outcome.permission else 409, outcome.code, outcome.en)
+        case NotFound(ended=True):
+            raise ApiError(409, "already_ended", f"The request {outcome.request_id} has already ended")
+        case NotFound():
+            raise ApiError(404, "not_found", f"No signing request {outcome.request_id}")
+        case Busy():
+            raise ApiError(503, "unavailable", "Temporal did not answer in time; retry",
+                           retry_after=outcome.retry_after)
+    return outcome
+
+
+async def _view(intake: Intake, request_id: str) -> StatusView:
+    outcome = _unless_failed(await intake.status(request_id))
+    assert isinstance(outcome, Applied)
+    return outcome.view
 
 
 @router.post("/api/v1/signing-requests", status_code=202, response_model=Accepted)
@@ -97,7 +114,7 @@ async def create_request(
     request: Request,
     caller: ApiCaller,
     settings: SettingsDep,
-    client: ClientDep,
+    intake: IntakeDep,
     blobs: BlobsDep,
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> Accepted:
@@ -130,7 +147,7 @@ async def create_request(
     elif body.file_url:
         document = DocumentSource(name=body.file_name or body.file_url.rsplit("/", 1)[-1] or "document.pdf",
                                   url=body.file_url, sha256=body.file_sha256, origin="api")
-    request_id = f"sign:api:default:{idempotency_key or uuid.uuid4().hex}"
+    request_id = request_id_for("api", "default", idempotency_key or uuid.uuid4().hex)
     req = SigningRequest(
         request_id=request_id,
         title=body.title,
@@ -142,8 +159,8 @@ async def create_request(
         provider=body.provider or settings.default_provider,
         timing=_timing(settings, body),
     )
-    _, started = await start_signing(client, req, settings.task_queue)
-    return Accepted(request_id=request_id, started=started)
+    outcome = _unless_failed(await intake.start_request(req))
+    return Accepted(request_id=request_id, started=isinstance(outcome, Started))
 
 
 @router.get("/api/v1/signing-requests", response_model=list[dict[str, Any]])
@@ -170,18 +187,9 @@ async def list_requests(
     return found
 
 
-async def _view(client: Any, request_id: str) -> StatusView:
-    try:
-        return await client.get_workflow_handle(request_id).query("status", result_type=StatusView)  # type: ignore[no-any-return]
-    except RPCError as e:
-        if e.status == RPCStatusCode.NOT_FOUND:
-            raise ApiError(404, "not_found", f"No signing request {request_id}") from e
-        raise
-
-
 @router.get("/api/v1/signing-requests/{request_id}", response_model=StatusView)
-async def get_request(request_id: str, caller: ApiCaller, client: ClientDep) -> StatusView:
-    return await _view(client, request_id)
+async def get_request(request_id: str, caller: ApiCaller, intake: IntakeDep) -> StatusView:
+    return await _view(intake, request_id)
 
 
 class ActionBody(BaseModel):
@@ -189,47 +197,29 @@ class ActionBody(BaseModel):
     signer_ids: list[str] = Field(default_factory=list)
 
 
-@router.post("/api/v1/signing-requests/{request_id}/{action}", response_model=StatusView)
+@router.post("/api/v1/signing-requests/{request_id}/{action}", response_model=StatusView,
+             responses={202: {"description": "Accepted by the flow; not finished within the deadline"}})
 async def act(
     request_id: str,
     action: Literal["cancel", "remind", "retry"],
     caller: ApiCaller,
-    client: ClientDep,
+    intake: IntakeDep,
     body: ActionBody | None = None,
     idempotency_key: Annotated[str | None, Header()] = None,
-) -> StatusView:
+) -> Any:
     """API keys act as operators: they may cancel, remind and retry any request."""
-    arg = ActionInput(actor=Actor(id=caller, name="API", is_operator=True),
-                      reason=body.reason if body else None, signer_ids=body.signer_ids if body else [])
-    return await run_update(client, request_id, action, arg, idempotency_key)
-
-
-UPDATE_DEADLINE = timedelta(seconds=25)
-
-
-async def run_update(client: Any, request_id: str, action: str, arg: ActionInput, update_id: str | None) -> StatusView:
-    """Run an update and answer within `UPDATE_DEADLINE`: with no worker polling, the SDK would
-    otherwise long-poll forever and the caller would only see their own HTTP timeout."""
-    handle = client.get_workflow_handle(request_id)
-    try:
-        return await handle.execute_update(action, arg, id=update_id or uuid.uuid4().hex,  # type: ignore[no-any-return]
-                                           result_type=StatusView, rpc_timeout=UPDATE_DEADLINE)
-    except RPCTimeoutOrCancelledError as e:
-        raise ApiError(504, "no_answer", f"{request_id} did not answer in time — is a worker running? "
-                       "The update may still be applied once one picks the flow up") from e
-    except WorkflowUpdateFailedError as e:
-        message = getattr(e.cause, "message", None) or str(e.cause or e)
-        code = getattr(e.cause, "type", None) or "rejected"
-        raise ApiError(403 if code == "PermissionDenied" else 409, code, message) from e
-    except RPCError as e:
-        if e.status == RPCStatusCode.NOT_FOUND:
-            raise ApiError(404, "not_found", f"No running signing request {request_id}") from e
-        raise
+    outcome = _unless_failed(await intake.apply_action(ChatAction(
+        request_id=request_id, name=action, actor=Actor(id=caller, name="API", is_operator=True),
+        update_id=idempotency_key, reason=body.reason if body else None,
+        signer_ids=tuple(body.signer_ids) if body else ())))
+    if isinstance(outcome, Applied):
+        return outcome.view
+    return JSONResponse({"request_id": request_id, "action": action, "accepted": True}, status_code=202)
 
 
 @router.get("/api/v1/signing-requests/{request_id}/signed-file")
-async def signed_file(request_id: str, caller: ApiCaller, client: ClientDep, blobs: BlobsDep) -> Response:
-    view = await _view(client, request_id)
+async def signed_file(request_id: str, caller: ApiCaller, intake: IntakeDep, blobs: BlobsDep) -> Response:
+    view = await _view(intake, request_id)
     if view.signed_document is None:
         raise ApiError(409, "not_signed", f"The request is {view.status.value}; there is no signed file yet")
     return _pdf(blobs.get(view.signed_document.blob_key), view.signed_document.name)
@@ -237,8 +227,7 @@ async def signed_file(request_id: str, caller: ApiCaller, client: ClientDep, blo
 
 @router.get("/api/v1/signing-requests/{request_id}/audit")
 async def audit_trail(request_id: str, caller: ApiCaller, engine: EngineDep) -> dict[str, Any]:
-    with Session(engine) as session:
-        rows = audit.trail(session, request_id)
+    rows = audit.trail_of(engine, request_id)
     if not rows:
         raise ApiError(404, "not_found", f"No audit trail for {request_id}")
     return {
@@ -263,9 +252,7 @@ async def download(key: str, expires: int, sig: str, settings: SettingsDep, blob
         data = blobs.get(key)
     except BlobNotFound as e:
         raise ApiError(404, "not_found", "No such file") from e
-    with Session(engine) as session:
-        doc = session.get(Document, key)
-    return _pdf(data, name or (doc.name if doc else f"{key}.pdf"))
+    return _pdf(data, name or documents.name_of(engine, key) or f"{key}.pdf")
 
 
 def _pdf(data: bytes, name: str) -> Response:

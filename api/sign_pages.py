@@ -23,19 +23,19 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pypdf import PdfReader
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
 from temporalio.client import Client
 
 from api.deps import BlobsDep, ClientDep, EngineDep, SettingsDep
 from api.errors import error_body
 from connectors.esign import local
-from signbridge.events import deliver
-from signbridge.models import ProviderEvent
+from signbridge.core.models import ProviderEvent
+from signbridge.core.settings import Settings
+from signbridge.core.signers import MAX_NAME_CHARS
+from signbridge.intake.provider_events import deliver
 from signbridge.pdf.render import render_page_png
-from signbridge.settings import Settings
-from signbridge.signers import MAX_NAME_CHARS
 from store.blobs import BlobStore
-from store.tables import Document, LocalFlow, LocalSigner, utcnow
+from store.repos import documents
+from store.tables import LocalFlow, LocalSigner, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -152,14 +152,12 @@ as binding as a handwritten one.</span></span></label>
 
 def _lookup(engine: Engine, token: str) -> tuple[LocalSigner, LocalFlow, str] | local.LinkProblem:
     """The link's signer, flow and document name — or why the link can't be used."""
-    with Session(engine, expire_on_commit=False) as session:
-        found = local.find_signer_by_token(session, token)
-        if found is None:
-            return local.unknown_link()
-        signer, flow = found
-        document = session.get(Document, flow.original_sha256)
+    found = local.find_signer_by_token(engine, token)
+    if found is None:
+        return local.unknown_link()
+    signer, flow = found
     problem = local.link_problem(signer, flow, utcnow())
-    return problem or (signer, flow, document.name if document else flow.title)
+    return problem or (signer, flow, documents.name_of(engine, flow.original_sha256) or flow.title)
 
 
 _PAGE_COUNTS: dict[str, int] = {}

@@ -16,7 +16,7 @@ import httpx
 from temporalio.client import Client
 
 from bench.common import SECRET, LoadResult, open_loop
-from signbridge import webhook_signature
+from connectors.chat.webhook import signature as webhook_signature
 
 MENTIONS = [{"id": "u-1", "name": "李四"}, {"id": "u-2", "name": "王五"}]
 

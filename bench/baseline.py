@@ -28,7 +28,7 @@ from temporalio.worker import Worker
 with workflow.unsafe.imports_passed_through():
     import httpx
 
-    from signbridge import webhook_signature
+    from connectors.chat.webhook import signature as webhook_signature
 
 BASELINE_QUEUE_SUFFIX = "-baseline"
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from signbridge.settings import get_settings
-from signbridge.temporal import connect
+from signbridge.core.settings import get_settings
+from signbridge.core.temporal import connect
 from worker import build_worker
 
 

@@ -3,7 +3,7 @@
 One flow at a time (low load): two parallel signers on the built-in provider. The first signer's
 signature is made with the provider's own code (`connectors.esign.local.sign`, real PAdES) and
 then delivered exactly as the signing page and the provider webhooks deliver it
-(`signbridge.events.deliver`: a signal). The clock starts when the delivery starts and stops
+(`signbridge.intake.provider_events.deliver`: a signal). The clock starts when the delivery starts and stops
 when the card showing that signature reaches the sink (wall clock; sink and driver share it).
 Baseline: a signal to `BenchFlow` whose one activity after the signal POSTs a card to the sink.
 """
@@ -22,8 +22,8 @@ from temporalio.client import Client
 from bench.common import TimedSink, ms, pct
 from bench.flows import SIGNERS, start_baseline, start_flow, timing
 from connectors.esign import local
-from signbridge.events import deliver
-from signbridge.settings import Settings
+from signbridge.core.settings import Settings
+from signbridge.intake.provider_events import deliver
 from store.blob_factory import make_blob_store
 from store.db import get_engine
 

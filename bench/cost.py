@@ -20,8 +20,8 @@ from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from bench.baseline import FlowShape, baseline_worker
-from signbridge.models import Person, Timing
-from signbridge.settings import Settings
+from signbridge.core.models import Person, Timing
+from signbridge.core.settings import Settings
 from tests.harness import Harness, harness
 
 A = Person(id="u-1", name="李四")

@@ -19,7 +19,7 @@ from temporalio.client import Client
 
 from bench.common import TimedSink
 from bench.flows import SIGNERS, drive_baseline, drive_serial, start_baseline, start_flow
-from signbridge.settings import Settings
+from signbridge.core.settings import Settings
 
 
 @dataclass

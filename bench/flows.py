@@ -12,10 +12,10 @@ from temporalio.client import Client, WorkflowHandle
 
 from bench.baseline import BASELINE_QUEUE_SUFFIX, FlowShape
 from bench.common import TimedSink
-from signbridge.models import ChatRef, DocumentSource, Person, SigningRequest, StatusView, Timing
+from signbridge.core.models import ChatRef, DocumentSource, Person, SigningRequest, StatusView, Timing
+from signbridge.core.settings import Settings
+from signbridge.core.temporal import start_signing
 from signbridge.pdf.sample import sample_contract
-from signbridge.settings import Settings
-from signbridge.temporal import start_signing
 from store.blob_factory import make_blob_store
 
 INITIATOR = Person(id="u-0", name="张三", email="zs@corp.example")

@@ -358,7 +358,7 @@ def _cost(r: Results, w: Any) -> None:
 
 def _rss_at_10k(wt: Any) -> float:
     """RSS grows per cached flow only up to the worker's sticky-cache cap, then stays flat."""
-    from signbridge.settings import Settings
+    from signbridge.core.settings import Settings
 
     cap = Settings().worker_max_cached_workflows
     return float(wt.rss_mb + wt.kib_per_flow / 1024 * max(0, min(10_000, cap) - wt.n))

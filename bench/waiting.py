@@ -24,7 +24,7 @@ from temporalio.client import Client
 from bench.ack import callback_load
 from bench.common import LoadResult, TimedSink, open_loop, rss_mb
 from bench.flows import SIGNERS, sign_via_page, start_baseline, start_flow, timing
-from signbridge.settings import Settings
+from signbridge.core.settings import Settings
 
 
 def _patience(n: int) -> float:

@@ -33,7 +33,7 @@ import anyio
 import httpcore
 import httpx
 
-from signbridge.settings import Settings
+from signbridge.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

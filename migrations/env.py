@@ -1,6 +1,6 @@
 """Alembic environment: SQLModel's metadata, and the URL the app itself uses.
 
-The URL comes from `signbridge.settings` (SIGNBRIDGE_DATABASE_URL, else SQLite under the data
+The URL comes from `signbridge.core.settings` (SIGNBRIDGE_DATABASE_URL, else SQLite under the data
 dir) unless a caller set `sqlalchemy.url` on the Config (tests do). SQLite cannot ALTER most
 things, so migrations run in batch mode there ("move and copy"); PostgreSQL runs them directly.
 """
@@ -11,7 +11,7 @@ from alembic import context
 from sqlalchemy import engine_from_config, pool
 from sqlmodel import SQLModel
 
-from signbridge.settings import get_settings
+from signbridge.core.settings import get_settings
 from store import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 
 config = context.config

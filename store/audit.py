@@ -10,6 +10,7 @@ import json
 from datetime import UTC
 from typing import Any
 
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -102,3 +103,14 @@ def verify_chain(rows: list[AuditEvent]) -> bool:
             return False
         prev = row.hash
     return True
+
+
+def record(engine: Engine, **event: Any) -> AuditEvent:
+    """`append` in a session of its own (see `append` for the arguments)."""
+    with Session(engine, expire_on_commit=False) as session:
+        return append(session, **event)
+
+
+def trail_of(engine: Engine, request_id: str) -> list[AuditEvent]:
+    with Session(engine, expire_on_commit=False) as session:
+        return trail(session, request_id)

@@ -6,7 +6,7 @@ a worker writing to its disk while the API reads from S3 would lose every signed
 
 from __future__ import annotations
 
-from signbridge.settings import Settings
+from signbridge.core.settings import Settings
 from store.blobs import BlobStore, FileBlobStore
 from store.s3_blobs import S3BlobStore, S3Settings
 

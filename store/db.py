@@ -8,6 +8,7 @@ from functools import lru_cache
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, create_engine
 
 from store import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
@@ -40,3 +41,21 @@ def create_all(engine: Engine) -> None:
 def session_scope(engine: Engine) -> Iterator[Session]:
     with Session(engine, expire_on_commit=False) as session:
         yield session
+
+
+def committed(session: Session) -> bool:
+    """Commit; False (rolled back) when a unique constraint says the row exists already — a retry,
+    a redelivery, or a concurrent attempt that got there first."""
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        return False
+    return True
+
+
+def insert_once(engine: Engine, row: SQLModel) -> bool:
+    """Insert `row` unless a row with its unique key exists; True when this call inserted it."""
+    with Session(engine) as session:
+        session.add(row)
+        return committed(session)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, Text, UniqueConstraint
+from sqlalchemy import Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -167,7 +167,11 @@ class SentMessage(SQLModel, table=True):
 
 
 class InboundEvent(SQLModel, table=True):
-    """Chat events stored before they are acknowledged (long connections, stream mode)."""
+    """Chat events stored before they are acknowledged (long connections, stream mode).
+
+    Until the `chat_files` revision, file messages were kept here too (platform "feishu:file",
+    "dingtalk:file", and "wecom" rows keyed "file:…"); that migration moved them to `ChatFile`.
+    """
 
     __tablename__ = "inbound_events"
     __table_args__ = (UniqueConstraint("platform", "event_id"),)
@@ -178,6 +182,33 @@ class InboundEvent(SQLModel, table=True):
     status: str = "stored"  # stored | handled | failed
     received_at: datetime = Field(default_factory=utcnow)
     handled_at: datetime | None = None
+
+
+class ChatFile(SQLModel, table=True):
+    """A file someone posted in a chat, so a later command can use it (`store/repos/chat_files.py`).
+
+    `url` is how the platform's connector fetches it again (`DocumentSource.url`); `position`
+    orders the files of one message. Looked up by the message a command replies to, or as the
+    sender's latest file message in the chat.
+    """
+
+    __tablename__ = "chat_files"
+    __table_args__ = (
+        UniqueConstraint("platform", "tenant", "chat_id", "message_id", "position"),
+        Index("ix_chat_files_sender", "platform", "chat_id", "sender_id", "received_at"),
+        Index("ix_chat_files_message", "platform", "chat_id", "message_id"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    platform: str
+    tenant: str = ""
+    chat_id: str
+    sender_id: str
+    message_id: str
+    position: int = 0
+    name: str
+    url: str = Field(sa_column=Column(Text, nullable=False))
+    sha256: str | None = None
+    received_at: datetime = Field(default_factory=utcnow)
 
 
 class ProviderLink(SQLModel, table=True):

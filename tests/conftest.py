@@ -20,8 +20,8 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from signbridge.settings import Settings
-from signbridge.temporal import SEARCH_ATTRIBUTES
+from signbridge.core.settings import Settings
+from signbridge.core.temporal import SEARCH_ATTRIBUTES
 
 BIN = Path(sys.executable).parent
 

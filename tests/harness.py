@@ -24,10 +24,10 @@ from api.main import create_app
 from connectors.chat.base import ChatConnector
 from connectors.esign.base import ESignProvider, ProviderError
 from connectors.esign.registry import build_providers
-from signbridge.models import ChatRef, DocumentSource, Person, SigningRequest, StatusView, Timing
+from signbridge.core.models import ChatRef, DocumentSource, Person, SigningRequest, StatusView, Timing
+from signbridge.core.settings import Settings
+from signbridge.core.temporal import start_signing
 from signbridge.pdf.sample import sample_contract
-from signbridge.settings import Settings
-from signbridge.temporal import start_signing
 from store.blob_factory import make_blob_store
 from store.db import get_engine
 from tests.sim.webhook_sink import WebhookSink

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from signbridge.core.settings import Settings
 from signbridge.pdf.sample import sample_contract
-from signbridge.settings import Settings
 from tests.harness import INITIATOR, A, B, Harness, harness
 
 AUTH = {"Authorization": "Bearer test-api-key"}

@@ -12,9 +12,9 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.chat import ChatActivities
 from activities.deps import Deps
-from connectors.chat.webhook import WebhookChat
-from signbridge.models import ChatRef, DocumentInfo, FileMessageInput, LinkMessageInput, Person, TextMessageInput
-from signbridge.settings import Settings
+from connectors.chat.webhook.client import WebhookChat
+from signbridge.core.models import ChatRef, DocumentInfo, FileMessageInput, LinkMessageInput, Person, TextMessageInput
+from signbridge.core.settings import Settings
 from store.blob_factory import make_blob_store
 from store.db import create_all, get_engine
 from tests.sim.webhook_sink import WebhookSink

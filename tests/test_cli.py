@@ -7,7 +7,7 @@ import types
 
 from typer.testing import CliRunner
 
-from signbridge.cli import _split_address, app
+from signbridge.cli.main import _split_address, app
 
 runner = CliRunner()
 
@@ -33,7 +33,7 @@ def test_demo_passes_options_through(monkeypatch) -> None:  # type: ignore[no-un
         return 3
 
     # A stand-in module: the wrapper is what is tested here, not the demo itself.
-    monkeypatch.setitem(sys.modules, "signbridge.demo", types.SimpleNamespace(run_demo=fake_run_demo))
+    monkeypatch.setitem(sys.modules, "signbridge.cli.demo", types.SimpleNamespace(run_demo=fake_run_demo))
     result = runner.invoke(app, ["demo", "--api-url", "http://example.test:9000"])
     assert result.exit_code == 3
     assert seen["api_url"] == "http://example.test:9000"

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from signbridge.commands import CommandProblem, ParsedCommand, is_command, parse
-from signbridge.models import Person
+from signbridge.core.commands import CommandProblem, ParsedCommand, is_command, parse
+from signbridge.core.models import Person
 
 LISI: dict[str, Any] = {"id": "u-2", "name": "李四"}
 WANGWU: dict[str, Any] = {"id": "u-3", "name": "王五"}

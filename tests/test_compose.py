@@ -30,11 +30,11 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings
 from typer.testing import CliRunner
 
-from signbridge import cli
-from signbridge.cli import app
-from signbridge.observability import ObservabilitySettings
-from signbridge.settings import DEV_SECRET, Settings
-from signbridge.shutdown import GRACEFUL_SHUTDOWN_TIMEOUT
+from signbridge.cli import main as cli
+from signbridge.cli.main import app
+from signbridge.core.observability import ObservabilitySettings
+from signbridge.core.settings import DEV_SECRET, Settings
+from signbridge.core.shutdown import GRACEFUL_SHUTDOWN_TIMEOUT
 from store.s3_blobs import S3Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,10 +70,10 @@ def _subclasses(cls: type[BaseSettings]) -> Iterator[type[BaseSettings]]:
 
 def _settings_classes() -> list[type[BaseSettings]]:
     """Every settings class reading SIGNBRIDGE_*: the core ones and each connector's."""
-    from connectors.chat.registry import PLATFORM_MODULES
+    from connectors.chat.registry import PLATFORMS
     from connectors.esign.registry import PROVIDER_MODULES
 
-    for name in (*PLATFORM_MODULES, *PROVIDER_MODULES):
+    for name in (*(f"connectors.chat.{p}.client" for p in PLATFORMS), *PROVIDER_MODULES):
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as e:

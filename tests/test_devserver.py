@@ -14,13 +14,13 @@ from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
 
-from signbridge.devserver import (
+from signbridge.cli.devserver import (
     SearchAttributeMismatch,
     devserver_argv,
     ensure_search_attributes,
     wait_for_temporal,
 )
-from signbridge.temporal import SEARCH_ATTRIBUTES
+from signbridge.core.temporal import SEARCH_ATTRIBUTES
 
 
 def _free_port() -> int:

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import json
 import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -27,32 +25,44 @@ import pytest
 from pydantic import SecretStr
 from sqlmodel import Session, select
 from temporalio.client import Client
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from api.im_dingtalk import decrypt_event, encrypt_event, event_signature, robot_sign
 from api.main import create_app
 from connectors.chat.base import ChatRejected, ChatUnavailable, InputProblem
-from connectors.chat.dingtalk import DingTalkChat, DingTalkConfig, build, file_source, track_id_for
-from connectors.chat.dingtalk_cards import render_card
-from signbridge.cards import build_card
-from signbridge.models import ChatRef, DocumentInfo, Person, SignerState, SignStatus, StatusView
+from connectors.chat.dingtalk.cards import render_card
+from connectors.chat.dingtalk.client import DingTalkChat, DingTalkConfig, build, file_source, track_id_for
+from connectors.chat.dingtalk.inbound import decrypt_event, event_signature, robot_sign
+from signbridge.core.cards import build_card
+from signbridge.core.models import ChatRef, DocumentInfo, Person, SignerState, SignStatus, StatusView
+from signbridge.core.settings import Settings
 from signbridge.pdf.sample import sample_contract
-from signbridge.settings import Settings
 from store.db import create_all, get_engine
 from store.tables import ChatMessage, Identity
+from tests.chat_cases import exists
+from tests.chat_cases.dingtalk import (
+    AES_KEY,
+    APP_KEY,
+    APP_SECRET,
+    CORP,
+    GROUP,
+    ROBOT,
+    TOKEN,
+    click,
+    encrypted,
+    file_message,
+    robot_headers,
+    text_message,
+)
+from tests.chat_cases.dingtalk import env as chat_env
 from tests.sim.dingtalk_sim import DingTalkSim, running
 from tests.sim.servers import free_port, serve
 from worker import build_worker
 
 GOLDEN = Path(__file__).parent / "golden"
-APP_KEY, APP_SECRET, ROBOT, CORP = "dingtestappkey", "test-app-secret", "dingtestrobot", "dingcorp0001"
-TOKEN = "testEventToken"
-AES_KEY = base64.b64encode(hashlib.sha256(b"signbridge-dingtalk-test").digest()).decode().rstrip("=")
-GROUP = "cidGroup001=="
 CHAT = ChatRef(platform="dingtalk", tenant=CORP, chat_id=GROUP, source_event_id="m-1")
 
-# The published event-subscription vector and the derived robot-sign vector (PROTOCOLS.md, DingTalk).
+# DingTalk's published event-subscription vector and the derived robot-sign vector.
 V_TOKEN, V_KEY, V_OWNER = "mryue", "Yue0EfdN5900c1ce5cf6A152c63DDe1808a60c5ecd7", "ding6ccabc44d2c8d38b"
 V_TS, V_NONCE, V_SIG = "1608001896814", "WL4PK6yA", "03044561471240d4a14bb09372dfcfd4fd0e40cb"
 V_ENCRYPT = ("0vJiX6vliEpwG3U45CtXqi+m8PXbQRARJ8p8BbDuD1EMTDf0jKpQ79QS93qEk7XHpP6u+oTTrd15NRPvNvmBKyDCYxxOK+HZe"
@@ -228,57 +238,13 @@ async def test_a_burst_over_20_qps_loses_nothing_and_repeats_nothing(settings: S
             assert sim.duplicates == 0
 
 
-# ---- inbound ----------------------------------------------------------------------------------
-
-def robot_headers(ts: int | None = None, secret: str = APP_SECRET) -> dict[str, str]:
-    stamp = str(ts if ts is not None else int(time.time() * 1000))
-    return {"timestamp": stamp, "sign": robot_sign(secret, stamp), "Content-Type": "application/json"}
-
-
-def text_message(content: str, msg_id: str, sender: str = "zhangsan", at: list[str] = ()) -> dict[str, Any]:  # type: ignore[assignment]
-    return {"msgId": msg_id, "msgtype": "text", "text": {"content": content}, "conversationId": GROUP,
-            "conversationType": "2", "senderStaffId": sender, "senderNick": "", "chatbotCorpId": CORP,
-            "robotCode": ROBOT, "isInAtList": True,
-            "atUsers": [{"dingtalkId": "$:LWCP_v1:$bot"}] + [{"dingtalkId": f"$:{u}", "staffId": u} for u in at]}
-
-
-def file_message(code: str, name: str, msg_id: str, sender: str = "zhangsan") -> dict[str, Any]:
-    return {"msgId": msg_id, "msgtype": "file", "content": {"downloadCode": code, "fileName": name},
-            "conversationId": GROUP, "conversationType": "2", "senderStaffId": sender, "chatbotCorpId": CORP,
-            "robotCode": ROBOT}
-
-
-def encrypted(event: dict[str, Any], ts: int | None = None, token: str = TOKEN,
-              key: str = AES_KEY) -> tuple[bytes, dict[str, str]]:
-    stamp, nonce = str(ts if ts is not None else int(time.time() * 1000)), uuid.uuid4().hex[:8]
-    encrypt = encrypt_event(key, APP_KEY, json.dumps(event, ensure_ascii=False))
-    params = {"msg_signature": event_signature(token, stamp, nonce, encrypt), "timestamp": stamp, "nonce": nonce}
-    return json.dumps({"encrypt": encrypt}).encode(), params
-
-
-def click(request_id: str, action: str, user: str) -> dict[str, Any]:
-    content = {"cardPrivateData": {"actionIds": [action], "params": {"action": action}}}
-    return {"outTrackId": track_id_for(request_id), "corpId": CORP, "userId": user, "type": "actionCallback",
-            "content": json.dumps(content), "eventId": uuid.uuid4().hex}
-
-
-async def exists(client: Client, workflow_id: str) -> bool:
-    try:
-        await client.get_workflow_handle(workflow_id).describe()
-        return True
-    except RPCError as e:
-        if e.status == RPCStatusCode.NOT_FOUND:
-            return False
-        raise
-
+# ---- inbound (the shared chat cases in tests/chat_cases/dingtalk.py cover the rest) ------------------
 
 @pytest.fixture
 def dingtalk_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    """DingTalk configured through the environment, as in production (the API reads it per request)."""
-    for name, value in {"APP_KEY": APP_KEY, "APP_SECRET": APP_SECRET, "ROBOT_CODE": ROBOT, "AES_KEY": AES_KEY,
-                        "TOKEN": TOKEN, "CARD_TEMPLATE_ID": "tpl-signbridge",
-                        "API_BASE": "http://127.0.0.1:9", "OAPI_BASE": "http://127.0.0.1:9"}.items():
-        monkeypatch.setenv(f"SIGNBRIDGE_DINGTALK_{name}", value)
+    """DingTalk configured through the environment, as in production (read when the API starts)."""
+    for name, value in chat_env("http://127.0.0.1:9").items():
+        monkeypatch.setenv(name, value)
     return monkeypatch
 
 
@@ -292,9 +258,9 @@ class Api:
                                headers=robot_headers(**kw))
 
     async def event(self, http: httpx.AsyncClient, event: dict[str, Any], **kw: Any) -> httpx.Response:
-        body, params = encrypted(event, **kw)
-        return await http.post(f"{self.url}/im/dingtalk/events", params=params, content=body,
-                               headers={"Content-Type": "application/json"})
+        call = encrypted(event, **kw)
+        return await http.post(f"{self.url}/im/dingtalk/events", params=dict(call.params), content=call.body,
+                               headers=dict(call.headers))
 
 
 @contextmanager
@@ -309,46 +275,16 @@ def api_server(dev_env: WorkflowEnvironment, settings: Settings) -> Iterator[Api
         yield Api(url, settings)
 
 
-async def test_forged_and_stale_start_nothing(dev_env: WorkflowEnvironment, settings: Settings,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_click_on_a_card_we_never_sent_changes_nothing(dev_env: WorkflowEnvironment, settings: Settings,
+                                                              dingtalk_env: pytest.MonkeyPatch) -> None:
     with api_server(dev_env, settings) as api:
         async with httpx.AsyncClient(timeout=10) as http:
-            msg = text_message("@SignBridge sign @李四", "forged-1", at=["lisi"])
-            off = await api.robot(http, msg)
-            assert off.status_code == 404  # not configured: the route does not exist for DingTalk
-            for name, value in {"APP_KEY": APP_KEY, "APP_SECRET": APP_SECRET, "AES_KEY": AES_KEY,
-                                "TOKEN": TOKEN}.items():
-                monkeypatch.setenv(f"SIGNBRIDGE_DINGTALK_{name}", value)
-            forged = await api.robot(http, msg, secret="not-the-secret")
-            assert forged.status_code == 401 and forged.json()["error"]["code"] == "bad_signature"
-            stale = await api.robot(http, msg, ts=int(time.time() * 1000) - 2 * 3600 * 1000)
-            assert stale.status_code == 401 and stale.json()["error"]["code"] == "stale"
-            unsigned = await http.post(f"{api.url}/im/dingtalk/events", json=msg)
-            assert unsigned.status_code == 401
-            # encrypted events: wrong token (signature), wrong AES key, stale
-            assert (await api.event(http, {"EventType": "check_url"}, token="other")).status_code == 401
+            stray = await api.event(http, click(f"sign:dingtalk:{CORP}:never-sent", "cancel", "x"))
+            assert stray.status_code == 200 and decrypt_event(AES_KEY, APP_KEY, stray.json()["encrypt"]) == "success"
+            assert not await exists(dev_env.client, f"sign:dingtalk:{CORP}:never-sent")
             other_key = base64.b64encode(b"k" * 32).decode().rstrip("=")
-            wrong_key = await api.event(http, {"EventType": "check_url"}, key=other_key)
+            wrong_key = await api.event(http, {"EventType": "check_url"}, key=other_key)  # not for our AES key
             assert wrong_key.status_code == 401 and wrong_key.json()["error"]["code"] == "bad_payload"
-            old = await api.event(http, {"EventType": "check_url"}, ts=int(time.time() * 1000) - 2 * 3600 * 1000)
-            assert old.status_code == 401
-            # a forged card click (signature by someone without our token) starts/changes nothing
-            forged_click = await api.event(http, click(f"sign:dingtalk:{CORP}:forged-1", "cancel", "x"),
-                                           token="other")
-            assert forged_click.status_code == 401
-            assert not await exists(dev_env.client, f"sign:dingtalk:{CORP}:forged-1")
-            # a genuine callback for a card we never sent: acknowledged, nothing happens
-            stray = await api.event(http, click(f"sign:dingtalk:{CORP}:forged-1", "cancel", "x"))
-            assert stray.status_code == 200 and "encrypt" in stray.json()
-
-            # check_url: the reply is `success`, encrypted and signed for DingTalk
-            ok = await api.event(http, {"EventType": "check_url"})
-            assert ok.status_code == 200
-            reply = ok.json()
-            assert set(reply) == {"msg_signature", "timeStamp", "nonce", "encrypt"}
-            assert reply["msg_signature"] == event_signature(TOKEN, reply["timeStamp"], reply["nonce"],
-                                                             reply["encrypt"])
-            assert decrypt_event(AES_KEY, APP_KEY, reply["encrypt"]) == "success"
 
 
 # ---- end to end on the dev server -------------------------------------------------------------

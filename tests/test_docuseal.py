@@ -16,10 +16,10 @@ from temporalio.testing import WorkflowEnvironment
 from connectors.esign import docuseal
 from connectors.esign.base import ProviderError, WebhookRejected
 from connectors.esign.docuseal import DocuSealConfig, DocuSealProvider, DocuSealWebhook, signature
-from signbridge.models import CreateFlowInput, DocumentInfo, OpenGroupInput, Person
+from signbridge.core.models import CreateFlowInput, DocumentInfo, OpenGroupInput, Person
+from signbridge.core.settings import Settings
 from signbridge.pdf.pades import validate_pdf
 from signbridge.pdf.sample import sample_contract
-from signbridge.settings import Settings
 from store.blobs import FileBlobStore, sha256_hex
 from tests.provider_cases import E2E, A, B, C, FlowCase, SimSigning, e2e_fixture, provider_e2e
 from tests.sim.docuseal_sim import DocuSealSim

@@ -19,9 +19,9 @@ from temporalio.testing import WorkflowEnvironment
 from connectors.esign import docusign
 from connectors.esign.base import ProviderError, WebhookRejected
 from connectors.esign.docusign import DocuSignConfig, DocuSignProvider, DocuSignWebhook, connect_signature
-from signbridge.models import CreateFlowInput, DocumentInfo, OpenGroupInput, Person
+from signbridge.core.models import CreateFlowInput, DocumentInfo, OpenGroupInput, Person
+from signbridge.core.settings import Settings
 from signbridge.pdf.sample import sample_contract
-from signbridge.settings import Settings
 from store.blobs import FileBlobStore, sha256_hex
 from store.db import create_all, get_engine
 from store.tables import ProviderLink

@@ -21,7 +21,7 @@ from temporalio.testing import WorkflowEnvironment
 from api import esign_links
 from api.main import create_app
 from connectors.esign.docusign import DocuSignProvider
-from signbridge.settings import Settings
+from signbridge.core.settings import Settings
 from store.blobs import FileBlobStore
 from store.tables import utcnow
 from tests.provider_cases import A, B

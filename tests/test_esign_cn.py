@@ -22,11 +22,11 @@ from connectors.esign import esign_cn
 from connectors.esign.base import ProviderError, WebhookRejected
 from connectors.esign.esign_cn import REPLY, EsignCnConfig, EsignCnProvider, EsignCnWebhook
 from connectors.esign.esign_cn_auth import callback_signature, content_md5, request_signature, signed_headers
-from signbridge.models import ActionInput, Actor, CreateFlowInput, DocumentInfo, OpenGroupInput, Person
+from signbridge.core.models import ActionInput, Actor, CreateFlowInput, DocumentInfo, OpenGroupInput, Person
+from signbridge.core.settings import Settings
 from signbridge.pdf.pades import validate_pdf
 from signbridge.pdf.pki import CERT_FILE, InstallationCA
 from signbridge.pdf.sample import sample_contract
-from signbridge.settings import Settings
 from store.blobs import FileBlobStore, sha256_hex
 from store.db import get_engine
 from store.tables import AuditEvent
@@ -41,7 +41,7 @@ B_ = B.model_copy(update={"mobile": "13800000002"})
 C_ = C.model_copy(update={"mobile": None})  # external customer: by email
 
 
-# ---- vectors (PROTOCOLS.md, derived) ---------------------------------------------------------
+# ---- vectors (e签宝's documented examples, derived) ---------------------------------------------------------
 
 
 def test_request_signature_vector() -> None:

@@ -15,9 +15,9 @@ from temporalio.testing import WorkflowEnvironment
 from connectors.esign import fadada
 from connectors.esign.base import ProviderError, WebhookRejected
 from connectors.esign.fadada import FadadaConfig, FadadaProvider, FadadaWebhook, fasc_sign
-from signbridge.models import CreateFlowInput, DocumentInfo, OpenGroupInput, Person
+from signbridge.core.models import CreateFlowInput, DocumentInfo, OpenGroupInput, Person
+from signbridge.core.settings import Settings
 from signbridge.pdf.sample import sample_contract
-from signbridge.settings import Settings
 from store.blobs import FileBlobStore, sha256_hex
 from tests.provider_cases import E2E, A, B, C, FlowCase, SimSigning, e2e_fixture, provider_e2e
 from tests.provider_cases.fadada import delivery

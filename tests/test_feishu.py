@@ -14,8 +14,8 @@ import os
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,38 +26,35 @@ import pytest
 from pydantic import SecretStr
 from sqlmodel import Session, select
 from temporalio.client import Client
-from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
-from api.im_feishu import NO_FILE, decrypt, signature
 from api.main import create_app
 from connectors.chat.base import ChatUnavailable, InputProblem
-from connectors.chat.feishu import FeishuChat, FeishuConfig, build, source_url
-from connectors.chat.feishu_cards import MAX_CARD_BYTES, card_content, render_card
-from signbridge.cards import build_card
-from signbridge.models import (
+from connectors.chat.feishu.cards import MAX_CARD_BYTES, card_content, render_card
+from connectors.chat.feishu.client import FeishuChat, FeishuConfig, build, source_url
+from connectors.chat.feishu.inbound import decrypt, signature
+from signbridge.core.cards import build_card
+from signbridge.core.models import (
     ChatRef,
     DocumentInfo,
     DocumentSource,
     Person,
     SignerState,
-    SigningRequest,
     SignStatus,
     StatusView,
 )
+from signbridge.core.settings import Settings
 from signbridge.pdf.sample import sample_contract
-from signbridge.settings import Settings
 from store.db import create_all, get_engine
 from store.tables import ChatMessage
+from tests.chat_cases import rig_for
+from tests.chat_cases.feishu import ENV, KEY, TENANT, TOKEN, card_event, command_event, file_event, pushed
+from tests.chat_cases.feishu import Case as FeishuCase
 from tests.sim.feishu_sim import FeishuSim, encrypt, push_headers
 from tests.sim.servers import free_port, serve
 from worker import build_worker
 
 GOLDEN = Path(__file__).parent / "golden"
-KEY = "test-encrypt-key"
-TOKEN = "test-verification-token"
-TENANT = "tenant-1"
-BOT = ("@_user_1", "ou_bot", "SignBridge")
 
 
 def feishu_config(api_base: str = "http://127.0.0.1:9", encrypt_key: str = KEY) -> FeishuConfig:
@@ -208,158 +205,57 @@ async def test_resolve_and_download(tmp_path: Path, sim: FeishuSim) -> None:
         await chat.download(CHAT, DocumentSource(name="c.pdf", url=source_url("om_1", "nope")), 10_000)
 
 
-# ---- inbound callbacks ------------------------------------------------------------------------------
+# ---- callbacks the shared chat cases (tests/chat_cases/feishu.py) do not cover --------------------
 
-def envelope(event_type: str, event: dict[str, Any], event_id: str | None = None, token: str = TOKEN) -> dict[str, Any]:
-    return {"schema": "2.0", "header": {"event_id": event_id or f"ev-{uuid.uuid4().hex[:12]}", "event_type": event_type,
-                                        "create_time": str(int(time.time() * 1000)), "token": token,
-                                        "app_id": "cli_test", "tenant_key": TENANT}, "event": event}
-
-
-def file_event(chat_id: str, sender: str, message_id: str, file_key: str, name: str = "contract.pdf") -> dict[str, Any]:
-    return envelope("im.message.receive_v1", {
-        "sender": {"sender_id": {"open_id": sender}, "sender_type": "user", "tenant_key": TENANT},
-        "message": {"message_id": message_id, "chat_id": chat_id, "chat_type": "group", "message_type": "file",
-                    "content": json.dumps({"file_key": file_key, "file_name": name})}})
-
-
-def command_event(chat_id: str, sender: str, text: str, mentions: list[tuple[str, str, str]],
-                  event_id: str | None = None, parent_id: str | None = None) -> dict[str, Any]:
-    return envelope("im.message.receive_v1", {
-        "sender": {"sender_id": {"open_id": sender}, "sender_type": "user", "tenant_key": TENANT},
-        "message": {"message_id": f"om_{uuid.uuid4().hex[:10]}", "chat_id": chat_id, "chat_type": "group",
-                    "message_type": "text", "content": json.dumps({"text": text}, ensure_ascii=False),
-                    "parent_id": parent_id,
-                    "mentions": [{"key": k, "id": {"open_id": oid}, "name": n, "tenant_key": TENANT}
-                                 for k, oid, n in [BOT, *mentions]]}}, event_id=event_id)
-
-
-def card_event(request_id: str, action: str, operator: str) -> dict[str, Any]:
-    return envelope("card.action.trigger", {
-        "operator": {"open_id": operator, "tenant_key": TENANT}, "token": "c-1",
-        "action": {"tag": "button", "value": {"action": action, "request_id": request_id}},
-        "host": "im_message", "context": {"open_chat_id": "oc_1"}})
-
-
-async def push(http: httpx.AsyncClient, url: str, payload: dict[str, Any], *, key: str = KEY,
-               timestamp: int | None = None, tamper: bool = False) -> httpx.Response:
-    raw = json.dumps({"encrypt": encrypt(key, json.dumps(payload, ensure_ascii=False))}).encode()
-    headers = push_headers(key, raw, timestamp)
-    if tamper:
-        headers["X-Lark-Signature"] = "0" * 64
-    return await http.post(url, content=raw, headers=headers)
-
-
-async def exists(client: Client, workflow_id: str) -> bool:
-    try:
-        await client.get_workflow_handle(workflow_id).describe()
-        return True
-    except RPCError as e:
-        if e.status == RPCStatusCode.NOT_FOUND:
-            return False
-        raise
+async def push(http: httpx.AsyncClient, url: str, payload: dict[str, Any], **how: Any) -> httpx.Response:
+    call = pushed("", payload, **how)
+    return await http.post(url, content=call.body, headers=dict(call.headers))
 
 
 @contextmanager
-def api(dev_env: WorkflowEnvironment, settings: Settings, config: FeishuConfig | None,
+def api(dev_env: WorkflowEnvironment, settings: Settings, monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
         port: int | None = None) -> Iterator[str]:
+    """The API over real HTTP with Feishu configured as `env` says."""
+    for name in ENV:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     settings = settings.model_copy(update={"temporal_address": dev_env.client.service_client.config.target_host})
-    app = create_app(settings)
-    app.state.feishu_config = config
-    with serve(app, port=port) as url:
+    with serve(create_app(settings), port=port) as url:
         yield url
 
 
-@asynccontextmanager
-async def api_http(dev_env: WorkflowEnvironment, settings: Settings,
-                   config: FeishuConfig | None) -> AsyncIterator[tuple[str, httpx.AsyncClient]]:
-    with api(dev_env, settings, config) as url:
-        async with httpx.AsyncClient(timeout=10) as http:
-            yield url, http
-
-
-async def test_forged_wrong_token_and_stale_callbacks_start_nothing(dev_env: WorkflowEnvironment,
-                                                                   settings: Settings) -> None:
-    async with api_http(dev_env, settings, feishu_config()) as (url, http):
-        events = f"{url}/im/feishu/events"
-        def cmd() -> dict[str, Any]:
-            return command_event("oc_1", "ou_init", "@_user_1 sign @_user_2", [("@_user_2", "ou_a", "李四")])
-
-        cases: list[tuple[dict[str, Any], dict[str, Any]]] = [
-            (cmd(), {"tamper": True}),
-            (cmd(), {"key": "other"}),
-            (envelope("im.message.receive_v1", cmd()["event"], token="wrong"), {}),
-            (cmd(), {"timestamp": int(time.time()) - 3600}),
-        ]
-        for payload, how in cases:
-            resp = await push(http, events, payload, **how)
-            assert resp.status_code == 401, (how, resp.text)
-            assert not await exists(dev_env.client, f"sign:feishu:{TENANT}:{payload['header']['event_id']}")
-        resp = await push(http, f"{url}/im/feishu/card", card_event("sign:feishu:x:y", "cancel", "ou_init"),
-                          tamper=True)
-        assert resp.status_code == 401
-
-
-async def test_url_verification_plain_and_encrypted(dev_env: WorkflowEnvironment, settings: Settings) -> None:
+async def test_url_verification_with_and_without_an_encrypt_key(dev_env: WorkflowEnvironment, settings: Settings,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     challenge = {"type": "url_verification", "challenge": "ch-1", "token": TOKEN}
-    async with api_http(dev_env, settings, feishu_config()) as (url, http):
-        raw = json.dumps({"encrypt": encrypt(KEY, json.dumps(challenge))})
-        for path in ("/im/feishu/events", "/im/feishu/card"):
-            resp = await http.post(url + path, content=raw, headers={"Content-Type": "application/json"})
+    async with httpx.AsyncClient(timeout=10) as http:
+        with api(dev_env, settings, monkeypatch, ENV) as url:
+            wrong = json.dumps({"encrypt": encrypt(KEY, json.dumps({**challenge, "token": "nope"}))})
+            assert (await http.post(url + "/im/feishu/events", content=wrong)).status_code == 401
+            assert (await http.post(url + "/im/feishu/events", json=challenge)).status_code == 401  # must be encrypted
+            card = await push(http, f"{url}/im/feishu/card", card_event("sign:feishu:x:y", "cancel", "ou_i", "ev-1"),
+                              signing="forged")
+            assert card.status_code == 401
+        with api(dev_env, settings, monkeypatch, {**ENV, "SIGNBRIDGE_FEISHU_ENCRYPT_KEY": ""}) as url:
+            resp = await http.post(url + "/im/feishu/events", json=challenge)
             assert resp.status_code == 200 and resp.json() == {"challenge": "ch-1"}
-        wrong = json.dumps({"encrypt": encrypt(KEY, json.dumps({**challenge, "token": "nope"}))})
-        assert (await http.post(url + "/im/feishu/events", content=wrong)).status_code == 401
-        assert (await http.post(url + "/im/feishu/events", json=challenge)).status_code == 401  # must be encrypted
-    async with api_http(dev_env, settings, feishu_config(encrypt_key="")) as (url, http):
-        resp = await http.post(url + "/im/feishu/events", json=challenge)
-        assert resp.status_code == 200 and resp.json() == {"challenge": "ch-1"}
-    async with api_http(dev_env, settings, FeishuConfig(app_id="")) as (url, http):
-        assert (await http.post(url + "/im/feishu/events", json=challenge)).status_code == 404
+        with api(dev_env, settings, monkeypatch, {}) as url:
+            assert (await http.post(url + "/im/feishu/events", json=challenge)).status_code == 404
 
 
-async def test_redelivered_event_starts_one_flow(dev_env: WorkflowEnvironment, settings: Settings) -> None:
-    async with api_http(dev_env, settings, feishu_config()) as (url, http):
-        events = f"{url}/im/feishu/events"
-        assert (await push(http, events, file_event("oc_9", "ou_init", "om_f9", "file_9"))).status_code == 200
-        body = command_event("oc_9", "ou_init", "@_user_1 签署 @_user_2 @_user_3 然后 @_user_4 title:采购合同",
-                             [("@_user_2", "ou_a", "李四"), ("@_user_3", "ou_b", "王五"), ("@_user_4", "ou_c", "赵六")])
-        first = await push(http, events, body)
-        again = await push(http, events, body)
-    assert first.status_code == again.status_code == 200
-    request_id = f"sign:feishu:{TENANT}:{body['header']['event_id']}"
-    assert first.json() == {"ok": True, "request_id": request_id, "started": True}
-    assert again.json() == {"ok": True, "request_id": request_id, "started": False}
-    flows = [w async for w in dev_env.client.list_workflows(f"WorkflowId = '{request_id}'")]
-    assert len(flows) == 1
-    history = await dev_env.client.get_workflow_handle(request_id).fetch_history()
-    attrs = history.events[0].workflow_execution_started_event_attributes
-    req = SigningRequest.model_validate_json(attrs.input.payloads[0].data)
-    assert req.title == "采购合同" and req.chat.platform == "feishu" and req.problem is None
-    assert [[p.id for p in g] for g in req.groups] == [["ou_a", "ou_b"], ["ou_c"]]
-    assert req.documents == [DocumentSource(name="contract.pdf", url="feishu://om_f9/file_9")]
-    await dev_env.client.get_workflow_handle(request_id).terminate("test done")
-
-    # a command with no file in sight still starts a flow, which only says what is missing
-    async with api_http(dev_env, settings, feishu_config()) as (url, http):
-        lonely = command_event("oc_8", "ou_init", "@_user_1 sign @_user_2", [("@_user_2", "ou_a", "李四")])
-        resp = await push(http, f"{url}/im/feishu/events", lonely)
-    handle = dev_env.client.get_workflow_handle(resp.json()["request_id"])
-    history = await handle.fetch_history()
-    attrs = history.events[0].workflow_execution_started_event_attributes
-    assert SigningRequest.model_validate_json(attrs.input.payloads[0].data).problem == NO_FILE
-    await handle.terminate("test done")
-
-    # replying to a file: the one we saw (its name), or one we never saw (looked up by the activity)
-    async with api_http(dev_env, settings, feishu_config()) as (url, http):
-        for parent, expected in (("om_f9", DocumentSource(name="contract.pdf", url="feishu://om_f9/file_9")),
+async def test_a_reply_names_its_file_seen_or_not(dev_env: WorkflowEnvironment, settings: Settings,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Feishu cannot send a file with text: a command may reply to the file instead — one we kept,
+    or one we never received (groups without the read-all scope), which the download looks up."""
+    async with rig_for(FeishuCase(), dev_env, settings, monkeypatch) as rig:
+        rig.case.accepted(await rig.send(rig.case.file("ev-file")))
+        for parent, expected in (("om_file", FeishuCase.file_source),
                                  ("om_unseen", DocumentSource(name="document.pdf", url="feishu://om_unseen/"))):
-            reply = command_event("oc_9", "ou_other", "@_user_1 sign @_user_2", [("@_user_2", "ou_a", "李四")],
-                                  parent_id=parent)
-            handle = dev_env.client.get_workflow_handle((await push(http, f"{url}/im/feishu/events", reply))
-                                                        .json()["request_id"])
-            attrs = (await handle.fetch_history()).events[0].workflow_execution_started_event_attributes
-            assert SigningRequest.model_validate_json(attrs.input.payloads[0].data).documents == [expected]
-            await handle.terminate("test done")
+            event_id = f"ev-{uuid.uuid4().hex[:10]}"
+            reply = command_event("oc_1", "ou_other", "@_user_1 sign @_user_2", [("@_user_2", "ou_a", "李四")],
+                                  event_id, parent_id=parent)
+            rig.case.accepted(await rig.send(pushed("/im/feishu/events", reply)))
+            assert (await rig.started_input(rig.case.request_id(event_id))).documents == [expected]
 
 
 def test_build_reads_the_environment(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
@@ -413,12 +309,13 @@ class Stack:
             await asyncio.sleep(0.1)
 
 
-async def test_end_to_end_over_feishu(dev_env: WorkflowEnvironment, settings: Settings) -> None:
+async def test_end_to_end_over_feishu(dev_env: WorkflowEnvironment, settings: Settings,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
     contract = sample_contract("Sales Contract", pages=1)
     port = free_port()
     settings = settings.model_copy(update={"public_url": f"http://127.0.0.1:{port}",
                                            "step_retry_window": timedelta(seconds=30)})
-    with FeishuSim() as sim, api(dev_env, settings, feishu_config(), port=port) as url:
+    with FeishuSim() as sim, api(dev_env, settings, monkeypatch, ENV, port=port) as url:
         sim.add_user("ou_init", "张三", email="zs@corp.example")
         sim.add_user("ou_a", "李四", email="ls@corp.example")
         sim.add_user("ou_b", "王五", mobile="+8613800000002")
@@ -432,16 +329,17 @@ async def test_end_to_end_over_feishu(dev_env: WorkflowEnvironment, settings: Se
             events = f"{url}/im/feishu/events"
             assert (await push(http, events, file_event("oc_1", "ou_init", "om_file", "file_v2_1"))).status_code == 200
             body = command_event("oc_1", "ou_init", "@_user_1 sign @_user_2 > @_user_3",
-                                 [("@_user_2", "ou_a", "李四"), ("@_user_3", "ou_b", "王五")])
+                                 [("@_user_2", "ou_a", "李四"), ("@_user_3", "ou_b", "王五")], "ev-e2e-1")
             resp = await push(http, events, body)
             assert resp.status_code == 200 and resp.json()["started"] is True
             request_id = resp.json()["request_id"]
 
             await sim.wait_for(lambda: stack.link("ou_a") is not None)
             # the initiator's "remind" button: 李四 gets the link again; a stranger may not cancel
-            clicked = await push(http, f"{url}/im/feishu/card", card_event(request_id, "remind", "ou_init"))
+            card = f"{url}/im/feishu/card"
+            clicked = await push(http, card, card_event(request_id, "remind", "ou_init", "ev-click-1"))
             assert clicked.status_code == 200 and clicked.json()["toast"]["type"] == "success", clicked.text
-            stranger = await push(http, f"{url}/im/feishu/card", card_event(request_id, "cancel", "ou_x"))
+            stranger = await push(http, card, card_event(request_id, "cancel", "ou_x", "ev-click-2"))
             assert stranger.json()["toast"]["type"] == "error" and "发起人" in stranger.json()["toast"]["content"]
             await stack.sign(http, "ou_a", "李四", count=2)
 
@@ -454,11 +352,12 @@ async def test_end_to_end_over_feishu(dev_env: WorkflowEnvironment, settings: Se
                                and "已完成" in stack.status_cards("oc_1")[0].content)
 
             # a resigned colleague: the flow ends REJECTED and says why in the chat
-            gone = command_event("oc_2", "ou_init", "@_user_1 sign @_user_2", [("@_user_2", "ou_gone", "钱七")])
+            gone = command_event("oc_2", "ou_init", "@_user_1 sign @_user_2", [("@_user_2", "ou_gone", "钱七")],
+                                 "ev-e2e-2")
             assert (await push(http, events, file_event("oc_2", "ou_init", "om_file", "file_v2_1"))).status_code == 200
             gone_id = (await push(http, events, gone)).json()["request_id"]
             rejected = await stack.wait_status(gone_id, "REJECTED")
-            late = await push(http, f"{url}/im/feishu/card", card_event(request_id, "remind", "ou_init"))
+            late = await push(http, card, card_event(request_id, "remind", "ou_init", "ev-click-3"))
             assert late.status_code == 200 and late.json()["toast"]["type"] == "warning"  # the flow has ended
             await sim.wait_for(lambda: any(m.msg_type == "text" for m in sim.sent_to("oc_2")))
 

@@ -21,11 +21,11 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 from temporalio.testing import WorkflowEnvironment
 
+from connectors.chat.webhook import signature as webhook_signature
 from connectors.fetch import FetchFailed, FetchPolicy, FetchRefused, address_refused, fetch, is_internal
-from signbridge import webhook_signature
-from signbridge.models import ActionInput, Actor, DocumentSource, StatusView
+from signbridge.core.models import ActionInput, Actor, DocumentSource, StatusView
+from signbridge.core.settings import Settings
 from signbridge.pdf.sample import sample_contract
-from signbridge.settings import Settings
 from tests.conftest import make_settings
 from tests.harness import INITIATOR, A, Harness, harness
 from tests.sim.servers import free_port, serve

@@ -19,9 +19,9 @@ from activities.deps import Deps
 from activities.documents import DocumentActivities
 from connectors.esign import local
 from connectors.esign.local import LocalProvider
-from signbridge.models import CreateFlowInput, DocumentInfo, FinishInput, OpenGroupInput, Person
+from signbridge.core.models import CreateFlowInput, DocumentInfo, FinishInput, OpenGroupInput, Person
+from signbridge.core.settings import Settings
 from signbridge.pdf.sample import sample_contract
-from signbridge.settings import Settings
 from store.blobs import FileBlobStore
 from store.db import create_all, get_engine
 from store.tables import utcnow

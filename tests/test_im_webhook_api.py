@@ -1,4 +1,6 @@
-"""`POST /im/webhook/events` against the real Temporal dev server: what reaches Temporal, and what never does.
+"""`POST /im/webhook/events` beyond the shared chat cases (`tests/chat_cases/`): the event's own
+fields (tenant, title, provider, external signers), malformed events, the grammar's refusals,
+and every answer an action can get, against the real Temporal dev server.
 
 The message tests run no worker: they check the started execution itself (id, type, input,
 search attributes). The action tests run a small stand-in `SigningWorkflow` with the same
@@ -8,7 +10,6 @@ update names and validator behaviour, to see updates, their ids and refusals ove
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -17,18 +18,17 @@ from typing import Any
 
 import httpx
 import pytest
-from temporalio import workflow
 from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from api.main import create_app
-from signbridge import webhook_signature
-from signbridge.models import ActionInput, SigningRequest, SignStatus, StatusView
-from signbridge.settings import Settings
-from signbridge.temporal import SA_INITIATOR, SA_PLATFORM, SA_PROVIDER, SA_STATUS
+from connectors.chat.webhook import signature as webhook_signature
+from signbridge.core.models import SigningRequest, SignStatus, StatusView
+from signbridge.core.settings import Settings
+from signbridge.core.temporal import SA_INITIATOR, SA_PLATFORM, SA_PROVIDER, SA_STATUS
+from tests.chat_cases import StandInWorkflow
 
 MENTIONS = [
     {"id": "u-1", "name": "李四"},
@@ -144,43 +144,6 @@ async def test_title_tenant_and_provider_from_the_event(api: Api) -> None:
     assert req.title == "年度框架协议" and req.chat.tenant == "acme" and req.provider == "local"
 
 
-async def test_redelivered_event_starts_nothing_new(api: Api) -> None:
-    body = api.message()
-    first = await api.post(body)
-    second = await api.post(body)
-    assert first.status_code == 202 and second.status_code == 200
-    assert second.json() == {"ok": True, "request_id": first.json()["request_id"], "started": False}
-    runs = [wf async for wf in api.client.list_workflows(f"WorkflowId = '{first.json()['request_id']}'")]
-    assert len(runs) == 1
-
-
-async def test_forged_signature_starts_nothing(api: Api) -> None:
-    body = api.message()
-    raw = json.dumps(body).encode()
-    resp = await api.post_raw(raw, webhook_signature.headers("not-the-secret", raw))
-    assert resp.status_code == 401 and resp.json()["error"]["code"] == "bad_signature"
-    assert not await api.exists(f"sign:webhook:default:{body['event_id']}")
-
-
-async def test_stale_timestamp_starts_nothing(api: Api) -> None:
-    body = api.message()
-    raw = json.dumps(body).encode()
-    stale = webhook_signature.headers(api.settings.webhook_secret.get_secret_value(), raw, now=time.time() - 301)
-    resp = await api.post_raw(raw, stale)
-    assert resp.status_code == 401 and "300 s" in resp.json()["error"]["message"]
-    assert not await api.exists(f"sign:webhook:default:{body['event_id']}")
-
-
-async def test_unsigned_and_tampered_requests_start_nothing(api: Api) -> None:
-    body = api.message()
-    raw = json.dumps(body).encode()
-    assert (await api.http.post("/im/webhook/events", content=raw)).status_code == 401
-    headers = webhook_signature.headers(api.settings.webhook_secret.get_secret_value(), raw)
-    tampered = raw.replace(b"/sign", b"/SIGN")
-    assert (await api.post_raw(tampered, headers)).status_code == 401
-    assert not await api.exists(f"sign:webhook:default:{body['event_id']}")
-
-
 async def test_malformed_json_is_400(api: Api) -> None:
     resp = await api.post_raw(b"{not json")
     assert resp.status_code == 400 and resp.json()["error"]["code"] == "invalid_json"
@@ -199,13 +162,6 @@ async def test_missing_fields_are_400(api: Api, drop: str) -> None:
 async def test_unknown_event_type_is_400(api: Api) -> None:
     resp = await api.post({**api.message(), "type": "reaction"})
     assert resp.status_code == 400
-
-
-async def test_ordinary_chat_is_ignored(api: Api) -> None:
-    body = api.message("明天开会讨论合同 @李四")
-    resp = await api.post(body)
-    assert resp.status_code == 200 and resp.json() == {"ok": True, "ignored": "not a command"}
-    assert not await api.exists(f"sign:webhook:default:{body['event_id']}")
 
 
 async def _rejected(api: Api, body: dict[str, Any], *expected: str) -> SigningRequest:
@@ -272,56 +228,6 @@ async def test_action_without_action_field_is_400(api: Api) -> None:
     assert (await api.post(body)).status_code == 400
 
 
-@workflow.defn(name="SigningWorkflow")
-class StandInWorkflow:
-    """Same update names, argument and validator outcomes as the real flow; no activities."""
-
-    @workflow.init
-    def __init__(self, req: SigningRequest) -> None:
-        self.req = req
-        self.reminds: list[str] = []
-        self.cancelled = False
-
-    @workflow.run
-    async def run(self, req: SigningRequest) -> StatusView:
-        await workflow.wait_condition(lambda: self.cancelled)
-        return self.view(SignStatus.CANCELLED)
-
-    def view(self, status: SignStatus = SignStatus.IN_PROGRESS) -> StatusView:
-        return StatusView(request_id=self.req.request_id, title=self.req.title, status=status,
-                          provider=self.req.provider, initiator=self.req.initiator, chat=self.req.chat)
-
-    def _allowed(self, action: ActionInput) -> None:
-        if not (action.actor.is_operator or action.actor.id == self.req.initiator.id):
-            raise ApplicationError("Only the initiator or an operator may do this", type="PermissionDenied")
-
-    @workflow.update(name="remind")
-    def remind(self, action: ActionInput) -> StatusView:
-        self.reminds.append(action.actor.id)
-        return self.view()
-
-    @remind.validator
-    def _validate_remind(self, action: ActionInput) -> None:
-        self._allowed(action)
-
-    @workflow.update(name="retry")
-    def retry(self, action: ActionInput) -> StatusView:
-        return self.view()
-
-    @retry.validator
-    def _validate_retry(self, action: ActionInput) -> None:
-        raise ApplicationError("Nothing to retry: the request is IN_PROGRESS, not STUCK", type="NotAllowed")
-
-    @workflow.update(name="cancel")
-    async def cancel(self, action: ActionInput) -> StatusView:
-        self.cancelled = True
-        return self.view(SignStatus.CANCELLED)
-
-    @workflow.query(name="reminds")
-    def reminders(self) -> list[str]:
-        return self.reminds
-
-
 @pytest.fixture
 async def stand_in(api: Api) -> AsyncIterator[None]:
     async with Worker(api.client, task_queue=api.settings.task_queue, workflows=[StandInWorkflow],
@@ -338,17 +244,17 @@ async def test_actions_become_updates(api: Api, stand_in: None) -> None:
     assert resp.status_code == 200, resp.text
     assert resp.json() == {"ok": True, "request_id": request_id, "action": "remind", "status": "IN_PROGRESS"}
     assert (await api.post(click)).status_code == 200  # the IM redelivers the same click
-    assert await handle.query("reminds") == ["u-0"]  # applied once: the event id is the update id
+    assert await handle.query("applied") == [["remind", "u-0"]]  # applied once: the event id is the update id
 
     assert (await api.post(api.action(request_id, "remind", sender="u-ops"))).status_code == 200
-    assert await handle.query("reminds") == ["u-0", "u-ops"]  # operators come from settings
+    assert await handle.query("applied") == [["remind", "u-0"], ["remind", "u-ops"]]  # operators: from settings
 
     denied = await api.post(api.action(request_id, "remind", sender="u-stranger"))
     assert denied.status_code == 403 and denied.json()["error"]["code"] == "PermissionDenied"
     refused = await api.post(api.action(request_id, "retry"))
     assert refused.status_code == 409 and refused.json()["error"] == {
         "code": "NotAllowed", "message": "Nothing to retry: the request is IN_PROGRESS, not STUCK"}
-    assert await handle.query("reminds") == ["u-0", "u-ops"]
+    assert await handle.query("applied") == [["remind", "u-0"], ["remind", "u-ops"]]
 
     cancelled = await api.post(api.action(request_id, "cancel"))
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "CANCELLED"

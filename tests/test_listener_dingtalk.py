@@ -33,31 +33,23 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 from temporalio.testing import WorkflowEnvironment
 
-from connectors.chat.dingtalk import DingTalkChat, DingTalkConfig, track_id_for
-from signbridge.listener import dingtalk as dingtalk_listener
-from signbridge.listener import run as listener_run
-from signbridge.listener.dingtalk import CARD_TOPIC, ROBOT_TOPIC, CredentialsRejected, DingTalkListener, make_handler
-from signbridge.listener.inbox import Inbox
+from connectors.chat.dingtalk import stream as dingtalk_listener
+from connectors.chat.dingtalk.client import DingTalkChat, DingTalkConfig, track_id_for
+from connectors.chat.dingtalk.inbound import DingTalkInbound
+from connectors.chat.dingtalk.stream import CARD_TOPIC, ROBOT_TOPIC, CredentialsRejected, DingTalkListener
+from connectors.chat.inbox import Inbox
+from signbridge.cli import chat_listener as listener_run
+from signbridge.core.settings import Settings
+from signbridge.intake import Intake
 from signbridge.pdf.sample import sample_contract
-from signbridge.settings import Settings
 from store.db import create_all, get_engine
 from store.tables import InboundEvent
+from tests.chat_cases import exists
+from tests.chat_cases.dingtalk import APP_KEY, APP_SECRET, CORP, GROUP, ROBOT, file_message, text_message
 from tests.listener_process import listener_process
 from tests.sim.dingtalk_sim import DingTalkSim
 from tests.sim.dingtalk_stream import Ack, StreamSim, running
-from tests.test_dingtalk import (
-    APP_KEY,
-    APP_SECRET,
-    CORP,
-    GROUP,
-    ROBOT,
-    config,
-    exists,
-    file_message,
-    text_message,
-    wait_status,
-    world,
-)
+from tests.test_dingtalk import config, wait_status, world
 from worker import build_worker
 
 
@@ -114,7 +106,8 @@ async def stream_stack(dev_env: WorkflowEnvironment, settings: Settings, contrac
         cfg = config(base, rate_limit_backoff=0.2)
         stack = Stack(gateway, openapi, engine, settings, DingTalkListener(cfg))
         gateway.on_ack = stack.committed_when_acked
-        real = make_handler(engine, cfg, settings, dev_env.client)
+        real = listener_run.handler_for(DingTalkInbound(cfg, engine, DingTalkChat(cfg, engine), settings.bot_name),
+                                        dingtalk_listener.parse, Intake(dev_env.client, settings, engine))
 
         async def counting(payload: dict[str, Any]) -> Any:
             stack.calls.append(payload)

@@ -32,19 +32,25 @@ from sqlmodel import Session, select
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from connectors.chat.feishu import FeishuChat, FeishuConfig
-from signbridge.listener import run as listener_run
-from signbridge.listener.feishu import CredentialsRejected, FeishuListener, make_handler
-from signbridge.listener.inbox import Inbox
-from signbridge.models import DocumentSource, SigningRequest, StatusView
+from connectors.chat.feishu import stream as feishu_stream
+from connectors.chat.feishu.client import FeishuChat, FeishuConfig
+from connectors.chat.feishu.inbound import FeishuInbound
+from connectors.chat.feishu.stream import CredentialsRejected, FeishuListener
+from connectors.chat.inbox import Inbox
+from signbridge.cli import chat_listener as listener_run
+from signbridge.core.models import DocumentSource, SigningRequest, StatusView
+from signbridge.core.settings import Settings
+from signbridge.intake import Intake
 from signbridge.pdf.sample import sample_contract
-from signbridge.settings import Settings
 from store.db import create_all, get_engine
+from store.repos import chat_files
 from store.tables import InboundEvent
+from tests.chat_cases import exists
+from tests.chat_cases.feishu import TENANT, card_event, command_event, file_event
 from tests.listener_process import listener_process
 from tests.sim.feishu_sim import FeishuSim
 from tests.sim.feishu_ws import Ack, FeishuWsSim, running
-from tests.test_feishu import TENANT, card_event, command_event, exists, feishu_config, file_event
+from tests.test_feishu import feishu_config
 from worker import build_worker
 
 APP_ID, APP_SECRET = "cli_test", "secret"  # what tests.test_feishu's FeishuSim and feishu_config use
@@ -134,7 +140,8 @@ async def ws_stack(dev_env: WorkflowEnvironment, settings: Settings, *, contract
             chat = FeishuChat(feishu_config(api.url), engine)
             worker = await stack.enter_async_context(build_worker(dev_env.client, settings, chats={"feishu": chat}))
             await stack.enter_async_context(worker)
-        real = make_handler(engine, config, settings, dev_env.client)
+        real = listener_run.handler_for(FeishuInbound(config), feishu_stream.parse,
+                                        Intake(dev_env.client, settings, engine))
 
         async def counting(payload: dict[str, Any]) -> Any:
             s.calls.append(payload["header"]["event_id"])
@@ -172,7 +179,8 @@ async def test_file_then_sign_command_over_the_long_connection(dev_env: Workflow
         assert file_ack.checked in ("stored", "handled") and command_ack.checked in ("stored", "handled")
         await s.ws.wait_for(lambda: inbound(s.engine, command["header"]["event_id"])[0].status == "handled")
         assert inbound(s.engine, file["header"]["event_id"])[0].status == "handled"
-        assert len(inbound(s.engine, "oc_ws1/ou_init/om_f1", platform="feishu:file")) == 1
+        assert chat_files.in_message(s.engine, platform="feishu", tenant=TENANT, chat_id="oc_ws1",
+                                     message_id="om_f1") == [chat_files.Posted("采购合同.pdf", "feishu://om_f1/file_1")]
         assert s.ws.pings >= 1 and s.ws.endpoint_calls[0]["body"] == {"AppID": APP_ID, "AppSecret": APP_SECRET}
         await s.client.get_workflow_handle(request_id).terminate("test done")
 

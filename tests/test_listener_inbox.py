@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from signbridge.listener.inbox import Inbox, PermanentFailure
+from connectors.chat.inbox import Inbox, PermanentFailure
 from store.db import create_all, get_engine
 from store.tables import InboundEvent
 

@@ -16,10 +16,10 @@ from sqlmodel import Session, SQLModel, select, text
 from connectors.esign import local
 from connectors.esign.base import ProviderError
 from connectors.esign.local import LocalProvider
-from signbridge.models import CreateFlowInput, DocumentInfo, OpenGroupInput, Person
+from signbridge.core.models import CreateFlowInput, DocumentInfo, OpenGroupInput, Person
+from signbridge.core.settings import Settings
 from signbridge.pdf.pades import validate_pdf
 from signbridge.pdf.sample import sample_contract
-from signbridge.settings import Settings
 from store.blobs import FileBlobStore
 from store.db import create_all, get_engine
 from store.tables import LocalFlow, LocalSigner, utcnow
@@ -117,9 +117,8 @@ async def test_reopening_a_group_kills_the_earlier_links(env: Env) -> None:
     first = token_of((await env.provider.open_group(env.open_input("sign:test:reopen", flow_id, 0, [A])))[0].url)
     second = token_of((await env.provider.open_group(env.open_input("sign:test:reopen", flow_id, 0, [A])))[0].url)
     assert first != second
-    with Session(env.engine) as s:
-        assert local.find_signer_by_token(s, first) is None
-        found = local.find_signer_by_token(s, second)
+    assert local.find_signer_by_token(env.engine, first) is None
+    found = local.find_signer_by_token(env.engine, second)
     assert found is not None and found[0].signer_id == "u-1"
     with pytest.raises(local.LinkProblem) as refused:
         await local.sign(env.settings, env.engine, env.blobs, first, typed_name=A.name, consent=True,
@@ -133,8 +132,7 @@ async def test_revoke_kills_links_and_leaves_completed_flows_alone(env: Env) -> 
     await env.provider.revoke(flow_id, "cancelled by 张三")
     assert env.flow(flow_id).status == "revoked"
     assert {s.status for s in env.signers(flow_id)} == {"dead"}
-    with Session(env.engine) as s:
-        found = local.find_signer_by_token(s, token_of(links[0].url))
+    found = local.find_signer_by_token(env.engine, token_of(links[0].url))
     assert found is not None
     problem = local.link_problem(*found, utcnow())
     assert problem is not None and problem.code == "link_revoked"

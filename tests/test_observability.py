@@ -27,9 +27,9 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from api.main import create_app
 from api.metrics import UNMATCHED, install_metrics
 from api.metrics import router as metrics_router
-from signbridge import metrics
-from signbridge.observability import JsonFormatter, ObservabilitySettings, configure_logging, worker_runtime
-from signbridge.settings import Settings
+from signbridge.core import metrics
+from signbridge.core.observability import JsonFormatter, ObservabilitySettings, configure_logging, worker_runtime
+from signbridge.core.settings import Settings
 
 
 def _free_port() -> int:

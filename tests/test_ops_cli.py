@@ -23,12 +23,12 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner, Result
 
-from signbridge.cli import app
-from signbridge.models import ChatRef, DocumentSource, SigningRequest, SignStatus, StatusView
-from signbridge.ops_cli import visibility_query
-from signbridge.ops_db import alembic_config, driver_url
-from signbridge.settings import Settings
-from signbridge.temporal import start_signing
+from signbridge.cli.db import alembic_config, driver_url
+from signbridge.cli.main import app
+from signbridge.cli.ops import visibility_query
+from signbridge.core.models import ChatRef, DocumentSource, SigningRequest, SignStatus, StatusView
+from signbridge.core.settings import Settings
+from signbridge.core.temporal import start_signing
 from store import tables  # noqa: F401
 from tests.harness import INITIATOR, A, Harness, harness
 
@@ -270,7 +270,7 @@ def test_db_upgrade_fresh_and_create_all_sqlite(tmp_path: Path) -> None:
 
     # create_all from an older release (before the chat tables): stamp that revision, migrate the rest.
     older = f"sqlite:///{tmp_path / 'older.db'}"
-    newer = ("chat_messages", "inbound_events", "sent_messages", "provider_links")
+    newer = ("chat_messages", "inbound_events", "sent_messages", "provider_links", "chat_files")
     _create_all(older, skip=newer)
     result = _upgrade(older)
     assert result.exit_code == 0, result.output

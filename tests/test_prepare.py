@@ -19,13 +19,9 @@ from pyhanko.pdf_utils.reader import PdfFileReader
 from sqlmodel import Session
 from temporalio.testing import WorkflowEnvironment
 
-from signbridge.models import Person, StatusView
-from signbridge.pdf.pades import validate_pdf
-from signbridge.pdf.pki import COMMON_NAME_MAX_BYTES, InstallationCA
-from signbridge.pdf.render import page_text
-from signbridge.pdf.sample import sample_contract
-from signbridge.settings import Settings
-from signbridge.signers import (
+from signbridge.core.models import Person, StatusView
+from signbridge.core.settings import Settings
+from signbridge.core.signers import (
     MAX_NAME_CHARS,
     SignerProblem,
     checked_signers,
@@ -33,6 +29,10 @@ from signbridge.signers import (
     normalised_email,
     normalised_mobile,
 )
+from signbridge.pdf.pades import validate_pdf
+from signbridge.pdf.pki import COMMON_NAME_MAX_BYTES, InstallationCA
+from signbridge.pdf.render import page_text
+from signbridge.pdf.sample import sample_contract
 from store import audit
 from store.blobs import FileBlobStore
 from store.db import get_engine

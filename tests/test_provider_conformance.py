@@ -25,8 +25,8 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 import tests.provider_cases
 from api.main import create_app
-from signbridge.models import ProviderEvent
-from signbridge.settings import Settings
+from signbridge.core.models import ProviderEvent
+from signbridge.core.settings import Settings
 from store.db import get_engine
 from store.tables import AuditEvent, SigningRequestRecord
 from tests.provider_cases import Delivery, ProviderCase

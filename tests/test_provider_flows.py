@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from signbridge.models import ActionInput, Actor, Person
-from signbridge.settings import Settings
+from signbridge.core.models import ActionInput, Actor, Person
+from signbridge.core.settings import Settings
 from tests.provider_cases import E2E, FlowCase, SimSigning
 from tests.test_docuseal import FLOW as DOCUSEAL
 from tests.test_docusign import FLOW as DOCUSIGN

@@ -20,9 +20,9 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from connectors.esign.docusign import DocuSignConfig
-from signbridge.models import ProviderEvent, ProviderFlowRef
-from signbridge.settings import Settings
-from signbridge.temporal import PROVIDER_ACTIVITIES, provider_task_queue
+from signbridge.core.models import ProviderEvent, ProviderFlowRef
+from signbridge.core.settings import Settings
+from signbridge.core.temporal import PROVIDER_ACTIVITIES, provider_task_queue
 from worker import Workers, build_worker, provider_rate_limit
 
 ACTIVITIES = 6

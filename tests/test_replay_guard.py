@@ -26,8 +26,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner, Worker
 
-from signbridge.models import SigningRequest, StatusView
-from signbridge.shutdown import GRACEFUL_SHUTDOWN_TIMEOUT, run_until_signalled
+from signbridge.core.models import SigningRequest, StatusView
+from signbridge.core.shutdown import GRACEFUL_SHUTDOWN_TIMEOUT, run_until_signalled
 from workflows.signing import SigningWorkflow
 
 HISTORY = Path(__file__).parent / "histories" / "serial-two-signers.json"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from moto.server import ThreadedMotoServer
 
-from signbridge.settings import Settings
+from signbridge.core.settings import Settings
 from store.blob_factory import make_blob_store
 from store.blobs import BlobNotFound, FileBlobStore
 from store.s3_blobs import S3BlobStore, S3Settings

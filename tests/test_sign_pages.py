@@ -26,11 +26,11 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from api.main import create_app
 from connectors.esign import local
 from connectors.esign.local import LocalProvider
-from signbridge.models import CreateFlowInput, DocumentInfo, OpenGroupInput, Person, ProviderEvent
+from signbridge.core.models import CreateFlowInput, DocumentInfo, OpenGroupInput, Person, ProviderEvent
+from signbridge.core.settings import Settings
 from signbridge.pdf.pades import validate_pdf
 from signbridge.pdf.pki import InstallationCA
 from signbridge.pdf.sample import sample_contract
-from signbridge.settings import Settings
 from store import audit
 from store.tables import Document, LocalFlow, LocalSigner, SigningRequestRecord, utcnow
 from tests import hostile_pdfs as hostile

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from signbridge import links
-from signbridge.cards import build_card
-from signbridge.models import ChatRef, Person, SignerState, SignStatus, StatusView
-from signbridge.settings import Settings
-from signbridge.signers import signer_problem
+from signbridge.core import links
+from signbridge.core.cards import build_card
+from signbridge.core.models import ChatRef, Person, SignerState, SignStatus, StatusView
+from signbridge.core.settings import Settings
+from signbridge.core.signers import signer_problem
 
 A = Person(id="u-1", name="李四")
 B = Person(id="u-2", name="王五")

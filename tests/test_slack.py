@@ -23,47 +23,27 @@ import httpx
 import pytest
 from slack_sdk.signature import Clock, SignatureVerifier
 from temporalio.client import Client
-from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
 from connectors.chat.base import ChatRejected, ChatUnavailable, InputProblem
-from connectors.chat.slack import SlackChat, SlackConfig, build
-from connectors.chat.slack_cards import render_card
-from signbridge.cards import build_card
-from signbridge.models import ChatRef, DocumentInfo, DocumentSource, Person, SignerState, SignStatus, StatusView
+from connectors.chat.slack.cards import render_card
+from connectors.chat.slack.client import SlackChat, SlackConfig, build
+from signbridge.core.cards import build_card
+from signbridge.core.models import ChatRef, DocumentInfo, DocumentSource, Person, SignerState, SignStatus, StatusView
+from signbridge.core.settings import Settings
 from signbridge.pdf.sample import sample_contract
-from signbridge.settings import Settings
-from signbridge.temporal import SA_INITIATOR, SA_PLATFORM
 from store.db import create_all, get_engine
+from tests.chat_cases.slack import SECRET, TOKEN, mention, signed
 from tests.sim.servers import free_port, serve
 from tests.sim.slack_sim import SlackSim
 from worker import build_worker
 
-SECRET = "test-slack-signing-secret"
-TOKEN = "xoxb-test-bot-token"
 GOLDEN = Path(__file__).parent / "golden"
 CHAT = ChatRef(platform="slack", tenant="T1", chat_id="C1", source_event_id="e-1")
 
 
 # ---- helpers ----------------------------------------------------------------------------------
-
-def signed(body: bytes, ts: int | None = None, secret: str = SECRET) -> dict[str, str]:
-    stamp = str(ts if ts is not None else int(time.time()))
-    sig = SignatureVerifier(secret).generate_signature(timestamp=stamp, body=body)
-    assert sig
-    return {"X-Slack-Request-Timestamp": stamp, "X-Slack-Signature": sig}
-
-
-def mention(text: str, event_id: str | None = None, files: list[str] | None = None, user: str = "U0") -> dict[str, Any]:
-    return {"token": "legacy", "team_id": "T1", "api_app_id": "A1", "type": "event_callback",
-            "event_id": event_id or f"Ev{uuid.uuid4().hex[:10]}", "event_time": int(time.time()),
-            "authorizations": [{"team_id": "T1", "user_id": "UBOT", "is_bot": True}],
-            "event": {"type": "app_mention", "user": user, "text": text, "channel": "C1",
-                      "ts": "1700000001.000100", "event_ts": "1700000001.000100",
-                      "files": [{"id": f, "name": "contract.pdf", "mimetype": "application/pdf"}
-                                for f in (["F1"] if files is None else files)]}}
-
 
 def click(action: str, request_id: str, user: str, response_url: str | None = None) -> bytes:
     payload = {"type": "block_actions", "team": {"id": "T1"}, "user": {"id": user, "name": user.lower()},
@@ -72,16 +52,6 @@ def click(action: str, request_id: str, user: str, response_url: str | None = No
                "actions": [{"action_id": action, "value": request_id, "type": "button",
                             "action_ts": f"{time.time():.6f}"}]}
     return urlencode({"payload": json.dumps(payload)}).encode()
-
-
-async def exists(client: Client, workflow_id: str) -> bool:
-    try:
-        await client.get_workflow_handle(workflow_id).describe()
-        return True
-    except RPCError as e:
-        if e.status == RPCStatusCode.NOT_FOUND:
-            return False
-        raise
 
 
 def sim_world(contract: bytes) -> SlackSim:
@@ -148,73 +118,6 @@ def test_published_signature_vector() -> None:
     assert verifier.is_valid(body, "1531420618", expected)
     assert not SignatureVerifier("8f742231b10e8888abcd99yyyzzz85a5", clock=At(1531420618 + 301)).is_valid(
         body, "1531420618", expected)
-
-
-async def test_bad_signatures_start_nothing(dev_env: WorkflowEnvironment, settings: Settings,
-                                            slack_env: pytest.MonkeyPatch) -> None:
-    with api_server(dev_env, settings) as api:
-        async with httpx.AsyncClient(timeout=30) as http:
-            cases: list[tuple[str, bytes, dict[str, str]]] = []
-            body = json.dumps(mention("<@UBOT> sign <@U1>", event_id="EvForged")).encode()
-            cases.append(("EvForged", body, signed(body, secret="not-the-secret")))
-            body = json.dumps(mention("<@UBOT> sign <@U1>", event_id="EvStale")).encode()
-            cases.append(("EvStale", body, signed(body, ts=int(time.time()) - 301)))
-            body = json.dumps(mention("<@UBOT> sign <@U1>", event_id="EvReplay")).encode()
-            old = signed(body, ts=int(time.time()) - 10)  # captured, then replayed with a fresh timestamp
-            cases.append(("EvReplay", body, {**old, "X-Slack-Request-Timestamp": str(int(time.time()))}))
-            cases.append(("EvUnsigned", json.dumps(mention("<@UBOT> sign <@U1>", event_id="EvUnsigned")).encode(), {}))
-            for event_id, raw, headers in cases:
-                resp = await api.post(http, "events", raw, headers)
-                assert resp.status_code == 401, (event_id, resp.text)
-                assert resp.json()["error"]["code"] == "bad_signature"
-                assert not await exists(dev_env.client, f"sign:slack:T1:{event_id}")
-            form = click("remind", "sign:slack:T1:x", "U0")
-            resp = await api.post(http, "interactions", form, signed(form, secret="wrong"),
-                                  content_type="application/x-www-form-urlencoded")
-            assert resp.status_code == 401
-
-            challenge = json.dumps({"type": "url_verification", "token": "t",
-                                    "challenge": "3eZbrw1aBm2rZgRNFdxV"}).encode()
-            resp = await api.post(http, "events", challenge)
-            assert resp.status_code == 200 and resp.json() == {"challenge": "3eZbrw1aBm2rZgRNFdxV"}
-
-
-async def test_not_configured_is_404(dev_env: WorkflowEnvironment, settings: Settings,
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("SIGNBRIDGE_SLACK_SIGNING_SECRET", raising=False)
-    monkeypatch.delenv("SIGNBRIDGE_SLACK_BOT_TOKEN", raising=False)
-    assert build(settings, httpx.AsyncClient()) is None
-    with api_server(dev_env, settings) as api:
-        async with httpx.AsyncClient(timeout=30) as http:
-            body = b'{"type":"url_verification","challenge":"c"}'
-            assert (await api.post(http, "events", body)).status_code == 404
-
-
-async def test_redelivered_event_starts_one_flow(dev_env: WorkflowEnvironment, settings: Settings,
-                                                 slack_env: pytest.MonkeyPatch) -> None:
-    with api_server(dev_env, settings) as api:
-        async with httpx.AsyncClient(timeout=30) as http:
-            event_id = f"Ev{uuid.uuid4().hex[:10]}"
-            body = json.dumps(mention("<@UBOT> sign <@U1> <@U2> &gt; <@U0> title:NDA", event_id=event_id)).encode()
-            # the retry arrives while the first delivery is still being handled
-            first, retry = await asyncio.gather(
-                api.post(http, "events", body),
-                api.post(http, "events", body, {**signed(body), "X-Slack-Retry-Num": "1",
-                                                "X-Slack-Retry-Reason": "http_timeout"}))
-            assert first.status_code == retry.status_code == 200, (first.text, retry.text)
-            request_id = f"sign:slack:T1:{event_id}"
-            assert first.json()["request_id"] == retry.json()["request_id"] == request_id
-            assert sorted([first.json()["started"], retry.json()["started"]]) == [False, True]
-            handle = dev_env.client.get_workflow_handle(request_id)
-            desc = await handle.describe()
-            assert desc.typed_search_attributes.get(SA_PLATFORM) == "slack"
-            assert desc.typed_search_attributes.get(SA_INITIATOR) == "U0"
-            # ordinary chat is acknowledged and starts nothing
-            chat = json.dumps(mention("<@UBOT> hello there", event_id="EvChat")).encode()
-            resp = await api.post(http, "events", chat)
-            assert resp.status_code == 200 and "request_id" not in resp.json()
-            assert not await exists(dev_env.client, "sign:slack:T1:EvChat")
-            await handle.terminate("test over")
 
 
 # ---- the connector against the simulator ------------------------------------------------------
@@ -350,7 +253,7 @@ async def test_mention_to_signed_pdf(dev_env: WorkflowEnvironment, settings: Set
                                      slack_env: pytest.MonkeyPatch) -> None:
     contract = sample_contract("Slack Contract")
     async with slack_stack(dev_env, settings, slack_env, contract) as (sim, api, http):
-        body = json.dumps(mention("<@UBOT> sign <@U1> &gt; <@U2>")).encode()
+        body = json.dumps(mention("<@UBOT> sign <@U1> &gt; <@U2>", files=["F1"])).encode()
         resp = await api.post(http, "events", body)
         assert resp.status_code == 200 and resp.json()["started"] is True, resp.text
         request_id = resp.json()["request_id"]
@@ -403,7 +306,7 @@ async def test_rate_limit_storm(dev_env: WorkflowEnvironment, settings: Settings
                                 slack_env: pytest.MonkeyPatch) -> None:
     contract = sample_contract("Storm")
     async with slack_stack(dev_env, settings, slack_env, contract) as (sim, api, http):
-        body = json.dumps(mention("<@UBOT> sign <@U1>")).encode()
+        body = json.dumps(mention("<@UBOT> sign <@U1>", files=["F1"])).encode()
         resp = await api.post(http, "events", body)
         assert resp.status_code == 200, resp.text
         sim.rate_limit_next(3)  # the flow's first calls: the document, the card, the link
@@ -445,13 +348,13 @@ async def test_slash_command_dm_and_deactivated(dev_env: WorkflowEnvironment, se
         await sim.wait_for(lambda: any("attach the PDF" in json.dumps(m.blocks) + m.text for m in sim.posted("C1")))
 
         # a deactivated signer is refused up front, visibly
-        body = json.dumps(mention("<@UBOT> sign <@U9>")).encode()
+        body = json.dumps(mention("<@UBOT> sign <@U9>", files=["F1"])).encode()
         resp = await api.post(http, "events", body)
         assert resp.json()["status"] == "rejected" and "deactivated" in resp.json()["reason"]
         await wait_status(dev_env.client, resp.json()["request_id"], "REJECTED")
 
         # a DM to the bot with a file is a command; chit-chat in a DM is ignored
-        dm = mention("sign <@U2>")
+        dm = mention("sign <@U2>", files=["F1"])
         dm["event"].update(type="message", channel="DU0", channel_type="im", subtype="file_share")
         resp = await api.post(http, "events", json.dumps(dm).encode())
         assert resp.json()["started"] is True, resp.text
@@ -464,13 +367,13 @@ async def test_slash_command_dm_and_deactivated(dev_env: WorkflowEnvironment, se
 
 
 def test_slack_markup_and_build_from_env(settings: Settings, slack_env: pytest.MonkeyPatch) -> None:
-    from api.im_slack import slack_text
-    from signbridge import commands
+    from connectors.chat.slack.inbound import slack_text
+    from signbridge.core import commands
 
     text, mentions = slack_text("<@UBOT> sign <@U1|bob>, <@U2> &gt; <@U3> <#C9|general> <!here> title:\"A &amp; B\"",
                                 "UBOT", "SignBridge")
-    assert [m["id"] for m in mentions] == ["U1", "U2", "U3"]
-    parsed = commands.parse(text, mentions, bot_name="SignBridge")
+    assert mentions == ["U1", "U2", "U3"]
+    parsed = commands.parse(text, [{"id": m, "name": m} for m in mentions], bot_name="SignBridge")
     assert parsed is not None and [[p.id for p in g] for g in parsed.groups] == [["U1", "U2"], ["U3"]]
     assert parsed.title == "A & B"
     slack_env.setenv("SIGNBRIDGE_SLACK_API_BASE", "http://slack.test/api")

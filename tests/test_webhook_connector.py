@@ -9,9 +9,9 @@ import httpx
 import pytest
 
 from connectors.chat.base import ChatConnector, ChatError
-from connectors.chat.webhook import ChatRejected, ChatUnavailable, WebhookChat, retry_after_seconds
-from signbridge.cards import build_card
-from signbridge.models import ChatRef, DocumentInfo, Person, SignerState, SignStatus, StatusView
+from connectors.chat.webhook.client import ChatRejected, ChatUnavailable, WebhookChat, retry_after_seconds
+from signbridge.core.cards import build_card
+from signbridge.core.models import ChatRef, DocumentInfo, Person, SignerState, SignStatus, StatusView
 from tests.sim.servers import free_port
 from tests.sim.webhook_sink import WebhookSink
 
@@ -138,10 +138,10 @@ async def test_shared_http_client_is_used(sink: WebhookSink) -> None:
 
 async def test_no_outbound_url_drops_and_warns_once(caplog: pytest.LogCaptureFixture) -> None:
     chat = WebhookChat("", SECRET)
-    with caplog.at_level(logging.WARNING, logger="connectors.chat.webhook"):
+    with caplog.at_level(logging.WARNING, logger="connectors.chat.webhook.client"):
         await chat.send_text(CHAT, None, "hi", key="k1")
         await chat.upsert_card(CHAT, "c", build_card(view()))
-    warnings = [r for r in caplog.records if r.name == "connectors.chat.webhook"]
+    warnings = [r for r in caplog.records if r.name == "connectors.chat.webhook.client"]
     assert len(warnings) == 1 and SECRET not in warnings[0].getMessage()
 
 

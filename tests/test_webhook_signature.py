@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from signbridge.webhook_signature import (
+from connectors.chat.webhook.signature import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     SignatureError,

@@ -14,13 +14,13 @@ from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from signbridge.models import ActionInput, Actor, Person, ProviderEvent, StatusView
+from signbridge.core.models import ActionInput, Actor, Person, ProviderEvent, StatusView
+from signbridge.core.settings import Settings
+from signbridge.core.temporal import SA_STATUS
 from signbridge.pdf.check import DocumentProblem, check_pdf
 from signbridge.pdf.pades import validate_pdf
 from signbridge.pdf.pki import InstallationCA
 from signbridge.pdf.sample import sample_contract
-from signbridge.settings import Settings
-from signbridge.temporal import SA_STATUS
 from store import audit
 from store.blobs import FileBlobStore
 from store.db import get_engine
@@ -338,7 +338,7 @@ async def test_signers_are_shown_as_the_directory_knows_them(
 ) -> None:
     import httpx
 
-    from connectors.chat.webhook import WebhookChat
+    from connectors.chat.webhook.client import WebhookChat
 
     full = A.model_copy(update={"name": "李四（法务部）", "email": "lisi@corp.example"})
     async with httpx.AsyncClient() as http:

@@ -1,7 +1,7 @@
 """`SigningWorkflow`: one durable execution per signing request.
 
 prepare → create → announce → collect → finish. Pure orchestration: every side effect is an
-activity (see `activities/signing.py`), the workflow keeps only ids, names and hashes.
+activity (`activities/`: documents, provider, chat), the workflow keeps only ids, names and hashes.
 
 Why these message types:
 - provider events are **signals**: the provider (or its webhook handler) must never wait on
@@ -23,8 +23,8 @@ from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from signbridge.metrics import flow_outcome
-    from signbridge.models import (
+    from signbridge.core.metrics import flow_outcome
+    from signbridge.core.models import (
         ActionInput,
         AuditInput,
         CreateFlowInput,
@@ -45,7 +45,7 @@ with workflow.unsafe.imports_passed_through():
         StatusView,
         TextMessageInput,
     )
-    from signbridge.temporal import (
+    from signbridge.core.temporal import (
         PROVIDER_ACTIVITIES,
         SA_DEADLINE,
         SA_DOCUMENT,

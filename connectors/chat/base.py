@@ -6,10 +6,14 @@ retried activity must not post a second card or a second link message.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Protocol
 
-from signbridge.cards import Card
-from signbridge.models import ChatRef, DocumentInfo, DocumentSource, Person
+import httpx
+
+from signbridge.core.cards import Card
+from signbridge.core.models import ChatRef, DocumentInfo, DocumentSource, Person
 
 
 class ChatError(Exception):
@@ -32,6 +36,54 @@ class ChatRejected(ChatError):
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
         self.status = status
+
+
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """`Retry-After` is either delta-seconds or an HTTP date; `None` when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def raise_for_status(resp: httpx.Response, what: str) -> None:
+    """An HTTP failure the way the workflow's retries need it: 429, 408 and 5xx are worth retrying
+    (after `Retry-After` when given), any other 4xx is not."""
+    status = resp.status_code
+    if status in (408, 429) or status >= 500:
+        raise ChatUnavailable(f"{what}: HTTP {status}",
+                              retry_after=retry_after_seconds(resp.headers.get("Retry-After")))
+    if status >= 400:
+        try:
+            detail = resp.text[:200]
+        except httpx.ResponseNotRead:  # a streamed download: its body is not worth reading
+            detail = ""
+        raise ChatRejected(f"{what}: HTTP {status} {detail}".rstrip(), status)
+
+
+async def read_within(resp: httpx.Response, limit: int, too_big: Exception) -> bytes:
+    """The streamed body, refused with `too_big` as soon as it (or its declared length) passes
+    `limit` — a file is never held whole before its size is known."""
+    if int(resp.headers.get("content-length") or 0) > limit:
+        raise too_big
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            raise too_big
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class InputProblem(Exception):

@@ -1,37 +1,53 @@
-"""Pick the chat connectors from configuration; nothing else imports a specific platform.
+"""The chat platforms, one package each under `connectors/chat/<platform>/`.
 
-Each platform module exposes `build(settings, http) -> connector | None` and returns None when
-its secrets are not configured (a platform is enabled when its secrets are set).
+Adding a platform means its folder and one name in `PLATFORMS`. Each package has
+`client.py` with `build(settings, http) -> ChatConnector | None` (outbound; None while its
+secrets are not set) and `inbound.py` with `ROUTES` (the public callback paths) and
+`build(settings, engine, chat) -> Inbound | None`; a platform with a long connection also has
+`stream.py` with `build(config...)` used by `signbridge chat-listener`. Nothing else imports a
+specific platform.
 """
 
 from __future__ import annotations
 
 import importlib
+from types import ModuleType
 
 import httpx
+from sqlalchemy.engine import Engine
 
 from connectors.chat.base import ChatConnector
-from signbridge.settings import Settings
+from connectors.chat.callback import Inbound, Route
+from signbridge.core.settings import Settings
 
-PLATFORM_MODULES = (
-    "connectors.chat.webhook",
-    "connectors.chat.feishu",
-    "connectors.chat.slack",
-    "connectors.chat.dingtalk",
-    "connectors.chat.wecom",
-)
+PLATFORMS = ("webhook", "feishu", "slack", "dingtalk", "wecom")
+
+
+def _part(platform: str, part: str) -> ModuleType:
+    return importlib.import_module(f"connectors.chat.{platform}.{part}")
 
 
 def build_chats(settings: Settings, http: httpx.AsyncClient) -> dict[str, ChatConnector]:
+    """The outbound connectors of every configured platform."""
     chats: dict[str, ChatConnector] = {}
-    for name in PLATFORM_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name == name:  # that platform is not part of this build yet
-                continue
-            raise
-        connector = module.build(settings, http)
+    for platform in PLATFORMS:
+        connector = _part(platform, "client").build(settings, http)
         if connector is not None:
-            chats[connector.platform] = connector
+            chats[platform] = connector
     return chats
+
+
+def build_inbounds(settings: Settings, engine: Engine, chats: dict[str, ChatConnector]) -> dict[str, Inbound]:
+    """The callback handlers of every configured platform (those that name people through their
+    directory use the platform's connector for it)."""
+    inbounds: dict[str, Inbound] = {}
+    for platform in PLATFORMS:
+        inbound = _part(platform, "inbound").build(settings, engine, chats.get(platform))
+        if inbound is not None:
+            inbounds[platform] = inbound
+    return inbounds
+
+
+def routes() -> list[tuple[str, Route]]:
+    """(platform, route) for every public callback path, configured or not (404 until it is)."""
+    return [(platform, route) for platform in PLATFORMS for route in _part(platform, "inbound").ROUTES]

@@ -10,14 +10,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from signbridge.models import CreateFlowInput, OpenGroupInput, ProviderEvent, SignerLink
+from signbridge.core.models import CreateFlowInput, OpenGroupInput, ProviderEvent, SignerLink
 
 
 class ProviderError(Exception):
-    """A provider call failed in a way retrying may fix (set `non_retryable = True` when it can't)."""
+    """A provider call failed: `retryable` when another attempt may fix it (an outage, a rate limit:
+    after `retry_after` seconds when the provider said so), not when it cannot (a refusal)."""
 
-    non_retryable = False
-    retry_after: float | None = None
+    def __init__(self, message: str, *, retryable: bool = True, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.non_retryable = not retryable  # what `activities.errors.connector_errors` reads
+        self.retry_after = retry_after
 
 
 class ESignProvider(Protocol):

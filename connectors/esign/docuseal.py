@@ -16,7 +16,7 @@ Why it is shaped this way:
 - DocuSeal writes the filled-in fields into a new PDF and signs that with its own certificate,
   so the result does not start with our original bytes: `incremental = False`; the evidence is
   the submission id, its audit log URL and the hash of the file it served.
-- Webhooks (per PROTOCOLS.md): `X-Docuseal-Signature: "<ts>.<hex HMAC-SHA256(secret,
+- Webhooks (DocuSeal's documented scheme): `X-Docuseal-Signature: "<ts>.<hex HMAC-SHA256(secret,
   "<ts>.<raw body>")>"`, rejected more than 300 s off.
 """
 
@@ -36,8 +36,8 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.esign.base import ProviderError, WebhookRejected, WebhookReply
-from signbridge.models import CreateFlowInput, OpenGroupInput, Person, ProviderEvent, SignerLink
-from signbridge.settings import Settings
+from signbridge.core.models import CreateFlowInput, OpenGroupInput, Person, ProviderEvent, SignerLink
+from signbridge.core.settings import Settings
 from store.blobs import BlobStore
 
 PROVIDER = "docuseal"
@@ -64,13 +64,6 @@ class DocuSealConfig(BaseSettings):
     max_requests_per_second: float = 0.0
 
 
-def _error(message: str, *, retryable: bool, retry_after: float | None = None) -> ProviderError:
-    error = ProviderError(message)
-    error.non_retryable = not retryable  # type: ignore[misc]
-    error.retry_after = retry_after  # type: ignore[misc]
-    return error
-
-
 def check(resp: httpx.Response, what: str) -> httpx.Response:
     """5xx, 408 and 429 may heal; other 4xx (bad token, validation) won't by retrying."""
     if resp.status_code < 400:
@@ -85,7 +78,7 @@ def check(resp: httpx.Response, what: str) -> httpx.Response:
     except ValueError:
         retry_after = None
     retryable = resp.status_code >= 500 or resp.status_code in (408, 429)
-    raise _error(f"DocuSeal {what}: HTTP {resp.status_code} {detail}".strip(), retryable=retryable,
+    raise ProviderError(f"DocuSeal {what}: HTTP {resp.status_code} {detail}".strip(), retryable=retryable,
                  retry_after=retry_after)
 
 
@@ -144,9 +137,9 @@ class DocuSealProvider:
         try:
             resp = await self.http.request(method, self.base + path, headers=self._headers, **kwargs)
         except httpx.TimeoutException as e:
-            raise _error(f"DocuSeal {what}: timeout", retryable=True) from e
+            raise ProviderError(f"DocuSeal {what}: timeout", retryable=True) from e
         except httpx.TransportError as e:
-            raise _error(f"DocuSeal {what}: {type(e).__name__}", retryable=True) from e
+            raise ProviderError(f"DocuSeal {what}: {type(e).__name__}", retryable=True) from e
         return check(resp, what)
 
     async def _submission(self, flow_id: str) -> dict[str, Any]:
@@ -170,7 +163,7 @@ class DocuSealProvider:
         people = flatten(req.groups)
         missing = [p.name for p in people if not (p.email or p.mobile)]
         if missing:
-            raise _error(f"DocuSeal needs an email or phone for {', '.join(missing)}", retryable=False)
+            raise ProviderError(f"DocuSeal needs an email or phone for {', '.join(missing)}", retryable=False)
         roles = [f"Signer {i + 1}" for i in range(len(people))]
         if template_id is None:
             page = max(req.document.pages, 1)
@@ -202,7 +195,7 @@ class DocuSealProvider:
         for person in req.signers:
             submitter = by_signer.get(person.id)
             if submitter is None:
-                raise _error(f"signer {person.id} is not in DocuSeal submission {req.flow_id}", retryable=False)
+                raise ProviderError(f"signer {person.id} is not in DocuSeal submission {req.flow_id}", retryable=False)
             if submitter.get("status") in ("completed", "declined"):
                 continue
             links.append(SignerLink(signer_id=person.id, url=self._link(submitter)))
@@ -233,18 +226,18 @@ class DocuSealProvider:
     async def download_signed(self, flow_id: str) -> bytes:
         submission = await self._submission(flow_id)
         if submission.get("status") != "completed":
-            raise _error(f"DocuSeal submission {flow_id} is {submission.get('status')}, not completed",
+            raise ProviderError(f"DocuSeal submission {flow_id} is {submission.get('status')}, not completed",
                          retryable=True)
         docs = (await self._call("GET", f"/submissions/{flow_id}/documents", "documents")).json()
         urls = [d["url"] for d in docs.get("documents", []) if d.get("url")]
         if not urls:
-            raise _error(f"DocuSeal submission {flow_id} has no documents yet", retryable=True)
+            raise ProviderError(f"DocuSeal submission {flow_id} has no documents yet", retryable=True)
         try:
             resp = check(await self.http.get(urls[0]), "download")  # a signed URL: no token sent along
         except httpx.TransportError as e:
-            raise _error(f"DocuSeal download: {type(e).__name__}", retryable=True) from e
+            raise ProviderError(f"DocuSeal download: {type(e).__name__}", retryable=True) from e
         if not resp.content.startswith(b"%PDF-"):
-            raise _error(f"DocuSeal download of {flow_id} is not a PDF", retryable=True)
+            raise ProviderError(f"DocuSeal download of {flow_id} is not a PDF", retryable=True)
         return resp.content
 
     async def evidence(self, flow_id: str) -> dict[str, Any]:

@@ -49,15 +49,13 @@ import httpx
 import jwt
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy import delete
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col
 
 from connectors.esign.base import NothingToSign, ProviderError, WebhookRejected, WebhookReply
-from signbridge.models import CreateFlowInput, OpenGroupInput, ProviderEvent, SignerLink
-from signbridge.settings import Settings
+from signbridge.core.models import CreateFlowInput, OpenGroupInput, ProviderEvent, SignerLink
+from signbridge.core.settings import Settings
 from store.blobs import BlobStore
+from store.repos import provider_links
 from store.tables import ProviderLink
 
 PROVIDER = "docusign"
@@ -98,13 +96,6 @@ class DocuSignConfig(BaseSettings):
         return bool(self.integration_key and self.user_id and self.account_id and key)
 
 
-def _error(message: str, *, retryable: bool, retry_after: float | None = None) -> ProviderError:
-    error = ProviderError(message)
-    error.non_retryable = not retryable  # type: ignore[misc]
-    error.retry_after = retry_after  # type: ignore[misc]
-    return error
-
-
 def check(resp: httpx.Response, what: str) -> httpx.Response:
     """5xx, 408 and 429 may heal; other 4xx (bad request, consent, wrong state) won't."""
     if resp.status_code < 400:
@@ -115,7 +106,7 @@ def check(resp: httpx.Response, what: str) -> httpx.Response:
     except ValueError:
         detail = resp.text[:200]
     retryable = resp.status_code >= 500 or resp.status_code in (408, 429)
-    raise _error(f"DocuSign {what}: HTTP {resp.status_code} {detail}".strip(), retryable=retryable,
+    raise ProviderError(f"DocuSign {what}: HTTP {resp.status_code} {detail}".strip(), retryable=retryable,
                  retry_after=_retry_after(resp.headers))
 
 
@@ -221,7 +212,7 @@ class DocuSignAuth:
             resp = await self.http.post(self.config.oauth_base.rstrip("/") + "/oauth/token",
                                         data={"grant_type": JWT_GRANT, "assertion": self.assertion()})
         except httpx.TransportError as e:
-            raise _error(f"DocuSign token: {type(e).__name__}", retryable=True) from e
+            raise ProviderError(f"DocuSign token: {type(e).__name__}", retryable=True) from e
         check(resp, "token")  # consent_required / invalid_grant are 400: not fixed by retrying
         body = resp.json()
         self._token, self._expires = str(body["access_token"]), time.time() + float(body.get("expires_in", 3600))
@@ -255,9 +246,9 @@ class DocuSignProvider:
             try:
                 resp = await self.http.request(method, self.base + path, headers=headers, **kwargs)
             except httpx.TimeoutException as e:
-                raise _error(f"DocuSign {what}: timeout", retryable=True) from e
+                raise ProviderError(f"DocuSign {what}: timeout", retryable=True) from e
             except httpx.TransportError as e:
-                raise _error(f"DocuSign {what}: {type(e).__name__}", retryable=True) from e
+                raise ProviderError(f"DocuSign {what}: {type(e).__name__}", retryable=True) from e
             if resp.status_code == 401 and attempt == 1:
                 self.auth.invalidate()  # expired or revoked: one more try with a fresh token
                 continue
@@ -286,7 +277,7 @@ class DocuSignProvider:
                 if person.id in seen:
                     continue
                 if not person.email:
-                    raise _error(f"DocuSign needs an email for {person.name}", retryable=False)
+                    raise ProviderError(f"DocuSign needs an email for {person.name}", retryable=False)
                 seen.add(person.id)
                 signer: dict[str, Any] = {
                     "email": person.email, "name": person.name, "recipientId": str(len(signers) + 1),
@@ -317,7 +308,7 @@ class DocuSignProvider:
         for person in req.signers:
             signer = by_signer.get(person.id)
             if signer is None:
-                raise _error(f"signer {person.id} is not in DocuSign envelope {req.flow_id}", retryable=False)
+                raise ProviderError(f"signer {person.id} is not in DocuSign envelope {req.flow_id}", retryable=False)
             if signer.get("status") in ("completed", "declined"):
                 continue
             if not signer.get("clientUserId"):
@@ -333,15 +324,8 @@ class DocuSignProvider:
         token = secrets.token_urlsafe(32)  # 256 bits
         row = ProviderLink(token_hash=link_token_hash(token), provider=PROVIDER, flow_id=flow_id,
                            signer_id=signer_id, expires_at=expires_at)
-        with Session(self.engine) as session:
-            session.execute(delete(ProviderLink).where(
-                col(ProviderLink.provider) == PROVIDER, col(ProviderLink.flow_id) == flow_id,
-                col(ProviderLink.signer_id) == signer_id))
-            session.add(row)
-            try:
-                session.commit()
-            except IntegrityError as e:  # a concurrent attempt for the same signer: retry the activity
-                raise _error(f"DocuSign link for {signer_id} minted concurrently", retryable=True) from e
+        if not provider_links.replace(self.engine, row):  # a concurrent attempt for the same signer
+            raise ProviderError(f"DocuSign link for {signer_id} minted concurrently", retryable=True)
         return token
 
     async def recipient_view(self, flow_id: str, signer_id: str, return_url: str) -> str:
@@ -353,7 +337,7 @@ class DocuSignProvider:
         signer = next((s for s in (envelope.get("recipients") or {}).get("signers", [])
                        if signer_id_of(s) == signer_id), None)
         if signer is None:
-            raise _error(f"signer {signer_id} is not in DocuSign envelope {flow_id}", retryable=False)
+            raise ProviderError(f"signer {signer_id} is not in DocuSign envelope {flow_id}", retryable=False)
         if signer.get("status") == "completed":
             raise NothingToSign("signed")
         if signer.get("status") == "declined":
@@ -361,7 +345,7 @@ class DocuSignProvider:
         if envelope.get("status") not in ("sent", "delivered"):
             raise NothingToSign("closed", f"envelope {flow_id} is {envelope.get('status')}")
         if not signer.get("clientUserId"):
-            raise _error(f"signer {signer_id} signs through DocuSign's email, not embedded", retryable=False)
+            raise ProviderError(f"signer {signer_id} signs through DocuSign's email, not embedded", retryable=False)
         view = (await self._call("POST", f"/envelopes/{flow_id}/views/recipient", "recipient view", json={
             "returnUrl": self.config.return_url or return_url, "authenticationMethod": "none",
             "email": signer["email"], "userName": signer["name"], "clientUserId": signer["clientUserId"],
@@ -381,13 +365,13 @@ class DocuSignProvider:
         envelope = await self._call("GET", f"/envelopes/{flow_id}", "get envelope")
         data = dict(envelope.json())
         if data.get("status") != "completed":
-            raise _error(f"DocuSign envelope {flow_id} is {data.get('status')}, not completed", retryable=True)
+            raise ProviderError(f"DocuSign envelope {flow_id} is {data.get('status')}, not completed", retryable=True)
         return data
 
     async def _pdf(self, flow_id: str, which: str) -> bytes:
         resp = await self._call("GET", f"/envelopes/{flow_id}/documents/{which}", f"download {which}")
         if not resp.content.startswith(b"%PDF-"):
-            raise _error(f"DocuSign {which} of {flow_id} is not a PDF", retryable=True)
+            raise ProviderError(f"DocuSign {which} of {flow_id} is not a PDF", retryable=True)
         return resp.content
 
     async def download_signed(self, flow_id: str) -> bytes:

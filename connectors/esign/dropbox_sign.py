@@ -37,8 +37,8 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.esign.base import ProviderError, WebhookRejected, WebhookReply
-from signbridge.models import CreateFlowInput, OpenGroupInput, Person, ProviderEvent, SignerLink
-from signbridge.settings import Settings
+from signbridge.core.models import CreateFlowInput, OpenGroupInput, Person, ProviderEvent, SignerLink
+from signbridge.core.settings import Settings
 from store.blobs import BlobStore
 
 PROVIDER = "dropbox_sign"
@@ -61,16 +61,9 @@ class DropboxSignConfig(BaseSettings):
     client_id: str = ""  # API app for embedded signing; empty: Dropbox Sign emails the signers
     test_mode: bool = False
     list_pages: int = 5  # how many pages of recent requests `create_flow` searches for its own
-    # Provider activities per second across all workers (0 = no cap): PROTOCOLS.md records no quota for
+    # Provider activities per second across all workers (0 = no cap): there is no single quota to assume for
     # Dropbox Sign; set it to your plan's API rate limit.
     max_requests_per_second: float = 0.0
-
-
-def _error(message: str, *, retryable: bool, retry_after: float | None = None) -> ProviderError:
-    error = ProviderError(message)
-    error.non_retryable = not retryable  # type: ignore[misc]
-    error.retry_after = retry_after  # type: ignore[misc]
-    return error
 
 
 def _retry_after(resp: httpx.Response) -> float | None:
@@ -91,7 +84,7 @@ def check(resp: httpx.Response, what: str) -> httpx.Response:
         detail = resp.text[:200]
     message = f"Dropbox Sign {what}: HTTP {resp.status_code} {detail}".strip()
     retryable = resp.status_code >= 500 or resp.status_code in (408, 409, 429)
-    raise _error(message, retryable=retryable, retry_after=_retry_after(resp))
+    raise ProviderError(message, retryable=retryable, retry_after=_retry_after(resp))
 
 
 def signer_map(request: Mapping[str, Any]) -> dict[str, str]:
@@ -161,9 +154,9 @@ class DropboxSignProvider:
         try:
             resp = await self.http.request(method, self.base + path, auth=self._auth, **kwargs)
         except httpx.TimeoutException as e:
-            raise _error(f"Dropbox Sign {what}: timeout", retryable=True) from e
+            raise ProviderError(f"Dropbox Sign {what}: timeout", retryable=True) from e
         except httpx.TransportError as e:
-            raise _error(f"Dropbox Sign {what}: {type(e).__name__}", retryable=True) from e
+            raise ProviderError(f"Dropbox Sign {what}: {type(e).__name__}", retryable=True) from e
         return check(resp, what)
 
     async def _get(self, flow_id: str) -> dict[str, Any]:
@@ -189,13 +182,13 @@ class DropboxSignProvider:
         ordered = order_signers(req.groups)
         missing = [p.name for p, _ in ordered if not p.email]
         if missing:
-            raise _error(f"Dropbox Sign needs an email address for {', '.join(missing)}", retryable=False)
+            raise ProviderError(f"Dropbox Sign needs an email address for {', '.join(missing)}", retryable=False)
         emails = {str(p.email).lower(): p.id for p, _ in ordered}
         if len(emails) != len(ordered):
-            raise _error("Dropbox Sign needs a distinct email address for each signer", retryable=False)
+            raise ProviderError("Dropbox Sign needs a distinct email address for each signer", retryable=False)
         mapping = json.dumps(emails, separators=(",", ":"), ensure_ascii=False)
         if len(mapping) > METADATA_VALUE_MAX:
-            raise _error("too many signers to keep their ids in Dropbox Sign metadata", retryable=False)
+            raise ProviderError("too many signers to keep their ids in Dropbox Sign metadata", retryable=False)
         form: dict[str, str] = {
             "title": req.title[:255], "subject": req.title[:255], "test_mode": "1" if self.config.test_mode else "0",
             f"metadata[{META_REQUEST}]": req.request_id, f"metadata[{META_SIGNERS}]": mapping,
@@ -223,7 +216,7 @@ class DropboxSignProvider:
         for person in req.signers:
             signature = signatures.get(by_id.get(person.id, ""))
             if signature is None:
-                raise _error(f"signer {person.id} is not in Dropbox Sign request {req.flow_id}", retryable=False)
+                raise ProviderError(f"signer {person.id} is not in Dropbox Sign request {req.flow_id}", retryable=False)
             if signature.get("status_code") in ("signed", "declined"):
                 continue
             url = None
@@ -253,7 +246,7 @@ class DropboxSignProvider:
         resp = await self._call("GET", f"/signature_request/files/{flow_id}", "download",
                                 params={"file_type": "pdf"})
         if not resp.content.startswith(b"%PDF-"):
-            raise _error(f"Dropbox Sign download of {flow_id} is not a PDF", retryable=True)
+            raise ProviderError(f"Dropbox Sign download of {flow_id} is not a PDF", retryable=True)
         return resp.content
 
     async def evidence(self, flow_id: str) -> dict[str, Any]:

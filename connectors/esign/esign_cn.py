@@ -44,8 +44,8 @@ from connectors.esign.esign_cn_auth import (
     verify_callback,
     verify_signed_pdf,
 )
-from signbridge.models import CreateFlowInput, OpenGroupInput, Person, ProviderEvent, SignerLink
-from signbridge.settings import Settings
+from signbridge.core.models import CreateFlowInput, OpenGroupInput, Person, ProviderEvent, SignerLink
+from signbridge.core.settings import Settings
 from store.blobs import BlobStore
 
 PROVIDER = "esign_cn"
@@ -69,20 +69,13 @@ class EsignCnConfig(BaseSettings):
     file_ready_attempts: int = 20  # uploaded file status checks (0.25 s apart) before giving up
     retryable_codes: str = "1435010,1437500"  # business codes meaning "busy, try again" (unconfirmed)
     trust_roots_file: str = ""  # PEM of e签宝's CA certificates: signatures in downloads must chain to them
-    # Provider activities per second across all workers (0 = no cap): PROTOCOLS.md records no quota for
+    # Provider activities per second across all workers (0 = no cap): e签宝 publishes no quota for
     # e签宝; set it to the QPS your contract grants.
     max_requests_per_second: float = 0.0
 
     @property
     def enabled(self) -> bool:
         return bool(self.app_id and self.app_secret and self.app_secret.get_secret_value())
-
-
-def _error(message: str, *, retryable: bool, retry_after: float | None = None) -> ProviderError:
-    error = ProviderError(message)
-    error.non_retryable = not retryable  # type: ignore[misc]
-    error.retry_after = retry_after  # type: ignore[misc]
-    return error
 
 
 def request_tag(request_id: str) -> str:
@@ -162,9 +155,9 @@ class EsignCnProvider:
         try:
             resp = await self.http.request(method, self.base + path, content=raw or None, headers=headers)
         except httpx.TimeoutException as e:
-            raise _error(f"e签宝 {what}: timeout", retryable=True) from e
+            raise ProviderError(f"e签宝 {what}: timeout", retryable=True) from e
         except httpx.TransportError as e:
-            raise _error(f"e签宝 {what}: {type(e).__name__}", retryable=True) from e
+            raise ProviderError(f"e签宝 {what}: {type(e).__name__}", retryable=True) from e
         return self._data(resp, what)
 
     def _data(self, resp: httpx.Response, what: str) -> Any:
@@ -176,13 +169,13 @@ class EsignCnProvider:
         code = payload.get("code") if isinstance(payload, dict) else None
         message = str(payload.get("message", "")) if isinstance(payload, dict) else resp.text[:200]
         if resp.status_code >= 500 or resp.status_code in (408, 429):
-            raise _error(f"e签宝 {what}: HTTP {resp.status_code} {message}".strip(), retryable=True,
+            raise ProviderError(f"e签宝 {what}: HTTP {resp.status_code} {message}".strip(), retryable=True,
                          retry_after=retry_after)
         if resp.status_code >= 400 or code is None:
-            raise _error(f"e签宝 {what}: HTTP {resp.status_code} code {code} {message}".strip(), retryable=False)
+            raise ProviderError(f"e签宝 {what}: HTTP {resp.status_code} code {code} {message}".strip(), retryable=False)
         if code != 0:
             retryable = str(code) in self._retryable
-            raise _error(f"e签宝 {what}: code {code} {message}", retryable=retryable, retry_after=retry_after)
+            raise ProviderError(f"e签宝 {what}: code {code} {message}", retryable=retryable, retry_after=retry_after)
         return payload.get("data") or {}
 
     # ---- flow -----------------------------------------------------------------------------
@@ -214,15 +207,15 @@ class EsignCnProvider:
             resp = await self.http.put(url, content=pdf,
                                        headers={"Content-MD5": md5, "Content-Type": "application/pdf"})
         except httpx.TransportError as e:
-            raise _error(f"e签宝 upload: {type(e).__name__}", retryable=True) from e
+            raise ProviderError(f"e签宝 upload: {type(e).__name__}", retryable=True) from e
         if resp.status_code >= 400:
-            raise _error(f"e签宝 upload: HTTP {resp.status_code}", retryable=resp.status_code >= 500)
+            raise ProviderError(f"e签宝 upload: HTTP {resp.status_code}", retryable=resp.status_code >= 500)
         for _ in range(self.config.file_ready_attempts):
             status = await self.call("GET", f"/v3/files/{file_id}", "file status")
             if int(status.get("fileStatus", 0)) in (2, 5):
                 return file_id
             await asyncio.sleep(0.25)  # e签宝 processes the upload asynchronously
-        raise _error(f"e签宝 file {file_id} is still processing", retryable=True)
+        raise ProviderError(f"e签宝 file {file_id} is still processing", retryable=True)
 
     async def create_flow(self, req: CreateFlowInput) -> str:
         existing = await self._find(req.request_id)
@@ -233,7 +226,7 @@ class EsignCnProvider:
                    if not (p.id in seen or seen.add(p.id))]  # type: ignore[func-returns-value]
         missing = [p.name for _, p in ordered if not _account(p)]
         if missing:
-            raise _error(f"e签宝 needs a mobile number or email for {', '.join(missing)}", retryable=False)
+            raise ProviderError(f"e签宝 needs a mobile number or email for {', '.join(missing)}", retryable=False)
         file_id = await self._upload(req)
         signers = [{
             "signerType": 0,
@@ -261,7 +254,7 @@ class EsignCnProvider:
         for person in req.signers:
             signer = by_id.get(person.id)
             if signer is None:
-                raise _error(f"signer {person.id} is not in e签宝 flow {req.flow_id}", retryable=False)
+                raise ProviderError(f"signer {person.id} is not in e签宝 flow {req.flow_id}", retryable=False)
             if int(signer.get("signStatus", 1)) in SIGNER_KINDS:
                 continue
             data = await self.call("POST", f"/v3/sign-flow/{req.flow_id}/sign-url", "sign url", {
@@ -287,7 +280,7 @@ class EsignCnProvider:
         data = await self.call("GET", f"/v3/sign-flow/{flow_id}/file-download-url", "download url")
         files = list(data.get("files") or [])
         if not files:
-            raise _error(f"e签宝 flow {flow_id} has no signed file yet", retryable=True)
+            raise ProviderError(f"e签宝 flow {flow_id} has no signed file yet", retryable=True)
         return files
 
     async def download_signed(self, flow_id: str) -> bytes:
@@ -300,9 +293,9 @@ class EsignCnProvider:
         try:
             resp = await self.http.get(url)
         except httpx.TransportError as e:
-            raise _error(f"e签宝 download: {type(e).__name__}", retryable=True) from e
+            raise ProviderError(f"e签宝 download: {type(e).__name__}", retryable=True) from e
         if resp.status_code >= 400 or not resp.content.startswith(b"%PDF-"):
-            raise _error(f"e签宝 download of {flow_id}: HTTP {resp.status_code}", retryable=True)
+            raise ProviderError(f"e签宝 download of {flow_id}: HTTP {resp.status_code}", retryable=True)
         if not self.config.trust_roots_file:
             return resp.content, []
         roots = load_trust_roots(Path(self.config.trust_roots_file).read_bytes())
@@ -310,7 +303,7 @@ class EsignCnProvider:
         try:
             checked = await asyncio.to_thread(verify_signed_pdf, resp.content, roots, signers)
         except SignatureCheckFailed as e:
-            raise _error(f"e签宝 signed file of {flow_id}: {e}", retryable=False) from e
+            raise ProviderError(f"e签宝 signed file of {flow_id}: {e}", retryable=False) from e
         return resp.content, checked
 
     async def evidence(self, flow_id: str) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """e签宝 (open.esign.cn, SaaS API v3) request and callback signatures.
 
 Kept apart from the connector so the simulator, the connector and the tests share one
-implementation of each formula (and the vectors in PROTOCOLS.md pin it down):
+implementation of each formula (and the vectors in tests/test_esign_cn.py pin it down):
 
 - Request: `X-Tsign-Open-Ca-Signature = base64(HMAC-SHA256(app_secret,
   METHOD\\nAccept\\nContent-MD5\\nContent-Type\\nDate\\n + path-with-sorted-query))`, with

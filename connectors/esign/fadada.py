@@ -2,7 +2,7 @@
 
 Why it is shaped this way:
 
-- Every call is a form POST with one field `bizContent=<JSON>`, signed per PROTOCOLS.md: all
+- Every call is a form POST with one field `bizContent=<JSON>`, signed the way FASC documents it: all
   `X-FASC-*` headers but `X-FASC-Sign`, plus `bizContent`, non-empty, sorted, joined `k=v&...`;
   h = hex(sha256(that)); k = HMAC-SHA256(app_secret, timestamp); sign = hex(HMAC-SHA256(k, h)).
   The JSON is serialised once and those exact characters are signed and sent. Success is
@@ -42,8 +42,8 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.esign.base import ProviderError, WebhookRejected, WebhookReply
-from signbridge.models import CreateFlowInput, OpenGroupInput, ProviderEvent, SignerLink
-from signbridge.settings import Settings
+from signbridge.core.models import CreateFlowInput, OpenGroupInput, ProviderEvent, SignerLink
+from signbridge.core.settings import Settings
 from store.blobs import BlobStore
 
 PROVIDER = "fadada"
@@ -67,7 +67,7 @@ class FadadaConfig(BaseSettings):
     retryable_codes: list[str] = ["100001"]  # "system busy" (unconfirmed)
     token_invalid_codes: list[str] = ["100002"]  # "access token invalid or expired" (unconfirmed)
     callback_tolerance_seconds: int = 300
-    # Provider activities per second across all workers (0 = no cap): PROTOCOLS.md records no quota for
+    # Provider activities per second across all workers (0 = no cap): 法大大 publishes no quota for
     # 法大大; set it to the QPS your contract grants.
     max_requests_per_second: float = 0.0
 
@@ -97,13 +97,6 @@ def signed_headers(app_id: str, secret: str, biz: str, *, token: str | None = No
         headers["X-FASC-AccessToken"] = token
     headers["X-FASC-Sign"] = fasc_sign(secret, {**headers, "bizContent": biz})
     return headers
-
-
-def _error(message: str, *, retryable: bool, retry_after: float | None = None) -> ProviderError:
-    error = ProviderError(message)
-    error.non_retryable = not retryable  # type: ignore[misc]
-    error.retry_after = retry_after  # type: ignore[misc]
-    return error
 
 
 def _at(value: Any) -> datetime:
@@ -151,13 +144,13 @@ class FadadaProvider:
             resp = await self.http.post(self.base + path, headers=headers,
                                         data={"bizContent": content} if content else None)
         except httpx.TimeoutException as e:
-            raise _error(f"法大大 {what}: timeout", retryable=True) from e
+            raise ProviderError(f"法大大 {what}: timeout", retryable=True) from e
         except httpx.TransportError as e:
-            raise _error(f"法大大 {what}: {type(e).__name__}", retryable=True) from e
+            raise ProviderError(f"法大大 {what}: {type(e).__name__}", retryable=True) from e
         if resp.status_code >= 400:
             after = resp.headers.get("Retry-After")
             retryable = resp.status_code >= 500 or resp.status_code in (408, 429)
-            raise _error(f"法大大 {what}: HTTP {resp.status_code}", retryable=retryable,
+            raise ProviderError(f"法大大 {what}: HTTP {resp.status_code}", retryable=retryable,
                          retry_after=float(after) if after and after.isdigit() else None)
         return dict(resp.json())
 
@@ -166,7 +159,7 @@ class FadadaProvider:
             return self._token
         body = await self._post("/service/get-access-token", None, "access token", None)
         if body.get("code") != OK:
-            raise _error(f"法大大 access token: {body.get('code')} {body.get('msg')}",
+            raise ProviderError(f"法大大 access token: {body.get('code')} {body.get('msg')}",
                          retryable=body.get("code") in self.config.retryable_codes)
         data = body.get("data") or {}
         self._token, self._expires = str(data["accessToken"]), time.time() + float(data.get("expiresIn", 7200))
@@ -182,7 +175,7 @@ class FadadaProvider:
             if code in self.config.token_invalid_codes and attempt == 1:
                 self._token = None
                 continue
-            raise _error(f"法大大 {what}: {code} {body.get('msg', '')}".strip(),
+            raise ProviderError(f"法大大 {what}: {code} {body.get('msg', '')}".strip(),
                          retryable=code in self.config.retryable_codes)
         raise AssertionError("unreachable")
 
@@ -191,9 +184,9 @@ class FadadaProvider:
         try:
             put = await self.http.put(str(target["uploadUrl"]), content=self.blobs.get(req.document.blob_key))
         except httpx.TransportError as e:
-            raise _error(f"法大大 upload: {type(e).__name__}", retryable=True) from e
+            raise ProviderError(f"法大大 upload: {type(e).__name__}", retryable=True) from e
         if put.status_code >= 300:
-            raise _error(f"法大大 upload: HTTP {put.status_code}", retryable=True)
+            raise ProviderError(f"法大大 upload: HTTP {put.status_code}", retryable=True)
         done = await self.call("/file/process", {"fddFileUrlList": [
             {"fileType": "doc", "fddFileUrl": target["fddFileUrl"], "fileName": req.document.name}]}, "file process")
         return str(done["fileIdList"][0]["fileId"])
@@ -217,7 +210,7 @@ class FadadaProvider:
                     continue
                 account = person.mobile or person.email
                 if not account:
-                    raise _error(f"法大大 needs a mobile or email for {person.name}", retryable=False)
+                    raise ProviderError(f"法大大 needs a mobile or email for {person.name}", retryable=False)
                 seen.add(person.id)
                 order = len(actors) + 1 if self.config.sequential_groups else index + 1
                 actors.append({"actor": {"actorId": person.id, "actorType": "person", "actorName": person.name,
@@ -245,7 +238,7 @@ class FadadaProvider:
         for person in req.signers:
             actor = actors.get(person.id)
             if actor is None:
-                raise _error(f"signer {person.id} is not in 法大大 task {req.flow_id}", retryable=False)
+                raise ProviderError(f"signer {person.id} is not in 法大大 task {req.flow_id}", retryable=False)
             if actor.get("signStatus") in ("signed", "sign_rejected"):
                 continue
             url = await self.call("/sign-task/actor/get-url", {
@@ -271,15 +264,15 @@ class FadadaProvider:
     async def download_signed(self, flow_id: str) -> bytes:
         detail = await self._detail(flow_id)
         if detail.get("signTaskStatus") not in FINISHED:
-            raise _error(f"法大大 task {flow_id} is {detail.get('signTaskStatus')}, not finished", retryable=True)
+            raise ProviderError(f"法大大 task {flow_id} is {detail.get('signTaskStatus')}, not finished")
         url = await self.call("/sign-task/owner/get-download-url", {
             "ownerId": {"idType": "corp", "openId": self.config.open_corp_id}, "signTaskId": flow_id}, "download url")
         try:
             resp = await self.http.get(str(url["downloadUrl"]))
         except httpx.TransportError as e:
-            raise _error(f"法大大 download: {type(e).__name__}", retryable=True) from e
+            raise ProviderError(f"法大大 download: {type(e).__name__}", retryable=True) from e
         if resp.status_code >= 400 or not resp.content.startswith(b"%PDF-"):
-            raise _error(f"法大大 download of {flow_id}: HTTP {resp.status_code}, not a PDF", retryable=True)
+            raise ProviderError(f"法大大 download of {flow_id}: HTTP {resp.status_code}, not a PDF", retryable=True)
         return resp.content
 
     async def evidence(self, flow_id: str) -> dict[str, Any]:

@@ -29,20 +29,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import func, insert, update
-from sqlalchemy import select as sa_select
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlalchemy.engine import Engine
 
 from connectors.esign.base import ProviderError
-from signbridge.models import CreateFlowInput, OpenGroupInput, ProviderEvent, SignerLink
+from signbridge.core.models import CreateFlowInput, OpenGroupInput, ProviderEvent, SignerLink
+from signbridge.core.settings import Settings
+from signbridge.core.signers import clean_name
 from signbridge.pdf.pades import sign_pdf
 from signbridge.pdf.pki import InstallationCA
-from signbridge.settings import Settings
-from signbridge.signers import clean_name
 from store import audit
 from store.blobs import BlobNotFound, BlobStore
+from store.repos import local_flows
 from store.tables import LocalEvent, LocalFlow, LocalSigner, utcnow
 
 log = logging.getLogger(__name__)
@@ -51,7 +48,6 @@ PROVIDER = "local"
 MAX_REASON = 500
 # A parallel group of n signers can make one signer lose the version race n-1 times.
 SIGN_ATTEMPTS = 8
-FINAL_SIGNER_STATES = ("signed", "declined")
 
 
 def token_hash(token: str) -> str:
@@ -74,17 +70,10 @@ def normalise_name(name: str) -> str:
 
 
 def _fatal(message: str) -> ProviderError:
-    """A ProviderError retrying cannot fix (`activities.errors.connector_errors` reads the flag)."""
-    error = ProviderError(message)
-    error.non_retryable = True  # type: ignore[attr-defined]
-    return error
+    return ProviderError(message, retryable=False)
 
 
 ProblemKind = Literal["unknown", "gone", "invalid", "busy", "unsignable"]
-
-
-class _Refused(Exception):
-    """Raised inside a transaction to roll it back; the caller then reads why, outside it."""
 
 
 class LinkProblem(Exception):
@@ -147,15 +136,11 @@ def link_problem(signer: LocalSigner, flow: LocalFlow, now: datetime) -> LinkPro
     return None
 
 
-def find_signer_by_token(session: Session, token: str) -> tuple[LocalSigner, LocalFlow] | None:
+def find_signer_by_token(engine: Engine, token: str) -> tuple[LocalSigner, LocalFlow] | None:
     """The signer (and flow) a link belongs to, looked up by the token's hash."""
     if not token or len(token) > 200:
         return None
-    signer = session.exec(select(LocalSigner).where(LocalSigner.token_hash == token_hash(token))).first()
-    if signer is None:
-        return None
-    flow = session.get(LocalFlow, signer.flow_id)
-    return (signer, flow) if flow is not None else None
+    return local_flows.by_token_hash(engine, token_hash(token))
 
 
 def _event(row: LocalEvent) -> ProviderEvent:
@@ -194,73 +179,47 @@ class LocalProvider:
 
     async def create_flow(self, req: CreateFlowInput) -> str:
         flow_id = flow_id_for(req.request_id)
-        with Session(self.engine) as session:
-            if session.get(LocalFlow, flow_id) is not None:
-                return flow_id
-            if not self.blobs.exists(req.document.blob_key):
-                raise _fatal(f"document blob {req.document.blob_key} is not in the blob store")
-            session.add(LocalFlow(flow_id=flow_id, request_id=req.request_id, title=req.title,
-                                  original_sha256=req.document.sha256, current_blob_key=req.document.blob_key,
-                                  current_sha256=req.document.sha256, version=0, status="open",
-                                  expires_at=req.expires_at))
-            seen: set[str] = set()
-            for group, people in enumerate(req.groups):
-                for person in people:
-                    if person.id in seen:  # one signature per person, at their first place in the order
-                        continue
-                    seen.add(person.id)
-                    session.add(LocalSigner(
-                        flow_id=flow_id, signer_id=person.id, name=person.name, email=person.email,
-                        mobile=person.mobile, external=person.external, group=group, position=len(seen)))
-            try:
-                session.commit()
-            except IntegrityError:  # a concurrent retry of the same activity created it first
-                session.rollback()
-                if session.get(LocalFlow, flow_id) is None:
-                    raise
+        if local_flows.flow(self.engine, flow_id) is not None:
+            return flow_id
+        if not self.blobs.exists(req.document.blob_key):
+            raise _fatal(f"document blob {req.document.blob_key} is not in the blob store")
+        signers: list[LocalSigner] = []
+        seen: set[str] = set()
+        for group, people in enumerate(req.groups):
+            for person in people:
+                if person.id in seen:  # one signature per person, at their first place in the order
+                    continue
+                seen.add(person.id)
+                signers.append(LocalSigner(flow_id=flow_id, signer_id=person.id, name=person.name, email=person.email,
+                                           mobile=person.mobile, external=person.external, group=group,
+                                           position=len(seen)))
+        local_flows.create(self.engine, LocalFlow(
+            flow_id=flow_id, request_id=req.request_id, title=req.title, original_sha256=req.document.sha256,
+            current_blob_key=req.document.blob_key, current_sha256=req.document.sha256, version=0, status="open",
+            expires_at=req.expires_at), signers)
         return flow_id
 
     async def open_group(self, req: OpenGroupInput) -> list[SignerLink]:
         """Fresh tokens for the group's pending signers; tokens minted by an earlier attempt die,
         which is safe because that attempt's result never reached the workflow (links never sent)."""
-        links: list[SignerLink] = []
-        with Session(self.engine) as session:
-            flow = session.get(LocalFlow, req.flow_id)
-            if flow is None:
-                raise _fatal(f"unknown local flow {req.flow_id}")
-            if flow.status != "open":
-                raise _fatal(f"local flow {req.flow_id} is {flow.status}")
-            signers = session.exec(
-                select(LocalSigner)
-                .where(LocalSigner.flow_id == req.flow_id, LocalSigner.group == req.group)
-                .order_by(col(LocalSigner.position))
-            ).all()
-            pending = [(s.id, s.signer_id) for s in signers if s.status not in FINAL_SIGNER_STATES]
-        with self.engine.begin() as conn:
-            for row_id, signer_id in pending:
-                token = secrets.token_urlsafe(32)
-                # Conditional: never reopen someone who signed or declined since we read the rows.
-                changed = conn.execute(
-                    update(LocalSigner)
-                    .where(col(LocalSigner.id) == row_id, col(LocalSigner.status).not_in(FINAL_SIGNER_STATES))
-                    .values(token_hash=token_hash(token), status="open", token_expires_at=req.expires_at)
-                ).rowcount
-                if changed:
-                    url = f"{self.settings.public_url}/sign/{token}"
-                    links.append(SignerLink(signer_id=signer_id, url=url))
-        return links
+        flow = local_flows.flow(self.engine, req.flow_id)
+        if flow is None:
+            raise _fatal(f"unknown local flow {req.flow_id}")
+        if flow.status != "open":
+            raise _fatal(f"local flow {req.flow_id} is {flow.status}")
+        pending = [s for s in local_flows.signers_in_group(self.engine, req.flow_id, req.group)
+                   if s.status not in local_flows.FINAL_SIGNER_STATES]
+        tokens = {s.id: secrets.token_urlsafe(32) for s in pending if s.id is not None}
+        opened = local_flows.reopen(self.engine, {row: token_hash(token) for row, token in tokens.items()},
+                                    req.expires_at)
+        return [SignerLink(signer_id=s.signer_id, url=f"{self.settings.public_url}/sign/{tokens[s.id]}")
+                for s in pending if s.id in opened]
 
     async def poll(self, flow_id: str) -> list[ProviderEvent]:
-        with Session(self.engine) as session:
-            rows = session.exec(
-                select(LocalEvent).where(LocalEvent.flow_id == flow_id)
-                .order_by(col(LocalEvent.occurred_at), col(LocalEvent.event_id))
-            ).all()
-        return [_event(r) for r in rows]
+        return [_event(r) for r in local_flows.events(self.engine, flow_id)]
 
     async def download_signed(self, flow_id: str) -> bytes:
-        with Session(self.engine) as session:
-            flow = session.get(LocalFlow, flow_id)
+        flow = local_flows.flow(self.engine, flow_id)
         if flow is None:
             raise _fatal(f"unknown local flow {flow_id}")
         if flow.status != "completed":
@@ -276,24 +235,10 @@ class LocalProvider:
 
     async def revoke(self, flow_id: str, reason: str) -> None:
         """Links of everyone who has not acted die. A completed, declined or revoked flow is left as is."""
-        with self.engine.begin() as conn:
-            changed = conn.execute(
-                update(LocalFlow).where(col(LocalFlow.flow_id) == flow_id, col(LocalFlow.status) == "open")
-                .values(status="revoked")
-            ).rowcount
-            if changed:
-                _kill_pending(conn, flow_id)
+        local_flows.revoke(self.engine, flow_id)
 
     async def remind(self, flow_id: str, signer_ids: list[str]) -> None:
         """No-op: the built-in provider has no channel of its own; the chat reminder carries the link."""
-
-
-def _kill_pending(conn: Connection, flow_id: str) -> None:
-    conn.execute(
-        update(LocalSigner)
-        .where(col(LocalSigner.flow_id) == flow_id, col(LocalSigner.status).not_in(FINAL_SIGNER_STATES))
-        .values(status="dead")
-    )
 
 
 # ---- acting on a link (used by api/sign_pages.py) ----------------------------------------
@@ -308,8 +253,7 @@ class SignResult:
 
 
 def _load(engine: Engine, token: str) -> tuple[LocalSigner, LocalFlow]:
-    with Session(engine, expire_on_commit=False) as session:
-        found = find_signer_by_token(session, token)
+    found = find_signer_by_token(engine, token)
     if found is None:
         raise unknown_link()
     problem = link_problem(*found, utcnow())
@@ -320,15 +264,13 @@ def _load(engine: Engine, token: str) -> tuple[LocalSigner, LocalFlow]:
 
 def _reread_problem(engine: Engine, signer_row_id: int | None, hsh: str) -> LinkProblem | None:
     """After a lost race or a refused update: is the link still usable at all?"""
-    with Session(engine) as session:
-        signer = session.get(LocalSigner, signer_row_id)
-        flow = session.get(LocalFlow, signer.flow_id) if signer else None
-        if signer is None or flow is None:
-            return unknown_link()
-        if signer.token_hash != hsh:
-            return LinkProblem("gone", "link_replaced", "此链接已被新的链接取代，请使用最新收到的链接",
-                               "A newer link replaced this one; use the latest link you received")
-        return link_problem(signer, flow, utcnow())
+    signer, flow = local_flows.signer_and_flow(engine, signer_row_id)
+    if signer is None or flow is None:
+        return unknown_link()
+    if signer.token_hash != hsh:
+        return LinkProblem("gone", "link_replaced", "此链接已被新的链接取代，请使用最新收到的链接",
+                           "A newer link replaced this one; use the latest link you received")
+    return link_problem(signer, flow, utcnow())
 
 
 def _sign_bytes(blobs: BlobStore, blob_key: str, ca: InstallationCA, signer: LocalSigner,
@@ -370,44 +312,11 @@ def _commit_signature(engine: Engine, signer: LocalSigner, hsh: str, read_versio
     event = LocalEvent(event_id=f"{signer.flow_id}:{signer.signer_id}:signed", flow_id=signer.flow_id,
                        kind="signed", signer_id=signer.signer_id, occurred_at=now)
     try:
-        with engine.begin() as conn:
-            if not _advance_and_mark(conn, signer, hsh, read_version, new_key, now, ip, user_agent):
-                return None
-            conn.execute(insert(LocalEvent).values(event_id=event.event_id, flow_id=event.flow_id,
-                                                   kind=event.kind, signer_id=event.signer_id, reason=None,
-                                                   occurred_at=now))
-            unsigned = conn.execute(
-                sa_select(func.count()).select_from(LocalSigner)
-                .where(col(LocalSigner.flow_id) == signer.flow_id, col(LocalSigner.status) != "signed")
-            ).scalar_one()
-            if unsigned == 0:
-                conn.execute(update(LocalFlow).where(col(LocalFlow.flow_id) == signer.flow_id)
-                             .values(status="completed"))
-    except _Refused:
+        if not local_flows.commit_signature(engine, signer, hsh, read_version, new_key, now, ip, user_agent, event):
+            return None
+    except local_flows.Refused:
         raise _reread_problem(engine, signer.id, hsh) or _busy() from None
     return event
-
-
-def _advance_and_mark(conn: Connection, signer: LocalSigner, hsh: str, read_version: int, new_key: str,
-                      now: datetime, ip: str | None, user_agent: str | None) -> bool:
-    """False if the flow moved past `read_version`; raises _Refused if the link died meanwhile."""
-    advanced = conn.execute(
-        update(LocalFlow)
-        .where(col(LocalFlow.flow_id) == signer.flow_id, col(LocalFlow.version) == read_version,
-               col(LocalFlow.status) == "open")
-        .values(current_blob_key=new_key, current_sha256=new_key, version=col(LocalFlow.version) + 1)
-    ).rowcount
-    if not advanced:
-        return False
-    marked = conn.execute(
-        update(LocalSigner)
-        .where(col(LocalSigner.id) == signer.id, col(LocalSigner.status) == "open",
-               col(LocalSigner.token_hash) == hsh)
-        .values(status="signed", acted_at=now, ip=ip, user_agent=user_agent)
-    ).rowcount
-    if not marked:
-        raise _Refused  # rolls the flow's advance back too
-    return True
 
 
 async def sign(settings: Settings, engine: Engine, blobs: BlobStore, token: str, *, typed_name: str,
@@ -434,19 +343,17 @@ async def sign(settings: Settings, engine: Engine, blobs: BlobStore, token: str,
         problem = _reread_problem(engine, signer.id, hsh)
         if problem:
             raise problem
-        with Session(engine) as session:
-            fresh = session.get(LocalFlow, flow.flow_id)
+        fresh = local_flows.flow(engine, flow.flow_id)
         assert fresh is not None
         flow = fresh
     else:
         raise _busy()
     assert row is not None
-    with Session(engine) as session:
-        audit.append(session, request_id=flow.request_id, key=f"local:{signer.signer_id}:signed",
-                     action="signer.signed", actor=signer.signer_id,
-                     detail={"flow_id": flow.flow_id, "name_typed": typed_name, "position": signer.position,
-                             "before": before_sha, "after": new_key, "version": version + 1},
-                     ip=ip, user_agent=user_agent, document_sha256=new_key)
+    audit.record(engine, request_id=flow.request_id, key=f"local:{signer.signer_id}:signed",
+                 action="signer.signed", actor=signer.signer_id,
+                 detail={"flow_id": flow.flow_id, "name_typed": typed_name, "position": signer.position,
+                         "before": before_sha, "after": new_key, "version": version + 1},
+                 ip=ip, user_agent=user_agent, document_sha256=new_key)
     return SignResult(event=_event(row), signer_id=signer.signer_id, document_sha256=new_key,
                       before_sha256=before_sha)
 
@@ -465,39 +372,20 @@ async def decline(engine: Engine, token: str, *, reason: str, ip: str | None,
                           f"The reason must be at most {MAX_REASON} characters")
     hsh = token_hash(token)
     now = utcnow()
-    event_id = f"{signer.flow_id}:{signer.signer_id}:declined"
+    declined = LocalEvent(event_id=f"{signer.flow_id}:{signer.signer_id}:declined", flow_id=signer.flow_id,
+                          kind="declined", signer_id=signer.signer_id, reason=reason, occurred_at=now)
     try:
-        with engine.begin() as conn:
-            ended = conn.execute(
-                update(LocalFlow)
-                .where(col(LocalFlow.flow_id) == signer.flow_id, col(LocalFlow.status) == "open")
-                .values(status="declined")
-            ).rowcount
-            if not ended:
-                raise _Refused
-            marked = conn.execute(
-                update(LocalSigner)
-                .where(col(LocalSigner.id) == signer.id, col(LocalSigner.status) == "open",
-                       col(LocalSigner.token_hash) == hsh)
-                .values(status="declined", acted_at=now, decline_reason=reason, ip=ip, user_agent=user_agent)
-            ).rowcount
-            if not marked:
-                raise _Refused
-            _kill_pending(conn, signer.flow_id)
-            conn.execute(insert(LocalEvent).values(
-                event_id=event_id, flow_id=signer.flow_id, kind="declined", signer_id=signer.signer_id,
-                reason=reason, occurred_at=now))
-    except _Refused:
+        local_flows.decline(engine, signer, hsh, declined, ip, user_agent)
+    except local_flows.Refused:
         raise _reread_problem(engine, signer.id, hsh) or _busy() from None
-    with Session(engine) as session:
-        flow = session.get(LocalFlow, signer.flow_id)
-        assert flow is not None
-        audit.append(session, request_id=flow.request_id, key=f"local:{signer.signer_id}:declined",
-                     action="signer.declined", actor=signer.signer_id,
-                     detail={"flow_id": flow.flow_id, "reason": reason, "position": signer.position},
-                     ip=ip, user_agent=user_agent, document_sha256=flow.current_sha256)
-        row = session.get(LocalEvent, event_id)
-        assert row is not None
+    flow = local_flows.flow(engine, signer.flow_id)
+    assert flow is not None
+    audit.record(engine, request_id=flow.request_id, key=f"local:{signer.signer_id}:declined",
+                 action="signer.declined", actor=signer.signer_id,
+                 detail={"flow_id": flow.flow_id, "reason": reason, "position": signer.position},
+                 ip=ip, user_agent=user_agent, document_sha256=flow.current_sha256)
+    row = local_flows.event(engine, declined.event_id)
+    assert row is not None
     return _event(row)
 
 

@@ -13,7 +13,7 @@ import httpx
 from sqlalchemy.engine import Engine
 
 from connectors.esign.base import ESignProvider, ProviderWebhook
-from signbridge.settings import Settings
+from signbridge.core.settings import Settings
 from store.blobs import BlobStore
 
 PROVIDER_MODULES = (

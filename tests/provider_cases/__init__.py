@@ -37,10 +37,10 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
 from connectors.esign.base import ESignProvider
-from signbridge.models import ChatRef, DocumentSource, Person, SigningRequest, StatusView, Timing
+from signbridge.core.models import ChatRef, DocumentSource, Person, SigningRequest, StatusView, Timing
+from signbridge.core.settings import Settings
+from signbridge.core.temporal import start_signing
 from signbridge.pdf.sample import sample_contract
-from signbridge.settings import Settings
-from signbridge.temporal import start_signing
 from store.blobs import BlobStore, FileBlobStore
 from tests.sim.servers import serve
 from tests.sim.webhook_sink import WebhookSink

@@ -1,7 +1,7 @@
 """A 法大大 (FASC v5.1) stand-in for tests: the signed form-POST API SignBridge uses, over real HTTP.
 
-- Auth: every call's `X-FASC-Sign` is recomputed (PROTOCOLS.md chain) and its timestamp checked
-  (±5 min); a wrong signature answers code `100003`. Calls other than the token call need a live
+- Auth: every call's `X-FASC-Sign` is recomputed (the chain in connectors/esign/fadada.py) and its
+  timestamp checked (±5 min); a wrong signature answers code `100003`. Calls other than the token call need a live
   `X-FASC-AccessToken` (`expire_tokens()` kills them: code `100002`, the connector refetches).
 - Status machine: actors sign in `orderNo` when `signInOrder` (lowest pending order; equal
   orders in parallel), anyone otherwise. A rejection ends the task; cancel → `revoked`.

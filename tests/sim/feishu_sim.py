@@ -1,6 +1,6 @@
 """A Feishu/Lark Open API simulator for tests: real HTTP on a loopback port, Feishu's shapes and errors.
 
-Implements only what `connectors.chat.feishu` uses, but strictly:
+Implements only what `connectors.chat.feishu.client` uses, but strictly:
 
 * `POST /open-apis/auth/v3/tenant_access_token/internal` checks app id + secret and issues
   `t-…` tokens that expire after `token_ttl` seconds (or at once through `expire_tokens()`).

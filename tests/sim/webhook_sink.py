@@ -1,7 +1,7 @@
 """A company chat's outbound endpoint, for tests: real HTTP, real signature checks, no dedupe.
 
 `WebhookSink(secret)` serves a FastAPI app with uvicorn on a free loopback port in a background
-thread. Every POST is verified with `signbridge.webhook_signature.verify`; a bad or missing
+thread. Every POST is verified with `connectors.chat.webhook.signature.verify`; a bad or missing
 signature gets 401 and counts in `rejected`. Verified requests are answered 200 and appended to
 `messages` in arrival order — duplicates included, because tests count them — unless the sink
 was told to fail (`fail_next`) or to rate-limit (`rate_limit_next`), in which case the request
@@ -22,7 +22,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response
 
-from signbridge import webhook_signature
+from connectors.chat.webhook import signature as webhook_signature
 from tests.sim.servers import serve
 
 

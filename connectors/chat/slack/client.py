@@ -1,0 +1,284 @@
+"""Slack as a chat platform: the outbound `SlackChat` connector and the shared `SlackConfig`.
+
+Outbound calls go to the Slack Web API (`SIGNBRIDGE_SLACK_API_BASE`, default
+https://slack.com/api/) with the bot token, over the worker's shared `httpx.AsyncClient`.
+Failures are split the way the workflow's retry policy needs them: HTTP 429 (and
+`ok:false, error: ratelimited`), 5xx and network errors raise `ChatUnavailable` (with the
+`Retry-After` delay), any other `ok:false` raises `ChatRejected` (retrying can't help).
+
+Idempotency: Slack has no idempotency key, so every message we send is recorded in the
+`ChatMessage` table keyed by (platform "slack", key). The card's row holds its channel + ts and
+later upserts `chat.update` that ts; a retried `send_link` / `send_file` whose first attempt
+posted finds its row and does nothing. (A post whose *response* was lost can still be repeated
+once: Slack offers no way to detect it.)
+
+Document sources use two URL forms made by `connectors/chat/slack/inbound.py`:
+`slack:file:<file id>` (a file in the message) and `slack:latest:<channel>:<user>` (a slash
+command: the user's most recent file in that channel, looked up when the flow runs, so the
+HTTP handler never calls Slack).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import Engine
+
+from connectors.chat.base import ChatRejected, ChatUnavailable, InputProblem, read_within, retry_after_seconds
+from connectors.chat.directory import Directory
+from connectors.chat.slack.cards import link_blocks, render_card
+from signbridge.core.cards import Card
+from signbridge.core.models import ChatRef, DocumentInfo, DocumentSource, Person
+from signbridge.core.settings import Settings
+from store.db import get_engine
+from store.repos import chat_messages
+from store.repos.identities import Contact
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "slack"
+DEFAULT_API_BASE = "https://slack.com/api/"
+DEFAULT_TIMEOUT = 10.0
+IDENTITY_TTL = timedelta(hours=1)
+# ok:false codes that mean "try again later" rather than "this request is wrong".
+TRANSIENT_ERRORS = frozenset({"ratelimited", "internal_error", "fatal_error", "service_unavailable",
+                              "request_timeout"})
+
+
+class SlackConfig(BaseSettings):
+    """`SIGNBRIDGE_SLACK_*`; Slack is enabled when both the signing secret and the bot token are set."""
+
+    model_config = SettingsConfigDict(env_prefix="SIGNBRIDGE_SLACK_", env_file=None, extra="ignore")
+
+    signing_secret: SecretStr = SecretStr("")
+    bot_token: SecretStr = SecretStr("")
+    api_base: str = DEFAULT_API_BASE
+    bot_user_id: str | None = None  # else taken from each event's `authorizations`
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.signing_secret.get_secret_value() and self.bot_token.get_secret_value())
+
+    @property
+    def base(self) -> str:
+        return self.api_base.rstrip("/") + "/"
+
+
+class SlackRejected(ChatRejected):
+    """`ok:false` with a permanent error code (`invalid_auth`, `channel_not_found`, …)."""
+
+    def __init__(self, method: str, error: str, status: int) -> None:
+        super().__init__(f"Slack {method} refused: {error}", status)
+        self.error = error
+
+
+def file_source_url(file_id: str) -> str:
+    return f"slack:file:{file_id}"
+
+
+def latest_file_url(channel: str, user: str) -> str:
+    return f"slack:latest:{channel}:{user}"
+
+
+class SlackChat:
+    """`ChatConnector` for Slack (Web API over httpx; see the module docstring)."""
+
+    platform = PLATFORM
+
+    def __init__(self, config: SlackConfig, engine: Engine, http: httpx.AsyncClient | None = None,
+                 timeout: float = DEFAULT_TIMEOUT, lang: str = "en") -> None:
+        self.config = config
+        self.engine = engine
+        self.directory = Directory(engine, PLATFORM, IDENTITY_TTL, lang)
+        self._http = http
+        self._timeout = timeout
+
+    def __repr__(self) -> str:  # never show the token
+        return f"SlackChat(api_base={self.config.base!r})"
+
+    # ---- the ChatConnector protocol -------------------------------------------------------------
+
+    async def upsert_card(self, chat: ChatRef, card_key: str, card: Card) -> None:
+        blocks = render_card(card)
+        text = f"{card.title}: {card.status_text}"
+        ref = self._ref(card_key)
+        if ref is not None:
+            try:
+                await self.call("chat.update", {"channel": ref["channel"], "ts": ref["ts"], "text": text,
+                                                "blocks": blocks})
+                self._touch(card_key)
+                return
+            except SlackRejected as e:
+                if e.error != "message_not_found":
+                    raise
+                log.warning("the card for %s was deleted in Slack; posting it again", card_key)
+        data = await self.call("chat.postMessage", {"channel": chat.chat_id, "text": text, "blocks": blocks,
+                                                    "unfurl_links": False})
+        self._remember(card_key, chat.chat_id, str(data["channel"]), str(data["ts"]))
+
+    async def send_link(self, chat: ChatRef, to: Person, text: str, sign_url: str | None, key: str) -> None:
+        await self._once(key, chat, lambda: self._dm(to, text, link_blocks(text, sign_url)))
+
+    async def send_text(self, chat: ChatRef, to: Person | None, text: str, key: str) -> None:
+        async def post() -> dict[str, Any]:
+            if to is not None:
+                return await self._dm(to, text, None)
+            return await self.call("chat.postMessage", {"channel": chat.chat_id, "text": text})
+
+        await self._once(key, chat, post)
+
+    async def send_file(self, chat: ChatRef, name: str, url: str, document: DocumentInfo, key: str) -> None:
+        """A link to the signed file (SignBridge's own signed download URL) with its SHA-256."""
+        text = f"Signed document: {name} (SHA-256 {document.sha256[:16]}…)"
+        blocks = link_blocks(f"*Signed document:* {_esc(name)}\nSHA-256 `{document.sha256}`", url,
+                             label="Download signed PDF")
+        await self._once(key, chat, lambda: self.call("chat.postMessage", {
+            "channel": chat.chat_id, "text": text, "blocks": blocks, "unfurl_links": False}))
+
+    async def download(self, chat: ChatRef, source: DocumentSource, max_bytes: int) -> bytes:
+        url = source.url or ""
+        if url.startswith("slack:latest:"):
+            _, _, channel, user = url.split(":", 3)
+            file_id = await self._latest_file(channel, user)
+        elif url.startswith("slack:file:"):
+            file_id = url.removeprefix("slack:file:")
+        else:
+            raise InputProblem(f"{source.name} is not a Slack file; attach the PDF to your message")
+        try:
+            info = await self.call("files.info", {"file": file_id}, form=True)
+        except ChatRejected as e:
+            raise InputProblem(f"Cannot read the file {source.name} from Slack ({e}); share it again") from e
+        meta = info.get("file") or {}
+        mb = max_bytes // (1024 * 1024)
+        if int(meta.get("size") or 0) > max_bytes:
+            raise InputProblem(f"{source.name}: the file is larger than the {mb} MB limit")
+        link = meta.get("url_private_download") or meta.get("url_private")
+        if not link:
+            raise InputProblem(f"{source.name} cannot be downloaded from Slack (no download URL)")
+        return await self._fetch(str(link), source.name, max_bytes)
+
+    async def resolve(self, chat: ChatRef, person: Person) -> Person:
+        """users.info → name and email; kept in the directory cache for an hour (a deactivation shows within it)."""
+        async def lookup() -> Contact:
+            try:
+                data = await self.call("users.info", {"user": person.id}, form=True)
+            except ChatRejected as e:
+                raise InputProblem(f"{person.name} is not a Slack user SignBridge can see ({e})") from e
+            user = data.get("user") or {}
+            profile = user.get("profile") or {}
+            name = profile.get("real_name") or profile.get("display_name") or user.get("real_name") \
+                or user.get("name") or person.name
+            return Contact(name=name, email=profile.get("email"), active=not user.get("deleted"))
+
+        return await self.directory.resolve(chat, person, lookup)
+
+    # ---- Web API --------------------------------------------------------------------------------
+
+    async def call(self, method: str, payload: dict[str, Any], form: bool = False) -> dict[str, Any]:
+        """One Web API call; the `ok:true` body, or `ChatUnavailable` / `ChatRejected`."""
+        headers = {"Authorization": f"Bearer {self.config.bot_token.get_secret_value()}"}
+        url = self.config.base + method
+        try:
+            if form:
+                resp = await self._client().post(url, data=payload, headers=headers, timeout=self._timeout)
+            else:
+                resp = await self._client().post(url, json=payload, headers={
+                    **headers, "Content-Type": "application/json; charset=utf-8"}, timeout=self._timeout)
+        except httpx.HTTPError as e:
+            raise ChatUnavailable(f"Slack {method} unreachable ({type(e).__name__}: {e})") from e
+        if resp.status_code == 429:
+            retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
+            raise ChatUnavailable(f"Slack rate-limited {method} (retry after {retry_after} s)", retry_after)
+        if resp.status_code >= 500 or resp.status_code == 408:
+            raise ChatUnavailable(f"Slack {method} failed (HTTP {resp.status_code})")
+        try:
+            data = resp.json()
+        except ValueError as e:
+            raise ChatRejected(f"Slack {method}: not JSON (HTTP {resp.status_code})", resp.status_code) from e
+        if not isinstance(data, dict) or not data.get("ok"):
+            error = str(data.get("error") if isinstance(data, dict) else "unknown_error")
+            if error in TRANSIENT_ERRORS:
+                raise ChatUnavailable(f"Slack {method}: {error}",
+                                      retry_after_seconds(resp.headers.get("Retry-After")))
+            raise SlackRejected(method, error, resp.status_code if resp.status_code >= 400 else 400)
+        return data
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=self._timeout)
+        return self._http
+
+    async def _dm(self, to: Person, text: str, blocks: list[dict[str, Any]] | None) -> dict[str, Any]:
+        opened = await self.call("conversations.open", {"users": to.id})
+        channel = str((opened.get("channel") or {}).get("id"))
+        payload: dict[str, Any] = {"channel": channel, "text": text, "unfurl_links": False}
+        if blocks:
+            payload["blocks"] = blocks
+        return await self.call("chat.postMessage", payload)
+
+    async def _latest_file(self, channel: str, user: str) -> str:
+        try:
+            data = await self.call("conversations.history", {"channel": channel, "limit": "100"}, form=True)
+        except ChatRejected as e:
+            raise InputProblem(f"Cannot read this channel's history to find your file ({e})") from e
+        for message in data.get("messages") or []:  # newest first
+            files = message.get("files") or []
+            if message.get("user") == user and files:
+                return str(files[0]["id"])
+        raise InputProblem("No document to sign: attach the PDF to a message in this channel "
+                           "(or mention SignBridge in the message that carries it), then run /sign again")
+
+    async def _fetch(self, url: str, name: str, max_bytes: int) -> bytes:
+        headers = {"Authorization": f"Bearer {self.config.bot_token.get_secret_value()}"}
+        mb = max_bytes // (1024 * 1024)
+        try:
+            async with self._client().stream("GET", url, headers=headers, timeout=self._timeout * 3) as resp:
+                if resp.status_code in (401, 403, 404, 410):
+                    raise InputProblem(f"Slack refused to hand out {name} (HTTP {resp.status_code}); share it again")
+                if resp.status_code == 429 or resp.status_code >= 500:
+                    raise ChatUnavailable(f"Slack file download failed (HTTP {resp.status_code})",
+                                          retry_after_seconds(resp.headers.get("Retry-After")))
+                return await read_within(resp, max_bytes,
+                                         InputProblem(f"{name}: the file is larger than the {mb} MB limit"))
+        except httpx.HTTPError as e:
+            raise ChatUnavailable(f"could not download {name} from Slack ({type(e).__name__}: {e})") from e
+
+    # ---- message and identity records -----------------------------------------------------------
+
+    async def _once(self, key: str, chat: ChatRef, post: Any) -> None:
+        """Send once per key: a retry after a successful post finds the record and stops."""
+        record_key = f"msg:{key}"
+        if self._ref(record_key) is not None:
+            return
+        data = await post()
+        self._remember(record_key, chat.chat_id, str(data.get("channel", "")), str(data.get("ts", "")))
+
+    def _ref(self, key: str) -> dict[str, str] | None:
+        return chat_messages.ref(self.engine, PLATFORM, key)
+
+    def _remember(self, key: str, chat_id: str, channel: str, ts: str) -> None:
+        chat_messages.save(self.engine, PLATFORM, key, chat_id, {"channel": channel, "ts": ts})
+
+    def _touch(self, key: str) -> None:
+        chat_messages.touch(self.engine, PLATFORM, key)
+
+
+def _esc(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def load_config() -> SlackConfig:
+    return SlackConfig()
+
+
+def build(settings: Settings, http: httpx.AsyncClient) -> SlackChat | None:
+    """Enabled only when `SIGNBRIDGE_SLACK_SIGNING_SECRET` and `SIGNBRIDGE_SLACK_BOT_TOKEN` are set."""
+    config = load_config()
+    if not config.enabled:
+        return None
+    return SlackChat(config, get_engine(settings.sqlalchemy_url), http, lang=settings.language_for(PLATFORM))

@@ -1,0 +1,159 @@
+"""`POST /im/webhook/events`: a company's own chat tool talking to SignBridge (see README,
+"Generic webhook IM protocol").
+
+* The signature is checked on the raw bytes before anything is parsed; a forged, unsigned or
+  stale request gets 401 and starts nothing.
+* `type: "message"` → a `ChatEvent` (mentions carry their contact data; `external: true` for
+  people outside the company). A file without a command is kept for a later command.
+* `type: "action"` (card buttons) → a `ChatAction`, with the event id as update id so a
+  redelivered click is applied once.
+
+Replies (JSON): a start is 202 (200 for a redelivery), ordinary chat 200 `ignored`; an update
+200 with the flow's status (202 when only accepted in time); a refusal 403 (permission) or 409,
+an unknown request 404, an ended one 409 `already_ended`; Temporal out of reach 503 with
+`Retry-After` (the IM delivers again; the same event id starts nothing twice).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from sqlalchemy.engine import Engine
+
+from connectors.chat.base import ChatConnector
+from connectors.chat.callback import Callback, CallbackRejected, Received, Reply, Route, Rules, json_object
+from connectors.chat.webhook import signature
+from signbridge.core import chat
+from signbridge.core.models import Actor, Person
+from signbridge.core.settings import Settings
+
+PLATFORM = "webhook"
+ROUTES = (Route("/im/webhook/events"),)
+MAX_BODY_BYTES = 1024 * 1024
+NO_FILE = ("没有找到要签署的文件：请在同一条消息里附上合同文件"
+           "（No document to sign: attach the contract to the same message）")
+# The IM waits ~3 s: accepted within 2 s (else 503 and it redelivers), the result 0.8 s more (else 202).
+RULES = Rules(deadline=chat.Deadline(accept=2.0, result=0.8), no_file=NO_FILE)
+
+
+# ---- inbound shapes ---------------------------------------------------------------------------
+
+class ChatIn(BaseModel):
+    id: str = Field(min_length=1, max_length=200)
+    kind: Literal["group", "direct"] = "group"
+
+
+class SenderIn(BaseModel):
+    id: str = Field(min_length=1, max_length=200)
+    name: str = Field(default="", max_length=200)
+    email: str | None = None
+    mobile: str | None = None
+
+
+class FileIn(BaseModel):
+    name: str = Field(min_length=1, max_length=255)
+    url: str = Field(min_length=1, max_length=2000)
+    sha256: str | None = None
+
+
+class _Event(BaseModel):
+    event_id: str = Field(min_length=1, max_length=200)
+    tenant: str = Field(default="default", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+    sender: SenderIn
+
+
+class MessageEvent(_Event):
+    type: Literal["message"]
+    chat: ChatIn
+    text: str = Field(default="", max_length=10_000)
+    mentions: list[Person] = Field(default_factory=list)
+    files: list[FileIn] = Field(default_factory=list)
+
+
+class ActionIn(BaseModel):
+    request_id: str = Field(min_length=1, max_length=300)
+    name: str
+    reason: str | None = Field(default=None, max_length=500)
+    signer_ids: list[str] = Field(default_factory=list)
+
+
+class ActionEvent(_Event):
+    type: Literal["action"]
+    action: ActionIn
+
+
+_EVENT: TypeAdapter[MessageEvent | ActionEvent] = TypeAdapter(
+    Annotated[MessageEvent | ActionEvent, Field(discriminator="type")]
+)
+
+
+class WebhookInbound:
+    platform = PLATFORM
+    rules = RULES
+    max_body = MAX_BODY_BYTES
+
+    def __init__(self, secret: str, tolerance: int) -> None:
+        self._secret = secret
+        self.tolerance = tolerance
+
+    def __repr__(self) -> str:  # never the secret
+        return "WebhookInbound()"
+
+    async def receive(self, call: Callback) -> Received:
+        try:
+            signature.verify(self._secret, call.headers.get(signature.TIMESTAMP_HEADER),
+                             call.headers.get(signature.SIGNATURE_HEADER), call.body, tolerance=self.tolerance)
+        except signature.SignatureError as e:
+            raise CallbackRejected(401, "bad_signature", f"Rejected: {e.reason}") from e
+        try:
+            event = _EVENT.validate_python(json_object(call.body))
+        except ValidationError as e:
+            problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()[:5])
+            raise CallbackRejected(400, "invalid_event", f"Invalid event: {problems}") from e
+        sender = Person(id=event.sender.id, name=event.sender.name, email=event.sender.email,
+                        mobile=event.sender.mobile)
+        if isinstance(event, ActionEvent):
+            return chat.ChatAction(request_id=event.action.request_id, name=event.action.name,
+                              actor=Actor(id=sender.id, name=sender.name), update_id=event.event_id,
+                              reason=event.action.reason, signer_ids=tuple(event.action.signer_ids),
+                              platform=PLATFORM, tenant=event.tenant)
+        return chat.ChatEvent(platform=PLATFORM, tenant=event.tenant, chat_id=event.chat.id, chat_kind=event.chat.kind,
+                         sender=sender, event_id=event.event_id, text=event.text,
+                         mentions=tuple(chat.Mention(p, p.name) for p in event.mentions),
+                         files=tuple(chat.FileRef(f.name, f.url, f.sha256) for f in event.files))
+
+    def reply(self, received: chat.ChatEvent | chat.ChatAction, outcome: chat.Outcome) -> Reply:
+        match outcome:
+            case chat.Started() | chat.Duplicate():
+                body: dict[str, object] = {"ok": True, "request_id": outcome.request_id,
+                                           "started": isinstance(outcome, chat.Started)}
+                if outcome.problem is not None:
+                    body.update(status="rejected", reason=outcome.problem)
+                return Reply(202 if isinstance(outcome, chat.Started) else 200, body)
+            case chat.Ignored():
+                return Reply(200, {"ok": True, "ignored": outcome.reason})
+            case chat.Applied():
+                return Reply(200, {"ok": True, "request_id": outcome.request_id, "action": _name(received),
+                                   "status": outcome.view.status.value})
+            case chat.Accepted():
+                return Reply(202, {"ok": True, "request_id": outcome.request_id, "action": _name(received),
+                                   "accepted": True})
+            case chat.Refused():
+                status = 400 if outcome.code == "unknown_action" else 403 if outcome.permission else 409
+                return Reply.error(status, outcome.code, outcome.en)
+            case chat.NotFound(ended=True):
+                return Reply.error(409, "already_ended", f"The request {outcome.request_id} has already ended")
+            case chat.NotFound():
+                return Reply.error(404, "not_found", f"No signing request {outcome.request_id}")
+            case chat.Busy():
+                return Reply.busy(outcome)
+
+
+def _name(received: chat.ChatEvent | chat.ChatAction) -> str:
+    return received.name if isinstance(received, chat.ChatAction) else ""
+
+
+def build(settings: Settings, engine: Engine, chat: ChatConnector | None) -> WebhookInbound:
+    """Always on: the webhook secret always has a value (a real one outside development)."""
+    return WebhookInbound(settings.webhook_secret.get_secret_value(), settings.webhook_tolerance_seconds)

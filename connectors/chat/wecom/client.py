@@ -1,0 +1,336 @@
+"""WeCom (企业微信) self-built app: outbound messages, cards, files and the user directory.
+
+Choices that follow from how WeCom works:
+
+* **Who receives what.** App messages (`message/send`) go to *users*, not to ordinary group
+  chats, so a flow's "chat" is the app conversation with the initiator: `ChatRef.chat_id` is
+  the initiator's userid. The status card and the signed file go to the initiator; each signer
+  gets their link privately (a `textcard` to their userid). External signers have no userid:
+  their link goes to the initiator to forward.
+* **Cards are updated with response codes.** `update_template_card` needs a `response_code`
+  that WeCom hands out with each button click (single use, 72 h). The API stores the freshest
+  code in the card's `ChatMessage` row; `upsert_card` uses it once. Without one (nobody clicked
+  yet, or it expired) the fallback is explicit: a new card message is sent and the old one is
+  recorded as superseded in the same row (`ref.superseded`).
+* **Idempotency.** A card is re-sent only when its content changed (digest in the row); every
+  other message is sent once per key (a `ChatMessage` row keyed by the activity key), and
+  `enable_duplicate_check` asks WeCom to drop a repeat within 5 min as a second guard (short, so
+  two genuine reminders are never swallowed).
+* **Errors.** 45009 (rate limited) and HTTP 429/5xx → `ChatUnavailable` (retry, after
+  `retry_after`); an expired/invalid token (42001/40014) is refetched once, in place; any other
+  errcode → `ChatRejected` (retrying the same call cannot help).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import Engine
+
+from connectors.chat.base import (
+    ChatRejected,
+    ChatUnavailable,
+    InputProblem,
+    raise_for_status,
+    read_within,
+)
+from connectors.chat.directory import Directory
+from connectors.chat.wecom.cards import render_card
+from signbridge.core.cards import Card
+from signbridge.core.models import ChatRef, DocumentInfo, DocumentSource, Person
+from signbridge.core.settings import Settings
+from store.db import get_engine
+from store.repos import chat_messages
+from store.repos.identities import Contact
+from store.tables import utcnow
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "wecom"
+DEFAULT_API_BASE = "https://qyapi.weixin.qq.com"
+MEDIA_SCHEME = "wecom-media:"
+TOKEN_ERRORS = frozenset({40014, 42001, 41001})  # invalid / expired / missing access_token
+RATE_LIMITED = frozenset({45009, 45033, -1})  # API frequency, concurrency, "system busy"
+MEDIA_GONE = frozenset({40007, 40009})  # invalid media_id (expired after 3 days) / too large
+USER_UNKNOWN = frozenset({60111, 46004})
+CODE_LIFETIME = timedelta(hours=72) - timedelta(minutes=10)  # keep a margin before WeCom's 72 h
+
+
+class WeComConfig(BaseSettings):
+    """`SIGNBRIDGE_WECOM_*`; enabled when corp id, secret, callback token and AES key are all set."""
+
+    model_config = SettingsConfigDict(env_prefix="SIGNBRIDGE_WECOM_", env_file=None, extra="ignore")
+
+    corp_id: str = ""
+    corp_secret: SecretStr = SecretStr("")
+    agent_id: int = 0
+    token: SecretStr = SecretStr("")
+    encoding_aes_key: SecretStr = SecretStr("")
+    api_base: str = DEFAULT_API_BASE
+    rate_limit_backoff: float = 2.0  # seconds to wait after 45009 (WeCom gives no Retry-After)
+    directory_cache_seconds: int = 600
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.corp_id and self.corp_secret.get_secret_value() and self.token.get_secret_value()
+                    and self.encoding_aes_key.get_secret_value())
+
+
+def media_source(media_id: str, name: str) -> DocumentSource:
+    """How a WeCom file travels through the workflow: its media id in a private URL scheme."""
+    return DocumentSource(name=name, url=f"{MEDIA_SCHEME}{media_id}")
+
+
+def task_id_for(card_key: str, seq: int) -> str:
+    """Template card task ids allow letters, digits and `_-@` only; `:` becomes `@` (reversible)."""
+    return f"{card_key.replace('@', '_').replace(':', '@')}@{seq}"
+
+
+def card_key_for(task_id: str) -> str:
+    return task_id.rsplit("@", 1)[0].replace("@", ":")
+
+
+def store_response_code(engine: Engine, task_id: str, code: str) -> bool:
+    """Called on a card click: the freshest code is the one the next update uses. False when we
+    never sent that card (a forged or foreign task id). A click on a superseded card still counts
+    as an action, but its code would update the old message: not kept."""
+    card_key = card_key_for(task_id)
+
+    def keep(ref: dict[str, Any]) -> dict[str, Any] | None:
+        if not code or task_id_for(card_key, int(ref.get("seq", 1))) != task_id:
+            return None
+        return {**ref, "response_code": code, "code_at": utcnow().isoformat()}
+
+    return chat_messages.change(engine, PLATFORM, card_key, keep)
+
+
+class WeComChat:
+    """`ChatConnector` for WeCom. One instance per worker (or API app); the token is shared."""
+
+    platform = PLATFORM
+
+    def __init__(self, config: WeComConfig, engine: Engine, http: httpx.AsyncClient | None = None,
+                 timeout: float = 10.0, lang: str = "zh") -> None:
+        self.config = config
+        self.engine = engine
+        self.directory = Directory(engine, PLATFORM, timedelta(seconds=config.directory_cache_seconds), lang)
+        self._http = http
+        self._timeout = timeout
+        self._token: str | None = None
+        self._token_expires = 0.0
+        self._lock = asyncio.Lock()
+        self.token_fetches = 0
+
+    def __repr__(self) -> str:
+        return f"WeComChat(corp_id={self.config.corp_id!r}, api_base={self.config.api_base!r})"
+
+    # ---- ChatConnector ------------------------------------------------------------------------
+
+    async def upsert_card(self, chat: ChatRef, card_key: str, card: Card) -> None:
+        digest = hashlib.sha256(json.dumps(card.as_dict(), ensure_ascii=False, sort_keys=True).encode()).hexdigest()
+        stored = chat_messages.ref(self.engine, PLATFORM, card_key)
+        ref: dict[str, Any] = stored or {}
+        if ref.get("digest") == digest:
+            return  # a retried activity, or nothing changed
+        if stored is None:
+            ref = {"touser": chat.chat_id, "seq": 1, "superseded": []}
+            ref["msgid"], fresh = await self._send_card(chat.chat_id, card_key, card, 1)
+            ref["digest"] = digest
+            self._save(card_key, chat.chat_id, ref, new=True, fresh=fresh)
+            return
+        code, at = ref.get("response_code"), ref.get("code_at")
+        if code and at and datetime.fromisoformat(at) > utcnow() - CODE_LIFETIME:
+            body = {"userids": [ref["touser"]], "atall": 0, "agentid": self.config.agent_id,
+                    "response_code": code, "template_card": render_card(card, task_id_for(card_key, ref["seq"]))}
+            try:
+                await self._call("POST", "/cgi-bin/message/update_template_card", json=body)
+            except ChatRejected as e:  # used or expired after all; a rate limit leaves the code unspent
+                log.info("card %s: response code refused (%s); sending a new card", card_key, e)
+                self._save(card_key, chat.chat_id, ref, spent=code)
+            else:
+                ref["digest"] = digest
+                self._save(card_key, chat.chat_id, ref, spent=code)
+                return
+        # Fallback: no usable response code → a new card; the old one is marked superseded.
+        seq = int(ref.get("seq", 1)) + 1
+        msgid, fresh = await self._send_card(ref.get("touser", chat.chat_id), card_key, card, seq)
+        ref["superseded"] = [*ref.get("superseded", []), ref.get("msgid")]
+        ref.update(msgid=msgid, seq=seq, digest=digest)
+        self._save(card_key, chat.chat_id, ref, fresh=fresh)  # the old card's code is useless now
+
+    async def send_link(self, chat: ChatRef, to: Person, text: str, sign_url: str | None, key: str) -> None:
+        if to.external:  # no userid to reach them: the initiator forwards the link
+            text = f"请将签署链接转发给 {to.name}（please forward to {to.name}）：{text}"
+            await self._once(key, chat.chat_id, {"msgtype": "text", "text": {"content": text}})
+            return
+        if sign_url is None:
+            await self._once(key, to.id, {"msgtype": "text", "text": {"content": text}})
+            return
+        await self._once(key, to.id, {"msgtype": "textcard", "textcard": {
+            "title": "请签署文件" if "提醒" not in text else "签署提醒", "description": text[:500],
+            "url": sign_url, "btntxt": "去签署"}})
+
+    async def send_text(self, chat: ChatRef, to: Person | None, text: str, key: str) -> None:
+        await self._once(key, to.id if to and not to.external else chat.chat_id,
+                         {"msgtype": "text", "text": {"content": text}})
+
+    async def send_file(self, chat: ChatRef, name: str, url: str, document: DocumentInfo, key: str) -> None:
+        await self._once(key, chat.chat_id, {"msgtype": "textcard", "textcard": {
+            "title": f"已签署：{name}"[:128],
+            "description": f"签署完成的文件（signed document）\nSHA-256: {document.sha256}",
+            "url": url, "btntxt": "下载"}})
+
+    async def download(self, chat: ChatRef, source: DocumentSource, max_bytes: int) -> bytes:
+        """`media/get`: 3-day-old media is gone (40007) → `InputProblem`; over `max_bytes` → same."""
+        if not (source.url or "").startswith(MEDIA_SCHEME):
+            raise InputProblem(f"文件 {source.name} 不是企业微信文件（{source.name} is not a WeCom file）")
+        media_id = (source.url or "").removeprefix(MEDIA_SCHEME)
+        mb = max_bytes // (1024 * 1024)
+        for attempt in range(2):
+            token = await self._access_token()
+            try:
+                async with self._client() as http, http.stream(
+                        "GET", self._url("/cgi-bin/media/get"), params={"access_token": token, "media_id": media_id},
+                        timeout=self._timeout * 3) as resp:
+                    if resp.headers.get("content-type", "").startswith(("application/json", "text/plain")):
+                        data = json.loads(await resp.aread())
+                        errcode = int(data.get("errcode", 0))
+                        if errcode in TOKEN_ERRORS and attempt == 0:
+                            self._token = None
+                            continue
+                        if errcode in MEDIA_GONE:
+                            raise InputProblem(f"文件 {source.name} 已过期或无法获取，请重新发送（WeCom keeps files "
+                                               f"for 3 days; send {source.name} again）")
+                        self._raise(resp, data, "media/get")
+                    raise_for_status(resp, "WeCom media/get")
+                    return await read_within(resp, max_bytes, InputProblem(
+                        f"{source.name}: 文件超过 {mb} MB 的上限（larger than {mb} MB）"))
+            except httpx.HTTPError as e:
+                raise ChatUnavailable(f"WeCom media/get failed ({type(e).__name__}: {e})") from e
+        raise ChatUnavailable("WeCom refused two fresh access tokens for media/get")
+
+    async def resolve(self, chat: ChatRef, person: Person) -> Person:
+        """`user/get`; departed/disabled (status != 1) → `InputProblem`. Apps created after 2022-06-20
+        get no email/mobile there, so those come from the directory cache (`identities import`)."""
+        async def lookup() -> Contact:
+            try:
+                data = await self._call("GET", "/cgi-bin/user/get", params={"userid": person.id})
+            except ChatRejected as e:
+                if e.status in USER_UNKNOWN:
+                    raise InputProblem(f"找不到企业微信用户 {person.name}（{person.name} is not a WeCom user here）") \
+                        from e
+                raise
+            return Contact(name=str(data.get("name") or person.name), active=int(data.get("status", 1)) == 1,
+                           email=str(data.get("email") or data.get("biz_mail") or "") or None,
+                           mobile=str(data.get("mobile") or "") or None)
+
+        return await self.directory.resolve(chat, person, lookup)
+
+    # ---- card and message bookkeeping -----------------------------------------------------------
+
+    async def _send_card(self, touser: str, card_key: str, card: Card, seq: int) -> tuple[str, str | None]:
+        """Sends the card; WeCom answers with its msgid and a first response code (for one update)."""
+        data = await self._send(touser, {"msgtype": "template_card",
+                                         "template_card": render_card(card, task_id_for(card_key, seq))})
+        return str(data.get("msgid", "")), data.get("response_code") or None
+
+    async def _once(self, key: str, touser: str, message: dict[str, Any]) -> None:
+        if chat_messages.get(self.engine, PLATFORM, key) is not None:
+            return  # sent already (a retried activity)
+        data = await self._send(touser, message)
+        self._save(key, touser, {"msgid": data.get("msgid"), "touser": touser}, new=True)
+
+    async def _send(self, touser: str, message: dict[str, Any]) -> dict[str, Any]:
+        body = {"touser": touser, "agentid": self.config.agent_id, "enable_duplicate_check": 1,
+                "duplicate_check_interval": 300, **message}
+        return await self._call("POST", "/cgi-bin/message/send", json=body)
+
+    def _save(self, card_key: str, chat_id: str, ref: dict[str, Any], new: bool = False,
+              spent: str | None = None, fresh: str | None = None) -> None:
+        """Write our fields. The stored response code may have been replaced by a click meanwhile:
+        keep what the row holds now unless it is the code we just `spent` or we got a `fresh` one."""
+        current = {} if new else (chat_messages.ref(self.engine, PLATFORM, card_key) or {})
+        code, at = current.get("response_code"), current.get("code_at")
+        if spent is not None and code == spent:
+            code, at = None, None
+        if fresh:
+            code, at = fresh, utcnow().isoformat()
+        chat_messages.save(self.engine, PLATFORM, card_key, chat_id, {**ref, "response_code": code, "code_at": at})
+
+    # ---- HTTP, token and errors -----------------------------------------------------------------
+
+    def _url(self, path: str) -> str:
+        return self.config.api_base.rstrip("/") + path
+
+    def _client(self) -> Any:
+        from contextlib import nullcontext
+
+        if self._http is not None:
+            return nullcontext(self._http)
+        return httpx.AsyncClient(timeout=self._timeout)
+
+    async def _access_token(self) -> str:
+        """Cached until a minute before `expires_in`; one fetch at a time."""
+        async with self._lock:
+            if self._token and time.monotonic() < self._token_expires:
+                return self._token
+            params = {"corpid": self.config.corp_id, "corpsecret": self.config.corp_secret.get_secret_value()}
+            try:
+                async with self._client() as http:
+                    resp = await http.get(self._url("/cgi-bin/gettoken"), params=params, timeout=self._timeout)
+            except httpx.HTTPError as e:
+                raise ChatUnavailable(f"WeCom gettoken failed ({type(e).__name__}: {e})") from e
+            raise_for_status(resp, "WeCom gettoken")
+            data = resp.json()
+            if int(data.get("errcode", 0)) != 0:
+                self._raise(resp, data, "gettoken")
+            self.token_fetches += 1
+            self._token = str(data["access_token"])
+            self._token_expires = time.monotonic() + max(0, int(data.get("expires_in", 7200)) - 60)
+            return self._token
+
+    async def _call(self, method: str, path: str, params: dict[str, Any] | None = None,
+                    json: dict[str, Any] | None = None) -> dict[str, Any]:
+        for attempt in range(2):
+            token = await self._access_token()
+            try:
+                async with self._client() as http:
+                    resp = await http.request(method, self._url(path), params={**(params or {}), "access_token": token},
+                                              json=json, timeout=self._timeout)
+            except httpx.HTTPError as e:
+                raise ChatUnavailable(f"WeCom {path} failed ({type(e).__name__}: {e})") from e
+            raise_for_status(resp, f"WeCom {path}")
+            data: dict[str, Any] = resp.json()
+            errcode = int(data.get("errcode", 0))
+            if errcode == 0:
+                return data
+            if errcode in TOKEN_ERRORS and attempt == 0:
+                async with self._lock:
+                    if self._token == token:
+                        self._token = None  # expired or revoked early: fetch a new one and retry once
+                continue
+            self._raise(resp, data, path)
+        raise ChatUnavailable(f"WeCom refused two fresh access tokens for {path}")
+
+    def _raise(self, resp: httpx.Response, data: dict[str, Any], what: str) -> None:
+        errcode = int(data.get("errcode", 0))
+        message = f"WeCom {what}: errcode {errcode} {data.get('errmsg', '')}"[:300]
+        if errcode in RATE_LIMITED or errcode in TOKEN_ERRORS:
+            raise ChatUnavailable(message, retry_after=self.config.rate_limit_backoff)
+        raise ChatRejected(message, errcode)
+
+
+def build(settings: Settings, http: httpx.AsyncClient) -> WeComChat | None:
+    config = WeComConfig()
+    if not config.enabled:
+        return None
+    return WeComChat(config, get_engine(settings.sqlalchemy_url), http, lang=settings.language_for(PLATFORM))

@@ -1,0 +1,111 @@
+"""One neutral status card, built from the workflow's `StatusView`; each chat connector renders it.
+
+Keeping the card platform-neutral means the workflow decides *what* people see once and the
+connectors only decide *how* their platform draws it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from signbridge.core.models import SignStatus, StatusView
+
+Lang = Literal["zh", "en"]
+
+_STATUS_TEXT: dict[SignStatus, tuple[str, str]] = {
+    SignStatus.PREPARING: ("准备中", "Preparing"),
+    SignStatus.IN_PROGRESS: ("签署中", "Waiting for signatures"),
+    SignStatus.FINISHING: ("归档中", "Finishing"),
+    SignStatus.STUCK: ("处理受阻，等待运维重试", "Stuck — waiting for an operator to retry"),
+    SignStatus.COMPLETED: ("已完成", "Completed"),
+    SignStatus.DECLINED: ("已拒签", "Declined"),
+    SignStatus.EXPIRED: ("已过期", "Expired"),
+    SignStatus.CANCELLED: ("已撤销", "Cancelled"),
+    SignStatus.REJECTED: ("无法发起", "Rejected"),
+}
+
+_SIGNER_TEXT: dict[str, tuple[str, str]] = {
+    "waiting": ("待轮到", "queued"),
+    "notified": ("待签署", "to sign"),
+    "signed": ("已签署", "signed"),
+    "declined": ("已拒签", "declined"),
+}
+
+
+@dataclass(frozen=True)
+class CardSigner:
+    name: str
+    group: int
+    state: str  # waiting | notified | signed | declined
+    state_text: str
+    external: bool
+
+
+@dataclass(frozen=True)
+class CardButton:
+    action: Literal["remind", "cancel", "retry", "status"]
+    label: str
+
+
+@dataclass(frozen=True)
+class Card:
+    request_id: str
+    title: str
+    status: SignStatus
+    status_text: str
+    document_name: str | None
+    document_sha256: str | None
+    signers: list[CardSigner]
+    note: str | None
+    buttons: list[CardButton] = field(default_factory=list)
+    lang: Lang = "zh"
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "request_id": self.request_id,
+            "title": self.title,
+            "status": self.status.value,
+            "status_text": self.status_text,
+            "document": {"name": self.document_name, "sha256": self.document_sha256},
+            "signers": [
+                {"name": s.name, "group": s.group, "state": s.state, "state_text": s.state_text,
+                 "external": s.external}
+                for s in self.signers
+            ],
+            "note": self.note,
+            "buttons": [{"action": b.action, "label": b.label} for b in self.buttons],
+        }
+
+
+_BUTTONS: dict[str, tuple[str, str]] = {
+    "remind": ("催签", "Remind"),
+    "cancel": ("撤销", "Cancel"),
+    "retry": ("重试", "Retry"),
+}
+
+
+def build_card(view: StatusView, lang: Lang = "zh") -> Card:
+    i = 0 if lang == "zh" else 1
+    status = view.status
+    buttons: list[CardButton] = []
+    if status == SignStatus.IN_PROGRESS:
+        buttons = [CardButton("remind", _BUTTONS["remind"][i]), CardButton("cancel", _BUTTONS["cancel"][i])]
+    elif status == SignStatus.STUCK:
+        buttons = [CardButton("retry", _BUTTONS["retry"][i]), CardButton("cancel", _BUTTONS["cancel"][i])]
+    doc = view.signed_document or view.document
+    return Card(
+        request_id=view.request_id,
+        title=view.title,
+        status=status,
+        status_text=_STATUS_TEXT[status][i],
+        document_name=doc.name if doc else None,
+        document_sha256=doc.sha256 if doc else None,
+        signers=[
+            CardSigner(s.person.name, s.group, s.status, _SIGNER_TEXT[s.status][i], s.person.external)
+            for s in view.signers
+        ],
+        note=view.reason,
+        buttons=buttons,
+        lang=lang,
+    )

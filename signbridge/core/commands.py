@@ -1,0 +1,220 @@
+"""The sign command grammar, shared by every chat platform.
+
+    /sign @李四 @王五 > @客户A title:"销售合同 2024"
+    @SignBridge 签署 @李四 然后 @王五
+    @SignBridge sign @Alice @Bob then @Carol --title Q3-renewal provider:local
+
+Rules, in the order they are applied:
+
+* **Start.** The message must begin with `/sign` (or `/签署`) or with `@<bot> sign` / `@<bot> 签署`
+  (bot name configurable, default "SignBridge"; case-insensitive). Anything else is ordinary
+  chat and `parse` returns `None` so the adapter ignores it.
+* **Options** (anywhere after the start, removed before the signers are read):
+  `title:"…"` / `标题：“…”` / `--title "…"` (quotes optional for a one-word title) and
+  `provider:NAME` / `--provider NAME`.
+* **Signers.** `@name` tokens are matched by exact name against the platform's structured
+  mentions (the text alone is never trusted to identify a person). Names contain no spaces;
+  CJK names are fine and may touch a separator (`@李四然后@王五`). If two mentions share a
+  name, the n-th `@name` in the text is the n-th such mention. A mention of the bot itself is
+  skipped. Words that are neither mentions nor separators are ignored.
+* **Order.** Mentions separated by spaces (or `,` `，` `、`) sign in parallel; `>`, `＞`, `→`,
+  `然后` or the word `then` starts the next group.
+
+Problems the sender must fix raise `CommandProblem` with a bilingual message: no signers, an
+`@name` no mention matches, a person named twice, an external signer with neither email nor
+mobile, an empty group (`> >`, or a separator at either end).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from signbridge.core.models import Person
+
+DEFAULT_BOT_NAME = "SignBridge"
+
+_SPACE = " \t\r\n\u3000,，、;；"
+# Characters that end an `@name` token besides whitespace and separators.
+_NAME_END = _SPACE + "@＠>＞→.。:：!！?？()（）[]【】\"'“”"
+_SEPARATOR = re.compile(r">|＞|→|然后|then(?![A-Za-z0-9_])", re.IGNORECASE)
+_TITLE = re.compile(
+    r"(?:--title\s+|(?:title|标题)\s*[:：]\s*)"
+    r"(?:\"(?P<q1>[^\"]*)\"|“(?P<q2>[^”]*)”|'(?P<q3>[^']*)'|「(?P<q4>[^」]*)」|(?P<bare>[^\s\"“']+))",
+    re.IGNORECASE,
+)
+_PROVIDER = re.compile(r"(?:--provider\s+|provider\s*[:：]\s*)(?P<name>[A-Za-z0-9_-]+)", re.IGNORECASE)
+
+Mention = Person | Mapping[str, Any]
+
+
+class CommandProblem(Exception):
+    """The message is a sign command, but one the sender must correct; `message` says how."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ParsedCommand:
+    groups: list[list[Person]]
+    title: str | None = None
+    provider: str | None = None
+
+    @property
+    def signers(self) -> list[Person]:
+        return [p for group in self.groups for p in group]
+
+
+def _trigger(bot_name: str) -> re.Pattern[str]:
+    return re.compile(
+        rf"^\s*(?:[/／](?:sign|签署)|[@＠]{re.escape(bot_name)}\s*(?:sign|签署))(?=$|[\s>＞→@＠,，、])",
+        re.IGNORECASE,
+    )
+
+
+def is_command(text: str, bot_name: str = DEFAULT_BOT_NAME) -> bool:
+    """Cheap check adapters can use before doing any work for a message."""
+    return bool(_trigger(bot_name).match(text or ""))
+
+
+def parse(text: str, mentions: Sequence[Mention], bot_name: str = DEFAULT_BOT_NAME) -> ParsedCommand | None:
+    """`None` for ordinary chat; a `ParsedCommand`; or `CommandProblem` for a command to fix."""
+    start = _trigger(bot_name).match(text or "")
+    if start is None:
+        return None
+    rest = text[start.end():]
+    title, rest = _take_title(rest)
+    provider, rest = _take_provider(rest)
+    people = [m if isinstance(m, Person) else Person.model_validate(dict(m)) for m in mentions]
+    people = [p for p in people if p.name.casefold() != bot_name.casefold()]
+    groups = _read_groups(rest, people, bot_name)
+    _check(groups)
+    return ParsedCommand(groups=groups, title=title, provider=provider)
+
+
+def _take_title(rest: str) -> tuple[str | None, str]:
+    m = _TITLE.search(rest)
+    if m is None:
+        return None, rest
+    value = next((v for v in m.group("q1", "q2", "q3", "q4", "bare") if v is not None), "").strip()
+    return value or None, rest[: m.start()] + " " + rest[m.end():]
+
+
+def _take_provider(rest: str) -> tuple[str | None, str]:
+    m = _PROVIDER.search(rest)
+    if m is None:
+        return None, rest
+    return m.group("name").lower(), rest[: m.start()] + " " + rest[m.end():]
+
+
+def _read_groups(rest: str, people: list[Person], bot_name: str) -> list[list[Person]]:
+    groups: list[list[Person]] = [[]]
+    by_name: dict[str, list[Person]] = {}
+    for p in people:
+        by_name.setdefault(p.name, []).append(p)
+    used: dict[str, int] = {}  # name -> how many `@name` of that name were read so far
+    names = sorted(by_name, key=len, reverse=True)  # longest first: `@李四光` before `@李四`
+    pos = 0
+    while pos < len(rest):
+        ch = rest[pos]
+        if ch in _SPACE:
+            pos += 1
+            continue
+        sep = _SEPARATOR.match(rest, pos)
+        if sep is not None:  # words are skipped whole, so `then` here always starts a word
+            groups.append([])
+            pos = sep.end()
+            continue
+        if ch in "@＠":
+            pos += 1
+            name = next((n for n in names if rest.startswith(n, pos) and _ends_name(rest, pos + len(n))), None)
+            if name is None:
+                unknown = _raw_name(rest, pos)
+                pos += len(unknown)
+                if unknown and unknown.casefold() != bot_name.casefold():
+                    raise CommandProblem(
+                        f"无法识别 @{unknown}：请从成员列表中选择要 @ 的人，不要手动输入名字"
+                        f"（Cannot recognise @{unknown}: pick the person from the mention list instead of "
+                        "typing the name）"
+                    )
+                continue
+            candidates = by_name[name]
+            index = used.get(name, 0)
+            used[name] = index + 1
+            groups[-1].append(candidates[min(index, len(candidates) - 1)])
+            pos += len(name)
+            continue
+        pos = _skip_word(rest, pos)
+    return groups
+
+
+def _ends_name(rest: str, pos: int) -> bool:
+    """A matched name must end at a boundary, so `@李四光` never silently means `@李四`."""
+    return (pos >= len(rest) or rest[pos] in _NAME_END or rest.startswith("然后", pos)
+            or bool(re.match(r"then(?![A-Za-z0-9_])", rest[pos:], re.IGNORECASE)))
+
+
+def _raw_name(rest: str, pos: int) -> str:
+    end = pos
+    while end < len(rest) and rest[end] not in _NAME_END and not rest.startswith("然后", end):
+        end += 1
+    return rest[pos:end]
+
+
+def _skip_word(rest: str, pos: int) -> int:
+    """Skip a word that is not a mention. `请@李四` stops at the `@`; an e-mail address
+    (`a.b@corp.example`: `@` right after an ASCII letter or digit) is skipped whole."""
+    end = pos + 1
+    while end < len(rest) and rest[end] not in _SPACE and rest[end] not in ">＞→" \
+            and not rest.startswith("然后", end):
+        before = rest[end - 1]
+        if rest[end] in "@＠" and not (before.isascii() and (before.isalnum() or before in "._-+")):
+            break
+        end += 1
+    return end
+
+
+def _check(groups: list[list[Person]]) -> None:
+    if not any(groups):
+        raise CommandProblem(
+            "没有指定签署人：请 @ 需要签署的人，例如 /sign @李四 @王五 > @客户A"
+            "（No signers: mention the people who must sign, e.g. /sign @Alice @Bob > @Carol）"
+        )
+    for i, group in enumerate(groups, start=1):
+        if not group:
+            raise CommandProblem(
+                f"第 {i} 组签署人为空：「>」「然后」「then」的前后都需要 @ 至少一位签署人"
+                f"（Signing group {i} is empty: put at least one @mention on each side of “>”, “然后” or “then”）"
+            )
+    seen: set[str] = set()
+    for person in (p for g in groups for p in g):
+        if person.id in seen:
+            raise CommandProblem(
+                f"{person.name} 被指定了不止一次，每位签署人只能出现一次"
+                f"（{person.name} is named more than once; each signer may appear only once）"
+            )
+        seen.add(person.id)
+        if person.external and not (person.email or "").strip() and not (person.mobile or "").strip():
+            raise CommandProblem(
+                f"外部签署人 {person.name} 没有邮箱或手机号，无法发送签署链接"
+                f"（External signer {person.name} has neither an email nor a mobile number to receive the "
+                "signing link）"
+            )
+
+
+_TYPED = re.compile(r"[@＠]([^\s@＠>＞→,，、;；:：()（）]+)")
+
+
+def typed_mentions(text: str, bot_name: str = DEFAULT_BOT_NAME) -> list[str]:
+    """The `@names` as typed, first occurrence each, in order, the bot's own left out — for
+    platforms whose messages carry no (or nameless) structured mentions (WeCom, DingTalk)."""
+    found: list[str] = []
+    for m in _TYPED.finditer(text or ""):
+        token = re.split(r"然后|then$", m.group(1))[0]
+        if token and token.casefold() != bot_name.casefold() and token not in found:
+            found.append(token)
+    return found

@@ -1,0 +1,139 @@
+"""One settings object for the whole service, read from `SIGNBRIDGE_*` environment variables.
+
+Secrets are `SecretStr` so they never show up in logs or reprs. Outside development the
+service refuses to start with the built-in development secrets (see `check_production`).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from functools import lru_cache
+from ipaddress import IPv4Network, IPv6Network, ip_network
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from signbridge.core.models import Timing
+
+DEV_SECRET = "dev-only-signbridge-secret-change-me"
+
+
+class Settings(BaseSettings, Timing):
+    """Every `Timing` field is a setting too (`SIGNBRIDGE_DEADLINE`, `SIGNBRIDGE_REMINDER_MAX`, …,
+    `SIGNBRIDGE_STEP_RETRY_WINDOW`: how long a step retries before the flow shows STUCK): what
+    each new request starts with (`timing()`); a request may override single values."""
+
+    model_config = SettingsConfigDict(env_prefix="SIGNBRIDGE_", env_file=None, extra="ignore")
+
+    environment: str = "development"
+    data_dir: Path = Path(".data")
+    public_url: str = "http://127.0.0.1:8000"
+    database_url: str = ""  # empty: SQLite under data_dir
+
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    task_queue: str = "signbridge"
+    # Open flows kept in the worker's sticky cache; beyond it the least recent is evicted and
+    # replayed from its (short) history when its next event arrives. Bounds worker memory.
+    worker_max_cached_workflows: int = 1000
+
+    # Generic webhook IM (a company's own chat tool).
+    webhook_secret: SecretStr = SecretStr(DEV_SECRET)
+    webhook_outbound_url: str = ""
+    webhook_tolerance_seconds: int = 300
+
+    # REST API bearer keys (comma separated) and chat user ids that act as operators.
+    api_keys: str = ""
+    operators: str = ""
+
+    bot_name: str = "SignBridge"  # how people @-mention the bot in chat commands
+    default_provider: str = "local"
+    max_document_bytes: int = 20 * 1024 * 1024
+    fetch_timeout_seconds: float = 30.0  # one document fetch, every redirect included
+
+    # Where documents may be fetched from (comma separated). File URLs are untrusted input: only
+    # these hosts are asked, and never at an internal address unless its network is listed in
+    # `fetch_allow_networks` (CIDR, e.g. an on-premises IM at 10.0.0.0/8).
+    webhook_file_hosts: str = ""  # empty: the host of webhook_outbound_url
+    api_file_hosts: str = ""  # REST `file_url`; empty: REST callers must upload the file
+    fetch_allow_networks: str = ""
+
+    # Key used to derive signing-link tokens' MACs and signed download URLs.
+    link_secret: SecretStr = SecretStr(DEV_SECRET)
+    download_url_ttl: timedelta = timedelta(days=7)
+
+    stamp_font: Path | None = Field(default=None, description="TTF/OTF used for visible stamps (needs CJK)")
+
+    @field_validator("public_url")
+    @classmethod
+    def _strip_slash(cls, v: str) -> str:
+        return v.rstrip("/")
+
+    @field_validator("fetch_allow_networks")
+    @classmethod
+    def _networks_parse(cls, v: str) -> str:
+        _networks(v)  # a typo must stop the service at start, not open or close a network silently
+        return v
+
+    @property
+    def api_key_list(self) -> list[str]:
+        return [k.strip() for k in self.api_keys.split(",") if k.strip()]
+
+    @property
+    def webhook_file_host_list(self) -> list[str]:
+        """The webhook IM hands out its files from its own host unless told otherwise."""
+        hosts = _hosts(self.webhook_file_hosts)
+        outbound = urlsplit(self.webhook_outbound_url).hostname
+        return hosts or ([outbound] if outbound else [])
+
+    @property
+    def api_file_host_list(self) -> list[str]:
+        return _hosts(self.api_file_hosts)
+
+    @property
+    def fetch_allow_network_list(self) -> list[IPv4Network | IPv6Network]:
+        return _networks(self.fetch_allow_networks)
+
+    @property
+    def operator_list(self) -> list[str]:
+        return [k.strip() for k in self.operators.split(",") if k.strip()]
+
+    def timing(self) -> Timing:
+        """What every new request starts with (a request may override single values)."""
+        return Timing.model_validate(self.model_dump(include=set(Timing.model_fields)))
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'signbridge.db').resolve()}"
+
+    card_language: str = ""  # "zh" or "en" for every platform; empty: per platform
+
+    def language_for(self, platform: str) -> Literal["zh", "en"]:
+        """Chinese on the Chinese platforms and the webhook IM, English on Slack, unless configured."""
+        if self.card_language in ("zh", "en"):
+            return self.card_language  # type: ignore[return-value]
+        return "en" if platform == "slack" else "zh"
+
+    def check_production(self) -> None:
+        """Refuse to run outside development with secrets anyone can read in this repository."""
+        if self.environment == "development":
+            return
+        for name in ("webhook_secret", "link_secret"):
+            if getattr(self, name).get_secret_value() == DEV_SECRET:
+                raise ValueError(f"SIGNBRIDGE_{name.upper()} must be set outside development")
+
+
+def _hosts(value: str) -> list[str]:
+    return [h.strip().lower().strip("[]") for h in value.split(",") if h.strip()]
+
+
+def _networks(value: str) -> list[IPv4Network | IPv6Network]:
+    return [ip_network(n.strip(), strict=False) for n in value.split(",") if n.strip()]
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,114 @@
+"""The one Temporal client factory and the handful of calls the API makes into Temporal.
+
+`api/` and `worker.py` both build their client here so they share the data converter and
+namespace. Every inbound request becomes one of: a workflow start (id derived from the source
+event, so a redelivered callback is a no-op), a signal (provider events) or an update
+(chat actions that need a yes/no answer).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHandle
+from temporalio.common import (
+    SearchAttributeKey,
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.runtime import Runtime
+
+from signbridge.core import metrics
+from signbridge.core.models import SigningRequest, SignStatus, StatusView
+from signbridge.core.settings import Settings
+
+WORKFLOW_NAME = "SigningWorkflow"
+
+SA_STATUS = SearchAttributeKey.for_keyword("SignStatus")
+SA_PROVIDER = SearchAttributeKey.for_keyword("SignProvider")
+SA_PLATFORM = SearchAttributeKey.for_keyword("ChatPlatform")
+SA_INITIATOR = SearchAttributeKey.for_keyword("SignInitiator")
+SA_DOCUMENT = SearchAttributeKey.for_keyword("DocumentSha256")
+SA_PENDING = SearchAttributeKey.for_keyword_list("PendingSigners")
+SA_DEADLINE = SearchAttributeKey.for_datetime("SignDeadline")
+
+# name -> type, as `temporal server start-dev --search-attribute name=Type` wants them.
+SEARCH_ATTRIBUTES: dict[str, str] = {
+    "SignStatus": "Keyword",
+    "SignProvider": "Keyword",
+    "ChatPlatform": "Keyword",
+    "SignInitiator": "Keyword",
+    "DocumentSha256": "Keyword",
+    "PendingSigners": "KeywordList",
+    "SignDeadline": "Datetime",
+}
+
+
+PROVIDER_ACTIVITIES = ("create_flow", "open_group", "poll", "revoke", "remind", "finish")
+
+
+def provider_task_queue(task_queue: str, provider: str) -> str:
+    """The task queue of the activities that call `provider`'s API.
+
+    One queue per provider lets the worker cap that queue's activities per second across every
+    worker process (Temporal enforces `max_task_queue_activities_per_second` server-side), so
+    SignBridge stays inside each provider's API quota however many flows are running.
+    """
+    return f"{task_queue}.provider.{provider}"
+
+
+async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        data_converter=pydantic_data_converter,
+        runtime=runtime,
+    )
+
+
+def initial_search_attributes(req: SigningRequest) -> TypedSearchAttributes:
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(SA_STATUS, SignStatus.PREPARING.value),
+            SearchAttributePair(SA_PROVIDER, req.provider),
+            SearchAttributePair(SA_PLATFORM, req.chat.platform),
+            SearchAttributePair(SA_INITIATOR, req.initiator.id),
+        ]
+    )
+
+
+async def start_signing(client: Client, req: SigningRequest, task_queue: str) -> tuple[WorkflowHandle, bool]:
+    """Start the flow once. Returns (handle, started); `started` is False for a duplicate."""
+    try:
+        handle = await client.start_workflow(
+            WORKFLOW_NAME,
+            req,
+            id=req.request_id,
+            task_queue=task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            search_attributes=initial_search_attributes(req),
+            static_summary=f"{req.title} — {req.initiator.name}",
+            result_type=StatusView,
+        )
+        metrics.flow_started(req.chat.platform, req.provider)
+        return handle, True
+    except WorkflowAlreadyStartedError:
+        return client.get_workflow_handle(req.request_id, result_type=StatusView), False
+
+
+def deadline_pair(deadline: datetime) -> SearchAttributePair[datetime]:
+    return SearchAttributePair(SA_DEADLINE, deadline)
+
+
+__all__ = [
+    "SEARCH_ATTRIBUTES",
+    "WORKFLOW_NAME",
+    "WithStartWorkflowOperation",
+    "WorkflowIDConflictPolicy",
+    "connect",
+    "start_signing",
+]

@@ -1,0 +1,137 @@
+"""`Intake`: chat messages and buttons (and REST requests, and operator commands) → Temporal."""
+
+from __future__ import annotations
+
+from sqlalchemy.engine import Engine
+from temporalio.client import Client
+
+from connectors.chat.callback import Rules
+from signbridge.core import commands
+from signbridge.core.chat import (
+    ACTIONS,
+    QUERIES,
+    ChatAction,
+    ChatEvent,
+    Deadline,
+    FileRef,
+    Ignored,
+    Outcome,
+    Refused,
+    request_id_for,
+)
+from signbridge.core.models import ActionInput, Actor, ChatRef, DocumentSource, Person, SigningRequest
+from signbridge.core.settings import Settings
+from signbridge.intake import temporal_calls
+from store.repos import chat_files, identities
+from store.tables import utcnow
+
+FALLBACK_TITLE = {"zh": "签署请求 (signing request)", "en": "Signing request"}
+REST = Deadline(accept=10.0, result=25.0)  # a REST client or the CLI can wait longer than a chat platform
+
+
+class Intake:
+    def __init__(self, client: Client, settings: Settings, engine: Engine) -> None:
+        self.client = client
+        self.settings = settings
+        self.engine = engine
+
+    async def handle(self, received: ChatEvent | ChatAction, rules: Rules) -> Outcome:
+        """What a platform's callback (or long-connection event) carried, within its deadline."""
+        if isinstance(received, ChatEvent):
+            return await self.start_from_command(received, rules)
+        return await self.apply_action(received, rules.deadline)
+
+    # ---- messages ------------------------------------------------------------------------------
+
+    async def start_from_command(self, event: ChatEvent, rules: Rules) -> Outcome:
+        """A message: its files are kept for later commands; a sign command starts a flow, with the
+        problem set when it cannot go ahead (the flow says why in the chat and ends REJECTED)."""
+        self._remember_files(event)
+        bot = event.bot_name or self.settings.bot_name or commands.DEFAULT_BOT_NAME
+        by_id = {m.person.id: m.person for m in event.mentions}
+        problem = event.problem
+        try:
+            parsed = commands.parse(event.text, [m.as_typed for m in event.mentions], bot_name=bot)
+        except commands.CommandProblem as e:
+            parsed, problem = None, problem or e.message
+        if parsed is None and problem is None:
+            return Ignored("not a command")  # its files, if any, are kept for a later command
+        documents, named = self._documents(event, rules)
+        if problem is None and not documents:
+            problem = rules.no_file
+        title = (parsed.title if parsed else None) or (documents[0].name if named else None) \
+            or FALLBACK_TITLE[self.settings.language_for(event.platform)]
+        req = SigningRequest(
+            request_id=request_id_for(event.platform, event.tenant, event.event_id),
+            title=title,
+            initiator=self._named(event.sender, event.platform, event.tenant),
+            chat=ChatRef(platform=event.platform, tenant=event.tenant, chat_id=event.chat_id,
+                         chat_kind=event.chat_kind, source_event_id=event.event_id),
+            documents=documents,
+            groups=[[by_id.get(p.id, p) for p in group] for group in parsed.groups] if parsed else [],
+            provider=(parsed.provider if parsed else None) or self.settings.default_provider,
+            timing=self.settings.timing(),
+            problem=problem,
+        )
+        return await temporal_calls.start(self.client, req, self.settings.task_queue, rules.deadline.accept)
+
+    async def start_request(self, req: SigningRequest, deadline: Deadline = REST) -> Outcome:
+        """A request built elsewhere (the REST API): the same start, the same outcomes."""
+        return await temporal_calls.start(self.client, req, self.settings.task_queue, deadline.accept)
+
+    def _remember_files(self, event: ChatEvent) -> None:
+        if event.files:
+            chat_files.remember(self.engine, platform=event.platform, tenant=event.tenant, chat_id=event.chat_id,
+                                sender_id=event.sender.id, message_id=event.message,
+                                files=[chat_files.Posted(f.name, f.url, f.sha256) for f in event.files])
+
+    def _documents(self, event: ChatEvent, rules: Rules) -> tuple[list[DocumentSource], bool]:
+        """The files of the message, else of the message it replies to, else the sender's latest
+        ones in this chat, else what the platform can still find. `named`: the first file's name
+        is a real one (a fallback's is a placeholder, not a title)."""
+        def sources(files: tuple[FileRef, ...] | list[chat_files.Posted]) -> list[DocumentSource]:
+            return [DocumentSource(name=f.name, url=f.url, sha256=f.sha256) for f in files]
+
+        where = {"platform": event.platform, "tenant": event.tenant, "chat_id": event.chat_id}
+        found = sources(event.files)
+        if not found and event.reply_to:
+            found = sources(chat_files.in_message(self.engine, **where, message_id=event.reply_to))
+            if not found:
+                return sources(rules.fallback_files(event)), False
+        if not found:
+            found = sources(chat_files.latest(self.engine, **where, sender_id=event.sender.id,
+                                              since=utcnow() - rules.file_lookback))
+        if not found:
+            return sources(rules.fallback_files(event)), False
+        return found, True
+
+    def _named(self, person: Person, platform: str, tenant: str) -> Person:
+        """Events often carry ids only: a name we learned from the directory makes cards readable."""
+        if person.name and person.name != person.id:
+            return person
+        name = identities.name_of(self.engine, platform, tenant, person.id) if platform else ""
+        return person.model_copy(update={"name": name or person.name or person.id})
+
+    # ---- buttons and operator actions -------------------------------------------------------------
+
+    async def apply_action(self, action: ChatAction, deadline: Deadline = REST) -> Outcome:
+        """The update `action.name` (or the status query for `status`) within `deadline`."""
+        if action.name in QUERIES:
+            return await temporal_calls.query_status(self.client, action.request_id, deadline.accept + deadline.result)
+        if action.name not in ACTIONS:
+            return Refused("unknown_action", "无法识别的操作",
+                           f"Unknown action {action.name!r}; expected one of {', '.join(ACTIONS)}")
+        actor = self._actor(action)
+        arg = ActionInput(actor=actor, reason=action.reason, signer_ids=list(action.signer_ids))
+        return await temporal_calls.update(self.client, action.request_id, action.name, arg, action.update_id,
+                                           deadline)
+
+    async def status(self, request_id: str, within: float = REST.accept) -> Outcome:
+        return await temporal_calls.query_status(self.client, request_id, within)
+
+    def _actor(self, action: ChatAction) -> Actor:
+        actor = action.actor
+        named = self._named(Person(id=actor.id, name=actor.name), action.platform, action.tenant).name
+        return actor.model_copy(update={"name": named,
+                                        "is_operator": actor.is_operator or actor.id in self.settings.operator_list})
+

@@ -1,0 +1,151 @@
+"""The built-in provider's own state (`LocalFlow`, `LocalSigner`, `LocalEvent`).
+
+Signatures race (two signers of a parallel group sign at once; one person in two tabs), so every
+change is a conditional update in one transaction: the flow advances only from the version that
+was signed on top of, and a signer is marked only while their link is still the open one.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import func, insert, update
+from sqlalchemy import select as sa_select
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from store.tables import LocalEvent, LocalFlow, LocalSigner
+
+FINAL_SIGNER_STATES = ("signed", "declined")
+
+
+class Refused(Exception):
+    """The signer's row is not in the state the change needs (the link died meanwhile): rolled back."""
+
+
+def flow(engine: Engine, flow_id: str) -> LocalFlow | None:
+    with Session(engine, expire_on_commit=False) as session:
+        return session.get(LocalFlow, flow_id)
+
+
+def create(engine: Engine, new: LocalFlow, signers: list[LocalSigner]) -> None:
+    """The flow and its signers, once: a concurrent retry of the same activity may have created them."""
+    with Session(engine) as session:
+        if session.get(LocalFlow, new.flow_id) is not None:
+            return
+        session.add(new)
+        session.add_all(signers)
+        try:
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+            if session.get(LocalFlow, new.flow_id) is None:
+                raise
+
+
+def signers_in_group(engine: Engine, flow_id: str, group: int) -> list[LocalSigner]:
+    with Session(engine, expire_on_commit=False) as session:
+        return list(session.exec(select(LocalSigner).where(LocalSigner.flow_id == flow_id, LocalSigner.group == group)
+                                 .order_by(col(LocalSigner.position))).all())
+
+
+def reopen(engine: Engine, tokens: dict[int, str], expires_at: datetime) -> set[int]:
+    """Give each signer row its new token hash; never reopens someone who signed or declined since
+    they were read. Returns the rows that got their token."""
+    opened: set[int] = set()
+    with engine.begin() as conn:
+        for row_id, token_hash in tokens.items():
+            if conn.execute(update(LocalSigner)
+                            .where(col(LocalSigner.id) == row_id, col(LocalSigner.status).not_in(FINAL_SIGNER_STATES))
+                            .values(token_hash=token_hash, status="open", token_expires_at=expires_at)).rowcount:
+                opened.add(row_id)
+    return opened
+
+
+def events(engine: Engine, flow_id: str) -> list[LocalEvent]:
+    with Session(engine, expire_on_commit=False) as session:
+        return list(session.exec(select(LocalEvent).where(LocalEvent.flow_id == flow_id)
+                                 .order_by(col(LocalEvent.occurred_at), col(LocalEvent.event_id))).all())
+
+
+def event(engine: Engine, event_id: str) -> LocalEvent | None:
+    with Session(engine, expire_on_commit=False) as session:
+        return session.get(LocalEvent, event_id)
+
+
+def revoke(engine: Engine, flow_id: str) -> None:
+    """An open flow ends revoked and the links of everyone who has not acted die."""
+    with engine.begin() as conn:
+        if conn.execute(update(LocalFlow).where(col(LocalFlow.flow_id) == flow_id, col(LocalFlow.status) == "open")
+                        .values(status="revoked")).rowcount:
+            _kill_pending(conn, flow_id)
+
+
+def by_token_hash(engine: Engine, token_hash: str) -> tuple[LocalSigner, LocalFlow] | None:
+    with Session(engine, expire_on_commit=False) as session:
+        signer = session.exec(select(LocalSigner).where(LocalSigner.token_hash == token_hash)).first()
+        found = session.get(LocalFlow, signer.flow_id) if signer is not None else None
+    return (signer, found) if signer is not None and found is not None else None
+
+
+def signer_and_flow(engine: Engine, signer_row_id: int | None) -> tuple[LocalSigner | None, LocalFlow | None]:
+    with Session(engine, expire_on_commit=False) as session:
+        signer = session.get(LocalSigner, signer_row_id)
+        return signer, session.get(LocalFlow, signer.flow_id) if signer else None
+
+
+def commit_signature(engine: Engine, signer: LocalSigner, token_hash: str, read_version: int, new_key: str,
+                     now: datetime, ip: str | None, user_agent: str | None, signed: LocalEvent) -> bool:
+    """Advance the flow from `read_version` and mark the signer signed, atomically; the last
+    signature completes the flow. False when another signature advanced it first (sign again on
+    top of it); `Refused` when the link died meanwhile (revoked, replaced, signed in another tab)."""
+    with engine.begin() as conn:
+        advanced = conn.execute(
+            update(LocalFlow)
+            .where(col(LocalFlow.flow_id) == signer.flow_id, col(LocalFlow.version) == read_version,
+                   col(LocalFlow.status) == "open")
+            .values(current_blob_key=new_key, current_sha256=new_key, version=col(LocalFlow.version) + 1)
+        ).rowcount
+        if not advanced:
+            return False
+        _mark(conn, signer, token_hash, status="signed", acted_at=now, ip=ip, user_agent=user_agent)
+        _insert(conn, signed)
+        unsigned = conn.execute(sa_select(func.count()).select_from(LocalSigner).where(
+            col(LocalSigner.flow_id) == signer.flow_id, col(LocalSigner.status) != "signed")).scalar_one()
+        if unsigned == 0:
+            conn.execute(update(LocalFlow).where(col(LocalFlow.flow_id) == signer.flow_id).values(status="completed"))
+    return True
+
+
+def decline(engine: Engine, signer: LocalSigner, token_hash: str, declined: LocalEvent, ip: str | None,
+            user_agent: str | None) -> None:
+    """End the open flow declined, mark the signer, kill every other pending link; `Refused` otherwise."""
+    with engine.begin() as conn:
+        if not conn.execute(update(LocalFlow).where(col(LocalFlow.flow_id) == signer.flow_id,
+                                                    col(LocalFlow.status) == "open")
+                            .values(status="declined")).rowcount:
+            raise Refused
+        _mark(conn, signer, token_hash, status="declined", acted_at=declined.occurred_at,
+              decline_reason=declined.reason, ip=ip, user_agent=user_agent)
+        _kill_pending(conn, signer.flow_id)
+        _insert(conn, declined)
+
+
+def _mark(conn: Connection, signer: LocalSigner, token_hash: str, **values: object) -> None:
+    """The signer's change, only while this link is their open one (else the transaction rolls back)."""
+    if not conn.execute(update(LocalSigner).where(col(LocalSigner.id) == signer.id, col(LocalSigner.status) == "open",
+                                                  col(LocalSigner.token_hash) == token_hash)
+                        .values(**values)).rowcount:
+        raise Refused
+
+
+def _insert(conn: Connection, row: LocalEvent) -> None:
+    conn.execute(insert(LocalEvent).values(event_id=row.event_id, flow_id=row.flow_id, kind=row.kind,
+                                           signer_id=row.signer_id, reason=row.reason, occurred_at=row.occurred_at))
+
+
+def _kill_pending(conn: Connection, flow_id: str) -> None:
+    conn.execute(update(LocalSigner)
+                 .where(col(LocalSigner.flow_id) == flow_id, col(LocalSigner.status).not_in(FINAL_SIGNER_STATES))
+                 .values(status="dead"))

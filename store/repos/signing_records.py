@@ -1,0 +1,54 @@
+"""Signing requests as the database knows them (`SigningRequestRecord`): workflow ↔ provider flow ↔ chat.
+
+The row is what routes a provider's webhook to its workflow and keeps a request findable after
+Temporal's retention dropped its history. The workflow's activities write it; nothing else does.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from store import audit
+from store.db import insert_once
+from store.tables import SigningRequestRecord, utcnow
+
+
+def workflow_for_flow(engine: Engine, provider: str, flow_id: str) -> str | None:
+    """The workflow id of the request whose flow at `provider` is `flow_id`; None if we made no such flow."""
+    with Session(engine) as session:
+        row = session.exec(select(SigningRequestRecord).where(SigningRequestRecord.provider == provider,
+                                                              SigningRequestRecord.provider_flow_id == flow_id)).first()
+    return row.request_id if row is not None else None
+
+
+def create(engine: Engine, record: SigningRequestRecord) -> None:
+    """Idempotent: a retried activity finds the row there already."""
+    insert_once(engine, record)
+
+
+def update(engine: Engine, request_id: str, **values: object) -> bool:
+    """Set `values` on the row (and `updated_at` when something changed); False if there is no row."""
+    with Session(engine) as session:
+        row = session.get(SigningRequestRecord, request_id)
+        if row is None:
+            return False
+        if any(getattr(row, k) != v for k, v in values.items()):
+            for key, value in values.items():
+                setattr(row, key, value)
+            row.updated_at = utcnow()
+            session.add(row)
+            session.commit()
+        return True
+
+
+def publish(engine: Engine, request_id: str, status: str, events: list[dict[str, object]]) -> None:
+    """The flow's audit events since its last publish, and its status, in one session."""
+    with Session(engine) as session:
+        for event in events:
+            audit.append(session, **event)  # type: ignore[arg-type]
+        row = session.get(SigningRequestRecord, request_id)
+        if row is not None and row.status != status:
+            row.status, row.updated_at = status, utcnow()
+            session.add(row)
+            session.commit()

@@ -1,0 +1,147 @@
+"""Every chat platform's callbacks, over real HTTP, through the real API app and intake, against a
+real Temporal dev server.
+
+Parametrised over the `Case` of every module in `tests/chat_cases/` (see its docstring for the
+contract). A stand-in `SigningWorkflow` with the real update names and validators shows what
+reached Temporal — the started flow's input, the updates it accepted and from whom — without
+signing anything; the platforms' simulators answer the directory lookups the callbacks make.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import pkgutil
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+import tests.chat_cases
+from api.main import create_app
+from signbridge.core.settings import Settings
+from store.db import get_engine
+from tests.chat_cases import ChatCase, Rig, rig_for
+from tests.sim.servers import serve
+from tests.sim.tcp_proxy import TcpProxy
+
+CASES = sorted(info.name for info in pkgutil.iter_modules(tests.chat_cases.__path__))
+
+
+def _case(name: str) -> ChatCase:
+    case: ChatCase = importlib.import_module(f"tests.chat_cases.{name}").Case()
+    return case
+
+
+@pytest.fixture(params=CASES)
+async def rig(request: pytest.FixtureRequest, dev_env: WorkflowEnvironment, settings: Settings,
+              monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Rig]:
+    async with rig_for(_case(request.param), dev_env, settings, monkeypatch) as r:
+        yield r
+
+
+def _event_id() -> str:
+    return f"e{uuid.uuid4().hex[:12]}"
+
+
+@pytest.mark.parametrize("name", [n for n in CASES if _case(n).has_handshake])
+async def test_the_platforms_url_check_is_answered(name: str, dev_env: WorkflowEnvironment, settings: Settings,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    async with rig_for(_case(name), dev_env, settings, monkeypatch) as r:
+        call, check = r.case.handshake()
+        check(await r.send(call))
+
+
+@pytest.mark.parametrize("name", [n for n in CASES if not _case(n).always_on])
+async def test_a_platform_without_its_secrets_is_not_there(name: str, dev_env: WorkflowEnvironment,
+                                                           settings: Settings) -> None:
+    """Nothing configured (this process's environment has no SIGNBRIDGE_<PLATFORM>_*): 404."""
+    case = _case(name)
+    with case.simulator(), serve(create_app(settings, dev_env.client)) as url:
+        async with httpx.AsyncClient(timeout=10) as http:
+            call = case.command(_event_id())
+            resp = await http.request(call.method, url + call.path, content=call.body, headers=dict(call.headers),
+                                      params=dict(call.params))
+    assert resp.status_code == 404 and resp.json()["error"]["code"] == "not_configured", resp.text
+
+
+async def test_forged_stale_and_unsigned_callbacks_start_nothing(rig: Rig) -> None:
+    for signing in ("forged", "stale", "unsigned"):
+        event_id = _event_id()
+        resp = await rig.send(rig.case.command(event_id, signing))
+        assert resp.status_code == 401, (signing, resp.text)
+        assert not await rig.exists(rig.case.request_id(event_id)), signing
+    event_id = _event_id()  # the same command, genuine
+    rig.case.accepted(await rig.send(rig.case.command(event_id)))
+    assert await rig.exists(rig.case.request_id(event_id))
+
+
+async def test_a_command_starts_one_flow_however_often_it_is_delivered(rig: Rig) -> None:
+    event_id = _event_id()
+    call = rig.case.command(event_id)
+    first, again = await asyncio.gather(rig.send(call), rig.send(call))  # a redelivery racing the first one
+    rig.case.accepted(first)
+    rig.case.accepted(again)
+    rig.case.accepted(await rig.send(call))
+    request_id = rig.case.request_id(event_id)
+    assert await rig.runs(request_id) == 1
+    req = await rig.started_input(request_id)
+    assert (req.chat.platform, req.chat.tenant, req.chat.source_event_id) == (rig.case.platform, rig.case.tenant,
+                                                                               event_id)
+    assert req.initiator.id == rig.case.initiator and req.initiator.name
+    assert [[p.id for p in group] for group in req.groups] == [[rig.case.signers[0]], [rig.case.signers[1]]]
+    assert req.timing == rig.settings.timing() and req.provider == rig.settings.default_provider
+    assert req.documents == [] and req.problem == rig.case.no_file  # no file seen: the flow only says so
+
+
+async def test_a_file_then_a_command_signs_that_file(rig: Rig) -> None:
+    file_event = _event_id()
+    rig.case.accepted(await rig.send(rig.case.file(file_event)))
+    assert not await rig.exists(rig.case.request_id(file_event))  # a file alone is no command
+    event_id = _event_id()
+    rig.case.accepted(await rig.send(rig.case.command(event_id)))
+    req = await rig.started_input(rig.case.request_id(event_id))
+    assert req.documents == [rig.case.file_source] and req.problem is None
+    assert req.title == rig.case.file_source.name
+
+
+async def test_card_buttons_act_as_the_clicker(rig: Rig) -> None:
+    event_id = _event_id()
+    rig.case.accepted(await rig.send(rig.case.command(event_id)))
+    request_id = rig.case.request_id(event_id)
+    assert await rig.exists(request_id)
+    rig.case.prepare_card(get_engine(rig.settings.sqlalchemy_url), request_id)
+
+    rig.case.refused(await rig.send(rig.case.click(request_id, "cancel", rig.case.stranger)))
+    click = rig.case.click(request_id, "remind", rig.case.initiator)
+    rig.case.accepted(await rig.send(click))
+    rig.case.accepted(await rig.send(click))  # the platform delivers the click again: applied once
+    assert await rig.applied(request_id) == [("remind", rig.case.initiator)]
+
+
+async def test_temporal_out_of_reach_is_busy_then_the_redelivery_starts_one_flow(
+        dev_env: WorkflowEnvironment, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    host, port = dev_env.client.service_client.config.target_host.rsplit(":", 1)
+    for name in CASES:
+        with TcpProxy(host, int(port)) as proxy:
+            async with rig_for(_case(name), dev_env, settings, monkeypatch, temporal_address=proxy.address) as r:
+                event_id = _event_id()
+                call = r.case.command(event_id)
+                proxy.cut()
+                began = time.monotonic()
+                resp = await r.send(call)
+                took = time.monotonic() - began
+                assert took < r.case.answer_within, f"{name} answered after {took:.1f} s"
+                r.case.busy(resp)
+                assert not await r.exists(r.case.request_id(event_id))
+                proxy.restore()
+                for _ in range(40):  # the platform delivers again until it is taken
+                    resp = await r.send(call)
+                    if resp.status_code != 503:
+                        break
+                    await asyncio.sleep(0.5)
+                r.case.accepted(resp)
+                assert await r.runs(r.case.request_id(event_id)) == 1
