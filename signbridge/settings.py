@@ -53,8 +53,11 @@ class Settings(BaseSettings):
     reminder_max: int = 3
     poll_after: timedelta = timedelta(hours=1)
 
-    # How long a step retries before the flow shows STUCK and waits for an operator.
+    # How long a step retries before the flow shows STUCK (it keeps retrying, less often).
     step_retry_window: timedelta = timedelta(minutes=30)
+    # After a chat message whose delivery is unknown (no answer in time): wait this long (doubling
+    # per attempt) before sending it again with the same idempotency key.
+    resend_pause: timedelta = timedelta(minutes=1)
 
     # Key used to derive signing-link tokens' MACs and signed download URLs.
     link_secret: SecretStr = SecretStr(DEV_SECRET)

@@ -1,0 +1,158 @@
+"""Faults on the real Temporal dev server: no infrastructure fault fails a flow, nothing is sent twice.
+
+A chat outage longer than the step retry window used to end every flow FAILED ("webhook chat
+failed card.upsert (HTTP 503)"): showing STUCK itself needed the chat, and a local activity
+that ran out of attempts raised a bare ApplicationError nothing caught. Now a flow shows STUCK
+where no chat is needed (search attributes, current details, the database), keeps retrying by
+itself and carries on when the chat is back — or at once on `retry`. Each scenario ends with
+one link per signer, one card, one signed file and every signature valid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlmodel import Session
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.sdk.v1 import WorkflowMetadata
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from connectors.chat.webhook import WebhookChat
+from signbridge.models import ActionInput, Actor, StatusView
+from signbridge.pdf.pades import validate_pdf
+from signbridge.pdf.pki import InstallationCA
+from signbridge.settings import Settings
+from signbridge.temporal import SA_STATUS
+from store.blobs import FileBlobStore
+from store.db import get_engine
+from store.tables import SigningRequestRecord
+from tests.harness import A, B, Harness, harness
+
+OPERATOR = Actor(id="ops-1", name="Ops", is_operator=True)
+HISTORIES = Path(__file__).parent / "histories"
+
+
+async def _until(probe: Any, what: str, timeout: float = 30) -> None:
+    end = asyncio.get_running_loop().time() + timeout
+    while not await probe():
+        if asyncio.get_running_loop().time() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.2)
+
+
+async def _details(handle: WorkflowHandle[Any, Any]) -> str:
+    meta = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+    return str(meta.current_details)
+
+
+def _db_status(h: Harness, request_id: str) -> str | None:
+    with Session(get_engine(h.settings.sqlalchemy_url)) as session:
+        row = session.get(SigningRequestRecord, request_id)
+        return row.status if row else None
+
+
+async def _shows_stuck(h: Harness, handle: WorkflowHandle[Any, Any]) -> bool:
+    """STUCK in every place that needs no chat: search attribute, current details, database."""
+    described = await handle.describe()
+    return (described.status == WorkflowExecutionStatus.RUNNING
+            and described.typed_search_attributes.get(SA_STATUS) == "STUCK"
+            and (await _details(handle)).startswith("STUCK at")
+            and _db_status(h, handle.id) == "STUCK")
+
+
+async def _longest_workflow_task(handle: WorkflowHandle[Any, Any]) -> timedelta:
+    started: dict[int, Any] = {}
+    longest = timedelta()
+    async for e in handle.fetch_history_events():
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED:
+            started[e.event_id] = e.event_time.ToDatetime()
+        elif e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+            began = started[e.workflow_task_completed_event_attributes.started_event_id]
+            longest = max(longest, e.event_time.ToDatetime() - began)
+    return longest
+
+
+async def _record(handle: WorkflowHandle[Any, Any], name: str) -> None:
+    """With SIGNBRIDGE_RECORD_HISTORIES=1, keep this run's history for tests/test_replay.py."""
+    if os.environ.get("SIGNBRIDGE_RECORD_HISTORIES") == "1":
+        (HISTORIES / f"{name}.json").write_text((await handle.fetch_history()).to_json())
+
+
+async def assert_delivered_once(h: Harness, handle: WorkflowHandle[Any, Any], signers: list[Any]) -> None:
+    """One link per signer, one card (one card_key), one signed file, every signature valid."""
+    view: StatusView = await handle.result()
+    assert view.status == "COMPLETED", view
+    for person in signers:
+        assert len(h.links_for(handle, person)) == 1, h.links_for(handle, person)
+    mine = [m for m in h.sink.messages if handle.id in m.get("idempotency_key", "") or m.get("card_key") == handle.id]
+    assert {m["card_key"] for m in mine if m["type"] == "card.upsert"} == {handle.id}
+    files = [m for m in mine if m["type"] == "file"]
+    assert len(files) == 1 and files[0]["sha256"] == view.signed_document.sha256  # type: ignore[union-attr]
+    pdf = FileBlobStore(h.settings.data_dir / "blobs").get(view.signed_document.blob_key)  # type: ignore[union-attr]
+    ca = InstallationCA.load_or_create(h.settings.data_dir / "ca")
+    reports = await asyncio.to_thread(validate_pdf, pdf, [ca.certificate])
+    assert len(reports) == len(signers) and all(r.intact and r.valid and r.trusted for r in reports)
+
+
+async def test_chat_outage_longer_than_the_window_is_stuck_then_heals_by_itself(
+        dev_env: WorkflowEnvironment, settings: Settings) -> None:
+    async with harness(dev_env, settings) as h:
+        h.sink.outage(503)
+        handle = await h.start([[A], [B]], timing=h.timing(step_retry_window=timedelta(seconds=2)))
+        await _until(lambda: _shows_stuck(h, handle), "STUCK without the chat")
+        assert "HTTP 503" in (await h.status(handle)).reason  # type: ignore[operator]
+        tried = len(h.sink.attempts)
+        await _until(lambda: asyncio.sleep(0, len(h.sink.attempts) > tried + 2), "more tries while STUCK")
+        assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING  # never FAILED
+
+        h.sink.recover()  # the chat is back: the flow carries on by itself, no operator
+        await h.sign(handle, A)
+        await h.sign(handle, B)
+        await assert_delivered_once(h, handle, [A, B])
+        assert _db_status(h, handle.id) == "COMPLETED"
+        assert await _longest_workflow_task(handle) < timedelta(seconds=3)  # no 8 s tasks while retrying
+        await _record(handle, "chat-outage-recovered")
+
+
+async def test_chat_refusing_with_4xx_is_stuck_and_retry_tries_at_once(
+        dev_env: WorkflowEnvironment, settings: Settings) -> None:
+    """A 4xx is a misconfiguration (a revoked app permission): STUCK, never FAILED; once the
+    operator fixed it, `retry` goes through now instead of at the next pause (a minute here)."""
+    async with harness(dev_env, settings) as h:
+        handle = await h.start([[A]], timing=h.timing(step_retry_window=timedelta(minutes=5)))
+        await h.link(handle, A)
+        h.sink.outage(403)
+        await handle.execute_update("remind", ActionInput(actor=OPERATOR), result_type=StatusView)
+        await _until(lambda: _shows_stuck(h, handle), "STUCK after a 403")
+        view = await h.status(handle)
+        assert view.stuck_step == f"send link to {A.name}" and "HTTP 403" in (view.reason or "")
+        h.sink.recover()
+        await handle.execute_update("retry", ActionInput(actor=OPERATOR), result_type=StatusView)
+        await h.sink.wait_for(lambda: len(h.links_for(handle, A)) == 2, timeout=10)  # the reminder, now
+        assert (await h.wait_status(handle, "IN_PROGRESS")).reason is None
+        await h.sign(handle, A)
+        view = await handle.result()
+        assert view.status == "COMPLETED"
+
+
+async def test_a_slow_chat_gets_the_signed_file_once(dev_env: WorkflowEnvironment, settings: Settings) -> None:
+    """The chat answers after the client's timeout: every message is re-sent once, after the
+    pause and with the same key, so a chat honouring keys shows each once (it got the file 6
+    times when retries raced the first request)."""
+    settings = settings.model_copy(update={"resend_pause": timedelta(seconds=2)})
+    async with httpx.AsyncClient() as http:
+        chats: dict[str, Any] = {}
+        async with harness(dev_env, settings, chats=chats) as h:
+            chats["webhook"] = WebhookChat(h.settings.webhook_outbound_url, "test-webhook-secret", http, timeout=0.5)
+            h.sink.slow(1.0)
+            handle = await h.start([[A]], timing=h.timing(step_retry_window=timedelta(seconds=30)))
+            await h.sign(handle, A)
+            await assert_delivered_once(h, handle, [A])
+    sent = [m for m in h.sink.arrivals if m["type"] == "file"]
+    assert len(sent) == 2 and len({m["idempotency_key"] for m in sent}) == 1  # sent again once, same key
