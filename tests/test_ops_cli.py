@@ -270,7 +270,7 @@ def test_db_upgrade_fresh_and_create_all_sqlite(tmp_path: Path) -> None:
 
     # create_all from an older release (before the chat tables): stamp that revision, migrate the rest.
     older = f"sqlite:///{tmp_path / 'older.db'}"
-    newer = ("chat_messages", "inbound_events", "sent_messages", "provider_links")
+    newer = ("chat_messages", "inbound_events", "sent_messages", "provider_links", "signing_links")
     _create_all(older, skip=newer)
     result = _upgrade(older)
     assert result.exit_code == 0, result.output
