@@ -202,8 +202,9 @@ async def _act(client: Client, request_id: str, action: str, arg: ActionInput, t
     try:
         view = await asyncio.wait_for(run_update(client, request_id, action, arg, None), timeout)
     except ApiError as e:
-        skip = e.code == "NotAllowed" or (batch and e.code == "not_found")
-        return Outcome(request_id, "skipped" if skip else "failed", f"{e.code}: {e.message}")
+        if batch and e.code == "not_found":
+            return await _not_running(client, request_id)
+        return Outcome(request_id, "skipped" if e.code == "NotAllowed" else "failed", f"{e.code}: {e.message}")
     except (TimeoutError, RPCTimeoutOrCancelledError):
         return Outcome(request_id, "failed", f"no answer within {timeout:.0f} s — is a worker running? "
                        "(the update may still be applied once one is)")
@@ -212,6 +213,22 @@ async def _act(client: Client, request_id: str, action: str, arg: ActionInput, t
     if action == "retry" and view.stuck_step:  # answered before the step runs again
         return Outcome(request_id, "done", f"retrying '{view.stuck_step}' ({view.reason})")
     return Outcome(request_id, "done", f"status {view.status.value}")
+
+
+async def _not_running(client: Client, request_id: str) -> Outcome:
+    """A flow found by its search attributes that takes no update: ended meanwhile (skip), or
+    closed while its `SignStatus` still says STUCK — nothing can retry it, which must be said."""
+    try:
+        described = await client.get_workflow_handle(request_id).describe()
+    except RPCError as e:
+        if e.status == RPCStatusCode.NOT_FOUND:
+            return Outcome(request_id, "skipped", "no such flow any more")
+        return Outcome(request_id, "failed", str(e))
+    status = described.status.name if described.status else "closed"
+    if str((described.search_attributes.get("SignStatus") or [""])[0]) != SignStatus.STUCK.value:
+        return Outcome(request_id, "skipped", f"ended meanwhile ({status})")
+    return Outcome(request_id, "failed", f"the workflow is {status}, no longer running: it cannot be retried; "
+                   "start the request again (or `temporal workflow reset` it, see docs/operations.md)")
 
 
 def _report(action: str, outcomes: list[Outcome]) -> None:
@@ -238,10 +255,11 @@ def retry(
     timeout: Timeout = 30.0,
     concurrency: Annotated[int, typer.Option(min=1, max=64, help="updates in flight at once")] = 8,
 ) -> None:
-    """Run the step a STUCK flow gave up on again, for one flow or for every stuck one.
+    """Run the step a STUCK flow is retrying now, for one flow or for every stuck one.
 
     A flow that is no longer STUCK when its turn comes (someone retried it, visibility lagged)
-    is reported as skipped by the workflow's own validator, not as a failure.
+    is reported as skipped by the workflow's own validator, not as a failure. A flow whose
+    `SignStatus` says STUCK but whose workflow no longer runs is a failed row.
     """
     if (request_id is None) == (not all_stuck):
         raise _fail("give either a request id or --all-stuck")

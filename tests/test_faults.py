@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlmodel import Session
+from sqlmodel import Session, select
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
@@ -31,7 +31,7 @@ from signbridge.settings import Settings
 from signbridge.temporal import SA_STATUS
 from store.blobs import FileBlobStore
 from store.db import get_engine
-from store.tables import SigningRequestRecord
+from store.tables import SigningLinkRecord, SigningRequestRecord
 from tests.harness import A, B, Harness, harness
 
 OPERATOR = Actor(id="ops-1", name="Ops", is_operator=True)
@@ -156,3 +156,28 @@ async def test_a_slow_chat_gets_the_signed_file_once(dev_env: WorkflowEnvironmen
             await assert_delivered_once(h, handle, [A])
     sent = [m for m in h.sink.arrivals if m["type"] == "file"]
     assert len(sent) == 2 and len({m["idempotency_key"] for m in sent}) == 1  # sent again once, same key
+
+
+async def test_no_signing_link_reaches_temporal(dev_env: WorkflowEnvironment, settings: Settings) -> None:
+    """Anyone with the Temporal UI could sign as anyone when `open_group` returned the links.
+    Now they are sealed in the database, read where they are sent (reminders too), and dropped
+    when the flow ends: not in any activity input or result, state, search attribute or query."""
+    async with harness(dev_env, settings) as h:
+        handle = await h.start([[A, B]])
+        await h.link(handle, A)
+        await h.link(handle, B)
+        await handle.execute_update("remind", ActionInput(actor=OPERATOR), result_type=StatusView)
+        await h.sink.wait_for(lambda: len(h.links_for(handle, A)) == len(h.links_for(handle, B)) == 2)
+        sent = {m["sign_url"] for p in (A, B) for m in h.links_for(handle, p)}
+        assert len(sent) == 2  # a reminder resends the same link
+        view = await h.status(handle)
+        await h.sign(handle, A)
+        await h.sign(handle, B)
+        assert (await handle.result()).status == "COMPLETED"
+        history = b"".join(e.SerializeToString() for e in (await handle.fetch_history()).events)
+        described = (await handle.describe()).raw_description.SerializeToString()
+    tokens = [url.rsplit("/", 1)[1] for url in sent]
+    for where in (history, described, view.model_dump_json().encode()):
+        assert b"/sign/" not in where and not any(t.encode() in where for t in tokens)
+    with Session(get_engine(h.settings.sqlalchemy_url)) as session:
+        assert session.exec(select(SigningLinkRecord)).all() == []  # forgotten once the flow ended

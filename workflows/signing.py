@@ -611,7 +611,9 @@ class SigningWorkflow:
             result_type=result_type,
             summary=ACTIVITY_SUMMARIES.get(name, name),
             start_to_close_timeout=timedelta(minutes=2),
-            schedule_to_close_timeout=None if counted else window,
+            # A single try (while STUCK) is bounded by its start-to-close and heartbeat timeouts
+            # alone: one that needs longer than the window (a 60-signature check) still finishes.
+            schedule_to_close_timeout=None if counted or attempts == 1 else window,
             retry_policy=RetryPolicy(
                 initial_interval=RETRY_FIRST,
                 backoff_coefficient=2.0,
@@ -652,8 +654,8 @@ class SigningWorkflow:
                     continue
                 await self._show_stuck(name, cause, first=not stuck)
                 stuck = True
-                await self._pause_before_retry(tries)
-                tries += 1
+                # After an operator's `retry` that failed too, the pauses start short again.
+                tries = 0 if await self._pause_before_retry(tries) else tries + 1
                 continue
             if stuck:
                 await self._recovered(name, tries)
@@ -671,10 +673,10 @@ class SigningWorkflow:
         await self._publish(f"stuck:{self.stuck_count}", "request.stuck", {"step": name, "error": self.reason},
                             best_effort=True)
 
-    async def _pause_before_retry(self, tries: int) -> None:
-        """Wait for the next try: the backoff timer, an operator's `retry`, or `cancel`."""
+    async def _pause_before_retry(self, tries: int) -> bool:
+        """Wait for the next try: the backoff timer, or an operator's `retry` (returns True), or
+        `cancel`. A `retry` that came while the last try was still running counts too."""
         first = min(self.req.timing.step_retry_window, STUCK_FIRST_RETRY)
-        self.retry_requested = False
         try:
             await workflow.wait_condition(lambda: self.retry_requested or self.cancel_request is not None,
                                           timeout=min(first * 2 ** min(tries, 16), STUCK_RETRY_CAP))
@@ -683,6 +685,8 @@ class SigningWorkflow:
         if self.cancel_request is not None:
             self._leave_stuck()
             await self._cancel()
+        by_operator, self.retry_requested = self.retry_requested, False
+        return by_operator
 
     async def _recovered(self, name: str, tries: int) -> None:
         self._leave_stuck()
