@@ -11,7 +11,10 @@ one link per signer, one card, one signed file and every signature valid.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,7 @@ from store.blobs import FileBlobStore
 from store.db import get_engine
 from store.tables import SigningLinkRecord, SigningRequestRecord
 from tests.harness import A, B, Harness, harness
+from tests.test_e2e import MENTIONS, ROOT, _terminate_running, _worker_env, _worker_log, stack
 
 OPERATOR = Actor(id="ops-1", name="Ops", is_operator=True)
 HISTORIES = Path(__file__).parent / "histories"
@@ -181,3 +185,112 @@ async def test_no_signing_link_reaches_temporal(dev_env: WorkflowEnvironment, se
         assert b"/sign/" not in where and not any(t.encode() in where for t in tokens)
     with Session(get_engine(h.settings.sqlalchemy_url)) as session:
         assert session.exec(select(SigningLinkRecord)).all() == []  # forgotten once the flow ended
+
+
+# ---- a real worker process, SIGKILLed during each step ----------------------------------------
+
+STARTED = 2  # PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+
+
+async def test_worker_killed_during_every_step_carries_on(dev_env: WorkflowEnvironment, settings: Settings) -> None:
+    """SIGKILL while each step runs — prepare, create, open the group, the card, the link, finish,
+    the signed file — and start a new worker: each time the flow goes on within a minute (the
+    activities heartbeat; a local activity reruns with the next workflow task), and the chat
+    still sees one link, one card and one file (re-sent messages carry the same key)."""
+    file_delays: dict[str, float] = {}
+    with stack(dev_env, settings, file_delays) as s:
+        control = s.settings.data_dir / "delays.json"
+        rig = _KillRig(s, dev_env.client, control)
+        try:
+            await rig.scenario(file_delays)
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n--- worker log ---\n{_worker_log(s.settings)}") from e
+        finally:
+            rig.stop()
+            await _terminate_running(dev_env.client, s.sink)
+
+
+class _KillRig:
+    def __init__(self, s: Any, client: Any, control: Path) -> None:
+        self.s, self.client, self.control = s, client, control
+        self.worker: subprocess.Popen[bytes] | None = None
+        self.request_id = ""
+
+    def start(self) -> None:
+        env = {**_worker_env(self.s.settings), "SIGNBRIDGE_TEST_DELAYS": str(self.control),
+               "SIGNBRIDGE_RESEND_PAUSE": "PT4S", "SIGNBRIDGE_STEP_RETRY_WINDOW": "PT20S"}
+        log = (self.s.settings.data_dir / "worker.log").open("ab")
+        self.worker = subprocess.Popen([sys.executable, "-m", "tests.fault_worker"], cwd=ROOT, env=env,
+                                       stdout=log, stderr=subprocess.STDOUT)
+
+    def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.kill()
+            self.worker.wait(timeout=10)
+
+    def slow_provider(self, **delays: float) -> None:
+        self.control.write_text(json.dumps(delays))
+
+    async def running(self, activity: str) -> bool:
+        described = await self.client.get_workflow_handle(self.request_id).describe()
+        return any(a.activity_type.name == activity and a.state == STARTED
+                   for a in described.raw_description.pending_activities)
+
+    async def attempts(self) -> dict[str, int]:
+        """Activity type -> the attempt that completed it."""
+        scheduled: dict[int, str] = {}
+        done: dict[str, int] = {}
+        async for e in self.client.get_workflow_handle(self.request_id).fetch_history_events():
+            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+                scheduled[e.event_id] = e.activity_task_scheduled_event_attributes.activity_type.name
+            elif e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+                a = e.activity_task_started_event_attributes
+                done[scheduled[a.scheduled_event_id]] = a.attempt
+        return done
+
+    def arrived(self, kind: str, before: int) -> bool:
+        return len([m for m in self.s.sink.arrivals if m["type"] == kind]) > before
+
+    async def kill_when(self, what: str, probe: Any) -> None:
+        """Wait (at most a minute since the last restart) until `probe` holds, then SIGKILL and restart."""
+        await _until(probe, f"{what} running", timeout=60)
+        self.stop()
+        self.start()
+
+    async def scenario(self, file_delays: dict[str, float]) -> None:
+        s, sink = self.s, self.s.sink
+        file_delays["contract.pdf"] = 60
+        self.slow_provider(create_flow=60)
+        self.start()
+        async with httpx.AsyncClient(timeout=30) as http:
+            resp = await s.send(http, s.command("/sign @李四", MENTIONS[:1]))
+            self.request_id = resp.json()["request_id"]
+            await self.kill_when("prepare", lambda: self.running("prepare"))
+            file_delays.clear()
+            await self.kill_when("create_flow", lambda: self.running("create_flow"))
+            self.slow_provider(open_group=60)
+            await self.kill_when("open_group", lambda: self.running("open_group"))
+            self.slow_provider()
+            sink.slow(3)  # acts on each message 3 s after it arrived: the worker dies before
+            await self.kill_when("the card", lambda: asyncio.sleep(0, self.arrived("card.upsert", 0)))
+            await self.kill_when("the link", lambda: asyncio.sleep(0, self.arrived("message", 0)))
+            sink.slow(0)
+            await s.sign(http, self.request_id, "u-1", "李四")
+            self.slow_provider(download_signed=60)
+            await self.kill_when("finish", lambda: self.running("finish"))
+            self.slow_provider()
+            sink.slow(3)
+            await self.kill_when("the signed file", lambda: asyncio.sleep(0, self.arrived("file", 0)))
+            sink.slow(0)
+            view = await s.wait_status(http, self.request_id, "COMPLETED", timeout=60)
+            file_msg = next(m for m in sink.messages if m["type"] == "file")
+            signed = (await http.get(file_msg["url"])).content
+        assert file_msg["sha256"] == view["signed_document"]["sha256"]
+        # Each killed activity went through on its second attempt, on the next worker.
+        assert await self.attempts() == {"prepare": 2, "create_flow": 2, "open_group": 2, "finish": 2}
+        assert {m["card_key"] for m in sink.messages if m["type"] == "card.upsert"} == {self.request_id}
+        assert len([m for m in sink.messages if m["type"] == "message" and m.get("to") == "u-1"]) == 1
+        assert len([m for m in sink.messages if m["type"] == "file"]) == 1
+        ca = InstallationCA.load_or_create(s.settings.data_dir / "ca")
+        reports = await asyncio.to_thread(validate_pdf, signed, [ca.certificate])
+        assert len(reports) == 1 and all(r.intact and r.valid and r.trusted for r in reports)

@@ -85,7 +85,7 @@ STEP_FAILURES = (ActivityError, ApplicationError, ActivityTimeout)
 # Local-activity retries further apart than this wait on a workflow timer instead of inside the
 # workflow task (which Temporal then extends every ~8 s for as long as the chat is down).
 LOCAL_RETRY_THRESHOLD = timedelta(seconds=2)
-ACTIVITY_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
+ACTIVITY_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 # An activity's own retries within the step retry window: 1 s, doubling, at most 5 min apart.
 RETRY_FIRST = timedelta(seconds=1)
 RETRY_MAX = timedelta(minutes=5)
