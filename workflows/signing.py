@@ -82,9 +82,11 @@ PATCH_SELF_HEALING = "self-healing-steps-2026-12"
 # activity that ran out of time as ActivityError(TimeoutError) live but as a bare TimeoutError
 # on replay — treating all alike keeps replay taking the path the live run took.
 STEP_FAILURES = (ActivityError, ApplicationError, ActivityTimeout)
-# Local-activity retries further apart than this wait on a workflow timer instead of inside the
-# workflow task (which Temporal then extends every ~8 s for as long as the chat is down).
-LOCAL_RETRY_THRESHOLD = timedelta(seconds=2)
+# Every local-activity retry waits on a workflow timer, never inside the worker: backing off in
+# the worker holds the workflow task open (Temporal extends it every ~8 s for as long as the chat
+# is down), and a worker shut down meanwhile leaves the retry's timeout timers behind in sdk-core,
+# which panic ("receive half not dropped") when they fire.
+LOCAL_RETRY_THRESHOLD = timedelta(milliseconds=1)
 ACTIVITY_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 # An activity's own retries within the step retry window: 1 s, doubling, at most 5 min apart.
 RETRY_FIRST = timedelta(seconds=1)
