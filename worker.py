@@ -28,6 +28,7 @@ from temporalio.worker import Worker, WorkerConfig
 from activities.chat import ChatActivities
 from activities.deps import Deps
 from activities.documents import DocumentActivities
+from activities.heartbeat import HeartbeatInterceptor
 from activities.provider import ProviderActivities
 from connectors.chat.base import ChatConnector
 from connectors.chat.registry import build_chats
@@ -146,11 +147,13 @@ async def build_worker(
                     providers=providers if providers is not None else build_providers(settings, engine, blobs, http))
         main = Worker(client, task_queue=settings.task_queue, workflows=[SigningWorkflow],
                       activities=activities_for(deps), graceful_shutdown_timeout=graceful_shutdown_timeout,
-                      max_cached_workflows=settings.worker_max_cached_workflows)
+                      max_cached_workflows=settings.worker_max_cached_workflows,
+                      interceptors=[HeartbeatInterceptor()])
         per_provider = {
             name: Worker(client, task_queue=provider_task_queue(settings.task_queue, name),
                          activities=activities_for(deps), graceful_shutdown_timeout=graceful_shutdown_timeout,
-                         max_task_queue_activities_per_second=provider_rate_limit(name))
+                         max_task_queue_activities_per_second=provider_rate_limit(name),
+                         interceptors=[HeartbeatInterceptor()])
             for name in deps.providers
         }
         yield Workers(main, per_provider)

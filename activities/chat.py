@@ -1,47 +1,63 @@
-"""Chat calls and publishing the flow's state (DB status, audit events, the card)."""
+"""Chat calls and publishing the flow's state (DB status, audit events, the card).
+
+Every outbound message goes through `_once` (`store.repos.sent_messages`): recorded in flight before
+it is sent, confirmed after, and re-sent with the same key only after a pause when its outcome
+is unknown. Texts are rendered here, in the chat's language (`signbridge.messages`); signing
+links are read here from where `open_group` sealed them, so none passes through Temporal.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.deps import Deps
 from activities.errors import connector_errors
-from connectors.chat.base import ChatConnector
-from signbridge.core import links
+from connectors.chat.base import ChatConnector, ChatError
+from signbridge.core import links, messages
 from signbridge.core.cards import build_card
+from signbridge.core.link_vault import LinkVault
 from signbridge.core.models import ChatRef, FileMessageInput, LinkMessageInput, PublishInput, TextMessageInput
-from store.repos import signing_records
-from store.tables import SentMessage
+from store.repos import sent_messages, signing_links, signing_records
+
+SEND_UNCONFIRMED = "SendUnconfirmed"
 
 
 class ChatActivities:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
+        self.vault = LinkVault(deps.settings.link_secret.get_secret_value())
 
     @activity.defn(name="publish")
     async def publish(self, arg: PublishInput) -> None:
+        """Database and audit first, the card last: when the chat is down the database still
+        shows the flow's state (STUCK included), and a retry only repeats the card."""
         view = arg.view
         signing_records.publish(self.deps.engine, view.request_id, view.status.value, [
             {"request_id": a.request_id, "key": a.key, "action": a.action, "actor": a.actor, "detail": a.detail,
              "document_sha256": a.document_sha256} for a in arg.audits])
+        if view.status.terminal:
+            signing_links.forget(self.deps.engine, view.request_id)
         card = build_card(view, lang=self.deps.settings.language_for(view.chat.platform))
         with connector_errors():
             await self.deps.chat(view.chat.platform).upsert_card(view.chat, view.request_id, card)
 
     @activity.defn(name="send_link")
     async def send_link(self, arg: LinkMessageInput) -> None:
-        text = link_text(arg, self.deps.settings.language_for(arg.chat.platform))
+        url = arg.sign_url or self._stored_link(arg.request_id, arg.to.id)
+        text = messages.link_message(arg.title, url, self.deps.settings.language_for(arg.chat.platform),
+                                     reminder=arg.reminder)
         key = f"{arg.request_id}:{arg.key}"
-        await self._once(arg.chat, key, lambda c: c.send_link(arg.chat, arg.to, text, arg.sign_url, key=key))
+        await self._once(arg.chat, key, lambda c: c.send_link(arg.chat, arg.to, text, url, key=key))
 
     @activity.defn(name="send_text")
     async def send_text(self, arg: TextMessageInput) -> None:
+        text = (messages.render(arg.kind, arg.params, self.deps.settings.language_for(arg.chat.platform))
+                if arg.kind else arg.text)
         key = f"{arg.request_id}:{arg.key}"
-        await self._once(arg.chat, key, lambda c: c.send_text(arg.chat, arg.to, arg.text, key=key))
+        await self._once(arg.chat, key, lambda c: c.send_text(arg.chat, arg.to, text, key=key))
 
     @activity.defn(name="send_file")
     async def send_file(self, arg: FileMessageInput) -> None:
@@ -49,32 +65,25 @@ class ChatActivities:
         key = f"{arg.request_id}:signed-file"
         await self._once(arg.chat, key, lambda c: c.send_file(arg.chat, arg.document.name, url, arg.document, key=key))
 
+    def _stored_link(self, request_id: str, signer_id: str) -> str | None:
+        sealed = signing_links.sealed_link(self.deps.engine, request_id, signer_id)
+        return self.vault.open(sealed) if sealed else None
+
     async def _once(self, chat: ChatRef, key: str, send: Callable[[ChatConnector], Awaitable[None]]) -> None:
-        """Send unless `key` was delivered before; record it after a delivery that succeeded."""
-        with Session(self.deps.engine) as session:
-            if session.exec(select(SentMessage).where(SentMessage.platform == chat.platform,
-                                                      SentMessage.key == key)).first() is not None:
-                return
+        """Send unless `key` was delivered; after an attempt of unknown outcome, only after a pause."""
+        engine, platform = self.deps.engine, chat.platform
+        claim = sent_messages.claim(engine, platform, key, chat.chat_id, self.deps.settings.resend_pause)
+        if claim.action == "skip":
+            return
+        if claim.action == "wait":
+            raise ApplicationError(
+                f"{key}: attempt {claim.attempt} got no answer in time and may have arrived; sending it again "
+                f"with the same idempotency key in {claim.wait.total_seconds():.0f} s",
+                type=SEND_UNCONFIRMED, next_retry_delay=claim.wait)
         with connector_errors():
-            await send(self.deps.chat(chat.platform))
-        with Session(self.deps.engine) as session:
-            session.add(SentMessage(platform=chat.platform, key=key, chat_id=chat.chat_id))
             try:
-                session.commit()
-            except IntegrityError:  # a concurrent attempt recorded it first
-                session.rollback()
-
-
-def link_text(arg: LinkMessageInput, lang: str) -> str:
-    """The DM that carries a signing link, in the platform's language (Chinese with English, or English)."""
-    if lang == "en":
-        prefix = "Reminder: " if arg.reminder else ""
-        if arg.sign_url:
-            return f"{prefix}please sign “{arg.title}”: {arg.sign_url}"
-        return f"{prefix}please sign “{arg.title}”; the e-signature provider has sent you the invitation"
-    prefix = "提醒：" if arg.reminder else ""
-    if arg.sign_url:
-        english = f"{'Reminder: ' if arg.reminder else ''}please sign “{arg.title}”"
-        return f"{prefix}请签署「{arg.title}」：{arg.sign_url}（{english}）"
-    return (f"{prefix}请签署「{arg.title}」，签署邀请已由签署服务发送"
-            f"（please sign “{arg.title}”; the provider has sent you the invitation）")
+                await send(self.deps.chat(platform))
+            except ChatError as e:
+                sent_messages.settle(engine, platform, key, None if getattr(e, "maybe_delivered", False) else False)
+                raise
+        sent_messages.settle(engine, platform, key, True)

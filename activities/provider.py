@@ -1,4 +1,8 @@
-"""Provider calls. Each connector is idempotent per request id, so these are too."""
+"""Provider calls. Each connector is idempotent per request id, so these are too.
+
+`open_group` keeps the signers' links (bearer secrets) out of Temporal: it seals them into the
+database, where `send_link` reads them, and returns none to the workflow.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,16 @@ from temporalio import activity
 
 from activities.deps import Deps
 from activities.errors import connector_errors
+from signbridge.core.link_vault import LinkVault
 from signbridge.core.models import CreateFlowInput, OpenGroupInput, ProviderEvent, ProviderFlowRef, SignerLink
 from store import audit
-from store.repos import signing_records
+from store.repos import signing_links, signing_records
 
 
 class ProviderActivities:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
+        self.vault = LinkVault(deps.settings.link_secret.get_secret_value())
 
     @activity.defn(name="create_flow")
     async def create_flow(self, req: CreateFlowInput) -> str:
@@ -27,8 +33,12 @@ class ProviderActivities:
 
     @activity.defn(name="open_group")
     async def open_group(self, req: OpenGroupInput) -> list[SignerLink]:
+        """Returns an empty list: the links are in the database (older workers returned them)."""
         with connector_errors():
-            return await self.deps.provider(req.provider).open_group(req)
+            links = await self.deps.provider(req.provider).open_group(req)
+        signing_links.remember(self.deps.engine, req.request_id,
+                               {link.signer_id: self.vault.seal(link.url) if link.url else None for link in links})
+        return []
 
     @activity.defn(name="poll")
     async def poll(self, ref: ProviderFlowRef) -> list[ProviderEvent]:

@@ -6,7 +6,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 
-from sqlalchemy import event
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.operations import Operations
+from sqlalchemy import Column, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, create_engine
@@ -33,8 +36,19 @@ def get_engine(url: str) -> Engine:
 
 
 def create_all(engine: Engine) -> None:
-    """Create missing tables (development and tests; production runs alembic migrations)."""
+    """Create missing tables and add missing columns (development and tests; production runs
+    alembic migrations). Columns too: a development database made by an older build would
+    otherwise lack them, and match no migration revision for `signbridge db upgrade` either."""
     SQLModel.metadata.create_all(engine)
+    with engine.begin() as conn:
+        context = MigrationContext.configure(conn)
+        operations = Operations(context)
+        for diff in compare_metadata(context, SQLModel.metadata):
+            if diff[0] == "add_column":  # ("add_column", schema, table, column)
+                _, schema, table, column = diff
+                default = column.server_default.arg if column.server_default is not None else None  # type: ignore[attr-defined]
+                operations.add_column(table, Column(column.name, column.type, nullable=column.nullable,
+                                                    server_default=default), schema=schema)
 
 
 @contextmanager

@@ -150,11 +150,12 @@ class ChatMessage(SQLModel, table=True):
 
 
 class SentMessage(SQLModel, table=True):
-    """Messages already delivered (links, texts, the signed file), by idempotency key.
+    """Outbound messages (links, texts, the signed file) by idempotency key: sent once.
 
-    Activities run at least once — a retried local activity, a worker killed after the send —
-    so the chat side checks here before posting and records after: a duplicate DM is visible
-    to people, a duplicate row is not.
+    Activities run at least once — a retried local activity, a worker killed after the send, a
+    chat that answers after the client gave up — so a send is recorded as in flight (`sending`)
+    before it is made and as `sent` once the chat confirmed it (`store.repos.sent_messages` says when
+    to send, wait or skip): a duplicate DM is visible to people, a duplicate row is not.
     """
 
     __tablename__ = "sent_messages"
@@ -163,7 +164,10 @@ class SentMessage(SQLModel, table=True):
     platform: str
     key: str
     chat_id: str
-    sent_at: datetime = Field(default_factory=utcnow)
+    sent_at: datetime = Field(default_factory=utcnow)  # when it was confirmed (first recorded, for `sending`)
+    state: str = Field(default="sent", sa_column_kwargs={"server_default": "sent"})  # sending | sent | failed
+    attempts: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
+    last_attempt_at: datetime | None = None
 
 
 class InboundEvent(SQLModel, table=True):
@@ -227,3 +231,21 @@ class ProviderLink(SQLModel, table=True):
     signer_id: str
     expires_at: datetime
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class SigningLinkRecord(SQLModel, table=True):
+    """A signer's signing link, encrypted (`signbridge.link_vault`), one row per (request, signer).
+
+    The link is a bearer secret (the built-in provider's token, an external provider's signing
+    URL), so it never travels through Temporal: the `open_group` activity stores it here and
+    `send_link` reads it back when it DMs the signer (and again for reminders). The key is
+    derived from `SIGNBRIDGE_LINK_SECRET`, so a copy of the database alone holds no usable link.
+    """
+
+    __tablename__ = "signing_links"
+    __table_args__ = (UniqueConstraint("request_id", "signer_key"),)
+    id: int | None = Field(default=None, primary_key=True)
+    request_id: str = Field(index=True)
+    signer_key: str = Field(max_length=64)  # SHA-256 of the signer id: ids can be long, the index must not be
+    sealed_url: str = Field(sa_column=Column(Text, nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -40,13 +40,15 @@ C = Person(id="x-9", name="客户A", email="a@customer.example", external=True)
 
 
 class OutageProvider:
-    """Wraps a real provider; while `down`, every call fails like a provider outage would."""
+    """Wraps a real provider; while `down`, every call fails like a provider outage would, and a
+    call takes `delay(method name)` seconds longer (a slow provider: a worker killed mid-call)."""
 
-    def __init__(self, inner: ESignProvider) -> None:
+    def __init__(self, inner: ESignProvider, delay: Callable[[str], float] = lambda _: 0.0) -> None:
         self.inner = inner
         self.name = inner.name
         self.down = False
         self.calls = 0
+        self.delay = delay
 
     def __getattr__(self, item: str) -> Any:
         target = getattr(self.inner, item)
@@ -57,6 +59,8 @@ class OutageProvider:
             self.calls += 1
             if self.down:
                 raise ProviderError("provider unavailable (HTTP 503)")
+            if seconds := self.delay(item):
+                await asyncio.sleep(seconds)
             return await target(*args, **kwargs)
 
         return call

@@ -39,12 +39,14 @@ from worker import build_worker
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def file_server(files: dict[str, bytes], secret: str) -> FastAPI:
-    """The company IM's file endpoint: hands out a file only to a correctly signed request."""
+def file_server(files: dict[str, bytes], secret: str, delays: dict[str, float] | None = None) -> FastAPI:
+    """The company IM's file endpoint: hands out a file only to a correctly signed request
+    (after `delays[name]` seconds, when the test wants a slow one)."""
     app = FastAPI()
 
     @app.get("/f/{name}")
     async def get(name: str, request: Request) -> Response:
+        await asyncio.sleep((delays or {}).get(name, 0))
         try:
             webhook_signature.verify(secret, request.headers.get("X-SignBridge-Timestamp"),
                                      request.headers.get("X-SignBridge-Signature"), b"")
@@ -124,10 +126,11 @@ TEXT = "/sign @李四 @王五 > @客户A"
 
 
 @contextmanager
-def stack(dev_env: WorkflowEnvironment, settings: Settings) -> Iterator[Stack]:
+def stack(dev_env: WorkflowEnvironment, settings: Settings,
+          file_delays: dict[str, float] | None = None) -> Iterator[Stack]:
     contract = sample_contract("Sales Contract", pages=2)
     secret = settings.webhook_secret.get_secret_value()
-    with WebhookSink(secret) as sink, serve(file_server({"contract.pdf": contract}, secret)) as files:
+    with WebhookSink(secret) as sink, serve(file_server({"contract.pdf": contract}, secret, file_delays)) as files:
         from tests.sim.servers import free_port
 
         port = free_port()

@@ -28,7 +28,13 @@ from api.main import create_app
 from api.metrics import UNMATCHED, install_metrics
 from api.metrics import router as metrics_router
 from signbridge.core import metrics
-from signbridge.core.observability import JsonFormatter, ObservabilitySettings, configure_logging, worker_runtime
+from signbridge.core.observability import (
+    THIRD_PARTY_LOGGERS,
+    JsonFormatter,
+    ObservabilitySettings,
+    configure_logging,
+    worker_runtime,
+)
 from signbridge.core.settings import Settings
 
 
@@ -215,10 +221,21 @@ def test_configure_logging_switches_root_to_json() -> None:
         assert not workflow.logger.workflow_info_on_message and not activity.logger.activity_info_on_message
         configure_logging(ObservabilitySettings(log_format="text"), stream)
         assert workflow.logger.workflow_info_on_message and activity.logger.activity_info_on_message
+        # Libraries' routine INFO lines (fontTools subsetting the stamp font) stay out; their
+        # warnings and SignBridge's own INFO lines do not.
+        before = stream.getvalue()
+        logging.getLogger("fontTools.subset").info("maxp pruned")
+        logging.getLogger("httpx").info("HTTP Request: POST ...")
+        logging.getLogger("fontTools.subset").warning("glyph missing")
+        logging.getLogger("signbridge.test").info("ours")
+        added = stream.getvalue()[len(before):]
+        assert "pruned" not in added and "HTTP Request" not in added
+        assert "glyph missing" in added and "ours" in added
     finally:
         root.handlers, _ = saved
         root.setLevel(saved[1])
-        logging.getLogger("uvicorn.access").setLevel(logging.NOTSET)
+        for name in ("uvicorn.access", *THIRD_PARTY_LOGGERS):
+            logging.getLogger(name).setLevel(logging.NOTSET)
 
 
 # ---- worker runtime metrics on a real dev server ------------------------------------------

@@ -20,6 +20,7 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.pool import NullPool
 from sqlmodel import SQLModel
 from temporalio.client import Client, WorkflowHandle
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner, Result
 
@@ -28,7 +29,7 @@ from signbridge.cli.main import app
 from signbridge.cli.ops import visibility_query
 from signbridge.core.models import ChatRef, DocumentSource, SigningRequest, SignStatus, StatusView
 from signbridge.core.settings import Settings
-from signbridge.core.temporal import start_signing
+from signbridge.core.temporal import SA_PROVIDER, SA_STATUS, start_signing
 from store import tables  # noqa: F401
 from tests.harness import INITIATOR, A, Harness, harness
 
@@ -93,13 +94,16 @@ async def test_retry_all_stuck_brings_an_outage_batch_back(dev_env: WorkflowEnvi
         assert "STUCK at 'create'" in shown.output and "unavailable" in shown.output
         assert "request.stuck" in shown.output and "audit chain: intact" in shown.output
 
-        h.provider.down = False
+        # Retried while the provider is still down: a STUCK flow also retries by itself, and one
+        # that healed first would be a `skipped` row. The retried step fails again; the flows
+        # then heal by themselves soon after (an operator's retry restarts their short pauses).
         retried = await cli(h, "requests", "retry", "--all-stuck", "--provider", "local", "--timeout", "10")
         rows = [line for line in retried.output.splitlines() if "sign:" in line]
         for i in ids:
             assert any(i in row and "done" in row and "retrying 'create'" in row for row in rows), retried.output
         # Only a STUCK flow left behind elsewhere on the shared dev server (no worker) could fail.
         assert retried.exit_code == (1 if any("failed" in row for row in rows) else 0), retried.output
+        h.provider.down = False
 
         for handle in handles:
             await h.sign(handle, A)
@@ -129,6 +133,28 @@ async def test_a_flow_without_a_worker_is_a_failed_row_not_a_crash(
         assert "failed" in result.output and "is a worker running?" in result.output, result.output
     finally:
         await handle.terminate("test teardown")
+
+
+async def test_retry_all_stuck_says_so_when_a_stuck_flow_no_longer_runs(
+        dev_env: WorkflowEnvironment, settings: Settings) -> None:
+    """`SignStatus` STUCK on a workflow that ended (an older build let a chat outage fail flows):
+    nothing can retry it, and the CLI must say so and exit 1 instead of skipping it silently."""
+    provider = f"ended-{uuid.uuid4().hex[:8]}"  # a filter no other test's flow matches
+    req = SigningRequest(request_id=f"sign:test:{uuid.uuid4().hex[:12]}", title="t", initiator=INITIATOR,
+                         chat=ChatRef(chat_id="g-1", source_event_id="e"), groups=[[A]], provider=provider)
+    handle = await dev_env.client.start_workflow(
+        "SigningWorkflow", req, id=req.request_id, task_queue=f"nobody-polls-{uuid.uuid4().hex[:8]}",
+        search_attributes=TypedSearchAttributes([SearchAttributePair(SA_STATUS, "STUCK"),
+                                                 SearchAttributePair(SA_PROVIDER, provider)]))
+    await handle.terminate("as an older build's FAILED flow")
+    query = visibility_query(SignStatus.STUCK, provider=provider)
+    await _until(lambda: _visible(dev_env.client, query, {handle.id}), "the ended STUCK flow in visibility")
+    env = _env(settings, dev_env.client)
+    result = await asyncio.to_thread(lambda: runner.invoke(
+        app, ["requests", "retry", "--all-stuck", "--provider", provider, "--timeout", "5"], env=env))
+    assert result.exit_code == 1, result.output
+    row = next(line for line in result.output.splitlines() if handle.id in line)
+    assert "failed" in row and "TERMINATED" in result.output and "cannot be retried" in result.output, result.output
 
 
 async def test_remind_and_cancel(dev_env: WorkflowEnvironment, settings: Settings) -> None:
@@ -270,7 +296,7 @@ def test_db_upgrade_fresh_and_create_all_sqlite(tmp_path: Path) -> None:
 
     # create_all from an older release (before the chat tables): stamp that revision, migrate the rest.
     older = f"sqlite:///{tmp_path / 'older.db'}"
-    newer = ("chat_messages", "inbound_events", "sent_messages", "provider_links", "chat_files")
+    newer = ("chat_messages", "inbound_events", "sent_messages", "provider_links", "chat_files", "signing_links")
     _create_all(older, skip=newer)
     result = _upgrade(older)
     assert result.exit_code == 0, result.output

@@ -71,8 +71,10 @@ async def test_an_outage_sticks_then_one_retry_completes(flow: Flow) -> None:
     handle = await flow.rig.start([[flow.a]], step_retry_window=timedelta(seconds=2))
     view = await flow.rig.wait(handle, lambda v: v.status.value == "STUCK")
     assert view.stuck_step == "create" and "503" in (view.reason or "")
-    flow.at.sim.down = False
+    # Retried while still down (a STUCK flow also retries by itself, and one that healed first
+    # would refuse the update); the provider comes back and the next try, soon after, succeeds.
     await handle.execute_update("retry", ActionInput(actor=OPERATOR))
+    flow.at.sim.down = False
     flow_id = await flow.provider_flow(handle)
     assert len(flow.at.flows()) == 1  # the retried create did not make a second flow at the provider
     await flow.links_reach(handle, flow.a)

@@ -214,8 +214,10 @@ async def test_stuck_after_provider_outage_then_retry(dev_env: WorkflowEnvironme
         assert described.typed_search_attributes.get(SA_STATUS) == "STUCK"
         with pytest.raises(WorkflowUpdateFailedError):  # only the initiator or an operator may retry
             await handle.execute_update("retry", ActionInput(actor=STRANGER), result_type=StatusView)
-        h.provider.down = False
+        # Retried while the provider is still down (a STUCK flow also retries by itself: healed
+        # first, it would refuse the update); the try fails, and the next, soon after, succeeds.
         await handle.execute_update("retry", ActionInput(actor=OPERATOR), result_type=StatusView)
+        h.provider.down = False
         await h.sign(handle, A)
         await h.sign(handle, B)
         view = await handle.result()

@@ -1,7 +1,9 @@
 """`SigningWorkflow`: one durable execution per signing request.
 
 prepare → create → announce → collect → finish. Pure orchestration: every side effect is an
-activity (`activities/`: documents, provider, chat), the workflow keeps only ids, names and hashes.
+activity (`activities/`: documents, provider, chat), the workflow keeps only ids, names and hashes —
+never a signing link (the `open_group` activity stores links sealed in the database; `send_link`
+reads them).
 
 Why these message types:
 - provider events are **signals**: the provider (or its webhook handler) must never wait on
@@ -10,19 +12,26 @@ Why these message types:
 - `cancel`, `remind` and `retry` are **updates**: the person in the chat needs a yes/no answer
   (not allowed, nothing to retry, …) and the validator rejects them before anything is
   written to history.
+
+Why no infrastructure fault can fail the flow: a step that runs out of retries shows STUCK
+through what needs no chat (search attributes, current details, the database row) and keeps
+trying by itself, less and less often (up to `STUCK_RETRY_CAP` apart); `retry` tries now.
+Only bad user input (`Rejected`) ends a flow early. Anything else escaping `run` is a bug and
+fails the workflow *task*, which Temporal retries after a fix is deployed, never the workflow.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
+from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 with workflow.unsafe.imports_passed_through():
+    from signbridge.core import search_attributes
     from signbridge.core.metrics import flow_outcome
     from signbridge.core.models import (
         ActionInput,
@@ -65,6 +74,27 @@ PATCH_FEWER_PUBLISHES = "fewer-publishes-2026-11"
 # calls go to the provider's own task queue, whose workers cap them to its API quota.
 PATCH_LOCAL_CHAT = "local-chat-provider-queues-2026-11"
 LOCAL_ACTIVITIES = ("publish", "send_link", "send_text", "send_file")
+# Steps that run out of retries show STUCK and keep retrying by themselves (instead of waiting
+# for an operator); no exception escapes `run` as a workflow failure.
+PATCH_SELF_HEALING = "self-healing-steps-2026-12"
+
+# A failed step raises one of these: an activity's failure as ActivityError; a local activity
+# that ran out of attempts (or hit a non-retryable error) as its bare ApplicationError; a local
+# activity that ran out of time as ActivityError(TimeoutError) live but as a bare TimeoutError
+# on replay — treating all alike keeps replay taking the path the live run took.
+STEP_FAILURES = (ActivityError, ApplicationError, ActivityTimeout)
+# Every local-activity retry waits on a workflow timer, never inside the worker: backing off in
+# the worker holds the workflow task open (Temporal extends it every ~8 s for as long as the chat
+# is down), and a worker shut down meanwhile leaves the retry's timeout timers behind in sdk-core,
+# which panic ("receive half not dropped") when they fire.
+LOCAL_RETRY_THRESHOLD = timedelta(milliseconds=1)
+ACTIVITY_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
+# An activity's own retries within the step retry window: 1 s, doubling, at most 5 min apart.
+RETRY_FIRST = timedelta(seconds=1)
+RETRY_MAX = timedelta(minutes=5)
+# While STUCK: the first retry after at most a minute, then doubling, at most this far apart.
+STUCK_FIRST_RETRY = timedelta(minutes=1)
+STUCK_RETRY_CAP = timedelta(minutes=15)
 
 
 # What each activity does, in words, for the Temporal UI's event history.
@@ -81,6 +111,14 @@ ACTIVITY_SUMMARIES = {
     "finish": "Download, verify and store the signed document",
     "send_file": "Deliver the signed document to the chat",
 }
+
+
+def attempts_within(window: timedelta) -> int:
+    """How many tries the activity retry policy makes before `window` has passed."""
+    tries, elapsed, interval = 1, timedelta(), RETRY_FIRST
+    while elapsed + interval <= window:
+        tries, elapsed, interval = tries + 1, elapsed + interval, min(interval * 2, RETRY_MAX)
+    return tries
 
 
 class _Stop(Exception):
@@ -116,6 +154,7 @@ class SigningWorkflow:
         self.closed = False  # True once the final state is published (cards, DB, audit)
         self.confirm_needed = False  # an unconfirmable event arrived: poll the provider now
         self.deadline_upserted = True  # False until SignDeadline is written (PATCH_LOCAL_CHAT flows)
+        self.resume_status: SignStatus | None = None  # what a STUCK flow goes back to
 
     # ---- run ------------------------------------------------------------------------------
 
@@ -126,21 +165,20 @@ class SigningWorkflow:
         self.deadline = workflow.now() + req.timing.deadline
         self.deadline_upserted = not workflow.patched(PATCH_LOCAL_CHAT)
         if self.deadline_upserted:
-            workflow.upsert_search_attributes([SA_DEADLINE.value_set(self.deadline)])
+            self._upsert([SA_DEADLINE.value_set(self.deadline)])
         try:
             if req.problem:
                 await self._reject(req.problem)
                 return await self._close()
             self._details("Checking the document and the signers")
             try:
-                prepared: PreparedDocument = await self._step(
-                    "prepare", lambda: self._act("prepare", req, PreparedDocument))
+                prepared: PreparedDocument = await self._step("prepare", "prepare", req, PreparedDocument)
                 self._adopt(prepared)
             except ApplicationError as e:
                 await self._reject(e.message)
                 return await self._close()
             self._details("Creating the flow at the provider")
-            self.flow_id = await self._step("create", self._create_flow)
+            self.flow_id = await self._create_flow()
             self.status = SignStatus.IN_PROGRESS
             await self._open_group(0)
             await self._collect()
@@ -148,6 +186,11 @@ class SigningWorkflow:
                 await self._finish()
         except _Stop:
             pass
+        except FailureError as e:
+            if not self._heals():
+                raise
+            # Only a bug gets here: fail the workflow task (Temporal retries it), not the flow.
+            raise RuntimeError(f"unexpected {type(e).__name__} in the signing workflow: {e}") from e
         return await self._close()
 
     def _adopt(self, prepared: PreparedDocument) -> None:
@@ -170,8 +213,8 @@ class SigningWorkflow:
 
     async def _create_flow(self) -> str:
         assert self.document is not None and self.deadline is not None
-        return await self._act(
-            "create_flow",
+        return await self._step(
+            "create", "create_flow",
             CreateFlowInput(
                 request_id=self.req.request_id,
                 provider=self.req.provider,
@@ -190,21 +233,18 @@ class SigningWorkflow:
         members = [s for s in self.signers if s.group == group]
         self._details(f"Waiting for group {group + 1} of {len(self.req.groups)}: "
                       + ", ".join(s.person.name for s in members))
-        flow_id, deadline = self.flow_id, self.deadline
         links: list[SignerLink] = await self._step(
             f"open group {group + 1}",
-            lambda: self._act(
-                "open_group",
-                OpenGroupInput(
-                    request_id=self.req.request_id,
-                    provider=self.req.provider,
-                    flow_id=flow_id,
-                    group=group,
-                    signers=[s.person for s in members],
-                    expires_at=deadline,
-                ),
-                list[SignerLink],
+            "open_group",
+            OpenGroupInput(
+                request_id=self.req.request_id,
+                provider=self.req.provider,
+                flow_id=self.flow_id,
+                group=group,
+                signers=[s.person for s in members],
+                expires_at=self.deadline,
             ),
+            list[SignerLink],
         )
         now = workflow.now()
         for s in members:
@@ -213,6 +253,8 @@ class SigningWorkflow:
                 s.notified_at = now
         self.last_activity_at = now
         await self._publish(f"group.opened:{group}", "group.opened", {"group": group + 1})
+        # Older workers' `open_group` returned the links; newer ones return none (they are sealed
+        # in the database), so new flows keep no signing link in their state.
         self.links.update({link.signer_id: link.url for link in links})
         for s in members:
             if s.status == "notified":
@@ -293,25 +335,18 @@ class SigningWorkflow:
         if not self._fewer_publishes():
             await self._publish(None, None, None)
         else:
-            workflow.upsert_search_attributes([SA_STATUS.value_set(self.status.value), SA_PENDING.value_set([])])
-        flow_id, original = self.flow_id, self.document
+            self._upsert([SA_STATUS.value_set(self.status.value), SA_PENDING.value_set([])])
         self.signed_document = await self._step(
-            "finish",
-            lambda: self._act(
-                "finish",
-                FinishInput(request_id=self.req.request_id, provider=self.req.provider, flow_id=flow_id,
-                            original=original, expected_signatures=len(self.signers)),
-                DocumentInfo,
-            ),
+            "finish", "finish",
+            FinishInput(request_id=self.req.request_id, provider=self.req.provider, flow_id=self.flow_id,
+                        original=self.document, expected_signatures=len(self.signers)),
+            DocumentInfo,
         )
         signed = self.signed_document
         assert signed is not None
-        await self._step(
-            "send signed file",
-            lambda: self._act("send_file",
-                              FileMessageInput(request_id=self.req.request_id, chat=self.req.chat, document=signed),
-                              type(None)),
-        )
+        await self._step("send signed file", "send_file",
+                         FileMessageInput(request_id=self.req.request_id, chat=self.req.chat, document=signed),
+                         type(None))
         self.status = SignStatus.COMPLETED
         await self._publish("status:COMPLETED", "request.completed", {"signed_sha256": signed.sha256})
 
@@ -320,17 +355,16 @@ class SigningWorkflow:
     async def _reject(self, reason: str) -> None:
         self.status = SignStatus.REJECTED
         self.reason = reason
-        await self._tell(None, f"无法发起签署：{reason}", "rejected")
+        await self._tell(None, "rejected", {"reason": reason})
         await self._publish("status:REJECTED", "request.rejected", {"reason": reason})
 
     async def _decline(self, who: Person, reason: str) -> None:
         self.reason = f"{who.name}: {reason}" if reason else who.name
-        await self._tell(self.initiator, f"{who.name} 拒绝签署「{self.req.title}」。原因：{reason or '未说明'}",
-                         "declined")
+        await self._tell(self.initiator, "declined", {"who": who.name, "title": self.req.title, "reason": reason})
         await self._end(SignStatus.DECLINED, self.reason, revoke=True)
 
     async def _expire(self) -> None:
-        await self._tell(None, f"「{self.req.title}」已过签署期限，流程已关闭。", "expired")
+        await self._tell(None, "expired", {"title": self.req.title})
         await self._end(SignStatus.EXPIRED, "The deadline passed before everyone signed", revoke=True)
 
     async def _cancel(self) -> None:
@@ -380,12 +414,10 @@ class SigningWorkflow:
         for s in pending:
             await self._send_link(s, f"remind-now:{s.person.id}:{self.manual_reminders}", reminder=True)
         assert self.flow_id is not None
-        flow_id = self.flow_id
-        await self._step("remind at provider", lambda: self._act(
-            "remind",
-            ProviderFlowRef(request_id=self.req.request_id, provider=self.req.provider, flow_id=flow_id,
-                            signer_ids=[s.person.id for s in pending]),
-            type(None)))
+        await self._step("remind at provider", "remind",
+                         ProviderFlowRef(request_id=self.req.request_id, provider=self.req.provider,
+                                         flow_id=self.flow_id, signer_ids=[s.person.id for s in pending]),
+                         type(None))
 
     def _poll_interval(self) -> timedelta:
         """`poll_after`, doubling after each poll that found nothing new, at most a day apart —
@@ -396,12 +428,11 @@ class SigningWorkflow:
     async def _poll(self) -> None:
         """The fallback when no provider event came in time: read the provider's state."""
         assert self.flow_id is not None
-        flow_id = self.flow_id
         self.last_activity_at = workflow.now()
-        events: list[ProviderEvent] = await self._step("poll provider", lambda: self._act(
-            "poll",
-            ProviderFlowRef(request_id=self.req.request_id, provider=self.req.provider, flow_id=flow_id),
-            list[ProviderEvent]))
+        events: list[ProviderEvent] = await self._step(
+            "poll provider", "poll",
+            ProviderFlowRef(request_id=self.req.request_id, provider=self.req.provider, flow_id=self.flow_id),
+            list[ProviderEvent])
         seen = len(self.seen_events)
         for event in events:
             self._enqueue(event)
@@ -506,6 +537,10 @@ class SigningWorkflow:
         """PATCH_LOCAL_CHAT includes PATCH_FEWER_PUBLISHES: new flows record one marker, not two."""
         return workflow.patched(PATCH_LOCAL_CHAT) or workflow.patched(PATCH_FEWER_PUBLISHES)
 
+    def _heals(self) -> bool:
+        """Asked where a step failed: flows recorded before PATCH_SELF_HEALING replay as they ran."""
+        return workflow.patched(PATCH_SELF_HEALING)
+
     def _details(self, text: str) -> None:
         workflow.set_current_details(text)
 
@@ -513,9 +548,20 @@ class SigningWorkflow:
         return AuditInput(request_id=self.req.request_id, key=key, action=action, actor=actor, detail=detail,
                           document_sha256=self.document.sha256 if self.document else None)
 
+    def _upsert(self, updates: list[SearchAttributeUpdate[Any]]) -> None:
+        """Every search-attribute write, fitted to Temporal's limits first: a value Temporal
+        refuses would terminate the flow (`signbridge.search_attributes`)."""
+        fitted = [u if u.value is None else u.key.value_set(search_attributes.fitted(u.value)) for u in updates]
+        search_attributes.check_total([u.value for u in fitted])
+        workflow.upsert_search_attributes(fitted)
+
     async def _publish(self, key: str | None, action: str | None, detail: dict[str, Any] | None,
                        actor: str = "system", best_effort: bool = False) -> None:
-        """Search attributes + DB status + audit + the card, so every view of the flow agrees."""
+        """Search attributes + DB status + audit + the card, so every view of the flow agrees.
+
+        `best_effort`: one try whose failure is swallowed (the audits wait for the next publish) —
+        for showing STUCK, when the chat may be what is down; the database is written first.
+        """
         pending = [s.person.id for s in self.signers if s.status == "notified"]
         updates: list[SearchAttributeUpdate[Any]] = [SA_STATUS.value_set(self.status.value),
                                                      SA_PENDING.value_set(pending)]
@@ -524,29 +570,33 @@ class SigningWorkflow:
         if not self.deadline_upserted and self.deadline is not None:
             updates.append(SA_DEADLINE.value_set(self.deadline))
             self.deadline_upserted = True
-        workflow.upsert_search_attributes(updates)
+        self._upsert(updates)
         audits = self.pending_audit
         self.pending_audit = []
         if key and action:
             audits.append(self._audit(key, action, detail or {}, actor))
         arg = PublishInput(view=self.view(), audits=audits)
         if best_effort:
+            heals = self._heals()  # before PATCH_SELF_HEALING: three tries, and only ActivityError was caught
+            swallowed = STEP_FAILURES if heals else (ActivityError,)
             try:
-                await self._act("publish", arg, type(None), attempts=3)
-            except ActivityError:
+                await self._act("publish", arg, type(None), attempts=1 if heals else 3)
+            except swallowed:
                 self.pending_audit = audits + self.pending_audit
             return
-        await self._step("update the card", lambda: self._act("publish", arg, type(None)))
+        await self._step("update the card", "publish", arg, type(None))
 
     async def _send_link(self, s: SignerState, key: str, reminder: bool = False) -> None:
         arg = LinkMessageInput(request_id=self.req.request_id, chat=self.req.chat, to=s.person,
                                title=self.req.title, sign_url=self.links.get(s.person.id), key=key,
                                reminder=reminder)
-        await self._step(f"send link to {s.person.name}", lambda: self._act("send_link", arg, type(None)))
+        await self._step(f"send link to {s.person.name}", "send_link", arg, type(None))
 
-    async def _tell(self, to: Person | None, text: str, key: str) -> None:
-        arg = TextMessageInput(request_id=self.req.request_id, chat=self.req.chat, key=key, text=text, to=to)
-        await self._step("tell the chat", lambda: self._act("send_text", arg, type(None)))
+    async def _tell(self, to: Person | None, kind: str, params: dict[str, str]) -> None:
+        """A message of `kind` (`signbridge.messages`), worded by the activity in the chat's language."""
+        arg = TextMessageInput(request_id=self.req.request_id, chat=self.req.chat, key=kind, kind=kind,
+                               params=params, to=to)
+        await self._step("tell the chat", "send_text", arg, type(None))
 
     async def _act(self, name: str, arg: Any, result_type: type[T] | Any, attempts: int = 0) -> T:
         """One activity with the step's retry window; where it runs depends on what it calls.
@@ -555,51 +605,117 @@ class SigningWorkflow:
         marker instead of three events and a workflow task each). Provider calls run on the
         provider's task queue, rate-limited to its API quota.
         """
-        t = self.req.timing
+        window = self.req.timing.step_retry_window
+        local = name in LOCAL_ACTIVITIES and workflow.patched(PATCH_LOCAL_CHAT)
+        # Local activities get as many tries as fit in the window rather than a schedule-to-close
+        # timeout: one that times out reports "Activity timed out" instead of the chat's error.
+        counted = local and not attempts and self._heals()
         options: dict[str, Any] = dict(
             result_type=result_type,
             summary=ACTIVITY_SUMMARIES.get(name, name),
             start_to_close_timeout=timedelta(minutes=2),
-            schedule_to_close_timeout=t.step_retry_window,
+            # A single try (while STUCK) is bounded by its start-to-close and heartbeat timeouts
+            # alone: one that needs longer than the window (a 60-signature check) still finishes.
+            schedule_to_close_timeout=None if counted or attempts == 1 else window,
             retry_policy=RetryPolicy(
-                initial_interval=timedelta(seconds=1),
+                initial_interval=RETRY_FIRST,
                 backoff_coefficient=2.0,
-                maximum_interval=timedelta(minutes=5),
-                maximum_attempts=attempts,
+                maximum_interval=RETRY_MAX,
+                maximum_attempts=attempts_within(window) if counted else attempts,
                 non_retryable_error_types=[REJECTED_ERROR],
             ),
         )
-        if name in LOCAL_ACTIVITIES and workflow.patched(PATCH_LOCAL_CHAT):
-            return await workflow.execute_local_activity(name, arg, **options)  # type: ignore[no-any-return]
+        if local:
+            return await workflow.execute_local_activity(  # type: ignore[no-any-return]
+                name, arg, local_retry_threshold=LOCAL_RETRY_THRESHOLD, **options)
         if name in PROVIDER_ACTIVITIES and workflow.patched(PATCH_LOCAL_CHAT):
             options["task_queue"] = provider_task_queue(workflow.info().task_queue, self.req.provider)
-        return await workflow.execute_activity(name, arg, **options)  # type: ignore[no-any-return]
+        # The worker's activities heartbeat (`activities.heartbeat`): a killed worker's attempt is
+        # retried elsewhere within this, not after the start-to-close timeout.
+        return await workflow.execute_activity(  # type: ignore[no-any-return]
+            name, arg, heartbeat_timeout=ACTIVITY_HEARTBEAT_TIMEOUT, **options)
 
-    async def _step(self, name: str, call: Callable[[], Awaitable[T]]) -> T:
-        """Run a step; if its retries run out, show STUCK and wait for `retry` (or `cancel`).
+    async def _step(self, name: str, activity: str, arg: Any, result_type: type[T] | Any) -> T:
+        """Run activity `activity` as the step `name` until it goes through.
 
-        Bad user input (`Rejected`) is re-raised as the ApplicationError it is.
+        Once its retry window is spent the flow shows STUCK and tries again by itself, one try at
+        a time, each pause twice the last (up to `STUCK_RETRY_CAP`); `retry` tries now, `cancel`
+        ends the flow. Bad user input (`Rejected`) is re-raised as the ApplicationError it is.
         """
+        stuck, tries = False, 0
         while True:
             try:
-                return await call()
-            except ActivityError as e:
-                cause = e.cause
+                result: T = await self._act(activity, arg, result_type, attempts=1 if stuck else 0)
+            except STEP_FAILURES as e:
+                cause = e.cause if isinstance(e, ActivityError) and e.cause else e
                 if isinstance(cause, ApplicationError) and cause.type == REJECTED_ERROR:
                     raise cause from None
-                previous = self.status
-                self.status = SignStatus.STUCK
-                flow_outcome("stuck")
-                self.stuck_step = name
-                self.reason = f"{name}: {getattr(cause, 'message', None) or cause or e}"
-                self._details(f"STUCK at '{name}' — waiting for an operator's retry. {self.reason}")
-                self.retry_requested = False
-                self.stuck_count += 1
-                await self._publish(f"stuck:{self.stuck_count}", "request.stuck",
-                                    {"step": name, "error": self.reason}, best_effort=True)
-                await workflow.wait_condition(lambda: self.retry_requested or self.cancel_request is not None)
-                self.status, self.stuck_step, self.reason = previous, None, None
-                if self.cancel_request is not None:
-                    await self._cancel()
-                self._details(f"Retrying '{name}'")
-                workflow.upsert_search_attributes([SA_STATUS.value_set(self.status.value)])
+                if not self._heals():
+                    if isinstance(e, ApplicationError):
+                        raise  # flows from before PATCH_SELF_HEALING failed here; replay must too
+                    await self._wait_for_operator(name, cause)
+                    continue
+                await self._show_stuck(name, cause, first=not stuck)
+                stuck = True
+                # After an operator's `retry` that failed too, the pauses start short again.
+                tries = 0 if await self._pause_before_retry(tries) else tries + 1
+                continue
+            if stuck:
+                await self._recovered(name, tries)
+            return result
+
+    async def _show_stuck(self, name: str, cause: BaseException, first: bool) -> None:
+        """STUCK where it needs no chat: search attributes, current details, the database row."""
+        self.reason = f"{name}: {getattr(cause, 'message', None) or cause}"
+        self._details(f"STUCK at '{name}', retrying by itself (`retry` tries now). {self.reason}")
+        if not first:
+            return
+        self.resume_status, self.status, self.stuck_step = self.status, SignStatus.STUCK, name
+        self.stuck_count += 1
+        flow_outcome("stuck")
+        await self._publish(f"stuck:{self.stuck_count}", "request.stuck", {"step": name, "error": self.reason},
+                            best_effort=True)
+
+    async def _pause_before_retry(self, tries: int) -> bool:
+        """Wait for the next try: the backoff timer, or an operator's `retry` (returns True), or
+        `cancel`. A `retry` that came while the last try was still running counts too."""
+        first = min(self.req.timing.step_retry_window, STUCK_FIRST_RETRY)
+        try:
+            await workflow.wait_condition(lambda: self.retry_requested or self.cancel_request is not None,
+                                          timeout=min(first * 2 ** min(tries, 16), STUCK_RETRY_CAP))
+        except TimeoutError:
+            pass
+        if self.cancel_request is not None:
+            self._leave_stuck()
+            await self._cancel()
+        by_operator, self.retry_requested = self.retry_requested, False
+        return by_operator
+
+    async def _recovered(self, name: str, tries: int) -> None:
+        self._leave_stuck()
+        self._details(f"'{name}' went through again after {tries} retries")
+        await self._publish(f"recovered:{self.stuck_count}", "request.recovered", {"step": name, "retries": tries},
+                            best_effort=True)
+
+    def _leave_stuck(self) -> None:
+        assert self.resume_status is not None
+        self.status, self.stuck_step, self.reason = self.resume_status, None, None
+
+    async def _wait_for_operator(self, name: str, cause: BaseException) -> None:
+        """Flows from before PATCH_SELF_HEALING: show STUCK and wait for `retry` (or `cancel`)."""
+        previous = self.status
+        self.status = SignStatus.STUCK
+        flow_outcome("stuck")
+        self.stuck_step = name
+        self.reason = f"{name}: {getattr(cause, 'message', None) or cause}"
+        self._details(f"STUCK at '{name}' — waiting for an operator's retry. {self.reason}")
+        self.retry_requested = False
+        self.stuck_count += 1
+        await self._publish(f"stuck:{self.stuck_count}", "request.stuck",
+                            {"step": name, "error": self.reason}, best_effort=True)
+        await workflow.wait_condition(lambda: self.retry_requested or self.cancel_request is not None)
+        self.status, self.stuck_step, self.reason = previous, None, None
+        if self.cancel_request is not None:
+            await self._cancel()
+        self._details(f"Retrying '{name}'")
+        self._upsert([SA_STATUS.value_set(self.status.value)])

@@ -21,11 +21,16 @@ class ChatError(Exception):
 
 
 class ChatUnavailable(ChatError):
-    """Outage, timeout or rate limit: retry, after `retry_after` seconds when the platform said so."""
+    """Outage, timeout or rate limit: retry, after `retry_after` seconds when the platform said so.
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    `maybe_delivered`: the request went out but no answer came (a read timeout, a dropped
+    connection), so the chat may have acted on it; a message is then sent again only after a pause.
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None, maybe_delivered: bool = False) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.maybe_delivered = maybe_delivered
 
 
 class ChatRejected(ChatError):

@@ -212,12 +212,29 @@ async def _act(client: Client, request_id: str, action: str, arg: ActionInput, t
         case Refused():
             return Outcome(request_id, "skipped" if result.code == "NotAllowed" else "failed",
                            f"{result.code}: {result.en}")
+        case NotFound() if batch:
+            return await _not_running(client, request_id)
         case NotFound():
             ended = " (it has ended)" if result.ended else ""
-            return Outcome(request_id, "skipped" if batch else "failed",
-                           f"not_found: No running signing request {request_id}{ended}")
+            return Outcome(request_id, "failed", f"not_found: No running signing request {request_id}{ended}")
     return Outcome(request_id, "failed", f"no answer within {timeout:.0f} s — is a worker running? "
                    "(the update may still be applied once one is)")
+
+
+async def _not_running(client: Client, request_id: str) -> Outcome:
+    """A flow found by its search attributes that takes no update: ended meanwhile (skip), or
+    closed while its `SignStatus` still says STUCK — nothing can retry it, which must be said."""
+    try:
+        described = await client.get_workflow_handle(request_id).describe()
+    except RPCError as e:
+        if e.status == RPCStatusCode.NOT_FOUND:
+            return Outcome(request_id, "skipped", "no such flow any more")
+        return Outcome(request_id, "failed", str(e))
+    status = described.status.name if described.status else "closed"
+    if str((described.search_attributes.get("SignStatus") or [""])[0]) != SignStatus.STUCK.value:
+        return Outcome(request_id, "skipped", f"ended meanwhile ({status})")
+    return Outcome(request_id, "failed", f"the workflow is {status}, no longer running: it cannot be retried; "
+                   "start the request again (or `temporal workflow reset` it, see docs/operations.md)")
 
 
 def _report(action: str, outcomes: list[Outcome]) -> None:
@@ -244,10 +261,11 @@ def retry(
     timeout: Timeout = 30.0,
     concurrency: Annotated[int, typer.Option(min=1, max=64, help="updates in flight at once")] = 8,
 ) -> None:
-    """Run the step a STUCK flow gave up on again, for one flow or for every stuck one.
+    """Run the step a STUCK flow is retrying now, for one flow or for every stuck one.
 
     A flow that is no longer STUCK when its turn comes (someone retried it, visibility lagged)
-    is reported as skipped by the workflow's own validator, not as a failure.
+    is reported as skipped by the workflow's own validator, not as a failure. A flow whose
+    `SignStatus` says STUCK but whose workflow no longer runs is a failed row.
     """
     if (request_id is None) == (not all_stuck):
         raise _fail("give either a request id or --all-stuck")

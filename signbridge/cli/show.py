@@ -29,7 +29,8 @@ def _kv(out: Console, key: str, value: object) -> None:
 def _next_step(view: StatusView) -> str:
     if view.status == SignStatus.STUCK:
         return (f"[bold red]STUCK at '{view.stuck_step}'[/]: {view.reason}\n"
-                f"{'':>14}fix the cause, then `signbridge requests retry {view.request_id}`")
+                f"{'':>14}retrying by itself; once the cause is fixed, "
+                f"`signbridge requests retry {view.request_id}` tries now")
     if view.status.terminal:
         return f"ended {view.status.value}" + (f": {view.reason}" if view.reason else "")
     if view.status == SignStatus.IN_PROGRESS:

@@ -17,7 +17,7 @@ _STATUS_TEXT: dict[SignStatus, tuple[str, str]] = {
     SignStatus.PREPARING: ("准备中", "Preparing"),
     SignStatus.IN_PROGRESS: ("签署中", "Waiting for signatures"),
     SignStatus.FINISHING: ("归档中", "Finishing"),
-    SignStatus.STUCK: ("处理受阻，等待运维重试", "Stuck — waiting for an operator to retry"),
+    SignStatus.STUCK: ("处理受阻，正在自动重试", "Stuck — retrying by itself (an operator can retry now)"),
     SignStatus.COMPLETED: ("已完成", "Completed"),
     SignStatus.DECLINED: ("已拒签", "Declined"),
     SignStatus.EXPIRED: ("已过期", "Expired"),

@@ -72,7 +72,7 @@ class Timing(BaseModel):
     reminder_every: timedelta = timedelta(hours=24)
     reminder_max: int = 3
     poll_after: timedelta = timedelta(hours=1)
-    step_retry_window: timedelta = timedelta(minutes=30)
+    step_retry_window: timedelta = timedelta(minutes=30)  # then STUCK; it keeps retrying, less often
 
 
 class SigningRequest(BaseModel):
@@ -174,6 +174,10 @@ class OpenGroupInput(BaseModel):
 
 
 class SignerLink(BaseModel):
+    """What a provider connector's `open_group` hands the `open_group` activity. The activity keeps
+    the URL (a bearer secret) encrypted in the database and returns none to the workflow: older
+    flows' histories carry URLs here, newer ones never do."""
+
     signer_id: str
     url: str | None  # None when the provider notifies the signer itself
 
@@ -233,17 +237,24 @@ class LinkMessageInput(BaseModel):
     chat: ChatRef
     to: Person
     title: str
-    sign_url: str | None
+    # Only older flows pass the URL; newer ones leave it None and `send_link` reads the link the
+    # `open_group` activity stored for (request, signer), so no signing URL enters Temporal.
+    sign_url: str | None = None
     key: str  # idempotency key, unique per message of this request
     reminder: bool = False
 
 
 class TextMessageInput(BaseModel):
+    """A message to the chat or one person. New flows name a `kind` of `signbridge.messages` with
+    its `params`, rendered in the chat's language; `text` is what older flows sent ready-made."""
+
     request_id: str
     chat: ChatRef
     key: str  # idempotency key (unique per request)
-    text: str
+    text: str = ""
     to: Person | None = None  # None: to the chat
+    kind: str | None = None
+    params: dict[str, str] = Field(default_factory=dict)
 
 
 class FileMessageInput(BaseModel):

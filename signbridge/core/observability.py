@@ -32,8 +32,14 @@ _TEMPORAL_KEYS = ("workflow_id", "run_id", "workflow_run_id", "workflow_type", "
                   "attempt", "namespace", "task_queue")
 
 
+# Loggers of libraries, set to `SIGNBRIDGE_THIRD_PARTY_LOG_LEVEL` (WARNING) by `configure_logging`.
+THIRD_PARTY_LOGGERS = ("fontTools", "httpx", "httpcore", "Lark", "pyhanko", "pyhanko_certvalidator", "slack_sdk",
+                       "urllib3", "botocore", "boto3", "s3transfer", "PIL", "multipart", "python_multipart")
+
+
 class ObservabilitySettings(BaseSettings):
-    """`SIGNBRIDGE_LOG_FORMAT`, `SIGNBRIDGE_LOG_LEVEL`, `SIGNBRIDGE_WORKER_METRICS_ADDRESS`.
+    """`SIGNBRIDGE_LOG_FORMAT`, `SIGNBRIDGE_LOG_LEVEL`, `SIGNBRIDGE_THIRD_PARTY_LOG_LEVEL`,
+    `SIGNBRIDGE_WORKER_METRICS_ADDRESS`.
 
     Kept beside the code that reads them (not in `Settings`) so this module can change alone.
     """
@@ -42,6 +48,9 @@ class ObservabilitySettings(BaseSettings):
 
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"
+    # Libraries that narrate routine work at INFO (fontTools a line per font table each time a
+    # stamp is drawn, httpx one per request): only their warnings, unless asked for more.
+    third_party_log_level: str = "WARNING"
     worker_metrics_address: str = "127.0.0.1:9464"  # empty: no Prometheus endpoint on the worker
 
 
@@ -90,6 +99,8 @@ def configure_logging(obs: ObservabilitySettings | None = None, stream: IO[str] 
     # uvicorn's access log repeats what the metrics middleware counts. (Run uvicorn with
     # `log_config=None`, else it installs its own plain-text handlers over these.)
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    for name in THIRD_PARTY_LOGGERS:
+        logging.getLogger(name).setLevel(obs.third_party_log_level.upper())
     return handler
 
 

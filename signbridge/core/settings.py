@@ -61,6 +61,10 @@ class Settings(BaseSettings, Timing):
     api_file_hosts: str = ""  # REST `file_url`; empty: REST callers must upload the file
     fetch_allow_networks: str = ""
 
+    # After a chat message whose delivery is unknown (no answer in time): wait this long (doubling
+    # per attempt) before sending it again with the same idempotency key.
+    resend_pause: timedelta = timedelta(minutes=1)
+
     # Key used to derive signing-link tokens' MACs and signed download URLs.
     link_secret: SecretStr = SecretStr(DEV_SECRET)
     download_url_ttl: timedelta = timedelta(days=7)

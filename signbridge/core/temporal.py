@@ -24,6 +24,7 @@ from temporalio.runtime import Runtime
 
 from signbridge.core import metrics
 from signbridge.core.models import SigningRequest, SignStatus, StatusView
+from signbridge.core.search_attributes import keyword
 from signbridge.core.settings import Settings
 
 WORKFLOW_NAME = "SigningWorkflow"
@@ -71,12 +72,14 @@ async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
 
 
 def initial_search_attributes(req: SigningRequest) -> TypedSearchAttributes:
+    """Fitted to Temporal's limits (`signbridge.search_attributes`): a 3,000-character initiator id
+    must not make Temporal refuse the start."""
     return TypedSearchAttributes(
         [
             SearchAttributePair(SA_STATUS, SignStatus.PREPARING.value),
-            SearchAttributePair(SA_PROVIDER, req.provider),
-            SearchAttributePair(SA_PLATFORM, req.chat.platform),
-            SearchAttributePair(SA_INITIATOR, req.initiator.id),
+            SearchAttributePair(SA_PROVIDER, keyword(req.provider)),
+            SearchAttributePair(SA_PLATFORM, keyword(req.chat.platform)),
+            SearchAttributePair(SA_INITIATOR, keyword(req.initiator.id)),
         ]
     )
 

@@ -4,8 +4,14 @@
 thread. Every POST is verified with `connectors.chat.webhook.signature.verify`; a bad or missing
 signature gets 401 and counts in `rejected`. Verified requests are answered 200 and appended to
 `messages` in arrival order — duplicates included, because tests count them — unless the sink
-was told to fail (`fail_next`) or to rate-limit (`rate_limit_next`), in which case the request
-is recorded only in `attempts`, as a real receiver that failed would not have acted on it.
+was told to fail (`fail_next`, `outage`) or to rate-limit (`rate_limit_next`), in which case the
+request is recorded only in `attempts`, as a real receiver that failed would not have acted on it.
+
+A slow chat (`slow`): each request is acted on (appended to `messages`) and answered only after
+a delay, whether or not the caller still waits — what a chat under load does. `honour_keys`
+makes the sink behave as the protocol asks a receiver to: a request whose `Idempotency-Key` it
+has already acted on is answered 200 at once and not acted on again (a request still being
+processed does not count: the key is recorded when the message is posted).
 """
 
 from __future__ import annotations
@@ -42,7 +48,12 @@ class WebhookSink:
         self.messages: list[dict[str, Any]] = []
         self.attempts: list[Attempt] = []
         self.rejected = 0
+        self.arrivals: list[dict[str, Any]] = []  # every verified request, on arrival (before any delay)
         self.url = ""
+        self.down: int | None = None
+        self.answer_after = 0.0
+        self.honour_keys = False
+        self._acted_keys: set[str] = set()
         self._lock = threading.Lock()
         self._failures: list[tuple[int, dict[str, str]]] = []
         self._cm: AbstractContextManager[str] | None = None
@@ -60,6 +71,20 @@ class WebhookSink:
         """Answer the next `n` verified requests with 429 and `Retry-After: retry_after`."""
         with self._lock:
             self._failures.extend([(429, {"Retry-After": str(retry_after)})] * n)
+
+    def outage(self, status: int = 503) -> None:
+        """Answer every verified request with `status` until `recover()`."""
+        self.down = status
+
+    def recover(self) -> None:
+        with self._lock:
+            self.down = None
+            self._failures.clear()
+
+    def slow(self, seconds: float, honour_keys: bool = True) -> None:
+        """Act on each request and answer it only after `seconds` (see the module docstring)."""
+        self.answer_after = seconds
+        self.honour_keys = honour_keys
 
     # ---- reading ----------------------------------------------------------------------------
 
@@ -92,11 +117,23 @@ class WebhookSink:
             with self._lock:
                 self.rejected += 1
             return Response(json.dumps({"error": str(e)}), status_code=401, media_type="application/json")
+        key = request.headers.get("Idempotency-Key", "")
         with self._lock:
-            status, headers = self._failures.pop(0) if self._failures else (200, {})
+            self.arrivals.append(body)
+            if self.honour_keys and key in self._acted_keys:
+                self.attempts.append(Attempt(body=body, headers=dict(request.headers), status=200))
+                return Response(json.dumps({"ok": True, "duplicate": True}), media_type="application/json")
+            if self.down is not None:
+                status, headers = self.down, {}
+            else:
+                status, headers = self._failures.pop(0) if self._failures else (200, {})
+        if status == 200 and self.answer_after:
+            await asyncio.sleep(self.answer_after)
+        with self._lock:
             self.attempts.append(Attempt(body=body, headers=dict(request.headers), status=status))
             if status == 200:
                 self.messages.append(body)
+                self._acted_keys.add(key)
         return Response(json.dumps({"ok": status == 200}), status_code=status, headers=headers,
                         media_type="application/json")
 

@@ -107,8 +107,11 @@ class WebhookChat:
             else:
                 async with httpx.AsyncClient(timeout=self._timeout) as http:
                     resp = await http.post(self.outbound_url, content=body, headers=headers)
-        except httpx.HTTPError as e:
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as e:
             raise ChatUnavailable(f"webhook chat unreachable ({type(e).__name__}: {e})") from e
+        except httpx.HTTPError as e:  # sent, but no answer: it may have arrived
+            raise ChatUnavailable(f"webhook chat did not answer ({type(e).__name__}: {e})",
+                                  maybe_delivered=True) from e
         self._check(resp, payload["type"])
 
     @staticmethod

@@ -1,0 +1,77 @@
+"""Every text SignBridge posts into a chat, by message kind, in Chinese and English.
+
+The workflow decides *that* something is said (a kind and its parameters: who declined, the
+title, the reason); the chat activity decides *how*, in the chat's language
+(`Settings.language_for`: Chinese on the Chinese platforms and the webhook IM, English on
+Slack, `SIGNBRIDGE_CARD_LANGUAGE` overrides). So the words can change, or a language be added,
+without touching the workflow or the histories of running flows.
+
+The Chinese texts keep an English gloss where a non-Chinese reader may get them (links).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+Lang = Literal["zh", "en"]
+
+# kind -> language -> template; `{name}` placeholders are filled from the message's params.
+TEMPLATES: dict[str, dict[Lang, str]] = {
+    "rejected": {
+        "zh": "无法发起签署：{reason}",
+        "en": "The signing request could not be started: {reason}",
+    },
+    "declined": {
+        "zh": "{who} 拒绝签署「{title}」。原因：{reason}",
+        "en": "{who} declined to sign “{title}”. Reason: {reason}",
+    },
+    "expired": {
+        "zh": "「{title}」已过签署期限，流程已关闭。",
+        "en": "“{title}” passed its signing deadline; the request is closed.",
+    },
+    "sign": {
+        "zh": "请签署「{title}」：{url}（please sign “{title}”）",
+        "en": "please sign “{title}”: {url}",
+    },
+    "sign_reminder": {
+        "zh": "提醒：请签署「{title}」：{url}（Reminder: please sign “{title}”）",
+        "en": "Reminder: please sign “{title}”: {url}",
+    },
+    "sign_by_provider": {
+        "zh": "请签署「{title}」，签署邀请已由签署服务发送"
+              "（please sign “{title}”; the provider has sent you the invitation）",
+        "en": "please sign “{title}”; the e-signature provider has sent you the invitation",
+    },
+    "sign_by_provider_reminder": {
+        "zh": "提醒：请签署「{title}」，签署邀请已由签署服务发送"
+              "（Reminder: please sign “{title}”; the provider has sent you the invitation）",
+        "en": "Reminder: please sign “{title}”; the e-signature provider has sent you the invitation",
+    },
+}
+
+# Said instead of an empty parameter.
+UNSAID: dict[Lang, str] = {"zh": "未说明", "en": "none given"}
+
+
+class UnknownMessage(LookupError):
+    """A kind (or a placeholder) the catalogue does not have: a bug, not bad input."""
+
+
+def render(kind: str, params: Mapping[str, str], lang: Lang) -> str:
+    """The text of one message kind in `lang`; empty parameters read as "not given"."""
+    try:
+        template = TEMPLATES[kind][lang]
+    except KeyError:
+        raise UnknownMessage(f"no {lang} text for message kind {kind!r}") from None
+    values = {k: v if v else UNSAID[lang] for k, v in params.items()}
+    try:
+        return template.format_map(values)
+    except KeyError as e:
+        raise UnknownMessage(f"message kind {kind!r} needs parameter {e.args[0]!r}") from None
+
+
+def link_message(title: str, url: str | None, lang: Lang, reminder: bool = False) -> str:
+    """The direct message that carries a signer's link (or says the provider sent the invitation)."""
+    kind = ("sign" if url else "sign_by_provider") + ("_reminder" if reminder else "")
+    return render(kind, {"title": title, "url": url or ""}, lang)
