@@ -26,7 +26,7 @@ from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from connectors.chat.webhook import WebhookChat
+from connectors.chat.webhook.client import WebhookChat
 from signbridge.core.models import ActionInput, Actor, StatusView
 from signbridge.core.settings import Settings
 from signbridge.core.temporal import SA_STATUS
