@@ -9,7 +9,7 @@ import httpx
 from fastapi import FastAPI
 from temporalio.client import Client
 
-from api import chat, errors, esign_links, health, metrics, provider_webhooks, requests, sign_pages
+from api import chat, errors, esign_links, health, limits, metrics, provider_webhooks, requests, sign_pages
 from api.metrics import install_metrics
 from connectors.chat.registry import build_chats, build_inbounds
 from connectors.esign.registry import build_webhooks
@@ -44,7 +44,10 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
 
     app = FastAPI(title="SignBridge", version="0.1.0", lifespan=lifespan)
     errors.install(app)
-    install_metrics(app)
+    upload_limit = settings.max_document_bytes + limits.MAX_BODY_BYTES  # the file and the request's JSON
+    app.add_middleware(limits.RequestLimits, max_body=lambda scope: upload_limit if requests.is_upload(scope)
+                       else limits.MAX_BODY_BYTES)
+    install_metrics(app)  # outermost: refusals are counted too
     for module in (health, chat, sign_pages, provider_webhooks, requests, metrics, esign_links):
         app.include_router(module.router)
     return app
