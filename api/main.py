@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,11 +14,14 @@ from api import chat, errors, esign_links, health, limits, metrics, provider_web
 from api.metrics import install_metrics
 from connectors.chat.registry import build_chats, build_inbounds
 from connectors.esign.registry import build_webhooks
-from signbridge.core.settings import Settings, get_settings
+from signbridge.core.settings import DEVELOPMENT, Settings, get_settings
 from signbridge.core.temporal import connect
 from signbridge.intake import Intake
 from store.blob_factory import make_blob_store
 from store.db import create_all, get_engine
+from store.files import private_dir
+
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None, client: Client | None = None) -> FastAPI:
@@ -26,10 +30,12 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.data_dir)
+        if settings.environment == DEVELOPMENT and (unset := settings.development_secrets()):
+            log.warning("development secrets in use (%s): never expose this API", ", ".join(unset))
         app.state.settings = settings
         app.state.engine = get_engine(settings.sqlalchemy_url)
-        if settings.environment == "development":
+        if settings.environment == DEVELOPMENT:
             create_all(app.state.engine)  # elsewhere `signbridge db upgrade` (alembic) owns the schema
         app.state.blobs = make_blob_store(settings)
         app.state.temporal = client or await connect(settings)

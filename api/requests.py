@@ -47,7 +47,14 @@ from signbridge.core.models import (
 )
 from signbridge.core.settings import Settings
 from signbridge.core.temporal import WORKFLOW_NAME
-from signbridge.core.untrusted import Identifier, UntrustedInputError, load_json, problems, same
+from signbridge.core.untrusted import (
+    MAX_WORKFLOW_ID_CHARS,
+    Identifier,
+    UntrustedInputError,
+    load_json,
+    problems,
+    same,
+)
 from signbridge.intake import Intake
 from store import audit
 from store.blobs import BlobNotFound, sha256_hex
@@ -58,7 +65,6 @@ router = APIRouter(tags=["signing requests"])
 # A REST caller gets its answer within a chat platform's deadline too: accepted by Temporal within
 # 3 s, else 503 with Retry-After (an update's result is awaited longer, else 202).
 API = Deadline(accept=3.0, result=25.0)
-MAX_REQUEST_ID_CHARS = 400  # `sign:<platform>:<tenant>:<event id>`: 5 + 32 + 64 + 200 and separators
 
 
 _bearer = HTTPBearer(auto_error=False, description="One of the keys in SIGNBRIDGE_API_KEYS")
@@ -185,7 +191,7 @@ def is_upload(scope: Scope) -> bool:
     return scope["method"] == "POST" and scope["path"] == "/api/v1/signing-requests"
 
 
-RequestId = Annotated[str, Path(min_length=1, max_length=MAX_REQUEST_ID_CHARS)]
+RequestId = Annotated[str, Path(min_length=1, max_length=MAX_WORKFLOW_ID_CHARS)]
 CREATE_BODY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": {"$ref": "#/components/schemas/NewRequest"}},
     "multipart/form-data": {"schema": {"type": "object", "required": ["request", "file"], "properties": {

@@ -34,6 +34,7 @@ from signbridge.core.signers import MAX_NAME_CHARS
 from signbridge.intake.provider_events import deliver
 from signbridge.pdf.render import render_page_png
 from store.blobs import BlobStore
+from store.files import private_dir
 from store.repos import documents
 from store.tables import LocalFlow, LocalSigner, utcnow
 
@@ -189,7 +190,7 @@ def _render_cached(settings: Settings, blobs: BlobStore, blob_key: str, page: in
     if path.exists():
         return path.read_bytes()
     png = render_page_png(blobs.get(blob_key), page - 1)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as f:

@@ -45,7 +45,8 @@ def test_file_links_expire_and_bind_the_key() -> None:
 def test_download_names_are_cleaned_and_signed_as_cleaned() -> None:
     s = Settings(link_secret="k1")  # type: ignore[arg-type]
     for raw, clean in (("../../etc/passwd", "passwd"), ("..\\evil.pdf", "evil.pdf"), ("采购合同.pdf", "采购合同.pdf"),
-                       ("a\u202egnp.pdf", "agnp.pdf"), ("x\x00y\u200b.pdf", "xy.pdf"), ("a\r\nb.pdf", "a b.pdf"), ("..", "document.pdf"),
+                       ("a\u202egnp.pdf", "agnp.pdf"), ("x\x00y\u200b.pdf", "xy.pdf"), ("a\r\nb.pdf", "a b.pdf"),
+                       ("..", "document.pdf"),
                        ('re:port?.pdf', "re_port_.pdf"), ("合" * 300, "合" * 200)):
         assert links.download_name(raw) == clean, raw
         from urllib.parse import parse_qs, urlparse

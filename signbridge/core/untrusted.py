@@ -18,7 +18,10 @@ from pydantic import StringConstraints, ValidationError
 
 MAX_JSON_DEPTH = 32  # the deepest real payload (a Feishu card callback) nests 6 levels
 MAX_TIMESTAMP_DIGITS = 16  # unix milliseconds until the year 318857
-MAX_ID_CHARS = 200  # a chat user, chat or event id from a caller; platforms' own are 11-64 characters
+MAX_ID_CHARS = 160  # a chat user, chat or event id from a caller; platforms' own are 11-64 characters
+# Temporal's longest workflow or update id as docker-compose configures it (`limit.maxIDLength`);
+# `sign:<platform>:<tenant>:<event id>` stays inside it with a 64-character tenant.
+MAX_WORKFLOW_ID_CHARS = 255
 
 # An id a caller chose (a user, chat or event id): it becomes part of workflow ids, search
 # attributes and database keys, so it is short and free of control characters (PostgreSQL

@@ -27,7 +27,7 @@ from connectors.chat.webhook import signature
 from signbridge.core import chat
 from signbridge.core.models import Actor, Person
 from signbridge.core.settings import Settings
-from signbridge.core.untrusted import Identifier, problems
+from signbridge.core.untrusted import MAX_WORKFLOW_ID_CHARS, Identifier, problems
 
 PLATFORM = "webhook"
 ROUTES = (Route("/im/webhook/events"),)
@@ -84,7 +84,7 @@ class MessageEvent(_Event):
 
 
 class ActionIn(BaseModel):
-    request_id: str = Field(min_length=1, max_length=300)
+    request_id: str = Field(min_length=1, max_length=MAX_WORKFLOW_ID_CHARS)
     name: str = Field(max_length=64)
     reason: str | None = Field(default=None, max_length=500)
     signer_ids: list[Identifier] = Field(default_factory=list, max_length=MAX_MENTIONS)
