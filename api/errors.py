@@ -49,6 +49,7 @@ WHY = {
     502: "The e-signature provider did not answer; try again",
     503: "Temporal did not answer in time; retry after `Retry-After` seconds",
 }
+PLAIN_CODES = {404: "not_found", 405: "method_not_allowed"}  # Starlette's own: no such route, or method
 RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer"}}}
 # Answered by the request limits (api/limits.py) on any route, before the route runs.
 ALWAYS = (413, 414, 431)
@@ -74,7 +75,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = getattr(exc, "code", None) or f"http_{exc.status_code}"
+        code = getattr(exc, "code", None) or PLAIN_CODES.get(exc.status_code, f"http_{exc.status_code}")
         if isinstance(exc.__cause__, RecursionError):  # FastAPI parsing a body nested past the parser's limit
             code = "too_deep"
         return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)

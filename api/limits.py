@@ -28,6 +28,8 @@ class BodyTooLarge(HTTPException):
     """Raised from `receive` once the body passes its limit; answered 413 by the app's handler or,
     when the route never catches it, by the middleware."""
 
+    code = "too_large"
+
     def __init__(self, limit: int) -> None:
         super().__init__(413, f"The body is larger than the {limit} bytes this route accepts")
 
@@ -90,6 +92,5 @@ def _refusal(scope: Scope, body_limit: int) -> tuple[int, str, str] | None:
 async def _answer(send: Send, status: int, code: str, message: str) -> None:
     body = json.dumps(error_body(code, message)).encode()
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})

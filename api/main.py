@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
+from pydantic import BaseModel
 from temporalio.client import Client
 
 from api import chat, errors, esign_links, health, limits, metrics, provider_webhooks, requests, sign_pages
@@ -56,4 +58,22 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
     install_metrics(app)  # outermost: refusals are counted too
     for module in (health, chat, sign_pages, provider_webhooks, requests, metrics, esign_links):
         app.include_router(module.router)
+    _document(app, requests.NewRequest)
     return app
+
+
+def _document(app: FastAPI, *models: type[BaseModel]) -> None:
+    """Put models that routes read themselves (JSON or multipart, parsed by hand) into the
+    OpenAPI components, where the routes' `openapi_extra` request bodies refer to them."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for model in models:
+            if model.__name__ not in components:
+                own = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update({**own.pop("$defs", {}), model.__name__: own})
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -38,7 +38,7 @@ async def provider_webhook(provider: Annotated[str, Path(max_length=32)], reques
         events, reply = hook.parse(request.headers, request.query_params, body)
     except WebhookRejected as e:
         raise ApiError(401, "bad_signature", str(e)) from e
-    except (AttributeError, KeyError, TypeError, ValueError) as e:  # a payload of a shape no provider sends
+    except (ArithmeticError, AttributeError, LookupError, TypeError, ValueError) as e:  # a shape no provider sends
         log.warning("%s webhook payload could not be read: %s", provider, type(e).__name__)
         raise ApiError(400, "invalid_payload", "The webhook payload is not one this provider sends") from e
     for event in events:
