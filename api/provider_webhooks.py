@@ -7,6 +7,7 @@ are acknowledged and ignored (a provider must not retry what we will never route
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Annotated
 
@@ -16,10 +17,13 @@ from api.chat import CALLBACK_BODY
 from api.deps import ClientDep, EngineDep
 from api.errors import ApiError, responses
 from connectors.esign.base import WebhookRejected
+from signbridge.core.chat import Busy
 from signbridge.intake.provider_events import UnknownFlow, deliver, workflow_id_for
 from store import audit
 
 router = APIRouter(tags=["provider webhooks"])
+# Temporal's client retries an unreachable frontend for ~10 s; the provider gets its 503 sooner.
+DELIVERY_SECONDS = 5.0
 log = logging.getLogger(__name__)
 
 
@@ -53,10 +57,12 @@ async def provider_webhook(provider: Annotated[str, Path(max_length=32)], reques
                      ip=request.client.host if request.client else None,
                      user_agent=request.headers.get("user-agent"))
         try:
-            await deliver(client, engine, event)
+            async with asyncio.timeout(DELIVERY_SECONDS):
+                await deliver(client, engine, event)
         except UnknownFlow:
             continue
         except Exception as e:  # Temporal unreachable: make the provider retry later
             log.warning("could not deliver %s event %s: %s", provider, event.event_id, type(e).__name__)
-            raise ApiError(503, "unavailable", "Temporarily unable to accept the event; retry") from e
+            raise ApiError(503, "unavailable", "Temporarily unable to accept the event; retry",
+                           retry_after=Busy.retry_after) from e
     return Response(reply.body, status_code=reply.status, media_type=reply.media_type)

@@ -53,13 +53,13 @@ class ChatIn(BaseModel):
 
 class SenderIn(BaseModel):
     id: Identifier
-    name: str = Field(default="", max_length=1000)
+    name: str = Field(default="", max_length=200)
     email: str | None = Field(default=None, max_length=320)
     mobile: str | None = Field(default=None, max_length=64)
 
 
 class MentionIn(SenderIn):
-    name: str = Field(max_length=1000)
+    name: str = Field(max_length=1000)  # a signer: cleaned and checked at `prepare`, which says why
     external: bool = False
 
 
