@@ -14,7 +14,7 @@ COPY store ./store
 COPY migrations ./migrations
 RUN pip install . \
     && useradd --create-home --uid 10001 signbridge \
-    && mkdir -p /data && chown signbridge /data
+    && mkdir -p /data && chown signbridge /data && chmod 700 /data
 
 USER signbridge
 ENV SIGNBRIDGE_DATA_DIR=/data

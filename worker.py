@@ -40,6 +40,7 @@ from signbridge.core.shutdown import GRACEFUL_SHUTDOWN_TIMEOUT, run_until_signal
 from signbridge.core.temporal import connect, provider_task_queue
 from store.blob_factory import make_blob_store
 from store.db import create_all, get_engine
+from store.files import private_dir
 from workflows.signing import SigningWorkflow
 
 
@@ -136,7 +137,7 @@ async def build_worker(
     graceful_shutdown_timeout: timedelta = timedelta(),
 ) -> AsyncIterator[Workers]:
     """The workers with their dependencies; tests may swap in providers or chats (e.g. an outage)."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)
     engine = get_engine(settings.sqlalchemy_url)
     if settings.environment == "development":
         create_all(engine)  # elsewhere `signbridge db upgrade` (alembic) owns the schema

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, BackgroundTasks, Request, Response
 
-from api.errors import ApiError
+from api.errors import ApiError, responses
 from connectors.chat import registry
 from connectors.chat.callback import Callback, CallbackRejected, Inbound, Reply
 from signbridge.intake import Intake
@@ -62,7 +62,17 @@ def _handler(platform: str) -> Callable[[Request, BackgroundTasks], Awaitable[Re
     return callback
 
 
+# Each platform answers in its own shape (JSON, or text such as WeCom's echo); errors are ours.
+REPLY = {"description": "What the platform expects back", "content": {
+    "application/json": {"schema": {}}, "text/plain": {"schema": {"type": "string"}}}}
+RESPONSES = {200: REPLY, 202: {**REPLY, "description": "Taken; the flow reports in the chat"},
+             **responses(400, 401, 403, 404, 409, 503)}
+CALLBACK_BODY = {"requestBody": {"description": "The callback exactly as the platform signed it", "content": {
+    "application/json": {"schema": {"type": "object"}}, "application/x-www-form-urlencoded": {"schema": {
+        "type": "object"}}, "text/xml": {"schema": {"type": "string"}}}}}
+
 for _platform, _route in registry.routes():
     for _method in _route.methods:
         router.add_api_route(_route.path, _handler(_platform), methods=[_method], response_class=Response,
-                             summary=f"{_platform} callback", operation_id=f"{_platform}_{_method}_{_route.path}")
+                             summary=f"{_platform} callback", operation_id=f"{_platform}_{_method}_{_route.path}",
+                             responses=RESPONSES, openapi_extra=CALLBACK_BODY if _method == "POST" else None)

@@ -33,6 +33,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.engine import Engine
 
 from api.deps import EngineDep, SettingsDep
+from api.errors import responses
 from api.sign_pages import SECURITY_HEADERS
 from connectors.esign import docusign
 from connectors.esign.base import NothingToSign, ProviderError, RecipientViews
@@ -152,7 +153,10 @@ async def docusign_views(settings: Settings, engine: Engine, blobs: BlobStore) -
 # ---- routes --------------------------------------------------------------------------------
 
 
-@router.get("/esign/docusign/sign/{token}")
+@router.get("/esign/docusign/sign/{token}", response_class=Response, responses={
+    200: {"description": "A page saying why there is nothing to sign", "content": {"text/html": {}}},
+    303: {"description": "To DocuSign's signing page, made for this click"},
+    **responses(404, 410, 502, 503, media_type="text/html")})
 async def docusign_sign(token: str, request: Request, settings: SettingsDep, engine: EngineDep) -> Response:
     link = find_link(engine, token)
     if link is None:
@@ -179,7 +183,8 @@ async def docusign_sign(token: str, request: Request, settings: SettingsDep, eng
     return _secure(RedirectResponse(url, status_code=303))
 
 
-@router.get("/esign/docusign/return")
+@router.get("/esign/docusign/return", response_class=Response,
+            responses={200: {"description": "A page", "content": {"text/html": {}}}})
 async def docusign_return(event: str = "") -> Response:
     """Where DocuSign sends the signer afterwards (`?event=signing_complete|decline|cancel|...`).
     Informational only: the Connect webhook is the source of truth for the signer's status."""

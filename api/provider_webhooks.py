@@ -7,31 +7,44 @@ are acknowledged and ignored (a provider must not retry what we will never route
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from typing import Annotated
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 
+from api.chat import CALLBACK_BODY
 from api.deps import ClientDep, EngineDep
-from api.errors import ApiError
+from api.errors import ApiError, responses
 from connectors.esign.base import WebhookRejected
+from signbridge.core.chat import Busy
 from signbridge.intake.provider_events import UnknownFlow, deliver, workflow_id_for
 from store import audit
 
 router = APIRouter(tags=["provider webhooks"])
+# Temporal's client retries an unreachable frontend for ~10 s; the provider gets its 503 sooner.
+DELIVERY_SECONDS = 5.0
 log = logging.getLogger(__name__)
 
 
-@router.post("/esign/{provider}/webhook")
-async def provider_webhook(provider: str, request: Request, client: ClientDep, engine: EngineDep) -> Response:
+@router.post("/esign/{provider}/webhook", response_class=Response, openapi_extra=CALLBACK_BODY, responses={
+    200: {"description": "The reply the provider expects", "content": {"text/plain": {"schema": {"type": "string"}},
+                                                                      "application/json": {"schema": {}}}},
+    **responses(400, 401, 404, 503)})
+async def provider_webhook(provider: Annotated[str, Path(max_length=32)], request: Request, client: ClientDep,
+                           engine: EngineDep) -> Response:
     hooks = request.app.state.provider_webhooks
     hook = hooks.get(provider)
     if hook is None:
-        raise ApiError(404, "unknown_provider", f"No webhook for provider {provider!r} (is it configured?)")
+        raise ApiError(404, "unknown_provider", "No webhook for this provider (is it configured?)")
     body = await request.body()
     try:
         events, reply = hook.parse(request.headers, request.query_params, body)
     except WebhookRejected as e:
         raise ApiError(401, "bad_signature", str(e)) from e
+    except (ArithmeticError, AttributeError, LookupError, TypeError, ValueError) as e:  # a shape no provider sends
+        log.warning("%s webhook payload could not be read: %s", provider, type(e).__name__)
+        raise ApiError(400, "invalid_payload", "The webhook payload is not one this provider sends") from e
     for event in events:
         try:
             request_id = workflow_id_for(engine, event.provider, event.flow_id)
@@ -44,10 +57,12 @@ async def provider_webhook(provider: str, request: Request, client: ClientDep, e
                      ip=request.client.host if request.client else None,
                      user_agent=request.headers.get("user-agent"))
         try:
-            await deliver(client, engine, event)
+            async with asyncio.timeout(DELIVERY_SECONDS):
+                await deliver(client, engine, event)
         except UnknownFlow:
             continue
         except Exception as e:  # Temporal unreachable: make the provider retry later
             log.warning("could not deliver %s event %s: %s", provider, event.event_id, type(e).__name__)
-            raise ApiError(503, "unavailable", "Temporarily unable to accept the event; retry") from e
+            raise ApiError(503, "unavailable", "Temporarily unable to accept the event; retry",
+                           retry_after=Busy.retry_after) from e
     return Response(reply.body, status_code=reply.status, media_type=reply.media_type)

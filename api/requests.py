@@ -6,22 +6,35 @@ update. Listing reads Temporal's visibility store, the same index operators use 
 
 from __future__ import annotations
 
-import hmac
 import json
+import re
 import uuid
 from datetime import timedelta
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 from starlette.datastructures import UploadFile
+from starlette.types import Scope
 
-from api.deps import BlobsDep, ClientDep, EngineDep, IntakeDep, SettingsDep
-from api.errors import ApiError
+from api.deps import BlobsDep, EngineDep, IntakeDep, SettingsDep
+from api.errors import ApiError, responses
 from signbridge.core import links
-from signbridge.core.chat import Applied, Busy, ChatAction, NotFound, Outcome, Refused, Started, request_id_for
+from signbridge.core.chat import (
+    Applied,
+    Busy,
+    ChatAction,
+    Deadline,
+    NotFound,
+    Outcome,
+    Refused,
+    Started,
+    request_id_for,
+)
+from signbridge.core.links import download_name
 from signbridge.core.models import (
     Actor,
     ChatRef,
@@ -34,12 +47,24 @@ from signbridge.core.models import (
 )
 from signbridge.core.settings import Settings
 from signbridge.core.temporal import WORKFLOW_NAME
+from signbridge.core.untrusted import (
+    MAX_WORKFLOW_ID_CHARS,
+    Identifier,
+    UntrustedInputError,
+    load_json,
+    problems,
+    same,
+)
 from signbridge.intake import Intake
 from store import audit
 from store.blobs import BlobNotFound, sha256_hex
 from store.repos import documents
 
 router = APIRouter(tags=["signing requests"])
+
+# A REST caller gets its answer within a chat platform's deadline too: accepted by Temporal within
+# 3 s, else 503 with Retry-After (an update's result is awaited longer, else 202).
+API = Deadline(accept=3.0, result=25.0)
 
 
 _bearer = HTTPBearer(auto_error=False, description="One of the keys in SIGNBRIDGE_API_KEYS")
@@ -52,7 +77,7 @@ def require_api_key(
     token = credentials.credentials if credentials and credentials.scheme.lower() == "bearer" else ""
     if token:
         for key in settings.api_key_list:
-            if hmac.compare_digest(key.encode(), token.encode()):
+            if same(token, key):
                 return "api:" + sha256_hex(key.encode())[:8]
     raise ApiError(401, "unauthorized", "A valid `Authorization: Bearer <key>` is required (SIGNBRIDGE_API_KEYS)")
 
@@ -60,17 +85,51 @@ def require_api_key(
 ApiCaller = Annotated[str, Depends(require_api_key)]
 
 
+# Bounds on what a REST caller names, checked before anything is used: ids become workflow ids
+# and search attributes (Temporal refuses long ones), everything lands in the flow's history.
+MAX_SIGNERS = 100
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")  # visible ASCII: it becomes part of the workflow id
+
+
+class PersonIn(BaseModel):
+    """A signer or the initiator. Names are checked (and cleaned) at `prepare`, which says why in
+    the chat; here only what no check should ever have to read is refused."""
+
+    id: Identifier
+    name: str = Field(min_length=1, max_length=1000)
+    email: str | None = Field(default=None, max_length=320)
+    mobile: str | None = Field(default=None, max_length=64)
+    external: bool = False
+
+    def person(self) -> Person:
+        return Person(**self.model_dump())
+
+
+class ChatIn(BaseModel):
+    platform: str = Field(default="webhook", pattern=r"^[a-z_]{1,32}$")
+    tenant: str = Field(default="default", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+    chat_id: Identifier
+    chat_kind: Literal["group", "direct"] = "group"
+    source_event_id: Identifier
+
+
 class NewRequest(BaseModel):
     title: str = Field(min_length=1, max_length=200)
-    initiator: Person
-    groups: list[list[Person]]
-    file_url: str | None = None
-    file_name: str | None = None
-    file_sha256: str | None = None
-    chat: ChatRef | None = None
-    provider: str | None = None
+    initiator: PersonIn
+    groups: list[Annotated[list[PersonIn], Field(max_length=MAX_SIGNERS)]] = Field(max_length=MAX_SIGNERS)
+    file_url: str | None = Field(default=None, max_length=2000)
+    file_name: str | None = Field(default=None, min_length=1, max_length=255)
+    file_sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    chat: ChatIn | None = None
+    provider: str | None = Field(default=None, pattern=r"^[a-z_]{1,32}$")
     deadline_days: float | None = Field(default=None, gt=0, le=365)
     reminder_max: int | None = Field(default=None, ge=0, le=20)
+
+    @model_validator(mode="after")
+    def _few_enough_signers(self) -> NewRequest:
+        if sum(len(group) for group in self.groups) > MAX_SIGNERS:
+            raise ValueError(f"at most {MAX_SIGNERS} signers in one request")
+        return self
 
 
 class Accepted(BaseModel):
@@ -98,18 +157,51 @@ def _unless_failed(outcome: Outcome) -> Outcome:
         case NotFound():
             raise ApiError(404, "not_found", f"No signing request {outcome.request_id}")
         case Busy():
-            raise ApiError(503, "unavailable", "Temporal did not answer in time; retry",
-                           retry_after=outcome.retry_after)
+            raise _busy(outcome)
     return outcome
 
 
+def _busy(outcome: Busy) -> ApiError:
+    return ApiError(503, "unavailable", "Temporal did not answer in time; retry", retry_after=outcome.retry_after)
+
+
 async def _view(intake: Intake, request_id: str) -> StatusView:
-    outcome = _unless_failed(await intake.status(request_id))
+    outcome = _unless_failed(await intake.status(request_id, API.accept))
     assert isinstance(outcome, Applied)
     return outcome.view
 
 
-@router.post("/api/v1/signing-requests", status_code=202, response_model=Accepted)
+def _idempotency_key(value: str | None) -> str | None:
+    if value is not None and not IDEMPOTENCY_KEY.fullmatch(value):
+        raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key must be 1-200 visible ASCII characters")
+    return value
+
+
+def _new_request(raw: bytes | str) -> NewRequest:
+    try:
+        return NewRequest.model_validate(load_json(raw))
+    except UntrustedInputError as e:  # not JSON keeps its old code; too deep was a 500 before it had one
+        raise ApiError(400, "invalid_request" if e.code == "invalid_json" else e.code, str(e)) from e
+    except ValidationError as e:
+        raise ApiError(400, "invalid_request", f"Invalid request body: {problems(e)}") from e
+
+
+def is_upload(scope: Scope) -> bool:
+    """The one route that takes a document in its body (see the request limits in `create_app`)."""
+    return scope["method"] == "POST" and scope["path"] == "/api/v1/signing-requests"
+
+
+RequestId = Annotated[str, Path(min_length=1, max_length=MAX_WORKFLOW_ID_CHARS)]
+CREATE_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"$ref": "#/components/schemas/NewRequest"}},
+    "multipart/form-data": {"schema": {"type": "object", "required": ["request", "file"], "properties": {
+        "request": {"type": "string", "description": "the JSON body as text"},
+        "file": {"type": "string", "format": "binary"}}}},
+}}}
+
+
+@router.post("/api/v1/signing-requests", status_code=202, response_model=Accepted, openapi_extra=CREATE_BODY,
+             responses=responses(400, 401, 503))
 async def create_request(
     request: Request,
     caller: ApiCaller,
@@ -120,8 +212,10 @@ async def create_request(
 ) -> Accepted:
     """JSON with `file_url`, or multipart with a `file` and the same JSON in a `request` field.
 
-    `Idempotency-Key` makes a retried call return the first request instead of a second one.
+    `Idempotency-Key` makes a retried call return the first request (`started: false`) instead of
+    starting a second one.
     """
+    key = _idempotency_key(idempotency_key) or uuid.uuid4().hex
     upload: UploadFile | None = None
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         form = await request.form()
@@ -130,77 +224,95 @@ async def create_request(
         if not isinstance(raw, str):
             raise ApiError(400, "invalid_request", "multipart needs a `request` field holding the JSON body")
         upload = file if isinstance(file, UploadFile) else None
+        body = _new_request(raw)
     else:
-        raw = (await request.body()).decode("utf-8", "replace")
-    try:
-        body = NewRequest.model_validate(json.loads(raw))
-    except (json.JSONDecodeError, ValidationError) as e:
-        raise ApiError(400, "invalid_request", f"Invalid request body: {e}") from e
+        body = _new_request(await request.body())
 
     document: DocumentSource | None = None
     if upload is not None:
         data = await upload.read(settings.max_document_bytes + 1)
         if len(data) > settings.max_document_bytes:
             raise ApiError(413, "too_large", f"The file is larger than {settings.max_document_bytes} bytes")
-        key = blobs.put(data)
-        document = DocumentSource(name=upload.filename or body.file_name or "document.pdf", blob_key=key)
+        document = DocumentSource(name=download_name(upload.filename or body.file_name or ""),
+                                  blob_key=blobs.put(data))
     elif body.file_url:
-        document = DocumentSource(name=body.file_name or body.file_url.rsplit("/", 1)[-1] or "document.pdf",
+        document = DocumentSource(name=download_name(body.file_name or body.file_url.rsplit("/", 1)[-1]),
                                   url=body.file_url, sha256=body.file_sha256, origin="api")
-    request_id = request_id_for("api", "default", idempotency_key or uuid.uuid4().hex)
+    request_id = request_id_for("api", "default", key)
+    initiator = body.initiator.person()
     req = SigningRequest(
         request_id=request_id,
         title=body.title,
-        initiator=body.initiator,
-        chat=body.chat or ChatRef(platform="webhook", chat_id=body.initiator.id, chat_kind="direct",
-                                  source_event_id=request_id),
+        initiator=initiator,
+        chat=ChatRef(**body.chat.model_dump()) if body.chat else ChatRef(
+            platform="webhook", chat_id=initiator.id, chat_kind="direct", source_event_id=request_id),
         documents=[document] if document else [],
-        groups=body.groups,
+        groups=[[p.person() for p in group] for group in body.groups],
         provider=body.provider or settings.default_provider,
         timing=_timing(settings, body),
     )
-    outcome = _unless_failed(await intake.start_request(req))
+    outcome = _unless_failed(await intake.start_request(req, API))
     return Accepted(request_id=request_id, started=isinstance(outcome, Started))
 
 
-@router.get("/api/v1/signing-requests", response_model=list[dict[str, Any]])
+class ListedRequest(BaseModel):
+    request_id: str
+    status: str | None
+    initiator: str | None
+    provider: str | None
+    document_sha256: str | None
+    pending_signers: list[str]
+    started_at: str | None
+
+
+@router.get("/api/v1/signing-requests", response_model=list[ListedRequest], responses=responses(401, 422, 503))
 async def list_requests(
-    caller: ApiCaller, client: ClientDep, status: SignStatus | None = None, limit: int = 100
-) -> list[dict[str, Any]]:
+    caller: ApiCaller, intake: IntakeDep, status: SignStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[ListedRequest]:
     query = f"WorkflowType = '{WORKFLOW_NAME}'"
     if status is not None:
         query += f" AND SignStatus = '{status.value}'"  # an enum value: nothing to inject
-    found: list[dict[str, Any]] = []
-    async for wf in client.list_workflows(query, limit=min(max(limit, 1), 1000)):
-        sa = wf.search_attributes
-        found.append({
-            "request_id": wf.id,
-            "status": (sa.get("SignStatus") or [None])[0],
-            "initiator": (sa.get("SignInitiator") or [None])[0],
-            "provider": (sa.get("SignProvider") or [None])[0],
-            "document_sha256": (sa.get("DocumentSha256") or [None])[0],
-            "pending_signers": list(sa.get("PendingSigners") or []),
-            "started_at": wf.start_time.isoformat() if wf.start_time else None,
-        })
-        if len(found) >= limit:
-            break
-    return found
+    flows = await intake.listing(query, limit, API.accept)
+    if isinstance(flows, Busy):
+        raise _busy(flows)
+    return [ListedRequest(
+        request_id=wf.id,
+        status=_first(wf.search_attributes.get("SignStatus")),
+        initiator=_first(wf.search_attributes.get("SignInitiator")),
+        provider=_first(wf.search_attributes.get("SignProvider")),
+        document_sha256=_first(wf.search_attributes.get("DocumentSha256")),
+        pending_signers=[str(s) for s in wf.search_attributes.get("PendingSigners") or []],
+        started_at=wf.start_time.isoformat() if wf.start_time else None,
+    ) for wf in flows]
 
 
-@router.get("/api/v1/signing-requests/{request_id}", response_model=StatusView)
-async def get_request(request_id: str, caller: ApiCaller, intake: IntakeDep) -> StatusView:
+def _first(values: Any) -> str | None:
+    return str(values[0]) if values else None
+
+
+@router.get("/api/v1/signing-requests/{request_id}", response_model=StatusView,
+            responses=responses(401, 404, 422, 503))
+async def get_request(request_id: RequestId, caller: ApiCaller, intake: IntakeDep) -> StatusView:
     return await _view(intake, request_id)
 
 
 class ActionBody(BaseModel):
     reason: str | None = Field(default=None, max_length=500)
-    signer_ids: list[str] = Field(default_factory=list)
+    signer_ids: list[Identifier] = Field(default_factory=list, max_length=MAX_SIGNERS)
+
+
+class ActionAccepted(BaseModel):
+    request_id: str
+    action: str
+    accepted: bool
 
 
 @router.post("/api/v1/signing-requests/{request_id}/{action}", response_model=StatusView,
-             responses={202: {"description": "Accepted by the flow; not finished within the deadline"}})
+             responses={202: {"model": ActionAccepted, "description": "Accepted by the flow; not finished yet"},
+                        **responses(400, 401, 403, 404, 409, 422, 503)})
 async def act(
-    request_id: str,
+    request_id: RequestId,
     action: Literal["cancel", "remind", "retry"],
     caller: ApiCaller,
     intake: IntakeDep,
@@ -210,23 +322,29 @@ async def act(
     """API keys act as operators: they may cancel, remind and retry any request."""
     outcome = _unless_failed(await intake.apply_action(ChatAction(
         request_id=request_id, name=action, actor=Actor(id=caller, name="API", is_operator=True),
-        update_id=idempotency_key, reason=body.reason if body else None,
-        signer_ids=tuple(body.signer_ids) if body else ())))
+        update_id=_idempotency_key(idempotency_key), reason=body.reason if body else None,
+        signer_ids=tuple(body.signer_ids) if body else ()), API))
     if isinstance(outcome, Applied):
         return outcome.view
-    return JSONResponse({"request_id": request_id, "action": action, "accepted": True}, status_code=202)
+    return JSONResponse(ActionAccepted(request_id=request_id, action=action, accepted=True).model_dump(),
+                        status_code=202)
 
 
-@router.get("/api/v1/signing-requests/{request_id}/signed-file")
-async def signed_file(request_id: str, caller: ApiCaller, intake: IntakeDep, blobs: BlobsDep) -> Response:
+PDF: dict[int | str, dict[str, Any]] = {200: {"description": "The PDF", "content": {
+    "application/pdf": {"schema": {"type": "string", "format": "binary"}}}}}
+
+
+@router.get("/api/v1/signing-requests/{request_id}/signed-file", response_class=Response,
+            responses={**PDF, **responses(401, 404, 409, 422, 503)})
+async def signed_file(request_id: RequestId, caller: ApiCaller, intake: IntakeDep, blobs: BlobsDep) -> Response:
     view = await _view(intake, request_id)
     if view.signed_document is None:
         raise ApiError(409, "not_signed", f"The request is {view.status.value}; there is no signed file yet")
     return _pdf(blobs.get(view.signed_document.blob_key), view.signed_document.name)
 
 
-@router.get("/api/v1/signing-requests/{request_id}/audit")
-async def audit_trail(request_id: str, caller: ApiCaller, engine: EngineDep) -> dict[str, Any]:
+@router.get("/api/v1/signing-requests/{request_id}/audit", responses=responses(401, 404, 422))
+async def audit_trail(request_id: RequestId, caller: ApiCaller, engine: EngineDep) -> dict[str, Any]:
     rows = audit.trail_of(engine, request_id)
     if not rows:
         raise ApiError(404, "not_found", f"No audit trail for {request_id}")
@@ -242,29 +360,30 @@ async def audit_trail(request_id: str, caller: ApiCaller, engine: EngineDep) -> 
     }
 
 
-@router.get("/files/{key}", tags=["files"])
-async def download(key: str, expires: int, sig: str, settings: SettingsDep, blobs: BlobsDep, engine: EngineDep,
-                   name: str | None = None) -> Response:
+@router.get("/files/{key}", tags=["files"], response_class=Response, responses={**PDF, **responses(403, 404, 422)})
+async def download(key: Annotated[str, Path(max_length=64)], expires: Annotated[int, Query(ge=0, lt=2**63)],
+                   sig: Annotated[str, Query(max_length=64)], settings: SettingsDep, blobs: BlobsDep,
+                   engine: EngineDep, name: Annotated[str | None, Query(max_length=1000)] = None) -> Response:
     """The signed, expiring link posted to the chat with the signed document."""
-    if not links.verify_file(settings, key, expires, sig):
+    link = links.verify_file(settings, key, expires, sig, name)
+    if link is None:
         raise ApiError(403, "invalid_link", "This download link is invalid or has expired")
     try:
         data = blobs.get(key)
     except BlobNotFound as e:
         raise ApiError(404, "not_found", "No such file") from e
-    return _pdf(data, name or documents.name_of(engine, key) or f"{key}.pdf")
+    return _pdf(data, link.name or documents.name_of(engine, key) or f"{key}.pdf")
 
 
 def _pdf(data: bytes, name: str) -> Response:
-    from urllib.parse import quote
-
     return Response(data, media_type="application/pdf", headers={
-        "Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}",
+        "Content-Disposition": f"attachment; filename*=UTF-8''{quote(download_name(name))}",
         "Cache-Control": "no-store",
     })
 
 
-@router.get("/ca.pem", tags=["files"])
+@router.get("/ca.pem", tags=["files"], response_class=Response, responses={
+    200: {"description": "PEM", "content": {"application/x-pem-file": {"schema": {"type": "string"}}}}})
 async def installation_ca(settings: SettingsDep) -> Response:
     """The installation CA certificate, so anyone holding a signed PDF can verify it offline."""
     from asn1crypto import pem

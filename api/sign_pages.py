@@ -17,7 +17,7 @@ import os
 import tempfile
 from io import BytesIO
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -26,7 +26,7 @@ from sqlalchemy.engine import Engine
 from temporalio.client import Client
 
 from api.deps import BlobsDep, ClientDep, EngineDep, SettingsDep
-from api.errors import error_body
+from api.errors import error_body, responses
 from connectors.esign import local
 from signbridge.core.models import ProviderEvent
 from signbridge.core.settings import Settings
@@ -34,6 +34,7 @@ from signbridge.core.signers import MAX_NAME_CHARS
 from signbridge.intake.provider_events import deliver
 from signbridge.pdf.render import render_page_png
 from store.blobs import BlobStore
+from store.files import private_dir
 from store.repos import documents
 from store.tables import LocalFlow, LocalSigner, utcnow
 
@@ -49,8 +50,13 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
 }
+HTML = "text/html"
+# Every page answers HTML, or JSON for `Accept: application/json`.
+PAGE: dict[int | str, dict[str, Any]] = {200: {"description": "The page (HTML), or its content as JSON", "content": {
+    HTML: {"schema": {"type": "string"}}, "application/json": {"schema": {"type": "object"}}}}}
 STATUS = {"unknown": 404, "gone": 410, "invalid": 400, "busy": 503, "unsignable": 422}
 DELIVERY_TIMEOUT_SECONDS = 10.0
+MAX_PAGE_DIGITS = 5  # no document that passes `check_pdf` has 100,000 pages
 # The name input's maxlength: browsers count UTF-16 units, so any name `prepare` accepts fits.
 TYPED_NAME_MAX = 2 * MAX_NAME_CHARS
 
@@ -184,7 +190,7 @@ def _render_cached(settings: Settings, blobs: BlobStore, blob_key: str, page: in
     if path.exists():
         return path.read_bytes()
     png = render_page_png(blobs.get(blob_key), page - 1)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -213,7 +219,7 @@ def _who(request: Request) -> tuple[str | None, str | None]:
 # ---- routes --------------------------------------------------------------------------------
 
 
-@router.get("/sign/{token}")
+@router.get("/sign/{token}", response_class=Response, responses={**PAGE, **responses(404, 410, media_type=HTML)})
 async def sign_page(token: str, request: Request, settings: SettingsDep, engine: EngineDep,
                     blobs: BlobsDep) -> Response:
     found = _lookup(engine, token)
@@ -231,14 +237,16 @@ async def sign_page(token: str, request: Request, settings: SettingsDep, engine:
     return _secure(HTMLResponse(_sign_page(token, signer, flow, doc_name, pages)))
 
 
-@router.get("/sign/{token}/pages/{page}.png")
+@router.get("/sign/{token}/pages/{page}.png", response_class=Response,
+            responses={200: {"description": "The page as an image", "content": {"image/png": {"schema": {
+                "type": "string", "format": "binary"}}}}, **responses(404, 410, media_type=HTML)})
 async def page_png(token: str, page: str, request: Request, settings: SettingsDep, engine: EngineDep,
                    blobs: BlobsDep) -> Response:
     found = _lookup(engine, token)
     if isinstance(found, local.LinkProblem):
         return _problem(request, found)
     flow = found[1]
-    number = int(page) if page.isdigit() else 0
+    number = int(page) if page.isascii() and page.isdigit() and len(page) <= MAX_PAGE_DIGITS else 0
     if not 1 <= number <= await _page_count(blobs, flow.current_blob_key):
         return _problem(request, local.LinkProblem("unknown", "page_not_found", "没有这一页", "No such page"))
     try:
@@ -248,7 +256,8 @@ async def page_png(token: str, page: str, request: Request, settings: SettingsDe
     return _secure(Response(png, media_type="image/png"))
 
 
-@router.post("/sign/{token}")
+@router.post("/sign/{token}", response_class=Response,
+             responses={**PAGE, **responses(400, 404, 410, 422, 503, media_type=HTML)})
 async def submit_signature(token: str, request: Request, settings: SettingsDep, engine: EngineDep,
                            blobs: BlobsDep, client: ClientDep, name: Annotated[str, Form()] = "",
                            consent: Annotated[str, Form()] = "") -> Response:
@@ -269,7 +278,8 @@ async def submit_signature(token: str, request: Request, settings: SettingsDep, 
     return _secure(HTMLResponse(_layout(("已签署", "Signed"), body)))
 
 
-@router.post("/sign/{token}/decline")
+@router.post("/sign/{token}/decline", response_class=Response,
+             responses={**PAGE, **responses(400, 404, 410, 503, media_type=HTML)})
 async def submit_decline(token: str, request: Request, engine: EngineDep, client: ClientDep,
                          reason: Annotated[str, Form()] = "") -> Response:
     ip, user_agent = _who(request)

@@ -199,6 +199,7 @@ class Stack:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNBRIDGE_")}
         s = self.settings
         env.update({
+            "SIGNBRIDGE_ENVIRONMENT": s.environment,
             "SIGNBRIDGE_DATA_DIR": str(s.data_dir),
             "SIGNBRIDGE_TEMPORAL_ADDRESS": s.temporal_address,
             "SIGNBRIDGE_TASK_QUEUE": s.task_queue,
@@ -218,6 +219,7 @@ def make_settings(data_dir: Path, temporal_address: str, sink_url: str, task_que
                   port: int | None = None) -> Settings:
     port = port or free_port()
     return Settings(
+        environment="development",  # a throwaway stack: tables created at start, no migrations
         data_dir=data_dir,
         temporal_address=temporal_address,
         task_queue=task_queue or f"bench-{uuid.uuid4().hex[:8]}",

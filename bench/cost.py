@@ -177,7 +177,8 @@ def scenarios(h: Harness, quick: bool) -> list[dict[str, Any]]:
 async def run(data_dir: Path, quick: bool, log: Any = print) -> list[Cost]:
     from bench.common import time_skipping_server
 
-    settings = Settings(data_dir=data_dir, webhook_secret="bench-webhook-secret",  # type: ignore[arg-type]
+    settings = Settings(environment="development", data_dir=data_dir,
+                        webhook_secret="bench-webhook-secret",  # type: ignore[arg-type]
                         link_secret="bench-link-secret",  # type: ignore[arg-type]
                         task_queue=f"cost-{uuid.uuid4().hex[:8]}")
     costs = []

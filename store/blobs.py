@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Protocol
 
+from store.files import private_dir
+
 
 class BlobNotFound(KeyError):
     pass
@@ -42,7 +44,7 @@ class FileBlobStore:
         path = self._path(key)
         if path.exists():
             return key
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)  # mkstemp makes the file itself 0600
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as f:

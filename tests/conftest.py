@@ -24,6 +24,10 @@ from signbridge.core.settings import Settings
 from signbridge.core.temporal import SEARCH_ATTRIBUTES
 
 BIN = Path(sys.executable).parent
+# Tests are development: tables are created at start-up and the test secrets are not refused.
+# SIGNBRIDGE_ENVIRONMENT defaults to production, so say so for everything a test builds or starts
+# (`Settings()`, the CLI, child processes that inherit this environment).
+os.environ.setdefault("SIGNBRIDGE_ENVIRONMENT", "development")
 
 
 def _binary(name: str) -> str:
@@ -37,7 +41,9 @@ def _binary(name: str) -> str:
 
 
 def dev_server_args() -> list[str]:
-    args = ["--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true"]
+    # The id length limit docker-compose gives the production server, so ids too long for it fail here too.
+    args = ["--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true",
+            "--dynamic-config-value", "limit.maxIDLength=255"]
     for name, kind in SEARCH_ATTRIBUTES.items():
         args += ["--search-attribute", f"{name}={kind}"]
     return args
@@ -82,6 +88,7 @@ def settings(tmp_path: Path) -> Settings:
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
     """Settings for one test (or one module's shared harness): its own data dir and task queue."""
     values: dict[str, Any] = dict(
+        environment="development",
         data_dir=data_dir,
         webhook_secret="test-webhook-secret",
         link_secret="test-link-secret",

@@ -297,6 +297,14 @@ def test_api_log_config_is_a_working_json_logging_setup(compose: dict[str, Any],
         logging.getLogger("uvicorn.error").info("started", extra={"workflow_id": "sign:x"})
         line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
         assert line["message"] == "started" and line["workflow_id"] == "sign:x" and line["logger"] == "uvicorn.error"
+        # uvicorn's access line for a signing link and a download link: no token, no signature left.
+        logging.getLogger("uvicorn.access").warning('%s - "%s %s HTTP/%s" %d', "203.0.113.9:5", "GET",
+                                                    "/files/ab?expires=9&sig=c0ffee&name=x.pdf", "1.1", 200)
+        logging.getLogger("uvicorn.access").warning('%s - "%s %s HTTP/%s" %d', "203.0.113.9:5", "GET",
+                                                    "/sign/tok-secret/pages/1.png", "1.1", 200)
+        lines = [json.loads(raw)["message"] for raw in capsys.readouterr().err.strip().splitlines()]
+        assert lines == ['203.0.113.9:5 - "GET /files/ab?expires=9&sig=<redacted>&name=x.pdf HTTP/1.1" 200',
+                         '203.0.113.9:5 - "GET /sign/<redacted>/pages/1.png HTTP/1.1" 200']
     finally:
         root.handlers, _ = saved
         root.setLevel(saved[1])

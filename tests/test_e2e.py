@@ -223,6 +223,7 @@ async def test_bad_callbacks_start_nothing(dev_env: WorkflowEnvironment, setting
 def _worker_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNBRIDGE_")}
     env.update({
+        "SIGNBRIDGE_ENVIRONMENT": "development",
         "SIGNBRIDGE_DATA_DIR": str(settings.data_dir),
         "SIGNBRIDGE_TEMPORAL_ADDRESS": settings.temporal_address,
         "SIGNBRIDGE_TASK_QUEUE": settings.task_queue,

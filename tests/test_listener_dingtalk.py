@@ -277,7 +277,8 @@ async def test_cards_ask_for_their_button_callbacks_over_the_stream(dev_env: Wor
 
 def listener_env(base: str, dev_env: WorkflowEnvironment, tmp: Path, secret: str = APP_SECRET) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNBRIDGE_")}
-    env.update({"SIGNBRIDGE_DINGTALK_APP_KEY": APP_KEY, "SIGNBRIDGE_DINGTALK_APP_SECRET": secret,
+    env.update({"SIGNBRIDGE_ENVIRONMENT": "development",  # the listener creates its tables
+                "SIGNBRIDGE_DINGTALK_APP_KEY": APP_KEY, "SIGNBRIDGE_DINGTALK_APP_SECRET": secret,
                 "SIGNBRIDGE_DINGTALK_ROBOT_CODE": ROBOT, "SIGNBRIDGE_DINGTALK_API_BASE": base,
                 "SIGNBRIDGE_DINGTALK_OAPI_BASE": base,
                 "SIGNBRIDGE_TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,

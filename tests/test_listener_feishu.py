@@ -308,7 +308,8 @@ async def test_busy_endpoint_is_retried_and_stop_still_ends_the_listener(setting
 
 def listener_env(base: str, dev_env: WorkflowEnvironment, tmp: Path, secret: str = APP_SECRET) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNBRIDGE_")}
-    env.update({"SIGNBRIDGE_FEISHU_APP_ID": APP_ID, "SIGNBRIDGE_FEISHU_APP_SECRET": secret,
+    env.update({"SIGNBRIDGE_ENVIRONMENT": "development",  # the listener creates its tables
+                "SIGNBRIDGE_FEISHU_APP_ID": APP_ID, "SIGNBRIDGE_FEISHU_APP_SECRET": secret,
                 "SIGNBRIDGE_FEISHU_API_BASE": base,
                 "SIGNBRIDGE_TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
                 "SIGNBRIDGE_TASK_QUEUE": f"tq-cli-{uuid.uuid4().hex[:8]}",

@@ -32,11 +32,39 @@ def test_file_links_expire_and_bind_the_key() -> None:
 
     q = parse_qs(urlparse(url).query)
     exp, sig = int(q["expires"][0]), q["sig"][0]
-    assert links.verify_file(s, "ab" * 32, exp, sig, now=1001.0)
-    assert not links.verify_file(s, "cd" * 32, exp, sig, now=1001.0)  # bound to the file
-    assert not links.verify_file(s, "ab" * 32, exp, sig, now=exp + 1.0)  # expired
+    assert links.verify_file(s, "ab" * 32, exp, sig, "c.pdf", now=1001.0) == links.GenuineLink("c.pdf")
+    assert not links.verify_file(s, "cd" * 32, exp, sig, "c.pdf", now=1001.0)  # bound to the file
+    assert not links.verify_file(s, "ab" * 32, exp, sig, "d.pdf", now=1001.0)  # and to its name
+    assert not links.verify_file(s, "ab" * 32, exp, sig, now=1001.0)
+    assert not links.verify_file(s, "ab" * 32, exp, sig, "c.pdf", now=exp + 1.0)  # expired
     other = Settings(link_secret="k2")  # type: ignore[arg-type]
-    assert not links.verify_file(other, "ab" * 32, exp, sig, now=1001.0)
+    assert not links.verify_file(other, "ab" * 32, exp, sig, "c.pdf", now=1001.0)
+    assert not links.verify_file(s, "ab" * 32, exp, "é" * 64, "c.pdf", now=1001.0)  # not a MAC: refused, no error
+
+
+def test_download_names_are_cleaned_and_signed_as_cleaned() -> None:
+    s = Settings(link_secret="k1")  # type: ignore[arg-type]
+    for raw, clean in (("../../etc/passwd", "passwd"), ("..\\evil.pdf", "evil.pdf"), ("采购合同.pdf", "采购合同.pdf"),
+                       ("a\u202egnp.pdf", "agnp.pdf"), ("x\x00y\u200b.pdf", "xy.pdf"), ("a\r\nb.pdf", "a b.pdf"),
+                       ("..", "document.pdf"),
+                       ('re:port?.pdf', "re_port_.pdf"), ("合" * 300, "合" * 200)):
+        assert links.download_name(raw) == clean, raw
+        from urllib.parse import parse_qs, urlparse
+
+        q = parse_qs(urlparse(links.file_url(s, "ab" * 32, raw, now=1000.0)).query)
+        assert q["name"] == [clean]
+        assert links.verify_file(s, "ab" * 32, int(q["expires"][0]), q["sig"][0], clean, now=1001.0)
+
+
+def test_links_made_before_names_were_signed_work_until_they_expire() -> None:
+    import hashlib
+    import hmac
+
+    s = Settings(link_secret="k1")  # type: ignore[arg-type]
+    exp = 2000
+    old_sig = hmac.new(b"k1", f"file:{'ab' * 32}:{exp}".encode(), hashlib.sha256).hexdigest()
+    assert links.verify_file(s, "ab" * 32, exp, old_sig, "../../x.sh", now=1001.0) == links.GenuineLink(None)
+    assert not links.verify_file(s, "ab" * 32, exp, old_sig, None, now=exp + 1.0)
 
 
 def _view(status: SignStatus) -> StatusView:

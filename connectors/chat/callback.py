@@ -9,7 +9,6 @@ platform renders its `Outcome` as the `Reply` its servers expect. Nothing here k
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -20,6 +19,7 @@ from sqlalchemy.engine import Engine
 from connectors.chat.base import ChatConnector
 from signbridge.core.chat import Busy, ChatAction, ChatEvent, Deadline, FileRef, Outcome
 from signbridge.core.commands import DEFAULT_BOT_NAME
+from signbridge.core.untrusted import UntrustedInputError, load_json
 
 
 @dataclass(frozen=True)
@@ -78,14 +78,25 @@ def invalid(message: str) -> CallbackRejected:
 
 
 def json_object(raw: bytes | str) -> dict[str, Any]:
-    """The body as a JSON object, or 400."""
+    """The body as a JSON object (depth-limited, see `signbridge.core.untrusted`), or 400."""
     try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CallbackRejected(400, "invalid_json", f"The body is not JSON: {e}") from e
+        data = load_json(raw)
+    except UntrustedInputError as e:
+        raise CallbackRejected(400, e.code, str(e)) from e
     if not isinstance(data, dict):
         raise CallbackRejected(400, "invalid_json", "The body is not a JSON object")
     return data
+
+
+def embedded_object(raw: object) -> dict[str, Any]:
+    """A JSON object a payload carries as a string (Feishu's message `content`, DingTalk's card
+    `content`), or already as an object; {} for anything else."""
+    if isinstance(raw, str | bytes):
+        try:
+            raw = load_json(raw)
+        except UntrustedInputError:
+            return {}
+    return raw if isinstance(raw, dict) else {}
 
 
 def _no_fallback(event: ChatEvent) -> tuple[FileRef, ...]:

@@ -25,8 +25,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
-import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +36,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from connectors.esign.base import ProviderError, WebhookRejected, WebhookReply
 from signbridge.core.models import CreateFlowInput, OpenGroupInput, Person, ProviderEvent, SignerLink
 from signbridge.core.settings import Settings
+from signbridge.core.untrusted import is_stale, load_json
 from store.blobs import BlobStore
 
 PROVIDER = "docuseal"
@@ -291,10 +290,10 @@ class DocuSealWebhook:
         expected = signature(self._secret.get_secret_value(), timestamp, body)
         if not hmac.compare_digest(expected.encode(), given.encode()):
             raise WebhookRejected("bad X-Docuseal-Signature")
-        if abs(time.time() - int(timestamp)) > self.tolerance:
+        if is_stale(timestamp, self.tolerance):
             raise WebhookRejected("stale X-Docuseal-Signature timestamp")
         try:
-            data = json.loads(body)
+            data = load_json(body)
         except ValueError as e:
             raise WebhookRejected("the DocuSeal webhook is not JSON") from e
         event_type = str(data.get("event_type", "")) if isinstance(data, dict) else ""

@@ -37,7 +37,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import secrets
 import time
 from collections.abc import Mapping
@@ -54,6 +53,7 @@ from sqlalchemy.engine import Engine
 from connectors.esign.base import NothingToSign, ProviderError, WebhookRejected, WebhookReply
 from signbridge.core.models import CreateFlowInput, OpenGroupInput, ProviderEvent, SignerLink
 from signbridge.core.settings import Settings
+from signbridge.core.untrusted import load_json, same
 from store.blobs import BlobStore
 from store.repos import provider_links
 from store.tables import ProviderLink
@@ -426,13 +426,13 @@ class DocuSignWebhook:
         self._key = key
 
     def _verify(self, headers: Mapping[str, str], body: bytes) -> None:
-        expected = connect_signature(self._key.get_secret_value(), body).encode()
+        expected = connect_signature(self._key.get_secret_value(), body)
         given = [v for k, v in headers.items() if k.lower().startswith("x-docusign-signature-")]
         if not given:
             raise WebhookRejected("missing X-DocuSign-Signature-N")
         matched = False
         for value in given:  # no early exit: every header is compared
-            matched |= hmac.compare_digest(expected, value.strip().encode())
+            matched |= same(value.strip(), expected)
         if not matched:
             raise WebhookRejected("no X-DocuSign-Signature-N matches")
 
@@ -440,7 +440,7 @@ class DocuSignWebhook:
               body: bytes) -> tuple[list[ProviderEvent], WebhookReply]:
         self._verify(headers, body)
         try:
-            data = json.loads(body)
+            data = load_json(body)
         except ValueError as e:
             raise WebhookRejected("the Connect message is not JSON") from e
         if not isinstance(data, dict) or not isinstance(data.get("data"), dict):

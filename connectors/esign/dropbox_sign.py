@@ -39,6 +39,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from connectors.esign.base import ProviderError, WebhookRejected, WebhookReply
 from signbridge.core.models import CreateFlowInput, OpenGroupInput, Person, ProviderEvent, SignerLink
 from signbridge.core.settings import Settings
+from signbridge.core.untrusted import load_json
 from store.blobs import BlobStore
 
 PROVIDER = "dropbox_sign"
@@ -302,7 +303,7 @@ def _form_json(headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
     if not text:
         raise WebhookRejected("no json field in the Dropbox Sign callback")
     try:
-        data = json.loads(text)
+        data = load_json(text)
     except ValueError as e:
         raise WebhookRejected("the Dropbox Sign callback is not JSON") from e
     if not isinstance(data, dict):
@@ -322,7 +323,9 @@ class DropboxSignWebhook:
     def parse(self, headers: Mapping[str, str], query: Mapping[str, str],
               body: bytes) -> tuple[list[ProviderEvent], WebhookReply]:
         data = _form_json(headers, body)
-        event = data.get("event") or {}
+        event = data.get("event")
+        if not isinstance(event, dict):
+            raise WebhookRejected("missing Dropbox Sign event")
         event_time, event_type = str(event.get("event_time", "")), str(event.get("event_type", ""))
         given = str(event.get("event_hash", ""))
         if not (event_time and event_type and given):

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -46,6 +45,7 @@ from connectors.esign.esign_cn_auth import (
 )
 from signbridge.core.models import CreateFlowInput, OpenGroupInput, Person, ProviderEvent, SignerLink
 from signbridge.core.settings import Settings
+from signbridge.core.untrusted import load_json
 from store.blobs import BlobStore
 
 PROVIDER = "esign_cn"
@@ -360,7 +360,7 @@ class EsignCnWebhook:
               body: bytes) -> tuple[list[ProviderEvent], WebhookReply]:
         verify_callback(self._secret.get_secret_value(), self._app_id, headers, query, body, self._tolerance_ms)
         try:
-            data = json.loads(body)
+            data = load_json(body)
         except ValueError:
             data = None
         if not isinstance(data, dict):  # genuinely from e签宝 but unreadable: acknowledge, never retried

@@ -29,6 +29,7 @@ from asn1crypto import pem as asn1_pem
 from asn1crypto import x509 as asn1_x509
 
 from connectors.esign.base import WebhookRejected
+from signbridge.core.untrusted import is_stale, same, unix_time
 
 ACCEPT = "*/*"
 CONTENT_TYPE = "application/json; charset=UTF-8"
@@ -93,13 +94,11 @@ def verify_callback(secret: str, app_id: str, headers: Mapping[str, str], query:
     if sender is not None and sender != app_id:
         raise WebhookRejected("callback for another e签宝 app")
     expected = callback_signature(secret, timestamp, dict(query), body)
-    if not hmac.compare_digest(expected.encode(), given.lower().encode()):
+    if not same(given.lower(), expected):
         raise WebhookRejected("bad e签宝 callback signature")
-    try:
-        skew = abs(time.time() * 1000 - int(timestamp))
-    except ValueError as e:
-        raise WebhookRejected("bad e签宝 callback timestamp") from e
-    if tolerance_ms and skew > tolerance_ms:
+    if unix_time(timestamp, millis=True) is None:
+        raise WebhookRejected("bad e签宝 callback timestamp")
+    if tolerance_ms and is_stale(timestamp, tolerance_ms / 1000, millis=True):
         raise WebhookRejected("stale e签宝 callback")
 
 

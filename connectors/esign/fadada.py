@@ -44,6 +44,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from connectors.esign.base import ProviderError, WebhookRejected, WebhookReply
 from signbridge.core.models import CreateFlowInput, OpenGroupInput, ProviderEvent, SignerLink
 from signbridge.core.settings import Settings
+from signbridge.core.untrusted import is_stale, load_json
 from store.blobs import BlobStore
 
 PROVIDER = "fadada"
@@ -313,10 +314,10 @@ class FadadaWebhook:
         expected = fasc_sign(self._secret.get_secret_value(), {**canonical, "bizContent": biz})
         if not hmac.compare_digest(expected.encode(), given.encode()):
             raise WebhookRejected("bad X-FASC-Sign")
-        if abs(time.time() * 1000 - int(stamp)) > self.tolerance * 1000:
+        if is_stale(stamp, self.tolerance, millis=True):
             raise WebhookRejected("stale X-FASC-Timestamp")
         try:
-            data = json.loads(biz)
+            data = load_json(biz)
         except ValueError as e:
             raise WebhookRejected("bizContent is not JSON") from e
         event = canonical.get("X-FASC-Event", "")

@@ -28,6 +28,8 @@ from sqlalchemy import create_engine, inspect
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
+from store.files import private_file
+
 Schema = dict[str, frozenset[str]]  # table -> column names
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,7 +106,7 @@ def upgrade(url: str) -> UpgradeReport:
     """Bring the database at `url` to the head revision (see the module docstring)."""
     cfg = alembic_config(url)
     if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        private_file(Path(url.removeprefix("sqlite:///")))
     engine = create_engine(driver_url(url), poolclass=NullPool)
     try:
         current = _current_revision(engine)

@@ -78,6 +78,7 @@ def devserver_argv(
         "--namespace", namespace,
         "--log-level", log_level,
         "--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true",
+        "--dynamic-config-value", "limit.maxIDLength=255",  # as docker-compose's server: ids too long fail here too
     ]
     for name, kind in search_attributes.items():
         argv += ["--search-attribute", f"{name}={kind}"]

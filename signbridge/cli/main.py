@@ -24,9 +24,19 @@ import typer
 
 from signbridge.cli import devserver
 from signbridge.cli import ops as ops_cli
-from signbridge.core.settings import Settings, get_settings
+from signbridge.core.settings import DEVELOPMENT, Settings, get_settings
+from store.files import private_dir
 
 app = typer.Typer(help="SignBridge: get documents signed without leaving the chat.", no_args_is_help=True)
+
+
+@app.callback()
+def _private_files() -> None:
+    """Whatever SignBridge and the processes it starts create (databases, blobs, the CA, logs,
+    Temporal's dev database) is readable by its own user only: contracts and keys live there."""
+    os.umask(0o077)
+
+
 app.add_typer(ops_cli.requests_app, name="requests")
 app.add_typer(ops_cli.identities_app, name="identities")
 app.add_typer(ops_cli.db_app, name="db")
@@ -160,8 +170,8 @@ async def _supervise(sup: Supervisor, settings: Settings, ui_port: int, api_port
     typer.echo("starting worker")
     sup.start("worker", [sys.executable, "-m", "worker"])
     typer.echo(f"starting API on {api_url}")
-    sup.start("API", [sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory",
-                      "--host", API_HOST, "--port", str(api_port)])
+    sup.start("API", [sys.executable, "-m", "signbridge.cli.main", "api", "--host", API_HOST, "--port", str(api_port),
+                      "--access-log"])
     if not await _until(sup, stop, lambda: _api_healthy(api_url), STARTUP_TIMEOUT, "API"):
         return 0
 
@@ -195,8 +205,13 @@ def run(
     if "SIGNBRIDGE_WEBHOOK_OUTBOUND_URL" not in os.environ:
         os.environ["SIGNBRIDGE_WEBHOOK_OUTBOUND_URL"] = DEMO_OUTBOUND_URL
         os.environ.setdefault("SIGNBRIDGE_FETCH_ALLOW_NETWORKS", "127.0.0.1/32")
+    os.environ.setdefault("SIGNBRIDGE_ENVIRONMENT", DEVELOPMENT)  # a developer's stack, said out loud
     settings = get_settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.check_production()
+    if settings.environment == DEVELOPMENT and (unset := settings.development_secrets()):
+        typer.echo(f"WARNING: development secrets in use ({', '.join(unset)}): anyone with this repository can "
+                   "forge chat callbacks and download links. Fine on your machine; never expose this stack.", err=True)
+    private_dir(settings.data_dir)
     host, port = _split_address(settings.temporal_address)
     for what, h, p in (("Temporal", host, port), ("Temporal UI", host, ui_port), ("API", API_HOST, api_port)):
         if _port_busy(h, p):
@@ -241,13 +256,19 @@ def api(
     host: Annotated[str, typer.Option(help="bind address")] = API_HOST,
     port: Annotated[int, typer.Option(help="port")] = API_PORT,
     workers: Annotated[int, typer.Option(min=1, help="API processes (chat callbacks must be acked in 3 s)")] = 1,
+    access_log: Annotated[bool, typer.Option(help="log every request (tokens and signatures redacted)")] = False,
 ) -> None:
     """Run the HTTP API with uvicorn (uvloop and httptools when installed, as they are by default)."""
+    import logging
+
     import uvicorn
 
     from signbridge.core.observability import configure_logging
 
-    configure_logging()
+    get_settings().check_production()  # one line and exit 1, before uvicorn prints a traceback for it
+    configure_logging()  # with the redaction filter: the access log never shows a token or a signature
+    if access_log:
+        logging.getLogger("uvicorn.access").setLevel(logging.INFO)
     uvicorn.run("api.main:create_app", factory=True, host=host, port=port, log_config=None, proxy_headers=True,
                 workers=workers)
 
@@ -267,6 +288,7 @@ def chat_listener(
 
     configure_logging()
     settings = get_settings()
+    settings.check_production()
     platforms = platform or [p for p in listener_run.PLATFORMS if listener_run.configured(p, settings)]
     unknown = sorted(set(platforms) - set(listener_run.PLATFORMS))
     if unknown or not platforms:
@@ -290,7 +312,7 @@ def devserver_cmd(
 ) -> None:
     """Run only the Temporal dev server (persistent, with SignBridge's search attributes) in the foreground."""
     settings = get_settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)
     host, port = _split_address(settings.temporal_address)
     argv = devserver.devserver_argv(settings.data_dir, ip=host, port=port, ui_port=ui_port,
                                     namespace=settings.temporal_namespace)

@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio import activity, workflow
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
+from signbridge.core.redaction import RedactSecrets
 from signbridge.core.settings import Settings
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
@@ -82,6 +83,7 @@ def configure_logging(obs: ObservabilitySettings | None = None, stream: IO[str] 
     """Replace the root handlers with one writing JSON (or plain text) to `stream` (stderr)."""
     obs = obs or ObservabilitySettings()
     handler = logging.StreamHandler(stream or sys.stderr)
+    handler.addFilter(RedactSecrets())  # signing tokens and download signatures never reach a log
     if obs.log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:

@@ -1,7 +1,10 @@
 """One settings object for the whole service, read from `SIGNBRIDGE_*` environment variables.
 
-Secrets are `SecretStr` so they never show up in logs or reprs. Outside development the
-service refuses to start with the built-in development secrets (see `check_production`).
+Secrets are `SecretStr` so they never show up in logs or reprs. `SIGNBRIDGE_ENVIRONMENT`
+defaults to `production`: a deployment that forgot to say otherwise gets the safe behaviour, and
+refuses to start while a secret is missing or still the development default
+(`check_production`). Developers' tools (`signbridge run`, the tests) say `development`
+explicitly, and are warned while they use the development secrets.
 """
 
 from __future__ import annotations
@@ -19,6 +22,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from signbridge.core.models import Timing
 
 DEV_SECRET = "dev-only-signbridge-secret-change-me"
+DEVELOPMENT = "development"
+# Every secret with a development default: what `check_production` refuses outside development.
+SECRETS_WITH_DEV_DEFAULTS = ("webhook_secret", "link_secret")
+
+
+class InsecureSettings(SystemExit):
+    """Raised at start-up outside development while a secret is missing or the development default.
+
+    A `SystemExit`, so every entry point (API, worker, chat listener) stops with exit code 1 and
+    this one line on stderr instead of a traceback."""
 
 
 class Settings(BaseSettings, Timing):
@@ -28,7 +41,7 @@ class Settings(BaseSettings, Timing):
 
     model_config = SettingsConfigDict(env_prefix="SIGNBRIDGE_", env_file=None, extra="ignore")
 
-    environment: str = "development"
+    environment: str = "production"
     data_dir: Path = Path(".data")
     public_url: str = "http://127.0.0.1:8000"
     database_url: str = ""  # empty: SQLite under data_dir
@@ -121,13 +134,19 @@ class Settings(BaseSettings, Timing):
             return self.card_language  # type: ignore[return-value]
         return "en" if platform == "slack" else "zh"
 
+    def development_secrets(self) -> list[str]:
+        """The variables whose secret is missing or still the development default anyone can read here."""
+        return [f"SIGNBRIDGE_{name.upper()}" for name in SECRETS_WITH_DEV_DEFAULTS
+                if getattr(self, name).get_secret_value().strip() in ("", DEV_SECRET)]
+
     def check_production(self) -> None:
-        """Refuse to run outside development with secrets anyone can read in this repository."""
-        if self.environment == "development":
+        """Refuse to run outside development with a missing secret or one anyone can read in this repository."""
+        if self.environment == DEVELOPMENT or not (unset := self.development_secrets()):
             return
-        for name in ("webhook_secret", "link_secret"):
-            if getattr(self, name).get_secret_value() == DEV_SECRET:
-                raise ValueError(f"SIGNBRIDGE_{name.upper()} must be set outside development")
+        raise InsecureSettings(
+            f"signbridge: refusing to start: {' and '.join(unset)} {'is' if len(unset) == 1 else 'are'} missing or "
+            f"the development default, and SIGNBRIDGE_ENVIRONMENT is {self.environment!r}; set "
+            f"{'it' if len(unset) == 1 else 'them'} to a secret of your own (e.g. `openssl rand -hex 32`)")
 
 
 def _hosts(value: str) -> list[str]:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from sqlalchemy.engine import Engine
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecution
 
 from connectors.chat.callback import Rules
 from signbridge.core import commands
 from signbridge.core.chat import (
     ACTIONS,
     QUERIES,
+    Busy,
     ChatAction,
     ChatEvent,
     Deadline,
@@ -125,6 +126,10 @@ class Intake:
         arg = ActionInput(actor=actor, reason=action.reason, signer_ids=list(action.signer_ids))
         return await temporal_calls.update(self.client, action.request_id, action.name, arg, action.update_id,
                                            deadline)
+
+    async def listing(self, query: str, limit: int, within: float = REST.accept) -> list[WorkflowExecution] | Busy:
+        """The flows a visibility query finds (newest first), at most `limit`."""
+        return await temporal_calls.listing(self.client, query, limit, within)
 
     async def status(self, request_id: str, within: float = REST.accept) -> Outcome:
         return await temporal_calls.query_status(self.client, request_id, within)

@@ -14,6 +14,7 @@ import uuid
 from temporalio.client import (
     Client,
     RPCTimeoutOrCancelledError,
+    WorkflowExecution,
     WorkflowUpdateFailedError,
     WorkflowUpdateHandle,
     WorkflowUpdateStage,
@@ -108,3 +109,12 @@ async def query_status(client: Client, request_id: str, within: float) -> Outcom
     except FAILURES as e:
         return await _not_found(client, request_id, within) if _missing(e) else _busy_or_raise(e)
     return Applied(request_id, view)
+
+
+async def listing(client: Client, query: str, limit: int, within: float) -> list[WorkflowExecution] | Busy:
+    """Up to `limit` flows matching the visibility `query`, or `Busy` when Temporal did not answer in time."""
+    try:
+        async with asyncio.timeout(within):
+            return [wf async for wf in client.list_workflows(query, limit=limit)]
+    except FAILURES as e:
+        return _busy_or_raise(e)

@@ -107,7 +107,7 @@ class InstallationCA:
     def load_or_create(cls, directory: Path, organisation: str = "SignBridge") -> InstallationCA:
         """Load the CA under `directory`, creating it (once, race-safely) if it does not exist."""
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # the key file itself is 0600
         bundle = directory / BUNDLE_FILE
         if not bundle.exists():
             key, cert = cls._generate(organisation)

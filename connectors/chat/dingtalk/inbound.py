@@ -42,6 +42,7 @@ from connectors.chat.callback import (
     Reply,
     Route,
     Rules,
+    embedded_object,
     invalid,
     json_object,
 )
@@ -51,6 +52,7 @@ from signbridge.core import commands
 from signbridge.core.chat import ACTIONS, Busy, ChatAction, ChatEvent, Deadline, FileRef, Mention, Outcome
 from signbridge.core.models import Actor, ChatRef, Person
 from signbridge.core.settings import Settings
+from signbridge.core.untrusted import is_stale, same
 from store.repos import identities
 
 log = logging.getLogger(__name__)
@@ -91,13 +93,6 @@ def encrypt_event(aes_key: str, owner_key: str, text: str) -> str:
     return bytes(PrpCrypto(_key(aes_key)).encrypt(text, owner_key)).decode()
 
 
-def _stale(timestamp_ms: str, tolerance: int) -> bool:
-    try:
-        return abs(time.time() - int(timestamp_ms) / 1000) > tolerance
-    except ValueError:
-        return True
-
-
 class DingTalkInbound(DirectoryInbound[DingTalkConfig]):
     platform = PLATFORM
     rules = RULES
@@ -109,9 +104,9 @@ class DingTalkInbound(DirectoryInbound[DingTalkConfig]):
         ts, sign = call.headers.get("timestamp", ""), call.headers.get("sign", "")
         if not (ts and sign):
             raise CallbackRejected(401, "unsigned", "Rejected: neither a robot sign nor an event signature")
-        if not hmac.compare_digest(robot_sign(self.config.app_secret.get_secret_value(), ts).encode(), sign.encode()):
+        if not same(sign, robot_sign(self.config.app_secret.get_secret_value(), ts)):
             raise CallbackRejected(401, "bad_signature", "Rejected: the robot sign does not match")
-        if _stale(ts, self.config.robot_tolerance_seconds):
+        if is_stale(ts, self.config.robot_tolerance_seconds, millis=True):
             raise CallbackRejected(401, "stale", "Rejected: the timestamp is more than an hour off")
         return await self.robot_message(json_object(call.body))
 
@@ -137,9 +132,9 @@ class DingTalkInbound(DirectoryInbound[DingTalkConfig]):
         if not isinstance(encrypt, str) or not encrypt:
             raise invalid("No encrypt field")
         expected = event_signature(self.config.token.get_secret_value(), ts, nonce, encrypt)
-        if not hmac.compare_digest(expected.encode(), given.lower().encode()):
+        if not same(given.lower(), expected):
             raise CallbackRejected(401, "bad_signature", "Rejected: the signature does not match")
-        if _stale(ts, self.config.event_tolerance_seconds):
+        if is_stale(ts, self.config.event_tolerance_seconds, millis=True):
             raise CallbackRejected(401, "stale", "Rejected: the timestamp is missing or too far off")
         try:
             event = json_object(decrypt_event(self.config.aes_key.get_secret_value(), self._owner, encrypt))
@@ -206,12 +201,7 @@ class DingTalkInbound(DirectoryInbound[DingTalkConfig]):
         """A card button (`outTrackId`, `userId`, `content.cardPrivateData`); the update id comes from
         the event's `eventId`, else `fallback_id`, so a redelivered click is applied once."""
         user, track = str(event.get("userId") or ""), str(event.get("outTrackId") or "")
-        raw = event.get("content")
-        try:
-            content = json.loads(raw) if isinstance(raw, str) else raw
-        except json.JSONDecodeError:
-            content = {}
-        private = (content if isinstance(content, dict) else {}).get("cardPrivateData") or {}
+        private = embedded_object(event.get("content")).get("cardPrivateData") or {}
         action = str((private.get("params") or {}).get("action") or (private.get("actionIds") or [""])[0])
         request_id = card_key_for_track(self.engine, track)
         if request_id is None or not user or action not in ACTIONS:

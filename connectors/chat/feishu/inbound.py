@@ -27,20 +27,28 @@ from __future__ import annotations
 
 import binascii
 import hashlib
-import hmac
-import json
-import time
 from typing import Any
 
 from lark_oapi.core.utils import AESCipher
 from sqlalchemy.engine import Engine
 
 from connectors.chat.base import ChatConnector
-from connectors.chat.callback import Callback, CallbackRejected, Received, Reply, Route, Rules, invalid, json_object
+from connectors.chat.callback import (
+    Callback,
+    CallbackRejected,
+    Received,
+    Reply,
+    Route,
+    Rules,
+    embedded_object,
+    invalid,
+    json_object,
+)
 from connectors.chat.feishu.client import PLATFORM, FeishuConfig, source_url
 from signbridge.core import chat
 from signbridge.core.models import Actor, Person
 from signbridge.core.settings import Settings
+from signbridge.core.untrusted import is_stale, load_json, same
 
 ROUTES = (Route("/im/feishu/events"), Route("/im/feishu/card"))
 MAX_BODY_BYTES = 1024 * 1024
@@ -112,8 +120,8 @@ class FeishuInbound:
                 raise CallbackRejected(401, "not_encrypted",
                                        "An Encrypt Key is configured: callbacks must be encrypted")
             try:
-                data = json.loads(decrypt(key, outer["encrypt"]))
-            except (ValueError, binascii.Error, UnicodeDecodeError) as e:
+                data = load_json(decrypt(key, outer["encrypt"]))
+            except (ValueError, binascii.Error, UnicodeDecodeError) as e:  # UntrustedInputError included
                 raise CallbackRejected(401, "bad_encryption",
                                        "The callback could not be decrypted with our Encrypt Key") from e
             if not isinstance(data, dict):
@@ -127,7 +135,7 @@ class FeishuInbound:
         header = _dict(data.get("header"))
         token = str(header.get("token") or data.get("token") or "")
         expected = self.config.verification_token.get_secret_value()
-        if expected and not hmac.compare_digest(token.encode(), expected.encode()):
+        if expected and not same(token, expected):
             raise CallbackRejected(401, "bad_token", "Rejected: the verification token does not match")
         return data
 
@@ -137,14 +145,10 @@ class FeishuInbound:
         given = call.headers.get("X-Lark-Signature", "")
         if not (ts and given):
             raise CallbackRejected(401, "bad_signature", "Rejected: missing X-Lark-Signature or timestamp")
-        if not hmac.compare_digest(signature(ts, nonce, key, call.body).encode(), given.lower().encode()):
+        if not same(given.lower(), signature(ts, nonce, key, call.body)):
             raise CallbackRejected(401, "bad_signature", "Rejected: X-Lark-Signature does not match")
         tolerance = self.config.timestamp_tolerance_seconds
-        try:
-            stale = abs(time.time() - int(ts)) > tolerance
-        except ValueError:
-            stale = True
-        if stale:
+        if is_stale(ts, tolerance):
             raise CallbackRejected(401, "stale", f"Rejected: the request timestamp is more than {tolerance} s off")
 
     # ---- an authenticated event (HTTP callback or long connection) -------------------------------
@@ -165,11 +169,7 @@ class FeishuInbound:
         event_id, chat_id = str(header.get("event_id") or ""), str(message.get("chat_id") or "")
         if not (event_id and chat_id and sender):
             raise invalid("The message event lacks event_id, chat_id or sender")
-        try:
-            content = json.loads(message.get("content") or "{}")
-        except json.JSONDecodeError:
-            content = {}
-        content = content if isinstance(content, dict) else {}
+        content = embedded_object(message.get("content"))
         message_id = str(message.get("message_id") or "")
         common: dict[str, Any] = {
             "platform": PLATFORM, "tenant": tenant, "chat_id": chat_id, "sender": Person(id=sender, name=""),

@@ -37,6 +37,7 @@ from connectors.chat.slack.client import PLATFORM, SlackConfig, file_source_url,
 from signbridge.core import chat, commands
 from signbridge.core.models import Actor, ChatRef, Person, StatusView
 from signbridge.core.settings import Settings
+from signbridge.core.untrusted import unix_time
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ class SlackInbound:
     def _verify(self, call: Callback) -> None:
         timestamp = call.headers.get("X-Slack-Request-Timestamp") or ""
         signature = call.headers.get("X-Slack-Signature") or ""
-        if not timestamp.isdigit() or not signature:
+        if unix_time(timestamp) is None or not signature.isascii():
             raise CallbackRejected(401, "bad_signature",
                                    "Rejected: missing X-Slack-Signature or X-Slack-Request-Timestamp")
         if not SignatureVerifier(self.config.signing_secret.get_secret_value()).is_valid(call.body, timestamp,

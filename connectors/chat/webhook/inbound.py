@@ -27,6 +27,7 @@ from connectors.chat.webhook import signature
 from signbridge.core import chat
 from signbridge.core.models import Actor, Person
 from signbridge.core.settings import Settings
+from signbridge.core.untrusted import MAX_WORKFLOW_ID_CHARS, Identifier, problems
 
 PLATFORM = "webhook"
 ROUTES = (Route("/im/webhook/events"),)
@@ -39,26 +40,37 @@ RULES = Rules(deadline=chat.Deadline(accept=2.0, result=0.8), no_file=NO_FILE)
 
 # ---- inbound shapes ---------------------------------------------------------------------------
 
+# Every field is bounded: ids become workflow ids, search attributes and database keys; names
+# and contacts are checked (and cleaned) at `prepare`, which says why in the chat.
+MAX_MENTIONS = 100
+MAX_FILES = 10
+
+
 class ChatIn(BaseModel):
-    id: str = Field(min_length=1, max_length=200)
+    id: Identifier
     kind: Literal["group", "direct"] = "group"
 
 
 class SenderIn(BaseModel):
-    id: str = Field(min_length=1, max_length=200)
+    id: Identifier
     name: str = Field(default="", max_length=200)
-    email: str | None = None
-    mobile: str | None = None
+    email: str | None = Field(default=None, max_length=320)
+    mobile: str | None = Field(default=None, max_length=64)
+
+
+class MentionIn(SenderIn):
+    name: str = Field(max_length=1000)  # a signer: cleaned and checked at `prepare`, which says why
+    external: bool = False
 
 
 class FileIn(BaseModel):
     name: str = Field(min_length=1, max_length=255)
     url: str = Field(min_length=1, max_length=2000)
-    sha256: str | None = None
+    sha256: str | None = Field(default=None, max_length=64)
 
 
 class _Event(BaseModel):
-    event_id: str = Field(min_length=1, max_length=200)
+    event_id: Identifier
     tenant: str = Field(default="default", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
     sender: SenderIn
 
@@ -67,15 +79,15 @@ class MessageEvent(_Event):
     type: Literal["message"]
     chat: ChatIn
     text: str = Field(default="", max_length=10_000)
-    mentions: list[Person] = Field(default_factory=list)
-    files: list[FileIn] = Field(default_factory=list)
+    mentions: list[MentionIn] = Field(default_factory=list, max_length=MAX_MENTIONS)
+    files: list[FileIn] = Field(default_factory=list, max_length=MAX_FILES)
 
 
 class ActionIn(BaseModel):
-    request_id: str = Field(min_length=1, max_length=300)
-    name: str
+    request_id: str = Field(min_length=1, max_length=MAX_WORKFLOW_ID_CHARS)
+    name: str = Field(max_length=64)
     reason: str | None = Field(default=None, max_length=500)
-    signer_ids: list[str] = Field(default_factory=list)
+    signer_ids: list[Identifier] = Field(default_factory=list, max_length=MAX_MENTIONS)
 
 
 class ActionEvent(_Event):
@@ -109,8 +121,7 @@ class WebhookInbound:
         try:
             event = _EVENT.validate_python(json_object(call.body))
         except ValidationError as e:
-            problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()[:5])
-            raise CallbackRejected(400, "invalid_event", f"Invalid event: {problems}") from e
+            raise CallbackRejected(400, "invalid_event", f"Invalid event: {problems(e)}") from e
         sender = Person(id=event.sender.id, name=event.sender.name, email=event.sender.email,
                         mobile=event.sender.mobile)
         if isinstance(event, ActionEvent):
@@ -120,7 +131,7 @@ class WebhookInbound:
                               platform=PLATFORM, tenant=event.tenant)
         return chat.ChatEvent(platform=PLATFORM, tenant=event.tenant, chat_id=event.chat.id, chat_kind=event.chat.kind,
                          sender=sender, event_id=event.event_id, text=event.text,
-                         mentions=tuple(chat.Mention(p, p.name) for p in event.mentions),
+                         mentions=tuple(chat.Mention(Person(**p.model_dump()), p.name) for p in event.mentions),
                          files=tuple(chat.FileRef(f.name, f.url, f.sha256) for f in event.files))
 
     def reply(self, received: chat.ChatEvent | chat.ChatAction, outcome: chat.Outcome) -> Reply:

@@ -16,10 +16,13 @@ import hashlib
 import hmac
 import time
 
+from signbridge.core.untrusted import same, unix_time
+
 TIMESTAMP_HEADER = "X-SignBridge-Timestamp"
 SIGNATURE_HEADER = "X-SignBridge-Signature"
 SCHEME = "v1"
 DEFAULT_TOLERANCE = 300
+MAX_CANDIDATES = 8  # signatures in one header: two during a rotation; a flood of them is work for nothing
 
 
 class SignatureError(Exception):
@@ -53,19 +56,17 @@ def verify(
     """Return quietly for a genuine, fresh request; raise `SignatureError` otherwise."""
     if not timestamp_header or not signature_header:
         raise SignatureError(f"missing {TIMESTAMP_HEADER} or {SIGNATURE_HEADER} header")
-    try:
-        ts = int(timestamp_header.strip())
-    except ValueError as e:
-        raise SignatureError(f"{TIMESTAMP_HEADER} is not unix seconds") from e
-    current = time.time() if now is None else now
-    if abs(current - ts) > tolerance:
+    ts = unix_time(timestamp_header)
+    if ts is None:
+        raise SignatureError(f"{TIMESTAMP_HEADER} is not unix seconds")
+    if abs((time.time() if now is None else now) - ts) > tolerance:
         raise SignatureError(f"timestamp is more than {tolerance} s off (stale or clock skew)")
-    expected = sign(secret, ts, body).encode()
-    candidates = [part.strip() for part in signature_header.split(",")]
+    expected = sign(secret, int(ts), body)
+    candidates = [part.strip() for part in signature_header.split(",")[:MAX_CANDIDATES]]
     # Compare every v1 candidate (no early exit) so timing does not reveal which one matched.
     matched = False
     for candidate in candidates:
         if candidate.startswith(f"{SCHEME}="):
-            matched |= hmac.compare_digest(candidate.encode(), expected)
+            matched |= same(candidate, expected)
     if not matched:
         raise SignatureError("signature does not match")

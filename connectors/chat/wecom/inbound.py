@@ -19,7 +19,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 
 import xmltodict
@@ -35,6 +34,7 @@ from signbridge.core import commands
 from signbridge.core.chat import ACTIONS, Busy, ChatAction, ChatEvent, Deadline, FileRef, Mention, Outcome
 from signbridge.core.models import Actor, ChatRef, Person
 from signbridge.core.settings import Settings
+from signbridge.core.untrusted import is_stale
 from store.repos import identities
 
 ROUTES = (Route("/im/wecom/events", ("GET", "POST")),)
@@ -74,11 +74,7 @@ class WeComInbound(DirectoryInbound[WeComConfig]):
             return self._url_check(q.get("msg_signature", ""), q.get("timestamp", ""), q.get("nonce", ""),
                                    q.get("echostr", ""))
         timestamp = q.get("timestamp", "")
-        try:
-            stale = abs(time.time() - int(timestamp)) > TOLERANCE_SECONDS
-        except ValueError:
-            stale = True
-        if stale:
+        if is_stale(timestamp, TOLERANCE_SECONDS):
             raise CallbackRejected(401, "stale", "Rejected: the timestamp is missing or outside the 300 s window")
         outer = _xml(call.body)
         if not outer.get("Encrypt"):
