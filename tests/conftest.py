@@ -28,6 +28,8 @@ BIN = Path(sys.executable).parent
 # SIGNBRIDGE_ENVIRONMENT defaults to production, so say so for everything a test builds or starts
 # (`Settings()`, the CLI, child processes that inherit this environment).
 os.environ.setdefault("SIGNBRIDGE_ENVIRONMENT", "development")
+# A developer's `.env` must not change what the tests run with (tests of `.env` name their own).
+os.environ.setdefault("SIGNBRIDGE_ENV_FILE", "")
 
 
 def _binary(name: str) -> str:

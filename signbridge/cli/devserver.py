@@ -77,6 +77,7 @@ def devserver_argv(
         "--ui-port", str(ui_port),
         "--namespace", namespace,
         "--log-level", log_level,
+        "--ui-disable-news-fetch",  # the UI would reach for Temporal's news feed on the internet
         "--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true",
         "--dynamic-config-value", "limit.maxIDLength=255",  # as docker-compose's server: ids too long fail here too
     ]
