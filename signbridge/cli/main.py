@@ -23,6 +23,7 @@ import typer
 
 from signbridge.cli import devserver
 from signbridge.cli import ops as ops_cli
+from signbridge.cli.errors import DEBUG_KEY, OneLineErrors
 from signbridge.cli.ports import (
     OUTBOUND_URL,
     PLAYGROUND_OUTBOUND,
@@ -36,14 +37,20 @@ from signbridge.cli.ports import (
 from signbridge.core.settings import DEVELOPMENT, Settings, get_settings, load_env_file
 from store.files import private_dir
 
-app = typer.Typer(help="SignBridge: get documents signed without leaving the chat.", no_args_is_help=True)
+app = typer.Typer(help="SignBridge: get documents signed without leaving the chat.", no_args_is_help=True,
+                  cls=OneLineErrors, pretty_exceptions_enable=False)
 
 
 @app.callback()
-def _every_command() -> None:
-    """Every command reads `.env` in the project folder first (`load_env_file`), and whatever
-    SignBridge and the processes it starts create (databases, blobs, the CA, logs, Temporal's dev
-    database) is readable by its own user only: contracts and keys live there."""
+def _every_command(
+    ctx: typer.Context,
+    debug: Annotated[bool, typer.Option("--debug", help="show the whole traceback of an error")] = False,
+) -> None:
+    """Every command reads `.env` in the project folder first (`load_env_file`), answers an error
+    with one line (`signbridge.cli.errors`), and whatever SignBridge and the processes it starts
+    create (databases, blobs, the CA, logs, Temporal's dev database) is readable by its own user
+    only: contracts and keys live there."""
+    ctx.meta[DEBUG_KEY] = debug
     load_env_file()
     os.umask(0o077)
 

@@ -7,7 +7,7 @@ Temporal's retention dropped its history. The workflow's activities write it; no
 from __future__ import annotations
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from store import audit
 from store.db import insert_once
@@ -52,3 +52,10 @@ def publish(engine: Engine, request_id: str, status: str, events: list[dict[str,
             row.status, row.updated_at = status, utcnow()
             session.add(row)
             session.commit()
+
+
+def request_ids(engine: Engine) -> list[str]:
+    """Every request the database knows, newest first (the CLI resolves short ids against them)."""
+    with Session(engine) as session:
+        return list(session.exec(select(SigningRequestRecord.request_id)
+                                 .order_by(col(SigningRequestRecord.created_at).desc())))
