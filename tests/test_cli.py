@@ -47,6 +47,12 @@ def test_demo_passes_options_through(monkeypatch) -> None:  # type: ignore[no-un
     assert seen["api_url"] == "http://example.test:9000"
 
 
+def test_demo_says_in_one_line_when_there_is_no_playground(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["demo", "--api-url", f"http://127.0.0.1:{free_port()}", "--out-dir", str(tmp_path)])
+    assert result.exit_code == 1 and "start it with `make run`" in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
 def test_split_address() -> None:
     assert split_address("127.0.0.1:7233") == ("127.0.0.1", 7233)
     assert split_address("temporal:7233") == ("temporal", 7233)

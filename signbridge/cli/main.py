@@ -387,15 +387,15 @@ def _wait_or_kill(proc: subprocess.Popen[bytes]) -> int:
 
 @app.command()
 def demo(
-    api_url: Annotated[str, typer.Option(help="where SignBridge's API runs")] = f"http://{API_HOST}:{API_PORT}",
-    listen_port: Annotated[int, typer.Option(help="port for the demo chat's outbound receiver")] = 8765,
+    api_url: Annotated[str, typer.Option(help="where SignBridge's API (and its playground) runs")] =
+        f"http://{API_HOST}:{API_PORT}",
     out_dir: Annotated[Path, typer.Option(help="where to save the signed PDF")] = Path("."),
-    timeout: Annotated[float, typer.Option(help="seconds to wait for the flow to finish")] = 120.0,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for each step")] = 120.0,
 ) -> None:
-    """Play a company chat against a running SignBridge: start a signing, sign as each person, verify."""
+    """Play the playground chat against a running development stack: start a signing, sign as each person, verify."""
     from signbridge.cli.demo import run_demo
 
-    raise typer.Exit(run_demo(api_url=api_url, listen_port=listen_port, out_dir=out_dir, timeout=timeout))
+    raise typer.Exit(run_demo(api_url=api_url, out_dir=out_dir, timeout=timeout))
 
 
 if __name__ == "__main__":

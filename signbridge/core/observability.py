@@ -43,8 +43,9 @@ _TEMPORAL_KEYS = ("workflow_id", "run_id", "workflow_run_id", "workflow_type", "
 
 
 # Loggers of libraries, set to `SIGNBRIDGE_THIRD_PARTY_LOG_LEVEL` (WARNING) by `configure_logging`.
-THIRD_PARTY_LOGGERS = ("fontTools", "httpx", "httpcore", "Lark", "pyhanko", "pyhanko_certvalidator", "slack_sdk",
-                       "urllib3", "botocore", "boto3", "s3transfer", "PIL", "multipart", "python_multipart")
+THIRD_PARTY_LOGGERS = ("alembic", "fontTools", "httpx", "httpcore", "Lark", "pyhanko", "pyhanko_certvalidator",
+                       "slack_sdk", "urllib3", "botocore", "boto3", "s3transfer", "PIL", "multipart",
+                       "python_multipart")
 
 
 class ObservabilitySettings(BaseSettings):

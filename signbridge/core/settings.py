@@ -35,6 +35,8 @@ DEVELOPMENT = "development"
 # Every secret with a development default: what `check_production` refuses outside development.
 SECRETS_WITH_DEV_DEFAULTS = ("webhook_secret", "link_secret")
 PREFIX = "SIGNBRIDGE_"
+# Where the development playground (the chat `signbridge run` brings) serves the files people drop.
+PLAYGROUND_FILES_PATH = "/playground/files/"
 # Which file `load_env_file` reads: unset means `<project folder>/.env`; empty means none (the tests).
 ENV_FILE_VARIABLE = "SIGNBRIDGE_ENV_FILE"
 
@@ -159,6 +161,12 @@ class Settings(BaseSettings, Timing):
     @property
     def fetch_allow_network_list(self) -> list[IPv4Network | IPv6Network]:
         return _networks(self.fetch_allow_networks)
+
+    @property
+    def fetchable_own_paths(self) -> tuple[str, ...]:
+        """Paths on SignBridge's own origin that documents may be fetched from: in development the
+        playground's files (it is the chat there, served by the API itself); nowhere else."""
+        return (PLAYGROUND_FILES_PATH,) if self.environment == DEVELOPMENT else ()
 
     @property
     def operator_list(self) -> list[str]:
