@@ -74,8 +74,9 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
             yield
 
     # Swagger UI (/docs) and ReDoc (/redoc) from SignBridge itself, not a CDN: they work offline.
-    app = FastAPIOffline(title="SignBridge", version="0.1.0", lifespan=lifespan, static_url="/docs/assets",
-                         description=DESCRIPTION)
+    app = FastAPIOffline(title="SignBridge", version="0.1.0", lifespan=lifespan, static_url=openapi_docs.ASSETS,
+                         description=DESCRIPTION, redoc_url=None,  # ours: `openapi_docs.redoc_page`
+                         swagger_ui_parameters={"validatorUrl": None})  # no badge from validator.swagger.io
     errors.install(app)
     upload_limit = settings.max_document_bytes + limits.MAX_BODY_BYTES  # the file and the request's JSON
     app.add_middleware(limits.RequestLimits, max_body=lambda scope: upload_limit if requests.is_upload(scope)
@@ -88,4 +89,5 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
         app.include_router(playground.router)
         app.mount("/playground/assets", StaticFiles(directory=playground.ASSETS), name="playground-assets")
     openapi_docs.document(app, requests.NewRequest)
+    openapi_docs.redoc_page(app)
     return app

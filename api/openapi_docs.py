@@ -15,6 +15,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_redoc_html
+from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field, TypeAdapter
 
 from connectors.chat.webhook.inbound import ActionEvent, MessageEvent
@@ -74,6 +76,25 @@ WEBHOOK_OPERATION: dict[str, Any] = {
             "action": {"summary": "张三 presses 催签 (remind) on the card", "value": ACTION_EXAMPLE},
         }}}},
 }
+
+
+ASSETS = "/docs/assets"  # where fastapi-offline's Swagger UI and ReDoc files are served
+# ReDoc's sidebar shows a logo from cdn.redoc.ly: a policy that allows nothing from elsewhere keeps
+# the page from reaching out (it renders the same without the logo).
+REDOC_POLICY = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+                "worker-src 'self' blob:; frame-ancestors 'none'")
+
+
+def redoc_page(app: FastAPI) -> None:
+    """`/redoc` from SignBridge's own copy of ReDoc, loading nothing from elsewhere."""
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        page = get_redoc_html(openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title} - ReDoc",
+                              redoc_js_url=f"{ASSETS}/redoc.standalone.js", redoc_favicon_url=f"{ASSETS}/favicon.png",
+                              with_google_fonts=False)
+        page.headers["Content-Security-Policy"] = REDOC_POLICY
+        return page
 
 
 def document(app: FastAPI, *models: type[BaseModel]) -> None:

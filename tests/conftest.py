@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -42,6 +43,12 @@ def _binary(name: str) -> str:
     return found
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def dev_server_args() -> list[str]:
     # The id length limit docker-compose gives the production server, so ids too long for it fail here too.
     args = ["--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true",
@@ -52,13 +59,20 @@ def dev_server_args() -> list[str]:
 
 
 @pytest.fixture(scope="session")
-async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
-    """A real Temporal dev server (in memory) for end-to-end tests."""
+def dev_ui_port() -> int:
+    """The port of the dev server's Web UI, which the browser tests open (tests/test_browser.py)."""
+    return _free_port()
+
+
+@pytest.fixture(scope="session")
+async def dev_env(dev_ui_port: int) -> AsyncIterator[WorkflowEnvironment]:
+    """A real Temporal dev server (in memory) for end-to-end tests, with its Web UI."""
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=_binary("temporal"),
         data_converter=pydantic_data_converter,
-        dev_server_extra_args=dev_server_args(),
-        ui=False,
+        dev_server_extra_args=[*dev_server_args(), "--ui-disable-news-fetch"],
+        ui=True,
+        ui_port=dev_ui_port,
     )
     yield env
     await env.shutdown()
