@@ -1,94 +1,261 @@
-"""Chat activities deliver each keyed message once, however often they run.
+"""Chat activities deliver each keyed message once, however often they run — on every platform.
 
 A local activity re-runs when its workflow task's completion is refused (a signal arrived
 while the flow completed) and any activity re-runs after a worker dies mid-step; people must
-still see one link, one text, one signed file.
+still see one link, one text, one signed file. There is one mechanism for it, in the activity
+(`activities/chat.py` over `sent_messages`); these tests run it against each platform's real
+client and simulator, so a platform whose client forgets to say "maybe delivered" fails here.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.chat import ChatActivities
 from activities.deps import Deps
+from connectors.chat.base import ChatConnector
+from connectors.chat.dingtalk.client import DingTalkChat, DingTalkConfig
+from connectors.chat.feishu.client import FeishuChat, FeishuConfig
+from connectors.chat.slack.client import SlackChat, SlackConfig
 from connectors.chat.webhook.client import WebhookChat
+from connectors.chat.wecom.client import WeComChat, WeComConfig
 from signbridge.core.models import ChatRef, DocumentInfo, FileMessageInput, LinkMessageInput, Person, TextMessageInput
 from signbridge.core.settings import Settings
 from store.blob_factory import make_blob_store
 from store.db import create_all, get_engine
 from store.tables import SentMessage
+from tests.sim import dingtalk_sim, wecom_sim
+from tests.sim.feishu_sim import FeishuSim
+from tests.sim.servers import LateAnswers
+from tests.sim.slack_sim import SlackSim
 from tests.sim.webhook_sink import WebhookSink
 
-CHAT = ChatRef(chat_id="g-1", source_event_id="e-1")
 SIGNER = Person(id="u-1", name="李四")
+DOC = DocumentInfo(name="c.pdf", blob_key="k", sha256="0" * 64, size=1, pages=1)
 
 
-async def test_each_message_is_delivered_once(settings: Settings) -> None:
-    secret = settings.webhook_secret.get_secret_value()
+class Platform:
+    """One chat platform's simulator and real client. `late` watches the paths messages are sent
+    on; `honours_keys`: the platform drops a message sent again after an unanswered attempt."""
+
+    name: str
+    honours_keys: bool
+    late: LateAnswers
+
+    @contextmanager
+    def running(self) -> Iterator[str]:
+        raise NotImplementedError
+
+    def client(self, base: str, engine: Engine, http: httpx.AsyncClient, timeout: float) -> ChatConnector:
+        raise NotImplementedError
+
+    def delivered(self) -> int:
+        """How many messages people can see."""
+        raise NotImplementedError
+
+
+class Webhook(Platform):
+    name, honours_keys = "webhook", True  # drops a repeated Idempotency-Key
+
+    def __init__(self) -> None:
+        self.sink = WebhookSink("activities-test-secret")
+        self.sink.honour_keys = True  # as the protocol asks a receiver to
+        self.late = self.sink.app = LateAnswers(self.sink.app, "/outbound")
+
+    @contextmanager
+    def running(self) -> Iterator[str]:
+        with self.sink:
+            yield self.sink.url
+
+    def client(self, base: str, engine: Engine, http: httpx.AsyncClient, timeout: float) -> ChatConnector:
+        return WebhookChat(base, self.sink.secret, http, timeout=timeout)
+
+    def delivered(self) -> int:
+        return len(self.sink.messages)
+
+
+class Feishu(Platform):
+    name, honours_keys = "feishu", True  # drops a repeated `uuid`
+
+    def __init__(self) -> None:
+        self.sim = FeishuSim()
+        self.late = self.sim.app = LateAnswers(self.sim.app, "/open-apis/im/v1/messages")
+
+    @contextmanager
+    def running(self) -> Iterator[str]:
+        with self.sim:
+            yield self.sim.url
+
+    def client(self, base: str, engine: Engine, http: httpx.AsyncClient, timeout: float) -> ChatConnector:
+        config = FeishuConfig(app_id=self.sim.app_id, app_secret=SecretStr(self.sim.app_secret), api_base=base,
+                              timeout_seconds=timeout)
+        return FeishuChat(config, engine, http)
+
+    def delivered(self) -> int:
+        return len(self.sim.order)
+
+
+class DingTalk(Platform):
+    name, honours_keys = "dingtalk", False  # robot messages carry no idempotency key
+
+    def __init__(self) -> None:
+        self.sim = dingtalk_sim.DingTalkSim("dingkey", "dingsecret", "dingrobot")
+        self.sim.users = {SIGNER.id: {"name": SIGNER.name}}
+        self.late = self.sim.app = LateAnswers(self.sim.app, "/v1.0/robot/groupMessages", "/v1.0/robot/oToMessages")
+
+    @contextmanager
+    def running(self) -> Iterator[str]:
+        with dingtalk_sim.running(self.sim) as base:
+            yield base
+
+    def client(self, base: str, engine: Engine, http: httpx.AsyncClient, timeout: float) -> ChatConnector:
+        config = DingTalkConfig(app_key=self.sim.app_key, app_secret=SecretStr(self.sim.app_secret),
+                                robot_code=self.sim.robot_code, api_base=base, oapi_base=base,
+                                timeout_seconds=timeout)
+        return DingTalkChat(config, engine, http)
+
+    def delivered(self) -> int:
+        return len(self.sim.messages)
+
+
+class WeCom(Platform):
+    # `enable_duplicate_check` drops only the same content within 5 min, and the signed file's
+    # download link is signed anew on each attempt: the repeat arrives.
+    name, honours_keys = "wecom", False
+
+    def __init__(self) -> None:
+        self.sim = wecom_sim.WeComSim("wwcorp", "wecomsecret")
+        self.late = self.sim.app = LateAnswers(self.sim.app, "/cgi-bin/message/send")
+
+    @contextmanager
+    def running(self) -> Iterator[str]:
+        with wecom_sim.running(self.sim) as base:
+            yield base
+
+    def client(self, base: str, engine: Engine, http: httpx.AsyncClient, timeout: float) -> ChatConnector:
+        config = WeComConfig(corp_id=self.sim.corp_id, corp_secret=SecretStr(self.sim.secret), agent_id=1,
+                             token=SecretStr("t"), encoding_aes_key=SecretStr("k"), api_base=base)
+        return WeComChat(config, engine, http, timeout=timeout)
+
+    def delivered(self) -> int:
+        return len(self.sim.messages)
+
+
+class Slack(Platform):
+    name, honours_keys = "slack", False  # Slack has no idempotency key
+
+    def __init__(self) -> None:
+        self.sim = SlackSim("xoxb-activities")
+        self.sim.users = {SIGNER.id: {"name": "lisi", "profile": {"real_name": SIGNER.name}}}
+        self.sim.channels.add("g-1")
+        self.late = self.sim.app = LateAnswers(self.sim.app, "/api/chat.postMessage")
+
+    @contextmanager
+    def running(self) -> Iterator[str]:
+        with self.sim:
+            yield self.sim.api_base
+
+    def client(self, base: str, engine: Engine, http: httpx.AsyncClient, timeout: float) -> ChatConnector:
+        config = SlackConfig(signing_secret=SecretStr("s"), bot_token=SecretStr(self.sim.token), api_base=base)
+        return SlackChat(config, engine, http, timeout=timeout)
+
+    def delivered(self) -> int:
+        return len(self.sim.messages)
+
+
+PLATFORMS = [Webhook, Feishu, DingTalk, WeCom, Slack]
+
+
+@contextmanager
+def activities(settings: Settings, platform: Platform) -> Iterator[tuple[Engine, str]]:
+    """The database and the platform's simulator (its base URL)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = get_engine(settings.sqlalchemy_url)
     create_all(engine)
-    with WebhookSink(secret) as sink:
+    with platform.running() as base:
+        yield engine, base
+
+
+def chat_for(platform: Platform) -> ChatRef:
+    return ChatRef(platform=platform.name, chat_id="g-1", source_event_id="e-1")
+
+
+def acts_for(settings: Settings, engine: Engine, http: httpx.AsyncClient, chat: ChatConnector) -> ChatActivities:
+    return ChatActivities(Deps(settings=settings, engine=engine, blobs=make_blob_store(settings), http=http,
+                               chats={chat.platform: chat}, providers={}))
+
+
+async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.mark.parametrize("platform_type", PLATFORMS, ids=lambda p: p.name)
+async def test_each_message_is_delivered_once(settings: Settings, platform_type: type[Platform]) -> None:
+    platform = platform_type()
+    chat = chat_for(platform)
+    with activities(settings, platform) as (engine, base):
         async with httpx.AsyncClient() as http:
-            chat = WebhookChat(sink.url, secret, http)
-            acts = ChatActivities(Deps(settings=settings, engine=engine, blobs=make_blob_store(settings), http=http,
-                                       chats={"webhook": chat}, providers={}))
+            acts = acts_for(settings, engine, http, platform.client(base, engine, http, 10.0))
             env = ActivityEnvironment()
-            doc = DocumentInfo(name="c.pdf", blob_key="k", sha256="0" * 64, size=1, pages=1)
-            link = LinkMessageInput(request_id="r-1", chat=CHAT, to=SIGNER, title="合同", sign_url="https://x/s/1",
+            link = LinkMessageInput(request_id="r-1", chat=chat, to=SIGNER, title="合同", sign_url="https://x/s/1",
                                     key="link:u-1")
             for _ in range(2):
                 await env.run(acts.send_link, link)
-                await env.run(acts.send_text, TextMessageInput(request_id="r-1", chat=CHAT, key="declined", text="t"))
-                await env.run(acts.send_file, FileMessageInput(request_id="r-1", chat=CHAT, document=doc))
+                await env.run(acts.send_text, TextMessageInput(request_id="r-1", chat=chat, key="declined", text="t"))
+                await env.run(acts.send_file, FileMessageInput(request_id="r-1", chat=chat, document=DOC))
             # A different key is a different message (a reminder), and is delivered.
             await env.run(acts.send_link, link.model_copy(update={"key": "reminder:u-1:1", "reminder": True}))
-    kinds = [(m["type"], m.get("idempotency_key")) for m in sink.messages]
-    assert kinds == [("message", "r-1:link:u-1"), ("message", "r-1:declined"), ("file", "r-1:signed-file"),
-                     ("message", "r-1:reminder:u-1:1")], kinds
+    assert platform.late.arrivals == 4
+    assert platform.delivered() == 4
 
 
-async def test_a_send_without_an_answer_is_repeated_once_after_a_pause(settings: Settings) -> None:
+@pytest.mark.parametrize("platform_type", PLATFORMS, ids=lambda p: p.name)
+async def test_a_send_without_an_answer_is_repeated_once_after_a_pause(settings: Settings,
+                                                                       platform_type: type[Platform]) -> None:
     """A chat that answers after the client gave up got the signed file 6 times (retries every
-    1, 2, 4 s raced the first request). Now: the unanswered send stays in flight, nothing is sent
-    again until the pause has passed, then once more with the same key — which a chat honouring
-    idempotency keys drops, as the first request has long been acted on by then."""
-    secret = settings.webhook_secret.get_secret_value()
-    settings = settings.model_copy(update={"resend_pause": timedelta(seconds=1.5)})
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = get_engine(settings.sqlalchemy_url)
-    create_all(engine)
-    doc = DocumentInfo(name="c.pdf", blob_key="k", sha256="0" * 64, size=1, pages=1)
-    arg = FileMessageInput(request_id="r-2", chat=CHAT, document=doc)
-    with WebhookSink(secret) as sink:
-        sink.slow(1.0)  # acts on each request, answers after 1 s
+    1, 2, 4 s raced the first request). Now every platform's client says the message may have
+    arrived; nothing is sent again until the pause has passed, then once more with the same key —
+    which a platform honouring keys drops, as the first request has long been acted on by then."""
+    platform = platform_type()
+    chat = chat_for(platform)
+    settings = settings.model_copy(update={"resend_pause": timedelta(seconds=1)})
+    arg = FileMessageInput(request_id="r-2", chat=chat, document=DOC)
+    with activities(settings, platform) as (engine, base):
         async with httpx.AsyncClient() as http:
-            chat = WebhookChat(sink.url, secret, http, timeout=0.3)
-            acts = ChatActivities(Deps(settings=settings, engine=engine, blobs=make_blob_store(settings), http=http,
-                                       chats={"webhook": chat}, providers={}))
+            acts = acts_for(settings, engine, http, platform.client(base, engine, http, 0.3))
             env = ActivityEnvironment()
+            platform.late.hold(1.0)  # acts on each request, answers after 1 s
             with pytest.raises(ApplicationError, match="did not answer") as first:
                 await env.run(acts.send_file, arg)
             assert first.value.type == "ChatUnavailable"
-            await sink.wait_for(lambda: len(sink.of_type("file")) == 1, timeout=5)  # the chat did post it
-            with pytest.raises(ApplicationError) as waiting:  # a retry now would race nothing, but could
+            await wait_for(lambda: platform.delivered() == 1)  # the chat did post it
+            with pytest.raises(ApplicationError) as waiting:  # a retry now could race the first request
                 await env.run(acts.send_file, arg)
             assert waiting.value.type == "SendUnconfirmed" and waiting.value.next_retry_delay is not None
-            assert timedelta(0) < waiting.value.next_retry_delay <= timedelta(seconds=1.5)
-            assert len(sink.arrivals) == 1  # nothing was sent while waiting
+            assert timedelta(0) < waiting.value.next_retry_delay <= timedelta(seconds=1)
+            assert platform.late.arrivals == 1  # nothing was sent while waiting
+            platform.late.release()
             await asyncio.sleep(waiting.value.next_retry_delay.total_seconds())
-            await env.run(acts.send_file, arg)  # re-sent once, same key: the chat answers "duplicate" at once
+            await env.run(acts.send_file, arg)  # re-sent once, with the same key
             await env.run(acts.send_file, arg)  # confirmed: never sent again
-    keys = [a["idempotency_key"] for a in sink.arrivals]
-    assert keys == ["r-2:signed-file", "r-2:signed-file"]
-    assert len(sink.of_type("file")) == 1
+    assert platform.late.arrivals == 2
+    assert platform.delivered() == (1 if platform.honours_keys else 2)
     with Session(engine) as session:
         row = session.exec(select(SentMessage).where(SentMessage.key == "r-2:signed-file")).one()
     assert (row.state, row.attempts) == ("sent", 2)
@@ -97,20 +264,16 @@ async def test_a_send_without_an_answer_is_repeated_once_after_a_pause(settings:
 async def test_texts_are_worded_in_the_chat_language(settings: Settings) -> None:
     """The workflow names a kind of message; the activity words it for the chat: zh on the webhook
     IM, en where SIGNBRIDGE_CARD_LANGUAGE says so. A ready-made text (older flows) goes as it is."""
-    secret = settings.webhook_secret.get_secret_value()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = get_engine(settings.sqlalchemy_url)
-    create_all(engine)
+    platform = Webhook()
+    chat = chat_for(platform)
     declined = dict(kind="declined", params={"who": "王五", "title": "合同", "reason": ""})
-    with WebhookSink(secret) as sink:
+    with activities(settings, platform) as (engine, base):
         async with httpx.AsyncClient() as http:
-            chat = WebhookChat(sink.url, secret, http)
+            connector = platform.client(base, engine, http, 10.0)
             env = ActivityEnvironment()
             for lang, key in (("", "zh"), ("en", "en")):
-                acts = ChatActivities(Deps(settings=settings.model_copy(update={"card_language": lang}),
-                                           engine=engine, blobs=make_blob_store(settings), http=http,
-                                           chats={"webhook": chat}, providers={}))
-                await env.run(acts.send_text, TextMessageInput(request_id="r-3", chat=CHAT, key=key, **declined))
-            await env.run(acts.send_text, TextMessageInput(request_id="r-3", chat=CHAT, key="old", text="旧的文本"))
-    assert [m["text"] for m in sink.messages] == ["王五 拒绝签署「合同」。原因：未说明",
-                                                  "王五 declined to sign “合同”. Reason: none given", "旧的文本"]
+                acts = acts_for(settings.model_copy(update={"card_language": lang}), engine, http, connector)
+                await env.run(acts.send_text, TextMessageInput(request_id="r-3", chat=chat, key=key, **declined))
+            await env.run(acts.send_text, TextMessageInput(request_id="r-3", chat=chat, key="old", text="旧的文本"))
+    assert [m["text"] for m in platform.sink.messages] == [
+        "王五 拒绝签署「合同」。原因：未说明", "王五 declined to sign “合同”. Reason: none given", "旧的文本"]

@@ -8,8 +8,9 @@ Why it is built this way:
   after a post whose answer was lost gets the same message back instead of a second card.
   Feishu only updates messages up to 14 days old: older ones (by our record, or by the update
   error code) get a fresh card whose id replaces the stored one.
-* **Tokens** are fetched once, cached until shortly before `expire`, and refetched when an API
-  answers with a token error (an app secret rotated, a token revoked early).
+* **Messages** carry the same `uuid` derived from their idempotency key, so a message the
+  activity sends again after an unanswered attempt (`maybe_delivered`) is dropped by Feishu.
+* **Tokens**: `connectors.chat.app_token` (refetched when an API answers with a token error).
 * **Errors** split the way the workflow's retry policy needs them: 429 / code 99991400 →
   `ChatUnavailable(retry_after=x-ogw-ratelimit-reset)`, 5xx and network errors →
   `ChatUnavailable`, any other error code → `ChatRejected` (retrying cannot fix it).
@@ -21,10 +22,8 @@ Error codes marked "unconfirmed" are configurable (`SIGNBRIDGE_FEISHU_*_CODES`).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -33,9 +32,11 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import Engine
 
-from connectors.chat.base import ChatRejected, ChatUnavailable, InputProblem, read_within
+from connectors.chat.app_token import AppToken, TokenRefused
+from connectors.chat.base import ChatRejected, ChatUnavailable, InputProblem, session, unreachable
 from connectors.chat.directory import Directory
 from connectors.chat.feishu.cards import card_content, file_card, link_card, render_card
+from connectors.http import read_within
 from signbridge.core.cards import Card
 from signbridge.core.models import ChatRef, DocumentInfo, DocumentSource, Person
 from signbridge.core.settings import Settings
@@ -112,9 +113,7 @@ class FeishuChat:
         self.engine = engine
         self._http = http
         self.lang = lang
-        self._token: str | None = None
-        self._token_until = 0.0
-        self._lock = asyncio.Lock()
+        self.token = AppToken("Feishu", self._fetch_token)
         self._token_codes = _codes(config.token_error_codes)
         self._expired_codes = _codes(config.update_expired_codes)
         self._transient_codes = _codes(config.transient_codes)
@@ -175,10 +174,10 @@ class FeishuChat:
         mb = limit // (1024 * 1024)
         too_big = InputProblem(f"{source.name}: 文件超过 {mb} MB 的上限（The file is larger than the {mb} MB limit）")
         path = f"/open-apis/im/v1/messages/{message_id}/resources/{file_key}"
-        for attempt in (0, 1):
-            token = await self._tenant_token(force=attempt > 0)
+
+        async def get(token: str) -> bytes:
             try:
-                async with self._client() as http, http.stream(
+                async with self._session() as http, http.stream(
                     "GET", self.config.base + path, params={"type": "file"},
                     headers={"Authorization": f"Bearer {token}"}, timeout=self.config.timeout_seconds * 6,
                 ) as resp:
@@ -186,17 +185,14 @@ class FeishuChat:
                         await resp.aread()
                         try:
                             self._check(resp, "download")
-                        except _TokenExpired:
-                            if attempt == 0:
-                                continue
-                            raise ChatUnavailable("Feishu kept refusing fresh tokens") from None
                         except ChatRejected as e:
                             raise InputProblem(f"无法下载 {source.name}（Feishu refused the file: {e}; send it "
                                                "again）") from e
                     return await read_within(resp, limit, too_big)
             except httpx.HTTPError as e:
-                raise ChatUnavailable(f"Feishu file download failed ({type(e).__name__}: {e})") from e
-        raise ChatUnavailable("Feishu file download failed")
+                raise unreachable("Feishu file download", e) from e
+
+        return await self.token.call(get)
 
     async def _file_key_of(self, message_id: str, name: str) -> str:
         try:
@@ -249,46 +245,33 @@ class FeishuChat:
                                            "uuid": _uuid(key)})
         return str(data.get("message_id") or "")
 
-    def _client(self) -> Any:
-        from contextlib import nullcontext
+    def _session(self) -> Any:
+        return session(self._http, self.config.timeout_seconds)
 
-        if self._http is not None:
-            return nullcontext(self._http)
-        return httpx.AsyncClient(timeout=self.config.timeout_seconds)
-
-    async def _tenant_token(self, force: bool = False) -> str:
-        async with self._lock:
-            if not force and self._token and time.monotonic() < self._token_until:
-                return self._token
-            body = {"app_id": self.config.app_id, "app_secret": self.config.app_secret.get_secret_value()}
-            try:
-                async with self._client() as http:
-                    resp = await http.post(self.config.base + "/open-apis/auth/v3/tenant_access_token/internal",
-                                           json=body, timeout=self.config.timeout_seconds)
-            except httpx.HTTPError as e:
-                raise ChatUnavailable(f"Feishu token endpoint unreachable ({type(e).__name__}: {e})") from e
-            data = self._check(resp, "tenant_access_token", token_call=True)
-            self._token = str(data["tenant_access_token"])
-            # Refresh a little early so a token never expires between our check and Feishu's.
-            self._token_until = time.monotonic() + max(0, int(data.get("expire", 0)) - 60)
-            return self._token
+    async def _fetch_token(self) -> tuple[str, float]:
+        body = {"app_id": self.config.app_id, "app_secret": self.config.app_secret.get_secret_value()}
+        try:
+            async with self._session() as http:
+                resp = await http.post(self.config.base + "/open-apis/auth/v3/tenant_access_token/internal",
+                                       json=body, timeout=self.config.timeout_seconds)
+        except httpx.HTTPError as e:
+            raise unreachable("Feishu token endpoint", e) from e
+        data = self._check(resp, "tenant_access_token", token_call=True)
+        return str(data["tenant_access_token"]), float(data.get("expire", 0))
 
     async def _call(self, method: str, path: str, *, params: dict[str, str] | None = None,
                     json_body: dict[str, Any] | None = None) -> dict[str, Any]:
-        for attempt in (0, 1):
-            token = await self._tenant_token(force=attempt > 0)
+        async def send(token: str) -> dict[str, Any]:
             try:
-                async with self._client() as http:
+                async with self._session() as http:
                     resp = await http.request(method, self.config.base + path, params=params, json=json_body,
                                               headers={"Authorization": f"Bearer {token}"},
                                               timeout=self.config.timeout_seconds)
             except httpx.HTTPError as e:
-                raise ChatUnavailable(f"Feishu {method} {path} failed ({type(e).__name__}: {e})") from e
-            try:
-                return self._check(resp, f"{method} {path}")
-            except _TokenExpired:
-                continue  # the next round refetches the token
-        raise ChatUnavailable(f"Feishu {method} {path}: a freshly fetched token was refused too")
+                raise unreachable(f"Feishu {method} {path}", e) from e
+            return self._check(resp, f"{method} {path}")
+
+        return await self.token.call(send)
 
     def _check(self, resp: httpx.Response, what: str, token_call: bool = False) -> dict[str, Any]:
         """Feishu answers `{code, msg, data}`; 0 is success whatever else the body holds."""
@@ -304,7 +287,7 @@ class FeishuChat:
             raise ChatUnavailable(f"Feishu rate-limited {what} (code {code}, retry after {retry_after} s)",
                                   retry_after=retry_after)
         if code in self._token_codes and not token_call:
-            raise _TokenExpired(f"{what}: {code} {msg}")
+            raise TokenRefused(f"{what}: {code} {msg}")
         if resp.status_code >= 500 or code in self._transient_codes:
             raise ChatUnavailable(f"Feishu failed {what} (HTTP {resp.status_code}, code {code}): {msg}")
         if resp.status_code == 200 and code == 0:
@@ -319,10 +302,6 @@ class FeishuRejected(ChatRejected):
     def __init__(self, message: str, status: int, code: int | None) -> None:
         super().__init__(message, status)
         self.code = code
-
-
-class _TokenExpired(Exception):
-    """The API refused our tenant_access_token: fetch a new one and try once more."""
 
 
 def build(settings: Settings, http: httpx.AsyncClient) -> FeishuChat | None:
