@@ -33,18 +33,8 @@ import httpx
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from connectors.esign.base import (
-    ProviderError,
-    WebhookRejected,
-    WebhookReply,
-    checked,
-    each_signer_once,
-    is_set,
-    iso_time,
-    pending_links,
-    provider_event,
-    send,
-)
+from connectors.esign import rest
+from connectors.esign.base import ProviderError, WebhookRejected, WebhookReply
 from signbridge.core.models import CreateFlowInput, OpenGroupInput, Person, ProviderEvent, SignerLink
 from signbridge.core.settings import Settings
 from signbridge.core.untrusted import is_stale, load_json
@@ -76,19 +66,19 @@ class DocuSealConfig(BaseSettings):
 
 def check(resp: httpx.Response, what: str) -> httpx.Response:
     """5xx, 408 and 429 may heal; other 4xx (bad token, validation) won't by retrying."""
-    return checked(resp, f"DocuSeal {what}", lambda body: body.get("error", ""))
+    return rest.checked(resp, f"DocuSeal {what}", lambda body: body.get("error", ""))
 
 
 def submitter_event(flow_id: str, submitter: Mapping[str, Any], kind: str,
                     raw: dict[str, Any] | None = None) -> ProviderEvent:
     when = submitter.get("completed_at") if kind == "signed" else submitter.get("declined_at")
-    return provider_event(PROVIDER, flow_id, kind, iso_time(when), who=str(submitter.get("id")),
+    return rest.provider_event(PROVIDER, flow_id, kind, rest.iso_time(when), who=str(submitter.get("id")),
                           signer_id=submitter.get("external_id"),
                           reason=submitter.get("decline_reason") if kind == "declined" else None, raw=raw)
 
 
 def submission_event(flow_id: str, kind: str, when: Any = None, raw: dict[str, Any] | None = None) -> ProviderEvent:
-    return provider_event(PROVIDER, flow_id, kind, iso_time(when), raw=raw)
+    return rest.provider_event(PROVIDER, flow_id, kind, rest.iso_time(when), raw=raw)
 
 
 class DocuSealProvider:
@@ -106,7 +96,7 @@ class DocuSealProvider:
         self._headers = {"X-Auth-Token": config.api_key.get_secret_value()}
 
     async def _call(self, method: str, path: str, what: str, **kwargs: Any) -> httpx.Response:
-        return check(await send(self.http, method, self.base + path, f"DocuSeal {what}", headers=self._headers,
+        return check(await rest.send(self.http, method, self.base + path, f"DocuSeal {what}", headers=self._headers,
                                    **kwargs), what)
 
     async def _submission(self, flow_id: str) -> dict[str, Any]:
@@ -127,7 +117,7 @@ class DocuSealProvider:
         template_id, existing = await self._find(req.request_id)
         if existing:
             return existing
-        people = [p for _, p in each_signer_once(req.groups)]
+        people = [p for _, p in rest.each_signer_once(req.groups)]
         missing = [p.name for p in people if not (p.email or p.mobile)]
         if missing:
             raise ProviderError(f"DocuSeal needs an email or phone for {', '.join(missing)}", retryable=False)
@@ -158,7 +148,7 @@ class DocuSealProvider:
         """DocuSeal opens turns itself; this hands out each pending submitter's embedded link."""
         submission = await self._submission(req.flow_id)
         by_signer = {s.get("external_id"): s for s in submission.get("submitters", [])}
-        return await pending_links(req.signers, by_signer, f"DocuSeal submission {req.flow_id}",
+        return await rest.pending_links(req.signers, by_signer, f"DocuSeal submission {req.flow_id}",
                                    lambda s: s.get("status") in ("completed", "declined"), self._link)
 
     async def _link(self, person: Person, submitter: Mapping[str, Any]) -> str | None:
@@ -193,10 +183,8 @@ class DocuSealProvider:
         if not urls:
             raise ProviderError(f"DocuSeal submission {flow_id} has no documents yet", retryable=True)
         # A signed URL: no token sent along.
-        resp = check(await send(self.http, "GET", urls[0], "DocuSeal download"), "download")
-        if not resp.content.startswith(b"%PDF-"):
-            raise ProviderError(f"DocuSeal download of {flow_id} is not a PDF", retryable=True)
-        return resp.content
+        resp = check(await rest.send(self.http, "GET", urls[0], "DocuSeal download"), "download")
+        return rest.pdf_of(resp, f"DocuSeal download of {flow_id}")
 
     async def evidence(self, flow_id: str) -> dict[str, Any]:
         submission = await self._submission(flow_id)
@@ -273,10 +261,10 @@ class DocuSealWebhook:
 
 def build(settings: Settings, engine: Any, blobs: BlobStore, http: httpx.AsyncClient) -> DocuSealProvider | None:
     config = DocuSealConfig()
-    return DocuSealProvider(config, blobs, http) if is_set(config.api_key) else None
+    return DocuSealProvider(config, blobs, http) if rest.is_set(config.api_key) else None
 
 
 def webhook(settings: Settings) -> DocuSealWebhook | None:
     config = DocuSealConfig()
     secret = config.webhook_secret
-    return DocuSealWebhook(secret, config.webhook_tolerance_seconds) if is_set(secret) else None
+    return DocuSealWebhook(secret, config.webhook_tolerance_seconds) if rest.is_set(secret) else None

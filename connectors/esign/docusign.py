@@ -50,19 +50,8 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import Engine
 
-from connectors.esign.base import (
-    NothingToSign,
-    ProviderError,
-    WebhookRejected,
-    WebhookReply,
-    checked,
-    each_signer_once,
-    is_set,
-    iso_time,
-    pending_links,
-    provider_event,
-    send,
-)
+from connectors.esign import rest
+from connectors.esign.base import NothingToSign, ProviderError, WebhookRejected, WebhookReply
 from connectors.http import retry_after
 from signbridge.core.models import CreateFlowInput, OpenGroupInput, Person, ProviderEvent, SignerLink
 from signbridge.core.settings import Settings
@@ -111,7 +100,7 @@ class DocuSignConfig(BaseSettings):
 
 def check(resp: httpx.Response, what: str) -> httpx.Response:
     """5xx, 408 and 429 may heal; other 4xx (bad request, consent, wrong state) won't."""
-    return checked(resp, f"DocuSign {what}",
+    return rest.checked(resp, f"DocuSign {what}",
                    lambda body: f"{body.get('errorCode') or body.get('error', '')} {body.get('message', '')}".strip(),
                    wait=_wait(resp))
 
@@ -145,13 +134,13 @@ def recipient_event(flow_id: str, signer: Mapping[str, Any], kind: str,
     if signer_id is None:
         return None
     when = signer.get("signedDateTime") if kind == "signed" else signer.get("declinedDateTime")
-    return provider_event(PROVIDER, flow_id, kind, iso_time(when), who=signer_id, signer_id=signer_id,
+    return rest.provider_event(PROVIDER, flow_id, kind, rest.iso_time(when), who=signer_id, signer_id=signer_id,
                           reason=signer.get("declinedReason") if kind == "declined" else None, raw=raw)
 
 
 def envelope_event(flow_id: str, kind: str, when: Any = None, raw: dict[str, Any] | None = None,
                    reason: str | None = None) -> ProviderEvent:
-    return provider_event(PROVIDER, flow_id, kind, iso_time(when), reason=reason, raw=raw)
+    return rest.provider_event(PROVIDER, flow_id, kind, rest.iso_time(when), reason=reason, raw=raw)
 
 
 def voided_kind(reason: Any) -> str:
@@ -199,7 +188,7 @@ class DocuSignAuth:
     async def token(self) -> str:
         if self._token and time.time() < self._expires - 60:
             return self._token
-        resp = await send(self.http, "POST", self.config.oauth_base.rstrip("/") + "/oauth/token",
+        resp = await rest.send(self.http, "POST", self.config.oauth_base.rstrip("/") + "/oauth/token",
                              "DocuSign token", data={"grant_type": JWT_GRANT, "assertion": self.assertion()})
         check(resp, "token")  # consent_required / invalid_grant are 400: not fixed by retrying
         body = resp.json()
@@ -231,7 +220,7 @@ class DocuSignProvider:
     async def _call(self, method: str, path: str, what: str, **kwargs: Any) -> httpx.Response:
         for attempt in (1, 2):
             headers = {"Authorization": f"Bearer {await self.auth.token()}"}
-            resp = await send(self.http, method, self.base + path, f"DocuSign {what}", headers=headers, **kwargs)
+            resp = await rest.send(self.http, method, self.base + path, f"DocuSign {what}", headers=headers, **kwargs)
             if resp.status_code == 401 and attempt == 1:
                 self.auth.invalidate()  # expired or revoked: one more try with a fresh token
                 continue
@@ -254,7 +243,7 @@ class DocuSignProvider:
         if existing:
             return existing
         signers: list[dict[str, Any]] = []
-        for group, person in each_signer_once(req.groups):
+        for group, person in rest.each_signer_once(req.groups):
             if not person.email:
                 raise ProviderError(f"DocuSign needs an email for {person.name}", retryable=False)
             signer: dict[str, Any] = {
@@ -289,7 +278,7 @@ class DocuSignProvider:
             token = self._mint_link(req.flow_id, person.id, req.expires_at)
             return f"{self.public_url}/esign/docusign/sign/{token}"
 
-        return await pending_links(req.signers, by_signer, f"DocuSign envelope {req.flow_id}",
+        return await rest.pending_links(req.signers, by_signer, f"DocuSign envelope {req.flow_id}",
                                    lambda s: s.get("status") in ("completed", "declined"), link)
 
     def _mint_link(self, flow_id: str, signer_id: str, expires_at: datetime) -> str:
@@ -344,9 +333,7 @@ class DocuSignProvider:
 
     async def _pdf(self, flow_id: str, which: str) -> bytes:
         resp = await self._call("GET", f"/envelopes/{flow_id}/documents/{which}", f"download {which}")
-        if not resp.content.startswith(b"%PDF-"):
-            raise ProviderError(f"DocuSign {which} of {flow_id} is not a PDF", retryable=True)
-        return resp.content
+        return rest.pdf_of(resp, f"DocuSign {which} of {flow_id}")
 
     async def download_signed(self, flow_id: str) -> bytes:
         await self._completed(flow_id)
@@ -446,4 +433,4 @@ def build(settings: Settings, engine: Any, blobs: BlobStore, http: httpx.AsyncCl
 
 def webhook(settings: Settings) -> DocuSignWebhook | None:
     key = DocuSignConfig().hmac_key
-    return DocuSignWebhook(key) if is_set(key) else None
+    return DocuSignWebhook(key) if rest.is_set(key) else None

@@ -36,18 +36,8 @@ import httpx
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from connectors.esign.base import (
-    ProviderError,
-    WebhookRejected,
-    WebhookReply,
-    checked,
-    each_signer_once,
-    epoch_time,
-    is_set,
-    pending_links,
-    provider_event,
-    send,
-)
+from connectors.esign import rest
+from connectors.esign.base import ProviderError, WebhookRejected, WebhookReply
 from signbridge.core.models import CreateFlowInput, OpenGroupInput, Person, ProviderEvent, SignerLink
 from signbridge.core.settings import Settings
 from signbridge.core.untrusted import load_json
@@ -80,7 +70,7 @@ class DropboxSignConfig(BaseSettings):
 
 def check(resp: httpx.Response, what: str) -> httpx.Response:
     """5xx, 429 and 409 (files not ready) may heal; other 4xx are refusals retrying won't fix."""
-    return checked(resp, f"Dropbox Sign {what}", lambda body: (body.get("error") or {}).get("error_msg", ""),
+    return rest.checked(resp, f"Dropbox Sign {what}", lambda body: (body.get("error") or {}).get("error_msg", ""),
                    also_retry=(409,))
 
 
@@ -103,20 +93,20 @@ def signer_event(request: Mapping[str, Any], signature: Mapping[str, Any], kind:
                  raw: dict[str, Any] | None = None) -> ProviderEvent:
     """Built from state (not from the delivery), so a redelivery and a poll give the same id."""
     when = signature.get("signed_at") if kind == "signed" else signature.get("last_viewed_at")
-    return provider_event(PROVIDER, str(request["signature_request_id"]), kind, epoch_time(when),
+    return rest.provider_event(PROVIDER, str(request["signature_request_id"]), kind, rest.epoch_time(when),
                           who=str(signature.get("signature_id")), signer_id=_signer_id(request, signature),
                           reason=signature.get("decline_reason") if kind == "declined" else None, raw=raw)
 
 
 def flow_event(request: Mapping[str, Any], kind: str, when: Any = None,
                raw: dict[str, Any] | None = None) -> ProviderEvent:
-    return provider_event(PROVIDER, str(request["signature_request_id"]), kind, epoch_time(when), raw=raw)
+    return rest.provider_event(PROVIDER, str(request["signature_request_id"]), kind, rest.epoch_time(when), raw=raw)
 
 
 def order_signers(groups: list[list[Person]]) -> list[tuple[Person, int | None]]:
     """Each person once, at their first place; `order` only when there is more than one group."""
     serial = len(groups) > 1
-    return [(p, i if serial else None) for i, (_, p) in enumerate(each_signer_once(groups))]
+    return [(p, i if serial else None) for i, (_, p) in enumerate(rest.each_signer_once(groups))]
 
 
 class DropboxSignProvider:
@@ -132,7 +122,7 @@ class DropboxSignProvider:
         self._auth = httpx.BasicAuth(config.api_key.get_secret_value(), "")
 
     async def _call(self, method: str, path: str, what: str, **kwargs: Any) -> httpx.Response:
-        return check(await send(self.http, method, self.base + path, f"Dropbox Sign {what}", auth=self._auth,
+        return check(await rest.send(self.http, method, self.base + path, f"Dropbox Sign {what}", auth=self._auth,
                                    **kwargs), what)
 
     async def _get(self, flow_id: str) -> dict[str, Any]:
@@ -195,7 +185,7 @@ class DropboxSignProvider:
             resp = await self._call("GET", f"/embedded/sign_url/{signature['signature_id']}", "sign url")
             return str(resp.json()["embedded"]["sign_url"])
 
-        return await pending_links(req.signers, by_signer, f"Dropbox Sign request {req.flow_id}",
+        return await rest.pending_links(req.signers, by_signer, f"Dropbox Sign request {req.flow_id}",
                                    lambda s: s.get("status_code") in ("signed", "declined"), link)
 
     async def poll(self, flow_id: str) -> list[ProviderEvent]:
@@ -217,9 +207,7 @@ class DropboxSignProvider:
     async def download_signed(self, flow_id: str) -> bytes:
         resp = await self._call("GET", f"/signature_request/files/{flow_id}", "download",
                                 params={"file_type": "pdf"})
-        if not resp.content.startswith(b"%PDF-"):
-            raise ProviderError(f"Dropbox Sign download of {flow_id} is not a PDF", retryable=True)
-        return resp.content
+        return rest.pdf_of(resp, f"Dropbox Sign download of {flow_id}")
 
     async def evidence(self, flow_id: str) -> dict[str, Any]:
         """Dropbox Sign vouches with its audit trail (appended to the file) under this request id."""
@@ -326,9 +314,9 @@ def _unconfirmed(event: ProviderEvent) -> ProviderEvent:
 
 def build(settings: Settings, engine: Any, blobs: BlobStore, http: httpx.AsyncClient) -> DropboxSignProvider | None:
     config = DropboxSignConfig()
-    return DropboxSignProvider(config, blobs, http) if is_set(config.api_key) else None
+    return DropboxSignProvider(config, blobs, http) if rest.is_set(config.api_key) else None
 
 
 def webhook(settings: Settings) -> DropboxSignWebhook | None:
     key = DropboxSignConfig().api_key
-    return DropboxSignWebhook(key) if is_set(key) else None
+    return DropboxSignWebhook(key) if rest.is_set(key) else None

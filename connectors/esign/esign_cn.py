@@ -32,15 +32,8 @@ import httpx
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from connectors.esign.base import (
-    ProviderError,
-    WebhookReply,
-    each_signer_once,
-    epoch_time,
-    pending_links,
-    provider_event,
-    send,
-)
+from connectors.esign import rest
+from connectors.esign.base import ProviderError, WebhookReply
 from connectors.esign.esign_cn_auth import (
     SignatureCheckFailed,
     content_md5,
@@ -111,12 +104,12 @@ def _account(person: Person) -> str:
 
 def signer_event(flow_id: str, signer_id: str | None, kind: str, *, when: Any, reason: str | None = None,
                  raw: dict[str, Any] | None = None) -> ProviderEvent:
-    return provider_event(PROVIDER, flow_id, kind, epoch_time(when, per_second=1000), who=str(signer_id),
+    return rest.provider_event(PROVIDER, flow_id, kind, rest.epoch_time(when, per_second=1000), who=str(signer_id),
                           signer_id=signer_id, reason=reason if kind == "declined" else None, raw=raw)
 
 
 def flow_event(flow_id: str, kind: str, *, when: Any, raw: dict[str, Any] | None = None) -> ProviderEvent:
-    return provider_event(PROVIDER, flow_id, kind, epoch_time(when, per_second=1000), raw=raw)
+    return rest.provider_event(PROVIDER, flow_id, kind, rest.epoch_time(when, per_second=1000), raw=raw)
 
 
 def _detail_signer_id(signer: Mapping[str, Any]) -> str | None:
@@ -151,7 +144,8 @@ class EsignCnProvider:
         assert self.config.app_secret is not None
         headers = signed_headers(self.config.app_id, self.config.app_secret.get_secret_value(), method,
                                  self.base_path + path, raw)
-        resp = await send(self.http, method, self.base + path, f"e签宝 {what}", content=raw or None, headers=headers)
+        resp = await rest.send(self.http, method, self.base + path, f"e签宝 {what}", content=raw or None,
+                               headers=headers)
         return self._data(resp, what)
 
     def _data(self, resp: httpx.Response, what: str) -> Any:
@@ -197,7 +191,7 @@ class EsignCnProvider:
             "contentMd5": md5, "contentType": "application/pdf", "convertToPDF": False,
             "fileName": req.document.name, "fileSize": len(pdf)})
         file_id, url = str(data["fileId"]), str(data["fileUploadUrl"])
-        resp = await send(self.http, "PUT", url, "e签宝 upload", content=pdf,
+        resp = await rest.send(self.http, "PUT", url, "e签宝 upload", content=pdf,
                           headers={"Content-MD5": md5, "Content-Type": "application/pdf"})
         if resp.status_code >= 400:
             raise ProviderError(f"e签宝 upload: HTTP {resp.status_code}", retryable=resp.status_code >= 500)
@@ -212,7 +206,7 @@ class EsignCnProvider:
         existing = await self._find(req.request_id)
         if existing:
             return existing
-        ordered = each_signer_once(req.groups)
+        ordered = rest.each_signer_once(req.groups)
         missing = [p.name for _, p in ordered if not _account(p)]
         if missing:
             raise ProviderError(f"e签宝 needs a mobile number or email for {', '.join(missing)}", retryable=False)
@@ -246,7 +240,7 @@ class EsignCnProvider:
                 "clientType": "ALL"})
             return str(data.get("shortUrl") or data["url"])
 
-        return await pending_links(req.signers, by_id, f"e签宝 flow {req.flow_id}",
+        return await rest.pending_links(req.signers, by_id, f"e签宝 flow {req.flow_id}",
                                    lambda s: int(s.get("signStatus", 1)) in SIGNER_KINDS, link)
 
     async def poll(self, flow_id: str) -> list[ProviderEvent]:
@@ -276,18 +270,16 @@ class EsignCnProvider:
     async def _download(self, flow_id: str) -> tuple[bytes, list[dict[str, Any]]]:
         """The signed file and, when trust roots are configured, its checked signatures."""
         url = str((await self._files(flow_id))[0]["downloadUrl"])
-        resp = await send(self.http, "GET", url, "e签宝 download")
-        if resp.status_code >= 400 or not resp.content.startswith(b"%PDF-"):
-            raise ProviderError(f"e签宝 download of {flow_id}: HTTP {resp.status_code}", retryable=True)
+        signed = rest.pdf_of(await rest.send(self.http, "GET", url, "e签宝 download"), f"e签宝 download of {flow_id}")
         if not self.config.trust_roots_file:
-            return resp.content, []
+            return signed, []
         roots = load_trust_roots(Path(self.config.trust_roots_file).read_bytes())
         signers = len((await self._detail(flow_id)).get("signers") or [])
         try:
-            checked = await asyncio.to_thread(verify_signed_pdf, resp.content, roots, signers)
+            checked = await asyncio.to_thread(verify_signed_pdf, signed, roots, signers)
         except SignatureCheckFailed as e:
             raise ProviderError(f"e签宝 signed file of {flow_id}: {e}", retryable=False) from e
-        return resp.content, checked
+        return signed, checked
 
     async def evidence(self, flow_id: str) -> dict[str, Any]:
         """e签宝's ids and the hash it reports, beside the hash of the bytes we received."""

@@ -40,17 +40,8 @@ import httpx
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from connectors.esign.base import (
-    ProviderError,
-    WebhookRejected,
-    WebhookReply,
-    checked,
-    each_signer_once,
-    epoch_time,
-    pending_links,
-    provider_event,
-    send,
-)
+from connectors.esign import rest
+from connectors.esign.base import ProviderError, WebhookRejected, WebhookReply
 from signbridge.core.models import CreateFlowInput, OpenGroupInput, Person, ProviderEvent, SignerLink
 from signbridge.core.settings import Settings
 from signbridge.core.untrusted import is_stale, load_json
@@ -111,12 +102,12 @@ def signed_headers(app_id: str, secret: str, biz: str, *, token: str | None = No
 
 def actor_event(flow_id: str, actor_id: str, kind: str, when: Any = None, reason: str | None = None,
                 raw: dict[str, Any] | None = None) -> ProviderEvent:
-    return provider_event(PROVIDER, flow_id, kind, epoch_time(when, per_second=1000), who=actor_id,
+    return rest.provider_event(PROVIDER, flow_id, kind, rest.epoch_time(when, per_second=1000), who=actor_id,
                           signer_id=actor_id, reason=reason, raw=raw)
 
 
 def task_event(flow_id: str, kind: str, when: Any = None, raw: dict[str, Any] | None = None) -> ProviderEvent:
-    return provider_event(PROVIDER, flow_id, kind, epoch_time(when, per_second=1000), raw=raw)
+    return rest.provider_event(PROVIDER, flow_id, kind, rest.epoch_time(when, per_second=1000), raw=raw)
 
 
 STATUS_EVENTS = {"task_finished": "completed", "revoked": "cancelled", "expired": "expired"}
@@ -140,9 +131,9 @@ class FadadaProvider:
     async def _post(self, path: str, biz: dict[str, Any] | None, what: str, token: str | None) -> dict[str, Any]:
         content = json.dumps(biz, ensure_ascii=False, separators=(",", ":")) if biz is not None else ""
         headers = signed_headers(self.config.app_id, self._secret.get_secret_value(), content, token=token)
-        resp = await send(self.http, "POST", self.base + path, f"法大大 {what}", headers=headers,
+        resp = await rest.send(self.http, "POST", self.base + path, f"法大大 {what}", headers=headers,
                           data={"bizContent": content} if content else None)
-        return dict(checked(resp, f"法大大 {what}").json())
+        return dict(rest.checked(resp, f"法大大 {what}").json())
 
     async def _token_value(self) -> str:
         if self._token and time.time() < self._expires - 60:
@@ -171,7 +162,7 @@ class FadadaProvider:
 
     async def _upload(self, req: CreateFlowInput) -> str:
         target = await self.call("/file/get-upload-url", {"fileType": "doc", "storageType": "cloud"}, "upload url")
-        put = await send(self.http, "PUT", str(target["uploadUrl"]), "法大大 upload",
+        put = await rest.send(self.http, "PUT", str(target["uploadUrl"]), "法大大 upload",
                          content=self.blobs.get(req.document.blob_key))
         if put.status_code >= 300:
             raise ProviderError(f"法大大 upload: HTTP {put.status_code}", retryable=True)
@@ -191,7 +182,7 @@ class FadadaProvider:
         if existing:
             return existing
         actors: list[dict[str, Any]] = []
-        for group, person in each_signer_once(req.groups):
+        for group, person in rest.each_signer_once(req.groups):
             account = person.mobile or person.email
             if not account:
                 raise ProviderError(f"法大大 needs a mobile or email for {person.name}", retryable=False)
@@ -224,7 +215,7 @@ class FadadaProvider:
                 "actor url")
             return str(url["actorSignTaskUrl"])
 
-        return await pending_links(req.signers, actors, f"法大大 task {req.flow_id}",
+        return await rest.pending_links(req.signers, actors, f"法大大 task {req.flow_id}",
                                    lambda a: a.get("signStatus") in ("signed", "sign_rejected"), link)
 
     async def poll(self, flow_id: str) -> list[ProviderEvent]:
@@ -247,10 +238,8 @@ class FadadaProvider:
             raise ProviderError(f"法大大 task {flow_id} is {detail.get('signTaskStatus')}, not finished")
         url = await self.call("/sign-task/owner/get-download-url", {
             "ownerId": {"idType": "corp", "openId": self.config.open_corp_id}, "signTaskId": flow_id}, "download url")
-        resp = await send(self.http, "GET", str(url["downloadUrl"]), "法大大 download")
-        if resp.status_code >= 400 or not resp.content.startswith(b"%PDF-"):
-            raise ProviderError(f"法大大 download of {flow_id}: HTTP {resp.status_code}, not a PDF", retryable=True)
-        return resp.content
+        resp = await rest.send(self.http, "GET", str(url["downloadUrl"]), "法大大 download")
+        return rest.pdf_of(resp, f"法大大 download of {flow_id}")
 
     async def evidence(self, flow_id: str) -> dict[str, Any]:
         signed = await self.download_signed(flow_id)
