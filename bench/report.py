@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, binary, ms, pct
+from bench.common import ROOT, ms, pct
+from signbridge.cli.devserver import installed_binary
 
 EVENTS_TARGET = 60
 
@@ -79,7 +80,7 @@ def machine() -> dict[str, str]:
         mem = f"{kb / 1024 / 1024:.1f} GiB"
     except (OSError, ValueError, IndexError):
         pass
-    temporal_cli = _cmd([binary("temporal"), "--version"]).splitlines()
+    temporal_cli = _cmd([installed_binary("temporal"), "--version"]).splitlines()
     return {
         "CPU": f"{cpu} × {os.cpu_count()} logical",
         "Memory": mem,
