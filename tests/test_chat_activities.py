@@ -146,8 +146,9 @@ class WeCom(Platform):
 
     def client(self, base: str, engine: Engine, http: httpx.AsyncClient, timeout: float) -> ChatConnector:
         config = WeComConfig(corp_id=self.sim.corp_id, corp_secret=SecretStr(self.sim.secret), agent_id=1,
-                             token=SecretStr("t"), encoding_aes_key=SecretStr("k"), api_base=base)
-        return WeComChat(config, engine, http, timeout=timeout)
+                             token=SecretStr("t"), encoding_aes_key=SecretStr("k"), api_base=base,
+                             timeout_seconds=timeout)
+        return WeComChat(config, engine, http)
 
     def delivered(self) -> int:
         return len(self.sim.messages)

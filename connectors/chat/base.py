@@ -38,13 +38,15 @@ class ChatUnavailable(ChatError):
 
 
 class ChatRejected(ChatError):
-    """The platform refused the request (a 4xx or an error code): retrying the same call won't help."""
+    """The platform refused the request (a 4xx or an error code): retrying the same call won't help.
+    `code`: the platform's own error code, for the refusals a connector acts on."""
 
     non_retryable = True
 
-    def __init__(self, message: str, status: int) -> None:
+    def __init__(self, message: str, status: int, code: str | int | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.code = code
 
 
 def unreachable(who: str, e: httpx.HTTPError) -> ChatUnavailable:

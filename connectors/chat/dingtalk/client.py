@@ -16,7 +16,7 @@ Why it is built this way:
 * **Messages** have no dedupe key at DingTalk: the activity sends each one once per key
   (`activities/chat.py`). A request that went out but got no answer is `maybe_delivered`, so
   it is sent again only after a pause.
-* **Tokens** (`/v1.0/oauth2/accessToken`, 7200 s): `connectors.chat.app_token`.
+* **Tokens** (`/v1.0/oauth2/accessToken`, 7200 s): `connectors.chat.app_api`.
 * **Errors.** QPS limits (`Forbidden.AccessDenied.QpsLimitForAppkeyAndApi`, 90018, HTTP 429) and
   5xx → `ChatUnavailable(retry_after=Retry-After or rate_limit_backoff)`; any other refusal →
   `ChatRejected`. The api.dingtalk.com (v1.0) APIs answer errors as HTTP 4xx `{code, message}`,
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -35,10 +34,9 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import Engine
 
-from connectors.chat.app_token import AppToken, TokenRefused
-from connectors.chat.base import ChatRejected, ChatUnavailable, InputProblem, raise_for_status, session, unreachable
+from connectors.chat.app_api import AppChat, Codes, TokenRefused
+from connectors.chat.base import ChatRejected, ChatUnavailable, InputProblem, raise_for_status, unreachable
 from connectors.chat.dingtalk.cards import render_card
-from connectors.chat.directory import Directory
 from connectors.http import read_within, retry_after
 from signbridge.core.cards import Card
 from signbridge.core.models import ChatRef, DocumentInfo, DocumentSource, Person
@@ -49,10 +47,6 @@ from store.repos.identities import Contact
 
 PLATFORM = "dingtalk"
 FILE_SCHEME = "dingtalk-file:"
-
-
-def _set(value: str) -> frozenset[str]:
-    return frozenset(v.strip() for v in value.split(",") if v.strip())
 
 
 class DingTalkConfig(BaseSettings):
@@ -77,10 +71,11 @@ class DingTalkConfig(BaseSettings):
     rate_limit_backoff: float = 1.0  # DingTalk gives no Retry-After on QPS limits
     directory_cache_seconds: int = 600
     timeout_seconds: float = 10.0
-    token_codes: str = "InvalidAuthentication,Unauthorized,40014,42001,40001,88"  # unconfirmed beyond the first
-    rate_limit_codes: str = "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi,90018,90002,-1"
-    duplicate_codes: str = "param.duplicateOutTrackId,duplicateOutTrackId"  # unconfirmed
-    user_gone_codes: str = "60121,33012"  # user not found / invalid userid
+    # unconfirmed beyond the first
+    token_codes: Codes = frozenset({"InvalidAuthentication", "Unauthorized", "40014", "42001", "40001", "88"})
+    rate_limit_codes: Codes = frozenset({"Forbidden.AccessDenied.QpsLimitForAppkeyAndApi", "90018", "90002", "-1"})
+    duplicate_codes: Codes = frozenset({"param.duplicateOutTrackId", "duplicateOutTrackId"})  # unconfirmed
+    user_gone_codes: Codes = frozenset({"60121", "33012"})  # user not found / invalid userid
 
     @property
     def enabled(self) -> bool:
@@ -110,28 +105,10 @@ def card_key_for_track(engine: Engine, out_track_id: str) -> str | None:
     return chat_messages.key_by_ref(engine, PLATFORM, "outTrackId", out_track_id)
 
 
-class DingTalkRejected(ChatRejected):
-    def __init__(self, message: str, status: int, code: str) -> None:
-        super().__init__(message, status)
-        self.code = code
+class DingTalkChat(AppChat[DingTalkConfig]):
+    """`ChatConnector` for DingTalk."""
 
-
-class DingTalkChat:
-    """`ChatConnector` for DingTalk. One per worker (or API app): the token is shared."""
-
-    platform = PLATFORM
-
-    def __init__(self, config: DingTalkConfig, engine: Engine, http: httpx.AsyncClient | None = None,
-                 lang: str = "zh") -> None:
-        self.config = config
-        self.engine = engine
-        self._http = http
-        self.token = AppToken("DingTalk", self._fetch_token)
-        self._token_codes = _set(config.token_codes)
-        self._rate_codes = _set(config.rate_limit_codes)
-        self._duplicate_codes = _set(config.duplicate_codes)
-        self._gone_codes = _set(config.user_gone_codes)
-        self.directory = Directory(engine, PLATFORM, timedelta(seconds=config.directory_cache_seconds), lang)
+    platform, name = PLATFORM, "DingTalk"
 
     def __repr__(self) -> str:  # never the secret
         return f"DingTalkChat(app_key={self.config.app_key!r}, api_base={self.config.api_base!r})"
@@ -149,8 +126,8 @@ class DingTalkChat:
             try:
                 body = self._deliver_body(chat, track, params)
                 await self._api("POST", "/v1.0/card/instances/createAndDeliver", body)
-            except DingTalkRejected as e:
-                if e.code not in self._duplicate_codes:
+            except ChatRejected as e:
+                if e.code not in self.config.duplicate_codes:
                     raise
                 await self._put_card(track, params)  # created by an earlier attempt whose answer was lost
         else:
@@ -204,8 +181,8 @@ class DingTalkChat:
         async def lookup() -> Contact:
             try:
                 result = await self._oapi("/topapi/v2/user/get", {"userid": person.id, "language": "zh_CN"})
-            except DingTalkRejected as e:
-                if e.code in self._gone_codes:
+            except ChatRejected as e:
+                if e.code in self.config.user_gone_codes:
                     raise InputProblem(f"找不到钉钉用户 {person.name}，可能已离职（{person.name} is not a DingTalk "
                                        "user here; they may have left the company）") from e
                 raise
@@ -257,9 +234,6 @@ class DingTalkChat:
 
     # ---- HTTP, token and errors ---------------------------------------------------------------
 
-    def _session(self) -> Any:
-        return session(self._http, self.config.timeout_seconds)
-
     async def _fetch_token(self) -> tuple[str, float]:
         body = {"appKey": self.config.app_key, "appSecret": self.config.app_secret.get_secret_value()}
         try:
@@ -301,16 +275,16 @@ class DingTalkChat:
         code = str(data.get("code") or data.get("errcode") or "")
         code = "" if code == "0" else code
         message = f"DingTalk {what}: HTTP {resp.status_code} {code} {data.get('message') or data.get('errmsg') or ''}"
-        if resp.status_code == 429 or code in self._rate_codes:
+        if resp.status_code == 429 or code in self.config.rate_limit_codes:
             retry = retry_after(resp)
             raise ChatUnavailable(message[:300], retry_after=retry if retry is not None
                                   else self.config.rate_limit_backoff)
-        if code in self._token_codes and not token_call:
+        if code in self.config.token_codes and not token_call:
             raise TokenRefused(message)
         if resp.status_code >= 500 or resp.status_code == 408:
             raise ChatUnavailable(message[:300])
         if resp.status_code >= 400 or code:
-            raise DingTalkRejected(message[:300], resp.status_code, code)
+            raise ChatRejected(message[:300], resp.status_code, code)
         return data
 
 

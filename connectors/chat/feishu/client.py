@@ -10,7 +10,7 @@ Why it is built this way:
   error code) get a fresh card whose id replaces the stored one.
 * **Messages** carry the same `uuid` derived from their idempotency key, so a message the
   activity sends again after an unanswered attempt (`maybe_delivered`) is dropped by Feishu.
-* **Tokens**: `connectors.chat.app_token` (refetched when an API answers with a token error).
+* **Tokens**: `connectors.chat.app_api` (refetched when an API answers with a token error).
 * **Errors** split the way the workflow's retry policy needs them: 429 / code 99991400 →
   `ChatUnavailable(retry_after=x-ogw-ratelimit-reset)`, 5xx and network errors →
   `ChatUnavailable`, any other error code → `ChatRejected` (retrying cannot fix it).
@@ -30,11 +30,9 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy.engine import Engine
 
-from connectors.chat.app_token import AppToken, TokenRefused
-from connectors.chat.base import ChatRejected, ChatUnavailable, InputProblem, session, unreachable
-from connectors.chat.directory import Directory
+from connectors.chat.app_api import AppChat, NumericCodes, TokenRefused
+from connectors.chat.base import ChatRejected, ChatUnavailable, InputProblem, unreachable
 from connectors.chat.feishu.cards import card_content, file_card, link_card, render_card
 from connectors.http import read_within
 from signbridge.core.cards import Card
@@ -48,10 +46,6 @@ PLATFORM = "feishu"
 FEISHU_MAX_FILE = 100 * 1024 * 1024
 UPDATE_WINDOW = timedelta(days=14)
 RATE_LIMITED = 99991400
-
-
-def _codes(value: str) -> frozenset[int]:
-    return frozenset(int(c) for c in value.replace(" ", "").split(",") if c)
 
 
 class FeishuConfig(BaseSettings):
@@ -71,12 +65,12 @@ class FeishuConfig(BaseSettings):
     directory_cache_seconds: int = 600
     timeout_seconds: float = 10.0
     # Token errors: invalid/expired/missing tenant_access_token (unconfirmed beyond 99991663/99991661).
-    token_error_codes: str = "99991661,99991663,99991664,99991665,99991668,99991677"
+    token_error_codes: NumericCodes = frozenset({99991661, 99991663, 99991664, 99991665, 99991668, 99991677})
     # PATCH refused for good on that message — past the 14-day update window (unconfirmed codes)
     # or recalled by someone (230011): post a fresh card instead.
-    update_expired_codes: str = "230031,230110,230011"
+    update_expired_codes: NumericCodes = frozenset({230031, 230110, 230011})
     # Retry-worthy per-message limits (230020: too many updates of one message).
-    transient_codes: str = "230020,99991400,1000004,1000005"
+    transient_codes: NumericCodes = frozenset({230020, 99991400, 1000004, 1000005})
 
     @property
     def enabled(self) -> bool:
@@ -104,20 +98,10 @@ def _uuid(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:40]
 
 
-class FeishuChat:
-    platform = PLATFORM
+class FeishuChat(AppChat[FeishuConfig]):
+    """`ChatConnector` for Feishu/Lark."""
 
-    def __init__(self, config: FeishuConfig, engine: Engine, http: httpx.AsyncClient | None = None,
-                 lang: str = "zh") -> None:
-        self.config = config
-        self.engine = engine
-        self._http = http
-        self.lang = lang
-        self.token = AppToken("Feishu", self._fetch_token)
-        self._token_codes = _codes(config.token_error_codes)
-        self._expired_codes = _codes(config.update_expired_codes)
-        self._transient_codes = _codes(config.transient_codes)
-        self.directory = Directory(engine, PLATFORM, timedelta(seconds=config.directory_cache_seconds), lang)
+    platform, name = PLATFORM, "Feishu"
 
     def __repr__(self) -> str:  # never the secret
         return f"FeishuChat(app_id={self.config.app_id!r}, api_base={self.config.api_base!r})"
@@ -137,8 +121,8 @@ class FeishuChat:
             try:
                 await self._call("PATCH", f"/open-apis/im/v1/messages/{message_id}", json_body={"content": content})
                 return
-            except FeishuRejected as e:
-                if e.code not in self._expired_codes:
+            except ChatRejected as e:
+                if e.code not in self.config.update_expired_codes:
                     raise
         # The update window closed (or the card was recalled): a fresh card, from now on the one we update.
         fresh = await self._send(chat, "chat_id", chat.chat_id, "interactive", content,
@@ -245,9 +229,6 @@ class FeishuChat:
                                            "uuid": _uuid(key)})
         return str(data.get("message_id") or "")
 
-    def _session(self) -> Any:
-        return session(self._http, self.config.timeout_seconds)
-
     async def _fetch_token(self) -> tuple[str, float]:
         body = {"app_id": self.config.app_id, "app_secret": self.config.app_secret.get_secret_value()}
         try:
@@ -286,22 +267,14 @@ class FeishuChat:
             retry_after = float(reset) if reset and reset.replace(".", "", 1).isdigit() else None
             raise ChatUnavailable(f"Feishu rate-limited {what} (code {code}, retry after {retry_after} s)",
                                   retry_after=retry_after)
-        if code in self._token_codes and not token_call:
+        if code in self.config.token_error_codes and not token_call:
             raise TokenRefused(f"{what}: {code} {msg}")
-        if resp.status_code >= 500 or code in self._transient_codes:
+        if resp.status_code >= 500 or code in self.config.transient_codes:
             raise ChatUnavailable(f"Feishu failed {what} (HTTP {resp.status_code}, code {code}): {msg}")
         if resp.status_code == 200 and code == 0:
             return body.get("data") or (body if token_call else {})
-        raise FeishuRejected(f"Feishu rejected {what} (HTTP {resp.status_code}, code {code}): {msg}",
+        raise ChatRejected(f"Feishu rejected {what} (HTTP {resp.status_code}, code {code}): {msg}",
                              resp.status_code, code if isinstance(code, int) else None)
-
-
-class FeishuRejected(ChatRejected):
-    """A refusal with Feishu's error `code`, so callers can act on specific codes (the 14-day window)."""
-
-    def __init__(self, message: str, status: int, code: int | None) -> None:
-        super().__init__(message, status)
-        self.code = code
 
 
 def build(settings: Settings, http: httpx.AsyncClient) -> FeishuChat | None:

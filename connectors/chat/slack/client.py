@@ -69,14 +69,6 @@ class SlackConfig(BaseSettings):
         return self.api_base.rstrip("/") + "/"
 
 
-class SlackRejected(ChatRejected):
-    """`ok:false` with a permanent error code (`invalid_auth`, `channel_not_found`, …)."""
-
-    def __init__(self, method: str, error: str, status: int) -> None:
-        super().__init__(f"Slack {method} refused: {error}", status)
-        self.error = error
-
-
 def file_source_url(file_id: str) -> str:
     return f"slack:file:{file_id}"
 
@@ -113,8 +105,8 @@ class SlackChat:
                                                 "blocks": blocks})
                 self._touch(card_key)
                 return
-            except SlackRejected as e:
-                if e.error != "message_not_found":
+            except ChatRejected as e:
+                if e.code != "message_not_found":
                     raise
                 log.warning("the card for %s was deleted in Slack; posting it again", card_key)
         data = await self.call("chat.postMessage", {"channel": chat.chat_id, "text": text, "blocks": blocks,
@@ -202,7 +194,9 @@ class SlackChat:
             error = str(data.get("error") if isinstance(data, dict) else "unknown_error")
             if error in TRANSIENT_ERRORS:
                 raise ChatUnavailable(f"Slack {method}: {error}", retry_after(resp))
-            raise SlackRejected(method, error, resp.status_code if resp.status_code >= 400 else 400)
+            # A permanent error code (`invalid_auth`, `channel_not_found`, …).
+            raise ChatRejected(f"Slack {method} refused: {error}", resp.status_code if resp.status_code >= 400 else 400,
+                               error)
         return data
 
     def _client(self) -> httpx.AsyncClient:

@@ -18,7 +18,7 @@ Choices that follow from how WeCom works:
   drop such a repeat within 5 min (short, so two genuine reminders are never swallowed).
 * **Errors.** 45009 (rate limited) and HTTP 429/5xx → `ChatUnavailable` (retry, after
   `retry_after`); an expired/invalid token (42001/40014) is refetched once
-  (`connectors.chat.app_token`); any other errcode → `ChatRejected` (retrying cannot help).
+  (`connectors.chat.app_api`); any other errcode → `ChatRejected` (retrying cannot help).
 """
 
 from __future__ import annotations
@@ -34,9 +34,8 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import Engine
 
-from connectors.chat.app_token import AppToken, TokenRefused
-from connectors.chat.base import ChatRejected, ChatUnavailable, InputProblem, raise_for_status, session, unreachable
-from connectors.chat.directory import Directory
+from connectors.chat.app_api import AppChat, TokenRefused
+from connectors.chat.base import ChatRejected, ChatUnavailable, InputProblem, raise_for_status, unreachable
 from connectors.chat.wecom.cards import render_card
 from connectors.http import read_within
 from signbridge.core.cards import Card
@@ -72,6 +71,7 @@ class WeComConfig(BaseSettings):
     api_base: str = DEFAULT_API_BASE
     rate_limit_backoff: float = 2.0  # seconds to wait after 45009 (WeCom gives no Retry-After)
     directory_cache_seconds: int = 600
+    timeout_seconds: float = 10.0
 
     @property
     def enabled(self) -> bool:
@@ -107,19 +107,10 @@ def store_response_code(engine: Engine, task_id: str, code: str) -> bool:
     return chat_messages.change(engine, PLATFORM, card_key, keep)
 
 
-class WeComChat:
-    """`ChatConnector` for WeCom. One instance per worker (or API app); the token is shared."""
+class WeComChat(AppChat[WeComConfig]):
+    """`ChatConnector` for WeCom."""
 
-    platform = PLATFORM
-
-    def __init__(self, config: WeComConfig, engine: Engine, http: httpx.AsyncClient | None = None,
-                 timeout: float = 10.0, lang: str = "zh") -> None:
-        self.config = config
-        self.engine = engine
-        self.directory = Directory(engine, PLATFORM, timedelta(seconds=config.directory_cache_seconds), lang)
-        self._http = http
-        self._timeout = timeout
-        self.token = AppToken("WeCom", self._fetch_token)
+    platform, name = PLATFORM, "WeCom"
 
     def __repr__(self) -> str:
         return f"WeComChat(corp_id={self.config.corp_id!r}, api_base={self.config.api_base!r})"
@@ -191,7 +182,7 @@ class WeComChat:
             try:
                 async with self._session() as http, http.stream(
                         "GET", self._url("/cgi-bin/media/get"), params={"access_token": token, "media_id": media_id},
-                        timeout=self._timeout * 3) as resp:
+                        timeout=self.config.timeout_seconds * 3) as resp:
                     if resp.headers.get("content-type", "").startswith(("application/json", "text/plain")):
                         data = json.loads(await resp.aread())
                         if int(data.get("errcode", 0)) in MEDIA_GONE:
@@ -253,9 +244,6 @@ class WeComChat:
     def _url(self, path: str) -> str:
         return self.config.api_base.rstrip("/") + path
 
-    def _session(self) -> Any:
-        return session(self._http, self._timeout)
-
     async def _fetch_token(self) -> tuple[str, float]:
         params = {"corpid": self.config.corp_id, "corpsecret": self.config.corp_secret.get_secret_value()}
         data = await self._request("GET", "/cgi-bin/gettoken", params, None, token_call=True)
@@ -270,7 +258,8 @@ class WeComChat:
                        token_call: bool = False) -> dict[str, Any]:
         try:
             async with self._session() as http:
-                resp = await http.request(method, self._url(path), params=params, json=json, timeout=self._timeout)
+                resp = await http.request(method, self._url(path), params=params, json=json,
+                                          timeout=self.config.timeout_seconds)
         except httpx.HTTPError as e:
             raise unreachable(f"WeCom {path}", e) from e
         raise_for_status(resp, f"WeCom {path}")
