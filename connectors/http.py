@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 import httpx
 
@@ -16,6 +17,15 @@ import httpx
 def may_heal(status: int) -> bool:
     """5xx, 408 (timeout) and 429 (rate limit): another attempt later may succeed."""
     return status >= 500 or status in (408, 429)
+
+
+def json_object(resp: httpx.Response) -> dict[str, Any]:
+    """The answer's JSON object; empty when it has none (an error page, a proxy's HTML, a list)."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:

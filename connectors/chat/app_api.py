@@ -21,7 +21,7 @@ from pydantic import BeforeValidator
 from pydantic_settings import NoDecode
 from sqlalchemy.engine import Engine
 
-from connectors.chat.base import ChatUnavailable, session
+from connectors.chat.base import ChatUnavailable, session, unreachable
 from connectors.chat.directory import Directory
 
 T = TypeVar("T")
@@ -100,6 +100,14 @@ class AppChat(Generic[C]):
 
     def _session(self) -> AbstractAsyncContextManager[httpx.AsyncClient]:
         return session(self._http, self.config.timeout_seconds)
+
+    async def _http_call(self, method: str, url: str, what: str, **kwargs: Any) -> httpx.Response:
+        """One request; no answer is `ChatUnavailable` (`maybe_delivered` once it went out)."""
+        try:
+            async with self._session() as http:
+                return await http.request(method, url, timeout=self.config.timeout_seconds, **kwargs)
+        except httpx.HTTPError as e:
+            raise unreachable(f"{self.name} {what}", e) from e
 
     async def _fetch_token(self) -> tuple[str, float]:
         """A new token from the platform and its lifetime in seconds."""

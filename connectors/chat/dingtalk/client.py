@@ -37,7 +37,7 @@ from sqlalchemy.engine import Engine
 from connectors.chat.app_api import AppChat, Codes, TokenRefused
 from connectors.chat.base import ChatRejected, ChatUnavailable, InputProblem, raise_for_status, unreachable
 from connectors.chat.dingtalk.cards import render_card
-from connectors.http import read_within, retry_after
+from connectors.http import json_object, read_within, retry_after
 from signbridge.core.cards import Card
 from signbridge.core.models import ChatRef, DocumentInfo, DocumentSource, Person
 from signbridge.core.settings import Settings
@@ -236,12 +236,8 @@ class DingTalkChat(AppChat[DingTalkConfig]):
 
     async def _fetch_token(self) -> tuple[str, float]:
         body = {"appKey": self.config.app_key, "appSecret": self.config.app_secret.get_secret_value()}
-        try:
-            async with self._session() as http:
-                resp = await http.post(self.config.api_base.rstrip("/") + "/v1.0/oauth2/accessToken",
-                                       json=body, timeout=self.config.timeout_seconds)
-        except httpx.HTTPError as e:
-            raise unreachable("DingTalk accessToken", e) from e
+        resp = await self._http_call("POST", self.config.api_base.rstrip("/") + "/v1.0/oauth2/accessToken",
+                                     "accessToken", json=body)
         data = self._check(resp, "accessToken", token_call=True)
         return str(data["accessToken"]), float(data.get("expireIn", 7200))
 
@@ -257,21 +253,13 @@ class DingTalkChat(AppChat[DingTalkConfig]):
         async def send(token: str) -> dict[str, Any]:
             kwargs: dict[str, Any] = {"headers": {"x-acs-dingtalk-access-token": token}} if header \
                 else {"params": {"access_token": token}}
-            try:
-                async with self._session() as http:
-                    resp = await http.request(method, url, json=body, timeout=self.config.timeout_seconds, **kwargs)
-            except httpx.HTTPError as e:
-                raise unreachable(f"DingTalk {method} {url}", e) from e
+            resp = await self._http_call(method, url, f"{method} {url}", json=body, **kwargs)
             return self._check(resp, url.split(".com", 1)[-1])
 
         return await self.token.call(send)
 
     def _check(self, resp: httpx.Response, what: str, token_call: bool = False) -> dict[str, Any]:
-        try:
-            data = resp.json()
-        except ValueError:
-            data = {}
-        data = data if isinstance(data, dict) else {}
+        data = json_object(resp)
         code = str(data.get("code") or data.get("errcode") or "")
         code = "" if code == "0" else code
         message = f"DingTalk {what}: HTTP {resp.status_code} {code} {data.get('message') or data.get('errmsg') or ''}"

@@ -34,7 +34,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from connectors.chat.app_api import AppChat, NumericCodes, TokenRefused
 from connectors.chat.base import ChatRejected, ChatUnavailable, InputProblem, unreachable
 from connectors.chat.feishu.cards import card_content, file_card, link_card, render_card
-from connectors.http import read_within
+from connectors.http import json_object, read_within
 from signbridge.core.cards import Card
 from signbridge.core.models import ChatRef, DocumentInfo, DocumentSource, Person
 from signbridge.core.settings import Settings
@@ -231,37 +231,25 @@ class FeishuChat(AppChat[FeishuConfig]):
 
     async def _fetch_token(self) -> tuple[str, float]:
         body = {"app_id": self.config.app_id, "app_secret": self.config.app_secret.get_secret_value()}
-        try:
-            async with self._session() as http:
-                resp = await http.post(self.config.base + "/open-apis/auth/v3/tenant_access_token/internal",
-                                       json=body, timeout=self.config.timeout_seconds)
-        except httpx.HTTPError as e:
-            raise unreachable("Feishu token endpoint", e) from e
+        resp = await self._http_call("POST", self.config.base + "/open-apis/auth/v3/tenant_access_token/internal",
+                                     "token endpoint", json=body)
         data = self._check(resp, "tenant_access_token", token_call=True)
         return str(data["tenant_access_token"]), float(data.get("expire", 0))
 
     async def _call(self, method: str, path: str, *, params: dict[str, str] | None = None,
                     json_body: dict[str, Any] | None = None) -> dict[str, Any]:
         async def send(token: str) -> dict[str, Any]:
-            try:
-                async with self._session() as http:
-                    resp = await http.request(method, self.config.base + path, params=params, json=json_body,
-                                              headers={"Authorization": f"Bearer {token}"},
-                                              timeout=self.config.timeout_seconds)
-            except httpx.HTTPError as e:
-                raise unreachable(f"Feishu {method} {path}", e) from e
+            resp = await self._http_call(method, self.config.base + path, f"{method} {path}", params=params,
+                                         json=json_body, headers={"Authorization": f"Bearer {token}"})
             return self._check(resp, f"{method} {path}")
 
         return await self.token.call(send)
 
     def _check(self, resp: httpx.Response, what: str, token_call: bool = False) -> dict[str, Any]:
         """Feishu answers `{code, msg, data}`; 0 is success whatever else the body holds."""
-        try:
-            body = resp.json()
-        except ValueError:
-            body = {}
-        code = body.get("code") if isinstance(body, dict) else None
-        msg = (body.get("msg") if isinstance(body, dict) else None) or resp.text[:200]
+        body = json_object(resp)
+        code = body.get("code")
+        msg = body.get("msg") or resp.text[:200]
         if resp.status_code == 429 or code == RATE_LIMITED:
             reset = resp.headers.get("x-ogw-ratelimit-reset")
             retry_after = float(reset) if reset and reset.replace(".", "", 1).isdigit() else None

@@ -256,12 +256,7 @@ class WeComChat(AppChat[WeComConfig]):
 
     async def _request(self, method: str, path: str, params: dict[str, Any], json: dict[str, Any] | None,
                        token_call: bool = False) -> dict[str, Any]:
-        try:
-            async with self._session() as http:
-                resp = await http.request(method, self._url(path), params=params, json=json,
-                                          timeout=self.config.timeout_seconds)
-        except httpx.HTTPError as e:
-            raise unreachable(f"WeCom {path}", e) from e
+        resp = await self._http_call(method, self._url(path), path, params=params, json=json)
         raise_for_status(resp, f"WeCom {path}")
         data: dict[str, Any] = resp.json()
         self._refused(data, path, token_call)
