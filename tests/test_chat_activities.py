@@ -10,10 +10,10 @@ client and simulator, so a platform whose client forgets to say "maybe delivered
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 import httpx
 import pytest
@@ -36,147 +36,82 @@ from signbridge.core.settings import Settings
 from store.blob_factory import make_blob_store
 from store.db import create_all, get_engine
 from store.tables import SentMessage
-from tests.sim import dingtalk_sim, wecom_sim
+from tests.sim.dingtalk_sim import DingTalkSim
 from tests.sim.feishu_sim import FeishuSim
-from tests.sim.servers import LateAnswers
+from tests.sim.servers import LateAnswers, serve
 from tests.sim.slack_sim import SlackSim
 from tests.sim.webhook_sink import WebhookSink
+from tests.sim.wecom_sim import WeComSim
 
+SECRET = "activities-test-secret"
 SIGNER = Person(id="u-1", name="李四")
 DOC = DocumentInfo(name="c.pdf", blob_key="k", sha256="0" * 64, size=1, pages=1)
 
 
+@dataclass
 class Platform:
-    """One chat platform's simulator and real client. `late` watches the paths messages are sent
-    on; `honours_keys`: the platform drops a message sent again after an unanswered attempt."""
+    """One chat platform's simulator (behind `late`, which watches the paths messages are sent on)
+    and its real client (`client(base URL, engine, http, timeout)`). `delivered`: how many messages
+    people can see. `honours_keys`: the platform drops a message sent again after an unanswered
+    attempt."""
 
     name: str
     honours_keys: bool
     late: LateAnswers
-
-    @contextmanager
-    def running(self) -> Iterator[str]:
-        raise NotImplementedError
-
-    def client(self, base: str, engine: Engine, http: httpx.AsyncClient, timeout: float) -> ChatConnector:
-        raise NotImplementedError
-
-    def delivered(self) -> int:
-        """How many messages people can see."""
-        raise NotImplementedError
+    client: Callable[[str, Engine, httpx.AsyncClient, float], ChatConnector]
+    delivered: Callable[[], int]
 
 
-class Webhook(Platform):
-    name, honours_keys = "webhook", True  # drops a repeated Idempotency-Key
-
-    def __init__(self) -> None:
-        self.sink = WebhookSink("activities-test-secret")
-        self.sink.honour_keys = True  # as the protocol asks a receiver to
-        self.late = self.sink.app = LateAnswers(self.sink.app, "/outbound")
-
-    @contextmanager
-    def running(self) -> Iterator[str]:
-        with self.sink:
-            yield self.sink.url
-
-    def client(self, base: str, engine: Engine, http: httpx.AsyncClient, timeout: float) -> ChatConnector:
-        return WebhookChat(base, self.sink.secret, http, timeout=timeout)
-
-    def delivered(self) -> int:
-        return len(self.sink.messages)
+def webhook() -> Platform:
+    sink = WebhookSink(SECRET)
+    sink.honour_keys = True  # as the protocol asks a receiver to: a repeated Idempotency-Key is dropped
+    return Platform("webhook", True, LateAnswers(sink.app, "/outbound"),
+                    lambda base, engine, http, timeout: WebhookChat(f"{base}/outbound", SECRET, http, timeout=timeout),
+                    lambda: len(sink.messages))
 
 
-class Feishu(Platform):
-    name, honours_keys = "feishu", True  # drops a repeated `uuid`
-
-    def __init__(self) -> None:
-        self.sim = FeishuSim()
-        self.late = self.sim.app = LateAnswers(self.sim.app, "/open-apis/im/v1/messages")
-
-    @contextmanager
-    def running(self) -> Iterator[str]:
-        with self.sim:
-            yield self.sim.url
-
-    def client(self, base: str, engine: Engine, http: httpx.AsyncClient, timeout: float) -> ChatConnector:
-        config = FeishuConfig(app_id=self.sim.app_id, app_secret=SecretStr(self.sim.app_secret), api_base=base,
-                              timeout_seconds=timeout)
-        return FeishuChat(config, engine, http)
-
-    def delivered(self) -> int:
-        return len(self.sim.order)
+def feishu() -> Platform:
+    sim = FeishuSim()  # drops a repeated `uuid`
+    return Platform("feishu", True, LateAnswers(sim.app, "/open-apis/im/v1/messages"),
+                    lambda base, engine, http, timeout: FeishuChat(FeishuConfig(
+                        app_id=sim.app_id, app_secret=SecretStr(sim.app_secret), api_base=base,
+                        timeout_seconds=timeout), engine, http),
+                    lambda: len(sim.order))
 
 
-class DingTalk(Platform):
-    name, honours_keys = "dingtalk", False  # robot messages carry no idempotency key
-
-    def __init__(self) -> None:
-        self.sim = dingtalk_sim.DingTalkSim("dingkey", "dingsecret", "dingrobot")
-        self.sim.users = {SIGNER.id: {"name": SIGNER.name}}
-        self.late = self.sim.app = LateAnswers(self.sim.app, "/v1.0/robot/groupMessages", "/v1.0/robot/oToMessages")
-
-    @contextmanager
-    def running(self) -> Iterator[str]:
-        with dingtalk_sim.running(self.sim) as base:
-            yield base
-
-    def client(self, base: str, engine: Engine, http: httpx.AsyncClient, timeout: float) -> ChatConnector:
-        config = DingTalkConfig(app_key=self.sim.app_key, app_secret=SecretStr(self.sim.app_secret),
-                                robot_code=self.sim.robot_code, api_base=base, oapi_base=base,
-                                timeout_seconds=timeout)
-        return DingTalkChat(config, engine, http)
-
-    def delivered(self) -> int:
-        return len(self.sim.messages)
+def dingtalk() -> Platform:
+    sim = DingTalkSim("dingkey", "dingsecret", "dingrobot")  # robot messages carry no idempotency key
+    sim.users = {SIGNER.id: {"name": SIGNER.name}}
+    return Platform("dingtalk", False, LateAnswers(sim.app, "/v1.0/robot/groupMessages", "/v1.0/robot/oToMessages"),
+                    lambda base, engine, http, timeout: DingTalkChat(DingTalkConfig(
+                        app_key=sim.app_key, app_secret=SecretStr(sim.app_secret), robot_code=sim.robot_code,
+                        api_base=base, oapi_base=base, timeout_seconds=timeout), engine, http),
+                    lambda: len(sim.messages))
 
 
-class WeCom(Platform):
+def wecom() -> Platform:
     # `enable_duplicate_check` drops only the same content within 5 min, and the signed file's
     # download link is signed anew on each attempt: the repeat arrives.
-    name, honours_keys = "wecom", False
-
-    def __init__(self) -> None:
-        self.sim = wecom_sim.WeComSim("wwcorp", "wecomsecret")
-        self.late = self.sim.app = LateAnswers(self.sim.app, "/cgi-bin/message/send")
-
-    @contextmanager
-    def running(self) -> Iterator[str]:
-        with wecom_sim.running(self.sim) as base:
-            yield base
-
-    def client(self, base: str, engine: Engine, http: httpx.AsyncClient, timeout: float) -> ChatConnector:
-        config = WeComConfig(corp_id=self.sim.corp_id, corp_secret=SecretStr(self.sim.secret), agent_id=1,
-                             token=SecretStr("t"), encoding_aes_key=SecretStr("k"), api_base=base,
-                             timeout_seconds=timeout)
-        return WeComChat(config, engine, http)
-
-    def delivered(self) -> int:
-        return len(self.sim.messages)
+    sim = WeComSim("wwcorp", "wecomsecret")
+    return Platform("wecom", False, LateAnswers(sim.app, "/cgi-bin/message/send"),
+                    lambda base, engine, http, timeout: WeComChat(WeComConfig(
+                        corp_id=sim.corp_id, corp_secret=SecretStr(sim.secret), agent_id=1, token=SecretStr("t"),
+                        encoding_aes_key=SecretStr("k"), api_base=base, timeout_seconds=timeout), engine, http),
+                    lambda: len(sim.messages))
 
 
-class Slack(Platform):
-    name, honours_keys = "slack", False  # Slack has no idempotency key
-
-    def __init__(self) -> None:
-        self.sim = SlackSim("xoxb-activities")
-        self.sim.users = {SIGNER.id: {"name": "lisi", "profile": {"real_name": SIGNER.name}}}
-        self.sim.channels.add("g-1")
-        self.late = self.sim.app = LateAnswers(self.sim.app, "/api/chat.postMessage")
-
-    @contextmanager
-    def running(self) -> Iterator[str]:
-        with self.sim:
-            yield self.sim.api_base
-
-    def client(self, base: str, engine: Engine, http: httpx.AsyncClient, timeout: float) -> ChatConnector:
-        config = SlackConfig(signing_secret=SecretStr("s"), bot_token=SecretStr(self.sim.token), api_base=base)
-        return SlackChat(config, engine, http, timeout=timeout)
-
-    def delivered(self) -> int:
-        return len(self.sim.messages)
+def slack() -> Platform:
+    sim = SlackSim("xoxb-activities")  # Slack has no idempotency key
+    sim.users = {SIGNER.id: {"name": "lisi", "profile": {"real_name": SIGNER.name}}}
+    sim.channels.add("g-1")
+    return Platform("slack", False, LateAnswers(sim.app, "/api/chat.postMessage"),
+                    lambda base, engine, http, timeout: SlackChat(SlackConfig(
+                        signing_secret=SecretStr("s"), bot_token=SecretStr(sim.token), api_base=f"{base}/api/"),
+                        engine, http, timeout=timeout),
+                    lambda: len(sim.messages))
 
 
-PLATFORMS = [Webhook, Feishu, DingTalk, WeCom, Slack]
+PLATFORMS = [webhook, feishu, dingtalk, wecom, slack]
 
 
 @contextmanager
@@ -185,7 +120,7 @@ def activities(settings: Settings, platform: Platform) -> Iterator[tuple[Engine,
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = get_engine(settings.sqlalchemy_url)
     create_all(engine)
-    with platform.running() as base:
+    with serve(platform.late) as base:
         yield engine, base
 
 
@@ -198,7 +133,7 @@ def acts_for(settings: Settings, engine: Engine, http: httpx.AsyncClient, chat: 
                                chats={chat.platform: chat}, providers={}))
 
 
-async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
+async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
     for _ in range(int(timeout / 0.05)):
         if predicate():
             return
@@ -206,9 +141,9 @@ async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
     raise AssertionError("condition not met in time")
 
 
-@pytest.mark.parametrize("platform_type", PLATFORMS, ids=lambda p: p.name)
-async def test_each_message_is_delivered_once(settings: Settings, platform_type: type[Platform]) -> None:
-    platform = platform_type()
+@pytest.mark.parametrize("make", PLATFORMS, ids=lambda make: make.__name__)
+async def test_each_message_is_delivered_once(settings: Settings, make: Callable[[], Platform]) -> None:
+    platform = make()
     chat = chat_for(platform)
     with activities(settings, platform) as (engine, base):
         async with httpx.AsyncClient() as http:
@@ -226,14 +161,14 @@ async def test_each_message_is_delivered_once(settings: Settings, platform_type:
     assert platform.delivered() == 4
 
 
-@pytest.mark.parametrize("platform_type", PLATFORMS, ids=lambda p: p.name)
+@pytest.mark.parametrize("make", PLATFORMS, ids=lambda make: make.__name__)
 async def test_a_send_without_an_answer_is_repeated_once_after_a_pause(settings: Settings,
-                                                                       platform_type: type[Platform]) -> None:
+                                                                       make: Callable[[], Platform]) -> None:
     """A chat that answers after the client gave up got the signed file 6 times (retries every
     1, 2, 4 s raced the first request). Now every platform's client says the message may have
     arrived; nothing is sent again until the pause has passed, then once more with the same key —
     which a platform honouring keys drops, as the first request has long been acted on by then."""
-    platform = platform_type()
+    platform = make()
     chat = chat_for(platform)
     settings = settings.model_copy(update={"resend_pause": timedelta(seconds=1)})
     arg = FileMessageInput(request_id="r-2", chat=chat, document=DOC)
@@ -265,16 +200,18 @@ async def test_a_send_without_an_answer_is_repeated_once_after_a_pause(settings:
 async def test_texts_are_worded_in_the_chat_language(settings: Settings) -> None:
     """The workflow names a kind of message; the activity words it for the chat: zh on the webhook
     IM, en where SIGNBRIDGE_CARD_LANGUAGE says so. A ready-made text (older flows) goes as it is."""
-    platform = Webhook()
-    chat = chat_for(platform)
+    chat = ChatRef(chat_id="g-1", source_event_id="e-1")
     declined = dict(kind="declined", params={"who": "王五", "title": "合同", "reason": ""})
-    with activities(settings, platform) as (engine, base):
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = get_engine(settings.sqlalchemy_url)
+    create_all(engine)
+    with WebhookSink(SECRET) as sink:
         async with httpx.AsyncClient() as http:
-            connector = platform.client(base, engine, http, 10.0)
+            connector = WebhookChat(sink.url, SECRET, http)
             env = ActivityEnvironment()
             for lang, key in (("", "zh"), ("en", "en")):
                 acts = acts_for(settings.model_copy(update={"card_language": lang}), engine, http, connector)
                 await env.run(acts.send_text, TextMessageInput(request_id="r-3", chat=chat, key=key, **declined))
             await env.run(acts.send_text, TextMessageInput(request_id="r-3", chat=chat, key="old", text="旧的文本"))
-    assert [m["text"] for m in platform.sink.messages] == [
+    assert [m["text"] for m in sink.messages] == [
         "王五 拒绝签署「合同」。原因：未说明", "王五 declined to sign “合同”. Reason: none given", "旧的文本"]
