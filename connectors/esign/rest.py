@@ -74,10 +74,12 @@ def iso_time(value: Any) -> datetime:
 
 
 def epoch_time(value: Any, per_second: int = 1) -> datetime:
-    """A Unix time from the provider (`per_second=1000`: in milliseconds); now when missing or unreadable."""
+    """A Unix time from the provider (`per_second=1000`: in milliseconds); now when missing or
+    unreadable. One too large for any clock (`OverflowError`) is no time a provider sends: the
+    webhook route answers it as a bad payload."""
     try:
         return datetime.fromtimestamp(int(value) / per_second, tz=UTC)
-    except (TypeError, ValueError, OverflowError, OSError):
+    except (TypeError, ValueError):
         return datetime.now(UTC)
 
 
