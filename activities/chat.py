@@ -18,7 +18,6 @@ from activities.errors import connector_errors
 from connectors.chat.base import ChatConnector, ChatError
 from signbridge.core import links, messages
 from signbridge.core.cards import build_card
-from signbridge.core.link_vault import LinkVault
 from signbridge.core.models import ChatRef, FileMessageInput, LinkMessageInput, PublishInput, TextMessageInput
 from store.repos import sent_messages, signing_links, signing_records
 
@@ -28,7 +27,6 @@ SEND_UNCONFIRMED = "SendUnconfirmed"
 class ChatActivities:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
-        self.vault = LinkVault(deps.settings.link_secret.get_secret_value())
 
     @activity.defn(name="publish")
     async def publish(self, arg: PublishInput) -> None:
@@ -67,7 +65,7 @@ class ChatActivities:
 
     def _stored_link(self, request_id: str, signer_id: str) -> str | None:
         sealed = signing_links.sealed_link(self.deps.engine, request_id, signer_id)
-        return self.vault.open(sealed) if sealed else None
+        return self.deps.vault.open(sealed) if sealed else None
 
     async def _once(self, chat: ChatRef, key: str, send: Callable[[ChatConnector], Awaitable[None]]) -> None:
         """Send unless `key` was delivered; after an attempt of unknown outcome, only after a pause."""

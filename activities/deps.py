@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import httpx
 from sqlalchemy.engine import Engine
 
 from connectors.chat.base import ChatConnector
 from connectors.esign.base import ESignProvider
+from signbridge.core.link_vault import LinkVault
 from signbridge.core.settings import Settings
 from store.blobs import BlobStore
 
@@ -21,6 +23,11 @@ class Deps:
     http: httpx.AsyncClient
     chats: dict[str, ChatConnector]
     providers: dict[str, ESignProvider]
+
+    @cached_property
+    def vault(self) -> LinkVault:
+        """Seals signing links into the database (`open_group`) and opens them (`send_link`)."""
+        return LinkVault(self.settings.link_secret.get_secret_value())
 
     def chat(self, platform: str) -> ChatConnector:
         try:
