@@ -19,7 +19,15 @@ from connectors.chat.base import ChatConnector, ChatError
 from signbridge.core import links, messages
 from signbridge.core.cards import build_card
 from signbridge.core.link_vault import LinkVault
-from signbridge.core.models import ChatRef, FileMessageInput, LinkMessageInput, PublishInput, TextMessageInput
+from signbridge.core.models import (
+    ChatRef,
+    DocumentInfo,
+    FileMessageInput,
+    LinkMessageInput,
+    Person,
+    PublishInput,
+    TextMessageInput,
+)
 from store.repos import sent_messages, signing_links, signing_records
 
 SEND_UNCONFIRMED = "SendUnconfirmed"
@@ -37,9 +45,11 @@ class ChatActivities:
         view = arg.view
         signing_records.publish(self.deps.engine, view.request_id, view.status.value, [
             {"request_id": a.request_id, "key": a.key, "action": a.action, "actor": a.actor, "detail": a.detail,
-             "document_sha256": a.document_sha256} for a in arg.audits])
+             "document_sha256": a.document_sha256} for a in arg.audits], snapshot=view.model_dump_json())
         if view.status.terminal:
             signing_links.forget(self.deps.engine, view.request_id)
+        if view.bulk_id is not None:
+            return  # a bulk send's row: the bulk's one card reports it, the group gets no card per row
         card = build_card(view, lang=self.deps.settings.language_for(view.chat.platform))
         with connector_errors():
             await self.deps.chat(view.chat.platform).upsert_card(view.chat, view.request_id, card)
@@ -61,9 +71,19 @@ class ChatActivities:
 
     @activity.defn(name="send_file")
     async def send_file(self, arg: FileMessageInput) -> None:
-        url = links.file_url(self.deps.settings, arg.document.blob_key, arg.document.name)
-        key = f"{arg.request_id}:signed-file"
-        await self._once(arg.chat, key, lambda c: c.send_file(arg.chat, arg.document.name, url, arg.document, key=key))
+        """Every signed file to the chat (the first under the key older flows used), then each CC
+        recipient privately."""
+        files = arg.documents or [arg.document]
+        for index, document in enumerate(files):
+            url = links.file_url(self.deps.settings, document.blob_key, document.name)
+            key = f"{arg.request_id}:signed-file" + (f":{index}" if index else "")
+            await self._once(arg.chat, key, _file_sender(arg.chat, document, url, key))
+        lang = self.deps.settings.language_for(arg.chat.platform)
+        for person in arg.cc:
+            lines = "\n".join(f"{d.name}: {links.file_url(self.deps.settings, d.blob_key, d.name)}" for d in files)
+            text = messages.render("cc_copy", {"files": lines}, lang)
+            key = f"{arg.request_id}:cc:{person.id}"
+            await self._once(arg.chat, key, _text_sender(arg.chat, person, text, key))
 
     def _stored_link(self, request_id: str, signer_id: str) -> str | None:
         sealed = signing_links.sealed_link(self.deps.engine, request_id, signer_id)
@@ -87,3 +107,14 @@ class ChatActivities:
                 sent_messages.settle(engine, platform, key, None if getattr(e, "maybe_delivered", False) else False)
                 raise
         sent_messages.settle(engine, platform, key, True)
+
+
+Send = Callable[[ChatConnector], Awaitable[None]]
+
+
+def _file_sender(chat: ChatRef, document: DocumentInfo, url: str, key: str) -> Send:
+    return lambda c: c.send_file(chat, document.name, url, document, key=key)
+
+
+def _text_sender(chat: ChatRef, to: Person, text: str, key: str) -> Send:
+    return lambda c: c.send_text(chat, to, text, key=key)

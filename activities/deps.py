@@ -8,6 +8,7 @@ import httpx
 from sqlalchemy.engine import Engine
 
 from connectors.chat.base import ChatConnector
+from connectors.convert.base import Converter
 from connectors.esign.base import ESignProvider
 from signbridge.core.settings import Settings
 from store.blobs import BlobStore
@@ -21,6 +22,7 @@ class Deps:
     http: httpx.AsyncClient
     chats: dict[str, ChatConnector]
     providers: dict[str, ESignProvider]
+    converter: Converter | None = None  # None: chosen from the settings (`connectors.convert.registry`)
 
     def chat(self, platform: str) -> ChatConnector:
         try:
