@@ -17,18 +17,21 @@ from activities.deps import Deps
 from activities.errors import connector_errors
 from connectors.chat.base import ChatConnector, ChatError
 from signbridge.core import links, messages
-from signbridge.core.cards import build_card
+from signbridge.core.cards import Lang, build_card, status_text
 from signbridge.core.link_vault import LinkVault
 from signbridge.core.models import (
     ChatRef,
+    ChatReplyInput,
     DocumentInfo,
     FileMessageInput,
     LinkMessageInput,
     Person,
     PublishInput,
+    SignStatus,
     TextMessageInput,
 )
-from store.repos import sent_messages, signing_links, signing_records
+from store.repos import documents, participants, sent_messages, signing_links, signing_records
+from store.tables import SigningRequestRecord
 
 SEND_UNCONFIRMED = "SendUnconfirmed"
 
@@ -84,6 +87,31 @@ class ChatActivities:
             text = messages.render("cc_copy", {"files": lines}, lang)
             key = f"{arg.request_id}:cc:{person.id}"
             await self._once(arg.chat, key, _text_sender(arg.chat, person, text, key))
+
+    @activity.defn(name="chat_reply")
+    async def chat_reply(self, arg: ChatReplyInput) -> None:
+        """A private answer (`ChatReplyWorkflow`): the asker's matching requests, or the pause notice."""
+        lang = self.deps.settings.language_for(arg.chat.platform)
+        if arg.kind == "paused":
+            text = messages.render("paused", {"reason": arg.reason}, lang)
+        else:
+            found = participants.search(self.deps.engine, arg.chat.platform, None if arg.operator else arg.to.id,
+                                        arg.words, tenant=arg.chat.tenant)
+            rows = "\n".join(self._search_row(r, lang) for r in found)
+            text = messages.render("search_results" if found else "search_empty",
+                                   {"words": arg.words or "*", "rows": rows}, lang)
+        key = f"reply:{arg.chat.source_event_id}"
+        await self._once(arg.chat, key, _text_sender(arg.chat, arg.to, text, key))
+
+    def _search_row(self, record: SigningRequestRecord, lang: Lang) -> str:
+        """One line: title, state (in words), when, and the signed file's download link."""
+        status = SignStatus(record.status) if record.status in SignStatus.__members__ else None
+        state = status_text(status, lang) if status else record.status
+        line = f"· {record.title} — {state} — {record.created_at:%Y-%m-%d}"
+        if record.signed_sha256:
+            name = documents.name_of(self.deps.engine, record.signed_sha256) or f"{record.title}.pdf"
+            line += f" — {links.file_url(self.deps.settings, record.signed_sha256, name)}"
+        return line
 
     def _stored_link(self, request_id: str, signer_id: str) -> str | None:
         sealed = signing_links.sealed_link(self.deps.engine, request_id, signer_id)

@@ -125,3 +125,7 @@ def document_text(view: StatusView, lang: Lang = "zh") -> str | None:
         return (f"{doc.name}（由 {doc.converted_from} 已转换为 PDF（{doc.pages} 页））" if lang == "zh"
                 else f"{doc.name} (converted to PDF from {doc.converted_from}, {doc.pages} pages)")
     return doc.name
+
+
+def status_text(status: SignStatus, lang: Lang = "zh") -> str:
+    return _STATUS_TEXT[status][0 if lang == "zh" else 1]

@@ -310,3 +310,16 @@ class FileMessageInput(BaseModel):
     document: DocumentInfo
     documents: list[DocumentInfo] = Field(default_factory=list)  # every file to deliver (empty: `document`)
     cc: list[Person] = Field(default_factory=list)  # each gets the files privately too
+
+
+class ChatReplyInput(BaseModel):
+    """A private answer to one chat message (`ChatReplyWorkflow`): `kind` "search" lists the
+    requests matching `words` that `to` may see (all of them for an operator); "paused" says why
+    no signing starts."""
+
+    chat: ChatRef
+    to: Person
+    kind: Literal["search", "paused"]
+    words: str = ""
+    reason: str = ""
+    operator: bool = False
