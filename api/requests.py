@@ -197,9 +197,12 @@ def _new_request(raw: bytes | str) -> NewRequest:
         raise ApiError(400, "invalid_request", f"Invalid request body: {problems(e)}") from e
 
 
+UPLOAD_PATHS = ("/api/v1/signing-requests", "/api/v1/templates", "/api/v1/bulk-sends")
+
+
 def is_upload(scope: Scope) -> bool:
-    """The one route that takes a document in its body (see the request limits in `create_app`)."""
-    return scope["method"] == "POST" and scope["path"] == "/api/v1/signing-requests"
+    """The routes that take a document in their body (see the request limits in `create_app`)."""
+    return scope["method"] == "POST" and scope["path"] in UPLOAD_PATHS
 
 
 RequestId = Annotated[str, Path(min_length=1, max_length=MAX_WORKFLOW_ID_CHARS)]

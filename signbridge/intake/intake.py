@@ -23,8 +23,8 @@ from signbridge.core.chat import (
 from signbridge.core.models import (
     ActionInput,
     Actor,
-    ChatReplyInput,
     ChatRef,
+    ChatReplyInput,
     DocumentSource,
     Person,
     SigningRequest,
