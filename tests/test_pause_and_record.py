@@ -85,3 +85,45 @@ async def test_a_request_is_listed_and_downloadable_after_its_temporal_execution
         assert signed.status_code == 200 and signed.content.startswith(b"%PDF-")
         assert view.signed_document is not None
         assert hashlib.sha256(signed.content).hexdigest() == view.signed_document.sha256
+
+
+async def test_chat_search_answers_privately_and_a_paused_command_is_told_why(
+        dev_env: WorkflowEnvironment, settings: Settings) -> None:
+    from connectors.chat.webhook.inbound import RULES
+    from signbridge.core.chat import ChatEvent, Started
+    from signbridge.core.models import Person
+    from signbridge.intake import Intake
+    from store.db import get_engine
+    from store.repos import switches
+    from tests.harness import INITIATOR
+
+    async with harness(dev_env, settings) as h:
+        handle = await h.start([[A]])
+        await h.sign(handle, A)
+        await handle.result()
+        engine = get_engine(h.settings.sqlalchemy_url)
+        intake = Intake(h.client, h.settings, engine)
+
+        def said_to(person: Person, event_id: str) -> list[str]:
+            return [m["text"] for m in h.sink.messages if m.get("type") == "message" and m.get("to") == person.id
+                    and event_id in m.get("idempotency_key", "")]
+
+        asked = ChatEvent(platform="webhook", tenant="default", chat_id="g-1", sender=A, event_id="q-1",
+                          text="@SignBridge 查 销售")
+        assert isinstance(await intake.start_from_command(asked, RULES), Started)
+        await h.sink.wait_for(lambda: bool(said_to(A, "q-1")), timeout=20)
+        answer = said_to(A, "q-1")[0]
+        assert "销售合同" in answer and "已完成" in answer and "/files/" in answer  # state and the signed file
+        stranger = Person(id="u-99", name="路人")
+        nosy = ChatEvent(platform="webhook", tenant="default", chat_id="g-1", sender=stranger, event_id="q-2",
+                         text="/sign status 销售")
+        await intake.start_from_command(nosy, RULES)
+        await h.sink.wait_for(lambda: bool(said_to(stranger, "q-2")), timeout=20)
+        assert "销售合同" not in said_to(stranger, "q-2")[0]  # only requests the asker takes part in
+
+        switches.set_switch(engine, switches.PAUSE, True, "合同系统升级", "test")
+        command = ChatEvent(platform="webhook", tenant="default", chat_id="g-1", sender=INITIATOR, event_id="c-1",
+                            text="/sign @李四", mentions=())
+        await intake.start_from_command(command, RULES)
+        await h.sink.wait_for(lambda: bool(said_to(INITIATOR, "c-1")), timeout=20)
+        assert "电子签暂停：合同系统升级，请按线下流程签署" in said_to(INITIATOR, "c-1")[0]
