@@ -9,6 +9,7 @@ import httpx
 from sqlalchemy.engine import Engine
 
 from connectors.chat.base import ChatConnector
+from connectors.convert.base import Converter
 from connectors.esign.base import ESignProvider
 from signbridge.core.link_vault import LinkVault
 from signbridge.core.settings import Settings
@@ -23,6 +24,7 @@ class Deps:
     http: httpx.AsyncClient
     chats: dict[str, ChatConnector]
     providers: dict[str, ESignProvider]
+    converter: Converter | None = None  # None: chosen from the settings (`connectors.convert.registry`)
 
     @cached_property
     def vault(self) -> LinkVault:

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 from temporalio.client import Client
 
-from api import chat, errors, esign_links, health, limits, metrics, provider_webhooks, requests, sign_pages
+from api import chat, errors, esign_links, health, limits, metrics, provider_webhooks, requests, sign_pages, templates
 from api.metrics import install_metrics
 from connectors.chat.registry import build_chats, build_inbounds
 from connectors.esign.registry import build_webhooks
@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
     app.add_middleware(limits.RequestLimits, max_body=lambda scope: upload_limit if requests.is_upload(scope)
                        else limits.MAX_BODY_BYTES)
     install_metrics(app)  # outermost: refusals are counted too
-    for module in (health, chat, sign_pages, provider_webhooks, requests, metrics, esign_links):
+    for module in (health, chat, sign_pages, provider_webhooks, requests, templates, metrics, esign_links):
         app.include_router(module.router)
     _document(app, requests.NewRequest)
     return app

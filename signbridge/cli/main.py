@@ -23,6 +23,7 @@ from typing import IO, Annotated, Any
 import typer
 
 from signbridge.cli import devserver
+from signbridge.cli import documents as documents_cli
 from signbridge.cli import ops as ops_cli
 from signbridge.core.settings import DEVELOPMENT, Settings, get_settings
 from store.files import private_dir
@@ -40,6 +41,9 @@ def _private_files() -> None:
 app.add_typer(ops_cli.requests_app, name="requests")
 app.add_typer(ops_cli.identities_app, name="identities")
 app.add_typer(ops_cli.db_app, name="db")
+app.add_typer(documents_cli.templates_app, name="templates")
+app.command(name="pause")(documents_cli.pause)
+app.command(name="resume")(documents_cli.resume)
 
 API_HOST = "127.0.0.1"
 API_PORT = 8000
