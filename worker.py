@@ -42,6 +42,7 @@ from signbridge.core.temporal import connect, provider_task_queue
 from store.blob_factory import make_blob_store
 from store.db import create_all, get_engine
 from store.files import private_dir
+from workflows.reply import ChatReplyWorkflow
 from workflows.signing import SigningWorkflow
 
 
@@ -50,7 +51,7 @@ def activities_for(deps: Deps) -> list[Any]:
     return [
         docs.prepare, docs.finish,
         provider.create_flow, provider.open_group, provider.poll, provider.revoke, provider.remind,
-        chat.publish, chat.send_link, chat.send_text, chat.send_file,
+        chat.publish, chat.send_link, chat.send_text, chat.send_file, chat.chat_reply,
     ]
 
 
@@ -147,7 +148,7 @@ async def build_worker(
         deps = Deps(settings=settings, engine=engine, blobs=blobs, http=http,
                     chats=chats if chats is not None else build_chats(settings, http),
                     providers=providers if providers is not None else build_providers(settings, engine, blobs, http))
-        main = Worker(client, task_queue=settings.task_queue, workflows=[SigningWorkflow],
+        main = Worker(client, task_queue=settings.task_queue, workflows=[SigningWorkflow, ChatReplyWorkflow],
                       activities=activities_for(deps), graceful_shutdown_timeout=graceful_shutdown_timeout,
                       max_cached_workflows=settings.worker_max_cached_workflows,
                       interceptors=[HeartbeatInterceptor()])

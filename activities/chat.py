@@ -17,10 +17,20 @@ from activities.deps import Deps
 from activities.errors import connector_errors
 from connectors.chat.base import ChatConnector, ChatError
 from signbridge.core import links, messages
-from signbridge.core.cards import build_card
-from signbridge.core.link_vault import LinkVault
-from signbridge.core.models import ChatRef, FileMessageInput, LinkMessageInput, PublishInput, TextMessageInput
-from store.repos import sent_messages, signing_links, signing_records
+from signbridge.core.cards import Lang, build_card, status_text
+from signbridge.core.models import (
+    ChatRef,
+    ChatReplyInput,
+    DocumentInfo,
+    FileMessageInput,
+    LinkMessageInput,
+    Person,
+    PublishInput,
+    SignStatus,
+    TextMessageInput,
+)
+from store.repos import documents, participants, sent_messages, signing_links, signing_records
+from store.tables import SigningRequestRecord
 
 SEND_UNCONFIRMED = "SendUnconfirmed"
 
@@ -28,7 +38,6 @@ SEND_UNCONFIRMED = "SendUnconfirmed"
 class ChatActivities:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
-        self.vault = LinkVault(deps.settings.link_secret.get_secret_value())
 
     @activity.defn(name="publish")
     async def publish(self, arg: PublishInput) -> None:
@@ -37,9 +46,11 @@ class ChatActivities:
         view = arg.view
         signing_records.publish(self.deps.engine, view.request_id, view.status.value, [
             {"request_id": a.request_id, "key": a.key, "action": a.action, "actor": a.actor, "detail": a.detail,
-             "document_sha256": a.document_sha256} for a in arg.audits])
+             "document_sha256": a.document_sha256} for a in arg.audits], snapshot=view.model_dump_json())
         if view.status.terminal:
             signing_links.forget(self.deps.engine, view.request_id)
+        if view.bulk_id is not None:
+            return  # a bulk send's row: the bulk's one card reports it, the group gets no card per row
         card = build_card(view, lang=self.deps.settings.language_for(view.chat.platform))
         with connector_errors():
             await self.deps.chat(view.chat.platform).upsert_card(view.chat, view.request_id, card)
@@ -61,13 +72,48 @@ class ChatActivities:
 
     @activity.defn(name="send_file")
     async def send_file(self, arg: FileMessageInput) -> None:
-        url = links.file_url(self.deps.settings, arg.document.blob_key, arg.document.name)
-        key = f"{arg.request_id}:signed-file"
-        await self._once(arg.chat, key, lambda c: c.send_file(arg.chat, arg.document.name, url, arg.document, key=key))
+        """Every signed file to the chat (the first under the key older flows used), then each CC
+        recipient privately."""
+        files = arg.documents or [arg.document]
+        for index, document in enumerate(files):
+            url = links.file_url(self.deps.settings, document.blob_key, document.name)
+            key = f"{arg.request_id}:signed-file" + (f":{index}" if index else "")
+            await self._once(arg.chat, key, _file_sender(arg.chat, document, url, key))
+        lang = self.deps.settings.language_for(arg.chat.platform)
+        for person in arg.cc:
+            lines = "\n".join(f"{d.name}: {links.file_url(self.deps.settings, d.blob_key, d.name)}" for d in files)
+            text = messages.render("cc_copy", {"files": lines}, lang)
+            key = f"{arg.request_id}:cc:{person.id}"
+            await self._once(arg.chat, key, _text_sender(arg.chat, person, text, key))
+
+    @activity.defn(name="chat_reply")
+    async def chat_reply(self, arg: ChatReplyInput) -> None:
+        """A private answer (`ChatReplyWorkflow`): the asker's matching requests, or the pause notice."""
+        lang = self.deps.settings.language_for(arg.chat.platform)
+        if arg.kind == "paused":
+            text = messages.render("paused", {"reason": arg.reason}, lang)
+        else:
+            found = participants.search(self.deps.engine, arg.chat.platform, None if arg.operator else arg.to.id,
+                                        arg.words, tenant=arg.chat.tenant)
+            rows = "\n".join(self._search_row(r, lang) for r in found)
+            text = messages.render("search_results" if found else "search_empty",
+                                   {"words": arg.words or "*", "rows": rows}, lang)
+        key = f"reply:{arg.chat.source_event_id}"
+        await self._once(arg.chat, key, _text_sender(arg.chat, arg.to, text, key))
+
+    def _search_row(self, record: SigningRequestRecord, lang: Lang) -> str:
+        """One line: title, state (in words), when, and the signed file's download link."""
+        status = SignStatus(record.status) if record.status in SignStatus.__members__ else None
+        state = status_text(status, lang) if status else record.status
+        line = f"· {record.title} — {state} — {record.created_at:%Y-%m-%d}"
+        if record.signed_sha256:
+            name = documents.name_of(self.deps.engine, record.signed_sha256) or f"{record.title}.pdf"
+            line += f" — {links.file_url(self.deps.settings, record.signed_sha256, name)}"
+        return line
 
     def _stored_link(self, request_id: str, signer_id: str) -> str | None:
         sealed = signing_links.sealed_link(self.deps.engine, request_id, signer_id)
-        return self.vault.open(sealed) if sealed else None
+        return self.deps.vault.open(sealed) if sealed else None
 
     async def _once(self, chat: ChatRef, key: str, send: Callable[[ChatConnector], Awaitable[None]]) -> None:
         """Send unless `key` was delivered; after an attempt of unknown outcome, only after a pause."""
@@ -87,3 +133,14 @@ class ChatActivities:
                 sent_messages.settle(engine, platform, key, None if getattr(e, "maybe_delivered", False) else False)
                 raise
         sent_messages.settle(engine, platform, key, True)
+
+
+Send = Callable[[ChatConnector], Awaitable[None]]
+
+
+def _file_sender(chat: ChatRef, document: DocumentInfo, url: str, key: str) -> Send:
+    return lambda c: c.send_file(chat, document.name, url, document, key=key)
+
+
+def _text_sender(chat: ChatRef, to: Person, text: str, key: str) -> Send:
+    return lambda c: c.send_text(chat, to, text, key=key)

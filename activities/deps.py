@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import httpx
 from sqlalchemy.engine import Engine
 
 from connectors.chat.base import ChatConnector
+from connectors.convert.base import Converter
 from connectors.esign.base import ESignProvider
+from signbridge.core.link_vault import LinkVault
 from signbridge.core.settings import Settings
 from store.blobs import BlobStore
 
@@ -21,6 +24,12 @@ class Deps:
     http: httpx.AsyncClient
     chats: dict[str, ChatConnector]
     providers: dict[str, ESignProvider]
+    converter: Converter | None = None  # None: chosen from the settings (`connectors.convert.registry`)
+
+    @cached_property
+    def vault(self) -> LinkVault:
+        """Seals signing links into the database (`open_group`) and opens them (`send_link`)."""
+        return LinkVault(self.settings.link_secret.get_secret_value())
 
     def chat(self, platform: str) -> ChatConnector:
         try:

@@ -10,13 +10,18 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.deps import Deps
 from activities.errors import connector_errors, rejected
+from activities.placements import PlacementProblem, anchor_slots, placements, template_slots
 from connectors.chat.base import InputProblem
+from connectors.convert.base import ConversionProblem, Converter, ConverterUnavailable, is_office, pdf_name
+from connectors.convert.registry import build_converter
+from connectors.esign.base import ESignProvider, SeveralDocuments, several_documents
 from connectors.fetch import FetchPolicy, FetchRefused, fetch
 from signbridge.core.models import (
     DocumentInfo,
@@ -24,16 +29,19 @@ from signbridge.core.models import (
     FinishInput,
     Person,
     PreparedDocument,
+    SignedDocuments,
     SigningRequest,
 )
 from signbridge.core.signers import SignerProblem, checked_signers, clean_name, signer_problem
 from signbridge.pdf.check import DocumentProblem, check_pdf
+from signbridge.pdf.forms import Box, FormProblem, TemplateForm, check_values, fill_and_flatten, read_form
 from store import audit
 from store.blobs import BlobNotFound, sha256_hex
-from store.repos import documents, identities, signing_records
+from store.repos import documents, identities, participants, signing_records, templates
 from store.repos.identities import Contact
 from store.tables import Document, SigningRequestRecord
 
+MAX_DOCUMENTS = 10  # one request, one consent: more files than anyone reads before signing
 # How often `finish` heartbeats while it waits on a download or a validation; the workflow's
 # heartbeat timeout for it should be a few times this (20 s).
 FINISH_HEARTBEAT_EVERY = timedelta(seconds=5)
@@ -91,29 +99,111 @@ class DocumentActivities:
         initiator = initiator.model_copy(update={"name": clean_name(initiator.name) or initiator.id})
         if req.provider not in self.deps.providers:
             raise rejected(f"未配置签署服务 {req.provider}（The provider {req.provider!r} is not configured）")
-        if not req.documents:
+        accepted, form = await self._documents(req)
+        signer_ids = [p.id for g in resolved for p in g]
+        try:
+            slots = template_slots(form) if form else []
+            for index, (info, pdf) in enumerate(accepted):
+                if not (form and index == 0):
+                    slots += await asyncio.to_thread(anchor_slots, index, info.name, pdf, _page_boxes(pdf))
+            placed = placements(slots, signer_ids, req.roles, form.roles if form else ())
+        except (PlacementProblem, FormProblem) as e:
+            raise rejected(e.message) from e
+        infos = [info for info, _ in accepted]
+        assert signing_records.update(self.deps.engine, req.request_id, document_sha256=infos[0].sha256)
+        self._remember_identities(req.model_copy(update={"groups": resolved, "initiator": initiator}))
+        participants.remember(self.deps.engine, req.request_id, req.chat.platform,
+                              {**{p.id: "cc" for p in req.cc}, **{i: "signer" for i in signer_ids},
+                               initiator.id: "initiator"})
+        return PreparedDocument(**infos[0].model_dump(), groups=resolved, initiator=initiator,
+                                documents=infos if len(infos) > 1 else [], placements=placed)
+
+    async def _documents(self, req: SigningRequest) -> tuple[list[tuple[DocumentInfo, bytes]], TemplateForm | None]:
+        """Every document, fetched, converted, checked and stored — or the first reason to refuse:
+        nothing is created at the provider unless all of them can be signed."""
+        sources = list(req.documents)
+        if not sources and req.template is None:
             raise rejected("没有找到要签署的文件：请在同一条消息中附上 PDF（No file: attach the PDF to sign "
                            "to the same message）")
-        source = req.documents[0]
-        data = await self._fetch(req, source)
-        if source.sha256 and sha256_hex(data) != source.sha256.lower():
-            raise rejected(f"文件 {source.name} 与发送时的哈希不一致（{source.name} does not match the SHA-256 "
-                           "the chat sent; it may have changed in transit）")
+        count = len(sources) + (1 if req.template else 0)
+        if count > MAX_DOCUMENTS:
+            raise rejected(f"一次最多签署 {MAX_DOCUMENTS} 份文件，这次有 {count} 份"
+                           f"（At most {MAX_DOCUMENTS} documents per "
+                           f"request; this one has {count}）")
+        if count > 1 and not several_documents(self.deps.provider(req.provider)):
+            raise rejected(f"签署服务 {req.provider} 一次只能签署一份文件，请分开发送"
+                           f"（The provider {req.provider} signs one "
+                           "document per request; send them one by one）")
+        accepted: list[tuple[DocumentInfo, bytes]] = []
+        form: TemplateForm | None = None
+        if req.template is not None:
+            form, filled = await self._filled_template(req)
+            name = req.template.name
+            accepted.append(await self._accept(req, f"{name}.pdf", filled, f"template:{name}"))
+        for source in sources:
+            data = await self._fetch(req, source)
+            if source.sha256 and sha256_hex(data) != source.sha256.lower():
+                raise rejected(f"文件 {source.name} 与发送时的哈希不一致（{source.name} does not match the SHA-256 "
+                               "the chat sent; it may have changed in transit）")
+            accepted.append(await self._accept(req, source.name, data, source.url or "upload"))
+        return accepted, form
+
+    async def _filled_template(self, req: SigningRequest) -> tuple[TemplateForm, bytes]:
+        assert req.template is not None
+        row = templates.get(self.deps.engine, req.template.name)
+        if row is None:
+            names = "、".join(t.name for t in templates.all_templates(self.deps.engine)) or "（无 / none）"
+            raise rejected(f"没有名为「{req.template.name}」的模板。可用的模板：{names}"
+                           f"（No template called “{req.template.name}”; available: {names}）")
+        data = self.deps.blobs.get(row.sha256)
+        try:
+            form = await asyncio.to_thread(read_form, data)
+            check_values(form, req.template.fields)
+            filled = await asyncio.to_thread(fill_and_flatten, data, req.template.fields, self.deps.settings.stamp_font)
+        except FormProblem as e:
+            raise rejected(e.message) from e
+        return form, filled
+
+    async def _accept(self, req: SigningRequest, name: str, data: bytes, source: str) -> tuple[DocumentInfo, bytes]:
+        """An Office file converted (the original kept beside the PDF), the PDF checked and stored."""
+        original: DocumentInfo | None = None
+        try:
+            office = is_office(name, data)
+            if office:
+                if len(data) > self.deps.settings.max_document_bytes:
+                    raise ConversionProblem(f"{name}: 文件超过大小上限（The file is larger than the limit）")
+                original = self._store(data, name, source=source, content_type="application/octet-stream")
+                data = await self._converter().to_pdf(name, data)
+                name = pdf_name(name)
+        except ConversionProblem as e:
+            raise rejected(e.message) from e
+        except ConverterUnavailable as e:
+            raise ApplicationError(str(e), type="ConverterUnavailable", next_retry_delay=timedelta(
+                seconds=e.retry_after) if e.retry_after else None) from e
         try:
             pages = await asyncio.to_thread(check_pdf, data, self.deps.settings.max_document_bytes)
         except DocumentProblem as e:
-            raise rejected(f"{source.name}: {e.message}") from e
-        info = self._store(data, source.name, source=source.url or "upload")
-        info = info.model_copy(update={"pages": pages})
-        assert signing_records.update(self.deps.engine, req.request_id, document_sha256=info.sha256)
-        audit.record(self.deps.engine, request_id=req.request_id, key="document", action="document.accepted",
-                     actor="system", detail={"name": info.name, "size": info.size, "pages": pages},
+            raise rejected(f"{name}: {e.message}") from e
+        limit = self.deps.settings.max_pages
+        if pages > limit:
+            raise rejected(f"{name} 有 {pages} 页，超过 {limit} 页的上限（{name} has {pages} pages, more than the "
+                           f"{limit}-page limit; send only the pages to sign）")
+        info = self._store(data, name, source=source).model_copy(update={"pages": pages})
+        if original is not None:
+            info = info.model_copy(update={"converted_from": original.name, "original_sha256": original.sha256})
+        audit.record(self.deps.engine, request_id=req.request_id, key=f"document:{info.sha256}",
+                     action="document.accepted", actor="system",
+                     detail={"name": info.name, "size": info.size, "pages": pages,
+                             **({"converted_from": original.name, "original_sha256": original.sha256}
+                                if original else {})},
                      document_sha256=info.sha256)
-        self._remember_identities(req.model_copy(update={"groups": resolved, "initiator": initiator}))
-        return PreparedDocument(**info.model_dump(), groups=resolved, initiator=initiator)
+        return info, data
+
+    def _converter(self) -> Converter:
+        return self.deps.converter or build_converter(self.deps.settings, self.deps.http)
 
     @activity.defn(name="finish")
-    async def finish(self, req: FinishInput) -> DocumentInfo:
+    async def finish(self, req: FinishInput) -> SignedDocuments:
         """Check the provider's file really is the original plus signatures before anyone gets it.
 
         Heartbeats every few seconds and at each stage (the detail names it), so with a heartbeat
@@ -123,14 +213,31 @@ class DocumentActivities:
         async with heartbeating(FINISH_HEARTBEAT_EVERY):
             return await self._finish(req)
 
-    async def _finish(self, req: FinishInput) -> DocumentInfo:
+    async def _finish(self, req: FinishInput) -> SignedDocuments:
         provider = self.deps.provider(req.provider)
+        originals = req.originals or [req.original]
         activity.heartbeat("downloading")
         with connector_errors():
-            signed = await provider.download_signed(req.flow_id)
+            if len(originals) > 1:
+                assert isinstance(provider, SeveralDocuments)
+                signed_files = await provider.download_documents(req.flow_id)
+            else:
+                signed_files = [await provider.download_signed(req.flow_id)]
             evidence = await provider.evidence(req.flow_id)
+        if len(signed_files) != len(originals):
+            raise ApplicationError(f"The provider returned {len(signed_files)} signed documents for {len(originals)}",
+                                   type="IntegrityError", non_retryable=True)
         activity.heartbeat("validating")
-        original = self.deps.blobs.get(req.original.blob_key)
+        results: list[DocumentInfo] = []
+        for original, signed in zip(originals, signed_files, strict=True):
+            results.append(await self._verified(req, provider, original, signed, evidence, len(originals) > 1))
+        signing_records.update(self.deps.engine, req.request_id, signed_sha256=results[0].sha256)
+        return SignedDocuments(**results[0].model_dump(), documents=results if len(results) > 1 else [])
+
+    async def _verified(self, req: FinishInput, provider: ESignProvider, original_info: DocumentInfo, signed: bytes,
+                        evidence: dict[str, Any], several: bool) -> DocumentInfo:
+        """Check the provider's file really is the original plus signatures before anyone gets it."""
+        original = self.deps.blobs.get(original_info.blob_key)
         starts_with_original = signed.startswith(original)
         if provider.incremental and not starts_with_original:
             raise ApplicationError(
@@ -145,12 +252,12 @@ class DocumentActivities:
                 f"Signature check failed: {len(reports)} signatures, {len(bad)} not intact/valid/trusted",
                 type="IntegrityError", non_retryable=True)
         activity.heartbeat("storing")
-        name = req.original.name.removesuffix(".pdf") + ".signed.pdf"
+        name = original_info.name.removesuffix(".pdf") + ".signed.pdf"
         info = self._store(signed, name, source=f"provider:{req.provider}")
-        signing_records.update(self.deps.engine, req.request_id, signed_sha256=info.sha256)
-        audit.record(self.deps.engine, request_id=req.request_id, key="signed-document", action="document.signed",
-                     actor=req.provider,
-                     detail={"before": req.original.sha256, "after": info.sha256,
+        audit.record(self.deps.engine, request_id=req.request_id,
+                     key=f"signed-document:{original_info.sha256}" if several else "signed-document",
+                     action="document.signed", actor=req.provider,
+                     detail={"before": original_info.sha256, "after": info.sha256,
                              "starts_with_original": starts_with_original,
                              "check": "incremental" if provider.incremental else "provider-evidence",
                              "provider_evidence": evidence,
@@ -158,7 +265,7 @@ class DocumentActivities:
                                              "intact": r.intact, "valid": r.valid, "trusted": r.trusted}
                                             for r in reports]},
                      document_sha256=info.sha256)
-        return info.model_copy(update={"pages": req.original.pages})
+        return info.model_copy(update={"pages": original_info.pages})
 
     # ---- helpers ----------------------------------------------------------------------------
 
@@ -189,16 +296,18 @@ class DocumentActivities:
         except (InputProblem, FetchRefused) as e:
             raise rejected(e.message) from e
 
-    def _store(self, data: bytes, name: str, source: str) -> DocumentInfo:
+    def _store(self, data: bytes, name: str, source: str, content_type: str = "application/pdf") -> DocumentInfo:
         key = self.deps.blobs.put(data)
-        documents.record(self.deps.engine, Document(sha256=key, name=name, size=len(data), blob_key=key, source=source))
+        documents.record(self.deps.engine, Document(sha256=key, name=name, size=len(data), blob_key=key, source=source,
+                                                    content_type=content_type))
         return DocumentInfo(name=name, sha256=key, blob_key=key, size=len(data), pages=0)
 
     def _record_request(self, req: SigningRequest) -> None:
         signing_records.create(self.deps.engine, SigningRequestRecord(
             request_id=req.request_id, title=req.title, provider=req.provider,
             chat_platform=req.chat.platform, tenant=req.chat.tenant, chat_id=req.chat.chat_id,
-            source_event_id=req.chat.source_event_id, card_key=req.request_id, initiator_id=req.initiator.id))
+            source_event_id=req.chat.source_event_id, card_key=req.request_id, initiator_id=req.initiator.id,
+            bulk_id=req.bulk_id))
 
     def _identity_problem(self, req: SigningRequest) -> str | None:
         """Departed or deactivated staff can't be added as signers."""
@@ -217,3 +326,12 @@ class DocumentActivities:
         for p in people.values():
             identities.remember(self.deps.engine, req.chat.platform, req.chat.tenant, p.id,
                                 Contact(name=p.name, email=p.email, mobile=p.mobile, external=p.external))
+
+
+def _page_boxes(pdf: bytes) -> list[Box]:
+    from io import BytesIO
+
+    from pypdf import PdfReader
+
+    return [(float(p.mediabox.left), float(p.mediabox.bottom), float(p.mediabox.right), float(p.mediabox.top))
+            for p in PdfReader(BytesIO(pdf)).pages]

@@ -10,7 +10,6 @@ from temporalio import activity
 
 from activities.deps import Deps
 from activities.errors import connector_errors
-from signbridge.core.link_vault import LinkVault
 from signbridge.core.models import CreateFlowInput, OpenGroupInput, ProviderEvent, ProviderFlowRef, SignerLink
 from store import audit
 from store.repos import signing_links, signing_records
@@ -19,7 +18,6 @@ from store.repos import signing_links, signing_records
 class ProviderActivities:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
-        self.vault = LinkVault(deps.settings.link_secret.get_secret_value())
 
     @activity.defn(name="create_flow")
     async def create_flow(self, req: CreateFlowInput) -> str:
@@ -37,7 +35,7 @@ class ProviderActivities:
         with connector_errors():
             links = await self.deps.provider(req.provider).open_group(req)
         signing_links.remember(self.deps.engine, req.request_id,
-                               {link.signer_id: self.vault.seal(link.url) if link.url else None for link in links})
+                               {link.signer_id: self.deps.vault.seal(link.url) if link.url else None for link in links})
         return []
 
     @activity.defn(name="poll")

@@ -1,7 +1,8 @@
 """REST for self-built systems and operators: `/api/v1/signing-requests[...]` (bearer API key).
 
 Thin on purpose: uploads go to the blob store, everything else is a workflow start, query or
-update. Listing reads Temporal's visibility store, the same index operators use in the UI.
+update. Listing, a request Temporal no longer has, and the signed files read the database and
+blob store: a request stays findable after Temporal's retention dropped its history.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from sqlalchemy.engine import Engine
 from starlette.datastructures import UploadFile
 from starlette.types import Scope
 
@@ -38,15 +40,16 @@ from signbridge.core.links import download_name
 from signbridge.core.models import (
     Actor,
     ChatRef,
+    DocumentInfo,
     DocumentSource,
     Person,
     SigningRequest,
     SignStatus,
     StatusView,
+    TemplateUse,
     Timing,
 )
 from signbridge.core.settings import Settings
-from signbridge.core.temporal import WORKFLOW_NAME
 from signbridge.core.untrusted import (
     MAX_WORKFLOW_ID_CHARS,
     Identifier,
@@ -58,7 +61,8 @@ from signbridge.core.untrusted import (
 from signbridge.intake import Intake
 from store import audit
 from store.blobs import BlobNotFound, sha256_hex
-from store.repos import documents
+from store.repos import documents, signing_records
+from store.tables import SigningRequestRecord
 
 router = APIRouter(tags=["signing requests"])
 files_router = APIRouter(tags=["files"])  # its own tag only: Swagger UI lists a route once per tag
@@ -125,6 +129,11 @@ class NewRequest(BaseModel):
     provider: str | None = Field(default=None, pattern=r"^[a-z_]{1,32}$")
     deadline_days: float | None = Field(default=None, gt=0, le=365)
     reminder_max: int | None = Field(default=None, ge=0, le=20)
+    template: str | None = Field(default=None, min_length=1, max_length=100)
+    fields: dict[Annotated[str, Field(max_length=100)], Annotated[str, Field(max_length=1000)]] = Field(
+        default_factory=dict, max_length=100)
+    roles: dict[Annotated[str, Field(max_length=40)], Identifier] = Field(default_factory=dict, max_length=50)
+    cc: list[PersonIn] = Field(default_factory=list, max_length=MAX_SIGNERS)
 
     @model_validator(mode="after")
     def _few_enough_signers(self) -> NewRequest:
@@ -162,14 +171,16 @@ def _unless_failed(outcome: Outcome) -> Outcome:
     return outcome
 
 
+def refuse_while_paused(intake: Intake) -> None:
+    """`signbridge pause`: new requests get 503 with the operator's reason; open flows carry on."""
+    reason = intake.pause.reason()
+    if reason is not None:
+        raise ApiError(503, "paused", f"E-signing is paused: {reason}. Use the offline signing process.",
+                       retry_after=60)
+
+
 def _busy(outcome: Busy) -> ApiError:
     return ApiError(503, "unavailable", "Temporal did not answer in time; retry", retry_after=outcome.retry_after)
-
-
-async def _view(intake: Intake, request_id: str) -> StatusView:
-    outcome = _unless_failed(await intake.status(request_id, API.accept))
-    assert isinstance(outcome, Applied)
-    return outcome.view
 
 
 def _idempotency_key(value: str | None) -> str | None:
@@ -187,9 +198,12 @@ def _new_request(raw: bytes | str) -> NewRequest:
         raise ApiError(400, "invalid_request", f"Invalid request body: {problems(e)}") from e
 
 
+UPLOAD_PATHS = ("/api/v1/signing-requests", "/api/v1/templates", "/api/v1/bulk-sends")
+
+
 def is_upload(scope: Scope) -> bool:
-    """The one route that takes a document in its body (see the request limits in `create_app`)."""
-    return scope["method"] == "POST" and scope["path"] == "/api/v1/signing-requests"
+    """The routes that take a document in their body (see the request limits in `create_app`)."""
+    return scope["method"] == "POST" and scope["path"] in UPLOAD_PATHS
 
 
 RequestId = Annotated[str, Path(min_length=1, max_length=MAX_WORKFLOW_ID_CHARS)]
@@ -229,6 +243,7 @@ async def create_request(
     starting a second one.
     """
     key = _idempotency_key(idempotency_key) or uuid.uuid4().hex
+    refuse_while_paused(intake)
     upload: UploadFile | None = None
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         form = await request.form()
@@ -263,6 +278,9 @@ async def create_request(
         groups=[[p.person() for p in group] for group in body.groups],
         provider=body.provider or settings.default_provider,
         timing=_timing(settings, body),
+        template=TemplateUse(name=body.template, fields=body.fields) if body.template else None,
+        roles=dict(body.roles),
+        cc=[p.person() for p in body.cc],
     )
     outcome = _unless_failed(await intake.start_request(req, API))
     return Accepted(request_id=request_id, started=isinstance(outcome, Started))
@@ -270,44 +288,53 @@ async def create_request(
 
 class ListedRequest(BaseModel):
     request_id: str
+    title: str
     status: str | None
     initiator: str | None
     provider: str | None
     document_sha256: str | None
+    signed_sha256: str | None = None
     pending_signers: list[str]
     started_at: str | None
 
 
-@router.get("/api/v1/signing-requests", response_model=list[ListedRequest], responses=responses(401, 422, 503))
+@router.get("/api/v1/signing-requests", response_model=list[ListedRequest], responses=responses(401, 422))
 async def list_requests(
-    caller: ApiCaller, intake: IntakeDep, status: SignStatus | None = None,
+    caller: ApiCaller, engine: EngineDep, status: SignStatus | None = None,
+    q: Annotated[str, Query(max_length=200, description="words the title must contain")] = "",
+    initiator: Annotated[str | None, Query(max_length=MAX_WORKFLOW_ID_CHARS)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[ListedRequest]:
-    query = f"WorkflowType = '{WORKFLOW_NAME}'"
-    if status is not None:
-        query += f" AND SignStatus = '{status.value}'"  # an enum value: nothing to inject
-    flows = await intake.listing(query, limit, API.accept)
-    if isinstance(flows, Busy):
-        raise _busy(flows)
+    """From the database, newest first: a request is listed as long as its row exists, whatever
+    Temporal's retention has dropped."""
+    rows = signing_records.listing(engine, status=status.value if status else None, words=q, initiator=initiator,
+                                   limit=limit)
     return [ListedRequest(
-        request_id=wf.id,
-        status=_first(wf.search_attributes.get("SignStatus")),
-        initiator=_first(wf.search_attributes.get("SignInitiator")),
-        provider=_first(wf.search_attributes.get("SignProvider")),
-        document_sha256=_first(wf.search_attributes.get("DocumentSha256")),
-        pending_signers=[str(s) for s in wf.search_attributes.get("PendingSigners") or []],
-        started_at=wf.start_time.isoformat() if wf.start_time else None,
-    ) for wf in flows]
+        request_id=r.request_id, title=r.title, status=r.status, initiator=r.initiator_id, provider=r.provider,
+        document_sha256=r.document_sha256, signed_sha256=r.signed_sha256,
+        pending_signers=[s.person.id for s in view.signers if s.status == "notified"] if (view := _stored(r)) else [],
+        started_at=r.created_at.isoformat(),
+    ) for r in rows]
 
 
-def _first(values: Any) -> str | None:
-    return str(values[0]) if values else None
+def _stored(record: SigningRequestRecord | None) -> StatusView | None:
+    return StatusView.model_validate_json(record.snapshot) if record is not None and record.snapshot else None
 
 
 @router.get("/api/v1/signing-requests/{request_id}", response_model=StatusView,
             responses=responses(401, 404, 422, 503))
-async def get_request(request_id: RequestId, caller: ApiCaller, intake: IntakeDep) -> StatusView:
-    return await _view(intake, request_id)
+async def get_request(request_id: RequestId, caller: ApiCaller, intake: IntakeDep, engine: EngineDep) -> StatusView:
+    """The flow's live status; once Temporal no longer has it, its last published state."""
+    return await _view_or_stored(intake, engine, request_id)
+
+
+async def _view_or_stored(intake: Intake, engine: Engine, request_id: str) -> StatusView:
+    outcome = await intake.status(request_id, API.accept)
+    if isinstance(outcome, NotFound) and (stored := _stored(signing_records.get(engine, request_id))):
+        return stored
+    outcome = _unless_failed(outcome)
+    assert isinstance(outcome, Applied)
+    return outcome.view
 
 
 class ActionBody(BaseModel):
@@ -351,11 +378,24 @@ PDF: dict[int | str, dict[str, Any]] = {200: {"description": "The PDF", "content
 
 @router.get("/api/v1/signing-requests/{request_id}/signed-file", response_class=Response,
             responses={**PDF, **responses(401, 404, 409, 422, 503)})
-async def signed_file(request_id: RequestId, caller: ApiCaller, intake: IntakeDep, blobs: BlobsDep) -> Response:
-    view = await _view(intake, request_id)
-    if view.signed_document is None:
-        raise ApiError(409, "not_signed", f"The request is {view.status.value}; there is no signed file yet")
-    return _pdf(blobs.get(view.signed_document.blob_key), view.signed_document.name)
+async def signed_file(request_id: RequestId, caller: ApiCaller, engine: EngineDep, blobs: BlobsDep,
+                      document: Annotated[int, Query(ge=0, le=100, description="which of several documents")] = 0,
+                      ) -> Response:
+    """From the database and blob store: downloadable for as long as the request's row exists."""
+    record = signing_records.get(engine, request_id)
+    if record is None:
+        raise ApiError(404, "not_found", f"No signing request {request_id}")
+    view = _stored(record)
+    signed = (view.signed_documents or ([view.signed_document] if view.signed_document else [])) if view else []
+    if not signed and record.signed_sha256:
+        key = record.signed_sha256
+        signed = [DocumentInfo(name=documents.name_of(engine, key) or f"{key}.pdf", sha256=key, blob_key=key,
+                               size=0, pages=0)]
+    if not signed:
+        raise ApiError(409, "not_signed", f"The request is {record.status}; there is no signed file yet")
+    if document >= len(signed):
+        raise ApiError(404, "not_found", f"The request has {len(signed)} signed document(s)")
+    return _pdf(blobs.get(signed[document].blob_key), signed[document].name)
 
 
 @router.get("/api/v1/signing-requests/{request_id}/audit", responses=responses(401, 404, 422))

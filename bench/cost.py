@@ -175,7 +175,7 @@ def scenarios(h: Harness, quick: bool) -> list[dict[str, Any]]:
 
 
 async def run(data_dir: Path, quick: bool, log: Any = print) -> list[Cost]:
-    from bench.common import time_skipping_server
+    from tests.temporal_servers import time_skipping_server
 
     settings = Settings(environment="development", data_dir=data_dir,
                         webhook_secret="bench-webhook-secret",  # type: ignore[arg-type]

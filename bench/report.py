@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, binary, ms, pct
+from bench.common import ROOT, ms, pct
+from signbridge.cli.devserver import installed_binary
 
 EVENTS_TARGET = 60
 
@@ -79,7 +80,7 @@ def machine() -> dict[str, str]:
         mem = f"{kb / 1024 / 1024:.1f} GiB"
     except (OSError, ValueError, IndexError):
         pass
-    temporal_cli = _cmd([binary("temporal"), "--version"]).splitlines()
+    temporal_cli = _cmd([installed_binary("temporal"), "--version"]).splitlines()
     return {
         "CPU": f"{cpu} × {os.cpu_count()} logical",
         "Memory": mem,
@@ -103,6 +104,14 @@ def _ratio(a: float, b: float) -> str:
     if not b or math.isnan(a) or math.isnan(b):
         return "n/a"
     return f"{a / b:.2f}×"
+
+
+def _versus(w: Any, header: list[str], signbridge: list[str], baseline: list[str], ratio: list[str]) -> None:
+    """A table of SignBridge against its baseline, one row each, then their ratio (empty cells stay empty)."""
+    w(f"| | {' | '.join(header)} |\n|{' --- |' * (len(header) + 1)}")
+    for name, cells in (("SignBridge", signbridge), ("baseline", baseline), ("ratio", ratio)):
+        w(f"| {name} |" + "".join(f" {c} |" if c else " |" for c in cells))
+    w("")
 
 
 def _ok(flag: bool) -> str:
@@ -306,11 +315,10 @@ def _e2e(r: Results, w: Any) -> None:
       "process, real validation of the signed file in the worker). Baseline: the same number of flows of a "
       "workflow with the same 11 activities (no-ops, except the two that post the signer's link to the "
       "sink) and the same two signals, driven the same way.\n")
-    w("| | completed | wall time (s) | flows/s |\n| --- | --- | --- | --- |")
-    w(f"| SignBridge | {sb.completed}/{sb.flows} | {_f(sb.seconds)} | {_f(sb.per_second, 2)} |")
-    w(f"| baseline | {base.completed}/{base.flows} | {_f(base.seconds)} | {_f(base.per_second, 2)} |")
-    w(f"| ratio | | | {_ratio(sb.per_second, base.per_second)} |")
-    w("")
+    _versus(w, ["completed", "wall time (s)", "flows/s"],
+            [f"{sb.completed}/{sb.flows}", _f(sb.seconds), _f(sb.per_second, 2)],
+            [f"{base.completed}/{base.flows}", _f(base.seconds), _f(base.per_second, 2)],
+            ["", "", _ratio(sb.per_second, base.per_second)])
 
 
 def _cost(r: Results, w: Any) -> None:
@@ -454,12 +462,10 @@ def _card(r: Results, w: Any) -> None:
       "Clock: from the start of the delivery to the arrival at the sink of the card that shows the "
       "signature (workflow task → `publish` activity: DB row, audit, card POST). Baseline: a signal to a "
       "bare workflow whose next activity POSTs a card to the same sink.\n")
-    w("| | p50 (ms) | p99 (ms) | max (ms) |\n| --- | --- | --- | --- |")
-    w(f"| SignBridge | {_f(c.p('sb', 50))} | {_f(c.p('sb', 99))} | {_f(ms(max(c.latencies, default=math.nan)))} |")
-    w(f"| baseline | {_f(c.p('base', 50))} | {_f(c.p('base', 99))} | "
-      f"{_f(ms(max(c.baseline, default=math.nan)))} |")
-    w(f"| ratio | {_ratio(c.p('sb', 50), c.p('base', 50))} | {_ratio(c.p('sb', 99), c.p('base', 99))} | |")
-    w("")
+    _versus(w, ["p50 (ms)", "p99 (ms)", "max (ms)"],
+            [_f(c.p("sb", 50)), _f(c.p("sb", 99)), _f(ms(max(c.latencies, default=math.nan)))],
+            [_f(c.p("base", 50)), _f(c.p("base", 99)), _f(ms(max(c.baseline, default=math.nan)))],
+            [_ratio(c.p("sb", 50), c.p("base", 50)), _ratio(c.p("sb", 99), c.p("base", 99)), ""])
 
 
 def _signing(r: Results, w: Any) -> None:

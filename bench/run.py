@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from bench import ack, card, cost, e2e, signing, waiting
-from bench.common import Stack, TimedSink, api_process, dev_server, make_settings, target, worker_process
+from bench.common import Stack, TimedSink, api_process, make_settings, target, worker_process
 from bench.report import Results, machine, save_results, write_report
+from tests.temporal_servers import dev_server
 
 RESULTS = Path(".data/bench/results.pickle")
 

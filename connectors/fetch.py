@@ -34,6 +34,7 @@ import anyio
 import httpcore
 import httpx
 
+from connectors.http import read_within
 from signbridge.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,7 @@ async def fetch(url: str, *, name: str, policy: FetchPolicy, max_bytes: int,
                         target = _checked(_join(target, resp.headers["location"]), name, policy)
                         continue
                     _raise_for_status(resp.status_code, name, target.host)
-                    return await _read(resp, name, target.host, max_bytes)
+                    return await read_within(resp, max_bytes, _too_big(name, target.host, max_bytes))
     except InternalAddress as e:
         log.warning("refused to fetch %s from %s: it resolves to internal address %s", name, e.host, e.ip)
         raise FetchRefused(f"无法下载 {name}：{e.host} 指向内部网络地址（Cannot fetch {name}: {e.host} "
@@ -178,21 +179,10 @@ def _raise_for_status(status: int, name: str, host: str) -> None:
                        f"answered HTTP {status}; send the file again）")
 
 
-async def _read(resp: httpx.Response, name: str, host: str, max_bytes: int) -> bytes:
+def _too_big(name: str, host: str, max_bytes: int) -> FetchRefused:
     mb = max_bytes // MIB
-    too_big = FetchRefused(f"无法下载 {name}：{host} 上的文件超过 {mb} MB 的上限（Cannot fetch {name}: the file "
-                           f"on {host} is larger than the {mb} MB limit）")
-    declared = resp.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
-        raise too_big
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in resp.aiter_bytes():  # decoded: a compressed bomb counts at its real size
-        size += len(chunk)
-        if size > max_bytes:
-            raise too_big
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return FetchRefused(f"无法下载 {name}：{host} 上的文件超过 {mb} MB 的上限（Cannot fetch {name}: the file "
+                        f"on {host} is larger than the {mb} MB limit）")
 
 
 # ---- the connection-level address check ---------------------------------------------------------

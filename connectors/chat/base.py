@@ -1,17 +1,21 @@
-"""The small interface every chat platform implements.
+"""The small interface every chat platform implements, and the failures it raises.
 
-Every method is called from an activity and must be idempotent for the same `key`: a
-retried activity must not post a second card or a second link message.
+Every method is called from an activity, which may run more than once. Messages (links, texts,
+the signed file) are sent once per `key` by the activity (`activities/chat.py`, over
+`store/repos/sent_messages.py`); a connector passes the key on to the platform's own dedupe
+where there is one, and says when a request went out but got no answer (`maybe_delivered`), so
+the activity waits before sending it again. A card is the connector's own: `upsert_card` posts
+it once and updates that message afterwards, however often it is called.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Protocol
 
 import httpx
 
+from connectors.http import may_heal, retry_after
 from signbridge.core.cards import Card
 from signbridge.core.models import ChatRef, DocumentInfo, DocumentSource, Person
 
@@ -34,61 +38,42 @@ class ChatUnavailable(ChatError):
 
 
 class ChatRejected(ChatError):
-    """The platform refused the request (a 4xx or an error code): retrying the same call won't help."""
+    """The platform refused the request (a 4xx or an error code): retrying the same call won't help.
+    `code`: the platform's own error code, for the refusals a connector acts on."""
 
     non_retryable = True
 
-    def __init__(self, message: str, status: int) -> None:
+    def __init__(self, message: str, status: int, code: str | int | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.code = code
 
 
-def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
-    """`Retry-After` is either delta-seconds or an HTTP date; `None` when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+def unreachable(who: str, e: httpx.HTTPError) -> ChatUnavailable:
+    """A call that got no answer. Never connected: it did not arrive. Sent but unanswered (a read
+    timeout, a dropped connection): the chat may have acted on it, so `maybe_delivered`."""
+    never_sent = isinstance(e, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+    return ChatUnavailable(f"{who} {'unreachable' if never_sent else 'did not answer'} ({type(e).__name__}: {e})",
+                           maybe_delivered=not never_sent)
+
+
+def session(http: httpx.AsyncClient | None, timeout: float) -> AbstractAsyncContextManager[httpx.AsyncClient]:
+    """The worker's shared client, or one for this call only (a connector built without one)."""
+    return nullcontext(http) if http is not None else httpx.AsyncClient(timeout=timeout)
 
 
 def raise_for_status(resp: httpx.Response, what: str) -> None:
     """An HTTP failure the way the workflow's retries need it: 429, 408 and 5xx are worth retrying
     (after `Retry-After` when given), any other 4xx is not."""
     status = resp.status_code
-    if status in (408, 429) or status >= 500:
-        raise ChatUnavailable(f"{what}: HTTP {status}",
-                              retry_after=retry_after_seconds(resp.headers.get("Retry-After")))
+    if may_heal(status):
+        raise ChatUnavailable(f"{what}: HTTP {status}", retry_after=retry_after(resp))
     if status >= 400:
         try:
             detail = resp.text[:200]
         except httpx.ResponseNotRead:  # a streamed download: its body is not worth reading
             detail = ""
         raise ChatRejected(f"{what}: HTTP {status} {detail}".rstrip(), status)
-
-
-async def read_within(resp: httpx.Response, limit: int, too_big: Exception) -> bytes:
-    """The streamed body, refused with `too_big` as soon as it (or its declared length) passes
-    `limit` — a file is never held whole before its size is known."""
-    if int(resp.headers.get("content-length") or 0) > limit:
-        raise too_big
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in resp.aiter_bytes():
-        size += len(chunk)
-        if size > limit:
-            raise too_big
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 class InputProblem(Exception):

@@ -51,6 +51,21 @@ class ESignProvider(Protocol):
         """Ask the provider to remind these signers (no-op where the chat reminder is enough)."""
 
 
+@runtime_checkable
+class SeveralDocuments(Protocol):
+    """Optional: a provider that signs several documents in one flow (one consent signs each).
+
+    Without it, a request with more than one document is refused at prepare, before anything is
+    created at the provider."""
+
+    async def download_documents(self, flow_id: str) -> list[bytes]:
+        """Every signed document, in the order of `CreateFlowInput.all_documents`."""
+
+
+def several_documents(provider: object) -> bool:
+    return isinstance(provider, SeveralDocuments)
+
+
 class NothingToSign(Exception):
     """The signer has nothing left to do: they signed or declined, or the flow is closed."""
 

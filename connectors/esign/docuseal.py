@@ -26,13 +26,14 @@ import base64
 import hashlib
 import hmac
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 import httpx
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from connectors.esign import rest
 from connectors.esign.base import ProviderError, WebhookRejected, WebhookReply
 from signbridge.core.models import CreateFlowInput, OpenGroupInput, Person, ProviderEvent, SignerLink
 from signbridge.core.settings import Settings
@@ -65,57 +66,19 @@ class DocuSealConfig(BaseSettings):
 
 def check(resp: httpx.Response, what: str) -> httpx.Response:
     """5xx, 408 and 429 may heal; other 4xx (bad token, validation) won't by retrying."""
-    if resp.status_code < 400:
-        return resp
-    try:
-        detail = str(resp.json().get("error", ""))
-    except ValueError:
-        detail = resp.text[:200]
-    retry_after: float | None = None
-    try:
-        retry_after = float(resp.headers["Retry-After"]) if "Retry-After" in resp.headers else None
-    except ValueError:
-        retry_after = None
-    retryable = resp.status_code >= 500 or resp.status_code in (408, 429)
-    raise ProviderError(f"DocuSeal {what}: HTTP {resp.status_code} {detail}".strip(), retryable=retryable,
-                 retry_after=retry_after)
-
-
-def _at(value: Any) -> datetime:
-    if isinstance(value, str) and value:
-        try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-        except ValueError:
-            pass
-    return datetime.now(UTC)
+    return rest.checked(resp, f"DocuSeal {what}", lambda body: body.get("error", ""))
 
 
 def submitter_event(flow_id: str, submitter: Mapping[str, Any], kind: str,
                     raw: dict[str, Any] | None = None) -> ProviderEvent:
-    """Built from state, so a redelivery and a poll give the same event id."""
-    return ProviderEvent(
-        event_id=f"{PROVIDER}:{flow_id}:{submitter.get('id')}:{kind}", provider=PROVIDER, flow_id=flow_id,
-        kind=kind, signer_id=submitter.get("external_id"),  # type: ignore[arg-type]
-        reason=submitter.get("decline_reason") if kind == "declined" else None,
-        occurred_at=_at(submitter.get("completed_at") if kind == "signed" else submitter.get("declined_at")),
-        raw=raw or {})
+    when = submitter.get("completed_at") if kind == "signed" else submitter.get("declined_at")
+    return rest.provider_event(PROVIDER, flow_id, kind, rest.iso_time(when), who=str(submitter.get("id")),
+                          signer_id=submitter.get("external_id"),
+                          reason=submitter.get("decline_reason") if kind == "declined" else None, raw=raw)
 
 
 def submission_event(flow_id: str, kind: str, when: Any = None, raw: dict[str, Any] | None = None) -> ProviderEvent:
-    return ProviderEvent(event_id=f"{PROVIDER}:{flow_id}:{kind}", provider=PROVIDER, flow_id=flow_id,
-                         kind=kind, occurred_at=_at(when), raw=raw or {})  # type: ignore[arg-type]
-
-
-def flatten(groups: list[list[Person]]) -> list[Person]:
-    seen: set[str] = set()
-    out: list[Person] = []
-    for group in groups:
-        for person in group:
-            if person.id not in seen:
-                seen.add(person.id)
-                out.append(person)
-    return out
+    return rest.provider_event(PROVIDER, flow_id, kind, rest.iso_time(when), raw=raw)
 
 
 class DocuSealProvider:
@@ -133,13 +96,8 @@ class DocuSealProvider:
         self._headers = {"X-Auth-Token": config.api_key.get_secret_value()}
 
     async def _call(self, method: str, path: str, what: str, **kwargs: Any) -> httpx.Response:
-        try:
-            resp = await self.http.request(method, self.base + path, headers=self._headers, **kwargs)
-        except httpx.TimeoutException as e:
-            raise ProviderError(f"DocuSeal {what}: timeout", retryable=True) from e
-        except httpx.TransportError as e:
-            raise ProviderError(f"DocuSeal {what}: {type(e).__name__}", retryable=True) from e
-        return check(resp, what)
+        return check(await rest.send(self.http, method, self.base + path, f"DocuSeal {what}", headers=self._headers,
+                                   **kwargs), what)
 
     async def _submission(self, flow_id: str) -> dict[str, Any]:
         return dict((await self._call("GET", f"/submissions/{flow_id}", "get submission")).json())
@@ -159,7 +117,7 @@ class DocuSealProvider:
         template_id, existing = await self._find(req.request_id)
         if existing:
             return existing
-        people = flatten(req.groups)
+        people = [p for _, p in rest.each_signer_once(req.groups)]
         missing = [p.name for p in people if not (p.email or p.mobile)]
         if missing:
             raise ProviderError(f"DocuSeal needs an email or phone for {', '.join(missing)}", retryable=False)
@@ -190,17 +148,10 @@ class DocuSealProvider:
         """DocuSeal opens turns itself; this hands out each pending submitter's embedded link."""
         submission = await self._submission(req.flow_id)
         by_signer = {s.get("external_id"): s for s in submission.get("submitters", [])}
-        links: list[SignerLink] = []
-        for person in req.signers:
-            submitter = by_signer.get(person.id)
-            if submitter is None:
-                raise ProviderError(f"signer {person.id} is not in DocuSeal submission {req.flow_id}", retryable=False)
-            if submitter.get("status") in ("completed", "declined"):
-                continue
-            links.append(SignerLink(signer_id=person.id, url=self._link(submitter)))
-        return links
+        return await rest.pending_links(req.signers, by_signer, f"DocuSeal submission {req.flow_id}",
+                                   lambda s: s.get("status") in ("completed", "declined"), self._link)
 
-    def _link(self, submitter: Mapping[str, Any]) -> str | None:
+    async def _link(self, person: Person, submitter: Mapping[str, Any]) -> str | None:
         """`embed_src` when DocuSeal returns it, else the signing page of the submitter's slug."""
         if submitter.get("embed_src"):
             return str(submitter["embed_src"])
@@ -231,13 +182,9 @@ class DocuSealProvider:
         urls = [d["url"] for d in docs.get("documents", []) if d.get("url")]
         if not urls:
             raise ProviderError(f"DocuSeal submission {flow_id} has no documents yet", retryable=True)
-        try:
-            resp = check(await self.http.get(urls[0]), "download")  # a signed URL: no token sent along
-        except httpx.TransportError as e:
-            raise ProviderError(f"DocuSeal download: {type(e).__name__}", retryable=True) from e
-        if not resp.content.startswith(b"%PDF-"):
-            raise ProviderError(f"DocuSeal download of {flow_id} is not a PDF", retryable=True)
-        return resp.content
+        # A signed URL: no token sent along.
+        resp = check(await rest.send(self.http, "GET", urls[0], "DocuSeal download"), "download")
+        return rest.pdf_of(resp, f"DocuSeal download of {flow_id}")
 
     async def evidence(self, flow_id: str) -> dict[str, Any]:
         submission = await self._submission(flow_id)
@@ -314,13 +261,10 @@ class DocuSealWebhook:
 
 def build(settings: Settings, engine: Any, blobs: BlobStore, http: httpx.AsyncClient) -> DocuSealProvider | None:
     config = DocuSealConfig()
-    if config.api_key is None or not config.api_key.get_secret_value():
-        return None
-    return DocuSealProvider(config, blobs, http)
+    return DocuSealProvider(config, blobs, http) if rest.is_set(config.api_key) else None
 
 
 def webhook(settings: Settings) -> DocuSealWebhook | None:
     config = DocuSealConfig()
-    if config.webhook_secret is None or not config.webhook_secret.get_secret_value():
-        return None
-    return DocuSealWebhook(config.webhook_secret, config.webhook_tolerance_seconds)
+    secret = config.webhook_secret
+    return DocuSealWebhook(secret, config.webhook_tolerance_seconds) if rest.is_set(secret) else None

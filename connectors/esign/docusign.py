@@ -50,8 +50,10 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import Engine
 
+from connectors.esign import rest
 from connectors.esign.base import NothingToSign, ProviderError, WebhookRejected, WebhookReply
-from signbridge.core.models import CreateFlowInput, OpenGroupInput, ProviderEvent, SignerLink
+from connectors.http import retry_after
+from signbridge.core.models import CreateFlowInput, OpenGroupInput, Person, ProviderEvent, SignerLink
 from signbridge.core.settings import Settings
 from signbridge.core.untrusted import load_json, same
 from store.blobs import BlobStore
@@ -98,42 +100,24 @@ class DocuSignConfig(BaseSettings):
 
 def check(resp: httpx.Response, what: str) -> httpx.Response:
     """5xx, 408 and 429 may heal; other 4xx (bad request, consent, wrong state) won't."""
-    if resp.status_code < 400:
-        return resp
-    try:
-        body = resp.json()
-        detail = f"{body.get('errorCode') or body.get('error', '')} {body.get('message', '')}".strip()
-    except ValueError:
-        detail = resp.text[:200]
-    retryable = resp.status_code >= 500 or resp.status_code in (408, 429)
-    raise ProviderError(f"DocuSign {what}: HTTP {resp.status_code} {detail}".strip(), retryable=retryable,
-                 retry_after=_retry_after(resp.headers))
+    return rest.checked(resp, f"DocuSign {what}",
+                   lambda body: f"{body.get('errorCode') or body.get('error', '')} {body.get('message', '')}".strip(),
+                   wait=_wait(resp))
 
 
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    """`Retry-After` seconds, or DocuSign's rate-limit `X-RateLimit-Reset` (epoch seconds)."""
-    try:
-        if "Retry-After" in headers:
-            return float(headers["Retry-After"])
-        if "X-RateLimit-Reset" in headers:
-            return max(1.0, float(headers["X-RateLimit-Reset"]) - time.time())
-    except ValueError:
-        pass
-    return None
+def _wait(resp: httpx.Response) -> float | None:
+    """`Retry-After`, else DocuSign's rate-limit `X-RateLimit-Reset` (epoch seconds)."""
+    wait = retry_after(resp)
+    if wait is None and "X-RateLimit-Reset" in resp.headers:
+        try:
+            wait = max(1.0, float(resp.headers["X-RateLimit-Reset"]) - time.time())
+        except ValueError:
+            pass
+    return wait
 
 
 def link_token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def _at(value: Any) -> datetime:
-    if isinstance(value, str) and value:
-        try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-        except ValueError:
-            pass
-    return datetime.now(UTC)
 
 
 def signer_id_of(signer: Mapping[str, Any]) -> str | None:
@@ -149,18 +133,14 @@ def recipient_event(flow_id: str, signer: Mapping[str, Any], kind: str,
     signer_id = signer_id_of(signer)
     if signer_id is None:
         return None
-    return ProviderEvent(
-        event_id=f"{PROVIDER}:{flow_id}:{signer_id}:{kind}", provider=PROVIDER, flow_id=flow_id,
-        kind=kind, signer_id=signer_id,  # type: ignore[arg-type]
-        reason=signer.get("declinedReason") if kind == "declined" else None,
-        occurred_at=_at(signer.get("signedDateTime") if kind == "signed" else signer.get("declinedDateTime")),
-        raw=raw or {})
+    when = signer.get("signedDateTime") if kind == "signed" else signer.get("declinedDateTime")
+    return rest.provider_event(PROVIDER, flow_id, kind, rest.iso_time(when), who=signer_id, signer_id=signer_id,
+                          reason=signer.get("declinedReason") if kind == "declined" else None, raw=raw)
 
 
 def envelope_event(flow_id: str, kind: str, when: Any = None, raw: dict[str, Any] | None = None,
                    reason: str | None = None) -> ProviderEvent:
-    return ProviderEvent(event_id=f"{PROVIDER}:{flow_id}:{kind}", provider=PROVIDER, flow_id=flow_id,
-                         kind=kind, reason=reason, occurred_at=_at(when), raw=raw or {})  # type: ignore[arg-type]
+    return rest.provider_event(PROVIDER, flow_id, kind, rest.iso_time(when), reason=reason, raw=raw)
 
 
 def voided_kind(reason: Any) -> str:
@@ -208,11 +188,8 @@ class DocuSignAuth:
     async def token(self) -> str:
         if self._token and time.time() < self._expires - 60:
             return self._token
-        try:
-            resp = await self.http.post(self.config.oauth_base.rstrip("/") + "/oauth/token",
-                                        data={"grant_type": JWT_GRANT, "assertion": self.assertion()})
-        except httpx.TransportError as e:
-            raise ProviderError(f"DocuSign token: {type(e).__name__}", retryable=True) from e
+        resp = await rest.send(self.http, "POST", self.config.oauth_base.rstrip("/") + "/oauth/token",
+                             "DocuSign token", data={"grant_type": JWT_GRANT, "assertion": self.assertion()})
         check(resp, "token")  # consent_required / invalid_grant are 400: not fixed by retrying
         body = resp.json()
         self._token, self._expires = str(body["access_token"]), time.time() + float(body.get("expires_in", 3600))
@@ -243,12 +220,7 @@ class DocuSignProvider:
     async def _call(self, method: str, path: str, what: str, **kwargs: Any) -> httpx.Response:
         for attempt in (1, 2):
             headers = {"Authorization": f"Bearer {await self.auth.token()}"}
-            try:
-                resp = await self.http.request(method, self.base + path, headers=headers, **kwargs)
-            except httpx.TimeoutException as e:
-                raise ProviderError(f"DocuSign {what}: timeout", retryable=True) from e
-            except httpx.TransportError as e:
-                raise ProviderError(f"DocuSign {what}: {type(e).__name__}", retryable=True) from e
+            resp = await rest.send(self.http, method, self.base + path, f"DocuSign {what}", headers=headers, **kwargs)
             if resp.status_code == 401 and attempt == 1:
                 self.auth.invalidate()  # expired or revoked: one more try with a fresh token
                 continue
@@ -271,20 +243,15 @@ class DocuSignProvider:
         if existing:
             return existing
         signers: list[dict[str, Any]] = []
-        seen: set[str] = set()
-        for order, group in enumerate(req.groups, start=1):
-            for person in group:
-                if person.id in seen:
-                    continue
-                if not person.email:
-                    raise ProviderError(f"DocuSign needs an email for {person.name}", retryable=False)
-                seen.add(person.id)
-                signer: dict[str, Any] = {
-                    "email": person.email, "name": person.name, "recipientId": str(len(signers) + 1),
-                    "routingOrder": str(order), "customFields": [SIGNER_TAG + person.id]}
-                if self.config.embedded:
-                    signer["clientUserId"] = person.id
-                signers.append(signer)
+        for group, person in rest.each_signer_once(req.groups):
+            if not person.email:
+                raise ProviderError(f"DocuSign needs an email for {person.name}", retryable=False)
+            signer: dict[str, Any] = {
+                "email": person.email, "name": person.name, "recipientId": str(len(signers) + 1),
+                "routingOrder": str(group + 1), "customFields": [SIGNER_TAG + person.id]}
+            if self.config.embedded:
+                signer["clientUserId"] = person.id
+            signers.append(signer)
         days = max(1, (req.expires_at - datetime.now(UTC)).days)
         body = {
             "emailSubject": req.title[:100], "status": "sent",
@@ -304,19 +271,15 @@ class DocuSignProvider:
         would be dead by the time anyone clicks it); emailed ones get DocuSign's email."""
         envelope = await self._envelope(req.flow_id)
         by_signer = {signer_id_of(s): s for s in (envelope.get("recipients") or {}).get("signers", [])}
-        links: list[SignerLink] = []
-        for person in req.signers:
-            signer = by_signer.get(person.id)
-            if signer is None:
-                raise ProviderError(f"signer {person.id} is not in DocuSign envelope {req.flow_id}", retryable=False)
-            if signer.get("status") in ("completed", "declined"):
-                continue
+
+        async def link(person: Person, signer: Mapping[str, Any]) -> str | None:
             if not signer.get("clientUserId"):
-                links.append(SignerLink(signer_id=person.id, url=None))  # DocuSign emails them
-                continue
+                return None  # DocuSign emails them
             token = self._mint_link(req.flow_id, person.id, req.expires_at)
-            links.append(SignerLink(signer_id=person.id, url=f"{self.public_url}/esign/docusign/sign/{token}"))
-        return links
+            return f"{self.public_url}/esign/docusign/sign/{token}"
+
+        return await rest.pending_links(req.signers, by_signer, f"DocuSign envelope {req.flow_id}",
+                                   lambda s: s.get("status") in ("completed", "declined"), link)
 
     def _mint_link(self, flow_id: str, signer_id: str, expires_at: datetime) -> str:
         """A new token for this envelope recipient; it replaces the one an earlier attempt of the
@@ -370,9 +333,7 @@ class DocuSignProvider:
 
     async def _pdf(self, flow_id: str, which: str) -> bytes:
         resp = await self._call("GET", f"/envelopes/{flow_id}/documents/{which}", f"download {which}")
-        if not resp.content.startswith(b"%PDF-"):
-            raise ProviderError(f"DocuSign {which} of {flow_id} is not a PDF", retryable=True)
-        return resp.content
+        return rest.pdf_of(resp, f"DocuSign {which} of {flow_id}")
 
     async def download_signed(self, flow_id: str) -> bytes:
         await self._completed(flow_id)
@@ -471,7 +432,5 @@ def build(settings: Settings, engine: Any, blobs: BlobStore, http: httpx.AsyncCl
 
 
 def webhook(settings: Settings) -> DocuSignWebhook | None:
-    config = DocuSignConfig()
-    if config.hmac_key is None or not config.hmac_key.get_secret_value():
-        return None
-    return DocuSignWebhook(config.hmac_key)
+    key = DocuSignConfig().hmac_key
+    return DocuSignWebhook(key) if rest.is_set(key) else None

@@ -36,6 +36,7 @@ import httpx
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from connectors.esign import rest
 from connectors.esign.base import ProviderError, WebhookRejected, WebhookReply
 from signbridge.core.models import CreateFlowInput, OpenGroupInput, Person, ProviderEvent, SignerLink
 from signbridge.core.settings import Settings
@@ -67,25 +68,10 @@ class DropboxSignConfig(BaseSettings):
     max_requests_per_second: float = 0.0
 
 
-def _retry_after(resp: httpx.Response) -> float | None:
-    value = resp.headers.get("Retry-After")
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None
-
-
 def check(resp: httpx.Response, what: str) -> httpx.Response:
     """5xx, 429 and 409 (files not ready) may heal; other 4xx are refusals retrying won't fix."""
-    if resp.status_code < 400:
-        return resp
-    try:
-        detail = resp.json().get("error", {}).get("error_msg", "")
-    except ValueError:
-        detail = resp.text[:200]
-    message = f"Dropbox Sign {what}: HTTP {resp.status_code} {detail}".strip()
-    retryable = resp.status_code >= 500 or resp.status_code in (408, 409, 429)
-    raise ProviderError(message, retryable=retryable, retry_after=_retry_after(resp))
+    return rest.checked(resp, f"Dropbox Sign {what}", lambda body: (body.get("error") or {}).get("error_msg", ""),
+                   also_retry=(409,))
 
 
 def signer_map(request: Mapping[str, Any]) -> dict[str, str]:
@@ -103,38 +89,24 @@ def _signer_id(request: Mapping[str, Any], signature: Mapping[str, Any]) -> str 
     return signer_map(request).get(email)
 
 
-def _at(value: Any) -> datetime:
-    try:
-        return datetime.fromtimestamp(int(value), tz=UTC)
-    except (TypeError, ValueError):
-        return datetime.now(UTC)
-
-
 def signer_event(request: Mapping[str, Any], signature: Mapping[str, Any], kind: str,
                  raw: dict[str, Any] | None = None) -> ProviderEvent:
     """Built from state (not from the delivery), so a redelivery and a poll give the same id."""
-    flow_id = str(request["signature_request_id"])
     when = signature.get("signed_at") if kind == "signed" else signature.get("last_viewed_at")
-    return ProviderEvent(
-        event_id=f"{PROVIDER}:{flow_id}:{signature.get('signature_id')}:{kind}", provider=PROVIDER,
-        flow_id=flow_id, kind=kind, signer_id=_signer_id(request, signature),  # type: ignore[arg-type]
-        reason=signature.get("decline_reason") if kind == "declined" else None,
-        occurred_at=_at(when), raw=raw or {})
+    return rest.provider_event(PROVIDER, str(request["signature_request_id"]), kind, rest.epoch_time(when),
+                          who=str(signature.get("signature_id")), signer_id=_signer_id(request, signature),
+                          reason=signature.get("decline_reason") if kind == "declined" else None, raw=raw)
 
 
 def flow_event(request: Mapping[str, Any], kind: str, when: Any = None,
                raw: dict[str, Any] | None = None) -> ProviderEvent:
-    flow_id = str(request["signature_request_id"])
-    return ProviderEvent(event_id=f"{PROVIDER}:{flow_id}:{kind}", provider=PROVIDER, flow_id=flow_id,
-                         kind=kind, occurred_at=_at(when), raw=raw or {})  # type: ignore[arg-type]
+    return rest.provider_event(PROVIDER, str(request["signature_request_id"]), kind, rest.epoch_time(when), raw=raw)
 
 
 def order_signers(groups: list[list[Person]]) -> list[tuple[Person, int | None]]:
     """Each person once, at their first place; `order` only when there is more than one group."""
-    seen: set[str] = set()
-    flat = [p for g in groups for p in g if not (p.id in seen or seen.add(p.id))]  # type: ignore[func-returns-value]
     serial = len(groups) > 1
-    return [(p, i if serial else None) for i, p in enumerate(flat)]
+    return [(p, i if serial else None) for i, (_, p) in enumerate(rest.each_signer_once(groups))]
 
 
 class DropboxSignProvider:
@@ -145,20 +117,13 @@ class DropboxSignProvider:
 
     def __init__(self, config: DropboxSignConfig, blobs: BlobStore, http: httpx.AsyncClient) -> None:
         assert config.api_key is not None
-        self.config = config
-        self.blobs = blobs
-        self.http = http
+        self.config, self.blobs, self.http = config, blobs, http
         self.base = config.api_base.rstrip("/")
         self._auth = httpx.BasicAuth(config.api_key.get_secret_value(), "")
 
     async def _call(self, method: str, path: str, what: str, **kwargs: Any) -> httpx.Response:
-        try:
-            resp = await self.http.request(method, self.base + path, auth=self._auth, **kwargs)
-        except httpx.TimeoutException as e:
-            raise ProviderError(f"Dropbox Sign {what}: timeout", retryable=True) from e
-        except httpx.TransportError as e:
-            raise ProviderError(f"Dropbox Sign {what}: {type(e).__name__}", retryable=True) from e
-        return check(resp, what)
+        return check(await rest.send(self.http, method, self.base + path, f"Dropbox Sign {what}", auth=self._auth,
+                                   **kwargs), what)
 
     async def _get(self, flow_id: str) -> dict[str, Any]:
         resp = await self._call("GET", f"/signature_request/{flow_id}", "get request")
@@ -211,21 +176,17 @@ class DropboxSignProvider:
     async def open_group(self, req: OpenGroupInput) -> list[SignerLink]:
         """Dropbox Sign opens turns itself; this fetches the embedded sign URLs (if an app is set)."""
         request = await self._get(req.flow_id)
-        by_id = {v: k for k, v in signer_map(request).items()}
-        signatures = {str(s.get("signer_email_address", "")).lower(): s for s in request.get("signatures", [])}
-        links: list[SignerLink] = []
-        for person in req.signers:
-            signature = signatures.get(by_id.get(person.id, ""))
-            if signature is None:
-                raise ProviderError(f"signer {person.id} is not in Dropbox Sign request {req.flow_id}", retryable=False)
-            if signature.get("status_code") in ("signed", "declined"):
-                continue
-            url = None
-            if self.config.client_id:
-                resp = await self._call("GET", f"/embedded/sign_url/{signature['signature_id']}", "sign url")
-                url = str(resp.json()["embedded"]["sign_url"])
-            links.append(SignerLink(signer_id=person.id, url=url))
-        return links
+        by_email = {str(s.get("signer_email_address", "")).lower(): s for s in request.get("signatures", [])}
+        by_signer = {signer: by_email[email] for email, signer in signer_map(request).items() if email in by_email}
+
+        async def link(person: Person, signature: Mapping[str, Any]) -> str | None:
+            if not self.config.client_id:
+                return None
+            resp = await self._call("GET", f"/embedded/sign_url/{signature['signature_id']}", "sign url")
+            return str(resp.json()["embedded"]["sign_url"])
+
+        return await rest.pending_links(req.signers, by_signer, f"Dropbox Sign request {req.flow_id}",
+                                   lambda s: s.get("status_code") in ("signed", "declined"), link)
 
     async def poll(self, flow_id: str) -> list[ProviderEvent]:
         request = await self._get(flow_id)
@@ -246,9 +207,7 @@ class DropboxSignProvider:
     async def download_signed(self, flow_id: str) -> bytes:
         resp = await self._call("GET", f"/signature_request/files/{flow_id}", "download",
                                 params={"file_type": "pdf"})
-        if not resp.content.startswith(b"%PDF-"):
-            raise ProviderError(f"Dropbox Sign download of {flow_id} is not a PDF", retryable=True)
-        return resp.content
+        return rest.pdf_of(resp, f"Dropbox Sign download of {flow_id}")
 
     async def evidence(self, flow_id: str) -> dict[str, Any]:
         """Dropbox Sign vouches with its audit trail (appended to the file) under this request id."""
@@ -355,13 +314,9 @@ def _unconfirmed(event: ProviderEvent) -> ProviderEvent:
 
 def build(settings: Settings, engine: Any, blobs: BlobStore, http: httpx.AsyncClient) -> DropboxSignProvider | None:
     config = DropboxSignConfig()
-    if config.api_key is None or not config.api_key.get_secret_value():
-        return None
-    return DropboxSignProvider(config, blobs, http)
+    return DropboxSignProvider(config, blobs, http) if rest.is_set(config.api_key) else None
 
 
 def webhook(settings: Settings) -> DropboxSignWebhook | None:
-    config = DropboxSignConfig()
-    if config.api_key is None or not config.api_key.get_secret_value():
-        return None
-    return DropboxSignWebhook(config.api_key)
+    key = DropboxSignConfig().api_key
+    return DropboxSignWebhook(key) if rest.is_set(key) else None

@@ -25,7 +25,6 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ import httpx
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from connectors.esign import rest
 from connectors.esign.base import ProviderError, WebhookReply
 from connectors.esign.esign_cn_auth import (
     SignatureCheckFailed,
@@ -43,6 +43,7 @@ from connectors.esign.esign_cn_auth import (
     verify_callback,
     verify_signed_pdf,
 )
+from connectors.http import may_heal, retry_after
 from signbridge.core.models import CreateFlowInput, OpenGroupInput, Person, ProviderEvent, SignerLink
 from signbridge.core.settings import Settings
 from signbridge.core.untrusted import load_json
@@ -93,13 +94,6 @@ def signer_of(custom_biz_num: Any) -> str | None:
     return signer if sep and signer else None
 
 
-def _at(ms: Any) -> datetime:
-    try:
-        return datetime.fromtimestamp(int(ms) / 1000, tz=UTC)
-    except (TypeError, ValueError, OverflowError):
-        return datetime.now(UTC)
-
-
 def _account(person: Person) -> str:
     """e签宝 accounts are mainland mobiles without the country code, or emails."""
     mobile = "".join(ch for ch in (person.mobile or "") if ch.isdigit() or ch == "+")
@@ -110,14 +104,12 @@ def _account(person: Person) -> str:
 
 def signer_event(flow_id: str, signer_id: str | None, kind: str, *, when: Any, reason: str | None = None,
                  raw: dict[str, Any] | None = None) -> ProviderEvent:
-    return ProviderEvent(event_id=f"{PROVIDER}:{flow_id}:{signer_id}:{kind}", provider=PROVIDER, flow_id=flow_id,
-                         kind=kind, signer_id=signer_id, reason=reason if kind == "declined" else None,  # type: ignore[arg-type]
-                         occurred_at=_at(when), raw=raw or {})
+    return rest.provider_event(PROVIDER, flow_id, kind, rest.epoch_time(when, per_second=1000), who=str(signer_id),
+                          signer_id=signer_id, reason=reason if kind == "declined" else None, raw=raw)
 
 
 def flow_event(flow_id: str, kind: str, *, when: Any, raw: dict[str, Any] | None = None) -> ProviderEvent:
-    return ProviderEvent(event_id=f"{PROVIDER}:{flow_id}:{kind}", provider=PROVIDER, flow_id=flow_id,
-                         kind=kind, occurred_at=_at(when), raw=raw or {})  # type: ignore[arg-type]
+    return rest.provider_event(PROVIDER, flow_id, kind, rest.epoch_time(when, per_second=1000), raw=raw)
 
 
 def _detail_signer_id(signer: Mapping[str, Any]) -> str | None:
@@ -152,30 +144,26 @@ class EsignCnProvider:
         assert self.config.app_secret is not None
         headers = signed_headers(self.config.app_id, self.config.app_secret.get_secret_value(), method,
                                  self.base_path + path, raw)
-        try:
-            resp = await self.http.request(method, self.base + path, content=raw or None, headers=headers)
-        except httpx.TimeoutException as e:
-            raise ProviderError(f"e签宝 {what}: timeout", retryable=True) from e
-        except httpx.TransportError as e:
-            raise ProviderError(f"e签宝 {what}: {type(e).__name__}", retryable=True) from e
+        resp = await rest.send(self.http, method, self.base + path, f"e签宝 {what}", content=raw or None,
+                               headers=headers)
         return self._data(resp, what)
 
     def _data(self, resp: httpx.Response, what: str) -> Any:
-        retry_after = _retry_after(resp)
+        wait = retry_after(resp)
         try:
             payload = resp.json()
         except ValueError:
             payload = None
         code = payload.get("code") if isinstance(payload, dict) else None
         message = str(payload.get("message", "")) if isinstance(payload, dict) else resp.text[:200]
-        if resp.status_code >= 500 or resp.status_code in (408, 429):
+        if may_heal(resp.status_code):
             raise ProviderError(f"e签宝 {what}: HTTP {resp.status_code} {message}".strip(), retryable=True,
-                         retry_after=retry_after)
+                                retry_after=wait)
         if resp.status_code >= 400 or code is None:
             raise ProviderError(f"e签宝 {what}: HTTP {resp.status_code} code {code} {message}".strip(), retryable=False)
         if code != 0:
             retryable = str(code) in self._retryable
-            raise ProviderError(f"e签宝 {what}: code {code} {message}", retryable=retryable, retry_after=retry_after)
+            raise ProviderError(f"e签宝 {what}: code {code} {message}", retryable=retryable, retry_after=wait)
         return payload.get("data") or {}
 
     # ---- flow -----------------------------------------------------------------------------
@@ -203,11 +191,8 @@ class EsignCnProvider:
             "contentMd5": md5, "contentType": "application/pdf", "convertToPDF": False,
             "fileName": req.document.name, "fileSize": len(pdf)})
         file_id, url = str(data["fileId"]), str(data["fileUploadUrl"])
-        try:
-            resp = await self.http.put(url, content=pdf,
-                                       headers={"Content-MD5": md5, "Content-Type": "application/pdf"})
-        except httpx.TransportError as e:
-            raise ProviderError(f"e签宝 upload: {type(e).__name__}", retryable=True) from e
+        resp = await rest.send(self.http, "PUT", url, "e签宝 upload", content=pdf,
+                          headers={"Content-MD5": md5, "Content-Type": "application/pdf"})
         if resp.status_code >= 400:
             raise ProviderError(f"e签宝 upload: HTTP {resp.status_code}", retryable=resp.status_code >= 500)
         for _ in range(self.config.file_ready_attempts):
@@ -221,9 +206,7 @@ class EsignCnProvider:
         existing = await self._find(req.request_id)
         if existing:
             return existing
-        seen: set[str] = set()
-        ordered = [(g, p) for g, people in enumerate(req.groups) for p in people
-                   if not (p.id in seen or seen.add(p.id))]  # type: ignore[func-returns-value]
+        ordered = rest.each_signer_once(req.groups)
         missing = [p.name for _, p in ordered if not _account(p)]
         if missing:
             raise ProviderError(f"e签宝 needs a mobile number or email for {', '.join(missing)}", retryable=False)
@@ -250,18 +233,15 @@ class EsignCnProvider:
         """e签宝 opens turns itself (signOrder); this fetches each pending signer's sign URL."""
         detail = await self._detail(req.flow_id)
         by_id = {_detail_signer_id(s): s for s in detail.get("signers") or []}
-        links: list[SignerLink] = []
-        for person in req.signers:
-            signer = by_id.get(person.id)
-            if signer is None:
-                raise ProviderError(f"signer {person.id} is not in e签宝 flow {req.flow_id}", retryable=False)
-            if int(signer.get("signStatus", 1)) in SIGNER_KINDS:
-                continue
+
+        async def link(person: Person, signer: Mapping[str, Any]) -> str:
             data = await self.call("POST", f"/v3/sign-flow/{req.flow_id}/sign-url", "sign url", {
                 "operator": {"psnAccount": _account(person)}, "needLogin": False, "urlType": 2,
                 "clientType": "ALL"})
-            links.append(SignerLink(signer_id=person.id, url=str(data.get("shortUrl") or data["url"])))
-        return links
+            return str(data.get("shortUrl") or data["url"])
+
+        return await rest.pending_links(req.signers, by_id, f"e签宝 flow {req.flow_id}",
+                                   lambda s: int(s.get("signStatus", 1)) in SIGNER_KINDS, link)
 
     async def poll(self, flow_id: str) -> list[ProviderEvent]:
         detail = await self._detail(flow_id)
@@ -290,21 +270,16 @@ class EsignCnProvider:
     async def _download(self, flow_id: str) -> tuple[bytes, list[dict[str, Any]]]:
         """The signed file and, when trust roots are configured, its checked signatures."""
         url = str((await self._files(flow_id))[0]["downloadUrl"])
-        try:
-            resp = await self.http.get(url)
-        except httpx.TransportError as e:
-            raise ProviderError(f"e签宝 download: {type(e).__name__}", retryable=True) from e
-        if resp.status_code >= 400 or not resp.content.startswith(b"%PDF-"):
-            raise ProviderError(f"e签宝 download of {flow_id}: HTTP {resp.status_code}", retryable=True)
+        signed = rest.pdf_of(await rest.send(self.http, "GET", url, "e签宝 download"), f"e签宝 download of {flow_id}")
         if not self.config.trust_roots_file:
-            return resp.content, []
+            return signed, []
         roots = load_trust_roots(Path(self.config.trust_roots_file).read_bytes())
         signers = len((await self._detail(flow_id)).get("signers") or [])
         try:
-            checked = await asyncio.to_thread(verify_signed_pdf, resp.content, roots, signers)
+            checked = await asyncio.to_thread(verify_signed_pdf, signed, roots, signers)
         except SignatureCheckFailed as e:
             raise ProviderError(f"e签宝 signed file of {flow_id}: {e}", retryable=False) from e
-        return resp.content, checked
+        return signed, checked
 
     async def evidence(self, flow_id: str) -> dict[str, Any]:
         """e签宝's ids and the hash it reports, beside the hash of the bytes we received."""
@@ -332,14 +307,6 @@ class EsignCnProvider:
         if accounts:
             await self.call("POST", f"/v3/sign-flow/{flow_id}/urge", "urge",
                             {"urgedOperator": [{"psnAccount": a} for a in accounts if a]})
-
-
-def _retry_after(resp: httpx.Response) -> float | None:
-    try:
-        value = resp.headers.get("Retry-After")
-        return float(value) if value else None
-    except ValueError:
-        return None
 
 
 # ---- webhook ------------------------------------------------------------------------------

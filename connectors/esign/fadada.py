@@ -33,7 +33,6 @@ import json
 import secrets
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -41,8 +40,9 @@ import httpx
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from connectors.esign import rest
 from connectors.esign.base import ProviderError, WebhookRejected, WebhookReply
-from signbridge.core.models import CreateFlowInput, OpenGroupInput, ProviderEvent, SignerLink
+from signbridge.core.models import CreateFlowInput, OpenGroupInput, Person, ProviderEvent, SignerLink
 from signbridge.core.settings import Settings
 from signbridge.core.untrusted import is_stale, load_json
 from store.blobs import BlobStore
@@ -100,22 +100,14 @@ def signed_headers(app_id: str, secret: str, biz: str, *, token: str | None = No
     return headers
 
 
-def _at(value: Any) -> datetime:
-    if isinstance(value, int | float) or (isinstance(value, str) and value.isdigit()):
-        return datetime.fromtimestamp(int(value) / 1000, UTC)
-    return datetime.now(UTC)
-
-
 def actor_event(flow_id: str, actor_id: str, kind: str, when: Any = None, reason: str | None = None,
                 raw: dict[str, Any] | None = None) -> ProviderEvent:
-    return ProviderEvent(event_id=f"{PROVIDER}:{flow_id}:{actor_id}:{kind}", provider=PROVIDER, flow_id=flow_id,
-                         kind=kind, signer_id=actor_id, reason=reason, occurred_at=_at(when),  # type: ignore[arg-type]
-                         raw=raw or {})
+    return rest.provider_event(PROVIDER, flow_id, kind, rest.epoch_time(when, per_second=1000), who=actor_id,
+                          signer_id=actor_id, reason=reason, raw=raw)
 
 
 def task_event(flow_id: str, kind: str, when: Any = None, raw: dict[str, Any] | None = None) -> ProviderEvent:
-    return ProviderEvent(event_id=f"{PROVIDER}:{flow_id}:{kind}", provider=PROVIDER, flow_id=flow_id,
-                         kind=kind, occurred_at=_at(when), raw=raw or {})  # type: ignore[arg-type]
+    return rest.provider_event(PROVIDER, flow_id, kind, rest.epoch_time(when, per_second=1000), raw=raw)
 
 
 STATUS_EVENTS = {"task_finished": "completed", "revoked": "cancelled", "expired": "expired"}
@@ -129,9 +121,7 @@ class FadadaProvider:
 
     def __init__(self, config: FadadaConfig, blobs: BlobStore, http: httpx.AsyncClient) -> None:
         assert config.app_secret is not None
-        self.config = config
-        self.blobs = blobs
-        self.http = http
+        self.config, self.blobs, self.http = config, blobs, http
         self.base = config.api_base.rstrip("/")
         self._secret = config.app_secret
         self._token: str | None = None
@@ -141,19 +131,9 @@ class FadadaProvider:
     async def _post(self, path: str, biz: dict[str, Any] | None, what: str, token: str | None) -> dict[str, Any]:
         content = json.dumps(biz, ensure_ascii=False, separators=(",", ":")) if biz is not None else ""
         headers = signed_headers(self.config.app_id, self._secret.get_secret_value(), content, token=token)
-        try:
-            resp = await self.http.post(self.base + path, headers=headers,
-                                        data={"bizContent": content} if content else None)
-        except httpx.TimeoutException as e:
-            raise ProviderError(f"法大大 {what}: timeout", retryable=True) from e
-        except httpx.TransportError as e:
-            raise ProviderError(f"法大大 {what}: {type(e).__name__}", retryable=True) from e
-        if resp.status_code >= 400:
-            after = resp.headers.get("Retry-After")
-            retryable = resp.status_code >= 500 or resp.status_code in (408, 429)
-            raise ProviderError(f"法大大 {what}: HTTP {resp.status_code}", retryable=retryable,
-                         retry_after=float(after) if after and after.isdigit() else None)
-        return dict(resp.json())
+        resp = await rest.send(self.http, "POST", self.base + path, f"法大大 {what}", headers=headers,
+                          data={"bizContent": content} if content else None)
+        return dict(rest.checked(resp, f"法大大 {what}").json())
 
     async def _token_value(self) -> str:
         if self._token and time.time() < self._expires - 60:
@@ -182,10 +162,8 @@ class FadadaProvider:
 
     async def _upload(self, req: CreateFlowInput) -> str:
         target = await self.call("/file/get-upload-url", {"fileType": "doc", "storageType": "cloud"}, "upload url")
-        try:
-            put = await self.http.put(str(target["uploadUrl"]), content=self.blobs.get(req.document.blob_key))
-        except httpx.TransportError as e:
-            raise ProviderError(f"法大大 upload: {type(e).__name__}", retryable=True) from e
+        put = await rest.send(self.http, "PUT", str(target["uploadUrl"]), "法大大 upload",
+                         content=self.blobs.get(req.document.blob_key))
         if put.status_code >= 300:
             raise ProviderError(f"法大大 upload: HTTP {put.status_code}", retryable=True)
         done = await self.call("/file/process", {"fddFileUrlList": [
@@ -204,19 +182,14 @@ class FadadaProvider:
         if existing:
             return existing
         actors: list[dict[str, Any]] = []
-        seen: set[str] = set()
-        for index, group in enumerate(req.groups):
-            for person in group:
-                if person.id in seen:
-                    continue
-                account = person.mobile or person.email
-                if not account:
-                    raise ProviderError(f"法大大 needs a mobile or email for {person.name}", retryable=False)
-                seen.add(person.id)
-                order = len(actors) + 1 if self.config.sequential_groups else index + 1
-                actors.append({"actor": {"actorId": person.id, "actorType": "person", "actorName": person.name,
-                                         "permissions": ["sign"], "accountName": account},
-                               "orderNo": order})
+        for group, person in rest.each_signer_once(req.groups):
+            account = person.mobile or person.email
+            if not account:
+                raise ProviderError(f"法大大 needs a mobile or email for {person.name}", retryable=False)
+            order = len(actors) + 1 if self.config.sequential_groups else group + 1
+            actors.append({"actor": {"actorId": person.id, "actorType": "person", "actorName": person.name,
+                                     "permissions": ["sign"], "accountName": account},
+                           "orderNo": order})
         file_id = await self._upload(req)
         created = await self.call("/sign-task/create", {
             "initiator": {"idType": "corp", "openId": self.config.open_corp_id},
@@ -235,18 +208,15 @@ class FadadaProvider:
     async def open_group(self, req: OpenGroupInput) -> list[SignerLink]:
         detail = await self._detail(req.flow_id)
         actors = {a.get("actorId"): a for a in detail.get("actors", [])}
-        links: list[SignerLink] = []
-        for person in req.signers:
-            actor = actors.get(person.id)
-            if actor is None:
-                raise ProviderError(f"signer {person.id} is not in 法大大 task {req.flow_id}", retryable=False)
-            if actor.get("signStatus") in ("signed", "sign_rejected"):
-                continue
+
+        async def link(person: Person, actor: Mapping[str, Any]) -> str:
             url = await self.call("/sign-task/actor/get-url", {
                 "signTaskId": req.flow_id, "actorId": person.id, "redirectUrl": self.config.redirect_url or None},
                 "actor url")
-            links.append(SignerLink(signer_id=person.id, url=str(url["actorSignTaskUrl"])))
-        return links
+            return str(url["actorSignTaskUrl"])
+
+        return await rest.pending_links(req.signers, actors, f"法大大 task {req.flow_id}",
+                                   lambda a: a.get("signStatus") in ("signed", "sign_rejected"), link)
 
     async def poll(self, flow_id: str) -> list[ProviderEvent]:
         detail = await self._detail(flow_id)
@@ -268,13 +238,8 @@ class FadadaProvider:
             raise ProviderError(f"法大大 task {flow_id} is {detail.get('signTaskStatus')}, not finished")
         url = await self.call("/sign-task/owner/get-download-url", {
             "ownerId": {"idType": "corp", "openId": self.config.open_corp_id}, "signTaskId": flow_id}, "download url")
-        try:
-            resp = await self.http.get(str(url["downloadUrl"]))
-        except httpx.TransportError as e:
-            raise ProviderError(f"法大大 download: {type(e).__name__}", retryable=True) from e
-        if resp.status_code >= 400 or not resp.content.startswith(b"%PDF-"):
-            raise ProviderError(f"法大大 download of {flow_id}: HTTP {resp.status_code}, not a PDF", retryable=True)
-        return resp.content
+        resp = await rest.send(self.http, "GET", str(url["downloadUrl"]), "法大大 download")
+        return rest.pdf_of(resp, f"法大大 download of {flow_id}")
 
     async def evidence(self, flow_id: str) -> dict[str, Any]:
         signed = await self.download_signed(flow_id)

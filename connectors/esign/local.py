@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import secrets
 import threading
@@ -40,7 +41,7 @@ from signbridge.pdf.pki import InstallationCA
 from store import audit
 from store.blobs import BlobNotFound, BlobStore
 from store.repos import local_flows
-from store.tables import LocalEvent, LocalFlow, LocalSigner, utcnow
+from store.tables import LocalDocument, LocalEvent, LocalFlow, LocalSigner, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -193,10 +194,16 @@ class LocalProvider:
                 signers.append(LocalSigner(flow_id=flow_id, signer_id=person.id, name=person.name, email=person.email,
                                            mobile=person.mobile, external=person.external, group=group,
                                            position=len(seen)))
+        docs = req.all_documents
         local_flows.create(self.engine, LocalFlow(
             flow_id=flow_id, request_id=req.request_id, title=req.title, original_sha256=req.document.sha256,
             current_blob_key=req.document.blob_key, current_sha256=req.document.sha256, version=0, status="open",
-            expires_at=req.expires_at), signers)
+            expires_at=req.expires_at), signers, [
+            LocalDocument(flow_id=flow_id, position=i, name=doc.name, original_sha256=doc.sha256,
+                          current_blob_key=doc.blob_key,
+                          placements=json.dumps({p.signer_id: [p.page, *p.box] for p in req.placements
+                                                 if p.document == i and p.kind == "sign"}, ensure_ascii=False))
+            for i, doc in enumerate(docs)])
         return flow_id
 
     async def open_group(self, req: OpenGroupInput) -> list[SignerLink]:
@@ -228,6 +235,15 @@ class LocalProvider:
             return self.blobs.get(flow.current_blob_key)
         except BlobNotFound as e:
             raise ProviderError(f"signed document of {flow_id} is missing from the blob store") from e
+
+    async def download_documents(self, flow_id: str) -> list[bytes]:
+        """Every document of a completed flow, in order (`SeveralDocuments`)."""
+        first = await self.download_signed(flow_id)
+        docs = local_flows.documents(self.engine, flow_id)
+        try:
+            return [first] if not docs else [self.blobs.get(d.current_blob_key) for d in docs]
+        except BlobNotFound as e:
+            raise ProviderError(f"a signed document of {flow_id} is missing from the blob store") from e
 
     async def evidence(self, flow_id: str) -> dict[str, Any]:
         """The signatures are the evidence: PAdES, chained to the installation CA (checked at finish)."""
@@ -273,27 +289,37 @@ def _reread_problem(engine: Engine, signer_row_id: int | None, hsh: str) -> Link
     return link_problem(signer, flow, utcnow())
 
 
+Placed = tuple[int, tuple[float, float, float, float]]
+
+
+def placement_of(document: LocalDocument, signer_id: str) -> Placed | None:
+    """Where `signer_id` signs `document` (a template field or beside an anchor), if anywhere."""
+    spot = json.loads(document.placements or "{}").get(signer_id)
+    return (int(spot[0]), (float(spot[1]), float(spot[2]), float(spot[3]), float(spot[4]))) if spot else None
+
+
 def _sign_bytes(blobs: BlobStore, blob_key: str, ca: InstallationCA, signer: LocalSigner,
-                signed_at: datetime, font_path: Path | None) -> str:
+                signed_at: datetime, font_path: Path | None, placement: Placed | None = None) -> str:
     """CPU-heavy: runs in a thread. Returns the new version's blob key (= its SHA-256)."""
     current = blobs.get(blob_key)
     try:
         credential = ca.issue(signer.signer_id, signer.name, signer.email)
         signed = sign_pdf(current, credential, signer_name=signer.name, position=signer.position,
-                          signed_at=signed_at, font_path=font_path)
+                          signed_at=signed_at, font_path=font_path, placement=placement)
     except Exception as e:  # a name or email the certificate refuses, pyHanko's many error types
         raise _SigningFailed(f"{type(e).__name__}: {e}") from e
     return blobs.put(signed)
 
 
 async def _signed_version(settings: Settings, blobs: BlobStore, blob_key: str, signer: LocalSigner,
-                          signed_at: datetime) -> str:
+                          signed_at: datetime, placement: Placed | None = None) -> str:
     """The new version's blob key, or a LinkProblem the page can show: never an exception that
     would become a 500. `prepare` dry-runs this signature, so reaching "unsignable" means a
     document or name that slipped past it (e.g. a flow started before that check existed)."""
     try:
         ca = await asyncio.to_thread(installation_ca, settings)
-        return await asyncio.to_thread(_sign_bytes, blobs, blob_key, ca, signer, signed_at, settings.stamp_font)
+        return await asyncio.to_thread(_sign_bytes, blobs, blob_key, ca, signer, signed_at, settings.stamp_font,
+                                       placement)
     except _SigningFailed as e:
         log.error("cannot sign %s for signer %s: %s", signer.flow_id, signer.signer_id, e)
         raise _unsignable() from e
@@ -303,7 +329,8 @@ async def _signed_version(settings: Settings, blobs: BlobStore, blob_key: str, s
 
 
 def _commit_signature(engine: Engine, signer: LocalSigner, hsh: str, read_version: int, new_key: str,
-                      now: datetime, ip: str | None, user_agent: str | None) -> LocalEvent | None:
+                      now: datetime, ip: str | None, user_agent: str | None,
+                      document_keys: dict[int, str] | None = None) -> LocalEvent | None:
     """Advance the flow from `read_version` and mark the signer signed, atomically.
 
     None when another signature advanced the flow first (re-sign on top of it); LinkProblem
@@ -312,7 +339,8 @@ def _commit_signature(engine: Engine, signer: LocalSigner, hsh: str, read_versio
     event = LocalEvent(event_id=f"{signer.flow_id}:{signer.signer_id}:signed", flow_id=signer.flow_id,
                        kind="signed", signer_id=signer.signer_id, occurred_at=now)
     try:
-        if not local_flows.commit_signature(engine, signer, hsh, read_version, new_key, now, ip, user_agent, event):
+        if not local_flows.commit_signature(engine, signer, hsh, read_version, new_key, now, ip, user_agent, event,
+                                            document_keys):
             return None
     except local_flows.Refused:
         raise _reread_problem(engine, signer.id, hsh) or _busy() from None
@@ -336,8 +364,11 @@ async def sign(settings: Settings, engine: Engine, blobs: BlobStore, token: str,
     now = utcnow()
     for _ in range(SIGN_ATTEMPTS):
         before_sha, version = flow.current_sha256, flow.version
-        new_key = await _signed_version(settings, blobs, flow.current_blob_key, signer, now)
-        row = _commit_signature(engine, signer, hsh, version, new_key, now, ip, user_agent)
+        docs = local_flows.documents(engine, flow.flow_id)  # one consent signs each document
+        keys = {d.position: await _signed_version(settings, blobs, d.current_blob_key, signer, now,
+                                                  placement_of(d, signer.signer_id)) for d in docs}
+        new_key = keys[0] if docs else await _signed_version(settings, blobs, flow.current_blob_key, signer, now)
+        row = _commit_signature(engine, signer, hsh, version, new_key, now, ip, user_agent, keys)
         if row is not None:
             break
         problem = _reread_problem(engine, signer.id, hsh)

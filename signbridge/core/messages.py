@@ -48,6 +48,26 @@ TEMPLATES: dict[str, dict[Lang, str]] = {
               "（Reminder: please sign “{title}”; the provider has sent you the invitation）",
         "en": "Reminder: please sign “{title}”; the e-signature provider has sent you the invitation",
     },
+    "cc_copy": {
+        "zh": "抄送给您的文件已签署完成（signed copy for you）：\n{files}",
+        "en": "A signed copy for you:\n{files}",
+    },
+    "paused": {
+        "zh": "电子签暂停：{reason}，请按线下流程签署（e-signing is paused: {reason}; please sign on paper）",
+        "en": "E-signing is paused: {reason}. Please use the offline signing process.",
+    },
+    "search_results": {
+        "zh": "与「{words}」相关的签署请求（仅您可见）：\n{rows}",
+        "en": "Signing requests matching “{words}” (only you can see this):\n{rows}",
+    },
+    "search_empty": {
+        "zh": "没有找到与「{words}」相关、您可以查看的签署请求。",
+        "en": "No signing request you may see matches “{words}”.",
+    },
+    "bulk_rejected": {
+        "zh": "批量发送无法开始：{reason}",
+        "en": "The bulk send could not start: {reason}",
+    },
 }
 
 # Said instead of an empty parameter.

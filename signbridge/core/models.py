@@ -75,6 +75,26 @@ class Timing(BaseModel):
     step_retry_window: timedelta = timedelta(minutes=30)  # then STUCK; it keeps retrying, less often
 
 
+class TemplateUse(BaseModel):
+    """A registered template to fill (`模板:销售合同 客户名称:某某公司`): it is the request's document."""
+
+    name: str
+    fields: dict[str, str] = Field(default_factory=dict)
+
+
+class Placement(BaseModel):
+    """Where one signer signs one document: a template's signature field, or beside an anchor text.
+    `kind` "seal" is an organisation's seal (a later feature); documents are indexed in request order."""
+
+    role: str
+    signer_id: str
+    document: int = 0
+    page: int  # 0-based
+    box: tuple[float, float, float, float]  # llx, lly, urx, ury in PDF points
+    kind: Literal["sign", "seal"] = "sign"
+    anchor: str | None = None  # the anchor text it sits beside; None for a template field
+
+
 class SigningRequest(BaseModel):
     """The one input of `SigningWorkflow`. `groups` sign in order; people inside a group in parallel."""
 
@@ -89,6 +109,10 @@ class SigningRequest(BaseModel):
     # A problem the inbound adapter already found (e.g. "@王五 is not a known user"); the flow
     # posts it and ends REJECTED, so every rejection is visible in the chat and in Temporal.
     problem: str | None = None
+    template: TemplateUse | None = None
+    roles: dict[str, str] = Field(default_factory=dict)  # role (甲方) -> signer id, when the command named them
+    cc: list[Person] = Field(default_factory=list)  # get the signed files privately; never sign
+    bulk_id: str | None = None  # one row of a bulk send: its progress shows on the bulk's card, not its own
 
 
 class DocumentInfo(BaseModel):
@@ -97,6 +121,8 @@ class DocumentInfo(BaseModel):
     blob_key: str
     size: int
     pages: int
+    converted_from: str | None = None  # the Office file's name when this PDF was converted from it
+    original_sha256: str | None = None  # that Office file, kept beside the PDF in the blob store
 
 
 class PreparedDocument(DocumentInfo):
@@ -105,6 +131,16 @@ class PreparedDocument(DocumentInfo):
 
     groups: list[list[Person]] = Field(default_factory=list)
     initiator: Person | None = None
+    # Every document of the request, this one first (empty in older histories: only this one),
+    # and where each signer signs (empty: the automatic stamp slots).
+    documents: list[DocumentInfo] = Field(default_factory=list)
+    placements: list[Placement] = Field(default_factory=list)
+
+
+class SignedDocuments(DocumentInfo):
+    """What `finish` returns: the first signed document, and all of them (empty in older histories)."""
+
+    documents: list[DocumentInfo] = Field(default_factory=list)
 
 
 class SignerState(BaseModel):
@@ -134,6 +170,10 @@ class StatusView(BaseModel):
     reason: str | None = None  # why DECLINED / REJECTED / CANCELLED / EXPIRED / STUCK
     stuck_step: str | None = None
     events_seen: int = 0
+    documents: list[DocumentInfo] = Field(default_factory=list)  # all of them when there are several
+    signed_documents: list[DocumentInfo] = Field(default_factory=list)
+    bulk_id: str | None = None
+    cc: list[Person] = Field(default_factory=list)
 
 
 # ---- provider side ------------------------------------------------------------------------
@@ -162,6 +202,12 @@ class CreateFlowInput(BaseModel):
     document: DocumentInfo
     groups: list[list[Person]]
     expires_at: datetime
+    documents: list[DocumentInfo] = Field(default_factory=list)  # every document (empty: only `document`)
+    placements: list[Placement] = Field(default_factory=list)
+
+    @property
+    def all_documents(self) -> list[DocumentInfo]:
+        return self.documents or [self.document]
 
 
 class OpenGroupInput(BaseModel):
@@ -196,6 +242,7 @@ class FinishInput(BaseModel):
     flow_id: str
     original: DocumentInfo
     expected_signatures: int
+    originals: list[DocumentInfo] = Field(default_factory=list)  # every document (empty: only `original`)
 
 
 # ---- chat side ----------------------------------------------------------------------------
@@ -261,3 +308,18 @@ class FileMessageInput(BaseModel):
     request_id: str
     chat: ChatRef
     document: DocumentInfo
+    documents: list[DocumentInfo] = Field(default_factory=list)  # every file to deliver (empty: `document`)
+    cc: list[Person] = Field(default_factory=list)  # each gets the files privately too
+
+
+class ChatReplyInput(BaseModel):
+    """A private answer to one chat message (`ChatReplyWorkflow`): `kind` "search" lists the
+    requests matching `words` that `to` may see (all of them for an operator); "paused" says why
+    no signing starts."""
+
+    chat: ChatRef
+    to: Person
+    kind: Literal["search", "paused"]
+    words: str = ""
+    reason: str = ""
+    operator: bool = False

@@ -132,6 +132,18 @@ class Settings(BaseSettings, Timing):
         """Relative to the project folder, not to wherever the command was typed."""
         return v if v.is_absolute() else project_dir() / v
 
+    # Office → PDF: Gotenberg when its URL is set, else LibreOffice (`soffice` on PATH, or this path).
+    gotenberg_url: str = ""
+    soffice_path: str = ""
+    convert_timeout_seconds: float = 90.0  # within the step's 2-minute activity timeout
+    max_pages: int = 200  # more pages than anyone reads before signing (a 500-page spreadsheet export)
+
+    # Bulk sends: child flows starting at once, and the most rows one CSV may have.
+    bulk_concurrency: int = Field(default=5, ge=1, le=100)
+    bulk_max_rows: int = Field(default=1000, ge=1, le=5000)
+    # The pause switch is read from the database at most this often by each API process.
+    pause_check_seconds: float = 2.0
+
     @field_validator("public_url")
     @classmethod
     def _strip_slash(cls, v: str) -> str:

@@ -6,7 +6,7 @@ from sqlalchemy.engine import Engine
 from temporalio.client import Client, WorkflowExecution
 
 from connectors.chat.callback import Rules
-from signbridge.core import commands
+from signbridge.core import commands, options
 from signbridge.core.chat import (
     ACTIONS,
     QUERIES,
@@ -20,9 +20,20 @@ from signbridge.core.chat import (
     Refused,
     request_id_for,
 )
-from signbridge.core.models import ActionInput, Actor, ChatRef, DocumentSource, Person, SigningRequest
+from signbridge.core.models import (
+    ActionInput,
+    Actor,
+    ChatRef,
+    ChatReplyInput,
+    DocumentSource,
+    Person,
+    SigningRequest,
+    TemplateUse,
+    Timing,
+)
 from signbridge.core.settings import Settings
 from signbridge.intake import temporal_calls
+from signbridge.intake.pause import PauseSwitch
 from store.repos import chat_files, identities
 from store.tables import utcnow
 
@@ -35,6 +46,7 @@ class Intake:
         self.client = client
         self.settings = settings
         self.engine = engine
+        self.pause = PauseSwitch(engine, settings.pause_check_seconds)
 
     async def handle(self, received: ChatEvent | ChatAction, rules: Rules) -> Outcome:
         """What a platform's callback (or long-connection event) carried, within its deadline."""
@@ -49,6 +61,9 @@ class Intake:
         problem set when it cannot go ahead (the flow says why in the chat and ends REJECTED)."""
         self._remember_files(event)
         bot = event.bot_name or self.settings.bot_name or commands.DEFAULT_BOT_NAME
+        words = options.search_words(event.text, bot)
+        if words is not None:
+            return await self._reply(event, rules, kind="search", words=words)
         by_id = {m.person.id: m.person for m in event.mentions}
         problem = event.problem
         try:
@@ -57,10 +72,14 @@ class Intake:
             parsed, problem = None, problem or e.message
         if parsed is None and problem is None:
             return Ignored("not a command")  # its files, if any, are kept for a later command
-        documents, named = self._documents(event, rules)
-        if problem is None and not documents:
+        if (reason := self.pause.reason()) is not None:
+            return await self._reply(event, rules, kind="paused", reason=reason)
+        template = parsed.template if parsed else None
+        documents, named = (([DocumentSource(name=f.name, url=f.url, sha256=f.sha256) for f in event.files], True)
+                            if template else self._documents(event, rules))
+        if problem is None and not documents and not template:
             problem = rules.no_file
-        title = (parsed.title if parsed else None) or (documents[0].name if named else None) \
+        title = (parsed.title if parsed else None) or template or (documents[0].name if named else None) \
             or FALLBACK_TITLE[self.settings.language_for(event.platform)]
         req = SigningRequest(
             request_id=request_id_for(event.platform, event.tenant, event.event_id),
@@ -71,10 +90,32 @@ class Intake:
             documents=documents,
             groups=[[by_id.get(p.id, p) for p in group] for group in parsed.groups] if parsed else [],
             provider=(parsed.provider if parsed else None) or self.settings.default_provider,
-            timing=self.settings.timing(),
+            timing=self._timing(parsed),
             problem=problem,
+            template=TemplateUse(name=template, fields=parsed.fields) if parsed and template else None,
+            roles={role: p.id for role, p in parsed.roles.items()} if parsed else {},
+            cc=[by_id.get(p.id, p) for p in parsed.cc] if parsed else [],
         )
         return await temporal_calls.start(self.client, req, self.settings.task_queue, rules.deadline.accept)
+
+    def _timing(self, parsed: commands.ParsedCommand | None) -> Timing:
+        """The installation's timing with the command's `期限:` and `提醒:`."""
+        timing = self.settings.timing()
+        if parsed and parsed.deadline:
+            timing.deadline = parsed.deadline
+        if parsed and parsed.reminders is False:
+            timing.reminder_max = 0
+        return timing
+
+    async def _reply(self, event: ChatEvent, rules: Rules, *, kind: str, words: str = "", reason: str = "") -> Outcome:
+        """A private answer (`ChatReplyWorkflow`) instead of a signing: search results, or the pause."""
+        asker = self._named(event.sender, event.platform, event.tenant)
+        arg = ChatReplyInput(chat=ChatRef(platform=event.platform, tenant=event.tenant, chat_id=event.chat_id,
+                                          chat_kind=event.chat_kind, source_event_id=event.event_id),
+                             to=asker, kind=kind, words=words, reason=reason,  # type: ignore[arg-type]
+                             operator=asker.id in self.settings.operator_list)
+        return await temporal_calls.start_reply(self.client, arg, f"reply:{event.platform}:{event.tenant}:"
+                                                f"{event.event_id}", self.settings.task_queue, rules.deadline.accept)
 
     async def start_request(self, req: SigningRequest, deadline: Deadline = REST) -> Outcome:
         """A request built elsewhere (the REST API): the same start, the same outcomes."""

@@ -19,16 +19,18 @@ from temporalio.client import (
     WorkflowUpdateHandle,
     WorkflowUpdateStage,
 )
-from temporalio.exceptions import ApplicationError
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from signbridge.core.chat import Accepted, Applied, Busy, Deadline, Duplicate, NotFound, Outcome, Refused, Started
-from signbridge.core.models import ActionInput, SigningRequest, StatusView
+from signbridge.core.models import ActionInput, ChatReplyInput, SigningRequest, StatusView
 from signbridge.core.temporal import start_signing
 
 # RPC statuses that say "not now" rather than "never": the caller should come back.
 TRANSIENT = frozenset({RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.RESOURCE_EXHAUSTED,
                        RPCStatusCode.ABORTED, RPCStatusCode.CANCELLED, RPCStatusCode.INTERNAL, RPCStatusCode.UNKNOWN})
+REPLY_WORKFLOW = "ChatReplyWorkflow"
 REFUSED_ZH = {"PermissionDenied": "只有发起人或运维人员可以执行此操作"}
 REFUSED_ZH_OTHER = "当前状态下无法执行此操作"
 
@@ -68,6 +70,20 @@ async def start(client: Client, req: SigningRequest, task_queue: str, within: fl
     except FAILURES as e:
         return _busy_or_raise(e)
     return (Started if started else Duplicate)(req.request_id, req.problem)
+
+
+async def start_reply(client: Client, arg: ChatReplyInput, workflow_id: str, task_queue: str,
+                      within: float) -> Outcome:
+    """Start the private answer once (its id comes from the chat event): `Started`, `Duplicate` or `Busy`."""
+    try:
+        async with asyncio.timeout(within):
+            await client.start_workflow(REPLY_WORKFLOW, arg, id=workflow_id, task_queue=task_queue,
+                                        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE)
+    except WorkflowAlreadyStartedError:
+        return Duplicate(workflow_id)
+    except FAILURES as e:
+        return _busy_or_raise(e)
+    return Started(workflow_id)
 
 
 async def _not_found(client: Client, request_id: str, within: float) -> Outcome:

@@ -318,8 +318,10 @@ def sign_pdf(
     signed_at: dt.datetime,
     reason: str = "SignBridge",
     font_path: Path | None = None,
+    placement: tuple[int, tuple[float, float, float, float]] | None = None,
 ) -> bytes:
-    """Append a PAdES signature by `credential` in stamp slot `position` on the last page.
+    """Append a PAdES signature by `credential` in stamp slot `position` on the last page, or
+    at `placement` (0-based page, rectangle) — a template's signature field or beside an anchor.
 
     Returns the new file, which starts with exactly `data`. `signed_at` should be timezone
     aware; a naive value is taken as UTC. The stamp shows `signer_name` (whole, over several
@@ -329,9 +331,14 @@ def sign_pdf(
     if signed_at.tzinfo is None:
         signed_at = signed_at.replace(tzinfo=dt.UTC)
     writer = IncrementalPdfFileWriter(BytesIO(data), strict=False)
-    page_ref, _ = writer.find_page_for_modification(-1)
+    on_page = placement[0] if placement else -1
+    page_ref, _ = writer.find_page_for_modification(on_page)
     page = page_ref.get_object()
-    box = free_stamp_box(_page_box(page), position, _signature_rects(page))
+    box: tuple[int, int, int, int] | None
+    if placement:
+        box = (round(placement[1][0]), round(placement[1][1]), round(placement[1][2]), round(placement[1][3]))
+    else:
+        box = free_stamp_box(_page_box(page), position, _signature_rects(page))
     field_name = free_field_name(writer, position)
     text_params = {
         "signer_name": stamp_lines(signer_name),
@@ -354,7 +361,7 @@ def sign_pdf(
         meta,
         credential.signer,
         stamp_style=style,
-        new_field_spec=fields.SigFieldSpec(field_name, on_page=-1, box=box),
+        new_field_spec=fields.SigFieldSpec(field_name, on_page=on_page, box=box),
         signing_time=signed_at,
     )
     out = pdf_signer.sign_pdf(

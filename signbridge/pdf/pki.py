@@ -95,6 +95,29 @@ def _write_public(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def _certificate(subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey, validity: dt.timedelta,
+                 *, ca: bool) -> x509.CertificateBuilder:
+    """What the CA's and a signer's certificates share: a fresh serial, validity from a little
+    before now (clocks disagree), the key's identifier, and the role: a CA only certifies
+    (keyCertSign, cRLSign, no path below it), a signer only signs (digitalSignature and
+    nonRepudiation, which PAdES validators look for)."""
+    now = dt.datetime.now(dt.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - CLOCK_SKEW)
+        .not_valid_after(now + validity)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=not ca, content_commitment=not ca, key_encipherment=False,
+                                     data_encipherment=False, key_agreement=False, key_cert_sign=ca, crl_sign=ca,
+                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    )
+
+
 class InstallationCA:
     """The installation's CA: loads it from `directory`, or creates it on first use."""
 
@@ -148,29 +171,7 @@ class InstallationCA:
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, organisation),
             x509.NameAttribute(NameOID.COMMON_NAME, f"{organisation} Installation CA"),
         ])
-        now = dt.datetime.now(dt.UTC)
-        ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - CLOCK_SKEW)
-            .not_valid_after(now + CA_VALIDITY)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=False, content_commitment=False, key_encipherment=False,
-                    data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                    crl_sign=True, encipher_only=False, decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(ski, critical=False)
-            .sign(key, hashes.SHA256())
-        )
-        return key, cert
+        return key, _certificate(name, name, key, CA_VALIDITY, ca=True).sign(key, hashes.SHA256())
 
     @property
     def certificate(self) -> asn1_x509.Certificate:
@@ -195,30 +196,9 @@ class InstallationCA:
             x509.NameAttribute(NameOID.USER_ID, signer_id),
             *self._cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME),
         ])
-        now = dt.datetime.now(dt.UTC)
         ca_ski = self._cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(self._cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - CLOCK_SKEW)
-            .not_valid_after(now + SIGNER_VALIDITY)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True, content_commitment=True, key_encipherment=False,
-                    data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                    crl_sign=False, encipher_only=False, decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
-            )
-        )
+        builder = _certificate(subject, self._cert.subject, key, SIGNER_VALIDITY, ca=False).add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
         if email:
             builder = builder.add_extension(
                 x509.SubjectAlternativeName([x509.RFC822Name(email)]), critical=False

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from store.tables import LocalEvent, LocalFlow, LocalSigner
+from store.tables import LocalDocument, LocalEvent, LocalFlow, LocalSigner
 
 FINAL_SIGNER_STATES = ("signed", "declined")
 
@@ -29,19 +29,28 @@ def flow(engine: Engine, flow_id: str) -> LocalFlow | None:
         return session.get(LocalFlow, flow_id)
 
 
-def create(engine: Engine, new: LocalFlow, signers: list[LocalSigner]) -> None:
-    """The flow and its signers, once: a concurrent retry of the same activity may have created them."""
+def create(engine: Engine, new: LocalFlow, signers: list[LocalSigner],
+           documents: list[LocalDocument] | None = None) -> None:
+    """The flow, its signers and documents, once: a concurrent retry of the same activity may have created them."""
     with Session(engine) as session:
         if session.get(LocalFlow, new.flow_id) is not None:
             return
         session.add(new)
         session.add_all(signers)
+        session.add_all(documents or [])
         try:
             session.commit()
         except IntegrityError:
             session.rollback()
             if session.get(LocalFlow, new.flow_id) is None:
                 raise
+
+
+def documents(engine: Engine, flow_id: str) -> list[LocalDocument]:
+    """The flow's documents in order; empty for a flow made before flows had several (see `LocalDocument`)."""
+    with Session(engine, expire_on_commit=False) as session:
+        return list(session.exec(select(LocalDocument).where(LocalDocument.flow_id == flow_id)
+                                 .order_by(col(LocalDocument.position))).all())
 
 
 def signers_in_group(engine: Engine, flow_id: str, group: int) -> list[LocalSigner]:
@@ -96,7 +105,8 @@ def signer_and_flow(engine: Engine, signer_row_id: int | None) -> tuple[LocalSig
 
 
 def commit_signature(engine: Engine, signer: LocalSigner, token_hash: str, read_version: int, new_key: str,
-                     now: datetime, ip: str | None, user_agent: str | None, signed: LocalEvent) -> bool:
+                     now: datetime, ip: str | None, user_agent: str | None, signed: LocalEvent,
+                     document_keys: dict[int, str] | None = None) -> bool:
     """Advance the flow from `read_version` and mark the signer signed, atomically; the last
     signature completes the flow. False when another signature advanced it first (sign again on
     top of it); `Refused` when the link died meanwhile (revoked, replaced, signed in another tab)."""
@@ -109,6 +119,10 @@ def commit_signature(engine: Engine, signer: LocalSigner, token_hash: str, read_
         ).rowcount
         if not advanced:
             return False
+        for position, key in (document_keys or {}).items():
+            conn.execute(update(LocalDocument).where(col(LocalDocument.flow_id) == signer.flow_id,
+                                                     col(LocalDocument.position) == position)
+                         .values(current_blob_key=key))
         _mark(conn, signer, token_hash, status="signed", acted_at=now, ip=ip, user_agent=user_agent)
         _insert(conn, signed)
         unsigned = conn.execute(sa_select(func.count()).select_from(LocalSigner).where(

@@ -6,6 +6,8 @@ Temporal's retention dropped its history. The workflow's activities write it; no
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -42,16 +44,42 @@ def update(engine: Engine, request_id: str, **values: object) -> bool:
         return True
 
 
-def publish(engine: Engine, request_id: str, status: str, events: list[dict[str, object]]) -> None:
-    """The flow's audit events since its last publish, and its status, in one session."""
+def publish(engine: Engine, request_id: str, status: str, events: list[dict[str, object]],
+            snapshot: str | None = None) -> None:
+    """The flow's audit events since its last publish, its status and view, in one session."""
     with Session(engine) as session:
         for event in events:
             audit.append(session, **event)  # type: ignore[arg-type]
         row = session.get(SigningRequestRecord, request_id)
-        if row is not None and row.status != status:
+        if row is not None and (row.status != status or (snapshot is not None and row.snapshot != snapshot)):
             row.status, row.updated_at = status, utcnow()
+            row.snapshot = snapshot if snapshot is not None else row.snapshot
             session.add(row)
             session.commit()
+
+
+def get(engine: Engine, request_id: str) -> SigningRequestRecord | None:
+    with Session(engine, expire_on_commit=False) as session:
+        return session.get(SigningRequestRecord, request_id)
+
+
+def listing(engine: Engine, *, status: str | None = None, words: str = "", initiator: str | None = None,
+            limit: int = 100) -> list[SigningRequestRecord]:
+    """Newest first, from the database: found whatever Temporal still remembers."""
+    query = select(SigningRequestRecord)
+    if status:
+        query = query.where(SigningRequestRecord.status == status)
+    if initiator:
+        query = query.where(SigningRequestRecord.initiator_id == initiator)
+    query = query.where(*title_has(words))
+    with Session(engine, expire_on_commit=False) as session:
+        return list(session.exec(query.order_by(col(SigningRequestRecord.created_at).desc()).limit(limit)).all())
+
+
+def title_has(words: str) -> list[Any]:
+    """Conditions: the title contains every word (`%` and `_` in a word are literal)."""
+    escaped = [w.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") for w in words.split()]
+    return [col(SigningRequestRecord.title).like(f"%{w}%", escape="\\") for w in escaped]
 
 
 def request_ids(engine: Engine) -> list[str]:

@@ -14,7 +14,9 @@ error shapes (HTTP 200 with `errcode`/`errmsg`).
 * `GET /cgi-bin/user/get`: `users` as given (no email/mobile unless set, like apps created
   after 2022-06-20); unknown → 60111.
 Every accepted call is appended to `calls`; duplicates the connector should never send (same
-touser + same content) are counted in `duplicates`.
+touser + same content) are counted in `duplicates`. With `enable_duplicate_check`, a repeat within
+`duplicate_check_interval` seconds is counted too but not delivered: WeCom drops it and answers ok
+(with the first message's msgid here; that WeCom echoes it is unconfirmed).
 """
 
 from __future__ import annotations
@@ -166,10 +168,14 @@ class WeComSim:
             if self.users and body["touser"] not in self.users:
                 return JSONResponse({"errcode": 81013, "errmsg": "user & party & tag all invalid"})
             content = json.dumps(body.get(kind), sort_keys=True, ensure_ascii=False)
-            if any(m["touser"] == body["touser"] and m["_content"] == content for m in self.messages):
+            same = [m for m in self.messages if m["touser"] == body["touser"] and m["_content"] == content]
+            if same:
                 self.duplicates += 1
+                window = float(body.get("duplicate_check_interval") or 1800)
+                if body.get("enable_duplicate_check") and time.time() - same[-1]["_at"] < window:
+                    return JSONResponse({"errcode": 0, "errmsg": "ok", "msgid": same[-1]["msgid"]})
             msgid = f"msg-{next(self._ids)}"
-            self.messages.append({**body, "msgid": msgid, "_content": content})
+            self.messages.append({**body, "msgid": msgid, "_content": content, "_at": time.time()})
             answer: dict[str, Any] = {"errcode": 0, "errmsg": "ok", "msgid": msgid}
             if kind == "template_card":
                 card = body["template_card"]

@@ -13,10 +13,10 @@ Why it is built this way:
   (`groupMessages/send`). A 1:1 chat's `chat_id` is the sender's staffId, reached with
   `oToMessages/batchSend`, as is every signer's link. External signers have no staffId: their
   link goes to the chat to be forwarded.
-* **Idempotent messages.** Robot messages have no dedupe key at DingTalk, so each one is sent
-  once per activity key (a `ChatMessage` row written after DingTalk accepted it).
-* **Tokens** (`/v1.0/oauth2/accessToken`, 7200 s) are cached until a minute before expiry and
-  refetched once when an API refuses them.
+* **Messages** have no dedupe key at DingTalk: the activity sends each one once per key
+  (`activities/chat.py`). A request that went out but got no answer is `maybe_delivered`, so
+  it is sent again only after a pause.
+* **Tokens** (`/v1.0/oauth2/accessToken`, 7200 s): `connectors.chat.app_api`.
 * **Errors.** QPS limits (`Forbidden.AccessDenied.QpsLimitForAppkeyAndApi`, 90018, HTTP 429) and
   5xx → `ChatUnavailable(retry_after=Retry-After or rate_limit_backoff)`; any other refusal →
   `ChatRejected`. The api.dingtalk.com (v1.0) APIs answer errors as HTTP 4xx `{code, message}`,
@@ -25,12 +25,8 @@ Why it is built this way:
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
-import time
-from contextlib import nullcontext
-from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -38,16 +34,10 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import Engine
 
-from connectors.chat.base import (
-    ChatRejected,
-    ChatUnavailable,
-    InputProblem,
-    raise_for_status,
-    read_within,
-    retry_after_seconds,
-)
+from connectors.chat.app_api import AppChat, Codes, TokenRefused
+from connectors.chat.base import ChatRejected, ChatUnavailable, InputProblem, raise_for_status, unreachable
 from connectors.chat.dingtalk.cards import render_card
-from connectors.chat.directory import Directory
+from connectors.http import json_object, read_within, retry_after
 from signbridge.core.cards import Card
 from signbridge.core.models import ChatRef, DocumentInfo, DocumentSource, Person
 from signbridge.core.settings import Settings
@@ -57,10 +47,6 @@ from store.repos.identities import Contact
 
 PLATFORM = "dingtalk"
 FILE_SCHEME = "dingtalk-file:"
-
-
-def _set(value: str) -> frozenset[str]:
-    return frozenset(v.strip() for v in value.split(",") if v.strip())
 
 
 class DingTalkConfig(BaseSettings):
@@ -85,10 +71,11 @@ class DingTalkConfig(BaseSettings):
     rate_limit_backoff: float = 1.0  # DingTalk gives no Retry-After on QPS limits
     directory_cache_seconds: int = 600
     timeout_seconds: float = 10.0
-    token_codes: str = "InvalidAuthentication,Unauthorized,40014,42001,40001,88"  # unconfirmed beyond the first
-    rate_limit_codes: str = "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi,90018,90002,-1"
-    duplicate_codes: str = "param.duplicateOutTrackId,duplicateOutTrackId"  # unconfirmed
-    user_gone_codes: str = "60121,33012"  # user not found / invalid userid
+    # unconfirmed beyond the first
+    token_codes: Codes = frozenset({"InvalidAuthentication", "Unauthorized", "40014", "42001", "40001", "88"})
+    rate_limit_codes: Codes = frozenset({"Forbidden.AccessDenied.QpsLimitForAppkeyAndApi", "90018", "90002", "-1"})
+    duplicate_codes: Codes = frozenset({"param.duplicateOutTrackId", "duplicateOutTrackId"})  # unconfirmed
+    user_gone_codes: Codes = frozenset({"60121", "33012"})  # user not found / invalid userid
 
     @property
     def enabled(self) -> bool:
@@ -118,35 +105,10 @@ def card_key_for_track(engine: Engine, out_track_id: str) -> str | None:
     return chat_messages.key_by_ref(engine, PLATFORM, "outTrackId", out_track_id)
 
 
-class DingTalkRejected(ChatRejected):
-    def __init__(self, message: str, status: int, code: str) -> None:
-        super().__init__(message, status)
-        self.code = code
+class DingTalkChat(AppChat[DingTalkConfig]):
+    """`ChatConnector` for DingTalk."""
 
-
-class _TokenRefused(Exception):
-    pass
-
-
-class DingTalkChat:
-    """`ChatConnector` for DingTalk. One per worker (or API app): the token is shared."""
-
-    platform = PLATFORM
-
-    def __init__(self, config: DingTalkConfig, engine: Engine, http: httpx.AsyncClient | None = None,
-                 lang: str = "zh") -> None:
-        self.config = config
-        self.engine = engine
-        self._http = http
-        self._token: str | None = None
-        self._token_until = 0.0
-        self._lock = asyncio.Lock()
-        self.token_fetches = 0
-        self._token_codes = _set(config.token_codes)
-        self._rate_codes = _set(config.rate_limit_codes)
-        self._duplicate_codes = _set(config.duplicate_codes)
-        self._gone_codes = _set(config.user_gone_codes)
-        self.directory = Directory(engine, PLATFORM, timedelta(seconds=config.directory_cache_seconds), lang)
+    platform, name = PLATFORM, "DingTalk"
 
     def __repr__(self) -> str:  # never the secret
         return f"DingTalkChat(app_key={self.config.app_key!r}, api_base={self.config.api_base!r})"
@@ -164,8 +126,8 @@ class DingTalkChat:
             try:
                 body = self._deliver_body(chat, track, params)
                 await self._api("POST", "/v1.0/card/instances/createAndDeliver", body)
-            except DingTalkRejected as e:
-                if e.code not in self._duplicate_codes:
+            except ChatRejected as e:
+                if e.code not in self.config.duplicate_codes:
                     raise
                 await self._put_card(track, params)  # created by an earlier attempt whose answer was lost
         else:
@@ -175,19 +137,19 @@ class DingTalkChat:
     async def send_link(self, chat: ChatRef, to: Person, text: str, sign_url: str | None, key: str) -> None:
         if to.external:  # no staffId to reach them: the chat forwards the link
             text = f"请将签署链接转发给 {to.name}（please forward to {to.name}）：{text}"
-            await self._once(key, chat, None, "sampleText", {"content": text})
+            await self._send(chat, None, "sampleText", {"content": text})
         elif sign_url is None:
-            await self._once(key, chat, to.id, "sampleText", {"content": text})
+            await self._send(chat, to.id, "sampleText", {"content": text})
         else:
             title = "签署提醒" if text.startswith(("提醒", "Reminder")) else "请签署文件"
-            await self._once(key, chat, to.id, "sampleLink", {"title": title, "text": text[:500],
-                                                              "messageUrl": sign_url, "picUrl": ""})
+            await self._send(chat, to.id, "sampleLink", {"title": title, "text": text[:500],
+                                                         "messageUrl": sign_url, "picUrl": ""})
 
     async def send_text(self, chat: ChatRef, to: Person | None, text: str, key: str) -> None:
-        await self._once(key, chat, to.id if to and not to.external else None, "sampleText", {"content": text})
+        await self._send(chat, to.id if to and not to.external else None, "sampleText", {"content": text})
 
     async def send_file(self, chat: ChatRef, name: str, url: str, document: DocumentInfo, key: str) -> None:
-        await self._once(key, chat, None, "sampleLink", {
+        await self._send(chat, None, "sampleLink", {
             "title": f"已签署：{name}"[:100], "text": f"签署完成的文件（signed document）SHA-256: {document.sha256}",
             "messageUrl": url, "picUrl": ""})
 
@@ -205,22 +167,22 @@ class DingTalkChat:
         mb = max_bytes // (1024 * 1024)
         too_big = InputProblem(f"{source.name}: 文件超过 {mb} MB 的上限（larger than {mb} MB）")
         try:
-            async with self._client() as http, http.stream("GET", str(data.get("downloadUrl")),
-                                                           timeout=self.config.timeout_seconds * 6) as resp:
+            async with self._session() as http, http.stream("GET", str(data.get("downloadUrl")),
+                                                            timeout=self.config.timeout_seconds * 6) as resp:
                 if resp.status_code in (403, 404, 410):
                     raise InputProblem(f"文件 {source.name} 已过期，请重新发送（the file link expired; send it again）")
                 raise_for_status(resp, "DingTalk file download")
                 return await read_within(resp, max_bytes, too_big)
         except httpx.HTTPError as e:
-            raise ChatUnavailable(f"DingTalk file download failed ({type(e).__name__}: {e})") from e
+            raise unreachable("DingTalk file download", e) from e
 
     async def resolve(self, chat: ChatRef, person: Person) -> Person:
         """`topapi/v2/user/get`; `active: false` or unknown → `InputProblem`. Kept in the directory cache."""
         async def lookup() -> Contact:
             try:
                 result = await self._oapi("/topapi/v2/user/get", {"userid": person.id, "language": "zh_CN"})
-            except DingTalkRejected as e:
-                if e.code in self._gone_codes:
+            except ChatRejected as e:
+                if e.code in self.config.user_gone_codes:
                     raise InputProblem(f"找不到钉钉用户 {person.name}，可能已离职（{person.name} is not a DingTalk "
                                        "user here; they may have left the company）") from e
                 raise
@@ -231,7 +193,7 @@ class DingTalkChat:
 
         return await self.directory.resolve(chat, person, lookup)
 
-    # ---- cards and message bookkeeping --------------------------------------------------------
+    # ---- cards and messages -------------------------------------------------------------------
 
     def _deliver_body(self, chat: ChatRef, track: str, params: dict[str, str]) -> dict[str, Any]:
         # Button clicks come to the callback route registered for HTTP, or, without one, over
@@ -257,46 +219,27 @@ class DingTalkChat:
             "outTrackId": track, "cardData": {"cardParamMap": params},
             "cardUpdateOptions": {"updateCardDataByKey": True}, "userIdType": 1})
 
-    async def _once(self, key: str, chat: ChatRef, to: str | None, msg_key: str, param: dict[str, str]) -> None:
-        """Send once per key: to one person (`batchSend`) or to the chat (`groupMessages/send`)."""
-        if chat_messages.get(self.engine, PLATFORM, key) is not None:
-            return  # sent already (a retried activity)
+    async def _send(self, chat: ChatRef, to: str | None, msg_key: str, param: dict[str, str]) -> None:
+        """To one person (`batchSend`) or to the chat (`groupMessages/send`)."""
         msg_param = json.dumps(param, ensure_ascii=False)
         if to is None and chat.chat_kind != "group":
             to = chat.chat_id  # a 1:1 chat's chat_id is the user's staffId
         if to is None:
-            data = await self._api("POST", "/v1.0/robot/groupMessages/send", {
+            await self._api("POST", "/v1.0/robot/groupMessages/send", {
                 "robotCode": self.config.robot, "openConversationId": chat.chat_id,
                 "msgKey": msg_key, "msgParam": msg_param})
         else:
-            data = await self._api("POST", "/v1.0/robot/oToMessages/batchSend", {
+            await self._api("POST", "/v1.0/robot/oToMessages/batchSend", {
                 "robotCode": self.config.robot, "userIds": [to], "msgKey": msg_key, "msgParam": msg_param})
-        chat_messages.save(self.engine, PLATFORM, key, chat.chat_id,
-                           {"processQueryKey": data.get("processQueryKey"), "to": to})
 
     # ---- HTTP, token and errors ---------------------------------------------------------------
 
-    def _client(self) -> Any:
-        if self._http is not None:
-            return nullcontext(self._http)
-        return httpx.AsyncClient(timeout=self.config.timeout_seconds)
-
-    async def _access_token(self, force: bool = False) -> str:
-        async with self._lock:
-            if not force and self._token and time.monotonic() < self._token_until:
-                return self._token
-            body = {"appKey": self.config.app_key, "appSecret": self.config.app_secret.get_secret_value()}
-            try:
-                async with self._client() as http:
-                    resp = await http.post(self.config.api_base.rstrip("/") + "/v1.0/oauth2/accessToken",
-                                           json=body, timeout=self.config.timeout_seconds)
-            except httpx.HTTPError as e:
-                raise ChatUnavailable(f"DingTalk accessToken failed ({type(e).__name__}: {e})") from e
-            data = self._check(resp, "accessToken", token_call=True)
-            self.token_fetches += 1
-            self._token = str(data["accessToken"])
-            self._token_until = time.monotonic() + max(0, int(data.get("expireIn", 7200)) - 60)
-            return self._token
+    async def _fetch_token(self) -> tuple[str, float]:
+        body = {"appKey": self.config.app_key, "appSecret": self.config.app_secret.get_secret_value()}
+        resp = await self._http_call("POST", self.config.api_base.rstrip("/") + "/v1.0/oauth2/accessToken",
+                                     "accessToken", json=body)
+        data = self._check(resp, "accessToken", token_call=True)
+        return str(data["accessToken"]), float(data.get("expireIn", 7200))
 
     async def _api(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """api.dingtalk.com (v1.0): token in `x-acs-dingtalk-access-token`."""
@@ -307,40 +250,29 @@ class DingTalkChat:
         return await self._request("POST", self.config.oapi_base.rstrip("/") + path, body, header=False)
 
     async def _request(self, method: str, url: str, body: dict[str, Any], header: bool) -> dict[str, Any]:
-        for attempt in (0, 1):
-            token = await self._access_token(force=attempt > 0)
+        async def send(token: str) -> dict[str, Any]:
             kwargs: dict[str, Any] = {"headers": {"x-acs-dingtalk-access-token": token}} if header \
                 else {"params": {"access_token": token}}
-            try:
-                async with self._client() as http:
-                    resp = await http.request(method, url, json=body, timeout=self.config.timeout_seconds, **kwargs)
-            except httpx.HTTPError as e:
-                raise ChatUnavailable(f"DingTalk {method} {url} failed ({type(e).__name__}: {e})") from e
-            try:
-                return self._check(resp, url.split(".com", 1)[-1])
-            except _TokenRefused:
-                continue  # fetch a fresh token and try once more
-        raise ChatUnavailable(f"DingTalk refused two fresh access tokens for {url}")
+            resp = await self._http_call(method, url, f"{method} {url}", json=body, **kwargs)
+            return self._check(resp, url.split(".com", 1)[-1])
+
+        return await self.token.call(send)
 
     def _check(self, resp: httpx.Response, what: str, token_call: bool = False) -> dict[str, Any]:
-        try:
-            data = resp.json()
-        except ValueError:
-            data = {}
-        data = data if isinstance(data, dict) else {}
+        data = json_object(resp)
         code = str(data.get("code") or data.get("errcode") or "")
         code = "" if code == "0" else code
         message = f"DingTalk {what}: HTTP {resp.status_code} {code} {data.get('message') or data.get('errmsg') or ''}"
-        if resp.status_code == 429 or code in self._rate_codes:
-            retry = retry_after_seconds(resp.headers.get("Retry-After"))
+        if resp.status_code == 429 or code in self.config.rate_limit_codes:
+            retry = retry_after(resp)
             raise ChatUnavailable(message[:300], retry_after=retry if retry is not None
                                   else self.config.rate_limit_backoff)
-        if code in self._token_codes and not token_call:
-            raise _TokenRefused(message)
+        if code in self.config.token_codes and not token_call:
+            raise TokenRefused(message)
         if resp.status_code >= 500 or resp.status_code == 408:
             raise ChatUnavailable(message[:300])
         if resp.status_code >= 400 or code:
-            raise DingTalkRejected(message[:300], resp.status_code, code)
+            raise ChatRejected(message[:300], resp.status_code, code)
         return data
 
 

@@ -8,8 +8,9 @@ Why it is built this way:
   after a post whose answer was lost gets the same message back instead of a second card.
   Feishu only updates messages up to 14 days old: older ones (by our record, or by the update
   error code) get a fresh card whose id replaces the stored one.
-* **Tokens** are fetched once, cached until shortly before `expire`, and refetched when an API
-  answers with a token error (an app secret rotated, a token revoked early).
+* **Messages** carry the same `uuid` derived from their idempotency key, so a message the
+  activity sends again after an unanswered attempt (`maybe_delivered`) is dropped by Feishu.
+* **Tokens**: `connectors.chat.app_api` (refetched when an API answers with a token error).
 * **Errors** split the way the workflow's retry policy needs them: 429 / code 99991400 →
   `ChatUnavailable(retry_after=x-ogw-ratelimit-reset)`, 5xx and network errors →
   `ChatUnavailable`, any other error code → `ChatRejected` (retrying cannot fix it).
@@ -21,21 +22,19 @@ Error codes marked "unconfirmed" are configurable (`SIGNBRIDGE_FEISHU_*_CODES`).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy.engine import Engine
 
-from connectors.chat.base import ChatRejected, ChatUnavailable, InputProblem, read_within
-from connectors.chat.directory import Directory
+from connectors.chat.app_api import AppChat, NumericCodes, TokenRefused
+from connectors.chat.base import ChatRejected, ChatUnavailable, InputProblem, unreachable
 from connectors.chat.feishu.cards import card_content, file_card, link_card, render_card
+from connectors.http import json_object, read_within
 from signbridge.core.cards import Card
 from signbridge.core.models import ChatRef, DocumentInfo, DocumentSource, Person
 from signbridge.core.settings import Settings
@@ -47,10 +46,6 @@ PLATFORM = "feishu"
 FEISHU_MAX_FILE = 100 * 1024 * 1024
 UPDATE_WINDOW = timedelta(days=14)
 RATE_LIMITED = 99991400
-
-
-def _codes(value: str) -> frozenset[int]:
-    return frozenset(int(c) for c in value.replace(" ", "").split(",") if c)
 
 
 class FeishuConfig(BaseSettings):
@@ -70,12 +65,12 @@ class FeishuConfig(BaseSettings):
     directory_cache_seconds: int = 600
     timeout_seconds: float = 10.0
     # Token errors: invalid/expired/missing tenant_access_token (unconfirmed beyond 99991663/99991661).
-    token_error_codes: str = "99991661,99991663,99991664,99991665,99991668,99991677"
+    token_error_codes: NumericCodes = frozenset({99991661, 99991663, 99991664, 99991665, 99991668, 99991677})
     # PATCH refused for good on that message — past the 14-day update window (unconfirmed codes)
     # or recalled by someone (230011): post a fresh card instead.
-    update_expired_codes: str = "230031,230110,230011"
+    update_expired_codes: NumericCodes = frozenset({230031, 230110, 230011})
     # Retry-worthy per-message limits (230020: too many updates of one message).
-    transient_codes: str = "230020,99991400,1000004,1000005"
+    transient_codes: NumericCodes = frozenset({230020, 99991400, 1000004, 1000005})
 
     @property
     def enabled(self) -> bool:
@@ -103,22 +98,10 @@ def _uuid(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:40]
 
 
-class FeishuChat:
-    platform = PLATFORM
+class FeishuChat(AppChat[FeishuConfig]):
+    """`ChatConnector` for Feishu/Lark."""
 
-    def __init__(self, config: FeishuConfig, engine: Engine, http: httpx.AsyncClient | None = None,
-                 lang: str = "zh") -> None:
-        self.config = config
-        self.engine = engine
-        self._http = http
-        self.lang = lang
-        self._token: str | None = None
-        self._token_until = 0.0
-        self._lock = asyncio.Lock()
-        self._token_codes = _codes(config.token_error_codes)
-        self._expired_codes = _codes(config.update_expired_codes)
-        self._transient_codes = _codes(config.transient_codes)
-        self.directory = Directory(engine, PLATFORM, timedelta(seconds=config.directory_cache_seconds), lang)
+    platform, name = PLATFORM, "Feishu"
 
     def __repr__(self) -> str:  # never the secret
         return f"FeishuChat(app_id={self.config.app_id!r}, api_base={self.config.api_base!r})"
@@ -138,8 +121,8 @@ class FeishuChat:
             try:
                 await self._call("PATCH", f"/open-apis/im/v1/messages/{message_id}", json_body={"content": content})
                 return
-            except FeishuRejected as e:
-                if e.code not in self._expired_codes:
+            except ChatRejected as e:
+                if e.code not in self.config.update_expired_codes:
                     raise
         # The update window closed (or the card was recalled): a fresh card, from now on the one we update.
         fresh = await self._send(chat, "chat_id", chat.chat_id, "interactive", content,
@@ -175,10 +158,10 @@ class FeishuChat:
         mb = limit // (1024 * 1024)
         too_big = InputProblem(f"{source.name}: 文件超过 {mb} MB 的上限（The file is larger than the {mb} MB limit）")
         path = f"/open-apis/im/v1/messages/{message_id}/resources/{file_key}"
-        for attempt in (0, 1):
-            token = await self._tenant_token(force=attempt > 0)
+
+        async def get(token: str) -> bytes:
             try:
-                async with self._client() as http, http.stream(
+                async with self._session() as http, http.stream(
                     "GET", self.config.base + path, params={"type": "file"},
                     headers={"Authorization": f"Bearer {token}"}, timeout=self.config.timeout_seconds * 6,
                 ) as resp:
@@ -186,17 +169,14 @@ class FeishuChat:
                         await resp.aread()
                         try:
                             self._check(resp, "download")
-                        except _TokenExpired:
-                            if attempt == 0:
-                                continue
-                            raise ChatUnavailable("Feishu kept refusing fresh tokens") from None
                         except ChatRejected as e:
                             raise InputProblem(f"无法下载 {source.name}（Feishu refused the file: {e}; send it "
                                                "again）") from e
                     return await read_within(resp, limit, too_big)
             except httpx.HTTPError as e:
-                raise ChatUnavailable(f"Feishu file download failed ({type(e).__name__}: {e})") from e
-        raise ChatUnavailable("Feishu file download failed")
+                raise unreachable("Feishu file download", e) from e
+
+        return await self.token.call(get)
 
     async def _file_key_of(self, message_id: str, name: str) -> str:
         try:
@@ -249,80 +229,40 @@ class FeishuChat:
                                            "uuid": _uuid(key)})
         return str(data.get("message_id") or "")
 
-    def _client(self) -> Any:
-        from contextlib import nullcontext
-
-        if self._http is not None:
-            return nullcontext(self._http)
-        return httpx.AsyncClient(timeout=self.config.timeout_seconds)
-
-    async def _tenant_token(self, force: bool = False) -> str:
-        async with self._lock:
-            if not force and self._token and time.monotonic() < self._token_until:
-                return self._token
-            body = {"app_id": self.config.app_id, "app_secret": self.config.app_secret.get_secret_value()}
-            try:
-                async with self._client() as http:
-                    resp = await http.post(self.config.base + "/open-apis/auth/v3/tenant_access_token/internal",
-                                           json=body, timeout=self.config.timeout_seconds)
-            except httpx.HTTPError as e:
-                raise ChatUnavailable(f"Feishu token endpoint unreachable ({type(e).__name__}: {e})") from e
-            data = self._check(resp, "tenant_access_token", token_call=True)
-            self._token = str(data["tenant_access_token"])
-            # Refresh a little early so a token never expires between our check and Feishu's.
-            self._token_until = time.monotonic() + max(0, int(data.get("expire", 0)) - 60)
-            return self._token
+    async def _fetch_token(self) -> tuple[str, float]:
+        body = {"app_id": self.config.app_id, "app_secret": self.config.app_secret.get_secret_value()}
+        resp = await self._http_call("POST", self.config.base + "/open-apis/auth/v3/tenant_access_token/internal",
+                                     "token endpoint", json=body)
+        data = self._check(resp, "tenant_access_token", token_call=True)
+        return str(data["tenant_access_token"]), float(data.get("expire", 0))
 
     async def _call(self, method: str, path: str, *, params: dict[str, str] | None = None,
                     json_body: dict[str, Any] | None = None) -> dict[str, Any]:
-        for attempt in (0, 1):
-            token = await self._tenant_token(force=attempt > 0)
-            try:
-                async with self._client() as http:
-                    resp = await http.request(method, self.config.base + path, params=params, json=json_body,
-                                              headers={"Authorization": f"Bearer {token}"},
-                                              timeout=self.config.timeout_seconds)
-            except httpx.HTTPError as e:
-                raise ChatUnavailable(f"Feishu {method} {path} failed ({type(e).__name__}: {e})") from e
-            try:
-                return self._check(resp, f"{method} {path}")
-            except _TokenExpired:
-                continue  # the next round refetches the token
-        raise ChatUnavailable(f"Feishu {method} {path}: a freshly fetched token was refused too")
+        async def send(token: str) -> dict[str, Any]:
+            resp = await self._http_call(method, self.config.base + path, f"{method} {path}", params=params,
+                                         json=json_body, headers={"Authorization": f"Bearer {token}"})
+            return self._check(resp, f"{method} {path}")
+
+        return await self.token.call(send)
 
     def _check(self, resp: httpx.Response, what: str, token_call: bool = False) -> dict[str, Any]:
         """Feishu answers `{code, msg, data}`; 0 is success whatever else the body holds."""
-        try:
-            body = resp.json()
-        except ValueError:
-            body = {}
-        code = body.get("code") if isinstance(body, dict) else None
-        msg = (body.get("msg") if isinstance(body, dict) else None) or resp.text[:200]
+        body = json_object(resp)
+        code = body.get("code")
+        msg = body.get("msg") or resp.text[:200]
         if resp.status_code == 429 or code == RATE_LIMITED:
             reset = resp.headers.get("x-ogw-ratelimit-reset")
             retry_after = float(reset) if reset and reset.replace(".", "", 1).isdigit() else None
             raise ChatUnavailable(f"Feishu rate-limited {what} (code {code}, retry after {retry_after} s)",
                                   retry_after=retry_after)
-        if code in self._token_codes and not token_call:
-            raise _TokenExpired(f"{what}: {code} {msg}")
-        if resp.status_code >= 500 or code in self._transient_codes:
+        if code in self.config.token_error_codes and not token_call:
+            raise TokenRefused(f"{what}: {code} {msg}")
+        if resp.status_code >= 500 or code in self.config.transient_codes:
             raise ChatUnavailable(f"Feishu failed {what} (HTTP {resp.status_code}, code {code}): {msg}")
         if resp.status_code == 200 and code == 0:
             return body.get("data") or (body if token_call else {})
-        raise FeishuRejected(f"Feishu rejected {what} (HTTP {resp.status_code}, code {code}): {msg}",
+        raise ChatRejected(f"Feishu rejected {what} (HTTP {resp.status_code}, code {code}): {msg}",
                              resp.status_code, code if isinstance(code, int) else None)
-
-
-class FeishuRejected(ChatRejected):
-    """A refusal with Feishu's error `code`, so callers can act on specific codes (the 14-day window)."""
-
-    def __init__(self, message: str, status: int, code: int | None) -> None:
-        super().__init__(message, status)
-        self.code = code
-
-
-class _TokenExpired(Exception):
-    """The API refused our tenant_access_token: fetch a new one and try once more."""
 
 
 def build(settings: Settings, http: httpx.AsyncClient) -> FeishuChat | None:

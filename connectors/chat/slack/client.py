@@ -6,11 +6,10 @@ Failures are split the way the workflow's retry policy needs them: HTTP 429 (and
 `ok:false, error: ratelimited`), 5xx and network errors raise `ChatUnavailable` (with the
 `Retry-After` delay), any other `ok:false` raises `ChatRejected` (retrying can't help).
 
-Idempotency: Slack has no idempotency key, so every message we send is recorded in the
-`ChatMessage` table keyed by (platform "slack", key). The card's row holds its channel + ts and
-later upserts `chat.update` that ts; a retried `send_link` / `send_file` whose first attempt
-posted finds its row and does nothing. (A post whose *response* was lost can still be repeated
-once: Slack offers no way to detect it.)
+Idempotency: the card's `ChatMessage` row holds its channel + ts, and later upserts
+`chat.update` that ts. Other messages are sent once per key by the activity
+(`activities/chat.py`). Slack has no idempotency key, so a post whose *answer* was lost
+(`maybe_delivered`) can still appear twice: it is posted again only after a pause.
 
 Document sources use two URL forms made by `connectors/chat/slack/inbound.py`:
 `slack:file:<file id>` (a file in the message) and `slack:latest:<channel>:<user>` (a slash
@@ -29,9 +28,10 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import Engine
 
-from connectors.chat.base import ChatRejected, ChatUnavailable, InputProblem, read_within, retry_after_seconds
+from connectors.chat.base import ChatRejected, ChatUnavailable, InputProblem, unreachable
 from connectors.chat.directory import Directory
 from connectors.chat.slack.cards import link_blocks, render_card
+from connectors.http import read_within, retry_after
 from signbridge.core.cards import Card
 from signbridge.core.models import ChatRef, DocumentInfo, DocumentSource, Person
 from signbridge.core.settings import Settings
@@ -67,14 +67,6 @@ class SlackConfig(BaseSettings):
     @property
     def base(self) -> str:
         return self.api_base.rstrip("/") + "/"
-
-
-class SlackRejected(ChatRejected):
-    """`ok:false` with a permanent error code (`invalid_auth`, `channel_not_found`, …)."""
-
-    def __init__(self, method: str, error: str, status: int) -> None:
-        super().__init__(f"Slack {method} refused: {error}", status)
-        self.error = error
 
 
 def file_source_url(file_id: str) -> str:
@@ -113,8 +105,8 @@ class SlackChat:
                                                 "blocks": blocks})
                 self._touch(card_key)
                 return
-            except SlackRejected as e:
-                if e.error != "message_not_found":
+            except ChatRejected as e:
+                if e.code != "message_not_found":
                     raise
                 log.warning("the card for %s was deleted in Slack; posting it again", card_key)
         data = await self.call("chat.postMessage", {"channel": chat.chat_id, "text": text, "blocks": blocks,
@@ -122,23 +114,21 @@ class SlackChat:
         self._remember(card_key, chat.chat_id, str(data["channel"]), str(data["ts"]))
 
     async def send_link(self, chat: ChatRef, to: Person, text: str, sign_url: str | None, key: str) -> None:
-        await self._once(key, chat, lambda: self._dm(to, text, link_blocks(text, sign_url)))
+        await self._dm(to, text, link_blocks(text, sign_url))
 
     async def send_text(self, chat: ChatRef, to: Person | None, text: str, key: str) -> None:
-        async def post() -> dict[str, Any]:
-            if to is not None:
-                return await self._dm(to, text, None)
-            return await self.call("chat.postMessage", {"channel": chat.chat_id, "text": text})
-
-        await self._once(key, chat, post)
+        if to is not None:
+            await self._dm(to, text, None)
+        else:
+            await self.call("chat.postMessage", {"channel": chat.chat_id, "text": text})
 
     async def send_file(self, chat: ChatRef, name: str, url: str, document: DocumentInfo, key: str) -> None:
         """A link to the signed file (SignBridge's own signed download URL) with its SHA-256."""
         text = f"Signed document: {name} (SHA-256 {document.sha256[:16]}…)"
         blocks = link_blocks(f"*Signed document:* {_esc(name)}\nSHA-256 `{document.sha256}`", url,
                              label="Download signed PDF")
-        await self._once(key, chat, lambda: self.call("chat.postMessage", {
-            "channel": chat.chat_id, "text": text, "blocks": blocks, "unfurl_links": False}))
+        await self.call("chat.postMessage", {"channel": chat.chat_id, "text": text, "blocks": blocks,
+                                             "unfurl_links": False})
 
     async def download(self, chat: ChatRef, source: DocumentSource, max_bytes: int) -> bytes:
         url = source.url or ""
@@ -190,10 +180,10 @@ class SlackChat:
                 resp = await self._client().post(url, json=payload, headers={
                     **headers, "Content-Type": "application/json; charset=utf-8"}, timeout=self._timeout)
         except httpx.HTTPError as e:
-            raise ChatUnavailable(f"Slack {method} unreachable ({type(e).__name__}: {e})") from e
+            raise unreachable(f"Slack {method}", e) from e
         if resp.status_code == 429:
-            retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
-            raise ChatUnavailable(f"Slack rate-limited {method} (retry after {retry_after} s)", retry_after)
+            wait = retry_after(resp)
+            raise ChatUnavailable(f"Slack rate-limited {method} (retry after {wait} s)", wait)
         if resp.status_code >= 500 or resp.status_code == 408:
             raise ChatUnavailable(f"Slack {method} failed (HTTP {resp.status_code})")
         try:
@@ -203,9 +193,10 @@ class SlackChat:
         if not isinstance(data, dict) or not data.get("ok"):
             error = str(data.get("error") if isinstance(data, dict) else "unknown_error")
             if error in TRANSIENT_ERRORS:
-                raise ChatUnavailable(f"Slack {method}: {error}",
-                                      retry_after_seconds(resp.headers.get("Retry-After")))
-            raise SlackRejected(method, error, resp.status_code if resp.status_code >= 400 else 400)
+                raise ChatUnavailable(f"Slack {method}: {error}", retry_after(resp))
+            # A permanent error code (`invalid_auth`, `channel_not_found`, …).
+            raise ChatRejected(f"Slack {method} refused: {error}", resp.status_code if resp.status_code >= 400 else 400,
+                               error)
         return data
 
     def _client(self) -> httpx.AsyncClient:
@@ -241,22 +232,13 @@ class SlackChat:
                 if resp.status_code in (401, 403, 404, 410):
                     raise InputProblem(f"Slack refused to hand out {name} (HTTP {resp.status_code}); share it again")
                 if resp.status_code == 429 or resp.status_code >= 500:
-                    raise ChatUnavailable(f"Slack file download failed (HTTP {resp.status_code})",
-                                          retry_after_seconds(resp.headers.get("Retry-After")))
+                    raise ChatUnavailable(f"Slack file download failed (HTTP {resp.status_code})", retry_after(resp))
                 return await read_within(resp, max_bytes,
                                          InputProblem(f"{name}: the file is larger than the {mb} MB limit"))
         except httpx.HTTPError as e:
-            raise ChatUnavailable(f"could not download {name} from Slack ({type(e).__name__}: {e})") from e
+            raise unreachable(f"Slack download of {name}", e) from e
 
-    # ---- message and identity records -----------------------------------------------------------
-
-    async def _once(self, key: str, chat: ChatRef, post: Any) -> None:
-        """Send once per key: a retry after a successful post finds the record and stops."""
-        record_key = f"msg:{key}"
-        if self._ref(record_key) is not None:
-            return
-        data = await post()
-        self._remember(record_key, chat.chat_id, str(data.get("channel", "")), str(data.get("ts", "")))
+    # ---- where the card lives --------------------------------------------------------------------
 
     def _ref(self, key: str) -> dict[str, str] | None:
         return chat_messages.ref(self.engine, PLATFORM, key)

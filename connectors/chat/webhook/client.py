@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from connectors.chat.base import ChatRejected, ChatUnavailable, InputProblem, retry_after_seconds
+from connectors.chat.base import ChatUnavailable, InputProblem, raise_for_status, session, unreachable
 from connectors.chat.webhook import signature as webhook_signature
 from connectors.fetch import FetchFailed, FetchPolicy, FetchRefused, fetch
 from signbridge.core.cards import Card
@@ -102,31 +102,11 @@ class WebhookChat:
         headers = {**webhook_signature.headers(self._secret, body), "Content-Type": "application/json",
                    "Idempotency-Key": key}
         try:
-            if self._http is not None:
-                resp = await self._http.post(self.outbound_url, content=body, headers=headers, timeout=self._timeout)
-            else:
-                async with httpx.AsyncClient(timeout=self._timeout) as http:
-                    resp = await http.post(self.outbound_url, content=body, headers=headers)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as e:
-            raise ChatUnavailable(f"webhook chat unreachable ({type(e).__name__}: {e})") from e
-        except httpx.HTTPError as e:  # sent, but no answer: it may have arrived
-            raise ChatUnavailable(f"webhook chat did not answer ({type(e).__name__}: {e})",
-                                  maybe_delivered=True) from e
-        self._check(resp, payload["type"])
-
-    @staticmethod
-    def _check(resp: httpx.Response, kind: str) -> None:
-        status = resp.status_code
-        if 200 <= status < 300:
-            return
-        detail = resp.text[:200]
-        if status == 429:
-            retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
-            raise ChatUnavailable(f"webhook chat rate-limited {kind} (HTTP 429, retry after {retry_after} s)",
-                                  retry_after=retry_after)
-        if status == 408 or status >= 500:
-            raise ChatUnavailable(f"webhook chat failed {kind} (HTTP {status}): {detail}")
-        raise ChatRejected(f"webhook chat rejected {kind} (HTTP {status}): {detail}", status)
+            async with session(self._http, self._timeout) as http:
+                resp = await http.post(self.outbound_url, content=body, headers=headers, timeout=self._timeout)
+        except httpx.HTTPError as e:
+            raise unreachable("webhook chat", e) from e
+        raise_for_status(resp, f"webhook chat {payload['type']}")
 
 
 def build(settings: Settings, http: httpx.AsyncClient) -> WebhookChat:

@@ -12,22 +12,20 @@ Choices that follow from how WeCom works:
   code in the card's `ChatMessage` row; `upsert_card` uses it once. Without one (nobody clicked
   yet, or it expired) the fallback is explicit: a new card message is sent and the old one is
   recorded as superseded in the same row (`ref.superseded`).
-* **Idempotency.** A card is re-sent only when its content changed (digest in the row); every
-  other message is sent once per key (a `ChatMessage` row keyed by the activity key), and
-  `enable_duplicate_check` asks WeCom to drop a repeat within 5 min as a second guard (short, so
-  two genuine reminders are never swallowed).
+* **Idempotency.** A card is re-sent only when its content changed (digest in the row). Every
+  other message is sent once per key by the activity (`activities/chat.py`); one that went out
+  but got no answer is sent again after a pause, and `enable_duplicate_check` asks WeCom to
+  drop such a repeat within 5 min (short, so two genuine reminders are never swallowed).
 * **Errors.** 45009 (rate limited) and HTTP 429/5xx → `ChatUnavailable` (retry, after
-  `retry_after`); an expired/invalid token (42001/40014) is refetched once, in place; any other
-  errcode → `ChatRejected` (retrying the same call cannot help).
+  `retry_after`); an expired/invalid token (42001/40014) is refetched once
+  (`connectors.chat.app_api`); any other errcode → `ChatRejected` (retrying cannot help).
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
-import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -36,15 +34,10 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import Engine
 
-from connectors.chat.base import (
-    ChatRejected,
-    ChatUnavailable,
-    InputProblem,
-    raise_for_status,
-    read_within,
-)
-from connectors.chat.directory import Directory
+from connectors.chat.app_api import AppChat, TokenRefused
+from connectors.chat.base import ChatRejected, ChatUnavailable, InputProblem, raise_for_status, unreachable
 from connectors.chat.wecom.cards import render_card
+from connectors.http import read_within
 from signbridge.core.cards import Card
 from signbridge.core.models import ChatRef, DocumentInfo, DocumentSource, Person
 from signbridge.core.settings import Settings
@@ -78,6 +71,7 @@ class WeComConfig(BaseSettings):
     api_base: str = DEFAULT_API_BASE
     rate_limit_backoff: float = 2.0  # seconds to wait after 45009 (WeCom gives no Retry-After)
     directory_cache_seconds: int = 600
+    timeout_seconds: float = 10.0
 
     @property
     def enabled(self) -> bool:
@@ -113,22 +107,10 @@ def store_response_code(engine: Engine, task_id: str, code: str) -> bool:
     return chat_messages.change(engine, PLATFORM, card_key, keep)
 
 
-class WeComChat:
-    """`ChatConnector` for WeCom. One instance per worker (or API app); the token is shared."""
+class WeComChat(AppChat[WeComConfig]):
+    """`ChatConnector` for WeCom."""
 
-    platform = PLATFORM
-
-    def __init__(self, config: WeComConfig, engine: Engine, http: httpx.AsyncClient | None = None,
-                 timeout: float = 10.0, lang: str = "zh") -> None:
-        self.config = config
-        self.engine = engine
-        self.directory = Directory(engine, PLATFORM, timedelta(seconds=config.directory_cache_seconds), lang)
-        self._http = http
-        self._timeout = timeout
-        self._token: str | None = None
-        self._token_expires = 0.0
-        self._lock = asyncio.Lock()
-        self.token_fetches = 0
+    platform, name = PLATFORM, "WeCom"
 
     def __repr__(self) -> str:
         return f"WeComChat(corp_id={self.config.corp_id!r}, api_base={self.config.api_base!r})"
@@ -170,21 +152,21 @@ class WeComChat:
     async def send_link(self, chat: ChatRef, to: Person, text: str, sign_url: str | None, key: str) -> None:
         if to.external:  # no userid to reach them: the initiator forwards the link
             text = f"请将签署链接转发给 {to.name}（please forward to {to.name}）：{text}"
-            await self._once(key, chat.chat_id, {"msgtype": "text", "text": {"content": text}})
+            await self._send(chat.chat_id, {"msgtype": "text", "text": {"content": text}})
             return
         if sign_url is None:
-            await self._once(key, to.id, {"msgtype": "text", "text": {"content": text}})
+            await self._send(to.id, {"msgtype": "text", "text": {"content": text}})
             return
-        await self._once(key, to.id, {"msgtype": "textcard", "textcard": {
+        await self._send(to.id, {"msgtype": "textcard", "textcard": {
             "title": "请签署文件" if "提醒" not in text else "签署提醒", "description": text[:500],
             "url": sign_url, "btntxt": "去签署"}})
 
     async def send_text(self, chat: ChatRef, to: Person | None, text: str, key: str) -> None:
-        await self._once(key, to.id if to and not to.external else chat.chat_id,
+        await self._send(to.id if to and not to.external else chat.chat_id,
                          {"msgtype": "text", "text": {"content": text}})
 
     async def send_file(self, chat: ChatRef, name: str, url: str, document: DocumentInfo, key: str) -> None:
-        await self._once(key, chat.chat_id, {"msgtype": "textcard", "textcard": {
+        await self._send(chat.chat_id, {"msgtype": "textcard", "textcard": {
             "title": f"已签署：{name}"[:128],
             "description": f"签署完成的文件（signed document）\nSHA-256: {document.sha256}",
             "url": url, "btntxt": "下载"}})
@@ -195,28 +177,25 @@ class WeComChat:
             raise InputProblem(f"文件 {source.name} 不是企业微信文件（{source.name} is not a WeCom file）")
         media_id = (source.url or "").removeprefix(MEDIA_SCHEME)
         mb = max_bytes // (1024 * 1024)
-        for attempt in range(2):
-            token = await self._access_token()
+
+        async def get(token: str) -> bytes:
             try:
-                async with self._client() as http, http.stream(
+                async with self._session() as http, http.stream(
                         "GET", self._url("/cgi-bin/media/get"), params={"access_token": token, "media_id": media_id},
-                        timeout=self._timeout * 3) as resp:
+                        timeout=self.config.timeout_seconds * 3) as resp:
                     if resp.headers.get("content-type", "").startswith(("application/json", "text/plain")):
                         data = json.loads(await resp.aread())
-                        errcode = int(data.get("errcode", 0))
-                        if errcode in TOKEN_ERRORS and attempt == 0:
-                            self._token = None
-                            continue
-                        if errcode in MEDIA_GONE:
+                        if int(data.get("errcode", 0)) in MEDIA_GONE:
                             raise InputProblem(f"文件 {source.name} 已过期或无法获取，请重新发送（WeCom keeps files "
                                                f"for 3 days; send {source.name} again）")
-                        self._raise(resp, data, "media/get")
+                        self._refused(data, "media/get")
                     raise_for_status(resp, "WeCom media/get")
                     return await read_within(resp, max_bytes, InputProblem(
                         f"{source.name}: 文件超过 {mb} MB 的上限（larger than {mb} MB）"))
             except httpx.HTTPError as e:
-                raise ChatUnavailable(f"WeCom media/get failed ({type(e).__name__}: {e})") from e
-        raise ChatUnavailable("WeCom refused two fresh access tokens for media/get")
+                raise unreachable("WeCom media/get", e) from e
+
+        return await self.token.call(get)
 
     async def resolve(self, chat: ChatRef, person: Person) -> Person:
         """`user/get`; departed/disabled (status != 1) → `InputProblem`. Apps created after 2022-06-20
@@ -235,19 +214,13 @@ class WeComChat:
 
         return await self.directory.resolve(chat, person, lookup)
 
-    # ---- card and message bookkeeping -----------------------------------------------------------
+    # ---- cards and messages ---------------------------------------------------------------------
 
     async def _send_card(self, touser: str, card_key: str, card: Card, seq: int) -> tuple[str, str | None]:
         """Sends the card; WeCom answers with its msgid and a first response code (for one update)."""
         data = await self._send(touser, {"msgtype": "template_card",
                                          "template_card": render_card(card, task_id_for(card_key, seq))})
         return str(data.get("msgid", "")), data.get("response_code") or None
-
-    async def _once(self, key: str, touser: str, message: dict[str, Any]) -> None:
-        if chat_messages.get(self.engine, PLATFORM, key) is not None:
-            return  # sent already (a retried activity)
-        data = await self._send(touser, message)
-        self._save(key, touser, {"msgid": data.get("msgid"), "touser": touser}, new=True)
 
     async def _send(self, touser: str, message: dict[str, Any]) -> dict[str, Any]:
         body = {"touser": touser, "agentid": self.config.agent_id, "enable_duplicate_check": 1,
@@ -271,59 +244,32 @@ class WeComChat:
     def _url(self, path: str) -> str:
         return self.config.api_base.rstrip("/") + path
 
-    def _client(self) -> Any:
-        from contextlib import nullcontext
-
-        if self._http is not None:
-            return nullcontext(self._http)
-        return httpx.AsyncClient(timeout=self._timeout)
-
-    async def _access_token(self) -> str:
-        """Cached until a minute before `expires_in`; one fetch at a time."""
-        async with self._lock:
-            if self._token and time.monotonic() < self._token_expires:
-                return self._token
-            params = {"corpid": self.config.corp_id, "corpsecret": self.config.corp_secret.get_secret_value()}
-            try:
-                async with self._client() as http:
-                    resp = await http.get(self._url("/cgi-bin/gettoken"), params=params, timeout=self._timeout)
-            except httpx.HTTPError as e:
-                raise ChatUnavailable(f"WeCom gettoken failed ({type(e).__name__}: {e})") from e
-            raise_for_status(resp, "WeCom gettoken")
-            data = resp.json()
-            if int(data.get("errcode", 0)) != 0:
-                self._raise(resp, data, "gettoken")
-            self.token_fetches += 1
-            self._token = str(data["access_token"])
-            self._token_expires = time.monotonic() + max(0, int(data.get("expires_in", 7200)) - 60)
-            return self._token
+    async def _fetch_token(self) -> tuple[str, float]:
+        params = {"corpid": self.config.corp_id, "corpsecret": self.config.corp_secret.get_secret_value()}
+        data = await self._request("GET", "/cgi-bin/gettoken", params, None, token_call=True)
+        return str(data["access_token"]), float(data.get("expires_in", 7200))
 
     async def _call(self, method: str, path: str, params: dict[str, Any] | None = None,
                     json: dict[str, Any] | None = None) -> dict[str, Any]:
-        for attempt in range(2):
-            token = await self._access_token()
-            try:
-                async with self._client() as http:
-                    resp = await http.request(method, self._url(path), params={**(params or {}), "access_token": token},
-                                              json=json, timeout=self._timeout)
-            except httpx.HTTPError as e:
-                raise ChatUnavailable(f"WeCom {path} failed ({type(e).__name__}: {e})") from e
-            raise_for_status(resp, f"WeCom {path}")
-            data: dict[str, Any] = resp.json()
-            errcode = int(data.get("errcode", 0))
-            if errcode == 0:
-                return data
-            if errcode in TOKEN_ERRORS and attempt == 0:
-                async with self._lock:
-                    if self._token == token:
-                        self._token = None  # expired or revoked early: fetch a new one and retry once
-                continue
-            self._raise(resp, data, path)
-        raise ChatUnavailable(f"WeCom refused two fresh access tokens for {path}")
+        return await self.token.call(
+            lambda token: self._request(method, path, {**(params or {}), "access_token": token}, json))
 
-    def _raise(self, resp: httpx.Response, data: dict[str, Any], what: str) -> None:
+    async def _request(self, method: str, path: str, params: dict[str, Any], json: dict[str, Any] | None,
+                       token_call: bool = False) -> dict[str, Any]:
+        resp = await self._http_call(method, self._url(path), path, params=params, json=json)
+        raise_for_status(resp, f"WeCom {path}")
+        data: dict[str, Any] = resp.json()
+        self._refused(data, path, token_call)
+        return data
+
+    def _refused(self, data: dict[str, Any], what: str, token_call: bool = False) -> None:
+        """Nothing when `errcode` is 0; else the refusal the way the caller's retries need it."""
         errcode = int(data.get("errcode", 0))
+        if errcode == 0:
+            return
         message = f"WeCom {what}: errcode {errcode} {data.get('errmsg', '')}"[:300]
+        if errcode in TOKEN_ERRORS and not token_call:
+            raise TokenRefused(message)
         if errcode in RATE_LIMITED or errcode in TOKEN_ERRORS:
             raise ChatUnavailable(message, retry_after=self.config.rate_limit_backoff)
         raise ChatRejected(message, errcode)
