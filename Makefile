@@ -21,8 +21,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -e '.[dev]'
 	touch $(STAMP)
 
+# `make run PORT=8100`: the API on 8100, and every other port of the stack moved by the same offset.
 run: install
-	$(BIN)/signbridge run
+	$(BIN)/signbridge run $(if $(PORT),--api-port $(PORT))
 
 # Lint runs every tool even when one fails, so one pass shows every problem. `lint-imports`
 # checks the layer contracts in pyproject.toml (docs/architecture.md).

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 from pydantic_settings import BaseSettings
 from temporalio.client import Client
+from temporalio.runtime import Runtime
 from temporalio.worker import Worker, WorkerConfig
 
 from activities.chat import ChatActivities
@@ -34,8 +35,8 @@ from connectors.chat.base import ChatConnector
 from connectors.chat.registry import build_chats
 from connectors.esign.base import ESignProvider
 from connectors.esign.registry import PROVIDER_MODULES, build_providers
-from signbridge.core.observability import configure_logging, worker_runtime
-from signbridge.core.settings import Settings, get_settings
+from signbridge.core.observability import ObservabilitySettings, configure_logging, worker_runtime
+from signbridge.core.settings import Settings, get_settings, load_env_file
 from signbridge.core.shutdown import GRACEFUL_SHUTDOWN_TIMEOUT, run_until_signalled
 from signbridge.core.temporal import connect, provider_task_queue
 from store.blob_factory import make_blob_store
@@ -161,8 +162,8 @@ async def build_worker(
         yield Workers(main, per_provider)
 
 
-async def run(settings: Settings) -> None:
-    client = await connect(settings, runtime=worker_runtime(settings))
+async def run(settings: Settings, runtime: Runtime | None = None) -> None:
+    client = await connect(settings, runtime=runtime or worker_runtime(settings))
     async with build_worker(client, settings, graceful_shutdown_timeout=GRACEFUL_SHUTDOWN_TIMEOUT) as workers:
         for name, worker in workers.providers.items():
             rate = worker.config().get("max_task_queue_activities_per_second")
@@ -173,10 +174,22 @@ async def run(settings: Settings) -> None:
 
 
 def main() -> None:
+    load_env_file()  # as every `signbridge` command does; `signbridge run` starts us as `python -m worker`
     configure_logging()
     settings = get_settings()
     settings.check_production()
-    asyncio.run(run(settings))
+    asyncio.run(run(settings, metrics_runtime(settings)))
+
+
+def metrics_runtime(settings: Settings) -> Runtime:
+    """The runtime serving the worker's metrics; a taken address is one line naming the setting
+    (a `SystemExit`), not a traceback from the Rust core."""
+    try:
+        return worker_runtime(settings)
+    except ValueError as e:
+        address = ObservabilitySettings().worker_metrics_address
+        raise SystemExit(f"signbridge: the worker cannot serve metrics on {address} ({e}); set "
+                         "SIGNBRIDGE_WORKER_METRICS_ADDRESS to a free host:port, or to empty for no metrics") from None
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import APIRouter, BackgroundTasks, Request, Response
 
 from api.errors import ApiError, responses
+from api.openapi_docs import WEBHOOK_EVENTS_PATH, WEBHOOK_OPERATION
 from connectors.chat import registry
 from connectors.chat.callback import Callback, CallbackRejected, Inbound, Reply
 from signbridge.intake import Intake
@@ -71,8 +72,13 @@ CALLBACK_BODY = {"requestBody": {"description": "The callback exactly as the pla
     "application/json": {"schema": {"type": "object"}}, "application/x-www-form-urlencoded": {"schema": {
         "type": "object"}}, "text/xml": {"schema": {"type": "string"}}}}}
 
+# SignBridge's own protocol is documented field by field (`api/openapi_docs.py`); the platforms'
+# callbacks are what their servers send, signed or encrypted their way.
+DOCUMENTED = {("POST", WEBHOOK_EVENTS_PATH): WEBHOOK_OPERATION}
+
 for _platform, _route in registry.routes():
     for _method in _route.methods:
+        _extra = DOCUMENTED.get((_method, _route.path), CALLBACK_BODY if _method == "POST" else None)
         router.add_api_route(_route.path, _handler(_platform), methods=[_method], response_class=Response,
                              summary=f"{_platform} callback", operation_id=f"{_platform}_{_method}_{_route.path}",
-                             responses=RESPONSES, openapi_extra=CALLBACK_BODY if _method == "POST" else None)
+                             responses=RESPONSES, openapi_extra=_extra)

@@ -5,15 +5,29 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import httpx
 from fastapi import FastAPI
-from pydantic import BaseModel
+from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from temporalio.client import Client
 
-from api import chat, errors, esign_links, health, limits, metrics, provider_webhooks, requests, sign_pages, templates
+from api import (
+    chat,
+    errors,
+    esign_links,
+    health,
+    limits,
+    metrics,
+    openapi_docs,
+    provider_webhooks,
+    requests,
+    sign_pages,
+    templates,
+)
 from api.metrics import install_metrics
+from api.playground import routes as playground
+from api.playground.transcript import Transcript
 from connectors.chat.registry import build_chats, build_inbounds
 from connectors.esign.registry import build_webhooks
 from signbridge.core.settings import DEVELOPMENT, Settings, get_settings
@@ -24,6 +38,15 @@ from store.db import create_all, get_engine
 from store.files import private_dir
 
 log = logging.getLogger(__name__)
+
+DESCRIPTION = """Get documents signed without leaving the chat.
+
+- **Chat platforms** post their callbacks to `/im/<platform>/…`, each signed the platform's way;
+  a company's own chat tool uses the generic webhook IM (`POST /im/webhook/events`, HMAC-signed).
+- **REST** (`/api/v1/signing-requests…`) takes `Authorization: Bearer <key>` (`SIGNBRIDGE_API_KEYS`).
+- **Errors** are `{"error": {"code", "message"}}` with the status each route lists; 503 carries
+  `Retry-After` (Temporal did not answer in time: send the same request again).
+"""
 
 
 def create_app(settings: Settings | None = None, client: Client | None = None) -> FastAPI:
@@ -39,6 +62,7 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
         app.state.engine = get_engine(settings.sqlalchemy_url)
         if settings.environment == DEVELOPMENT:
             create_all(app.state.engine)  # elsewhere `signbridge db upgrade` (alembic) owns the schema
+            app.state.playground = Transcript(settings.data_dir / "playground")
         app.state.blobs = make_blob_store(settings)
         app.state.temporal = client or await connect(settings)
         app.state.provider_webhooks = build_webhooks(settings)
@@ -50,30 +74,21 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
             app.state.docusign_views = views
             yield
 
-    app = FastAPI(title="SignBridge", version="0.1.0", lifespan=lifespan)
+    # Swagger UI (/docs) and ReDoc (/redoc) from SignBridge itself, not a CDN: they work offline.
+    app = FastAPIOffline(title="SignBridge", version="0.1.0", lifespan=lifespan, static_url=openapi_docs.ASSETS,
+                         description=DESCRIPTION, redoc_url=None,  # ours: `openapi_docs.redoc_page`
+                         swagger_ui_parameters={"validatorUrl": None})  # no badge from validator.swagger.io
     errors.install(app)
     upload_limit = settings.max_document_bytes + limits.MAX_BODY_BYTES  # the file and the request's JSON
     app.add_middleware(limits.RequestLimits, max_body=lambda scope: upload_limit if requests.is_upload(scope)
-                       else limits.MAX_BODY_BYTES)
+                       or playground.is_upload(scope["path"]) else limits.MAX_BODY_BYTES)
     install_metrics(app)  # outermost: refusals are counted too
     for module in (health, chat, sign_pages, provider_webhooks, requests, templates, metrics, esign_links):
         app.include_router(module.router)
-    _document(app, requests.NewRequest)
+    app.include_router(requests.files_router)
+    if settings.environment == DEVELOPMENT:  # a chat to try SignBridge in; never outside development
+        app.include_router(playground.router)
+        app.mount("/playground/assets", StaticFiles(directory=playground.ASSETS), name="playground-assets")
+    openapi_docs.document(app, requests.NewRequest)
+    openapi_docs.redoc_page(app)
     return app
-
-
-def _document(app: FastAPI, *models: type[BaseModel]) -> None:
-    """Put models that routes read themselves (JSON or multipart, parsed by hand) into the
-    OpenAPI components, where the routes' `openapi_extra` request bodies refer to them."""
-    generate = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        schema = generate()
-        components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for model in models:
-            if model.__name__ not in components:
-                own = model.model_json_schema(ref_template="#/components/schemas/{model}")
-                components.update({**own.pop("$defs", {}), model.__name__: own})
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]

@@ -17,7 +17,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy.engine import Engine
 from starlette.datastructures import UploadFile
 from starlette.types import Scope
@@ -65,6 +65,7 @@ from store.repos import documents, signing_records
 from store.tables import SigningRequestRecord
 
 router = APIRouter(tags=["signing requests"])
+files_router = APIRouter(tags=["files"])  # its own tag only: Swagger UI lists a route once per tag
 
 # A REST caller gets its answer within a chat platform's deadline too: accepted by Temporal within
 # 3 s, else 503 with Retry-After (an update's result is awaited longer, else 202).
@@ -206,11 +207,23 @@ def is_upload(scope: Scope) -> bool:
 
 
 RequestId = Annotated[str, Path(min_length=1, max_length=MAX_WORKFLOW_ID_CHARS)]
+CREATE_EXAMPLE: dict[str, Any] = {
+    "title": "服务器设备采购合同",
+    "initiator": {"id": "u-1", "name": "张三", "email": "zs@corp.example"},
+    "groups": [[{"id": "u-2", "name": "李四"}, {"id": "u-3", "name": "王五"}],
+               [{"id": "x-9", "name": "客户A", "email": "a@customer.example", "external": True}]],
+    "chat": {"chat_id": "g-1", "source_event_id": "e-123"},
+    "deadline_days": 7,
+}
 CREATE_BODY = {"requestBody": {"required": True, "content": {
-    "application/json": {"schema": {"$ref": "#/components/schemas/NewRequest"}},
+    "application/json": {"schema": {"$ref": "#/components/schemas/NewRequest"}, "examples": {"file_url": {
+        "summary": "The document from a URL (its host must be in SIGNBRIDGE_API_FILE_HOSTS)",
+        "value": {**CREATE_EXAMPLE, "file_url": "https://files.corp.example/contracts/1.pdf",
+                  "file_name": "采购合同.pdf"}}}},
     "multipart/form-data": {"schema": {"type": "object", "required": ["request", "file"], "properties": {
-        "request": {"type": "string", "description": "the JSON body as text"},
-        "file": {"type": "string", "format": "binary"}}}},
+        "request": {"type": "string", "description": "the JSON body as text (without `file_url`)",
+                    "example": json.dumps(CREATE_EXAMPLE, ensure_ascii=False)},
+        "file": {"type": "string", "format": "binary", "description": "the PDF to sign"}}}},
 }}}
 
 
@@ -325,6 +338,8 @@ async def _view_or_stored(intake: Intake, engine: Engine, request_id: str) -> St
 
 
 class ActionBody(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"reason": "合同作废，重新发起"}]})
+
     reason: str | None = Field(default=None, max_length=500)
     signer_ids: list[Identifier] = Field(default_factory=list, max_length=MAX_SIGNERS)
 
@@ -400,7 +415,7 @@ async def audit_trail(request_id: RequestId, caller: ApiCaller, engine: EngineDe
     }
 
 
-@router.get("/files/{key}", tags=["files"], response_class=Response, responses={**PDF, **responses(403, 404, 422)})
+@files_router.get("/files/{key}", response_class=Response, responses={**PDF, **responses(403, 404, 422)})
 async def download(key: Annotated[str, Path(max_length=64)], expires: Annotated[int, Query(ge=0, lt=2**63)],
                    sig: Annotated[str, Query(max_length=64)], settings: SettingsDep, blobs: BlobsDep,
                    engine: EngineDep, name: Annotated[str | None, Query(max_length=1000)] = None) -> Response:
@@ -422,7 +437,7 @@ def _pdf(data: bytes, name: str) -> Response:
     })
 
 
-@router.get("/ca.pem", tags=["files"], response_class=Response, responses={
+@files_router.get("/ca.pem", response_class=Response, responses={
     200: {"description": "PEM", "content": {"application/x-pem-file": {"schema": {"type": "string"}}}}})
 async def installation_ca(settings: SettingsDep) -> Response:
     """The installation CA certificate, so anyone holding a signed PDF can verify it offline."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
 import ssl
 from collections.abc import Iterable, Mapping
@@ -66,7 +67,8 @@ class FetchPolicy:
     hosts: tuple[str, ...]  # names (or `*.suffix`) a URL and each redirect may name
     hosts_setting: str  # the setting an operator changes to add a host, named in refusals
     allow_networks: tuple[IPNetwork, ...] = ()  # internal networks that may still be reached
-    own_origin: str | None = None  # SignBridge's public URL: never fetched from
+    own_origin: str | None = None  # SignBridge's public URL: never fetched from…
+    own_paths: tuple[str, ...] = ()  # …but for files right under these paths (development's playground chat)
     timeout: float = 30.0  # the whole fetch, redirects included
     max_redirects: int = 5
 
@@ -74,7 +76,12 @@ class FetchPolicy:
     def from_settings(cls, settings: Settings, hosts: Iterable[str], hosts_setting: str) -> FetchPolicy:
         return cls(hosts=tuple(hosts), hosts_setting=hosts_setting,
                    allow_networks=tuple(settings.fetch_allow_network_list), own_origin=settings.public_url,
-                   timeout=settings.fetch_timeout_seconds)
+                   own_paths=settings.fetchable_own_paths, timeout=settings.fetch_timeout_seconds)
+
+
+def _own_file(path: str, prefixes: tuple[str, ...]) -> bool:
+    """A single file name right under one of `prefixes` (no further segments, no dots, no escapes)."""
+    return any(path.startswith(p) and re.fullmatch(r"[A-Za-z0-9_-]{1,64}", path[len(p):]) for p in prefixes)
 
 
 def is_internal(ip: IPAddress) -> bool:
@@ -141,7 +148,8 @@ def _checked(url: str, name: str, policy: FetchPolicy) -> httpx.URL:
     if parsed.userinfo:
         raise FetchRefused(f"无法下载 {name}：{host} 的地址不能带用户名或密码（Cannot fetch {name}: the URL on "
                            f"{host} must not carry a user name or password）")
-    if policy.own_origin and _origin(parsed) == _origin(httpx.URL(policy.own_origin)):
+    if policy.own_origin and _origin(parsed) == _origin(httpx.URL(policy.own_origin)) and not _own_file(
+            parsed.path, policy.own_paths):
         raise FetchRefused(f"无法下载 {name}：{host} 是 SignBridge 自己的地址（Cannot fetch {name}: {host} is "
                            "SignBridge itself）")
     if not any(host == h or (h.startswith("*.") and host.endswith(h[1:])) for h in policy.hosts):

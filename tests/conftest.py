@@ -13,18 +13,27 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from signbridge.core.settings import Settings
+from tests.sim.servers import free_port
 from tests.temporal_servers import dev_server, time_skipping_server
 
 # Tests are development: tables are created at start-up and the test secrets are not refused.
 # SIGNBRIDGE_ENVIRONMENT defaults to production, so say so for everything a test builds or starts
 # (`Settings()`, the CLI, child processes that inherit this environment).
 os.environ.setdefault("SIGNBRIDGE_ENVIRONMENT", "development")
+# A developer's `.env` must not change what the tests run with (tests of `.env` name their own).
+os.environ.setdefault("SIGNBRIDGE_ENV_FILE", "")
 
 
 @pytest.fixture(scope="session")
-async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
-    """A real Temporal dev server (in memory) for end-to-end tests."""
-    async with dev_server() as env:
+def dev_ui_port() -> int:
+    """The port of the dev server's Web UI, which the browser tests open (tests/test_browser.py)."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+async def dev_env(dev_ui_port: int) -> AsyncIterator[WorkflowEnvironment]:
+    """A real Temporal dev server (in memory) for end-to-end tests, with its Web UI."""
+    async with dev_server(ui_port=dev_ui_port) as env:
         yield env
 
 

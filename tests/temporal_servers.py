@@ -17,11 +17,13 @@ from signbridge.cli.devserver import add_search_attributes, installed_binary, se
 
 
 @asynccontextmanager
-async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
-    """A dev server in memory, configured like `signbridge run`'s."""
+async def dev_server(ui_port: int | None = None) -> AsyncIterator[WorkflowEnvironment]:
+    """A dev server in memory, configured like `signbridge run`'s; its Web UI on `ui_port` if given."""
+    ui = ["--ui-disable-news-fetch"] if ui_port else []
     env = await WorkflowEnvironment.start_local(dev_server_existing_path=installed_binary("temporal"),
                                                 data_converter=pydantic_data_converter,
-                                                dev_server_extra_args=server_flags(), ui=False)
+                                                dev_server_extra_args=[*server_flags(), *ui], ui=ui_port is not None,
+                                                ui_port=ui_port)
     try:
         yield env
     finally:

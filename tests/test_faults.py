@@ -55,6 +55,11 @@ async def _details(handle: WorkflowHandle[Any, Any]) -> str:
     return str(meta.current_details)
 
 
+async def _details_say(handle: WorkflowHandle[Any, Any], *parts: str) -> bool:
+    text = await _details(handle)
+    return all(part in text for part in parts)
+
+
 def _db_status(h: Harness, request_id: str) -> str | None:
     with Session(get_engine(h.settings.sqlalchemy_url)) as session:
         row = session.get(SigningRequestRecord, request_id)
@@ -66,7 +71,7 @@ async def _shows_stuck(h: Harness, handle: WorkflowHandle[Any, Any]) -> bool:
     described = await handle.describe()
     return (described.status == WorkflowExecutionStatus.RUNNING
             and described.typed_search_attributes.get(SA_STATUS) == "STUCK"
-            and (await _details(handle)).startswith("STUCK at")
+            and (await _details(handle)).startswith("**STUCK** 卡在：")
             and _db_status(h, handle.id) == "STUCK")
 
 
@@ -115,7 +120,9 @@ async def test_chat_outage_longer_than_the_window_is_stuck_then_heals_by_itself(
         await _until(lambda: asyncio.sleep(0, len(h.sink.attempts) > tried + 2), "more tries while STUCK")
         assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING  # never FAILED
 
+        assert f"`signbridge requests retry {handle.id}`" in await _details(handle)
         h.sink.recover()  # the chat is back: the flow carries on by itself, no operator
+        await _until(lambda: _details_say(handle, "**等待签署** 第 1/2 组：李四", "重试"), "where it is, in words")
         await h.sign(handle, A)
         await h.sign(handle, B)
         await assert_delivered_once(h, handle, [A, B])

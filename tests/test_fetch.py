@@ -35,6 +35,7 @@ CONTRACT = sample_contract("Fetch")
 LIMIT = 1024 * 1024  # SIGNBRIDGE_MAX_DOCUMENT_BYTES of these tests: "1 MB"
 NAME = "contract.pdf"
 OWN_API = f"http://127.0.0.1:{free_port()}"  # SIGNBRIDGE_PUBLIC_URL of the open harness
+ITSELF = "127.0.0.1 是 SignBridge 自己的地址（Cannot fetch contract.pdf: 127.0.0.1 is SignBridge itself）"
 
 
 class FileHost:
@@ -160,7 +161,11 @@ async def test_a_host_not_listed_is_rejected_without_a_lookup(guarded: Harness) 
                                                     "the URL on 127.0.0.1 must not carry a user name or password）"),
     (f"{OWN_API}/api/v1/signing-requests", "127.0.0.1 是 SignBridge 自己的地址（Cannot fetch contract.pdf: "
                                            "127.0.0.1 is SignBridge itself）"),
-], ids=["file", "gopher", "not-a-url", "userinfo", "own-api"])
+    # Development's playground serves the chat's files from SignBridge's origin: only a file right
+    # under its path is let through, nothing that climbs out of it.
+    (f"{OWN_API}/playground/files/x/../../../api/v1/signing-requests", ITSELF),
+    (f"{OWN_API}/playground/files/a/b", ITSELF),
+], ids=["file", "gopher", "not-a-url", "userinfo", "own-api", "own-playground-escape", "own-playground-deeper"])
 async def test_unusable_urls_are_rejected_at_once(open_h: Harness, url: str, reason: str) -> None:
     assert await _rejected(open_h, url) == f"无法下载 {NAME}：{reason}"
 
@@ -333,3 +338,9 @@ async def test_a_server_that_stalls_is_a_retryable_failure() -> None:
                         max_bytes=LIMIT)
         assert "127.0.0.1 points to an internal network address" in refused.value.message
 
+
+
+def test_only_development_fetches_the_playground_files_from_signbridge_itself(tmp_path: Path) -> None:
+    development = FetchPolicy.from_settings(make_settings(tmp_path), ["127.0.0.1"], "X")
+    production = FetchPolicy.from_settings(make_settings(tmp_path, environment="production"), ["127.0.0.1"], "X")
+    assert development.own_paths == ("/playground/files/",) and production.own_paths == ()

@@ -30,6 +30,7 @@ from api.metrics import router as metrics_router
 from signbridge.core import metrics
 from signbridge.core.observability import (
     THIRD_PARTY_LOGGERS,
+    HumanFormatter,
     JsonFormatter,
     ObservabilitySettings,
     configure_logging,
@@ -220,7 +221,8 @@ def test_configure_logging_switches_root_to_json() -> None:
         assert json.loads(stream.getvalue())["request_id"] == "sign:x"
         assert not workflow.logger.workflow_info_on_message and not activity.logger.activity_info_on_message
         configure_logging(ObservabilitySettings(log_format="text"), stream)
-        assert workflow.logger.workflow_info_on_message and activity.logger.activity_info_on_message
+        assert isinstance(root.handlers[0].formatter, HumanFormatter)
+        assert not workflow.logger.workflow_info_on_message  # the formatter shows the ids itself
         # Libraries' routine INFO lines (fontTools subsetting the stamp font) stay out; their
         # warnings and SignBridge's own INFO lines do not.
         before = stream.getvalue()
@@ -236,6 +238,37 @@ def test_configure_logging_switches_root_to_json() -> None:
         root.setLevel(saved[1])
         for name in ("uvicorn.access", *THIRD_PARTY_LOGGERS):
             logging.getLogger(name).setLevel(logging.NOTSET)
+
+
+def test_development_logs_are_one_short_line_per_event_and_production_logs_json() -> None:
+    assert ObservabilitySettings(environment="development").format == "text"
+    assert ObservabilitySettings(environment="production").format == "json"
+    assert ObservabilitySettings(environment="development", log_format="json").format == "json"
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(HumanFormatter())
+    logger = logging.getLogger(f"test.human.{uuid.uuid4().hex[:6]}")
+    logger.handlers, logger.propagate = [handler], False
+
+    def fail() -> None:
+        try:
+            raise ConnectionError("connection refused " + "x" * 5000)
+        except ConnectionError as e:
+            raise RuntimeError("webhook chat failed card.upsert (HTTP 503):\n<html>busy</html>") from e
+
+    try:
+        fail()
+    except RuntimeError:
+        logger.warning("Completing activity as failed", exc_info=True, extra={
+            "temporal_activity": {"workflow_id": "sign:webhook:default:e-1", "activity_type": "publish",
+                                  "attempt": 3}})
+    line = stream.getvalue()
+    assert line.count("\n") == 1 and len(line) < 1200, line  # one short line, not a 5 KB traceback
+    assert "WARNING" in line and "Completing activity as failed" in line
+    assert "[sign:webhook:default:e-1 · step publish · attempt 3]" in line
+    assert "RuntimeError: webhook chat failed card.upsert (HTTP 503): <html>busy</html>" in line
+    assert "(tests/test_observability.py:" in line and "in fail)" in line and "← ConnectionError" in line
 
 
 # ---- worker runtime metrics on a real dev server ------------------------------------------

@@ -7,6 +7,7 @@ harness's worker keeps running on this test's event loop while the command waits
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -27,11 +28,23 @@ from typer.testing import CliRunner, Result
 from signbridge.cli.db import alembic_config, driver_url
 from signbridge.cli.main import app
 from signbridge.cli.ops import visibility_query
-from signbridge.core.models import ChatRef, DocumentSource, SigningRequest, SignStatus, StatusView
+from signbridge.cli.request_ids import short_id
+from signbridge.core.models import (
+    ActionInput,
+    Actor,
+    ChatRef,
+    DocumentSource,
+    Person,
+    SigningRequest,
+    SignStatus,
+    StatusView,
+)
 from signbridge.core.settings import Settings
 from signbridge.core.temporal import SA_PROVIDER, SA_STATUS, start_signing
+from signbridge.pdf.sample import sample_contract
 from store import tables  # noqa: F401
-from tests.harness import INITIATOR, A, Harness, harness
+from store.blob_factory import make_blob_store
+from tests.harness import INITIATOR, A, B, Harness, harness
 
 runner = CliRunner()
 HEAD = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
@@ -83,10 +96,11 @@ async def test_retry_all_stuck_brings_an_outage_batch_back(dev_env: WorkflowEnvi
         stuck_query = visibility_query(SignStatus.STUCK, provider="local")
         await _until(lambda: _visible(h.client, stuck_query, ids), "the STUCK flows in visibility")
 
-        listed = await cli(h, "requests", "list", "--status", "stuck", "--provider", "local", "--platform", "webhook")
+        listed = await cli(h, "requests", "list", "--status", "stuck", "--provider", "local", "--platform", "webhook",
+                           "--wide")
         assert listed.exit_code == 0, listed.output
         assert stuck_query in listed.output and all(i in listed.output for i in ids)
-        other = await cli(h, "requests", "list", "--status", "STUCK", "--platform", "slack")
+        other = await cli(h, "requests", "list", "--status", "STUCK", "--platform", "slack", "--wide")
         assert other.exit_code == 0 and not any(i in other.output for i in ids)
 
         shown = await cli(h, "requests", "show", handles[0].id)
@@ -98,9 +112,11 @@ async def test_retry_all_stuck_brings_an_outage_batch_back(dev_env: WorkflowEnvi
         # that healed first would be a `skipped` row. The retried step fails again; the flows
         # then heal by themselves soon after (an operator's retry restarts their short pauses).
         retried = await cli(h, "requests", "retry", "--all-stuck", "--provider", "local", "--timeout", "10")
-        rows = [line for line in retried.output.splitlines() if "sign:" in line]
+        rows = [line for line in retried.output.splitlines() if " done " in line or " failed " in line
+                or " skipped " in line]
         for i in ids:
-            assert any(i in row and "done" in row and "retrying 'create'" in row for row in rows), retried.output
+            assert any(short_id(i) in row and "done" in row and "retrying 'create'" in row
+                       for row in rows), retried.output
         # Only a STUCK flow left behind elsewhere on the shared dev server (no worker) could fail.
         assert retried.exit_code == (1 if any("failed" in row for row in rows) else 0), retried.output
         h.provider.down = False
@@ -153,7 +169,7 @@ async def test_retry_all_stuck_says_so_when_a_stuck_flow_no_longer_runs(
     result = await asyncio.to_thread(lambda: runner.invoke(
         app, ["requests", "retry", "--all-stuck", "--provider", provider, "--timeout", "5"], env=env))
     assert result.exit_code == 1, result.output
-    row = next(line for line in result.output.splitlines() if handle.id in line)
+    row = next(line for line in result.output.splitlines() if short_id(handle.id) in line)
     assert "failed" in row and "TERMINATED" in result.output and "cannot be retried" in result.output, result.output
 
 
@@ -200,6 +216,80 @@ async def test_remind_and_cancel(dev_env: WorkflowEnvironment, settings: Setting
     tampered = await asyncio.to_thread(lambda: runner.invoke(
         app, ["requests", "show", handle.id, "--query-timeout", "1"], env=_env(h.settings, h.client)))
     assert tampered.exit_code == 1 and "BROKEN" in tampered.output
+
+
+async def test_list_fits_80_columns_with_short_ids_titles_and_names(
+        dev_env: WorkflowEnvironment, settings: Settings) -> None:
+    """Rows that can be told apart and copied at 80 columns, `show`/`cancel` taking the short id,
+    names instead of ids, nothing pending on an ended flow, and the same as JSON."""
+    initiator = Person(id=f"u-{uuid.uuid4().hex[:10]}", name="陈经理")
+    async with harness(dev_env.client, settings) as h:
+        handles = []
+        for title in ("服务器设备采购合同（第一批，含三年维保服务与现场安装调试）", "保密协议"):
+            request_id = f"sign:webhook:default:evt-{uuid.uuid4().hex}"
+            key = make_blob_store(h.settings).put(sample_contract("Contract"))
+            req = SigningRequest(request_id=request_id, title=title, initiator=initiator, groups=[[A, B]],
+                                 chat=ChatRef(chat_id="g-1", source_event_id=request_id), timing=h.timing(),
+                                 documents=[DocumentSource(name="c.pdf", blob_key=key)])
+            handles.append((await start_signing(h.client, req, h.settings.task_queue))[0])
+        for handle in handles:
+            await h.link(handle, B)
+        query = visibility_query(initiator=initiator.id, status=SignStatus.IN_PROGRESS)
+        await _until(lambda: _visible(h.client, query, {handle.id for handle in handles}), "both flows listed")
+        first, second = (short_id(handle.id) for handle in handles)
+
+        cancelled = await cli(h, "requests", "cancel", second, "--reason", "重复发起")
+        assert cancelled.exit_code == 0 and "1 done" in cancelled.output, cancelled.output
+        await _until(lambda: _visible(h.client, visibility_query(initiator=initiator.id, status=SignStatus.CANCELLED),
+                                      {handles[1].id}), "the cancel in visibility")
+
+        env80 = {**_env(h.settings, h.client), "COLUMNS": "80"}
+        narrow = await asyncio.to_thread(lambda: runner.invoke(
+            app, ["requests", "list", "--initiator", initiator.id], env=env80))
+        assert narrow.exit_code == 0, narrow.output
+        lines = narrow.output.splitlines()
+        assert max(len(line) for line in lines) <= 80, narrow.output
+        assert lines[1].strip().startswith("Signing requests (2)"), narrow.output
+        row1 = next(line for line in lines if first in line)
+        row2 = next(line for line in lines if second in line)
+        assert "IN_PROGRESS" in row1 and "李四, 王五" in narrow.output and "陈经理" in narrow.output
+        assert "CANCELLED" in row2 and "李四" not in row2 and "王五" not in row2  # nothing pending once ended
+        assert "服务器设备采…" in row1 and "保密协议" in row2  # a long title is cut, not wrapped
+
+        shown = await cli(h, "requests", "show", first)  # the short id, as listed
+        assert shown.exit_code == 0 and handles[0].id in shown.output and "IN_PROGRESS" in shown.output, shown.output
+
+        as_json = await cli(h, "requests", "list", "--initiator", initiator.id, "--json")
+        rows = {r["id"]: r for r in json.loads(as_json.output)}
+        assert rows[first]["request_id"] == handles[0].id and rows[first]["title"].startswith("服务器设备采购合同")
+        assert [p["name"] for p in rows[first]["pending"]] == ["李四", "王五"]
+        assert rows[first]["initiator"] == {"id": initiator.id, "name": "陈经理"} and rows[second]["pending"] == []
+
+        unknown = await cli(h, "requests", "show", "0000abcd")
+        assert unknown.exit_code == 1 and "no signing request has the id 0000abcd" in unknown.output
+        await handles[0].execute_update("cancel", ActionInput(actor=Actor(id="ops", is_operator=True)),
+                                        result_type=StatusView)
+
+
+def test_a_database_problem_is_one_line_with_its_fix(tmp_path: Path) -> None:
+    empty = {"SIGNBRIDGE_DATABASE_URL": f"sqlite:///{tmp_path}/new/x.db", "COLUMNS": "250"}
+    result = runner.invoke(app, ["identities", "list"], env=empty)
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
+    assert "has no SignBridge tables yet" in result.output and "run `signbridge db upgrade`" in result.output
+    assert "Traceback" not in result.output
+    csv_file = tmp_path / "people.csv"
+    csv_file.write_text(GOOD, encoding="utf-8")
+    result = runner.invoke(app, ["identities", "import", str(csv_file)], env=empty)
+    assert result.exit_code == 1 and result.output.strip().splitlines()[-1].endswith("run `signbridge db upgrade`")
+
+    (tmp_path / "a-file").write_text("")
+    unusable = {"SIGNBRIDGE_DATABASE_URL": f"sqlite:///{tmp_path}/a-file/x.db", "COLUMNS": "250"}
+    result = runner.invoke(app, ["identities", "list"], env=unusable)
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
+    assert "a-file/x.db" in result.output and "SIGNBRIDGE_DATA_DIR" in result.output
+
+    debug = runner.invoke(app, ["--debug", "identities", "list"], env=empty)
+    assert debug.exit_code == 1 and debug.exception is not None  # --debug: the exception itself
 
 
 GOOD = """platform,tenant,user_id,name,email,mobile,active
@@ -363,3 +453,17 @@ def test_db_upgrade_postgresql_after_create_all(pg_url: str) -> None:
     assert result.exit_code == 0, result.output
     assert f"stamped {HEAD}" in result.output and _revision(pg_url) == HEAD
     assert _upgrade(pg_url).exit_code == 0
+
+
+def test_templates_list_as_json(settings: Settings, tmp_path: Path) -> None:
+    from tests.template_pdfs import template_pdf
+
+    env = _env(settings)
+    source = tmp_path / "销售合同.pdf"
+    source.write_bytes(template_pdf())
+    added = runner.invoke(app, ["templates", "add", str(source), "--name", "销售合同"], env=env)
+    assert added.exit_code == 0, added.output
+    listed = runner.invoke(app, ["templates", "list", "--json"], env=env)
+    assert listed.exit_code == 0, listed.output
+    [row] = json.loads(listed.output)
+    assert row["name"] == "销售合同" and row["file"] == "销售合同.pdf" and row["signers"] and row["fields"]

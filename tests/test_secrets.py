@@ -1,7 +1,7 @@
 """Secrets stay secret: what `make run` prints, who may read the files, and refusing to start.
 
-- The real `signbridge run` (what `make run` starts: Temporal dev server, worker, API with its
-  access log on), a signing through it over HTTP like the demo's, then its console: no signing
+- The real `make run PORT=…` (Temporal dev server, worker, API with its access log on, every port
+  moved with PORT), `signbridge demo` as its banner prints it, then its console: no signing
   token and no download signature anywhere, the redacted access lines there instead, and the
   warning that the development secrets are in use.
 - Everything SignBridge creates under the data dir is its user's alone (0700 / 0600).
@@ -12,25 +12,25 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
+import shlex
 import signal
+import socket
 import stat
 import subprocess
 import sys
 import time
-import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
 from api.main import create_app
-from connectors.chat.webhook import signature as webhook_signature
-from signbridge.cli.demo import DemoChat
+from signbridge.cli.ports import busy, plan
 from signbridge.core.settings import DEV_SECRET, InsecureSettings, Settings
 from signbridge.pdf.pki import InstallationCA
-from signbridge.pdf.sample import sample_contract
 from store.blob_factory import make_blob_store
 from tests.conftest import make_settings
 from tests.sim.servers import free_port
@@ -52,9 +52,9 @@ def _private(root: Path) -> list[str]:
 
 
 def _env(**values: str) -> dict[str, str]:
-    """This process's environment without any SIGNBRIDGE_* setting, plus `values`."""
+    """This process's environment without any SIGNBRIDGE_* setting (and no `.env`), plus `values`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNBRIDGE_")}
-    return {**env, **values}
+    return {**env, "SIGNBRIDGE_ENV_FILE": "", **values}
 
 
 async def _until(probe: object, what: str, timeout: float, log: Path) -> None:
@@ -65,66 +65,84 @@ async def _until(probe: object, what: str, timeout: float, log: Path) -> None:
         await asyncio.sleep(0.3)
 
 
-async def test_the_make_run_console_shows_no_token_and_no_download_signature(tmp_path: Path) -> None:
-    api_port, temporal_port, ui_port, chat_port = free_port(), free_port(), free_port(), free_port()
+def _derived_ports() -> int:
+    """An API port whose derived ports (`make run PORT=…`: Temporal, its UI, the worker's metrics)
+    are free too."""
+    for _ in range(50):
+        api = free_port()
+        moved = plan(api, None, {})
+        if all(not busy(b.host, b.port) for b in moved.bound()[1:]):
+            return api
+    raise AssertionError("no API port whose derived ports are all free")
+
+
+@contextmanager
+def _taken(*ports: int) -> Iterator[None]:
+    """Hold the default ports while the test runs (those that something else holds already stay so)."""
+    held = []
+    for port in ports:
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+            s.listen()
+            held.append(s)
+        except OSError:
+            s.close()
+    try:
+        yield
+    finally:
+        for s in held:
+            s.close()
+
+
+async def test_make_run_with_a_port_beside_a_busy_default_stack_signs_and_shows_no_secret(tmp_path: Path) -> None:
+    """`make run PORT=…` on a machine where 8000, 7233, 8233 and 9464 are taken: a working stack,
+    whose banner's demo command works as printed (it plays the playground to a verified PDF), and
+    whose console then shows no signing token and no download signature."""
+    api_port = _derived_ports()
     api = f"http://127.0.0.1:{api_port}"
     data = tmp_path / "data"
     console = tmp_path / "console.log"
     # As a developer runs it: no SIGNBRIDGE_ENVIRONMENT and no secrets (`run` says development and
-    # uses the development secrets, with a warning); only ports and the demo chat's address differ.
-    env = _env(SIGNBRIDGE_DATA_DIR=str(data), SIGNBRIDGE_TEMPORAL_ADDRESS=f"127.0.0.1:{temporal_port}",
-               SIGNBRIDGE_PUBLIC_URL=api, SIGNBRIDGE_WEBHOOK_OUTBOUND_URL=f"http://127.0.0.1:{chat_port}/outbound",
-               SIGNBRIDGE_FETCH_ALLOW_NETWORKS="127.0.0.1/32", SIGNBRIDGE_WORKER_METRICS_ADDRESS="")
-    chat = DemoChat(DEV_SECRET, sample_contract("Console", pages=1))
-    server = chat.serve(chat_port)
-    with console.open("wb") as out:
-        run = subprocess.Popen([str(BIN / "signbridge"), "run", "--api-port", str(api_port), "--ui-port", str(ui_port)],
-                               cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        async with httpx.AsyncClient(timeout=30) as http:
-            async def healthy() -> bool:
-                try:
-                    return (await http.get(f"{api}/healthz")).status_code == 200
-                except httpx.HTTPError:
-                    return run.poll() is not None  # stop waiting: the assertion below says why
+    # uses the development secrets, with a warning); only the data dir and PORT are chosen.
+    env = _env(SIGNBRIDGE_DATA_DIR=str(data))
+    with _taken(8000, 7233, 8233, 9464), console.open("wb") as out:
+        run = subprocess.Popen(["make", "--no-print-directory", "-C", str(ROOT), "run", f"PORT={api_port}"],
+                               cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            async with httpx.AsyncClient(timeout=30) as http:
+                async def started() -> bool:
+                    return "Press Ctrl-C to stop." in console.read_text(errors="replace") or run.poll() is not None
 
-            await _until(healthy, "the API", 120, console)
-            assert run.poll() is None, console.read_text(errors="replace")
-            command = json.dumps({
-                "event_id": f"console-{uuid.uuid4().hex[:8]}", "type": "message", "chat": {"id": "g-1"},
-                "sender": {"id": "u-zhangsan", "name": "张三"}, "text": "/sign @李四",
-                "mentions": [{"id": "u-lisi", "name": "李四"}],
-                "files": [{"name": "合同.pdf", "url": f"http://127.0.0.1:{chat_port}/f/contract.pdf"}]},
-                ensure_ascii=False).encode()
-            resp = await http.post(f"{api}/im/webhook/events", content=command,
-                                   headers={**webhook_signature.headers(DEV_SECRET, command),
-                                            "Content-Type": "application/json"})
-            assert resp.status_code == 202, resp.text
+                await _until(started, "the stack", 120, console)
+                assert run.poll() is None, console.read_text(errors="replace")
+                banner = console.read_text(errors="replace")
+                demo = next(line for line in banner.splitlines() if "Scripted demo" in line).split(": ", 1)[1]
+                assert demo.endswith(f"demo --api-url {api}") and f"Playground:  {api}/playground" in banner
+                played = await asyncio.to_thread(subprocess.run, [*shlex.split(demo), "--out-dir", str(tmp_path)],
+                                                 cwd=ROOT, env=env, capture_output=True, timeout=180)
+                assert played.returncode == 0, played.stdout.decode() + played.stderr.decode()
+                assert "Verification: OK" in played.stdout.decode()
 
-            def sent(kind: str) -> list[dict[str, object]]:
-                return [m for m in chat.messages if m.get("type") == kind and (kind != "message" or m.get("sign_url"))]
+                entries = (await http.get(f"{api}/playground/api/entries")).json()
+                download = next(e["body"]["url"] for e in entries if e["kind"] == "outbound"
+                                and e["body"]["type"] == "file")
+                assert (await http.get(download)).content.startswith(b"%PDF")
+                # One more request, through the playground as a person would, left open: its page is rendered.
+                await http.post(f"{api}/playground/api/say", json={"by": "u-zhangsan", "text": "/sign @赵六"})
 
-            async def linked() -> bool:
-                return bool(sent("message"))
+                async def linked() -> bool:
+                    entries[:] = (await http.get(f"{api}/playground/api/entries")).json()
+                    return any(e["kind"] == "outbound" and e["body"].get("to") == "u-zhaoliu" for e in entries)
 
-            await _until(linked, "the signing link", 90, console)
-            link = str(sent("message")[0]["sign_url"])
-            assert (await http.get(f"{link}/pages/1.png")).status_code == 200
-            signed = await http.post(link, data={"name": "李四", "consent": "yes"},
-                                     headers={"Accept": "application/json"})
-            assert signed.status_code == 200, signed.text
-
-            async def filed() -> bool:
-                return bool(sent("file"))
-
-            await _until(filed, "the signed file", 90, console)
-            download = str(sent("file")[0]["url"])
-            assert (await http.get(download)).content.startswith(b"%PDF")
-            await asyncio.sleep(0.5)  # the access log line of the download is written after the answer
-    finally:
-        server.should_exit = True
-        run.send_signal(signal.SIGINT)
-        run.wait(timeout=60)
+                await _until(linked, "赵六's link", 60, console)
+                link = next(e["body"]["sign_url"] for e in entries if e["kind"] == "outbound"
+                            and e["body"].get("to") == "u-zhaoliu")
+                assert (await http.get(f"{link}/pages/1.png")).status_code == 200
+                await asyncio.sleep(0.5)  # the access log line of the download is written after the answer
+        finally:
+            os.killpg(run.pid, signal.SIGINT)  # Ctrl-C in the terminal: make and the stack it started
+            run.wait(timeout=60)
 
     text = console.read_text(errors="replace")
     token = link.rsplit("/sign/", 1)[1]
@@ -133,8 +151,8 @@ async def test_the_make_run_console_shows_no_token_and_no_download_signature(tmp
     assert "/sign/<redacted>/pages/1.png" in text and "sig=<redacted>" in text  # the access log is on, redacted
     assert "WARNING: development secrets in use (SIGNBRIDGE_WEBHOOK_SECRET, SIGNBRIDGE_LINK_SECRET)" in text
     # What the stack created is its user's alone: databases (SignBridge's and Temporal's), blobs,
-    # the CA key, the rendered pages, the logs.
-    for made in ("signbridge.db", "temporal.db", "temporal.log", "ca", "blobs", "pages"):
+    # the CA key, the rendered pages, the logs, the playground's transcript and files.
+    for made in ("signbridge.db", "temporal.db", "temporal.log", "ca", "blobs", "pages", "playground"):
         assert (data / made).exists(), made
     assert _private(data) == []
 

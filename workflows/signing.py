@@ -64,6 +64,7 @@ with workflow.unsafe.imports_passed_through():
         SA_STATUS,
         provider_task_queue,
     )
+    from workflows import details
 
 T = TypeVar("T")
 
@@ -160,6 +161,8 @@ class SigningWorkflow:
         self.confirm_needed = False  # an unconfirmable event arrived: poll the provider now
         self.deadline_upserted = True  # False until SignDeadline is written (PATCH_LOCAL_CHAT flows)
         self.resume_status: SignStatus | None = None  # what a STUCK flow goes back to
+        self.where = ""  # the current details outside STUCK, put back once a stuck step goes through
+        self.stuck_since: datetime | None = None
         self.documents: list[DocumentInfo] = []  # every document when there are several
         self.placements: list[Placement] = []
         self.signed_documents: list[DocumentInfo] = []
@@ -178,14 +181,14 @@ class SigningWorkflow:
             if req.problem:
                 await self._reject(req.problem)
                 return await self._close()
-            self._details("Checking the document and the signers")
+            self._where(details.checking())
             try:
                 prepared: PreparedDocument = await self._step("prepare", "prepare", req, PreparedDocument)
                 self._adopt(prepared)
             except ApplicationError as e:
                 await self._reject(e.message)
                 return await self._close()
-            self._details("Creating the flow at the provider")
+            self._where(details.creating(req.provider))
             self.flow_id = await self._create_flow()
             self.status = SignStatus.IN_PROGRESS
             await self._open_group(0)
@@ -215,7 +218,7 @@ class SigningWorkflow:
 
     async def _close(self) -> StatusView:
         """Everything is published: let waiting update handlers (cancel) answer, then end."""
-        self._details(f"Finished: {self.status.value}" + (f" — {self.reason}" if self.reason else ""))
+        self._where(details.finished(self.status, self.reason))
         flow_outcome(self.status.value)
         await self._tell_bulk("done")
         self.closed = True
@@ -246,8 +249,7 @@ class SigningWorkflow:
         assert self.flow_id is not None and self.deadline is not None
         self.current_group = group
         members = [s for s in self.signers if s.group == group]
-        self._details(f"Waiting for group {group + 1} of {len(self.req.groups)}: "
-                      + ", ".join(s.person.name for s in members))
+        self._where(details.waiting(group, len(self.req.groups), [s.person.name for s in members], self.deadline))
         links: list[SignerLink] = await self._step(
             f"open group {group + 1}",
             "open_group",
@@ -346,7 +348,7 @@ class SigningWorkflow:
     async def _finish(self) -> None:
         assert self.flow_id is not None and self.document is not None
         self.status = SignStatus.FINISHING
-        self._details("All signed: downloading, checking and delivering the signed document")
+        self._where(details.finishing())
         if not self._fewer_publishes():
             await self._publish(None, None, None)
         else:
@@ -568,7 +570,9 @@ class SigningWorkflow:
         """Asked where a step failed: flows recorded before PATCH_SELF_HEALING replay as they ran."""
         return workflow.patched(PATCH_SELF_HEALING)
 
-    def _details(self, text: str) -> None:
+    def _where(self, text: str) -> None:
+        """Where the flow is, in words (the Temporal UI's current details; `workflows.details`)."""
+        self.where = text
         workflow.set_current_details(text)
 
     def _audit(self, key: str, action: str, detail: dict[str, Any], actor: str = "system") -> AuditInput:
@@ -695,9 +699,9 @@ class SigningWorkflow:
                 if not self._heals():
                     if isinstance(e, ApplicationError):
                         raise  # flows from before PATCH_SELF_HEALING failed here; replay must too
-                    await self._wait_for_operator(name, cause)
+                    await self._wait_for_operator(name, activity, cause)
                     continue
-                await self._show_stuck(name, cause, first=not stuck)
+                await self._show_stuck(name, activity, cause, first=not stuck)
                 stuck = True
                 # After an operator's `retry` that failed too, the pauses start short again.
                 tries = 0 if await self._pause_before_retry(tries) else tries + 1
@@ -706,10 +710,14 @@ class SigningWorkflow:
                 await self._recovered(name, tries)
             return result
 
-    async def _show_stuck(self, name: str, cause: BaseException, first: bool) -> None:
+    async def _show_stuck(self, name: str, activity: str, cause: BaseException, first: bool) -> None:
         """STUCK where it needs no chat: search attributes, current details, the database row."""
-        self.reason = f"{name}: {getattr(cause, 'message', None) or cause}"
-        self._details(f"STUCK at '{name}', retrying by itself (`retry` tries now). {self.reason}")
+        error = str(getattr(cause, "message", None) or cause)
+        self.reason = f"{name}: {error}"
+        if first:
+            self.stuck_since = workflow.now()
+        workflow.set_current_details(details.stuck(self.req.request_id, activity, name, error,
+                                                   self.stuck_since or workflow.now()))
         if not first:
             return
         self.resume_status, self.status, self.stuck_step = self.status, SignStatus.STUCK, name
@@ -735,7 +743,7 @@ class SigningWorkflow:
 
     async def _recovered(self, name: str, tries: int) -> None:
         self._leave_stuck()
-        self._details(f"'{name}' went through again after {tries} retries")
+        workflow.set_current_details(details.recovered(name, tries, self.where))
         await self._publish(f"recovered:{self.stuck_count}", "request.recovered", {"step": name, "retries": tries},
                             best_effort=True)
 
@@ -743,14 +751,15 @@ class SigningWorkflow:
         assert self.resume_status is not None
         self.status, self.stuck_step, self.reason = self.resume_status, None, None
 
-    async def _wait_for_operator(self, name: str, cause: BaseException) -> None:
+    async def _wait_for_operator(self, name: str, activity: str, cause: BaseException) -> None:
         """Flows from before PATCH_SELF_HEALING: show STUCK and wait for `retry` (or `cancel`)."""
         previous = self.status
         self.status = SignStatus.STUCK
         flow_outcome("stuck")
         self.stuck_step = name
         self.reason = f"{name}: {getattr(cause, 'message', None) or cause}"
-        self._details(f"STUCK at '{name}' — waiting for an operator's retry. {self.reason}")
+        workflow.set_current_details(details.stuck(self.req.request_id, activity, name, str(getattr(
+            cause, "message", None) or cause), workflow.now(), by_itself=False))
         self.retry_requested = False
         self.stuck_count += 1
         await self._publish(f"stuck:{self.stuck_count}", "request.stuck",
@@ -759,5 +768,5 @@ class SigningWorkflow:
         self.status, self.stuck_step, self.reason = previous, None, None
         if self.cancel_request is not None:
             await self._cancel()
-        self._details(f"Retrying '{name}'")
+        workflow.set_current_details(self.where)
         self._upsert([SA_STATUS.value_set(self.status.value)])

@@ -1,150 +1,118 @@
-"""`signbridge demo`: plays a company chat against a running SignBridge, over public HTTP only.
+"""`signbridge demo`: plays the playground chat from the command line, over public HTTP only.
 
-It is the company's own IM for a minute: it serves the contract file, sends a signed `/sign`
-command (两位同事并行，然后一位外部客户), receives SignBridge's signed outbound calls (cards,
-signing links, the signed file), signs as each person through their link, and finally checks
-the signed PDF against the installation CA that SignBridge publishes.
+The playground (`/playground`, served by the API in development) is the company chat of a
+development stack: it speaks the signed webhook IM protocol to SignBridge and receives its cards,
+links and files. The demo uses it the way a person would in the browser — drops the contract,
+sends `/sign @李四 @王五 > @客户A` as 张三 (两位同事并行，然后一位外部客户), opens each signer's
+link as that person and signs — then downloads the signed PDF and checks it against the
+installation CA that SignBridge publishes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
-from fastapi import FastAPI, Request, Response
 
-from connectors.chat.webhook import signature as webhook_signature
-from signbridge.core.settings import get_settings
 from signbridge.pdf.sample import sample_contract
 
-SIGNERS: list[dict[str, Any]] = [
-    {"id": "u-lisi", "name": "李四"},
-    {"id": "u-wangwu", "name": "王五"},
-    {"id": "x-kehu", "name": "客户A", "email": "a@customer.example", "external": True},
-]
+INITIATOR = "u-zhangsan"
+COMMAND = "/sign @李四 @王五 > @客户A"
+GROUPS = [["u-lisi", "u-wangwu"], ["x-kehu"]]
 
 
-class DemoChat:
-    """The company chat's side: outbound receiver and file server, in a background thread."""
-
-    def __init__(self, secret: str, contract: bytes) -> None:
-        self.secret = secret
-        self.contract = contract
-        self.messages: list[dict[str, Any]] = []
-        self.app = FastAPI()
-        self.app.post("/outbound")(self._outbound)
-        self.app.get("/f/contract.pdf")(self._file)
-
-    async def _outbound(self, request: Request) -> Response:
-        raw = await request.body()
-        try:
-            webhook_signature.verify(self.secret, request.headers.get("X-SignBridge-Timestamp"),
-                                     request.headers.get("X-SignBridge-Signature"), raw)
-        except webhook_signature.SignatureError as e:
-            print(f"  ! refused an unsigned/forged outbound call: {e}")
-            return Response(status_code=401)
-        msg = json.loads(raw)
-        if any(m.get("idempotency_key") == msg.get("idempotency_key") for m in self.messages):
-            return Response(status_code=200)  # a retried delivery we already have
-        self.messages.append(msg)
-        _print_message(msg)
-        return Response(status_code=200)
-
-    async def _file(self) -> Response:
-        return Response(self.contract, media_type="application/pdf")
-
-    def serve(self, port: int) -> uvicorn.Server:
-        server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning"))
-        threading.Thread(target=server.run, daemon=True).start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"could not listen on 127.0.0.1:{port} (is another demo running?)")
-            time.sleep(0.05)
-        return server
+class DemoFailed(Exception):
+    """The demo could not go on; the message says why, in one line."""
 
 
-def _print_message(msg: dict[str, Any]) -> None:
-    kind = msg.get("type")
+async def _entries(http: httpx.AsyncClient, after: int) -> list[dict[str, Any]]:
+    resp = await http.get("/playground/api/entries", params={"after": after, "wait": 2})
+    resp.raise_for_status()
+    return resp.json()  # type: ignore[no-any-return]
+
+
+class Chat:
+    """What the demo has seen of the playground's transcript."""
+
+    def __init__(self, http: httpx.AsyncClient, seen: int) -> None:
+        self.http = http
+        self.seen = seen
+        self.outbound: list[dict[str, Any]] = []
+
+    async def until(self, found: Any, timeout: float, what: str) -> dict[str, Any]:
+        end = time.monotonic() + timeout
+        while (hit := next((e for e in self.outbound if found(e)), None)) is None:
+            if time.monotonic() > end:
+                raise DemoFailed(f"timed out after {timeout:.0f} s waiting for {what}")
+            for entry in await _entries(self.http, self.seen):
+                self.seen = entry["seq"]
+                if entry["kind"] == "outbound":
+                    self.outbound.append(entry)
+                    _print(entry["body"])
+        return hit
+
+
+def _print(body: dict[str, Any]) -> None:
+    kind = body.get("type")
     if kind == "card.upsert":
-        card = msg["card"]
+        card = body["card"]
         people = ", ".join(f"{s['name']}:{s['state_text']}" for s in card["signers"])
         print(f"  [card] {card['title']} — {card['status_text']} ({people})")
     elif kind == "message":
-        print(f"  [message → {msg.get('to') or msg.get('chat_id')}] {msg['text']}")
+        print(f"  [message → {body.get('to') or 'the chat'}] {body['text']}")
     elif kind == "file":
-        print(f"  [file] {msg['name']} sha256={msg['sha256'][:16]}…")
+        print(f"  [file] {body['name']} sha256={body['sha256'][:16]}…")
 
 
-async def _wait(predicate: Any, timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > end:
-            raise SystemExit(f"timed out waiting for {what}")
-        await asyncio.sleep(0.2)
+async def _demo(api_url: str, out_dir: Path, timeout: float) -> int:
+    async with httpx.AsyncClient(base_url=api_url, timeout=30) as http:
+        try:
+            state = await http.get("/playground/api/state")
+        except httpx.HTTPError as e:
+            raise DemoFailed(f"no SignBridge answers at {api_url} ({e}); start it with `make run`") from e
+        if state.status_code == 404:
+            raise DemoFailed(f"{api_url} has no playground: it is served in development only (`make run` starts one)")
+        state.raise_for_status()
+        if not state.json()["outbound_here"]:
+            raise DemoFailed("SignBridge posts its cards to another chat (SIGNBRIDGE_WEBHOOK_OUTBOUND_URL), not to "
+                             "the playground; unset it (`make run` points it at the playground)")
+        chat = Chat(http, len(state.json()["entries"]))
+        dropped = (await http.post("/playground/api/files", files={
+            "file": ("contract.pdf", sample_contract("SignBridge Demo Contract", pages=2), "application/pdf")})).json()
+        print(f"→ 张三 drops contract.pdf and sends `{COMMAND}`")
+        said = (await http.post("/playground/api/say", json={
+            "by": INITIATOR, "text": COMMAND, "files": [{"id": dropped["id"], "name": dropped["name"]}]})).json()
+        answer = said["answer"]
+        if answer["status"] != 202:
+            raise DemoFailed(f"SignBridge refused the command: {answer['status']} {answer['body']}")
+        request_id = answer["body"]["request_id"]
+        print(f"  accepted: {request_id}")
 
+        def link_for(person: str) -> Any:
+            return lambda e: e["body"].get("to") == person and e["body"].get("sign_url") and request_id in str(
+                e["body"].get("idempotency_key", ""))
 
-async def _demo(api_url: str, listen_port: int, out_dir: Path, timeout: float) -> int:
-    settings = get_settings()
-    secret = settings.webhook_secret.get_secret_value()
-    chat = DemoChat(secret, sample_contract("SignBridge Demo Contract", pages=2))
-    server = chat.serve(listen_port)
-    event_id = f"demo-{uuid.uuid4().hex[:10]}"
-    body = {
-        "event_id": event_id, "type": "message",
-        "chat": {"id": "g-demo", "kind": "group"},
-        "sender": {"id": "u-zhangsan", "name": "张三", "email": "zs@corp.example"},
-        "text": "/sign @李四 @王五 > @客户A",
-        "mentions": SIGNERS,
-        "files": [{"name": "contract.pdf", "url": f"http://127.0.0.1:{listen_port}/f/contract.pdf"}],
-    }
-    raw = json.dumps(body, ensure_ascii=False).encode()
-    try:
-        async with httpx.AsyncClient(timeout=30) as http:
-            print(f"→ 张三 sends `{body['text']}` with contract.pdf")
-            resp = await http.post(f"{api_url}/im/webhook/events", content=raw,
-                                   headers={**webhook_signature.headers(secret, raw),
-                                            "Content-Type": "application/json"})
-            if resp.status_code >= 300:
-                print(f"SignBridge refused the command: {resp.status_code} {resp.text}")
-                return 1
-            request_id = resp.json()["request_id"]
-            print(f"  accepted: {request_id}")
-
-            def link(user: str) -> str | None:
-                return next((m["sign_url"] for m in chat.messages
-                             if m.get("type") == "message" and m.get("to") == user and m.get("sign_url")), None)
-
-            for group in (SIGNERS[:2], SIGNERS[2:]):
-                for person in group:
-                    await _wait(lambda p=person: link(p["id"]) is not None, timeout,  # type: ignore[misc]
-                                f"{person['name']}'s signing link")
-                for person in group:
-                    url = link(person["id"])
-                    assert url
-                    print(f"→ {person['name']} opens {url.split('/sign/')[0]}/sign/… and signs")
-                    r = await http.post(url, data={"name": person["name"], "consent": "yes"},
-                                        headers={"Accept": "application/json"})
-                    if r.status_code != 200:
-                        print(f"  signing failed: {r.status_code} {r.text}")
-                        return 1
-            await _wait(lambda: any(m.get("type") == "file" for m in chat.messages), timeout, "the signed file")
-            file_msg = next(m for m in chat.messages if m.get("type") == "file")
-            signed = (await http.get(file_msg["url"])).content
-            ca_pem = (await http.get(f"{api_url}/ca.pem")).content
-        out_dir.mkdir(parents=True, exist_ok=True)
-        path = out_dir / f"{event_id}.signed.pdf"
-        path.write_bytes(signed)
-        return await asyncio.to_thread(_report, path, signed, ca_pem)
-    finally:
-        server.should_exit = True
+        for group in GROUPS:
+            links = {p: await chat.until(link_for(p), timeout, f"{p}'s signing link") for p in group}
+            for person, entry in links.items():
+                opened = await http.get(f"/playground/open/{entry['seq']}", params={"as": person})
+                sign_url = opened.headers["location"]
+                name = next(p["name"] for p in state.json()["people"] if p["id"] == person)
+                print(f"→ {name} opens their link and signs")
+                signed = await http.post(sign_url, data={"name": name, "consent": "yes"},
+                                         headers={"Accept": "application/json"})
+                if signed.status_code != 200:
+                    raise DemoFailed(f"{name} could not sign: {signed.status_code} {signed.text[:300]}")
+        filed = await chat.until(lambda e: e["body"].get("type") == "file", timeout, "the signed file")
+        signed_pdf = (await http.get(filed["body"]["url"])).content
+        ca_pem = (await http.get("/ca.pem")).content
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{request_id.rsplit(':', 1)[-1]}.signed.pdf"
+    path.write_bytes(signed_pdf)
+    return await asyncio.to_thread(_report, path, signed_pdf, ca_pem)
 
 
 def _report(path: Path, signed: bytes, ca_pem: bytes) -> int:
@@ -162,6 +130,9 @@ def _report(path: Path, signed: bytes, ca_pem: bytes) -> int:
     return 0 if ok else 1
 
 
-def run_demo(api_url: str = "http://127.0.0.1:8000", listen_port: int = 8765,
-             out_dir: Path = Path("."), timeout: float = 120.0) -> int:
-    return asyncio.run(_demo(api_url.rstrip("/"), listen_port, out_dir, timeout))
+def run_demo(api_url: str = "http://127.0.0.1:8000", out_dir: Path = Path("."), timeout: float = 120.0) -> int:
+    try:
+        return asyncio.run(_demo(api_url.rstrip("/"), out_dir, timeout))
+    except DemoFailed as e:
+        print(f"signbridge demo: {e}")
+        return 1

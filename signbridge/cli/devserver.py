@@ -89,6 +89,7 @@ def devserver_argv(
         "--ui-port", str(ui_port),
         "--namespace", namespace,
         "--log-level", log_level,
+        "--ui-disable-news-fetch",  # the UI would reach for Temporal's news feed on the internet
         *server_flags(search_attributes),
     ]
     if headless:

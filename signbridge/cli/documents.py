@@ -51,11 +51,19 @@ def add_template(
 
 
 @templates_app.command("list")
-def list_templates() -> None:
+def list_templates(
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table")] = False,
+) -> None:
     """Every registered template with its fields and signing roles."""
     _, engine = _ready_engine()
+    rows = templates.all_templates(engine)
+    if as_json:
+        typer.echo(json.dumps([{"name": r.name, "fields": json.loads(r.fields), "signers": json.loads(r.roles),
+                                "file": r.source_name, "added": r.created_at.isoformat()} for r in rows],
+                              ensure_ascii=False, indent=2))
+        return
     table = Table("name", "fields", "signers", "file", "added")
-    for row in templates.all_templates(engine):
+    for row in rows:
         table.add_row(row.name, ", ".join(json.loads(row.fields)), ", ".join(json.loads(row.roles)), row.source_name,
                       f"{row.created_at:%Y-%m-%d %H:%M}")
     _out().print(table)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Coroutine
@@ -25,16 +24,35 @@ import typer
 from signbridge.cli import devserver
 from signbridge.cli import documents as documents_cli
 from signbridge.cli import ops as ops_cli
-from signbridge.core.settings import DEVELOPMENT, Settings, get_settings
+from signbridge.cli.errors import DEBUG_KEY, OneLineErrors
+from signbridge.cli.ports import (
+    OUTBOUND_URL,
+    PLAYGROUND_OUTBOUND,
+    UI_PORT_OFFSET,
+    PortProblem,
+    StackPorts,
+    check_free,
+    plan,
+    split_address,
+)
+from signbridge.core.settings import DEVELOPMENT, Settings, get_settings, load_env_file
 from store.files import private_dir
 
-app = typer.Typer(help="SignBridge: get documents signed without leaving the chat.", no_args_is_help=True)
+app = typer.Typer(help="SignBridge: get documents signed without leaving the chat.", no_args_is_help=True,
+                  cls=OneLineErrors, pretty_exceptions_enable=False)
 
 
 @app.callback()
-def _private_files() -> None:
-    """Whatever SignBridge and the processes it starts create (databases, blobs, the CA, logs,
-    Temporal's dev database) is readable by its own user only: contracts and keys live there."""
+def _every_command(
+    ctx: typer.Context,
+    debug: Annotated[bool, typer.Option("--debug", help="show the whole traceback of an error")] = False,
+) -> None:
+    """Every command reads `.env` in the project folder first (`load_env_file`), answers an error
+    with one line (`signbridge.cli.errors`), and whatever SignBridge and the processes it starts
+    create (databases, blobs, the CA, logs, Temporal's dev database) is readable by its own user
+    only: contracts and keys live there."""
+    ctx.meta[DEBUG_KEY] = debug
+    load_env_file()
     os.umask(0o077)
 
 
@@ -100,17 +118,6 @@ class ChildDied(Exception):
         self.child = child
 
 
-def _split_address(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    return host or "127.0.0.1", int(port)
-
-
-def _port_busy(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex((host, port)) == 0
-
-
 def _tail(path: Path | None, lines: int = 15) -> str:
     if not path or not path.exists():
         return ""
@@ -145,20 +152,20 @@ async def _api_healthy(url: str) -> bool:
         return False
 
 
-async def _supervise(sup: Supervisor, settings: Settings, ui_port: int, api_port: int) -> int:
+async def _supervise(sup: Supervisor, settings: Settings, ports: StackPorts) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    address = settings.temporal_address
-    host, port = _split_address(address)
+    address = ports.temporal_address
     namespace = settings.temporal_namespace
     temporal_log = settings.data_dir / "temporal.log"
-    api_url = f"http://{API_HOST}:{api_port}"
+    api_url = ports.api_url
     typer.echo(f"starting Temporal dev server on {address} (log: {temporal_log})")
-    sup.start("temporal dev server", devserver.devserver_argv(settings.data_dir, ip=host, port=port,
-                                                              ui_port=ui_port, namespace=namespace), temporal_log)
+    sup.start("temporal dev server", devserver.devserver_argv(
+        settings.data_dir, ip=ports.temporal_host, port=ports.temporal_port, ui_port=ports.ui_port,
+        namespace=namespace), temporal_log)
 
     async def temporal_up() -> bool:
         client = await devserver.temporal_ready(address, namespace)
@@ -171,43 +178,63 @@ async def _supervise(sup: Supervisor, settings: Settings, ui_port: int, api_port
 
     if not await _until(sup, stop, temporal_up, STARTUP_TIMEOUT, "Temporal dev server"):
         return 0
-    typer.echo("starting worker")
+    typer.echo("starting worker" + (f" (metrics on {ports.metrics_address})" if ports.metrics_address else ""))
     sup.start("worker", [sys.executable, "-m", "worker"])
     typer.echo(f"starting API on {api_url}")
-    sup.start("API", [sys.executable, "-m", "signbridge.cli.main", "api", "--host", API_HOST, "--port", str(api_port),
-                      "--access-log"])
+    sup.start("API", [sys.executable, "-m", "signbridge.cli.main", "api", "--host", API_HOST,
+                      "--port", str(ports.api_port), "--access-log"])
     if not await _until(sup, stop, lambda: _api_healthy(api_url), STARTUP_TIMEOUT, "API"):
         return 0
-
-    typer.echo(
-        "\nSignBridge is running.\n"
-        f"  API docs:    {api_url}/docs\n"
-        f"  Temporal UI: http://{host}:{ui_port}\n"
-        "  Try a signing: run `signbridge demo` in another terminal.\n"
-        f"  Chat outbound: {os.environ['SIGNBRIDGE_WEBHOOK_OUTBOUND_URL']} (SIGNBRIDGE_WEBHOOK_OUTBOUND_URL)\n"
-        "Press Ctrl-C to stop.\n"
-    )
+    typer.echo(banner(ports, os.environ[OUTBOUND_URL]))
     await _until(sup, stop, _never)
     return 0
+
+
+def banner(ports: StackPorts, outbound_url: str) -> str:
+    """What `make run` prints once the stack answers: every address, and commands that work as printed."""
+    playground = outbound_url.startswith(ports.api_url) and outbound_url.endswith(PLAYGROUND_OUTBOUND)
+    lines = ["", "SignBridge is running."]
+    if playground:
+        lines.append(f"  Playground:  {ports.api_url}/playground  (be 张三, drop a PDF, send `/sign @李四 > @客户A`)")
+    lines += [f"  API docs:    {ports.api_url}/docs  (ReDoc: {ports.api_url}/redoc)",
+              f"  Temporal UI: http://{ports.temporal_host}:{ports.ui_port}"]
+    if playground:
+        lines.append(f"  Scripted demo, in another terminal: {_signbridge_command()} demo --api-url {ports.api_url}")
+    lines += [f"  Chat outbound: {outbound_url} ({OUTBOUND_URL})", "Press Ctrl-C to stop.", ""]
+    return "\n".join(lines)
+
+
+def _signbridge_command() -> str:
+    """This `signbridge` as a person would type it here (`.venv/bin/signbridge` after `make run`)."""
+    beside = Path(sys.executable).parent / "signbridge"
+    if not beside.exists():
+        return "signbridge"
+    try:
+        return str(beside.relative_to(Path.cwd()))
+    except ValueError:
+        return str(beside)
 
 
 async def _never() -> bool:
     return False
 
 
-DEMO_OUTBOUND_URL = "http://127.0.0.1:8765/outbound"
-
-
 @app.command()
 def run(
-    ui_port: Annotated[int, typer.Option(help="Temporal Web UI port")] = devserver.DEFAULT_UI_PORT,
-    api_port: Annotated[int, typer.Option(help="API port")] = API_PORT,
+    api_port: Annotated[int, typer.Option(help="API port; every other port moves with it unless set "
+                                               "(`make run PORT=8100`)")] = API_PORT,
+    ui_port: Annotated[int | None, typer.Option(help="Temporal Web UI port [default: Temporal's port + 1000]")] = None,
 ) -> None:
     """Start everything in the foreground: Temporal dev server, worker and API. Ctrl-C stops it all."""
-    # Without a company IM configured, outbound chat calls go to where `signbridge demo` listens,
-    # and the demo's file comes from there too: loopback, which fetching refuses unless allowed.
-    if "SIGNBRIDGE_WEBHOOK_OUTBOUND_URL" not in os.environ:
-        os.environ["SIGNBRIDGE_WEBHOOK_OUTBOUND_URL"] = DEMO_OUTBOUND_URL
+    try:
+        ports = plan(api_port, ui_port, os.environ)
+        check_free(ports.bound())
+    except PortProblem as e:
+        typer.echo(f"signbridge: {e}", err=True)
+        raise typer.Exit(1) from None
+    os.environ.update(ports.env)  # derived addresses, for this process's settings and the children's
+    if ports.env.get(OUTBOUND_URL):
+        # The playground serves its files from loopback, which fetching refuses unless allowed.
         os.environ.setdefault("SIGNBRIDGE_FETCH_ALLOW_NETWORKS", "127.0.0.1/32")
     os.environ.setdefault("SIGNBRIDGE_ENVIRONMENT", DEVELOPMENT)  # a developer's stack, said out loud
     settings = get_settings()
@@ -216,17 +243,11 @@ def run(
         typer.echo(f"WARNING: development secrets in use ({', '.join(unset)}): anyone with this repository can "
                    "forge chat callbacks and download links. Fine on your machine; never expose this stack.", err=True)
     private_dir(settings.data_dir)
-    host, port = _split_address(settings.temporal_address)
-    for what, h, p in (("Temporal", host, port), ("Temporal UI", host, ui_port), ("API", API_HOST, api_port)):
-        if _port_busy(h, p):
-            typer.echo(f"signbridge: port {h}:{p} for the {what} is already in use — is another stack running?",
-                       err=True)
-            raise typer.Exit(1)
 
     sup = Supervisor()
     code = 0
     try:
-        code = asyncio.run(_supervise(sup, settings, ui_port, api_port))
+        code = asyncio.run(_supervise(sup, settings, ports))
     except ChildDied as e:
         rc = e.child.proc.returncode
         typer.echo(f"\nsignbridge: the {e.child.name} exited unexpectedly (exit code {rc}); stopping the rest.",
@@ -312,13 +333,13 @@ def chat_listener(
 
 @app.command(name="devserver")
 def devserver_cmd(
-    ui_port: Annotated[int, typer.Option(help="Temporal Web UI port")] = devserver.DEFAULT_UI_PORT,
+    ui_port: Annotated[int | None, typer.Option(help="Temporal Web UI port [default: Temporal's port + 1000]")] = None,
 ) -> None:
     """Run only the Temporal dev server (persistent, with SignBridge's search attributes) in the foreground."""
     settings = get_settings()
     private_dir(settings.data_dir)
-    host, port = _split_address(settings.temporal_address)
-    argv = devserver.devserver_argv(settings.data_dir, ip=host, port=port, ui_port=ui_port,
+    host, port = split_address(settings.temporal_address)
+    argv = devserver.devserver_argv(settings.data_dir, ip=host, port=port, ui_port=ui_port or port + UI_PORT_OFFSET,
                                     namespace=settings.temporal_namespace)
     proc = subprocess.Popen(argv)  # noqa: S603 (argv built here)
     # Ctrl-C reaches the server through the terminal's process group; SIGTERM only reaches us.
@@ -370,15 +391,15 @@ def _wait_or_kill(proc: subprocess.Popen[bytes]) -> int:
 
 @app.command()
 def demo(
-    api_url: Annotated[str, typer.Option(help="where SignBridge's API runs")] = f"http://{API_HOST}:{API_PORT}",
-    listen_port: Annotated[int, typer.Option(help="port for the demo chat's outbound receiver")] = 8765,
+    api_url: Annotated[str, typer.Option(help="where SignBridge's API (and its playground) runs")] =
+        f"http://{API_HOST}:{API_PORT}",
     out_dir: Annotated[Path, typer.Option(help="where to save the signed PDF")] = Path("."),
-    timeout: Annotated[float, typer.Option(help="seconds to wait for the flow to finish")] = 120.0,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for each step")] = 120.0,
 ) -> None:
-    """Play a company chat against a running SignBridge: start a signing, sign as each person, verify."""
+    """Play the playground chat against a running development stack: start a signing, sign as each person, verify."""
     from signbridge.cli.demo import run_demo
 
-    raise typer.Exit(run_demo(api_url=api_url, listen_port=listen_port, out_dir=out_dir, timeout=timeout))
+    raise typer.Exit(run_demo(api_url=api_url, out_dir=out_dir, timeout=timeout))
 
 
 if __name__ == "__main__":

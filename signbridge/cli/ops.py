@@ -13,20 +13,25 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import json
 import os
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from rich import box
+from rich.cells import cell_len
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from temporalio.client import (
     Client,
+    WorkflowExecutionStatus,
     WorkflowQueryFailedError,
     WorkflowQueryRejectedError,
 )
@@ -34,6 +39,8 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from signbridge.cli import db as ops_db
 from signbridge.cli import identities as ops_identities
+from signbridge.cli import request_ids as short_ids
+from signbridge.cli.request_ids import short_id
 from signbridge.core.chat import Accepted, Applied, ChatAction, Deadline, NotFound, Refused
 from signbridge.core.models import ActionInput, Actor, SignStatus, StatusView
 from signbridge.core.settings import Settings
@@ -124,6 +131,98 @@ def _status(s: str) -> str:
 # ---- requests ----------------------------------------------------------------------------
 
 
+@dataclass
+class Listed:
+    """One row of `requests list`: what visibility says, with names where the flow can tell them."""
+
+    request_id: str
+    status: str
+    title: str
+    initiator: str
+    initiator_id: str
+    provider: str
+    platform: str
+    pending: list[dict[str, str]]  # [{"id", "name"}], in signing order; empty once the flow ended
+    started: datetime | None
+
+    def json(self) -> dict[str, Any]:
+        return {"id": short_id(self.request_id), "request_id": self.request_id, "status": self.status,
+                "title": self.title, "initiator": {"id": self.initiator_id, "name": self.initiator},
+                "provider": self.provider, "platform": self.platform, "pending": self.pending,
+                "started_at": self.started.isoformat() if self.started else None}
+
+
+def _ended(status: str, execution: WorkflowExecutionStatus | None) -> bool:
+    """Nothing is pending on a flow that ended — whatever its last `PendingSigners` said."""
+    return execution not in (None, WorkflowExecutionStatus.RUNNING) or (
+        status in SignStatus.__members__ and SignStatus(status).terminal)
+
+
+async def _row(client: Client, wf: Any, query_timeout: float) -> Listed:
+    """Title and initiator from the flow's summary (`title — initiator`, set at start), pending
+    signers' names from its `status` query while it runs (their ids when no worker answers)."""
+    sa = wf.search_attributes
+    status = _first(sa, "SignStatus")
+    ended = _ended(status, wf.status)
+    pending_ids = [] if ended else [str(p) for p in sa.get("PendingSigners") or []]
+    handle = client.get_workflow_handle(wf.id)
+    title, initiator, names = "", _first(sa, "SignInitiator"), {p: p for p in pending_ids}
+    view: StatusView | None = None
+    if pending_ids:
+        try:
+            view = await handle.query("status", result_type=StatusView, rpc_timeout=timedelta(seconds=query_timeout))
+        except (RPCError, TimeoutError, WorkflowQueryFailedError, WorkflowQueryRejectedError):
+            view = None
+    if view is not None:
+        title, initiator = view.title, view.initiator.name
+        names.update({s.person.id: s.person.name for s in view.signers})
+    else:
+        try:
+            summary = await (await handle.describe()).static_summary() or ""
+        except RPCError:
+            summary = ""
+        title, _, name = summary.rpartition(" — ")
+        title, initiator = (title, name) if title else (summary, initiator)
+    return Listed(wf.id, status, title, initiator, _first(sa, "SignInitiator"), _first(sa, "SignProvider"),
+                  _first(sa, "ChatPlatform"), [{"id": p, "name": names[p]} for p in pending_ids], wf.start_time)
+
+
+def _when_short(t: datetime | None) -> str:
+    return t.astimezone().strftime("%m-%d %H:%M") if t else ""
+
+
+def _list_table(rows: list[Listed], wide: bool, width: int) -> Table:
+    """One line per flow within `width` columns: the id and status whole; title and names cut
+    (with …), the widest first, until the row fits."""
+    ids = [r.request_id if wide else short_id(r.request_id) for r in rows]
+    fixed = [max(map(len, ids), default=2), 11, 19 if wide else 11]
+    if wide:
+        fixed += [max([len("provider"), *(len(r.provider) for r in rows)]),
+                  max([len("chat"), *(len(r.platform) for r in rows)])]
+    padding = 3 * (len(fixed) + 3)  # two spaces between columns and a leading one, as SIMPLE_HEAD draws them
+    texts = [[r.title for r in rows], [r.initiator for r in rows], [", ".join(p["name"] for p in r.pending)
+                                                                     for r in rows]]
+    shares = [max((cell_len(t) for t in column), default=0) for column in texts]
+    shares = [max(share, len(name)) for share, name in zip(shares, ("title", "initiator", "pending"), strict=True)]
+    while sum(shares) > max(width - sum(fixed) - padding, 15) and max(shares) > 4:
+        shares[shares.index(max(shares))] -= 1
+    table = Table(title=f"Signing requests ({len(rows)})", box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
+    table.add_column("id", no_wrap=True, min_width=fixed[0])
+    table.add_column("status", no_wrap=True, min_width=fixed[1])
+    for name, share in zip(("title", "initiator", "pending"), shares, strict=True):
+        table.add_column(name, no_wrap=True, overflow="ellipsis", max_width=share)
+    if wide:
+        table.add_column("provider", no_wrap=True, min_width=fixed[3])
+        table.add_column("chat", no_wrap=True, min_width=fixed[4])
+    table.add_column("started", no_wrap=True, min_width=fixed[2])
+    for r, shown in zip(rows, ids, strict=True):
+        cells = [shown, _status(r.status), r.title, r.initiator, ", ".join(p["name"] for p in r.pending)]
+        if wide:
+            cells += [r.provider, r.platform]
+        table.add_row(*cells, _when(r.started) if wide else _when_short(r.started))
+    return table
+
+
 @requests_app.command("list")
 def list_requests(
     status: Annotated[SignStatus | None, typer.Option(case_sensitive=False, help="e.g. STUCK")] = None,
@@ -131,30 +230,39 @@ def list_requests(
     provider: Annotated[str | None, typer.Option(help="e-signature provider, e.g. local, esign_cn")] = None,
     platform: Annotated[str | None, typer.Option(help="chat platform, e.g. wecom, feishu")] = None,
     limit: Annotated[int, typer.Option(min=1, max=10000)] = 100,
+    wide: Annotated[bool, typer.Option("--wide", help="full ids, provider and chat columns")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table")] = False,
+    query_timeout: Annotated[float, typer.Option(help="seconds to wait for a flow to name its signers")] = 2.0,
 ) -> None:
-    """List signing flows from Temporal's visibility index (the same search the Temporal UI runs)."""
+    """List signing flows from Temporal's visibility index (the same search the Temporal UI runs).
+
+    The `id` column is a short id every `requests` command accepts (`--wide` shows full ids).
+    """
     query = visibility_query(status, initiator, provider, platform)
 
-    async def fetch() -> list[Any]:
+    async def fetch() -> list[Listed]:
         client = await _client(_settings())
-        return [wf async for wf in client.list_workflows(query, limit=limit)]
+        flows = [wf async for wf in client.list_workflows(query, limit=limit)]
+        gate = asyncio.Semaphore(16)
 
-    found = _run(fetch())
+        async def one(wf: Any) -> Listed:
+            async with gate:
+                return await _row(client, wf, query_timeout)
+
+        return list(await asyncio.gather(*(one(wf) for wf in flows)))
+
+    rows = _run(fetch())
+    if as_json:
+        typer.echo(json.dumps([r.json() for r in rows], ensure_ascii=False, indent=2))
+        return
     out = _out()
     out.print(f"[dim]query: {query}[/]")
-    table = Table("request", "status", "initiator", "provider", "chat", "pending signers", "started")
-    for wf in found:
-        sa = wf.search_attributes
-        table.add_row(wf.id, _status(_first(sa, "SignStatus")), _first(sa, "SignInitiator"),
-                      _first(sa, "SignProvider"), _first(sa, "ChatPlatform"),
-                      ", ".join(str(p) for p in sa.get("PendingSigners") or []), _when(wf.start_time))
-    out.print(table)
-    out.print(f"{len(found)} flow(s)")
+    out.print(_list_table(rows, wide, out.width))
 
 
 @requests_app.command("show")
 def show(
-    request_id: str,
+    request_id: RequestRef,
     query_timeout: Annotated[float, typer.Option(help="seconds to wait for a worker to answer the status query")] = 5.0,
 ) -> None:
     """Status, signers, the step it waits on or is stuck at, and the audit trail with its hash check."""
@@ -163,7 +271,10 @@ def show(
     settings = _settings()
 
     async def fetch() -> tuple[Any, StatusView | None, str | None]:
-        handle = (await _client(settings)).get_workflow_handle(request_id)
+        client = await _client(settings)
+        nonlocal request_id
+        request_id = await _resolve(client, settings, request_id)
+        handle = client.get_workflow_handle(request_id)
         try:
             described = await handle.describe()
         except RPCError as e:
@@ -239,10 +350,10 @@ async def _not_running(client: Client, request_id: str) -> Outcome:
 
 def _report(action: str, outcomes: list[Outcome]) -> None:
     out = _out()
-    table = Table("request", action, "detail")
+    table = Table("request", action, "detail", box=box.SIMPLE_HEAD, pad_edge=False)
     colour = {"done": "green", "skipped": "yellow", "failed": "red"}
     for o in outcomes:
-        table.add_row(o.request_id, f"[{colour[o.result]}]{o.result}[/]", o.detail)
+        table.add_row(short_id(o.request_id), f"[{colour[o.result]}]{o.result}[/]", o.detail)
     out.print(table)
     counts = {k: sum(o.result == k for o in outcomes) for k in colour}
     out.print(f"{action}: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed")
@@ -250,16 +361,58 @@ def _report(action: str, outcomes: list[Outcome]) -> None:
         raise typer.Exit(1)
 
 
+async def _each(client: Client, ids: list[str], action: str, arg: ActionInput, timeout: float,
+                concurrency: int, batch: bool) -> list[Outcome]:
+    """The action on every flow, `concurrency` at a time, with a progress bar (on stderr) for many."""
+    gate = asyncio.Semaphore(concurrency)
+    with Progress(TextColumn(f"{action}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=_err(), transient=True, disable=len(ids) < 2) as progress:
+        task = progress.add_task(action, total=len(ids))
+
+        async def one(wid: str) -> Outcome:
+            async with gate:
+                try:
+                    return await _act(client, wid, action, arg, timeout, batch=batch)
+                finally:
+                    progress.advance(task)
+
+        return list(await asyncio.gather(*(one(w) for w in ids)))
+
+
+async def _resolve(client: Client, settings: Settings, ref: str) -> str:
+    """A full request id for what the operator typed (a full id, or a short one from `list`)."""
+    if not short_ids.looks_short(ref):
+        return ref
+    from store.repos import signing_records
+
+    async def listed() -> AsyncIterator[str]:
+        async for wf in client.list_workflows(f"WorkflowType = '{WORKFLOW_NAME}'"):
+            yield wf.id
+
+    try:
+        return await short_ids.resolve(ref, signing_records.request_ids(_engine(settings)), listed())
+    except short_ids.UnknownRequest as e:
+        raise _fail(str(e)) from e
+
+
+async def _resolve_all(client: Client, settings: Settings, refs: list[str]) -> list[str]:
+    return [await _resolve(client, settings, ref) for ref in refs]
+
+
 Timeout = Annotated[float, typer.Option(help="seconds to wait for each flow's answer")]
+Concurrency = Annotated[int, typer.Option(min=1, max=64, help="updates in flight at once")]
+RequestRef = Annotated[str, typer.Argument(help="the request: its short id from `requests list`, or its full id")]
+RequestRefs = Annotated[list[str], typer.Argument(help="one or more requests: short ids from `requests list`, "
+                                                       "or full ids")]
 
 
 @requests_app.command("retry")
 def retry(
-    request_id: Annotated[str | None, typer.Argument(help="the flow to retry")] = None,
+    request_id: Annotated[str | None, typer.Argument(help="the flow to retry (short or full id)")] = None,
     all_stuck: Annotated[bool, typer.Option("--all-stuck", help="every STUCK flow (visibility query)")] = False,
     provider: Annotated[str | None, typer.Option(help="with --all-stuck: only this provider's flows")] = None,
     timeout: Timeout = 30.0,
-    concurrency: Annotated[int, typer.Option(min=1, max=64, help="updates in flight at once")] = 8,
+    concurrency: Concurrency = 8,
 ) -> None:
     """Run the step a STUCK flow is retrying now, for one flow or for every stuck one.
 
@@ -274,19 +427,14 @@ def retry(
     arg = ActionInput(actor=operator(), reason="operator retry from the CLI")
 
     async def go() -> list[Outcome]:
-        client = await _client(_settings())
+        settings = _settings()
+        client = await _client(settings)
         if request_id is not None:
-            return [await _act(client, request_id, "retry", arg, timeout)]
+            return [await _act(client, await _resolve(client, settings, request_id), "retry", arg, timeout)]
         query = visibility_query(SignStatus.STUCK, provider=provider)
         _out().print(f"[dim]query: {query}[/]")
         ids = [wf.id async for wf in client.list_workflows(query)]
-        gate = asyncio.Semaphore(concurrency)
-
-        async def one(wid: str) -> Outcome:
-            async with gate:
-                return await _act(client, wid, "retry", arg, timeout, batch=True)
-
-        return list(await asyncio.gather(*(one(w) for w in ids)))
+        return await _each(client, ids, "retry", arg, timeout, concurrency, batch=True)
 
     outcomes = _run(go())
     if not outcomes:
@@ -297,27 +445,34 @@ def retry(
 
 @requests_app.command("cancel")
 def cancel(
-    request_id: str,
+    request_ids: RequestRefs,
     reason: Annotated[str | None, typer.Option(help="shown in the chat and the audit trail")] = None,
     timeout: Timeout = 120.0,
+    concurrency: Concurrency = 8,
 ) -> None:
-    """Cancel a flow; answers once it is CANCELLED (the provider flow is revoked on the way)."""
+    """Cancel flows; each answers once it is CANCELLED (the provider flow is revoked on the way)."""
     arg = ActionInput(actor=operator(), reason=reason)
 
-    async def go() -> Outcome:
-        return await _act(await _client(_settings()), request_id, "cancel", arg, timeout)
+    async def go() -> list[Outcome]:
+        settings = _settings()
+        client = await _client(settings)
+        ids = await _resolve_all(client, settings, request_ids)
+        return await _each(client, ids, "cancel", arg, timeout, concurrency, batch=False)
 
-    _report("cancel", [_run(go())])
+    _report("cancel", _run(go()))
 
 
 @requests_app.command("remind")
-def remind(request_id: str, timeout: Timeout = 30.0) -> None:
-    """Send every pending signer their link again now."""
+def remind(request_ids: RequestRefs, timeout: Timeout = 30.0, concurrency: Concurrency = 8) -> None:
+    """Send every pending signer of these flows their link again now."""
 
-    async def go() -> Outcome:
-        return await _act(await _client(_settings()), request_id, "remind", ActionInput(actor=operator()), timeout)
+    async def go() -> list[Outcome]:
+        settings = _settings()
+        client = await _client(settings)
+        ids = await _resolve_all(client, settings, request_ids)
+        return await _each(client, ids, "remind", ActionInput(actor=operator()), timeout, concurrency, batch=False)
 
-    _report("remind", [_run(go())])
+    _report("remind", _run(go()))
 
 
 # ---- identities --------------------------------------------------------------------------
@@ -347,11 +502,7 @@ def import_identities(
         for line in parsed.errors:
             err.print(f"[red]{file}: {line}[/]")
         raise _fail(f"{len(parsed.errors)} problem(s) in {file}; nothing imported")
-    try:
-        result = ops_identities.upsert(_engine(_settings()), parsed)
-    except SQLAlchemyError as e:
-        raise _fail(f"database error ({type(e).__name__}): {e.args[0] if e.args else e}; "
-                    "has `signbridge db upgrade` run?") from e
+    result = ops_identities.upsert(_engine(_settings()), parsed)  # a database error: one line with its fix
     out = _out()
     for note in result.notes:
         out.print(f"[yellow]{file}: {note}[/]")
@@ -362,12 +513,19 @@ def import_identities(
 def list_identities(
     platform: Annotated[str | None, typer.Option(help="only this chat platform")] = None,
     tenant: Annotated[str | None, typer.Option(help="only this tenant")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table")] = False,
 ) -> None:
     """Show the stored identities."""
     from store.repos import identities
 
     rows = identities.listed(_engine(_settings()), platform, tenant)
-    table = Table("platform", "tenant", "user id", "name", "email", "mobile", "active", "external")
+    if as_json:
+        typer.echo(json.dumps([{"platform": r.platform, "tenant": r.tenant, "user_id": r.user_id, "name": r.name,
+                                "email": r.email, "mobile": r.mobile, "active": r.active, "external": r.external}
+                               for r in rows], ensure_ascii=False, indent=2))
+        return
+    table = Table("platform", "tenant", "user id", "name", "email", "mobile", "active", "external",
+                  title=f"Identities ({len(rows)})", box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
     for r in rows:
         table.add_row(r.platform, r.tenant, r.user_id, r.name, r.email or "", r.mobile or "",
                       "yes" if r.active else "[red]no[/]", "yes" if r.external else "")

@@ -14,6 +14,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from signbridge.cli.request_ids import short_id
 from signbridge.core.models import SignStatus, StatusView
 from signbridge.core.settings import Settings
 from store import audit
@@ -44,7 +45,7 @@ def render_show(out: Console, settings: Settings, described: Any, view: StatusVi
     """Print the flow; returns whether its audit chain verifies (None when it has no events yet)."""
     sa = described.search_attributes
     status = view.status.value if view else str((sa.get("SignStatus") or ["?"])[0])
-    out.print(f"[bold]{described.id}[/]  [{STYLE.get(status, 'white')}]{status}[/]")
+    out.print(f"[bold]{described.id}[/]  (id {short_id(described.id)})  [{STYLE.get(status, 'white')}]{status}[/]")
     if view is None:
         out.print(f"[yellow]{problem}[/]")
         _kv(out, "temporal", described.status.name if described.status else "")

@@ -5,10 +5,18 @@ defaults to `production`: a deployment that forgot to say otherwise gets the saf
 refuses to start while a secret is missing or still the development default
 (`check_production`). Developers' tools (`signbridge run`, the tests) say `development`
 explicitly, and are warned while they use the development secrets.
+
+Where settings come from, strongest first: the process environment, then `.env` in the project
+folder (`load_env_file`, called by every `signbridge` command and the worker before any settings
+class is read, so every `SIGNBRIDGE_*` class — the chat platforms' and providers' too — sees it),
+then the defaults. The project folder is the checkout this code runs from (where `make run` runs),
+or the current directory for an installed package; a relative `SIGNBRIDGE_DATA_DIR` is resolved
+against it, so `signbridge identities list` finds the same database from any folder.
 """
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from functools import lru_cache
 from ipaddress import IPv4Network, IPv6Network, ip_network
@@ -16,6 +24,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
+from dotenv import dotenv_values
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -25,6 +34,39 @@ DEV_SECRET = "dev-only-signbridge-secret-change-me"
 DEVELOPMENT = "development"
 # Every secret with a development default: what `check_production` refuses outside development.
 SECRETS_WITH_DEV_DEFAULTS = ("webhook_secret", "link_secret")
+PREFIX = "SIGNBRIDGE_"
+# Where the development playground (the chat `signbridge run` brings) serves the files people drop.
+PLAYGROUND_FILES_PATH = "/playground/files/"
+# Which file `load_env_file` reads: unset means `<project folder>/.env`; empty means none (the tests).
+ENV_FILE_VARIABLE = "SIGNBRIDGE_ENV_FILE"
+
+
+def project_dir() -> Path:
+    """The SignBridge checkout this code runs from; the current directory for an installed package."""
+    checkout = Path(__file__).resolve().parents[2]
+    return checkout if (checkout / "pyproject.toml").is_file() else Path.cwd()
+
+
+def env_file() -> Path | None:
+    """The `.env` file every command reads (`SIGNBRIDGE_ENV_FILE` names another; empty: none)."""
+    named = os.environ.get(ENV_FILE_VARIABLE)
+    if named is None:
+        return project_dir() / ".env"
+    return project_dir() / named if named else None
+
+
+def load_env_file() -> list[str]:
+    """Put the `SIGNBRIDGE_*` settings of `.env` into this process's environment, where every
+    settings class and every child process (`signbridge run`'s worker and API) reads them; a
+    variable already set wins. The file is parsed by python-dotenv, the parser pydantic-settings
+    uses for its own `env_file`. Returns the names it set."""
+    path = env_file()
+    if path is None or not path.is_file():
+        return []
+    loaded = [(k, v) for k, v in dotenv_values(path).items()
+              if k.startswith(PREFIX) and k != ENV_FILE_VARIABLE and v is not None and k not in os.environ]
+    os.environ.update(loaded)
+    return [k for k, _ in loaded]
 
 
 class InsecureSettings(SystemExit):
@@ -84,6 +126,12 @@ class Settings(BaseSettings, Timing):
 
     stamp_font: Path | None = Field(default=None, description="TTF/OTF used for visible stamps (needs CJK)")
 
+    @field_validator("data_dir")
+    @classmethod
+    def _in_project(cls, v: Path) -> Path:
+        """Relative to the project folder, not to wherever the command was typed."""
+        return v if v.is_absolute() else project_dir() / v
+
     # Office → PDF: Gotenberg when its URL is set, else LibreOffice (`soffice` on PATH, or this path).
     gotenberg_url: str = ""
     soffice_path: str = ""
@@ -125,6 +173,12 @@ class Settings(BaseSettings, Timing):
     @property
     def fetch_allow_network_list(self) -> list[IPv4Network | IPv6Network]:
         return _networks(self.fetch_allow_networks)
+
+    @property
+    def fetchable_own_paths(self) -> tuple[str, ...]:
+        """Paths on SignBridge's own origin that documents may be fetched from: in development the
+        playground's files (it is the chat there, served by the API itself); nowhere else."""
+        return (PLAYGROUND_FILES_PATH,) if self.environment == DEVELOPMENT else ()
 
     @property
     def operator_list(self) -> list[str]:

@@ -80,3 +80,10 @@ def title_has(words: str) -> list[Any]:
     """Conditions: the title contains every word (`%` and `_` in a word are literal)."""
     escaped = [w.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") for w in words.split()]
     return [col(SigningRequestRecord.title).like(f"%{w}%", escape="\\") for w in escaped]
+
+
+def request_ids(engine: Engine) -> list[str]:
+    """Every request the database knows, newest first (the CLI resolves short ids against them)."""
+    with Session(engine) as session:
+        return list(session.exec(select(SigningRequestRecord.request_id)
+                                 .order_by(col(SigningRequestRecord.created_at).desc())))

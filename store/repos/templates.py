@@ -19,8 +19,9 @@ def all_templates(engine: Engine) -> list[Template]:
 
 
 def save(engine: Engine, template: Template) -> None:
-    """Add, or replace the template of that name (a new version of the contract)."""
-    with Session(engine) as session:
+    """Add, or replace the template of that name (a new version of the contract). `template` stays
+    readable afterwards: `signbridge templates add` prints it."""
+    with Session(engine, expire_on_commit=False) as session:
         row = session.get(Template, template.name)
         if row is None:
             session.add(template)
