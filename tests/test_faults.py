@@ -169,6 +169,23 @@ async def test_a_slow_chat_gets_the_signed_file_once(dev_env: WorkflowEnvironmen
     assert len(sent) == 2 and len({m["idempotency_key"] for m in sent}) == 1  # sent again once, same key
 
 
+async def test_a_chat_slower_than_usual_gets_every_message_in_one_post(
+        dev_env: WorkflowEnvironment, settings: Settings) -> None:
+    """A chat that takes its time but answers within the timeout (30 s by default; scaled down
+    here) gets each card update, link and file in one POST: nothing is sent a second time."""
+    async with httpx.AsyncClient() as http:
+        chats: dict[str, Any] = {}
+        async with harness(dev_env, settings, chats=chats) as h:
+            chats["webhook"] = WebhookChat(h.settings.webhook_outbound_url, "test-webhook-secret", http, timeout=3.0)
+            h.sink.slow(1.0)
+            handle = await h.start([[A]], timing=h.timing(step_retry_window=timedelta(seconds=30)))
+            await h.sign(handle, A)
+            await assert_delivered_once(h, handle, [A])
+    mine = [m for m in h.sink.arrivals if handle.id in m.get("idempotency_key", "")]
+    keys = [m["idempotency_key"] for m in mine]
+    assert len(keys) == len(set(keys)) and any(m["type"] == "file" for m in mine)
+
+
 async def test_no_signing_link_reaches_temporal(dev_env: WorkflowEnvironment, settings: Settings) -> None:
     """Anyone with the Temporal UI could sign as anyone when `open_group` returned the links.
     Now they are sealed in the database, read where they are sent (reminders too), and dropped

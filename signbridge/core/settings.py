@@ -99,6 +99,10 @@ class Settings(BaseSettings, Timing):
     webhook_secret: SecretStr = SecretStr(DEV_SECRET)
     webhook_outbound_url: str = ""
     webhook_tolerance_seconds: int = 300
+    # How long an outbound call waits for the IM's answer. Long on purpose: a call that times out
+    # after it arrived is sent again (same idempotency key, after `resend_pause`), so waiting for a
+    # slow IM is what keeps each message a single POST.
+    webhook_timeout_seconds: float = 30.0
 
     # REST API bearer keys (comma separated) and chat user ids that act as operators.
     api_keys: str = ""

@@ -113,4 +113,4 @@ def build(settings: Settings, http: httpx.AsyncClient) -> WebhookChat:
     """Always on: without an outbound URL it only warns (development without a chat)."""
     files = FetchPolicy.from_settings(settings, settings.webhook_file_host_list, FILE_HOSTS_SETTING)
     return WebhookChat(settings.webhook_outbound_url, settings.webhook_secret.get_secret_value(), http,
-                       files=files)
+                       timeout=settings.webhook_timeout_seconds, files=files)
