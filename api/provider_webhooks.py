@@ -18,7 +18,7 @@ from api.deps import ClientDep, EngineDep
 from api.errors import ApiError, responses
 from connectors.esign.base import WebhookRejected
 from signbridge.core.chat import Busy
-from signbridge.intake.provider_events import UnknownFlow, deliver, workflow_id_for
+from signbridge.intake.provider_events import FlowEnded, UnknownFlow, deliver, workflow_id_for
 from store import audit
 
 router = APIRouter(tags=["provider webhooks"])
@@ -60,6 +60,9 @@ async def provider_webhook(provider: Annotated[str, Path(max_length=32)], reques
             async with asyncio.timeout(DELIVERY_SECONDS):
                 await deliver(client, engine, event)
         except UnknownFlow:
+            continue
+        except FlowEnded:
+            log.info("ignoring %s event %s: its signing request has ended", provider, event.event_id)
             continue
         except Exception as e:  # Temporal unreachable: make the provider retry later
             log.warning("could not deliver %s event %s: %s", provider, event.event_id, type(e).__name__)

@@ -34,8 +34,13 @@ async def test_signbridge_demo_plays_the_playground_to_a_verified_pdf(stack: Pla
     assert await asyncio.to_thread(run_demo, stack.url, tmp_path, 60) == 0, capsys.readouterr().out
     out = capsys.readouterr().out
     assert "Verification: OK — 3 valid signatures" in out and "→ 客户A opens their link and signs" in out
-    entries = await stack.entries()
-    cards = [e["body"]["card"] for e in entries if e["kind"] == "outbound" and e["body"]["type"] == "card.upsert"]
+    # The signed file can reach the chat a moment before the card's last update: wait for the card.
+    for _ in range(100):
+        entries = await stack.entries()
+        cards = [e["body"]["card"] for e in entries if e["kind"] == "outbound" and e["body"]["type"] == "card.upsert"]
+        if cards[-1]["status"] == "COMPLETED":
+            break
+        await asyncio.sleep(0.1)
     assert cards[-1]["status"] == "COMPLETED" and [s["state"] for s in cards[-1]["signers"]] == ["signed"] * 3
     # The chat's memory is in the data dir, and only there.
     assert (stack.settings.data_dir / "playground" / "transcript.jsonl").exists()
