@@ -299,8 +299,8 @@ class _KillRig:
             await self.kill_when("the card", lambda: asyncio.sleep(0, self.arrived("card.upsert", 0)))
             await self.kill_when("the link", lambda: asyncio.sleep(0, self.arrived("message", 0)))
             sink.slow(0)
+            self.slow_provider(download_signed=60)  # before signing: `finish` starts as soon as it is signed
             await s.sign(http, self.request_id, "u-1", "李四")
-            self.slow_provider(download_signed=60)
             await self.kill_when("finish", lambda: self.running("finish"))
             self.slow_provider()
             sink.slow(3)
