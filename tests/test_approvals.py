@@ -25,8 +25,8 @@ from signbridge.core.approvals import (
 )
 from signbridge.core.models import DocumentSource, Person
 from signbridge.core.settings import Settings
-from store.db import create_all, get_engine
 from store import audit
+from store.db import create_all, get_engine
 from store.repos import approval_mappings
 from store.tables import ApprovalMapping
 from tests.test_e2e import MENTIONS, in_process_worker, stack
