@@ -22,6 +22,7 @@ from signbridge.core.approvals import (
     ApprovalResult,
     ApprovalResultInput,
     content_of,
+    initiator_of,
 )
 from signbridge.core.models import ApprovalRef, ChatRef
 from store import audit
@@ -43,14 +44,19 @@ class ApprovalActivities(ChatActivities):
         try:
             with connector_errors():
                 form = await source.read_approval(ref)
-            content = content_of(form, ref)
-        except (InputProblem, ApprovalProblem) as e:
+        except InputProblem as e:
             raise rejected(e.message) from e
+        try:
+            content = content_of(form, ref)
+        except ApprovalProblem as e:  # said to the initiator, whom the form names
+            content = ApprovalContent(title=ref.title or form.title or ref.instance_id, problem=e.message,
+                                      initiator=initiator_of(form, ref))
         request_id = activity.info().workflow_id
         audit.record(self.deps.engine, request_id=request_id, key="approval.read", action="approval.read",
                      actor=ref.initiator_id or "system",
                      detail={"platform": ref.platform, "instance": ref.instance_id, "definition": ref.definition,
-                             "status": form.status, "documents": [d.name for d in content.documents],
+                             "status": form.status, "problem": content.problem,
+                             "documents": [d.name for d in content.documents],
                              "signers": [[p.id for p in g] for g in content.groups]})
         return content
 
@@ -66,7 +72,8 @@ class ApprovalActivities(ChatActivities):
         else:
             text = messages.render("approval_ended", {"title": arg.title, "request": arg.request_id,
                                                       "status": arg.status, "reason": arg.reason or ""}, lang)
-        result = ApprovalResult(status=arg.status, text=text, files=files, request_id=arg.request_id)
+        result = ApprovalResult(status=arg.status, text=text, files=files, request_id=arg.request_id,
+                                initiator_id=arg.initiator.id)
         chat = ChatRef(platform=arg.chat_platform, tenant=arg.approval.tenant, chat_id=arg.chat_id,
                        chat_kind=arg.chat_kind, source_event_id=arg.request_id)
         key = f"{arg.request_id}:{WRITE_BACK_KEY}"

@@ -191,8 +191,12 @@ class SigningWorkflow:
             self._where(details.checking())
             try:
                 if self._reads_approval():
-                    self._take_approval(await self._step("read the approval", "read_approval", req.approval,
-                                                         ApprovalContent))
+                    content: ApprovalContent = await self._step("read the approval", "read_approval", req.approval,
+                                                                ApprovalContent)
+                    self._take_approval(content)
+                    if content.problem:
+                        await self._reject(content.problem)
+                        return await self._close()
                 prepared: PreparedDocument = await self._step("prepare", "prepare", self.req, PreparedDocument)
                 self._adopt(prepared)
             except ApplicationError as e:
@@ -221,9 +225,15 @@ class SigningWorkflow:
         return approval is not None and not approval.self_contained and workflow.patched(PATCH_APPROVALS)
 
     def _take_approval(self, content: ApprovalContent) -> None:
-        """The approval's documents, signers and title become the request's."""
+        """The approval's documents, signers and title become the request's; its initiator too, and
+        the chat is theirs when no chat was configured and the event did not say who they are."""
+        initiator = content.initiator if content.initiator and not self.req.initiator.id else self.req.initiator
+        chat = self.req.chat
+        if not chat.chat_id and initiator.id:
+            chat = chat.model_copy(update={"chat_id": initiator.id})
         self.req = self.req.model_copy(update={"documents": content.documents, "groups": content.groups,
-                                               "title": content.title})
+                                               "title": content.title, "initiator": initiator, "chat": chat})
+        self.initiator = initiator
         self.signers = [SignerState(person=p, group=g) for g, group in enumerate(content.groups) for p in group]
 
     async def _write_back(self) -> None:
@@ -684,8 +694,8 @@ class SigningWorkflow:
     async def _tell(self, to: Person | None, kind: str, params: dict[str, str]) -> None:
         """A message of `kind` (`signbridge.messages`), worded by the activity in the chat's language.
         A bulk send's rows say nothing to the group: the bulk's own card reports them."""
-        if to is None and self.req.bulk_id is not None:
-            return
+        if to is None and (self.req.bulk_id is not None or not self.req.chat.chat_id):
+            return  # nobody to tell: an approval whose initiator is unknown has the audit trail only
         arg = TextMessageInput(request_id=self.req.request_id, chat=self.req.chat, key=kind, kind=kind,
                                params=params, to=to)
         await self._step("tell the chat", "send_text", arg, type(None))

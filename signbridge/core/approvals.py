@@ -60,11 +60,14 @@ class ApprovalForm(BaseModel):
 
 
 class ApprovalContent(BaseModel):
-    """What `read_approval` hands the workflow: the documents and signers the approval names."""
+    """What `read_approval` hands the workflow: the documents and signers the approval names, who
+    started it (Feishu's event does not say), or the `problem` the initiator must fix."""
 
     title: str
-    documents: list[DocumentSource]
-    groups: list[list[Person]]
+    documents: list[DocumentSource] = Field(default_factory=list)
+    groups: list[list[Person]] = Field(default_factory=list)
+    initiator: Person | None = None
+    problem: str | None = None
 
 
 class ApprovalResultInput(BaseModel):
@@ -90,6 +93,7 @@ class ApprovalResult:
     text: str
     files: tuple[tuple[str, str, str], ...] = ()  # (name, url, sha256)
     request_id: str = ""
+    initiator_id: str = ""  # who started the approval (Feishu's comment needs an author)
 
 
 class ApprovalProblem(Exception):
@@ -159,4 +163,11 @@ def content_of(form: ApprovalForm, ref: ApprovalRef) -> ApprovalContent:
         raise ApprovalProblem(f"审批「{label}」没有填写签署人（字段 {ref.signer_field or '-'}）"
                               f"（The approval “{label}” names no signer in its field {ref.signer_field or '-'}）")
     groups = [g for g in ([external, internal] if ref.counterparty_first else [internal, external]) if g]
-    return ApprovalContent(title=ref.title or form.title or documents[0].name, documents=documents, groups=groups)
+    return ApprovalContent(title=ref.title or form.title or documents[0].name, documents=documents, groups=groups,
+                           initiator=initiator_of(form, ref))
+
+
+def initiator_of(form: ApprovalForm, ref: ApprovalRef) -> Person | None:
+    """Who started the approval: the platform's instance says it, else the event did."""
+    user = form.initiator_id or ref.initiator_id
+    return Person(id=user, name=user) if user else None

@@ -114,7 +114,7 @@ class Intake:
         are none of SignBridge's business (`Ignored`, logged); a mapped one starts a flow that reads
         the instance first. The webhook IM's event carries its documents and signers itself."""
         if not event.approved:
-            return Ignored(f"approval {event.instance_id} is {event.status or 'not approved'}: nothing to sign")
+            return Ignored(f"approval {event.instance_id} is {event.status or 'pending'}, not approved: nothing to sign")
         source = approval_event_id(event.instance_id)
         initiator = self._named(event.initiator, event.platform, event.tenant)
         ref = ApprovalRef(platform=event.platform, tenant=event.tenant, instance_id=event.instance_id,
@@ -149,6 +149,8 @@ class Intake:
                 "document_fields": [f.strip() for f in mapping.document_fields.split(",") if f.strip()],
                 "signer_field": mapping.signer_field, "counterparty_field": mapping.counterparty_field,
                 "counterparty_first": mapping.counterparty_first})
+            # No chat configured: the initiator's, once known (Feishu's event does not name them: the
+            # flow learns them from the instance).
             chat = ChatRef(platform=event.platform, tenant=event.tenant, chat_id=mapping.chat_id or initiator.id,
                            chat_kind="group" if mapping.chat_id else "direct", source_event_id=source)
             provider = mapping.provider or provider

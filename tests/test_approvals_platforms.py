@@ -1,0 +1,151 @@
+"""Approvals of Feishu, DingTalk and WeCom becoming signing flows, end to end: the platform's
+simulator holds the approval (its form, attachments and comments, with the platform's shapes, auth
+and error codes), its event is pushed to the real API the way the platform signs or encrypts it,
+and the real worker runs the flow on the Temporal dev server. Each approval starts exactly one
+flow however often its event comes, and the result is written back to it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from temporalio.client import Client
+from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
+
+from connectors.chat.feishu.client import FeishuChat
+from signbridge.core.settings import Settings
+from signbridge.pdf.sample import sample_contract
+from store import audit
+from store.db import create_all, get_engine
+from store.repos import approval_mappings
+from store.tables import ApprovalMapping
+from tests.chat_cases.feishu import ENV as FEISHU_ENV
+from tests.chat_cases.feishu import KEY as FEISHU_KEY
+from tests.chat_cases.feishu import TENANT as FEISHU_TENANT
+from tests.chat_cases.feishu import TOKEN as FEISHU_TOKEN
+from tests.sim.feishu_sim import FeishuSim, encrypt, push_headers
+from tests.sim.servers import free_port
+from tests.test_feishu import Stack as FeishuStack
+from tests.test_feishu import api as feishu_api
+from tests.test_feishu import feishu_config
+from worker import build_worker
+
+
+async def exists(client: Client, workflow_id: str) -> bool:
+    try:
+        await client.get_workflow_handle(workflow_id).describe()
+        return True
+    except RPCError:
+        return False
+
+
+def mapping(platform: str, definition: str, **extra: Any) -> ApprovalMapping:
+    return ApprovalMapping(platform=platform, definition=definition, document_fields="合同",
+                           signer_field="签署人", counterparty_field="对方", **extra)
+
+
+# ---- Feishu approval v4 -------------------------------------------------------------------------------
+
+def feishu_event(instance: str, code: str, status: str = "APPROVED", event_uuid: str | None = None) -> dict[str, Any]:
+    """The v1 `approval_instance` envelope Feishu pushes (no initiator in it)."""
+    return {"ts": f"{time.time():.6f}", "uuid": event_uuid or uuid.uuid4().hex, "token": FEISHU_TOKEN,
+            "type": "event_callback",
+            "event": {"app_id": "cli_test", "tenant_key": FEISHU_TENANT, "type": "approval_instance",
+                      "approval_code": code, "instance_code": instance, "status": status,
+                      "operate_time": str(int(time.time() * 1000)),
+                      "instance_operate_time": str(int(time.time() * 1000))}}
+
+
+async def feishu_push(http: httpx.AsyncClient, url: str, payload: dict[str, Any]) -> httpx.Response:
+    raw = json.dumps({"encrypt": encrypt(FEISHU_KEY, json.dumps(payload, ensure_ascii=False))}).encode()
+    return await http.post(url, content=raw, headers=push_headers(FEISHU_KEY, raw))
+
+
+def feishu_widgets(contract: bytes | None, signers: list[str]) -> list[dict[str, Any]]:
+    widgets: list[dict[str, Any]] = [
+        {"id": "widget_contact", "custom_id": "signers", "name": "签署人", "type": "contact", "value": signers,
+         "open_ids": signers},
+        {"id": "widget_text", "name": "对方", "type": "input", "value": "客户A a@customer.example"},
+        {"id": "widget_amount", "name": "金额", "type": "amount", "value": 12000},
+    ]
+    if contract is not None:
+        widgets.insert(0, {"id": "widget_file", "name": "合同", "type": "attachmentV2",
+                           "files": [("采购合同.pdf", contract)]})
+    return widgets
+
+
+async def test_feishu_approval_becomes_one_flow_and_gets_a_comment(dev_env: WorkflowEnvironment, settings: Settings,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    contract = sample_contract("Purchase Contract", pages=1)
+    port = free_port()
+    settings = settings.model_copy(update={"public_url": f"http://127.0.0.1:{port}",
+                                           "step_retry_window": timedelta(seconds=30)})
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = get_engine(settings.sqlalchemy_url)
+    create_all(engine)
+    approval_mappings.save(engine, mapping("feishu", "DEF-PURCHASE"))
+    with FeishuSim() as sim, feishu_api(dev_env, settings, monkeypatch, FEISHU_ENV, port=port) as url:
+        sim.add_user("ou_init", "张三", email="zs@corp.example")
+        sim.add_user("ou_a", "李四", email="ls@corp.example")
+        sim.add_instance("INST-1", "DEF-PURCHASE", "ou_init", feishu_widgets(contract, ["ou_a"]))
+        sim.add_instance("INST-2", "DEF-PURCHASE", "ou_init", feishu_widgets(None, ["ou_a"]), name="空附件审批")
+        sim.add_instance("INST-3", "DEF-OTHER", "ou_init", feishu_widgets(contract, ["ou_a"]))
+        chat = FeishuChat(feishu_config(sim.url), engine)
+        stack = FeishuStack(api=url, sim=sim, client=dev_env.client)
+        events = f"{url}/im/feishu/events"
+        async with build_worker(dev_env.client, settings, chats={"feishu": chat}) as worker, worker, \
+                httpx.AsyncClient(timeout=30) as http:
+            # still pending: nothing to sign
+            pending = await feishu_push(http, events, feishu_event("INST-1", "DEF-PURCHASE", status="PENDING"))
+            assert pending.status_code == 200 and "not approved" in pending.json()["ignored"], pending.text
+            # an approval definition nobody mapped: ignored, said so, nothing started
+            other = await feishu_push(http, events, feishu_event("INST-3", "DEF-OTHER"))
+            assert other.status_code == 200 and "not mapped" in other.json()["ignored"], other.text
+            request_id = f"sign:feishu:{FEISHU_TENANT}:approval-INST-1"
+            assert not await exists(dev_env.client, request_id)
+
+            approved = feishu_event("INST-1", "DEF-PURCHASE")
+            first = await feishu_push(http, events, approved)
+            assert first.status_code == 200 and first.json() == {"ok": True, "request_id": request_id,
+                                                                 "started": True}, first.text
+            for again in (approved, feishu_event("INST-1", "DEF-PURCHASE")):  # redelivered; a second event
+                resp = await feishu_push(http, events, again)
+                assert resp.json() == {"ok": True, "request_id": request_id, "started": False}, resp.text
+
+            await stack.sign(http, "ou_a", "李四")
+            await stack.sign(http, "a@customer.example", "客户A")
+            view = await stack.wait_status(request_id, "COMPLETED")
+            assert view.title == "采购合同审批" and view.initiator.id == "ou_init"
+            assert [s.person.name for s in view.signers] == ["李四", "客户A"]
+            await sim.wait_for(lambda: bool(sim.comments.get("INST-1")))
+
+            # an approval without an attachment: the initiator is told privately, the approval too
+            bare_id = (await feishu_push(http, events, feishu_event("INST-2", "DEF-PURCHASE"))).json()["request_id"]
+            rejected = await stack.wait_status(bare_id, "REJECTED")
+            assert rejected.reason and "没有文件" in rejected.reason
+            await sim.wait_for(lambda: bool(sim.comments.get("INST-2")))
+
+        # the card went to the initiator privately (no chat configured), and stayed one card
+        assert len(stack.status_cards("ou_init")) == 2  # one per approval
+        assert "已完成" in stack.status_cards("ou_init")[0].content
+        # one comment per approval, by the initiator, with the signed file attached by URL
+        (comment,) = sim.comments["INST-1"]
+        assert comment["user_id"] == "ou_init" and comment["user_id_type"] == "open_id"
+        assert "已签署完成" in comment["text"] and view.signed_document is not None
+        assert comment["files"][0]["extra"] == view.signed_document.sha256
+        async with httpx.AsyncClient(timeout=30) as http:
+            signed = (await http.get(comment["files"][0]["url"])).content
+        assert signed.startswith(contract) and len(signed) > len(contract)
+        (ended,) = sim.comments["INST-2"]
+        assert "未完成签署" in ended["text"] and "没有文件" in ended["text"] and ended["files"] == []
+        said = [json.loads(m.content)["text"] for m in sim.sent_to("ou_init") if m.msg_type == "text"]
+        assert any("没有文件" in t for t in said)
+        actions = [e.action for e in audit.trail_of(engine, request_id)]
+        assert {"approval.read", "approval.written_back", "request.completed"} <= set(actions)
