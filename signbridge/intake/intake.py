@@ -114,7 +114,8 @@ class Intake:
         are none of SignBridge's business (`Ignored`, logged); a mapped one starts a flow that reads
         the instance first. The webhook IM's event carries its documents and signers itself."""
         if not event.approved:
-            return Ignored(f"approval {event.instance_id} is {event.status or 'pending'}, not approved: nothing to sign")
+            return Ignored(f"approval {event.instance_id} is {event.status or 'pending'}, "
+                           "not approved: nothing to sign")
         source = approval_event_id(event.instance_id)
         initiator = self._named(event.initiator, event.platform, event.tenant)
         ref = ApprovalRef(platform=event.platform, tenant=event.tenant, instance_id=event.instance_id,
