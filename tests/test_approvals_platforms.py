@@ -19,6 +19,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
+from connectors.chat.dingtalk.inbound import decrypt_event
 from connectors.chat.feishu.client import FeishuChat
 from signbridge.core.settings import Settings
 from signbridge.pdf.sample import sample_contract
@@ -26,12 +27,21 @@ from store import audit
 from store.db import create_all, get_engine
 from store.repos import approval_mappings
 from store.tables import ApprovalMapping
+from tests.chat_cases.dingtalk import AES_KEY as DT_AES
+from tests.chat_cases.dingtalk import APP_KEY as DT_APP
+from tests.chat_cases.dingtalk import CORP as DT_CORP
+from tests.chat_cases.dingtalk import GROUP as DT_GROUP
+from tests.chat_cases.dingtalk import env as dingtalk_chat_env
 from tests.chat_cases.feishu import ENV as FEISHU_ENV
 from tests.chat_cases.feishu import KEY as FEISHU_KEY
 from tests.chat_cases.feishu import TENANT as FEISHU_TENANT
 from tests.chat_cases.feishu import TOKEN as FEISHU_TOKEN
 from tests.sim.feishu_sim import FeishuSim, encrypt, push_headers
 from tests.sim.servers import free_port
+from tests.test_dingtalk import dingtalk_stack
+from tests.test_dingtalk import sign as dingtalk_sign
+from tests.test_dingtalk import wait_status as dingtalk_wait
+from tests.test_dingtalk import world as dingtalk_world
 from tests.test_feishu import Stack as FeishuStack
 from tests.test_feishu import api as feishu_api
 from tests.test_feishu import feishu_config
@@ -149,3 +159,85 @@ async def test_feishu_approval_becomes_one_flow_and_gets_a_comment(dev_env: Work
         assert any("没有文件" in t for t in said)
         actions = [e.action for e in audit.trail_of(engine, request_id)]
         assert {"approval.read", "approval.written_back", "request.completed"} <= set(actions)
+
+
+# ---- DingTalk OA -------------------------------------------------------------------------------------
+
+def dingtalk_event(instance: str, code: str, kind: str = "finish", result: str = "agree",
+                   event_id: str | None = None) -> dict[str, Any]:
+    """`bpms_instance_change` as the encrypted event subscription delivers it."""
+    now = int(time.time() * 1000)
+    return {"EventType": "bpms_instance_change", "processInstanceId": instance, "processCode": code,
+            "corpId": DT_CORP, "createTime": now - 60_000, "finishTime": now, "title": "张三提交的采购合同审批",
+            "type": kind, "result": result, "staffId": "zhangsan", "eventId": event_id or uuid.uuid4().hex,
+            "url": f"https://aflow.dingtalk.com/dingtalk/mobile/homepage.htm?procInstId={instance}"}
+
+
+def dingtalk_values(contract: bytes | None) -> list[dict[str, Any]]:
+    values: list[dict[str, Any]] = [
+        {"id": "InnerContactField-1", "name": "签署人", "componentType": "InnerContactField", "value": "李四",
+         "extValue": json.dumps([{"emplId": "lisi", "name": "李四", "avatar": ""}], ensure_ascii=False)},
+        {"id": "TextField-2", "name": "对方", "componentType": "TextField", "value": ""},
+    ]
+    if contract is not None:
+        values.insert(0, {"id": "DDAttachment-1", "name": "合同", "componentType": "DDAttachment",
+                          "files": [("采购合同.pdf", contract)]})
+    return values
+
+
+@pytest.fixture
+def dingtalk_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """DingTalk configured through the environment (read when the API starts)."""
+    for name, value in dingtalk_chat_env("http://127.0.0.1:9").items():
+        monkeypatch.setenv(name, value)
+    return monkeypatch
+
+
+async def test_dingtalk_approval_becomes_one_flow_and_gets_a_comment(dev_env: WorkflowEnvironment,
+                                                                    settings: Settings,
+                                                                    dingtalk_env: pytest.MonkeyPatch) -> None:
+    contract = sample_contract("DingTalk Purchase")
+    sim = dingtalk_world(contract)
+    sim.add_instance("PI-1", "PROC-PURCHASE", "zhangsan", dingtalk_values(contract))
+    sim.add_instance("PI-2", "PROC-PURCHASE", "zhangsan", dingtalk_values(contract), status="RUNNING", result="")
+    async with dingtalk_stack(dev_env, settings, dingtalk_env, sim) as (dt, http):
+        engine = get_engine(dt.settings.sqlalchemy_url)
+        approval_mappings.save(engine, mapping("dingtalk", "PROC-PURCHASE", chat_id=DT_GROUP))
+        # refused, or not finished: nothing starts; every answer is DingTalk's encrypted `success`
+        for ignored in (dingtalk_event("PI-1", "PROC-PURCHASE", result="refuse"),
+                        dingtalk_event("PI-1", "PROC-PURCHASE", kind="start", result="")):
+            resp = await dt.event(http, ignored)
+            assert resp.status_code == 200 and decrypt_event(DT_AES, DT_APP, resp.json()["encrypt"]) == "success"
+        request_id = f"sign:dingtalk:{DT_CORP}:approval-PI-1"
+        assert not await exists(dev_env.client, request_id)
+
+        event = dingtalk_event("PI-1", "PROC-PURCHASE")
+        for again in (event, event, dingtalk_event("PI-1", "PROC-PURCHASE")):  # redelivered; a second event
+            resp = await dt.event(http, again)
+            assert resp.status_code == 200 and decrypt_event(DT_AES, DT_APP, resp.json()["encrypt"]) == "success"
+        flows = [w async for w in dev_env.client.list_workflows(f"WorkflowId = '{request_id}'")]
+        assert len(flows) == 1
+
+        await dingtalk_sign(http, sim, "lisi", "李四")
+        view = await dingtalk_wait(dev_env.client, request_id, "COMPLETED")
+        assert view.chat.chat_id == DT_GROUP and view.initiator.name == "张三"
+        await sim.wait_for(lambda: bool(sim.comments.get("PI-1")))
+        # the card lived in the configured group; the signed file went there too
+        assert any(c.open_space_id == f"dtv1.card//IM_GROUP.{DT_GROUP}" for c in sim.cards.values())
+        (comment,) = sim.comments["PI-1"]
+        assert comment["commentUserId"] == "zhangsan" and "已签署完成" in comment["text"]
+        assert view.signed_document is not None
+        signed_url = next(word for word in comment["text"].split() if word.startswith("http"))
+        signed = (await http.get(signed_url)).content
+        assert signed.startswith(contract) and len(signed) > len(contract)
+
+        # the event says finished/agree, but the instance itself is still running (a forged or stale
+        # event): the flow says so in the group and on the approval, and signs nothing
+        resp = await dt.event(http, dingtalk_event("PI-2", "PROC-PURCHASE"))
+        assert resp.status_code == 200
+        not_yet = await dingtalk_wait(dev_env.client, f"sign:dingtalk:{DT_CORP}:approval-PI-2", "REJECTED")
+        assert not_yet.reason and "尚未通过" in not_yet.reason and not not_yet.signers
+        await sim.wait_for(lambda: bool(sim.comments.get("PI-2")))
+        await sim.wait_for(lambda: any("尚未通过" in m["param"].get("content", "")
+                                       for m in sim.sent(DT_GROUP, "sampleText")))
+        assert len(sim.comments["PI-1"]) == 1  # written back once
