@@ -8,6 +8,7 @@ flow however often its event comes, and the result is written back to it.
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from datetime import timedelta
@@ -36,6 +37,8 @@ from tests.chat_cases.feishu import ENV as FEISHU_ENV
 from tests.chat_cases.feishu import KEY as FEISHU_KEY
 from tests.chat_cases.feishu import TENANT as FEISHU_TENANT
 from tests.chat_cases.feishu import TOKEN as FEISHU_TOKEN
+from tests.chat_cases.wecom import CORP as WC_CORP
+from tests.chat_cases.wecom import env as wecom_chat_env
 from tests.sim.feishu_sim import FeishuSim, encrypt, push_headers
 from tests.sim.servers import free_port
 from tests.test_dingtalk import dingtalk_stack
@@ -45,6 +48,9 @@ from tests.test_dingtalk import world as dingtalk_world
 from tests.test_feishu import Stack as FeishuStack
 from tests.test_feishu import api as feishu_api
 from tests.test_feishu import feishu_config
+from tests.test_wecom import sign as wecom_sign
+from tests.test_wecom import wecom_stack
+from tests.test_wecom import world as wecom_world
 from worker import build_worker
 
 
@@ -241,3 +247,92 @@ async def test_dingtalk_approval_becomes_one_flow_and_gets_a_comment(dev_env: Wo
         await sim.wait_for(lambda: any("尚未通过" in m["param"].get("content", "")
                                        for m in sim.sent(DT_GROUP, "sampleText")))
         assert len(sim.comments["PI-1"]) == 1  # written back once
+
+
+# ---- WeCom approval ----------------------------------------------------------------------------------
+
+def wecom_event(sp_no: str, template: str, status: int = 2, applyer: str = "zhangsan") -> str:
+    """`sys_approval_change` (decrypted): nested `ApprovalInfo`, times in seconds, no event id."""
+    now = int(time.time())
+    return (f"<xml><ToUserName><![CDATA[{WC_CORP}]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName>"
+            f"<CreateTime>{now}</CreateTime><MsgType><![CDATA[event]]></MsgType>"
+            f"<Event><![CDATA[sys_approval_change]]></Event><AgentID>1000002</AgentID>"
+            f"<ApprovalInfo><SpNo>{sp_no}</SpNo><SpName><![CDATA[采购合同]]></SpName><SpStatus>{status}</SpStatus>"
+            f"<TemplateId><![CDATA[{template}]]></TemplateId><ApplyTime>{now - 3600}</ApplyTime>"
+            f"<Applyer><UserId><![CDATA[{applyer}]]></UserId><Party><![CDATA[1]]></Party></Applyer>"
+            f"<StatuChangeEvent>2</StatuChangeEvent></ApprovalInfo></xml>")
+
+
+def wecom_contents(contract: bytes | None) -> list[dict[str, Any]]:
+    contents: list[dict[str, Any]] = [
+        {"control": "Contact", "id": "Contact-1", "title": [{"text": "签署人", "lang": "zh_CN"}],
+         "value": {"members": [{"userid": "lisi", "name": "李四"}]}},
+        {"control": "Text", "id": "Text-2", "title": [{"text": "对方", "lang": "zh_CN"}],
+         "value": {"text": "客户A a@customer.example"}},
+    ]
+    if contract is not None:
+        contents.insert(0, {"control": "File", "id": "File-1", "title": [{"text": "合同", "lang": "zh_CN"}],
+                            "files": [("采购合同.pdf", contract)]})
+    return contents
+
+
+@pytest.fixture
+def wecom_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name, value in wecom_chat_env("http://127.0.0.1:9").items():
+        monkeypatch.setenv(name, value)
+    return monkeypatch
+
+
+async def test_wecom_approval_becomes_one_flow_and_tells_the_initiator(dev_env: WorkflowEnvironment,
+                                                                      settings: Settings,
+                                                                      wecom_env: pytest.MonkeyPatch) -> None:
+    contract = sample_contract("WeCom Purchase")
+    sim = wecom_world(contract)
+    sim.add_approval("202612050001", "tpl-purchase", "zhangsan", wecom_contents(contract))
+    sim.add_approval("202612050002", "tpl-purchase", "zhangsan", wecom_contents(None))
+    async with wecom_stack(dev_env, settings, wecom_env, sim) as (wc, http):
+        engine = get_engine(wc.settings.sqlalchemy_url)
+        approval_mappings.save(engine, mapping("wecom", "tpl-purchase", counterparty_first=True))
+        request_id = f"sign:wecom:{WC_CORP}:approval-202612050001"
+        # still in progress, or for a template nobody mapped: nothing starts; the answer is empty
+        for ignored in (wecom_event("202612050001", "tpl-purchase", status=1),
+                        wecom_event("202612050001", "tpl-other")):
+            resp = await wc.post(http, ignored)
+            assert resp.status_code == 200 and resp.text == ""
+        assert not await exists(dev_env.client, request_id)
+
+        for _ in range(2):  # WeCom retries (there is no event id): one flow
+            resp = await wc.post(http, wecom_event("202612050001", "tpl-purchase"))
+            assert resp.status_code == 200 and resp.text == ""
+        flows = [w async for w in dev_env.client.list_workflows(f"WorkflowId = '{request_id}'")]
+        assert len(flows) == 1
+
+        # the counterparty signs first (as mapped); an external signer's link goes to the initiator
+        await sim.wait_for(lambda: any("客户A" in m["text"]["content"] and "/sign/" in m["text"]["content"]
+                                       for m in sim.sent("zhangsan", "text")), timeout=30)
+        forward = next(m["text"]["content"] for m in sim.sent("zhangsan", "text") if "/sign/" in m["text"]["content"])
+        link = re.findall(r"https?://[^\s（）()]+/sign/[^\s（）()]+", forward)[0]
+        assert (await http.post(link, data={"name": "客户A", "consent": "yes"})).status_code == 200
+        await wecom_sign(http, sim, "lisi", "李四")
+        view = await dingtalk_wait(dev_env.client, request_id, "COMPLETED")
+        assert [[s.person.name for s in view.signers if s.group == g] for g in (0, 1)] == [["客户A"], ["李四"]]
+
+        # no API comments on a WeCom approval: the initiator gets the result, with the signed file
+        def results() -> list[str]:
+            return [m["text"]["content"] for m in sim.sent("zhangsan", "text")
+                    if m["text"]["content"].startswith("审批 202612050001")]
+
+        await sim.wait_for(lambda: bool(results()))
+        (said,) = results()
+        assert "已签署完成" in said and view.signed_document is not None
+        signed = (await http.get(next(w for w in said.split() if w.startswith("http")))).content
+        assert signed.startswith(contract) and len(signed) > len(contract)
+
+        # no attachment: REJECTED, the initiator told why (the flow's message and the result)
+        resp = await wc.post(http, wecom_event("202612050002", "tpl-purchase"))
+        assert resp.status_code == 200
+        bare = await dingtalk_wait(dev_env.client, f"sign:wecom:{WC_CORP}:approval-202612050002", "REJECTED")
+        assert bare.reason and "没有文件" in bare.reason
+        await sim.wait_for(lambda: any(m["text"]["content"].startswith("审批 202612050002")
+                                       for m in sim.sent("zhangsan", "text")))
+        assert len(results()) == 1  # written back once
