@@ -8,6 +8,7 @@ simulators: `tests/test_approvals_platforms.py`.
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -91,6 +92,34 @@ def test_mappings_are_stored_replaced_and_removed(settings: Settings) -> None:
     assert approval_mappings.remove(engine, "feishu", "", "D1") and not approval_mappings.remove(engine, "feishu", "",
                                                                                                  "D1")
     assert approval_mappings.find(engine, "feishu", "t2", "D1") is None
+
+
+def test_the_approvals_cli_maps_lists_and_removes(settings: Settings) -> None:
+    from typer.testing import CliRunner
+
+    from signbridge.cli.main import app
+
+    runner = CliRunner()
+    env = {"SIGNBRIDGE_DATA_DIR": str(settings.data_dir), "SIGNBRIDGE_DATABASE_URL": settings.sqlalchemy_url,
+           "SIGNBRIDGE_ENVIRONMENT": "development", "COLUMNS": "250"}
+    mapped = runner.invoke(app, ["approvals", "map", "feishu", "DEF-1", "--document", "合同", "--document", "附件",
+                                 "--signers", "签署人", "--counterparty", "对方", "--chat", "oc_1"], env=env)
+    assert mapped.exit_code == 0, mapped.output
+    assert "DEF-1" in mapped.output and "合同, 附件" in mapped.output and "chat oc_1" in mapped.output
+    listed = runner.invoke(app, ["approvals", "list", "--json"], env=env)
+    assert listed.exit_code == 0, listed.output
+    [row] = json.loads(listed.output)
+    assert row["documents"] == ["合同", "附件"] and row["signers"] == "签署人" and row["chat"] == "oc_1"
+    # bad input: a platform without approvals, no signer field, no document field — nothing stored
+    for args, words in ((["slack", "D", "--document", "f", "--signers", "s"], "not 'slack'"),
+                        (["wecom", "D", "--document", "f"], "--signers"),
+                        (["wecom", "D", "--document", " ", "--signers", "s"], "--document")):
+        refused = runner.invoke(app, ["approvals", "map", *args], env=env)
+        assert refused.exit_code == 1 and words in refused.output, refused.output
+    assert len(json.loads(runner.invoke(app, ["approvals", "list", "--json"], env=env).output)) == 1
+    assert runner.invoke(app, ["approvals", "remove", "feishu", "DEF-1"], env=env).exit_code == 0
+    gone = runner.invoke(app, ["approvals", "remove", "feishu", "DEF-1"], env=env)
+    assert gone.exit_code == 1 and "no mapping" in gone.output
 
 
 # ---- the webhook IM's approval.approved, end to end ------------------------------------------------
