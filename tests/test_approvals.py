@@ -31,6 +31,7 @@ from store.db import create_all, get_engine
 from store.repos import approval_mappings
 from store.tables import ApprovalMapping
 from tests.test_e2e import MENTIONS, in_process_worker, stack
+from tests.test_workflow import _record
 
 REF = ApprovalRef(platform="feishu", instance_id="inst-1", document_fields=["合同"], signer_field="签署人",
                   counterparty_field="对方")
@@ -162,6 +163,7 @@ async def test_webhook_approval_starts_one_flow_and_gets_the_signed_file(dev_env
             signed = (await http.get(update[0]["file"]["url"])).content
             assert signed.startswith(s.contract) and len(signed) > len(s.contract)
             assert update[0]["idempotency_key"] == f"{request_id}:approval-result"
+            await _record(dev_env.client.get_workflow_handle(request_id), "approval-webhook")
 
             # an approval without a file: the flow says why in the approval's chat, ends REJECTED,
             # and the approval is told too

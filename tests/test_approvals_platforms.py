@@ -51,6 +51,7 @@ from tests.test_feishu import feishu_config
 from tests.test_wecom import sign as wecom_sign
 from tests.test_wecom import wecom_stack
 from tests.test_wecom import world as wecom_world
+from tests.test_workflow import _record
 from worker import build_worker
 
 
@@ -141,6 +142,7 @@ async def test_feishu_approval_becomes_one_flow_and_gets_a_comment(dev_env: Work
             assert view.title == "采购合同审批" and view.initiator.id == "ou_init"
             assert [s.person.name for s in view.signers] == ["李四", "客户A"]
             await sim.wait_for(lambda: bool(sim.comments.get("INST-1")))
+            await _record(dev_env.client.get_workflow_handle(request_id), "approval-feishu")
 
             # an approval without an attachment: the initiator is told privately, the approval too
             bare_id = (await feishu_push(http, events, feishu_event("INST-2", "DEF-PURCHASE"))).json()["request_id"]
