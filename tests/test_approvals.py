@@ -155,6 +155,9 @@ async def test_webhook_approval_starts_one_flow_and_gets_the_signed_file(dev_env
             await s.sign(http, request_id, "x-9", "客户A")
             view = await s.wait_status(http, request_id, "COMPLETED")
             assert view["title"] == "采购合同审批" and view["chat"]["chat_id"] == "g-approvals"
+            assert view["approval"]["instance_id"] == approval_id and view["approval"]["self_contained"] is True
+            cards = s.sink.cards(request_id)
+            assert cards and all("来自审批「采购合同审批」" in c["note"] for c in cards)
             await s.sink.wait_for(lambda: bool(s.sink.of_type("approval.update")), timeout=30)
             update = s.sink.of_type("approval.update")
             assert len(update) == 1 and update[0]["approval_id"] == approval_id

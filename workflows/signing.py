@@ -616,6 +616,7 @@ class SigningWorkflow:
             signed_documents=self.signed_documents,
             bulk_id=self.req.bulk_id,
             cc=self.req.cc,
+            approval=self.req.approval,
         )
 
     def _fewer_publishes(self) -> bool:

@@ -194,6 +194,7 @@ class StatusView(BaseModel):
     signed_documents: list[DocumentInfo] = Field(default_factory=list)
     bulk_id: str | None = None
     cc: list[Person] = Field(default_factory=list)
+    approval: ApprovalRef | None = None  # the approval this request comes from
 
 
 # ---- provider side ------------------------------------------------------------------------
