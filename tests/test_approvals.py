@@ -123,6 +123,32 @@ def test_the_approvals_cli_maps_lists_and_removes(settings: Settings) -> None:
     assert gone.exit_code == 1 and "no mapping" in gone.output
 
 
+def test_mapping_a_feishu_definition_subscribes_to_its_events(settings: Settings) -> None:
+    from typer.testing import CliRunner
+
+    from signbridge.cli.main import app
+    from tests.sim.feishu_sim import FeishuSim
+
+    runner = CliRunner()
+    with FeishuSim() as sim:
+        env = {"SIGNBRIDGE_DATA_DIR": str(settings.data_dir), "SIGNBRIDGE_DATABASE_URL": settings.sqlalchemy_url,
+               "SIGNBRIDGE_ENVIRONMENT": "development", "COLUMNS": "250", "SIGNBRIDGE_FEISHU_APP_ID": "cli_test",
+               "SIGNBRIDGE_FEISHU_APP_SECRET": "secret", "SIGNBRIDGE_FEISHU_API_BASE": sim.url}
+        args = ["approvals", "map", "feishu", "DEF-9", "--document", "合同", "--signers", "签署人"]
+        first = runner.invoke(app, args, env=env)
+        assert first.exit_code == 0 and "subscribed to DEF-9" in first.output, first.output
+        again = runner.invoke(app, args, env=env)  # Feishu answers 1390007: fine, said so
+        assert again.exit_code == 0 and "already subscribed" in again.output, again.output
+        assert sim.subscriptions == {"DEF-9"}
+        sim.app_secret = "rotated"  # the app's credentials are wrong: the mapping is kept, the failure said
+        sim.expire_tokens()
+        failed = runner.invoke(app, ["approvals", "map", "feishu", "DEF-10", "--document", "合同", "--signers", "x"],
+                               env=env)
+        assert failed.exit_code == 1 and "subscribing to DEF-10's events failed" in failed.output, failed.output
+        listed = json.loads(runner.invoke(app, ["approvals", "list", "--json"], env=env).output)
+        assert {r["definition"] for r in listed} == {"DEF-9", "DEF-10"}
+
+
 # ---- the webhook IM's approval.approved, end to end ------------------------------------------------
 
 def approved_event(files: str, approval_id: str, event_id: str | None = None, text: str = "@李四 > @客户A",

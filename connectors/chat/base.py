@@ -119,3 +119,11 @@ class ApprovalSource(Protocol):
 
     async def write_back(self, chat: ChatRef, ref: ApprovalRef, result: ApprovalResult, key: str) -> None:
         """Tell the approval how the signing ended (a comment, a message to the initiator, an update)."""
+
+
+@runtime_checkable
+class ApprovalSubscriber(Protocol):
+    """A platform that sends approval events only for definitions the app subscribed to (Feishu)."""
+
+    async def subscribe_approval(self, definition: str) -> bool:
+        """Subscribe to `definition`'s events: True when newly subscribed, False when it was already."""

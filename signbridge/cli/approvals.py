@@ -9,14 +9,19 @@ initiator privately). The webhook IM's `approval.approved` carries all that itse
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Annotated
 
+import httpx
 import typer
 from rich.table import Table
 
+from connectors.chat.base import ApprovalSubscriber, ChatError
+from connectors.chat.registry import build_chats
 from signbridge.cli.documents import _ready_engine
 from signbridge.cli.ops import _fail, _out
+from signbridge.core.settings import Settings
 from store.repos import approval_mappings
 from store.tables import ApprovalMapping
 
@@ -48,6 +53,8 @@ def map_definition(
     chat: Annotated[str, typer.Option("--chat", help="group chat for the card (empty: the initiator privately)")] = "",
     tenant: Annotated[str, typer.Option("--tenant", help="only this tenant (corp); empty: every tenant")] = "",
     provider: Annotated[str, typer.Option("--provider", help="e-signature provider (empty: the default)")] = "",
+    subscribe: Annotated[bool, typer.Option(
+        help="subscribe the app to the definition's events where the platform needs it (Feishu)")] = True,
 ) -> None:
     """Map DEFINITION: its approved instances become signing requests (replaces an older mapping)."""
     fields = [f.strip() for f in document if f.strip()]
@@ -57,7 +64,7 @@ def map_definition(
         raise _fail("a field name may not contain a comma; repeat --document for several fields")
     if not (signers.strip() or counterparty.strip()):
         raise _fail("name the signers' field (--signers) or the counterparties' field (--counterparty), or both")
-    _, engine = _ready_engine()
+    settings, engine = _ready_engine()
     row = approval_mappings.save(engine, ApprovalMapping(
         platform=_platform(platform), tenant=tenant.strip(), definition=definition.strip(),
         document_fields=",".join(fields), signer_field=signers.strip(), counterparty_field=counterparty.strip(),
@@ -66,6 +73,27 @@ def map_definition(
     _out().print(f"mapped {row.platform} approval [bold]{row.definition}[/]: documents from "
                  f"{', '.join(fields)}; signers from {row.signer_field or '-'}; counterparties from "
                  f"{row.counterparty_field or '-'}; card to {where}")
+    if subscribe:
+        _subscribe(settings, row.platform, row.definition)
+
+
+def _subscribe(settings: Settings, platform: str, definition: str) -> None:
+    """Feishu sends approval events only for subscribed definitions: subscribe now (idempotent)."""
+    async def run() -> bool | None:
+        async with httpx.AsyncClient(timeout=15) as http:
+            chat = build_chats(settings, http).get(platform)
+            if not isinstance(chat, ApprovalSubscriber):
+                return None
+            return await chat.subscribe_approval(definition)
+
+    try:
+        done = asyncio.run(run())
+    except ChatError as e:
+        raise _fail(f"mapped, but subscribing to {definition}'s events failed: {e}; run this again once fixed "
+                    "(or subscribe in the platform's console and pass --no-subscribe)") from e
+    if done is not None:
+        _out().print(f"subscribed to {definition}'s approval events" if done else
+                     f"already subscribed to {definition}'s approval events")
 
 
 @approvals_app.command("list")

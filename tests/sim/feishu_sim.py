@@ -20,7 +20,8 @@ Approval v4: `add_instance()` holds an instance (status, initiator `open_id`, wi
 (unknown code → 1390001, as "param is invalid" — unconfirmed), attachment widgets carry URLs into
 this server's `/approval-files/{key}` (plain GET, no token, like a pre-signed URL), and
 `POST /open-apis/approval/v4/instances/{code}/comments` needs `user_id` (the author) and a `content`
-that is a JSON *string* with `text` — a comment without them is refused (1390001).
+that is a JSON *string* with `text` — a comment without them is refused (1390001);
+`POST /open-apis/approval/v4/approvals/{code}/subscribe` answers 1390007 the second time.
 
 Also the other direction's tools: `encrypt()` and `push_headers()` build event callbacks the way
 Feishu's servers do, so tests can POST them to SignBridge.
@@ -104,6 +105,7 @@ class FeishuSim:
         self.approval_files: dict[str, bytes] = {}
         self.comments: dict[str, list[dict[str, Any]]] = {}
         self.instance_reads = 0
+        self.subscriptions: set[str] = set()
         self._rate_limit = 0
         self._lock = threading.Lock()
         self._cm: AbstractContextManager[str] | None = None
@@ -302,6 +304,15 @@ class FeishuSim:
                 **{k: v for k, v in found.items() if k != "form"}, "form": json.dumps(form, ensure_ascii=False),
                 "start_time": "1700000000000", "end_time": "1700000360000", "task_list": [], "comment_list": [],
                 "timeline": []}})
+
+        @app.post("/open-apis/approval/v4/approvals/{code}/subscribe")
+        async def subscribe(code: str, request: Request) -> JSONResponse:
+            if (denied := self._gate(request)) is not None:
+                return denied
+            if code in self.subscriptions:
+                return self._error(1390007, "subscription existed")
+            self.subscriptions.add(code)
+            return JSONResponse({"code": 0, "msg": "success", "data": {}})
 
         @app.get("/approval-files/{key}")
         async def approval_file(key: str) -> Response:

@@ -88,6 +88,7 @@ def source_url(message_id: str, file_key: str) -> str:
 
 
 APPROVAL_SCHEME = "feishu-approval://"
+ALREADY_SUBSCRIBED = 1390007
 APPROVED = "APPROVED"
 FILE_WIDGETS = ("attachmentV2", "attachment")
 CONTACT_WIDGETS = ("contact",)
@@ -293,6 +294,17 @@ class FeishuChat(AppChat[FeishuConfig]):
                             approved=status == APPROVED, status=status, title=str(data.get("approval_name") or ""),
                             initiator_id=str(data.get("open_id") or ""),
                             fields=form_fields(ref.instance_id, form if isinstance(form, list) else []))
+
+    async def subscribe_approval(self, definition: str) -> bool:
+        """Feishu sends `approval_instance` events only for definitions the app subscribed to, once
+        each (`POST /open-apis/approval/v4/approvals/{code}/subscribe`; 1390007: already)."""
+        try:
+            await self._call("POST", f"/open-apis/approval/v4/approvals/{definition}/subscribe")
+        except ChatRejected as e:
+            if e.code == ALREADY_SUBSCRIBED:
+                return False
+            raise
+        return True
 
     async def _approval_file(self, source: DocumentSource, max_bytes: int) -> bytes:
         """An attachment: a fresh URL from the instance (they last 12 h), fetched without our token
