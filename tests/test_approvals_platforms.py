@@ -114,6 +114,7 @@ async def test_feishu_approval_becomes_one_flow_and_gets_a_comment(dev_env: Work
         sim.add_instance("INST-1", "DEF-PURCHASE", "ou_init", feishu_widgets(contract, ["ou_a"]))
         sim.add_instance("INST-2", "DEF-PURCHASE", "ou_init", feishu_widgets(None, ["ou_a"]), name="空附件审批")
         sim.add_instance("INST-3", "DEF-OTHER", "ou_init", feishu_widgets(contract, ["ou_a"]))
+        sim.add_instance("INST-4", "DEF-PURCHASE", "ou_init", feishu_widgets(contract, ["ou_a"]), name="撤销的审批")
         chat = FeishuChat(feishu_config(sim.url), engine)
         stack = FeishuStack(api=url, sim=sim, client=dev_env.client)
         events = f"{url}/im/feishu/events"
@@ -150,8 +151,21 @@ async def test_feishu_approval_becomes_one_flow_and_gets_a_comment(dev_env: Work
             assert rejected.reason and "没有文件" in rejected.reason
             await sim.wait_for(lambda: bool(sim.comments.get("INST-2")))
 
+            # approved, then reverted by its initiator while 李四 has not signed: the flow is cancelled
+            revoked_id = (await feishu_push(http, events, feishu_event("INST-4", "DEF-PURCHASE"))).json()["request_id"]
+            await sim.wait_for(lambda: len([m for m in sim.sent_to("ou_a") if m.msg_type == "interactive"]) >= 2)
+            reverted = await feishu_push(http, events, feishu_event("INST-4", "DEF-PURCHASE", status="REVERTED"))
+            assert reverted.status_code == 200, reverted.text
+            cancelled = await stack.wait_status(revoked_id, "CANCELLED")
+            assert cancelled.reason and "REVERTED" in cancelled.reason
+            await sim.wait_for(lambda: bool(sim.comments.get("INST-4")))
+            assert "CANCELLED" in sim.comments["INST-4"][0]["text"]
+            # a reverted approval that never started a flow: nothing to cancel, said so
+            never = await feishu_push(http, events, feishu_event("INST-3", "DEF-OTHER", status="REVERTED"))
+            assert "no signing flow" in never.json()["ignored"], never.text
+
         # the card went to the initiator privately (no chat configured), and stayed one card
-        assert len(stack.status_cards("ou_init")) == 2  # one per approval
+        assert len(stack.status_cards("ou_init")) == 3  # one per approval
         assert "已完成" in stack.status_cards("ou_init")[0].content
         # one comment per approval, by the initiator, with the signed file attached by URL
         (comment,) = sim.comments["INST-1"]

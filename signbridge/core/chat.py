@@ -104,6 +104,9 @@ class ApprovalEvent:
     event_id: str
     approved: bool
     initiator: Person
+    # The approval was taken back after all (Feishu REVERTED/CANCELED/DELETED, DingTalk
+    # terminate/delete, WeCom withdrawn or deleted): a flow it started is cancelled.
+    revoked: bool = False
     definition: str = ""
     status: str = ""
     title: str = ""

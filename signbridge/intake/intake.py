@@ -20,6 +20,7 @@ from signbridge.core.chat import (
     Deadline,
     FileRef,
     Ignored,
+    NotFound,
     Outcome,
     Refused,
     request_id_for,
@@ -113,6 +114,8 @@ class Intake:
         or repeated event is `Duplicate`). The platforms' events name a definition: unmapped ones
         are none of SignBridge's business (`Ignored`, logged); a mapped one starts a flow that reads
         the instance first. The webhook IM's event carries its documents and signers itself."""
+        if event.revoked:
+            return await self._revoke(event, rules)
         if not event.approved:
             return Ignored(f"approval {event.instance_id} is {event.status or 'pending'}, "
                            "not approved: nothing to sign")
@@ -166,6 +169,21 @@ class Intake:
             initiator=initiator, chat=chat, documents=documents, groups=groups, provider=provider,
             timing=self.settings.timing(), problem=problem, approval=ref)
         return await temporal_calls.start(self.client, req, self.settings.task_queue, rules.deadline.accept)
+
+    async def _revoke(self, event: ApprovalEvent, rules: Rules) -> Outcome:
+        """The approval was taken back: the flow it started is cancelled (as an operator would), once
+        per status change; no flow (never mapped, never approved) is nothing to do."""
+        request_id = request_id_for(event.platform, event.tenant, approval_event_id(event.instance_id))
+        action = ChatAction(request_id=request_id, name="cancel",
+                            actor=Actor(id=f"approval:{event.instance_id}", name="审批撤销 (approval revoked)",
+                                        is_operator=True),
+                            update_id=f"approval-revoked:{event.instance_id}:{event.status}",
+                            reason=f"审批已撤销（{event.status}）（The approval was revoked: {event.status}）",
+                            platform=event.platform, tenant=event.tenant)
+        outcome = await self.apply_action(action, rules.deadline)
+        if isinstance(outcome, NotFound) and not outcome.ended:
+            return Ignored(f"approval {event.instance_id} is {event.status}: no signing flow to cancel")
+        return outcome
 
     def _timing(self, parsed: commands.ParsedCommand | None) -> Timing:
         """The installation's timing with the command's `期限:` and `提醒:`."""

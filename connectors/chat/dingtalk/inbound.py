@@ -171,6 +171,7 @@ class DingTalkInbound(DirectoryInbound[DingTalkConfig]):
         return ApprovalEvent(platform=PLATFORM, tenant=str(event.get("corpId") or self.config.robot),
                              instance_id=instance, event_id=str(event.get("eventId") or "") or fallback_id,
                              approved=kind == "finish" and result == "agree", definition=code,
+                             revoked=kind in ("terminate", "delete"),
                              status=f"{kind}/{result}" if result else kind, title=str(event.get("title") or ""),
                              initiator=Person(id=str(event.get("staffId") or ""), name=""))
 

@@ -57,6 +57,7 @@ CARD_EVENT = "card.action.trigger"
 APPROVAL_EVENT = "approval_instance"  # v1 envelope (`type: event_callback`)
 APPROVAL_EVENT_V2 = "approval.instance.status_changed_v4"  # schema 2.0, as the SDK names it
 APPROVED = "APPROVED"
+REVOKED = frozenset({"REVERTED", "CANCELED", "DELETED"})  # taken back: a flow it started is cancelled
 REPLIED_FILE = "document.pdf"  # name of a replied-to file we never saw; Feishu's message API has no name
 NO_FILE = ("没有找到要签署的文件：请先发送合同文件，再回复该文件 @机器人 签署"
            "（No document to sign: send the contract file first, then reply to it with the sign command）")
@@ -210,6 +211,7 @@ class FeishuInbound:
         status = str(event.get("status") or "")
         return chat.ApprovalEvent(platform=PLATFORM, tenant=str(event.get("tenant_key") or "default"),
                                   instance_id=instance, event_id=event_id or instance, approved=status == APPROVED,
+                                  revoked=status in REVOKED,
                                   initiator=Person(id=str(event.get("open_id") or ""), name=""), definition=code,
                                   status=status)
 

@@ -56,6 +56,7 @@ NO_FILE = ("没有找到要签署的文件：请先把合同文件发给应用�
 RULES = Rules(deadline=Deadline(accept=3.0), no_file=NO_FILE, file_lookback=timedelta(days=3))  # media: 3 days
 APPROVAL_EVENT = "sys_approval_change"
 APPROVED = "2"  # SpStatus: 1 in progress, 2 approved, 3 rejected, 4 withdrawn, 6 withdrawn after approval, 7 deleted
+REVOKED = frozenset({"4", "6", "7"})
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -135,7 +136,7 @@ class WeComInbound(DirectoryInbound[WeComConfig]):
         applyer = _dict(info.get("Applyer"))
         status = str(info.get("SpStatus") or "")
         return ApprovalEvent(platform=PLATFORM, tenant=self.config.corp_id, instance_id=sp_no,
-                             event_id=f"{sp_no}:{status}", approved=status == APPROVED,
+                             event_id=f"{sp_no}:{status}", approved=status == APPROVED, revoked=status in REVOKED,
                              definition=str(info.get("TemplateId") or ""), status=status,
                              title=str(info.get("SpName") or ""),
                              initiator=self._known(str(applyer.get("UserId") or "")))
