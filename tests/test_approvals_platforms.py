@@ -352,3 +352,50 @@ async def test_wecom_approval_becomes_one_flow_and_tells_the_initiator(dev_env: 
         await sim.wait_for(lambda: any(m["text"]["content"].startswith("审批 202612050002")
                                        for m in sim.sent("zhangsan", "text")))
         assert len(results()) == 1  # written back once
+
+
+async def test_feishu_connector_reads_forms_downloads_attachments_and_keeps_its_token(settings: Settings) -> None:
+    """The connector alone against the simulator: table rows walked, a fresh URL per download, the
+    token sent only to Feishu's own API host, an unknown instance a problem for the initiator."""
+    from connectors.chat.base import InputProblem
+    from signbridge.core.models import ApprovalRef, ChatRef, DocumentSource
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = get_engine(settings.sqlalchemy_url)
+    create_all(engine)
+    contract = sample_contract("Feishu connector")
+    chat_ref = ChatRef(platform="feishu", tenant=FEISHU_TENANT, chat_id="ou_init", chat_kind="direct",
+                       source_event_id="approval-T")
+    with FeishuSim() as sim:
+        table = {"id": "widget_table", "name": "明细", "type": "fieldList", "value": [[
+            {"id": "widget_row_file", "name": "附件", "type": "attachmentV2",
+             "ext": "附件一.pdf", "value": ["/approval-files/row-1"]}]]}
+        sim.approval_files["row-1"] = contract
+        sim.add_instance("T-1", "DEF-T", "ou_init", [*feishu_widgets(contract, ["ou_a", "ou_b"]), table])
+        chat = FeishuChat(feishu_config(sim.url), engine)
+        ref = ApprovalRef(platform="feishu", instance_id="T-1", document_fields=["合同", "附件"],
+                          signer_field="signers")
+        form = await chat.read_approval(ref)
+        assert form.approved and form.initiator_id == "ou_init" and form.title == "采购合同审批"
+        by_key = {f.keys[0]: f for f in form.fields}
+        assert [f.name for f in by_key["widget_file"].files] == ["采购合同.pdf"]
+        assert [p.id for p in by_key["widget_contact"].people] == ["ou_a", "ou_b"]
+        assert by_key["widget_row_file"].files[0].url == "feishu-approval://T-1/widget_row_file/0"
+        assert by_key["widget_amount"].text == "12000"
+        for field in (by_key["widget_file"], by_key["widget_row_file"]):
+            assert await chat.download(chat_ref, field.files[0], 10_000_000) == contract
+        reads = sim.instance_reads
+        sim.files_need_token = True  # Feishu wants the token after all: sent, to its own host only
+        assert await chat.download(chat_ref, by_key["widget_file"].files[0], 10_000_000) == contract
+        assert sim.instance_reads == reads + 1  # a fresh URL for every download
+        sim.file_base = sim.url.replace("127.0.0.1", "localhost")  # attachments on another host
+        with pytest.raises(InputProblem, match="Feishu's own API host"):
+            await chat.download(chat_ref, by_key["widget_file"].files[0], 10_000_000)
+        with pytest.raises(InputProblem, match="MB"):
+            sim.file_base = ""
+            await chat.download(chat_ref, by_key["widget_file"].files[0], 1000)
+        gone = DocumentSource(name="x.pdf", url="feishu-approval://T-1/widget_file/5")
+        with pytest.raises(InputProblem, match="no longer in the approval"):
+            await chat.download(chat_ref, gone, 10_000_000)
+        with pytest.raises(InputProblem, match="1390001"):
+            await chat.read_approval(ref.model_copy(update={"instance_id": "NOPE"}))

@@ -61,6 +61,7 @@ with workflow.unsafe.imports_passed_through():
         PROVIDER_ACTIVITIES,
         SA_DEADLINE,
         SA_DOCUMENT,
+        SA_INITIATOR,
         SA_PENDING,
         SA_STATUS,
         provider_task_queue,
@@ -231,6 +232,8 @@ class SigningWorkflow:
         chat = self.req.chat
         if not chat.chat_id and initiator.id:
             chat = chat.model_copy(update={"chat_id": initiator.id})
+        if initiator.id and initiator.id != self.req.initiator.id:
+            self._upsert([SA_INITIATOR.value_set(initiator.id)])  # findable by initiator like any other flow
         self.req = self.req.model_copy(update={"documents": content.documents, "groups": content.groups,
                                                "title": content.title, "initiator": initiator, "chat": chat})
         self.initiator = initiator

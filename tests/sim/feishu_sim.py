@@ -106,6 +106,8 @@ class FeishuSim:
         self.comments: dict[str, list[dict[str, Any]]] = {}
         self.instance_reads = 0
         self.subscriptions: set[str] = set()
+        self.files_need_token = False  # whether an attachment URL wants the app's token (unconfirmed at Feishu)
+        self.file_base = ""  # where attachment URLs point (default: this server as the caller reached it)
         self._rate_limit = 0
         self._lock = threading.Lock()
         self._cm: AbstractContextManager[str] | None = None
@@ -297,9 +299,20 @@ class FeishuSim:
             if found is None:
                 return self._error(1390001, "param is invalid: instance not found")
             self.instance_reads += 1
-            base = str(request.base_url).rstrip("/")
-            form = [{**w, "value": [base + v for v in w["value"]]} if w.get("type") == "attachmentV2" else w
-                    for w in found["form"]]
+            base = self.file_base or str(request.base_url).rstrip("/")
+
+            def absolute(widgets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+                """Attachment URLs point at this server; table (`fieldList`) rows hold widgets too."""
+                out = []
+                for w in widgets:
+                    if w.get("type") == "attachmentV2":
+                        w = {**w, "value": [base + v for v in w["value"]]}
+                    elif w.get("type") == "fieldList":
+                        w = {**w, "value": [absolute(row) for row in w["value"]]}
+                    out.append(w)
+                return out
+
+            form = absolute(found["form"])
             return JSONResponse({"code": 0, "msg": "success", "data": {
                 **{k: v for k, v in found.items() if k != "form"}, "form": json.dumps(form, ensure_ascii=False),
                 "start_time": "1700000000000", "end_time": "1700000360000", "task_list": [], "comment_list": [],
@@ -315,7 +328,9 @@ class FeishuSim:
             return JSONResponse({"code": 0, "msg": "success", "data": {}})
 
         @app.get("/approval-files/{key}")
-        async def approval_file(key: str) -> Response:
+        async def approval_file(key: str, request: Request) -> Response:
+            if self.files_need_token and (denied := self._gate(request)) is not None:
+                return Response(status_code=401) if denied.status_code == 400 else denied
             data = self.approval_files.get(key)
             if data is None:
                 return Response(status_code=404)

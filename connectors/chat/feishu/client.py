@@ -26,6 +26,7 @@ import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import SecretStr
@@ -337,12 +338,17 @@ class FeishuChat(AppChat[FeishuConfig]):
                                            f"{resp.status_code}）")
                     raise_for_status(resp, "Feishu approval attachment")
                     return await read_within(resp, max_bytes, too_big)
+            except (httpx.UnsupportedProtocol, httpx.InvalidURL) as e:
+                raise InputProblem(f"审批附件 {source.name} 的地址无效（The attachment's URL is not usable: {e}）") from e
             except httpx.HTTPError as e:
                 raise unreachable("Feishu approval attachment", e) from e
 
         plain = await get(None)
         if plain is not None:
             return plain
+        if urlsplit(url).hostname != urlsplit(self.config.base).hostname:
+            raise InputProblem(f"审批附件 {source.name} 无法下载（Feishu refused the attachment without a token, and "
+                               "the app's token is sent to Feishu's own API host only）")
         with_token = await self.token.call(get)
         assert with_token is not None
         return with_token
