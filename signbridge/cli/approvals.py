@@ -13,12 +13,9 @@ import asyncio
 import json
 from typing import Annotated
 
-import httpx
 import typer
 from rich.table import Table
 
-from connectors.chat.base import ApprovalSubscriber, ChatError
-from connectors.chat.registry import build_chats
 from signbridge.cli.documents import _ready_engine
 from signbridge.cli.ops import _fail, _out
 from signbridge.core.settings import Settings
@@ -78,7 +75,13 @@ def map_definition(
 
 
 def _subscribe(settings: Settings, platform: str, definition: str) -> None:
-    """Feishu sends approval events only for subscribed definitions: subscribe now (idempotent)."""
+    """Feishu sends approval events only for subscribed definitions: subscribe now (idempotent).
+    The chat connectors are imported here, not at start-up: every other command starts faster."""
+    import httpx
+
+    from connectors.chat.base import ApprovalSubscriber, ChatError
+    from connectors.chat.registry import build_chats
+
     async def run() -> bool | None:
         async with httpx.AsyncClient(timeout=15) as http:
             chat = build_chats(settings, http).get(platform)

@@ -339,7 +339,8 @@ class FeishuChat(AppChat[FeishuConfig]):
                     raise_for_status(resp, "Feishu approval attachment")
                     return await read_within(resp, max_bytes, too_big)
             except (httpx.UnsupportedProtocol, httpx.InvalidURL) as e:
-                raise InputProblem(f"审批附件 {source.name} 的地址无效（The attachment's URL is not usable: {e}）") from e
+                raise InputProblem(f"审批附件 {source.name} 的地址无效"
+                                   f"（The attachment's URL is not usable: {e}）") from e
             except httpx.HTTPError as e:
                 raise unreachable("Feishu approval attachment", e) from e
 
