@@ -86,7 +86,7 @@ class ApprovalActivities(ChatActivities):
         try:
             await self._once(chat, key, send)
         except ApplicationError as e:
-            if e.type not in ("ChatRejected", "LookupError") and not e.non_retryable:
+            if not e.non_retryable:  # an outage: the workflow tries again later
                 raise
             audit.record(self.deps.engine, request_id=arg.request_id, key=WRITE_BACK_KEY,
                          action="approval.write_back_refused", actor="system", detail={**detail, "error": e.message})

@@ -208,6 +208,18 @@ async def test_webhook_approval_starts_one_flow_and_gets_the_signed_file(dev_env
             said = [m for m in s.sink.of_type("message") if m.get("chat_id") == "g-approvals" and not m.get("to")]
             assert any("没有附带要签署的文件" in m["text"] for m in said)
 
+            # the IM is down when the flow ends: the answer to the approval waits, then arrives once
+            down_id = f"AP-{uuid.uuid4().hex[:8]}"
+            s.sink.outage(503)
+            down = await s.send(http, approved_event(s.files, down_id, with_file=False))
+            assert down.status_code == 202, down.text
+            await s.sink.wait_for(lambda: sum(a.status == 503 for a in s.sink.attempts) >= 2, timeout=30)
+            s.sink.recover()
+            await s.sink.wait_for(lambda: any(m["approval_id"] == down_id for m in s.sink.of_type("approval.update")),
+                                  timeout=90)
+            await s.wait_status(http, down.json()["request_id"], "REJECTED")
+            assert len([m for m in s.sink.of_type("approval.update") if m["approval_id"] == down_id]) == 1
+
             # no initiator: a clear 400, nothing started
             broken = approved_event(s.files, f"AP-{uuid.uuid4().hex[:8]}")
             del broken["initiator"]

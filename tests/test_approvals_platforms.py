@@ -186,12 +186,12 @@ async def test_feishu_approval_becomes_one_flow_and_gets_a_comment(dev_env: Work
 # ---- DingTalk OA -------------------------------------------------------------------------------------
 
 def dingtalk_event(instance: str, code: str, kind: str = "finish", result: str = "agree",
-                   event_id: str | None = None) -> dict[str, Any]:
+                   event_id: str | None = None, staff: str = "zhangsan") -> dict[str, Any]:
     """`bpms_instance_change` as the encrypted event subscription delivers it."""
     now = int(time.time() * 1000)
     return {"EventType": "bpms_instance_change", "processInstanceId": instance, "processCode": code,
             "corpId": DT_CORP, "createTime": now - 60_000, "finishTime": now, "title": "张三提交的采购合同审批",
-            "type": kind, "result": result, "staffId": "zhangsan", "eventId": event_id or uuid.uuid4().hex,
+            "type": kind, "result": result, "staffId": staff, "eventId": event_id or uuid.uuid4().hex,
             "url": f"https://aflow.dingtalk.com/dingtalk/mobile/homepage.htm?procInstId={instance}"}
 
 
@@ -222,6 +222,7 @@ async def test_dingtalk_approval_becomes_one_flow_and_gets_a_comment(dev_env: Wo
     sim = dingtalk_world(contract)
     sim.add_instance("PI-1", "PROC-PURCHASE", "zhangsan", dingtalk_values(contract))
     sim.add_instance("PI-2", "PROC-PURCHASE", "zhangsan", dingtalk_values(contract), status="RUNNING", result="")
+    sim.add_instance("PI-3", "PROC-PURCHASE", "ghost", dingtalk_values(contract))
     async with dingtalk_stack(dev_env, settings, dingtalk_env, sim) as (dt, http):
         engine = get_engine(dt.settings.sqlalchemy_url)
         approval_mappings.save(engine, mapping("dingtalk", "PROC-PURCHASE", chat_id=DT_GROUP))
@@ -263,6 +264,17 @@ async def test_dingtalk_approval_becomes_one_flow_and_gets_a_comment(dev_env: Wo
         await sim.wait_for(lambda: any("尚未通过" in m["param"].get("content", "")
                                        for m in sim.sent(DT_GROUP, "sampleText")))
         assert len(sim.comments["PI-1"]) == 1  # written back once
+
+        # started by someone DingTalk does not know (gone since): REJECTED, and DingTalk refuses a
+        # comment in their name — recorded in the audit trail, not tried forever
+        resp = await dt.event(http, dingtalk_event("PI-3", "PROC-PURCHASE", staff="ghost"))
+        assert resp.status_code == 200
+        ghost_id = f"sign:dingtalk:{DT_CORP}:approval-PI-3"
+        await dingtalk_wait(dev_env.client, ghost_id, "REJECTED")
+        await dev_env.client.get_workflow_handle(ghost_id).result()  # the flow closed
+        actions = [e.action for e in audit.trail_of(engine, ghost_id)]
+        assert "approval.write_back_refused" in actions and "approval.written_back" not in actions
+        assert "PI-3" not in sim.comments
 
 
 # ---- WeCom approval ----------------------------------------------------------------------------------

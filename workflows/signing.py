@@ -258,6 +258,9 @@ class SigningWorkflow:
                 return
             except STEP_FAILURES as e:
                 cause = e.cause if isinstance(e, ActivityError) and e.cause else e
+                if isinstance(cause, ApplicationError) and cause.non_retryable:
+                    workflow.logger.warning("not writing back to approval %s: %s", approval.instance_id, cause)
+                    return  # trying again cannot help (a platform without approvals)
                 workflow.set_current_details(f"{self.where}\n\nWriting the result back to the approval failed "
                                              f"({getattr(cause, 'message', None) or cause}); trying again in {pause}.")
             await workflow.sleep(pause)

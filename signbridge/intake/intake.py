@@ -44,8 +44,8 @@ from store.repos import approval_mappings, chat_files, identities
 from store.tables import utcnow
 
 FALLBACK_TITLE = {"zh": "签署请求 (signing request)", "en": "Signing request"}
-REST = Deadline(accept=10.0, result=25.0)
-log = logging.getLogger(__name__)  # a REST client or the CLI can wait longer than a chat platform
+REST = Deadline(accept=10.0, result=25.0)  # a REST client or the CLI can wait longer than a chat platform
+log = logging.getLogger(__name__)
 
 
 class Intake:
