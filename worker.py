@@ -26,6 +26,7 @@ from temporalio.client import Client
 from temporalio.runtime import Runtime
 from temporalio.worker import Worker, WorkerConfig
 
+from activities.approvals import ApprovalActivities
 from activities.chat import ChatActivities
 from activities.deps import Deps
 from activities.documents import DocumentActivities
@@ -48,7 +49,9 @@ from workflows.signing import SigningWorkflow
 
 def activities_for(deps: Deps) -> list[Any]:
     docs, provider, chat = DocumentActivities(deps), ProviderActivities(deps), ChatActivities(deps)
+    approvals = ApprovalActivities(deps)
     return [
+        approvals.read_approval, approvals.approval_result,
         docs.prepare, docs.finish,
         provider.create_flow, provider.open_group, provider.poll, provider.revoke, provider.remind,
         chat.publish, chat.send_link, chat.send_text, chat.send_file, chat.chat_reply,

@@ -49,8 +49,10 @@ class ChatActivities:
              "document_sha256": a.document_sha256} for a in arg.audits], snapshot=view.model_dump_json())
         if view.status.terminal:
             signing_links.forget(self.deps.engine, view.request_id)
-        if view.bulk_id is not None:
-            return  # a bulk send's row: the bulk's one card reports it, the group gets no card per row
+        if view.bulk_id is not None or not view.chat.chat_id:
+            # a bulk send's row: the bulk's one card reports it, the group gets no card per row; an
+            # approval whose initiator is unknown yet has no chat to show a card in
+            return
         card = build_card(view, lang=self.deps.settings.language_for(view.chat.platform))
         with connector_errors():
             await self.deps.chat(view.chat.platform).upsert_card(view.chat, view.request_id, card)

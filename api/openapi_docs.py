@@ -19,12 +19,12 @@ from fastapi.openapi.docs import get_redoc_html
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field, TypeAdapter
 
-from connectors.chat.webhook.inbound import ActionEvent, MessageEvent
+from connectors.chat.webhook.inbound import ActionEvent, ApprovalApprovedEvent, MessageEvent
 from connectors.chat.webhook.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER
 
 WEBHOOK_EVENTS_PATH = "/im/webhook/events"
-WebhookEvent: TypeAdapter[MessageEvent | ActionEvent] = TypeAdapter(
-    Annotated[MessageEvent | ActionEvent, Field(discriminator="type")])
+WebhookEvent: TypeAdapter[MessageEvent | ActionEvent | ApprovalApprovedEvent] = TypeAdapter(
+    Annotated[MessageEvent | ActionEvent | ApprovalApprovedEvent, Field(discriminator="type")])
 
 MESSAGE_EXAMPLE: dict[str, Any] = {
     "event_id": "e-123", "type": "message",
@@ -39,6 +39,16 @@ ACTION_EXAMPLE: dict[str, Any] = {
     "event_id": "e-124", "type": "action",
     "sender": {"id": "u-1", "name": "张三"},
     "action": {"request_id": "sign:webhook:default:e-123", "name": "remind"},
+}
+APPROVAL_EXAMPLE: dict[str, Any] = {
+    "event_id": "e-125", "type": "approval.approved",
+    "approval": {"id": "AP-2026-0042", "title": "采购合同审批"},
+    "initiator": {"id": "u-1", "name": "张三", "email": "zs@corp.example"},
+    "chat": {"id": "g-1", "kind": "group"},
+    "text": "@李四 > @客户A",
+    "mentions": [{"id": "u-2", "name": "李四"},
+                 {"id": "x-9", "name": "客户A", "email": "a@customer.example", "external": True}],
+    "files": [{"name": "contract.pdf", "url": "https://im.corp.example/f/1"}],
 }
 
 WEBHOOK_DESCRIPTION = f"""A company's own chat tool sends its events here (README, "Generic webhook IM protocol").
@@ -57,10 +67,12 @@ curl -H "{TIMESTAMP_HEADER}: $TS" -H "{SIGNATURE_HEADER}: v1=$SIG" -H 'Content-T
 
 `type: "message"` starts a signing (202, `request_id` in the answer; 200 for a redelivered event
 id) or is ordinary chat (200 `ignored`); `type: "action"` is a card button (200 with the flow's
-status, 202 when accepted but not finished in time)."""
+status, 202 when accepted but not finished in time); `type: "approval.approved"` is an approval
+that passed and names what to sign (202; 200 for any later event of the same approval id — one
+flow per approval; its end comes back as outbound `approval.update`)."""
 
 WEBHOOK_OPERATION: dict[str, Any] = {
-    "summary": "Webhook IM: a chat message or a card button",
+    "summary": "Webhook IM: a chat message, a card button or an approval that passed",
     "description": WEBHOOK_DESCRIPTION,
     "parameters": [
         {"name": TIMESTAMP_HEADER, "in": "header", "required": True, "schema": {"type": "string"},
@@ -74,6 +86,8 @@ WEBHOOK_OPERATION: dict[str, Any] = {
             "message": {"summary": "张三 asks 李四 and 王五, then 客户A, to sign contract.pdf",
                         "value": MESSAGE_EXAMPLE},
             "action": {"summary": "张三 presses 催签 (remind) on the card", "value": ACTION_EXAMPLE},
+            "approval": {"summary": "张三's purchase approval passed: 李四, then 客户A, sign contract.pdf",
+                         "value": APPROVAL_EXAMPLE},
         }}}},
 }
 

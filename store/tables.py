@@ -335,3 +335,24 @@ class SigningLinkRecord(SQLModel, table=True):
     signer_key: str = Field(max_length=64)  # SHA-256 of the signer id: ids can be long, the index must not be
     sealed_url: str = Field(sa_column=Column(Text, nullable=False))
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+class ApprovalMapping(SQLModel, table=True):
+    """Which approval definition starts signing, and which form fields hold what
+    (`signbridge approvals map`). A field is named by its id, custom id or label; `document_fields`
+    is comma-separated. `tenant` "" matches every tenant of the platform; `chat_id` "" sends the
+    card to the initiator privately."""
+
+    __tablename__ = "approval_mappings"
+    __table_args__ = (UniqueConstraint("platform", "tenant", "definition"),)
+    id: int | None = Field(default=None, primary_key=True)
+    platform: str = Field(index=True)
+    tenant: str = ""
+    definition: str
+    document_fields: str
+    signer_field: str = ""
+    counterparty_field: str = ""
+    counterparty_first: bool = False
+    chat_id: str = ""
+    provider: str = ""  # empty: SIGNBRIDGE_DEFAULT_PROVIDER
+    created_at: datetime = Field(default_factory=utcnow)

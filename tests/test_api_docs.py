@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from api.openapi_docs import ACTION_EXAMPLE, MESSAGE_EXAMPLE
+from api.openapi_docs import ACTION_EXAMPLE, APPROVAL_EXAMPLE, MESSAGE_EXAMPLE
 from connectors.chat.webhook import signature
 from signbridge.core.settings import Settings
 from signbridge.pdf.sample import sample_contract
@@ -64,7 +64,7 @@ async def test_every_route_is_listed_once_and_every_post_says_what_to_send(h: Ha
     assert {"200", "202", "400", "401", "404", "409", "503"} <= set(webhook["responses"])
     assert [p["name"] for p in webhook["parameters"]] == ["X-SignBridge-Timestamp", "X-SignBridge-Signature"]
     union = spec["components"]["schemas"]["WebhookEvent"]
-    assert union["discriminator"]["propertyName"] == "type" and len(union["oneOf"]) == 2
+    assert union["discriminator"]["propertyName"] == "type" and len(union["oneOf"]) == 3
     assert "openssl dgst -sha256 -hmac" in webhook["description"]  # how to sign an example by hand
 
 
@@ -78,12 +78,14 @@ async def test_the_examples_validate_and_are_accepted_when_sent(h: Harness) -> N
     assert webhook["examples"]["message"]["value"] == MESSAGE_EXAMPLE
 
     secret = h.settings.webhook_secret.get_secret_value()
-    for example, started in ((MESSAGE_EXAMPLE, 202), (ACTION_EXAMPLE, None)):
+    for example, started in ((MESSAGE_EXAMPLE, 202), (ACTION_EXAMPLE, None), (APPROVAL_EXAMPLE, 202)):
         raw = json.dumps(example, ensure_ascii=False).encode()
         resp = await h.http.post("/im/webhook/events", content=raw,
                                  headers={**signature.headers(secret, raw), "Content-Type": "application/json"})
         if started:
-            assert resp.status_code == started and resp.json()["request_id"] == "sign:webhook:default:e-123", resp.text
+            expected = "e-123" if example is MESSAGE_EXAMPLE else "approval-AP-2026-0042"
+            assert resp.status_code == started and resp.json()["request_id"] == f"sign:webhook:default:{expected}", \
+                resp.text
         else:  # the card button of that request: an answer the route documents, never a 4xx for the body
             assert resp.status_code in (200, 202, 409), resp.text
 

@@ -78,7 +78,7 @@ class Stack:
     def committed_when_acked(self, ack: Ack) -> str | None:
         """`on_ack`: the InboundEvent row's status at the moment the ack arrived (None: not committed)."""
         delivery = self.gateway.deliveries.get(ack.message_id)
-        key = str((delivery.data.get("msgId") if delivery else None) or ack.message_id)
+        key = str((delivery.event_id or delivery.data.get("msgId") if delivery else None) or ack.message_id)
         checker = create_engine(self.settings.sqlalchemy_url)  # a connection of the simulator's own
         try:
             rows = inbound(checker, key)
@@ -156,8 +156,40 @@ async def test_file_then_sign_command_over_the_stream(dev_env: WorkflowEnvironme
         opened = s.gateway.opens[0]
         assert (opened["clientId"], opened["clientSecret"], opened["status"]) == (APP_KEY, APP_SECRET, 200)
         assert {(t["type"], t["topic"]) for t in opened["subscriptions"]} == {("CALLBACK", ROBOT_TOPIC),
-                                                                              ("CALLBACK", CARD_TOPIC)}
+                                                                              ("CALLBACK", CARD_TOPIC),
+                                                                              ("EVENT", "*")}
         await s.gateway.wait_for(lambda: len(s.gateway.pongs) >= 1)
+
+
+async def test_an_approval_event_over_the_stream_starts_one_flow(dev_env: WorkflowEnvironment,
+                                                                 settings: Settings) -> None:
+    """`bpms_instance_change` as an `EVENT` frame: stored before its ack, redelivered unacked, one flow;
+    events SignBridge does not act on are acked and not stored."""
+    from store.repos import approval_mappings
+    from store.tables import ApprovalMapping
+    from tests.test_approvals_platforms import dingtalk_event, dingtalk_values
+
+    contract = sample_contract("DingTalk stream approval")
+    async with stream_stack(dev_env, settings, contract) as (s, _):
+        s.openapi.add_instance("PI-S1", "PROC-S", "zhangsan", dingtalk_values(contract))
+        approval_mappings.save(s.engine, ApprovalMapping(platform="dingtalk", definition="PROC-S",
+                                                         document_fields="合同", signer_field="签署人"))
+        event = dingtalk_event("PI-S1", "PROC-S", event_id="ev-stream-1")
+        first = s.gateway.deliver_event("bpms_instance_change", event, "ev-stream-1")
+        again = s.gateway.deliver_event("bpms_instance_change", event, "ev-stream-1")  # the same event twice
+        other = s.gateway.deliver_event("user_add_org", {"userId": ["x"]})
+        for frame in (first, again, other):
+            ack = await s.acked(frame)
+            assert ack.code == 200
+        assert s.gateway.acks_for(first)[0].check is not None  # committed before the ack
+        request_id = f"sign:dingtalk:{CORP}:approval-PI-S1"
+        view = await wait_status(dev_env.client, request_id, "IN_PROGRESS", timeout=30)
+        assert [p.person.id for p in view.signers] == ["lisi"] and view.initiator.id == "zhangsan"
+        assert view.document is not None and view.document.sha256 == hashlib.sha256(contract).hexdigest()
+        await s.gateway.wait_for(lambda: [r.status for r in inbound(s.engine, "ev-stream-1")] == ["handled"])
+        assert len([w async for w in dev_env.client.list_workflows(f"WorkflowId = '{request_id}'")]) == 1
+        assert not [p for p in s.calls if p.get("eventType") == "user_add_org"]
+        await dev_env.client.get_workflow_handle(request_id).terminate("test done")
 
 
 async def test_redeliveries_are_stored_and_handled_once(dev_env: WorkflowEnvironment, settings: Settings) -> None:

@@ -109,7 +109,7 @@ class Stack:
 
     async def send(self, event: dict[str, Any]) -> Ack:
         """Deliver one event over the long connection; its first ack."""
-        event_id = event["header"]["event_id"]
+        event_id = feishu_stream.event_id(event)
         self.ws.deliver(event)
         return await self.ws.wait_ack(event_id)
 
@@ -144,7 +144,7 @@ async def ws_stack(dev_env: WorkflowEnvironment, settings: Settings, *, contract
                                         Intake(dev_env.client, settings, engine))
 
         async def counting(payload: dict[str, Any]) -> Any:
-            s.calls.append(payload["header"]["event_id"])
+            s.calls.append(feishu_stream.event_id(payload))
             return await real(payload)
 
         s.inbox = inbox_class(engine, {"feishu": counting})
@@ -242,6 +242,30 @@ async def test_redelivered_events_are_stored_and_handled_once(dev_env: WorkflowE
         assert s.calls.count(event_id) == s.calls.count(late_id) == 1
         for rid in (request_id, late_request):
             await s.client.get_workflow_handle(rid).terminate("test done")
+
+
+async def test_an_approval_event_over_the_long_connection_starts_one_flow(dev_env: WorkflowEnvironment,
+                                                                         settings: Settings) -> None:
+    """`approval_instance` is a v1 event (keyed by `uuid`, no header): stored, acked, started once."""
+    from store.repos import approval_mappings
+    from store.tables import ApprovalMapping
+    from tests.test_approvals_platforms import feishu_event
+
+    async with ws_stack(dev_env, settings) as s:
+        approval_mappings.save(s.engine, ApprovalMapping(platform="feishu", definition="DEF-WS", document_fields="合同",
+                                                         signer_field="签署人"))
+        event = feishu_event("INST-WS", "DEF-WS")
+        assert (await s.send(event)).code == 200
+        s.ws.deliver(event)  # delivered again: acked, stored once, handled once
+        await s.ws.wait_for(lambda: len(s.ws.acks_for(event["uuid"])) == 2)
+        request_id = f"sign:feishu:{TENANT}:approval-INST-WS"
+        started = await started_request(s.client, request_id)
+        assert started.approval is not None and started.approval.instance_id == "INST-WS"
+        assert started.approval.document_fields == ["合同"] and started.chat.chat_id == ""  # the initiator, once read
+        await s.ws.wait_for(lambda: inbound(s.engine, event["uuid"])[0].status == "handled")
+        assert len(inbound(s.engine, event["uuid"])) == 1 and s.calls.count(event["uuid"]) == 1
+        assert await flows(s.client, request_id) == 1
+        await s.client.get_workflow_handle(request_id).terminate("test done")
 
 
 async def test_card_action_over_the_long_connection_updates_the_flow(dev_env: WorkflowEnvironment,

@@ -32,6 +32,7 @@ from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 with workflow.unsafe.imports_passed_through():
     from signbridge.core import search_attributes
+    from signbridge.core.approvals import ApprovalContent, ApprovalResultInput
     from signbridge.core.metrics import flow_outcome
     from signbridge.core.models import (
         ActionInput,
@@ -60,6 +61,7 @@ with workflow.unsafe.imports_passed_through():
         PROVIDER_ACTIVITIES,
         SA_DEADLINE,
         SA_DOCUMENT,
+        SA_INITIATOR,
         SA_PENDING,
         SA_STATUS,
         provider_task_queue,
@@ -83,6 +85,10 @@ PATCH_SELF_HEALING = "self-healing-steps-2026-12"
 # A row of a bulk send tells its parent when its links are out and when it ended.
 PATCH_BULK_ROWS = "bulk-rows-2026-12"
 BULK_PROGRESS_SIGNAL = "row_progress"
+# A flow started from an approval reads the approval's documents and signers first and writes its
+# result back to the approval at the end. Only such flows ask for it: older histories never do.
+PATCH_APPROVALS = "approvals-2026-12"
+APPROVAL_RETRY_CAP = timedelta(hours=1)
 
 # A failed step raises one of these: an activity's failure as ActivityError; a local activity
 # that ran out of attempts (or hit a non-retryable error) as its bare ApplicationError; a local
@@ -116,6 +122,8 @@ ACTIVITY_SUMMARIES = {
     "revoke": "Revoke the provider flow",
     "finish": "Download, verify and store the signed document",
     "send_file": "Deliver the signed document to the chat",
+    "read_approval": "Read the approval's documents and signers",
+    "approval_result": "Write the result back to the approval",
 }
 
 
@@ -183,7 +191,14 @@ class SigningWorkflow:
                 return await self._close()
             self._where(details.checking())
             try:
-                prepared: PreparedDocument = await self._step("prepare", "prepare", req, PreparedDocument)
+                if self._reads_approval():
+                    content: ApprovalContent = await self._step("read the approval", "read_approval", req.approval,
+                                                                ApprovalContent)
+                    self._take_approval(content)
+                    if content.problem:
+                        await self._reject(content.problem)
+                        return await self._close()
+                prepared: PreparedDocument = await self._step("prepare", "prepare", self.req, PreparedDocument)
                 self._adopt(prepared)
             except ApplicationError as e:
                 await self._reject(e.message)
@@ -205,6 +220,52 @@ class SigningWorkflow:
             raise RuntimeError(f"unexpected {type(e).__name__} in the signing workflow: {e}") from e
         return await self._close()
 
+    def _reads_approval(self) -> bool:
+        """A platform's approval names its documents and signers only in its form: read it first."""
+        approval = self.req.approval
+        return approval is not None and not approval.self_contained and workflow.patched(PATCH_APPROVALS)
+
+    def _take_approval(self, content: ApprovalContent) -> None:
+        """The approval's documents, signers and title become the request's; its initiator too, and
+        the chat is theirs when no chat was configured and the event did not say who they are."""
+        initiator = content.initiator if content.initiator and not self.req.initiator.id else self.req.initiator
+        chat = self.req.chat
+        if not chat.chat_id and initiator.id:
+            chat = chat.model_copy(update={"chat_id": initiator.id})
+        if initiator.id and initiator.id != self.req.initiator.id:
+            self._upsert([SA_INITIATOR.value_set(initiator.id)])  # findable by initiator like any other flow
+        self.req = self.req.model_copy(update={"documents": content.documents, "groups": content.groups,
+                                               "title": content.title, "initiator": initiator, "chat": chat})
+        self.initiator = initiator
+        self.signers = [SignerState(person=p, group=g) for g, group in enumerate(content.groups) for p in group]
+
+    async def _write_back(self) -> None:
+        """Tell the approval how the flow ended, once (the activity is keyed by the request). An
+        outage only delays it: tries are spaced out, doubling, up to `APPROVAL_RETRY_CAP` apart; a
+        refusal by the platform is recorded in the audit trail by the activity, which then gives up."""
+        approval = self.req.approval
+        if approval is None or not workflow.patched(PATCH_APPROVALS):
+            return
+        arg = ApprovalResultInput(
+            request_id=self.req.request_id, approval=approval, chat_platform=self.req.chat.platform,
+            chat_id=self.req.chat.chat_id, chat_kind=self.req.chat.chat_kind, status=self.status.value,
+            title=self.req.title, reason=self.reason, initiator=self.initiator,
+            signed=self.signed_documents or ([self.signed_document] if self.signed_document else []))
+        pause = STUCK_FIRST_RETRY
+        while True:
+            try:
+                await self._act("approval_result", arg, type(None))
+                return
+            except STEP_FAILURES as e:
+                cause = e.cause if isinstance(e, ActivityError) and e.cause else e
+                if isinstance(cause, ApplicationError) and cause.non_retryable:
+                    workflow.logger.warning("not writing back to approval %s: %s", approval.instance_id, cause)
+                    return  # trying again cannot help (a platform without approvals)
+                workflow.set_current_details(f"{self.where}\n\nWriting the result back to the approval failed "
+                                             f"({getattr(cause, 'message', None) or cause}); trying again in {pause}.")
+            await workflow.sleep(pause)
+            pause = min(pause * 2, APPROVAL_RETRY_CAP)
+
     def _adopt(self, prepared: PreparedDocument) -> None:
         """Keep the document, and the signers' names and contacts as the directory resolved them."""
         self.document = DocumentInfo.model_validate(
@@ -219,6 +280,7 @@ class SigningWorkflow:
     async def _close(self) -> StatusView:
         """Everything is published: let waiting update handlers (cancel) answer, then end."""
         self._where(details.finished(self.status, self.reason))
+        await self._write_back()
         flow_outcome(self.status.value)
         await self._tell_bulk("done")
         self.closed = True
@@ -560,6 +622,7 @@ class SigningWorkflow:
             signed_documents=self.signed_documents,
             bulk_id=self.req.bulk_id,
             cc=self.req.cc,
+            approval=self.req.approval,
         )
 
     def _fewer_publishes(self) -> bool:
@@ -638,8 +701,8 @@ class SigningWorkflow:
     async def _tell(self, to: Person | None, kind: str, params: dict[str, str]) -> None:
         """A message of `kind` (`signbridge.messages`), worded by the activity in the chat's language.
         A bulk send's rows say nothing to the group: the bulk's own card reports them."""
-        if to is None and self.req.bulk_id is not None:
-            return
+        if to is None and (self.req.bulk_id is not None or not self.req.chat.chat_id):
+            return  # nobody to tell: an approval whose initiator is unknown has the audit trail only
         arg = TextMessageInput(request_id=self.req.request_id, chat=self.req.chat, key=kind, kind=kind,
                                params=params, to=to)
         await self._step("tell the chat", "send_text", arg, type(None))

@@ -11,13 +11,14 @@ it once and updates that message afterwards, however often it is called.
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager, nullcontext
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import httpx
 
 from connectors.http import may_heal, retry_after
+from signbridge.core.approvals import ApprovalForm, ApprovalResult
 from signbridge.core.cards import Card
-from signbridge.core.models import ChatRef, DocumentInfo, DocumentSource, Person
+from signbridge.core.models import ApprovalRef, ChatRef, DocumentInfo, DocumentSource, Person
 
 
 class ChatError(Exception):
@@ -106,3 +107,23 @@ class ChatConnector(Protocol):
     async def resolve(self, chat: ChatRef, person: Person) -> Person:
         """The signer with name/email/mobile from the platform's directory; `InputProblem` for
         departed or deactivated users."""
+
+
+@runtime_checkable
+class ApprovalSource(Protocol):
+    """A platform whose approvals can become signing tasks (Feishu, DingTalk, WeCom, the webhook IM)."""
+
+    async def read_approval(self, ref: ApprovalRef) -> ApprovalForm:
+        """The instance as the platform shows it now, its fields normalised (files as sources this
+        connector's `download` can fetch); `InputProblem` when the platform says it does not exist."""
+
+    async def write_back(self, chat: ChatRef, ref: ApprovalRef, result: ApprovalResult, key: str) -> None:
+        """Tell the approval how the signing ended (a comment, a message to the initiator, an update)."""
+
+
+@runtime_checkable
+class ApprovalSubscriber(Protocol):
+    """A platform that sends approval events only for definitions the app subscribed to (Feishu)."""
+
+    async def subscribe_approval(self, definition: str) -> bool:
+        """Subscribe to `definition`'s events: True when newly subscribed, False when it was already."""

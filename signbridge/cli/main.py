@@ -21,6 +21,7 @@ from typing import IO, Annotated, Any
 
 import typer
 
+from signbridge.cli import approvals as approvals_cli
 from signbridge.cli import devserver
 from signbridge.cli import documents as documents_cli
 from signbridge.cli import ops as ops_cli
@@ -60,6 +61,7 @@ app.add_typer(ops_cli.requests_app, name="requests")
 app.add_typer(ops_cli.identities_app, name="identities")
 app.add_typer(ops_cli.db_app, name="db")
 app.add_typer(documents_cli.templates_app, name="templates")
+app.add_typer(approvals_cli.approvals_app, name="approvals")
 app.command(name="pause")(documents_cli.pause)
 app.command(name="resume")(documents_cli.resume)
 

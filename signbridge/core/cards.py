@@ -105,10 +105,19 @@ def build_card(view: StatusView, lang: Lang = "zh") -> Card:
             CardSigner(s.person.name, s.group, s.status, _SIGNER_TEXT[s.status][i], s.person.external)
             for s in view.signers
         ],
-        note=view.reason,
+        note=view.reason or _approval_note(view, lang),
         buttons=buttons,
         lang=lang,
     )
+
+
+def _approval_note(view: StatusView, lang: Lang) -> str | None:
+    """Where a request from an approval came from, so the card ties the chat to the approval."""
+    if view.approval is None:
+        return None
+    label = view.approval.title or view.approval.instance_id
+    return f"来自审批「{label}」（{view.approval.instance_id}）" if lang == "zh" else \
+        f"From the approval “{label}” ({view.approval.instance_id})"
 
 
 def document_text(view: StatusView, lang: Lang = "zh") -> str | None:

@@ -88,6 +88,37 @@ class ChatAction:
 
 
 @dataclass(frozen=True)
+class ApprovalEvent:
+    """An approval changed state (Feishu `approval_instance`, DingTalk `bpms_instance_change`, WeCom
+    `sys_approval_change`, the webhook IM's `approval.approved`). `approved`: the event says it
+    passed; anything else starts nothing. The flow it starts is named after `instance_id`, so a
+    redelivery (or a second event for the same instance) finds it instead.
+
+    The webhook IM's event is `self_contained`: it carries the chat, the signers (`text` in the
+    command grammar, with `mentions`) and the `files`; the platforms' events carry ids only and the
+    flow reads the instance through the platform's approval API, mapped by `signbridge approvals map`."""
+
+    platform: str
+    tenant: str
+    instance_id: str
+    event_id: str
+    approved: bool
+    initiator: Person
+    # The approval was taken back after all (Feishu REVERTED/CANCELED/DELETED, DingTalk
+    # terminate/delete, WeCom withdrawn or deleted): a flow it started is cancelled.
+    revoked: bool = False
+    definition: str = ""
+    status: str = ""
+    title: str = ""
+    self_contained: bool = False
+    chat_id: str = ""
+    chat_kind: Literal["group", "direct"] = "group"
+    text: str = ""
+    mentions: tuple[Mention, ...] = ()
+    files: tuple[FileRef, ...] = ()
+
+
+@dataclass(frozen=True)
 class Deadline:
     """How long the platform waits for our answer, split the way an update needs it: Temporal must
     accept (make durable) within `accept`, else `Busy`; its result is awaited `result` more, else

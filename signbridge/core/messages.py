@@ -64,6 +64,14 @@ TEMPLATES: dict[str, dict[Lang, str]] = {
         "zh": "没有找到与「{words}」相关、您可以查看的签署请求。",
         "en": "No signing request you may see matches “{words}”.",
     },
+    "approval_completed": {
+        "zh": "「{title}」已签署完成（SignBridge {request}）：{files}",
+        "en": "“{title}” is signed (SignBridge {request}): {files}",
+    },
+    "approval_ended": {
+        "zh": "「{title}」未完成签署（{status}）：{reason}（SignBridge {request}）",
+        "en": "“{title}” was not signed ({status}): {reason} (SignBridge {request})",
+    },
     "bulk_rejected": {
         "zh": "批量发送无法开始：{reason}",
         "en": "The bulk send could not start: {reason}",

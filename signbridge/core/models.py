@@ -95,6 +95,23 @@ class Placement(BaseModel):
     anchor: str | None = None  # the anchor text it sits beside; None for a template field
 
 
+class ApprovalRef(BaseModel):
+    """The approval a signing request comes from (in `SigningRequest.approval`)."""
+
+    platform: str
+    tenant: str = "default"
+    instance_id: str
+    definition: str = ""  # Feishu approval_code, DingTalk processCode, WeCom template_id
+    initiator_id: str = ""
+    title: str = ""
+    document_fields: list[str] = Field(default_factory=list)
+    signer_field: str = ""
+    counterparty_field: str = ""
+    counterparty_first: bool = False
+    # The webhook IM's `approval.approved` carries its documents and signers itself: nothing to read.
+    self_contained: bool = False
+
+
 class SigningRequest(BaseModel):
     """The one input of `SigningWorkflow`. `groups` sign in order; people inside a group in parallel."""
 
@@ -113,6 +130,9 @@ class SigningRequest(BaseModel):
     roles: dict[str, str] = Field(default_factory=dict)  # role (甲方) -> signer id, when the command named them
     cc: list[Person] = Field(default_factory=list)  # get the signed files privately; never sign
     bulk_id: str | None = None  # one row of a bulk send: its progress shows on the bulk's card, not its own
+    # The internal approval this request comes from (`signbridge.core.approvals`): the flow reads
+    # its documents and signers from it first, and writes its result back to it at the end.
+    approval: ApprovalRef | None = None
 
 
 class DocumentInfo(BaseModel):
@@ -174,6 +194,7 @@ class StatusView(BaseModel):
     signed_documents: list[DocumentInfo] = Field(default_factory=list)
     bulk_id: str | None = None
     cc: list[Person] = Field(default_factory=list)
+    approval: ApprovalRef | None = None  # the approval this request comes from
 
 
 # ---- provider side ------------------------------------------------------------------------

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import logging
+
 from sqlalchemy.engine import Engine
 from temporalio.client import Client, WorkflowExecution
 
 from connectors.chat.callback import Rules
 from signbridge.core import commands, options
+from signbridge.core.approvals import approval_event_id
 from signbridge.core.chat import (
     ACTIONS,
     QUERIES,
+    ApprovalEvent,
     Busy,
     ChatAction,
     ChatEvent,
     Deadline,
     FileRef,
     Ignored,
+    NotFound,
     Outcome,
     Refused,
     request_id_for,
@@ -23,6 +28,7 @@ from signbridge.core.chat import (
 from signbridge.core.models import (
     ActionInput,
     Actor,
+    ApprovalRef,
     ChatRef,
     ChatReplyInput,
     DocumentSource,
@@ -34,11 +40,12 @@ from signbridge.core.models import (
 from signbridge.core.settings import Settings
 from signbridge.intake import temporal_calls
 from signbridge.intake.pause import PauseSwitch
-from store.repos import chat_files, identities
+from store.repos import approval_mappings, chat_files, identities
 from store.tables import utcnow
 
 FALLBACK_TITLE = {"zh": "签署请求 (signing request)", "en": "Signing request"}
 REST = Deadline(accept=10.0, result=25.0)  # a REST client or the CLI can wait longer than a chat platform
+log = logging.getLogger(__name__)
 
 
 class Intake:
@@ -48,10 +55,12 @@ class Intake:
         self.engine = engine
         self.pause = PauseSwitch(engine, settings.pause_check_seconds)
 
-    async def handle(self, received: ChatEvent | ChatAction, rules: Rules) -> Outcome:
+    async def handle(self, received: ChatEvent | ChatAction | ApprovalEvent, rules: Rules) -> Outcome:
         """What a platform's callback (or long-connection event) carried, within its deadline."""
         if isinstance(received, ChatEvent):
             return await self.start_from_command(received, rules)
+        if isinstance(received, ApprovalEvent):
+            return await self.start_from_approval(received, rules)
         return await self.apply_action(received, rules.deadline)
 
     # ---- messages ------------------------------------------------------------------------------
@@ -97,6 +106,84 @@ class Intake:
             cc=[by_id.get(p.id, p) for p in parsed.cc] if parsed else [],
         )
         return await temporal_calls.start(self.client, req, self.settings.task_queue, rules.deadline.accept)
+
+    # ---- approvals -------------------------------------------------------------------------------
+
+    async def start_from_approval(self, event: ApprovalEvent, rules: Rules) -> Outcome:
+        """An approval that passed becomes one flow, named after the approval instance (a redelivered
+        or repeated event is `Duplicate`). The platforms' events name a definition: unmapped ones
+        are none of SignBridge's business (`Ignored`, logged); a mapped one starts a flow that reads
+        the instance first. The webhook IM's event carries its documents and signers itself."""
+        if event.revoked:
+            return await self._revoke(event, rules)
+        if not event.approved:
+            return Ignored(f"approval {event.instance_id} is {event.status or 'pending'}, "
+                           "not approved: nothing to sign")
+        source = approval_event_id(event.instance_id)
+        initiator = self._named(event.initiator, event.platform, event.tenant)
+        ref = ApprovalRef(platform=event.platform, tenant=event.tenant, instance_id=event.instance_id,
+                          definition=event.definition, initiator_id=initiator.id, title=event.title,
+                          self_contained=event.self_contained)
+        problem: str | None = None
+        documents: list[DocumentSource] = []
+        groups: list[list[Person]] = []
+        provider = self.settings.default_provider
+        if event.self_contained:
+            chat = ChatRef(platform=event.platform, tenant=event.tenant, chat_id=event.chat_id or initiator.id,
+                           chat_kind=event.chat_kind if event.chat_id else "direct", source_event_id=source)
+            documents = [DocumentSource(name=f.name, url=f.url, sha256=f.sha256) for f in event.files]
+            by_id = {m.person.id: m.person for m in event.mentions}
+            try:
+                parsed = commands.parse(f"/sign {event.text}", [m.as_typed for m in event.mentions])
+            except commands.CommandProblem as e:
+                parsed, problem = None, e.message
+            if parsed is not None:
+                groups = [[by_id.get(p.id, p) for p in group] for group in parsed.groups]
+                provider = parsed.provider or provider
+            if problem is None and not documents:
+                problem = "审批没有附带要签署的文件（The approval carries no document to sign）"
+        else:
+            mapping = approval_mappings.find(self.engine, event.platform, event.tenant, event.definition)
+            if mapping is None:
+                log.info("approval %s of %s definition %r: not mapped to signing", event.instance_id, event.platform,
+                         event.definition)
+                return Ignored(f"approval definition {event.definition!r} is not mapped to signing "
+                               "(signbridge approvals map)")
+            ref = ref.model_copy(update={
+                "document_fields": [f.strip() for f in mapping.document_fields.split(",") if f.strip()],
+                "signer_field": mapping.signer_field, "counterparty_field": mapping.counterparty_field,
+                "counterparty_first": mapping.counterparty_first})
+            # No chat configured: the initiator's, once known (Feishu's event does not name them: the
+            # flow learns them from the instance).
+            chat = ChatRef(platform=event.platform, tenant=event.tenant, chat_id=mapping.chat_id or initiator.id,
+                           chat_kind="group" if mapping.chat_id else "direct", source_event_id=source)
+            provider = mapping.provider or provider
+        if (reason := self.pause.reason()) is not None:
+            arg = ChatReplyInput(chat=chat, to=initiator, kind="paused", reason=reason)
+            return await temporal_calls.start_reply(self.client, arg, f"reply:{event.platform}:{event.tenant}:"
+                                                    f"{source}", self.settings.task_queue, rules.deadline.accept)
+        req = SigningRequest(
+            request_id=request_id_for(event.platform, event.tenant, source),
+            title=event.title or (documents[0].name if documents else "")
+            or FALLBACK_TITLE[self.settings.language_for(event.platform)],
+            initiator=initiator, chat=chat, documents=documents, groups=groups, provider=provider,
+            timing=self.settings.timing(), problem=problem, approval=ref)
+        return await temporal_calls.start(self.client, req, self.settings.task_queue, rules.deadline.accept)
+
+    async def _revoke(self, event: ApprovalEvent, rules: Rules) -> Outcome:
+        """The approval was taken back: the flow it started is cancelled (as an operator would), once
+        per status change; no flow (never mapped, never approved) is nothing to do."""
+        request_id = request_id_for(event.platform, event.tenant, approval_event_id(event.instance_id))
+        action = ChatAction(request_id=request_id, name="cancel",
+                            actor=Actor(id=f"approval:{event.instance_id}", name="审批撤销 (approval revoked)",
+                                        is_operator=True),
+                            update_id=f"approval-revoked:{event.instance_id}:{event.status}",
+                            reason=f"审批已撤销（{event.status}）（The approval was revoked: {event.status}）",
+                            platform=event.platform, tenant=event.tenant)
+        outcome = await self.apply_action(action, rules.deadline)
+        if isinstance(outcome, NotFound) and not outcome.ended:
+            return Ignored(f"approval {event.instance_id} is {event.status}: no signing flow to cancel")
+        return outcome
 
     def _timing(self, parsed: commands.ParsedCommand | None) -> Timing:
         """The installation's timing with the command's `期限:` and `提醒:`."""

@@ -14,6 +14,14 @@
   users → 400 `invalidStaffId`. Identical messages to the same target are counted in `duplicates`.
 * `POST /topapi/v2/user/get` (name, mobile, email, `active`); unknown → errcode 60121.
 * `POST /v1.0/robot/messageFiles/download {robotCode, downloadCode}` → `downloadUrl` on this server.
+* OA approvals (`add_instance()`): `GET /v1.0/workflow/processInstances?processInstanceId=` →
+  `{"result": {title, status, result, originatorUserId, formComponentValues[]}}` (a `DDAttachment`
+  value is a JSON array string of `{spaceId, fileName, fileSize, fileType, fileId}`, a contact's
+  `extValue` a JSON array of `{emplId, name}`); `POST …/spaces/files/urls/download
+  {processInstanceId, fileId, withCommentAttatchment}` → `{"result": {downloadUri, fileId, spaceId}}`,
+  the URI single-use (a second GET is 403, like an expired one); `POST …/processInstances/comments
+  {processInstanceId, text, commentUserId}` (unknown instance or user → HTTP 400
+  `invalidParameter`, error codes unconfirmed).
 """
 
 from __future__ import annotations
@@ -59,6 +67,10 @@ class DingTalkSim:
         self.calls: list[str] = []
         self.errors: list[tuple[str, str]] = []
         self.duplicates = 0
+        self.instances: dict[str, dict[str, Any]] = {}
+        self.approval_files: dict[str, tuple[str, str, bytes]] = {}  # fileId -> (instance, name, data)
+        self.grants: dict[str, str] = {}  # one-time download token -> fileId
+        self.comments: dict[str, list[dict[str, Any]]] = {}
         self.token_issued = 0
         self.base = ""
         self.rate_status = 403
@@ -69,6 +81,25 @@ class DingTalkSim:
         self.app = self._build()
 
     # ---- test controls ------------------------------------------------------------------------
+
+    def add_instance(self, instance: str, process_code: str, originator: str, values: list[dict[str, Any]],
+                     status: str = "COMPLETED", result: str = "agree", title: str = "采购合同审批") -> None:
+        """An OA approval; a `DDAttachment` value given as `files` [(name, bytes)] becomes its JSON value."""
+        form = []
+        for v in values:
+            v = dict(v)
+            if v.get("componentType") == "DDAttachment":
+                described = []
+                for name, data in v.pop("files"):
+                    file_id = f"f{next(self._ids)}"
+                    self.approval_files[file_id] = (instance, name, data)
+                    described.append({"spaceId": "163", "fileName": name, "fileSize": str(len(data)),
+                                      "fileType": name.rsplit(".", 1)[-1], "fileId": file_id})
+                v["value"] = json.dumps(described, ensure_ascii=False)
+            form.append(v)
+        self.instances[instance] = {"processCode": process_code, "title": title, "status": status, "result": result,
+                                    "originatorUserId": originator, "formComponentValues": form,
+                                    "createTime": "2026-12-05T09:00Z", "finishTime": "2026-12-05T10:00Z"}
 
     def expire_tokens(self) -> None:
         with self._lock:
@@ -232,6 +263,51 @@ class DingTalkSim:
             if found is None:
                 return Response(status_code=404)
             return Response(found[0], media_type="application/octet-stream")
+
+        def bad(message: str) -> Response:
+            return JSONResponse({"code": "invalidParameter", "message": message}, status_code=400)
+
+        @app.get("/v1.0/workflow/processInstances")
+        async def process_instance(request: Request) -> Response:
+            if (refused := self._gate(request, "processInstances")) is not None:
+                return refused
+            found = self.instances.get(request.query_params.get("processInstanceId") or "")
+            if found is None:
+                return bad("processInstanceId is invalid")
+            return JSONResponse({"success": True, "result": found})
+
+        @app.post("/v1.0/workflow/processInstances/spaces/files/urls/download")
+        async def grant(request: Request) -> Response:
+            if (refused := self._gate(request, "files/urls/download")) is not None:
+                return refused
+            body = await request.json()
+            found = self.approval_files.get(body.get("fileId") or "")
+            if found is None or found[0] != body.get("processInstanceId"):
+                return bad("fileId is not a file of this process instance")
+            once = uuid.uuid4().hex
+            self.grants[once] = body["fileId"]
+            return JSONResponse({"success": True, "result": {"downloadUri": f"{self.base}/approval-files/{once}",
+                                                             "fileId": body["fileId"], "spaceId": "163"}})
+
+        @app.get("/approval-files/{once}")
+        async def approval_file(once: str) -> Response:
+            file_id = self.grants.pop(once, None)
+            if file_id is None:
+                return Response(status_code=403)
+            return Response(self.approval_files[file_id][2], media_type="application/octet-stream")
+
+        @app.post("/v1.0/workflow/processInstances/comments")
+        async def comment(request: Request) -> Response:
+            if (refused := self._gate(request, "processInstances/comments")) is not None:
+                return refused
+            body = await request.json()
+            instance = body.get("processInstanceId") or ""
+            if instance not in self.instances:
+                return bad("processInstanceId is invalid")
+            if not body.get("text") or (self.users and body.get("commentUserId") not in self.users):
+                return bad("text and a valid commentUserId are required")
+            self.comments.setdefault(instance, []).append(body)
+            return JSONResponse({"success": True, "result": True})
 
         @app.post("/topapi/v2/user/get")
         async def user_get(request: Request) -> Response:

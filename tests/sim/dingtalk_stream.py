@@ -8,8 +8,10 @@
   (HTTP 403). Once connected the gateway sends `SYSTEM` `ping` frames every `ping_every` s and
   `CALLBACK` frames for the messages queued with `deliver()` on a topic the connection subscribed:
   `{specVersion, type, headers{appId, connectionId, contentType, messageId, time, topic}, data}`,
-  `data` being a JSON string. Acks `{code, headers{contentType, messageId}, message, data}` are
-  recorded (`acks`; `on_ack` is called with each as it arrives, its result kept in `Ack.check`).
+  `data` being a JSON string; `EVENT` frames (`deliver_event()`) to connections subscribed to
+  `EVENT *`, with the event's type and id in the headers. Acks `{code, headers{contentType,
+  messageId}, message, data}` are recorded (`acks`; `on_ack` is called with each as it arrives,
+  its result kept in `Ack.check`).
   A message with no 200 ack after `ack_timeout` s is sent again, with the same messageId, on
   whichever connection is open. `disconnect()` sends the `SYSTEM` `disconnect` frame;
   `fail_next_opens(n)` answers the next n opens with HTTP 503 (a gateway hiccup).
@@ -46,6 +48,8 @@ class Delivery:
     message_id: str
     topic: str
     data: dict[str, Any]
+    kind: str = "CALLBACK"  # or "EVENT" (`topic` then is the event type)
+    event_id: str = ""
     sends: list[tuple[str, float]] = field(default_factory=list)  # (connectionId, monotonic time)
     acked: bool = False
 
@@ -93,6 +97,15 @@ class StreamSim:
             self.deliveries[message_id] = Delivery(message_id, topic, data)
         return message_id
 
+    def deliver_event(self, event_type: str, data: dict[str, Any], event_id: str | None = None) -> str:
+        """Queue an `EVENT` frame (headers `eventType`, `eventId`, `eventCorpId`, `eventBornTime`); it
+        goes to a connection that subscribed to events (`EVENT *`). Redelivered unacked like callbacks."""
+        message_id = f"sim-{uuid.uuid4().hex}"
+        with self._lock:
+            self.deliveries[message_id] = Delivery(message_id, event_type, data, "EVENT",
+                                                   event_id or uuid.uuid4().hex)
+        return message_id
+
     def fail_next_opens(self, n: int) -> None:
         self._failing_opens = n
 
@@ -114,20 +127,24 @@ class StreamSim:
 
     # ---- frames -------------------------------------------------------------------------------
 
-    def _frame(self, kind: str, topic: str, message_id: str, connection_id: str, data: dict[str, Any]) -> str:
-        return json.dumps({
-            "specVersion": "1.0", "type": kind,
-            "headers": {"appId": self.app_id, "connectionId": connection_id, "contentType": "application/json",
-                        "messageId": message_id, "time": str(int(time.time() * 1000)), "topic": topic},
-            "data": json.dumps(data, ensure_ascii=False),
-        }, ensure_ascii=False)
+    def _frame(self, kind: str, topic: str, message_id: str, connection_id: str, data: dict[str, Any],
+               event_id: str = "") -> str:
+        headers = {"appId": self.app_id, "connectionId": connection_id, "contentType": "application/json",
+                   "messageId": message_id, "time": str(int(time.time() * 1000)), "topic": topic}
+        if kind == "EVENT":
+            headers = {**headers, "topic": "*", "eventType": topic, "eventId": event_id,
+                       "eventBornTime": str(int(time.time() * 1000)), "eventCorpId": data.get("corpId", ""),
+                       "eventUnifiedAppId": self.app_id}
+        return json.dumps({"specVersion": "1.0", "type": kind, "headers": headers,
+                           "data": json.dumps(data, ensure_ascii=False)}, ensure_ascii=False)
 
     def _due(self, connection_id: str) -> list[Delivery]:
         """Messages to send now on this connection: never sent, or unacked past the timeout."""
         now = time.monotonic()
         with self._lock:
             topics = self._subscriptions.get(connection_id, set())
-            due = [d for d in self.deliveries.values() if not d.acked and d.topic in topics
+            due = [d for d in self.deliveries.values() if not d.acked
+                   and (d.topic in topics if d.kind == "CALLBACK" else "EVENT:*" in topics)
                    and (not d.sends or now - d.sends[-1][1] >= self.ack_timeout)]
             for d in due:
                 d.sends.append((connection_id, now))
@@ -202,8 +219,9 @@ class StreamSim:
             await ws.accept()
             connection_id = uuid.uuid4().hex
             with self._lock:
-                self._subscriptions[connection_id] = {str(s["topic"]) for s in subscriptions
-                                                      if s.get("type") == "CALLBACK"}
+                self._subscriptions[connection_id] = {
+                    str(s["topic"]) if s.get("type") == "CALLBACK" else f"EVENT:{s['topic']}" for s in subscriptions
+                    if s.get("type") in ("CALLBACK", "EVENT")}
                 self.connections.append(connection_id)
                 self.open_connections.add(connection_id)
             reader = asyncio.create_task(self._read(ws, connection_id))
@@ -211,7 +229,8 @@ class StreamSim:
             try:
                 while not reader.done():
                     for d in self._due(connection_id):
-                        await ws.send_text(self._frame("CALLBACK", d.topic, d.message_id, connection_id, d.data))
+                        await ws.send_text(self._frame(d.kind, d.topic, d.message_id, connection_id, d.data,
+                                                       d.event_id))
                     if time.monotonic() - last_ping >= self.ping_every:
                         last_ping, ping_id, opaque = time.monotonic(), uuid.uuid4().hex, uuid.uuid4().hex
                         self.pings[ping_id] = opaque

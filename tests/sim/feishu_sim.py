@@ -15,6 +15,14 @@ Implements only what `connectors.chat.feishu.client` uses, but strictly:
 * `rate_limit_next(n)`: the next n API calls get HTTP 429, code 99991400 and
   `x-ogw-ratelimit-reset`; such calls change nothing (as at Feishu).
 
+Approval v4: `add_instance()` holds an instance (status, initiator `open_id`, widgets);
+`GET /open-apis/approval/v4/instances/{code}` answers it with `form` as a JSON array string
+(unknown code → 1390001, as "param is invalid" — unconfirmed), attachment widgets carry URLs into
+this server's `/approval-files/{key}` (plain GET, no token, like a pre-signed URL), and
+`POST /open-apis/approval/v4/instances/{code}/comments` needs `user_id` (the author) and a `content`
+that is a JSON *string* with `text` — a comment without them is refused (1390001);
+`POST /open-apis/approval/v4/approvals/{code}/subscribe` answers 1390007 the second time.
+
 Also the other direction's tools: `encrypt()` and `push_headers()` build event callbacks the way
 Feishu's servers do, so tests can POST them to SignBridge.
 """
@@ -93,6 +101,13 @@ class FeishuSim:
         self.users: dict[str, dict[str, Any]] = {}
         self.user_messages: dict[str, dict[str, Any]] = {}
         self._uuids: dict[str, str] = {}
+        self.instances: dict[str, dict[str, Any]] = {}
+        self.approval_files: dict[str, bytes] = {}
+        self.comments: dict[str, list[dict[str, Any]]] = {}
+        self.instance_reads = 0
+        self.subscriptions: set[str] = set()
+        self.files_need_token = False  # whether an attachment URL wants the app's token (unconfirmed at Feishu)
+        self.file_base = ""  # where attachment URLs point (default: this server as the caller reached it)
         self._rate_limit = 0
         self._lock = threading.Lock()
         self._cm: AbstractContextManager[str] | None = None
@@ -111,6 +126,25 @@ class FeishuSim:
         self.resources[(message_id, file_key)] = data
         self.user_messages[message_id] = {"message_id": message_id, "msg_type": "file",
                                           "body": {"content": json.dumps({"file_key": file_key, "file_name": name})}}
+
+    def add_instance(self, code: str, approval_code: str, open_id: str, widgets: list[dict[str, Any]],
+                     status: str = "APPROVED", name: str = "采购合同审批") -> None:
+        """An approval instance; an attachment widget's `files` [(name, bytes)] become URLs on this server."""
+        form = []
+        for w in widgets:
+            w = dict(w)
+            if w.get("type") == "attachmentV2":
+                keys = []
+                for file_name, data in w.pop("files"):
+                    key = uuid.uuid4().hex
+                    self.approval_files[key] = data
+                    keys.append((file_name, key))
+                w["ext"] = ",".join(n for n, _ in keys)
+                w["value"] = [f"/approval-files/{k}" for _, k in keys]  # made absolute when read
+            form.append(w)
+        self.instances[code] = {"approval_code": approval_code, "approval_name": name, "instance_code": code,
+                                "status": status, "open_id": open_id, "user_id": open_id.removeprefix("ou_"),
+                                "form": form}
 
     def expire_tokens(self) -> None:
         with self._lock:
@@ -256,6 +290,70 @@ class FeishuSim:
             if data is None or request.query_params.get("type") not in ("file", "image"):
                 return self._error(234003, "file not found in this message")
             return Response(data, media_type="application/octet-stream")
+
+        @app.get("/open-apis/approval/v4/instances/{code}")
+        async def instance(code: str, request: Request) -> JSONResponse:
+            if (denied := self._gate(request)) is not None:
+                return denied
+            found = self.instances.get(code)
+            if found is None:
+                return self._error(1390001, "param is invalid: instance not found")
+            self.instance_reads += 1
+            base = self.file_base or str(request.base_url).rstrip("/")
+
+            def absolute(widgets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+                """Attachment URLs point at this server; table (`fieldList`) rows hold widgets too."""
+                out = []
+                for w in widgets:
+                    if w.get("type") == "attachmentV2":
+                        w = {**w, "value": [base + v for v in w["value"]]}
+                    elif w.get("type") == "fieldList":
+                        w = {**w, "value": [absolute(row) for row in w["value"]]}
+                    out.append(w)
+                return out
+
+            form = absolute(found["form"])
+            return JSONResponse({"code": 0, "msg": "success", "data": {
+                **{k: v for k, v in found.items() if k != "form"}, "form": json.dumps(form, ensure_ascii=False),
+                "start_time": "1700000000000", "end_time": "1700000360000", "task_list": [], "comment_list": [],
+                "timeline": []}})
+
+        @app.post("/open-apis/approval/v4/approvals/{code}/subscribe")
+        async def subscribe(code: str, request: Request) -> JSONResponse:
+            if (denied := self._gate(request)) is not None:
+                return denied
+            if code in self.subscriptions:
+                return self._error(1390007, "subscription existed")
+            self.subscriptions.add(code)
+            return JSONResponse({"code": 0, "msg": "success", "data": {}})
+
+        @app.get("/approval-files/{key}")
+        async def approval_file(key: str, request: Request) -> Response:
+            if self.files_need_token and (denied := self._gate(request)) is not None:
+                return Response(status_code=401) if denied.status_code == 400 else denied
+            data = self.approval_files.get(key)
+            if data is None:
+                return Response(status_code=404)
+            return Response(data, media_type="application/octet-stream")
+
+        @app.post("/open-apis/approval/v4/instances/{code}/comments")
+        async def comment(code: str, request: Request) -> JSONResponse:
+            if (denied := self._gate(request)) is not None:
+                return denied
+            body = await request.json()
+            author = request.query_params.get("user_id", "")
+            if code not in self.instances:
+                return self._error(1390001, "param is invalid: instance not found")
+            if not author or not isinstance(body.get("content"), str):
+                return self._error(1390001, "param is invalid: user_id and content (a JSON string) are required")
+            content = json.loads(body["content"])
+            if not content.get("text"):
+                return self._error(1390001, "param is invalid: content.text is required")
+            comment_id = uuid.uuid4().hex[:16]
+            self.comments.setdefault(code, []).append({"id": comment_id, "user_id": author,
+                                                       "user_id_type": request.query_params.get("user_id_type"),
+                                                       **content})
+            return JSONResponse({"code": 0, "msg": "success", "data": {"comment_id": comment_id}})
 
         @app.get("/open-apis/contact/v3/users/{user_id}")
         async def user(user_id: str, request: Request) -> JSONResponse:

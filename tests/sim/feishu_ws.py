@@ -104,7 +104,7 @@ class FeishuWsSim:
         """Send one event (the callback's JSON) to the connected client; returns the frame's message_id."""
         if self._loop is None or self._socket is None:
             raise RuntimeError("no client is connected")
-        event_id = str((event.get("header") or {}).get("event_id") or "")
+        event_id = str((event.get("header") or {}).get("event_id") or event.get("uuid") or "")
         payload = json.dumps(event, ensure_ascii=False).encode()
         future = asyncio.run_coroutine_threadsafe(self._send_event(event_id, payload, 1), self._loop)
         return future.result(10)

@@ -13,6 +13,10 @@ error shapes (HTTP 200 with `errcode`/`errmsg`).
 * `GET /cgi-bin/media/get`: bytes with `Content-Disposition`; expired media → 40007.
 * `GET /cgi-bin/user/get`: `users` as given (no email/mobile unless set, like apps created
   after 2022-06-20); unknown → 60111.
+* `POST /cgi-bin/oa/getapprovaldetail {sp_no}` (`add_approval()`): `info{sp_no, sp_name, sp_status,
+  template_id, apply_time, applyer{userid, partyid}, apply_data{contents[{control, id, title[{text,
+  lang}], value}]}}`; a File control's files become media (`media/get`); an unknown number gets
+  errcode 301025 (unconfirmed; WeCom's approval errors are in the 301xxx range).
 Every accepted call is appended to `calls`; duplicates the connector should never send (same
 touser + same content) are counted in `duplicates`. With `enable_duplicate_check`, a repeat within
 `duplicate_check_interval` seconds is counted too but not delivered: WeCom drops it and answers ok
@@ -70,6 +74,7 @@ class WeComSim:
         self.calls: list[str] = []
         self.errors: list[tuple[str, int]] = []
         self.duplicates = 0
+        self.approvals: dict[str, dict[str, Any]] = {}
         self.token_issued = 0
         self._rate_limited = 0
         self._http_429 = 0
@@ -78,6 +83,24 @@ class WeComSim:
         self.app = self._build()
 
     # ---- test controls ------------------------------------------------------------------------
+
+    def add_approval(self, sp_no: str, template_id: str, applyer: str, contents: list[dict[str, Any]],
+                     sp_status: int = 2, name: str = "采购合同") -> None:
+        """An approval; a File control given `files` [(name, bytes)] gets media ids in its value."""
+        shaped = []
+        for c in contents:
+            c = dict(c)
+            if c.get("control") == "File":
+                ids = []
+                for file_name, data in c.pop("files"):
+                    media_id = f"sp-media-{next(self._ids)}"
+                    self.media[media_id] = (data, file_name, False)
+                    ids.append({"file_id": media_id})
+                c["value"] = {"files": ids}
+            shaped.append(c)
+        self.approvals[sp_no] = {"sp_no": sp_no, "sp_name": name, "sp_status": sp_status, "template_id": template_id,
+                                 "apply_time": int(time.time()) - 3600, "applyer": {"userid": applyer, "partyid": "1"},
+                                 "sp_record": [], "notifier": [], "comments": [], "apply_data": {"contents": shaped}}
 
     def expire_tokens(self) -> None:
         with self._lock:
@@ -201,6 +224,15 @@ class WeComSim:
             card.versions.append(body["template_card"])
             card.updated_with.append(code.origin)
             return JSONResponse({"errcode": 0, "errmsg": "ok", "invaliduser": []})
+
+        @app.post("/cgi-bin/oa/getapprovaldetail")
+        async def approval_detail(request: Request) -> Response:
+            if (refused := self._gate(request, "oa/getapprovaldetail")) is not None:
+                return refused
+            found = self.approvals.get(str((await request.json()).get("sp_no") or ""))
+            if found is None:
+                return JSONResponse({"errcode": 301025, "errmsg": "sp_no not found"})
+            return JSONResponse({"errcode": 0, "errmsg": "ok", "info": found})
 
         @app.get("/cgi-bin/media/get")
         async def media(request: Request, media_id: str = "") -> Response:

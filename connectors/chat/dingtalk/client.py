@@ -38,8 +38,9 @@ from connectors.chat.app_api import AppChat, Codes, TokenRefused
 from connectors.chat.base import ChatRejected, ChatUnavailable, InputProblem, raise_for_status, unreachable
 from connectors.chat.dingtalk.cards import render_card
 from connectors.http import json_object, read_within, retry_after
+from signbridge.core.approvals import ApprovalForm, ApprovalResult, FormField
 from signbridge.core.cards import Card
-from signbridge.core.models import ChatRef, DocumentInfo, DocumentSource, Person
+from signbridge.core.models import ApprovalRef, ChatRef, DocumentInfo, DocumentSource, Person
 from signbridge.core.settings import Settings
 from store.db import get_engine
 from store.repos import chat_messages
@@ -47,6 +48,44 @@ from store.repos.identities import Contact
 
 PLATFORM = "dingtalk"
 FILE_SCHEME = "dingtalk-file:"
+APPROVAL_SCHEME = "dingtalk-approval:"
+ATTACHMENT = "DDAttachment"
+CONTACTS = ("InnerContactField",)
+
+
+def _json_list(raw: Any) -> list[Any]:
+    """A form value DingTalk sends as a JSON array string (attachments, contacts' extValue)."""
+    if isinstance(raw, list):
+        return raw
+    try:
+        value = json.loads(raw) if isinstance(raw, str) and raw else []
+    except json.JSONDecodeError:
+        return []
+    return value if isinstance(value, list) else []
+
+
+def form_fields(instance: str, values: list[Any]) -> list[FormField]:
+    """`formComponentValues` as neutral fields: a `DDAttachment` value is a JSON array of
+    `{spaceId, fileName, fileSize, fileType, fileId}`; a contact's `extValue` a JSON array of
+    `{emplId, name}` (unconfirmed beyond third-party samples; its `value` holds the names)."""
+    fields: list[FormField] = []
+    for v in values:
+        if not isinstance(v, dict):
+            continue
+        keys = [str(v.get("id") or ""), str(v.get("name") or ""), str(v.get("bizAlias") or "")]
+        kind = str(v.get("componentType") or "")
+        if kind == ATTACHMENT:
+            files = [DocumentSource(name=str(f.get("fileName") or "attachment.pdf"),
+                                    url=f"{APPROVAL_SCHEME}{instance}/{f.get('fileId')}")
+                     for f in _json_list(v.get("value")) if isinstance(f, dict) and f.get("fileId")]
+            fields.append(FormField(keys=keys, kind="file", files=files))
+        elif kind in CONTACTS:
+            people = [Person(id=str(p["emplId"]), name=str(p.get("name") or p["emplId"]))
+                      for p in _json_list(v.get("extValue")) if isinstance(p, dict) and p.get("emplId")]
+            fields.append(FormField(keys=keys, kind="contact", people=people))
+        else:
+            fields.append(FormField(keys=keys, kind="text", text=str(v.get("value") or "")))
+    return fields
 
 
 class DingTalkConfig(BaseSettings):
@@ -155,6 +194,8 @@ class DingTalkChat(AppChat[DingTalkConfig]):
 
     async def download(self, chat: ChatRef, source: DocumentSource, max_bytes: int) -> bytes:
         """`messageFiles/download` → a short-lived `downloadUrl`, fetched at once (re-asked on retry)."""
+        if (source.url or "").startswith(APPROVAL_SCHEME):
+            return await self._approval_file(source, max_bytes)
         if not (source.url or "").startswith(FILE_SCHEME):
             raise InputProblem(f"文件 {source.name} 不是钉钉消息中的文件（{source.name} is not a DingTalk file）")
         code = (source.url or "").removeprefix(FILE_SCHEME)
@@ -164,10 +205,13 @@ class DingTalkChat(AppChat[DingTalkConfig]):
         except ChatRejected as e:
             raise InputProblem(f"无法获取文件 {source.name}，请重新发送（DingTalk refused the file: {e}; "
                                "send it again）") from e
+        return await self._fetch(source, str(data.get("downloadUrl")), max_bytes)
+
+    async def _fetch(self, source: DocumentSource, url: str, max_bytes: int) -> bytes:
         mb = max_bytes // (1024 * 1024)
         too_big = InputProblem(f"{source.name}: 文件超过 {mb} MB 的上限（larger than {mb} MB）")
         try:
-            async with self._session() as http, http.stream("GET", str(data.get("downloadUrl")),
+            async with self._session() as http, http.stream("GET", url,
                                                             timeout=self.config.timeout_seconds * 6) as resp:
                 if resp.status_code in (403, 404, 410):
                     raise InputProblem(f"文件 {source.name} 已过期，请重新发送（the file link expired; send it again）")
@@ -192,6 +236,43 @@ class DingTalkChat(AppChat[DingTalkConfig]):
                            mobile=str(user.get("mobile") or "") or None)
 
         return await self.directory.resolve(chat, person, lookup)
+
+    # ---- approvals (OA workflow) --------------------------------------------------------------
+
+    async def read_approval(self, ref: ApprovalRef) -> ApprovalForm:
+        """`GET /v1.0/workflow/processInstances?processInstanceId=`: passed when COMPLETED and agreed."""
+        try:
+            data = await self._request("GET", self.config.api_base.rstrip("/") + "/v1.0/workflow/processInstances",
+                                       None, header=True, params={"processInstanceId": ref.instance_id})
+        except ChatRejected as e:
+            raise InputProblem(f"钉钉找不到审批实例 {ref.instance_id}（DingTalk refused the approval instance: "
+                               f"{e}）") from e
+        result = data.get("result") or {}
+        status, outcome = str(result.get("status") or ""), str(result.get("result") or "")
+        return ApprovalForm(instance_id=ref.instance_id, definition=ref.definition,
+                            approved=status == "COMPLETED" and outcome == "agree", status=f"{status}/{outcome}",
+                            title=str(result.get("title") or ""),
+                            initiator_id=str(result.get("originatorUserId") or ""),
+                            fields=form_fields(ref.instance_id, result.get("formComponentValues") or []))
+
+    async def _approval_file(self, source: DocumentSource, max_bytes: int) -> bytes:
+        """A grant for one attachment: its `downloadUri` is valid 15 minutes, so it is asked for anew
+        on every try."""
+        instance, _, file_id = (source.url or "").removeprefix(APPROVAL_SCHEME).partition("/")
+        try:
+            data = await self._api("POST", "/v1.0/workflow/processInstances/spaces/files/urls/download",
+                                   {"processInstanceId": instance, "fileId": file_id,
+                                    "withCommentAttatchment": False})  # sic: DingTalk's spelling
+        except ChatRejected as e:
+            raise InputProblem(f"无法获取审批附件 {source.name}（DingTalk refused the attachment: {e}）") from e
+        return await self._fetch(source, str((data.get("result") or {}).get("downloadUri")), max_bytes)
+
+    async def write_back(self, chat: ChatRef, ref: ApprovalRef, result: ApprovalResult, key: str) -> None:
+        """A comment on the instance, in the initiator's name; the signed files as links in its text
+        (DingTalk attaches only files already in the approval's space)."""
+        await self._api("POST", "/v1.0/workflow/processInstances/comments", {
+            "processInstanceId": ref.instance_id, "text": result.text[:2000],
+            "commentUserId": result.initiator_id or ref.initiator_id})
 
     # ---- cards and messages -------------------------------------------------------------------
 
@@ -249,11 +330,14 @@ class DingTalkChat(AppChat[DingTalkConfig]):
         """oapi.dingtalk.com (topapi): token as the `access_token` query parameter."""
         return await self._request("POST", self.config.oapi_base.rstrip("/") + path, body, header=False)
 
-    async def _request(self, method: str, url: str, body: dict[str, Any], header: bool) -> dict[str, Any]:
+    async def _request(self, method: str, url: str, body: dict[str, Any] | None, header: bool,
+                       params: dict[str, str] | None = None) -> dict[str, Any]:
         async def send(token: str) -> dict[str, Any]:
-            kwargs: dict[str, Any] = {"headers": {"x-acs-dingtalk-access-token": token}} if header \
-                else {"params": {"access_token": token}}
-            resp = await self._http_call(method, url, f"{method} {url}", json=body, **kwargs)
+            kwargs: dict[str, Any] = {"headers": {"x-acs-dingtalk-access-token": token}, "params": params} if header \
+                else {"params": {**(params or {}), "access_token": token}}
+            if body is not None:
+                kwargs["json"] = body
+            resp = await self._http_call(method, url, f"{method} {url}", **kwargs)
             return self._check(resp, url.split(".com", 1)[-1])
 
         return await self.token.call(send)

@@ -49,7 +49,17 @@ from connectors.chat.callback import (
 from connectors.chat.dingtalk.client import PLATFORM, DingTalkConfig, card_key_for_track, file_source
 from connectors.chat.directory import resolve_within
 from signbridge.core import commands
-from signbridge.core.chat import ACTIONS, Busy, ChatAction, ChatEvent, Deadline, FileRef, Mention, Outcome
+from signbridge.core.chat import (
+    ACTIONS,
+    ApprovalEvent,
+    Busy,
+    ChatAction,
+    ChatEvent,
+    Deadline,
+    FileRef,
+    Mention,
+    Outcome,
+)
 from signbridge.core.models import Actor, ChatRef, Person
 from signbridge.core.settings import Settings
 from signbridge.core.untrusted import is_stale, same
@@ -63,6 +73,7 @@ _BARE = re.compile(r"^\s*(?:sign|签署)(?=$|[\s@＠>＞])", re.IGNORECASE)
 NO_FILE = ("没有找到要签署的文件：请先在群里发送合同文件，再 @机器人 签署"
            "（No document: send the contract file to the chat first, then the sign command）")
 RULES = Rules(deadline=Deadline(accept=1.2), no_file=NO_FILE)  # DingTalk's HTTP callbacks: 1.5 s
+APPROVAL_EVENT = "bpms_instance_change"
 
 
 # ---- crypto ---------------------------------------------------------------------------------------
@@ -145,7 +156,24 @@ class DingTalkInbound(DirectoryInbound[DingTalkConfig]):
                                    f"Rejected: the event does not decrypt ({type(e).__name__})") from e
         if event.get("outTrackId") and event.get("content"):
             return self.card_action(event, fallback_id=hashlib.sha256(encrypt.encode()).hexdigest()[:32])
+        if event.get("EventType") == APPROVAL_EVENT:
+            return self.approval(event, fallback_id=hashlib.sha256(encrypt.encode()).hexdigest()[:32])
         return Reply(200, self.encrypted_reply())
+
+    def approval(self, event: dict[str, Any], fallback_id: str) -> Received:
+        """`bpms_instance_change`: an OA approval finished and agreed (`type=finish`, `result=agree`)
+        may start signing; the flow reads the instance through the workflow API. Any other change
+        (start, refuse, terminate, delete) starts nothing."""
+        instance, code = str(event.get("processInstanceId") or ""), str(event.get("processCode") or "")
+        if not (instance and code):
+            raise invalid("The approval event lacks processInstanceId or processCode")
+        kind, result = str(event.get("type") or ""), str(event.get("result") or "")
+        return ApprovalEvent(platform=PLATFORM, tenant=str(event.get("corpId") or self.config.robot),
+                             instance_id=instance, event_id=str(event.get("eventId") or "") or fallback_id,
+                             approved=kind == "finish" and result == "agree", definition=code,
+                             revoked=kind in ("terminate", "delete"),
+                             status=f"{kind}/{result}" if result else kind, title=str(event.get("title") or ""),
+                             initiator=Person(id=str(event.get("staffId") or ""), name=""))
 
     # ---- authenticated payloads (HTTP callback or Stream mode) -------------------------------------
 
@@ -219,10 +247,13 @@ class DingTalkInbound(DirectoryInbound[DingTalkConfig]):
             return self.card_action(data, fallback_id=fallback)
         return await self.robot_message(data)
 
-    def reply(self, received: ChatEvent | ChatAction, outcome: Outcome) -> Reply:
+    def reply(self, received: ChatEvent | ChatAction | ApprovalEvent, outcome: Outcome) -> Reply:
         """DingTalk retries a 5xx; a refused click leaves the card as it is (the flow updates it)."""
         if isinstance(outcome, Busy):
             return Reply.busy(outcome)
+        if isinstance(received, ApprovalEvent):
+            log.info("DingTalk approval %s: %s", received.instance_id, outcome)
+            return Reply(200, self._success())
         if isinstance(received, ChatAction):
             log.info("DingTalk %s on %s: %s", received.name, received.request_id, type(outcome).__name__)
             return Reply(200, self._success())

@@ -14,9 +14,12 @@ For deployments without a public URL (DingTalk console: the robot's message rece
   `msgId`, else the frame's `messageId`, so a redelivery is not handled twice).
 
 Robot messages (`/v1.0/im/bot/messages/get`) are handled after the ack, in arrival order per
-conversation (a file, then the command that uses it). Card callbacks (`/v1.0/card/instances/callback`)
-are handled inline, since the ack carries the callback's response. Handling is the HTTP callback's
-own parsing (`DingTalkInbound.from_stream`) and the intake, wired by `signbridge chat-listener`.
+conversation (a file, then the command that uses it). Events (`EVENT` frames, subscribed as `*`)
+are stored only when SignBridge acts on them — OA approvals (`bpms_instance_change`, keyed by the
+event id) — and handled after the ack; the others are acked and dropped. Card callbacks
+(`/v1.0/card/instances/callback`) are handled inline, since the ack carries the callback's
+response. Handling is the HTTP callback's own parsing (`DingTalkInbound.from_stream`, `approval`)
+and the intake, wired by `signbridge chat-listener`.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from dingtalk_stream import AckMessage, CallbackMessage
 
 from connectors.chat.callback import Received, invalid
 from connectors.chat.dingtalk.client import PLATFORM, DingTalkConfig
-from connectors.chat.dingtalk.inbound import DingTalkInbound
+from connectors.chat.dingtalk.inbound import APPROVAL_EVENT, DingTalkInbound
 from connectors.chat.inbox import Inbox, InOrder
 from signbridge.core.settings import Settings
 
@@ -44,6 +47,8 @@ log = logging.getLogger(__name__)
 
 ROBOT_TOPIC: str = dingtalk_stream.ChatbotMessage.TOPIC  # /v1.0/im/bot/messages/get
 CARD_TOPIC: str = dingtalk_stream.Card_Callback_Router_Topic  # /v1.0/card/instances/callback
+EVENT_TOPIC = "event"  # how a stored event is told apart from the callback topics
+EVENTS = (APPROVAL_EVENT,)  # the event types SignBridge acts on
 OPEN_PATH = "/v1.0/gateway/connections/open"
 RETRY_FIRST, RETRY_MAX = 1.0, 60.0  # reconnect backoff (s), doubled per failed attempt
 STABLE_AFTER = 10.0  # a connection up this long resets the backoff
@@ -186,6 +191,18 @@ def _sdk_version() -> str:
     return str(VERSION_STRING)
 
 
+class _Events(dingtalk_stream.EventHandler):  # the SDK is untyped
+    """Every `EVENT` frame: the SDK builds the ack from what `on_event` returns (code, message)."""
+
+    def __init__(self, on_event: Any) -> None:
+        super().__init__()
+        self.on_event = on_event
+
+    async def process(self, event: dingtalk_stream.EventMessage) -> tuple[int, Any]:
+        result: tuple[int, Any] = await self.on_event(event)
+        return result
+
+
 class _Topic(dingtalk_stream.CallbackHandler):  # the SDK is untyped
     """One callback topic: the SDK builds the ack from what `on_message` returns (code, response)."""
 
@@ -218,6 +235,7 @@ class DingTalkListener:
         in_order = InOrder(inbox, PLATFORM)
         stream.register_callback_handler(ROBOT_TOPIC, _Topic(lambda m: self._robot(inbox, in_order, m)))
         stream.register_callback_handler(CARD_TOPIC, _Topic(lambda m: self._card(inbox, m)))
+        stream.register_all_event_handler(_Events(lambda e: self._event(inbox, in_order, e)))
         self.stream = stream
         try:
             await stream.start(stop)
@@ -244,6 +262,22 @@ class DingTalkListener:
         in_order.spawn(conversation, key)
         return AckMessage.STATUS_OK, "OK"
 
+    async def _event(self, inbox: Inbox, in_order: InOrder, event: dingtalk_stream.EventMessage) -> tuple[int, Any]:
+        """An approval event: stored before the ack (keyed by its event id), handled after it."""
+        kind = str(event.headers.event_type or "")
+        if kind not in EVENTS:
+            return AckMessage.STATUS_OK, "OK"  # not ours to act on
+        key = str(event.headers.event_id or event.headers.message_id or "")
+        if not key:
+            return AckMessage.STATUS_BAD_REQUEST, "no eventId"
+        payload = {"topic": EVENT_TOPIC, "eventType": kind, "messageId": event.headers.message_id, "eventId": key,
+                   "data": event.data}
+        if not inbox.store(PLATFORM, key, payload):
+            log.info("DingTalk event %s redelivered; already stored", key)
+            return AckMessage.STATUS_OK, "OK"
+        in_order.spawn("events", key)
+        return AckMessage.STATUS_OK, "OK"
+
     async def _card(self, inbox: Inbox, message: CallbackMessage) -> tuple[int, Any]:
         if not event_id(message):
             return AckMessage.STATUS_BAD_REQUEST, {}
@@ -258,6 +292,8 @@ async def parse(inbound: DingTalkInbound, payload: dict[str, Any]) -> Received:
     topic, data = payload.get("topic"), payload.get("data")
     if not isinstance(data, dict):
         raise invalid("the stored DingTalk message has no data")
+    if topic == EVENT_TOPIC:
+        return inbound.approval(data, fallback_id=str(payload.get("eventId") or ""))
     if topic not in (ROBOT_TOPIC, CARD_TOPIC):
         raise invalid(f"unknown DingTalk stream topic {topic!r}")
     return await inbound.from_stream("card" if topic == CARD_TOPIC else "robot", data,

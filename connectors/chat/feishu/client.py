@@ -26,17 +26,19 @@ import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.chat.app_api import AppChat, NumericCodes, TokenRefused
-from connectors.chat.base import ChatRejected, ChatUnavailable, InputProblem, unreachable
+from connectors.chat.base import ChatRejected, ChatUnavailable, InputProblem, raise_for_status, unreachable
 from connectors.chat.feishu.cards import card_content, file_card, link_card, render_card
 from connectors.http import json_object, read_within
+from signbridge.core.approvals import ApprovalForm, ApprovalResult, FormField
 from signbridge.core.cards import Card
-from signbridge.core.models import ChatRef, DocumentInfo, DocumentSource, Person
+from signbridge.core.models import ApprovalRef, ChatRef, DocumentInfo, DocumentSource, Person
 from signbridge.core.settings import Settings
 from store.db import get_engine
 from store.repos import chat_messages
@@ -86,6 +88,64 @@ def source_url(message_id: str, file_key: str) -> str:
     return f"feishu://{message_id}/{file_key}"
 
 
+APPROVAL_SCHEME = "feishu-approval://"
+ALREADY_SUBSCRIBED = 1390007
+APPROVED = "APPROVED"
+FILE_WIDGETS = ("attachmentV2", "attachment")
+CONTACT_WIDGETS = ("contact",)
+TABLE_WIDGETS = ("fieldList",)
+
+
+def approval_file_url(instance_code: str, widget_id: str, index: int) -> str:
+    """`DocumentSource.url` of an approval attachment: its URL is valid 12 h only, so the download
+    reads the instance again for a fresh one."""
+    return f"{APPROVAL_SCHEME}{instance_code}/{widget_id}/{index}"
+
+
+def _listed(value: Any) -> list[str]:
+    """A widget value that may be a list or a comma-separated string (unconfirmed: both are seen)."""
+    if isinstance(value, list):
+        return [str(v) for v in value if v]
+    if isinstance(value, str) and value:
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return []
+
+
+def _widgets(items: Any) -> list[dict[str, Any]]:
+    """Every widget of a form, table (`fieldList`) rows walked recursively."""
+    found: list[dict[str, Any]] = []
+    for item in items if isinstance(items, list) else []:
+        if isinstance(item, dict):
+            found.append(item)
+            if item.get("type") in TABLE_WIDGETS:
+                for row in item.get("value") or []:
+                    found += _widgets(row)
+        elif isinstance(item, list):
+            found += _widgets(item)
+    return found
+
+
+def form_fields(instance_code: str, form: list[dict[str, Any]]) -> list[FormField]:
+    """Feishu widgets as neutral fields: attachments as sources, contacts as people, the rest as text."""
+    fields: list[FormField] = []
+    for w in _widgets(form):
+        wid, kind = str(w.get("id") or ""), str(w.get("type") or "")
+        keys = [wid, str(w.get("custom_id") or ""), str(w.get("name") or "")]
+        if kind in FILE_WIDGETS:
+            urls, names = _listed(w.get("value")), _listed(w.get("ext"))
+            files = [DocumentSource(name=names[i] if i < len(names) else f"attachment-{i + 1}.pdf",
+                                    url=approval_file_url(instance_code, wid, i)) for i in range(len(urls))]
+            fields.append(FormField(keys=keys, kind="file", files=files))
+        elif kind in CONTACT_WIDGETS:
+            ids = _listed(w.get("open_ids")) or _listed(w.get("value"))
+            fields.append(FormField(keys=keys, kind="contact", people=[Person(id=i, name=i) for i in ids]))
+        else:
+            value = w.get("value")
+            fields.append(FormField(keys=keys, kind="text", text=value if isinstance(value, str) else
+                                    json.dumps(value, ensure_ascii=False) if value is not None else ""))
+    return fields
+
+
 def parse_source(url: str | None) -> tuple[str, str] | None:
     if not url or not url.startswith("feishu://"):
         return None
@@ -112,7 +172,7 @@ class FeishuChat(AppChat[FeishuConfig]):
         content = card_content(render_card(card))
         row = chat_messages.get(self.engine, PLATFORM, card_key)
         if row is None:
-            message_id = await self._send(chat, "chat_id", chat.chat_id, "interactive", content, f"card:{card_key}")
+            message_id = await self._send(chat, *self._chat_target(chat), "interactive", content, f"card:{card_key}")
             self._store_message(card_key, chat.chat_id, message_id)
             return
         message_id = json.loads(row.ref)["message_id"]
@@ -125,7 +185,7 @@ class FeishuChat(AppChat[FeishuConfig]):
                 if e.code not in self.config.update_expired_codes:
                     raise
         # The update window closed (or the card was recalled): a fresh card, from now on the one we update.
-        fresh = await self._send(chat, "chat_id", chat.chat_id, "interactive", content,
+        fresh = await self._send(chat, *self._chat_target(chat), "interactive", content,
                                  f"card:{card_key}:after:{message_id}")
         self._store_message(card_key, chat.chat_id, fresh)
 
@@ -138,15 +198,17 @@ class FeishuChat(AppChat[FeishuConfig]):
             await self._send(chat, id_type, receive_id, "text", json.dumps({"text": text}, ensure_ascii=False), key)
 
     async def send_text(self, chat: ChatRef, to: Person | None, text: str, key: str) -> None:
-        id_type, receive_id = self._receiver(to) if to else ("chat_id", chat.chat_id)
+        id_type, receive_id = self._receiver(to) if to else self._chat_target(chat)
         await self._send(chat, id_type, receive_id, "text", json.dumps({"text": text}, ensure_ascii=False), key)
 
     async def send_file(self, chat: ChatRef, name: str, url: str, document: DocumentInfo, key: str) -> None:
         """A card with the signed file's name, hash and a download button (the signed URL expires)."""
-        await self._send(chat, "chat_id", chat.chat_id, "interactive",
+        await self._send(chat, *self._chat_target(chat), "interactive",
                          card_content(file_card(name, document.sha256, url, self.lang)), key)
 
     async def download(self, chat: ChatRef, source: DocumentSource, max_bytes: int) -> bytes:
+        if (source.url or "").startswith(APPROVAL_SCHEME):
+            return await self._approval_file(source, max_bytes)
         ids = parse_source(source.url)
         if ids is None:
             raise InputProblem(f"文件 {source.name} 不是飞书消息中的文件（{source.name} is not a file in a Feishu "
@@ -209,6 +271,105 @@ class FeishuChat(AppChat[FeishuConfig]):
                            email=user.get("email") or user.get("enterprise_email"))
 
         return await self.directory.resolve(chat, person, lookup)
+
+    # ---- approvals (approval v4) ----------------------------------------------------------------
+
+    async def _instance(self, instance_code: str) -> dict[str, Any]:
+        try:
+            return await self._call("GET", f"/open-apis/approval/v4/instances/{instance_code}",
+                                    params={"user_id_type": "open_id"})
+        except ChatRejected as e:
+            raise InputProblem(f"飞书找不到审批实例 {instance_code}"
+                               f"（Feishu refused the approval instance: {e}）") from e
+
+    async def read_approval(self, ref: ApprovalRef) -> ApprovalForm:
+        """`GET /open-apis/approval/v4/instances/{code}`: status, initiator (`open_id`), `form` (a JSON
+        array string of widgets)."""
+        data = await self._instance(ref.instance_id)
+        try:
+            form = json.loads(data.get("form") or "[]")
+        except json.JSONDecodeError:
+            form = []
+        status = str(data.get("status") or "")
+        return ApprovalForm(instance_id=ref.instance_id, definition=str(data.get("approval_code") or ref.definition),
+                            approved=status == APPROVED, status=status, title=str(data.get("approval_name") or ""),
+                            initiator_id=str(data.get("open_id") or ""),
+                            fields=form_fields(ref.instance_id, form if isinstance(form, list) else []))
+
+    async def subscribe_approval(self, definition: str) -> bool:
+        """Feishu sends `approval_instance` events only for definitions the app subscribed to, once
+        each (`POST /open-apis/approval/v4/approvals/{code}/subscribe`; 1390007: already)."""
+        try:
+            await self._call("POST", f"/open-apis/approval/v4/approvals/{definition}/subscribe")
+        except ChatRejected as e:
+            if e.code == ALREADY_SUBSCRIBED:
+                return False
+            raise
+        return True
+
+    async def _approval_file(self, source: DocumentSource, max_bytes: int) -> bytes:
+        """An attachment: a fresh URL from the instance (they last 12 h), fetched without our token
+        first, then with it — whether Feishu wants one is unconfirmed."""
+        instance, _, rest = (source.url or "").removeprefix(APPROVAL_SCHEME).partition("/")
+        widget_id, _, index = rest.rpartition("/")
+        data = await self._instance(instance)
+        try:
+            form = json.loads(data.get("form") or "[]")
+        except json.JSONDecodeError:
+            form = []
+        widget = next((w for w in _widgets(form) if str(w.get("id") or "") == widget_id), {})
+        urls = _listed(widget.get("value"))
+        if not index.isdigit() or int(index) >= len(urls):
+            raise InputProblem(f"审批中的附件 {source.name} 已不存在（The attachment {source.name} is no longer in the "
+                               "approval）")
+        url = urls[int(index)]
+        mb = max_bytes // (1024 * 1024)
+        too_big = InputProblem(f"{source.name}: 文件超过 {mb} MB 的上限（The file is larger than the {mb} MB limit）")
+
+        async def get(token: str | None) -> bytes | None:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            try:
+                async with self._session() as http, http.stream("GET", url, headers=headers,
+                                                                timeout=self.config.timeout_seconds * 6) as resp:
+                    if resp.status_code in (401, 403) and token is None:
+                        return None
+                    if resp.status_code in (403, 404, 410):
+                        raise InputProblem(f"审批附件 {source.name} 无法下载（Feishu refused the attachment: HTTP "
+                                           f"{resp.status_code}）")
+                    raise_for_status(resp, "Feishu approval attachment")
+                    return await read_within(resp, max_bytes, too_big)
+            except (httpx.UnsupportedProtocol, httpx.InvalidURL) as e:
+                raise InputProblem(f"审批附件 {source.name} 的地址无效"
+                                   f"（The attachment's URL is not usable: {e}）") from e
+            except httpx.HTTPError as e:
+                raise unreachable("Feishu approval attachment", e) from e
+
+        plain = await get(None)
+        if plain is not None:
+            return plain
+        if urlsplit(url).hostname != urlsplit(self.config.base).hostname:
+            raise InputProblem(f"审批附件 {source.name} 无法下载（Feishu refused the attachment without a token, and "
+                               "the app's token is sent to Feishu's own API host only）")
+        with_token = await self.token.call(get)
+        assert with_token is not None
+        return with_token
+
+    async def write_back(self, chat: ChatRef, ref: ApprovalRef, result: ApprovalResult, key: str) -> None:
+        """A comment on the instance, authored by its initiator (Feishu requires a user), with the
+        signed files attached by URL."""
+        content = {"text": result.text, "files": [{"url": url, "fileSize": 0, "title": name, "type": "attachment",
+                                                   "extra": sha} for name, url, sha in result.files]}
+        author = result.initiator_id or ref.initiator_id
+        await self._call("POST", f"/open-apis/approval/v4/instances/{ref.instance_id}/comments",
+                         params={"user_id": author, "user_id_type": "open_id"},
+                         json_body={"content": json.dumps(content, ensure_ascii=False)})
+
+    @staticmethod
+    def _chat_target(chat: ChatRef) -> tuple[str, str]:
+        """A group by its chat id; an approval's flow without a configured chat is the initiator's DM."""
+        if chat.chat_kind == "direct" and chat.chat_id.startswith("ou_"):
+            return "open_id", chat.chat_id
+        return "chat_id", chat.chat_id
 
     def _store_message(self, card_key: str, chat_id: str, message_id: str) -> None:
         """The card we update from now on; its 14-day update window starts now."""

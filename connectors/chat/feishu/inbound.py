@@ -54,6 +54,10 @@ ROUTES = (Route("/im/feishu/events"), Route("/im/feishu/card"))
 MAX_BODY_BYTES = 1024 * 1024
 MESSAGE_EVENT = "im.message.receive_v1"
 CARD_EVENT = "card.action.trigger"
+APPROVAL_EVENT = "approval_instance"  # v1 envelope (`type: event_callback`)
+APPROVAL_EVENT_V2 = "approval.instance.status_changed_v4"  # schema 2.0, as the SDK names it
+APPROVED = "APPROVED"
+REVOKED = frozenset({"REVERTED", "CANCELED", "DELETED"})  # taken back: a flow it started is cancelled
 REPLIED_FILE = "document.pdf"  # name of a replied-to file we never saw; Feishu's message API has no name
 NO_FILE = ("没有找到要签署的文件：请先发送合同文件，再回复该文件 @机器人 签署"
            "（No document to sign: send the contract file first, then reply to it with the sign command）")
@@ -155,7 +159,12 @@ class FeishuInbound:
 
     def parse(self, data: dict[str, Any]) -> Received:
         header, event = _dict(data.get("header")), _dict(data.get("event"))
+        if data.get("type") == "event_callback" and event.get("type") == APPROVAL_EVENT:
+            return self._approval(str(data.get("uuid") or ""), event)
         kind = header.get("event_type")
+        if kind == APPROVAL_EVENT_V2:
+            return self._approval(str(header.get("event_id") or ""), {"tenant_key": header.get("tenant_key"),
+                                                                      **_dict(event.get("object")), **event})
         if kind == CARD_EVENT:
             return self._card(header, event)
         if kind != MESSAGE_EVENT:
@@ -193,6 +202,19 @@ class FeishuInbound:
         return chat.ChatEvent(**common, text=text, mentions=mentions, reply_to=message.get("parent_id") or None,
                          bot_name=self.config.bot_name or None)
 
+    def _approval(self, event_id: str, event: dict[str, Any]) -> Received:
+        """`approval_instance`: ids and a status only — the flow reads the instance (and learns who
+        started it) through the approval API. Other statuses than APPROVED start nothing."""
+        instance, code = str(event.get("instance_code") or ""), str(event.get("approval_code") or "")
+        if not (instance and code):
+            raise invalid("The approval event lacks instance_code or approval_code")
+        status = str(event.get("status") or "")
+        return chat.ApprovalEvent(platform=PLATFORM, tenant=str(event.get("tenant_key") or "default"),
+                                  instance_id=instance, event_id=event_id or instance, approved=status == APPROVED,
+                                  revoked=status in REVOKED,
+                                  initiator=Person(id=str(event.get("open_id") or ""), name=""), definition=code,
+                                  status=status)
+
     def _card(self, header: dict[str, Any], event: dict[str, Any]) -> Received:
         value = (event.get("action") or {}).get("value") or {}
         operator = (event.get("operator") or {}).get("open_id") or ""
@@ -205,7 +227,7 @@ class FeishuInbound:
 
     # ---- answers ---------------------------------------------------------------------------------
 
-    def reply(self, received: chat.ChatEvent | chat.ChatAction, outcome: chat.Outcome) -> Reply:
+    def reply(self, received: chat.ChatEvent | chat.ChatAction | chat.ApprovalEvent, outcome: chat.Outcome) -> Reply:
         if isinstance(received, chat.ChatAction):
             return Reply(200, self.toast_for(received, outcome))
         match outcome:

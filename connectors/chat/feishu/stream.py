@@ -19,7 +19,8 @@ pings, reassembly and reconnects; this module only
   (the SDK would retry that forever; what Feishu answers there is unconfirmed).
 
 Message events (`im.message.receive_v1`) are handled after the ack, in arrival order per chat
-(a file, then the command that uses it). Card buttons (`card.action.trigger`, which Feishu
+(a file, then the command that uses it); approval events (`approval_instance`, a v1 event keyed
+by its `uuid`, and its schema-2.0 form) the same way. Card buttons (`card.action.trigger`, which Feishu
 delivers over the long connection as an event frame; the SDK routes it through
 `register_p2_card_action_trigger`) are handled inline, because the ack carries the toast.
 A redelivered event (already stored) is acked and not handled again; whatever failed
@@ -47,7 +48,14 @@ from lark_oapi.ws.exception import ClientException, ServerException, ServerUnrea
 
 from connectors.chat.callback import Received
 from connectors.chat.feishu.client import PLATFORM, FeishuConfig
-from connectors.chat.feishu.inbound import MESSAGE_EVENT, UNKNOWN_ACTION, FeishuInbound, toast
+from connectors.chat.feishu.inbound import (
+    APPROVAL_EVENT,
+    APPROVAL_EVENT_V2,
+    MESSAGE_EVENT,
+    UNKNOWN_ACTION,
+    FeishuInbound,
+    toast,
+)
 from connectors.chat.inbox import Inbox, InOrder
 from signbridge.core.settings import Settings
 
@@ -105,13 +113,18 @@ def _as_dict(event: Any) -> dict[str, Any]:
 
 
 def event_id(payload: dict[str, Any]) -> str:
+    """Schema 2.0 events carry `header.event_id`; v1 events (`approval_instance`) a top-level `uuid`."""
     header = payload.get("header")
-    return str(header.get("event_id") or "") if isinstance(header, dict) else ""
+    found = str(header.get("event_id") or "") if isinstance(header, dict) else ""
+    return found or str(payload.get("uuid") or "")
 
 
 def event_type(payload: dict[str, Any]) -> str:
     header = payload.get("header")
-    return str(header.get("event_type") or "") if isinstance(header, dict) else ""
+    if isinstance(header, dict):
+        return str(header.get("event_type") or "")
+    event = payload.get("event")
+    return str(event.get("type") or "") if isinstance(event, dict) else ""
 
 
 def _chat_of(payload: dict[str, Any]) -> str:
@@ -162,6 +175,8 @@ class _SdkThread:
                 return
             handler = (EventDispatcherHandler.builder("", "")
                        .register_p2_customized_event(MESSAGE_EVENT, self._on_message)
+                       .register_p1_customized_event(APPROVAL_EVENT, self._on_message)
+                       .register_p2_customized_event(APPROVAL_EVENT_V2, self._on_message)
                        .register_p2_card_action_trigger(self._on_card)
                        .build())
             # The SDK's logger prints its own lines to stdout; through ours they follow our format (JSON).

@@ -23,8 +23,9 @@ import httpx
 from connectors.chat.base import ChatUnavailable, InputProblem, raise_for_status, session, unreachable
 from connectors.chat.webhook import signature as webhook_signature
 from connectors.fetch import FetchFailed, FetchPolicy, FetchRefused, fetch
+from signbridge.core.approvals import ApprovalForm, ApprovalResult
 from signbridge.core.cards import Card
-from signbridge.core.models import ChatRef, DocumentInfo, DocumentSource, Person
+from signbridge.core.models import ApprovalRef, ChatRef, DocumentInfo, DocumentSource, Person
 from signbridge.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,18 @@ class WebhookChat:
     async def resolve(self, chat: ChatRef, person: Person) -> Person:
         """The webhook IM sends contact data with each mention; there is no directory to ask."""
         return person
+
+    async def read_approval(self, ref: ApprovalRef) -> ApprovalForm:
+        """Never needed: `approval.approved` carries its documents and signers (`self_contained`)."""
+        raise InputProblem("webhook IM approvals carry their documents and signers in the event itself")
+
+    async def write_back(self, chat: ChatRef, ref: ApprovalRef, result: ApprovalResult, key: str) -> None:
+        """Outbound `approval.update` {approval_id, status, request_id, file: {url, sha256}, text}."""
+        first = result.files[0] if result.files else None
+        await self._post({"type": "approval.update", "approval_id": ref.instance_id, "status": result.status,
+                          "request_id": result.request_id, "text": result.text,
+                          "file": {"name": first[0], "url": first[1], "sha256": first[2]} if first else None,
+                          "files": [{"name": n, "url": u, "sha256": h} for n, u, h in result.files]}, key)
 
     async def _post(self, payload: dict[str, Any], key: str) -> None:
         if not self.outbound_url:

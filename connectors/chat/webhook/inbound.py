@@ -95,8 +95,28 @@ class ActionEvent(_Event):
     action: ActionIn
 
 
-_EVENT: TypeAdapter[MessageEvent | ActionEvent] = TypeAdapter(
-    Annotated[MessageEvent | ActionEvent, Field(discriminator="type")]
+class ApprovalIn(BaseModel):
+    id: Identifier
+    title: str = Field(default="", max_length=200)
+
+
+class ApprovalApprovedEvent(_Event):
+    """An approval that passed in the company's own workflow system: its documents and signers
+    (`text` in the command grammar, with `mentions`) come with it. `initiator` is who started the
+    approval (`sender` is accepted instead); `chat` where the card goes (none: the initiator)."""
+
+    type: Literal["approval.approved"]
+    sender: SenderIn | None = None  # type: ignore[assignment]
+    initiator: SenderIn | None = None
+    approval: ApprovalIn
+    chat: ChatIn | None = None
+    text: str = Field(default="", max_length=10_000)
+    mentions: list[MentionIn] = Field(default_factory=list, max_length=MAX_MENTIONS)
+    files: list[FileIn] = Field(default_factory=list, max_length=MAX_FILES)
+
+
+_EVENT: TypeAdapter[MessageEvent | ActionEvent | ApprovalApprovedEvent] = TypeAdapter(
+    Annotated[MessageEvent | ActionEvent | ApprovalApprovedEvent, Field(discriminator="type")]
 )
 
 
@@ -122,6 +142,8 @@ class WebhookInbound:
             event = _EVENT.validate_python(json_object(call.body))
         except ValidationError as e:
             raise CallbackRejected(400, "invalid_event", f"Invalid event: {problems(e)}") from e
+        if isinstance(event, ApprovalApprovedEvent):
+            return _approval(event)
         sender = Person(id=event.sender.id, name=event.sender.name, email=event.sender.email,
                         mobile=event.sender.mobile)
         if isinstance(event, ActionEvent):
@@ -134,7 +156,7 @@ class WebhookInbound:
                          mentions=tuple(chat.Mention(Person(**p.model_dump()), p.name) for p in event.mentions),
                          files=tuple(chat.FileRef(f.name, f.url, f.sha256) for f in event.files))
 
-    def reply(self, received: chat.ChatEvent | chat.ChatAction, outcome: chat.Outcome) -> Reply:
+    def reply(self, received: chat.ChatEvent | chat.ChatAction | chat.ApprovalEvent, outcome: chat.Outcome) -> Reply:
         match outcome:
             case chat.Started() | chat.Duplicate():
                 body: dict[str, object] = {"ok": True, "request_id": outcome.request_id,
@@ -161,7 +183,20 @@ class WebhookInbound:
                 return Reply.busy(outcome)
 
 
-def _name(received: chat.ChatEvent | chat.ChatAction) -> str:
+def _approval(event: ApprovalApprovedEvent) -> chat.ApprovalEvent:
+    who = event.initiator or event.sender
+    if who is None:
+        raise CallbackRejected(400, "invalid_event", "Invalid event: approval.approved needs an initiator")
+    return chat.ApprovalEvent(
+        platform=PLATFORM, tenant=event.tenant, instance_id=event.approval.id, event_id=event.event_id, approved=True,
+        initiator=Person(id=who.id, name=who.name, email=who.email, mobile=who.mobile), status="approved",
+        title=event.approval.title, self_contained=True, chat_id=event.chat.id if event.chat else "",
+        chat_kind=event.chat.kind if event.chat else "direct", text=event.text,
+        mentions=tuple(chat.Mention(Person(**p.model_dump()), p.name) for p in event.mentions),
+        files=tuple(chat.FileRef(f.name, f.url, f.sha256) for f in event.files))
+
+
+def _name(received: chat.ChatEvent | chat.ChatAction | chat.ApprovalEvent) -> str:
     return received.name if isinstance(received, chat.ChatAction) else ""
 
 

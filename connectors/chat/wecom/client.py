@@ -38,8 +38,9 @@ from connectors.chat.app_api import AppChat, TokenRefused
 from connectors.chat.base import ChatRejected, ChatUnavailable, InputProblem, raise_for_status, unreachable
 from connectors.chat.wecom.cards import render_card
 from connectors.http import read_within
+from signbridge.core.approvals import ApprovalForm, ApprovalResult, FormField
 from signbridge.core.cards import Card
-from signbridge.core.models import ChatRef, DocumentInfo, DocumentSource, Person
+from signbridge.core.models import ApprovalRef, ChatRef, DocumentInfo, DocumentSource, Person
 from signbridge.core.settings import Settings
 from store.db import get_engine
 from store.repos import chat_messages
@@ -82,6 +83,33 @@ class WeComConfig(BaseSettings):
 def media_source(media_id: str, name: str) -> DocumentSource:
     """How a WeCom file travels through the workflow: its media id in a private URL scheme."""
     return DocumentSource(name=name, url=f"{MEDIA_SCHEME}{media_id}")
+
+
+def form_fields(contents: list[Any]) -> list[FormField]:
+    """`apply_data.contents` as neutral fields: a File control's value `{"files": [{"file_id"}]}`
+    (fetched with `media/get`), a Contact's `{"members": [{"userid", "name"}]}`, text as `text`.
+    A file's own name is not in the detail: the field's title names it (`media/get` has the real one)."""
+    fields: list[FormField] = []
+    for c in contents:
+        if not isinstance(c, dict):
+            continue
+        titles = [str(t.get("text") or "") for t in c.get("title") or [] if isinstance(t, dict)]
+        keys = [str(c.get("id") or ""), *titles]
+        raw = c.get("value")
+        value: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        control, label = str(c.get("control") or ""), (titles[0] if titles else "attachment")
+        if control == "File":
+            files = value.get("files") or []
+            fields.append(FormField(keys=keys, kind="file", files=[
+                media_source(str(f["file_id"]), f"{label}-{i + 1}.pdf" if len(files) > 1 else f"{label}.pdf")
+                for i, f in enumerate(files) if isinstance(f, dict) and f.get("file_id")]))
+        elif control == "Contact":
+            fields.append(FormField(keys=keys, kind="contact", people=[
+                Person(id=str(m["userid"]), name=str(m.get("name") or m["userid"]))
+                for m in value.get("members") or [] if isinstance(m, dict) and m.get("userid")]))
+        else:
+            fields.append(FormField(keys=keys, kind="text", text=str(value.get("text") or "")))
+    return fields
 
 
 def task_id_for(card_key: str, seq: int) -> str:
@@ -213,6 +241,26 @@ class WeComChat(AppChat[WeComConfig]):
                            mobile=str(data.get("mobile") or "") or None)
 
         return await self.directory.resolve(chat, person, lookup)
+
+    # ---- approvals ------------------------------------------------------------------------------
+
+    async def read_approval(self, ref: ApprovalRef) -> ApprovalForm:
+        """`POST /cgi-bin/oa/getapprovaldetail {sp_no}`: approved when `sp_status` is 2."""
+        try:
+            data = await self._call("POST", "/cgi-bin/oa/getapprovaldetail", json={"sp_no": ref.instance_id})
+        except ChatRejected as e:
+            raise InputProblem(f"企业微信找不到审批单 {ref.instance_id}（WeCom refused the approval: {e}）") from e
+        info = data.get("info") or {}
+        status = str(info.get("sp_status") or "")
+        return ApprovalForm(instance_id=ref.instance_id, definition=str(info.get("template_id") or ref.definition),
+                            approved=status == "2", status=status, title=str(info.get("sp_name") or ""),
+                            initiator_id=str((info.get("applyer") or {}).get("userid") or ""),
+                            fields=form_fields((info.get("apply_data") or {}).get("contents") or []))
+
+    async def write_back(self, chat: ChatRef, ref: ApprovalRef, result: ApprovalResult, key: str) -> None:
+        """WeCom has no API to comment on an approval: the initiator gets the result as a message."""
+        await self._send(result.initiator_id or ref.initiator_id, {"msgtype": "text", "text": {
+            "content": f"审批 {ref.instance_id}：{result.text}"}})
 
     # ---- cards and messages ---------------------------------------------------------------------
 

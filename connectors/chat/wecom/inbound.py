@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import xmltodict
 from sqlalchemy.engine import Engine
@@ -31,7 +32,17 @@ from connectors.chat.callback import Callback, CallbackRejected, DirectoryInboun
 from connectors.chat.directory import resolve_within
 from connectors.chat.wecom.client import PLATFORM, WeComConfig, card_key_for, media_source, store_response_code
 from signbridge.core import commands
-from signbridge.core.chat import ACTIONS, Busy, ChatAction, ChatEvent, Deadline, FileRef, Mention, Outcome
+from signbridge.core.chat import (
+    ACTIONS,
+    ApprovalEvent,
+    Busy,
+    ChatAction,
+    ChatEvent,
+    Deadline,
+    FileRef,
+    Mention,
+    Outcome,
+)
 from signbridge.core.models import Actor, ChatRef, Person
 from signbridge.core.settings import Settings
 from signbridge.core.untrusted import is_stale
@@ -43,6 +54,22 @@ RESOLVE_BUDGET = 1.5  # seconds of the 5 s deadline spent on user/get at most
 NO_FILE = ("没有找到要签署的文件：请先把合同文件发给应用，再发送 /sign 命令"
            "（No document: send the contract file to the app first, then the /sign command）")
 RULES = Rules(deadline=Deadline(accept=3.0), no_file=NO_FILE, file_lookback=timedelta(days=3))  # media: 3 days
+APPROVAL_EVENT = "sys_approval_change"
+APPROVED = "2"  # SpStatus: 1 in progress, 2 approved, 3 rejected, 4 withdrawn, 6 withdrawn after approval, 7 deleted
+REVOKED = frozenset({"4", "6", "7"})
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _tree(text: str | bytes) -> dict[str, Any]:
+    """Nested XML → dict, for events whose fields are nested (`ApprovalInfo`); no DTDs (see `_xml`)."""
+    _xml(text)  # refuses DTDs and malformed XML the same way
+    raw = text if isinstance(text, str) else text.decode("utf-8", "replace")
+    doc = xmltodict.parse(raw, disable_entities=True)
+    root = doc.get("xml") if isinstance(doc, dict) else None
+    return root if isinstance(root, dict) else {}
 
 
 def _xml(text: str | bytes) -> dict[str, str]:
@@ -80,8 +107,8 @@ class WeComInbound(DirectoryInbound[WeComConfig]):
         if not outer.get("Encrypt"):
             raise CallbackRejected(400, "invalid_event", "No Encrypt element")
         try:
-            inner = _xml(self._crypto().decrypt_message(outer, q.get("msg_signature", ""), timestamp,
-                                                        q.get("nonce", "")))
+            plain = self._crypto().decrypt_message(outer, q.get("msg_signature", ""), timestamp, q.get("nonce", ""))
+            inner = _xml(plain)
         except InvalidSignatureException as e:
             raise CallbackRejected(401, "bad_signature", "Rejected: the signature does not match") from e
         except CallbackRejected:
@@ -94,7 +121,25 @@ class WeComInbound(DirectoryInbound[WeComConfig]):
             return await self._message(inner)
         if kind == "event" and inner.get("Event") == "template_card_event":
             return self._click(inner)
+        if kind == "event" and inner.get("Event") == APPROVAL_EVENT:
+            return self._approval(_tree(plain))
         return Reply(200, "")
+
+    def _approval(self, event: dict[str, Any]) -> Received:
+        """`sys_approval_change`: approved (`SpStatus` 2) starts signing; the flow reads the detail
+        (`oa/getapprovaldetail`). There is no event id: the flow's id comes from the approval number,
+        so WeCom's retries and later changes of the same approval start nothing new."""
+        info = _dict(event.get("ApprovalInfo"))
+        sp_no = str(info.get("SpNo") or info.get("SpNoStr") or "")
+        if not sp_no:
+            raise CallbackRejected(400, "invalid_event", "The approval event lacks ApprovalInfo.SpNo")
+        applyer = _dict(info.get("Applyer"))
+        status = str(info.get("SpStatus") or "")
+        return ApprovalEvent(platform=PLATFORM, tenant=self.config.corp_id, instance_id=sp_no,
+                             event_id=f"{sp_no}:{status}", approved=status == APPROVED, revoked=status in REVOKED,
+                             definition=str(info.get("TemplateId") or ""), status=status,
+                             title=str(info.get("SpName") or ""),
+                             initiator=self._known(str(applyer.get("UserId") or "")))
 
     def _url_check(self, signature: str, timestamp: str, nonce: str, echostr: str) -> Reply:
         try:
@@ -158,7 +203,7 @@ class WeComInbound(DirectoryInbound[WeComConfig]):
                           update_id=f"wecom:{user}:{msg.get('CreateTime')}:{action}", platform=PLATFORM,
                           tenant=self.config.corp_id)
 
-    def reply(self, received: ChatEvent | ChatAction, outcome: Outcome) -> Reply:
+    def reply(self, received: ChatEvent | ChatAction | ApprovalEvent, outcome: Outcome) -> Reply:
         """Empty stops WeCom's retries; a refused click leaves the card as it is."""
         return Reply.busy(outcome) if isinstance(outcome, Busy) else Reply(200, "")
 
