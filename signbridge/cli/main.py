@@ -21,6 +21,7 @@ from typing import IO, Annotated, Any
 
 import typer
 
+from signbridge.cli import bulk as bulk_cli
 from signbridge.cli import devserver
 from signbridge.cli import documents as documents_cli
 from signbridge.cli import ops as ops_cli
@@ -61,6 +62,7 @@ app.add_typer(ops_cli.identities_app, name="identities")
 app.add_typer(ops_cli.db_app, name="db")
 app.add_typer(documents_cli.templates_app, name="templates")
 app.command(name="pause")(documents_cli.pause)
+app.command(name="bulk-send")(bulk_cli.bulk_send)
 app.command(name="resume")(documents_cli.resume)
 
 API_HOST = "127.0.0.1"
