@@ -63,7 +63,7 @@ async def test_fifty_rows_from_the_chat_survive_a_worker_kill_without_sending_a_
                                                     file="customers.csv"))
                 assert resp.status_code == 202, resp.text
                 bulk_id = resp.json()["request_id"]
-                handle: WorkflowHandle[Any, Any] = dev_env.client.get_workflow_handle(bulk_id)
+                handle: WorkflowHandle[Any, Any] = dev_env.client.get_workflow_handle(bulk_id, result_type=BulkView)
                 await _until(lambda: _sent_at_least(handle, 15), "15 rows sent", timeout=120)
                 rig.stop()  # SIGKILL half-way: rows are starting, links are going out
                 rig.start()
