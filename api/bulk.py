@@ -19,7 +19,16 @@ from starlette.datastructures import UploadFile
 
 from api.deps import BlobsDep, EngineDep, IntakeDep, SettingsDep
 from api.errors import ApiError, responses
-from api.requests import API, MAX_SIGNERS, ApiCaller, ChatIn, PersonIn, _unless_failed, refuse_while_paused
+from api.requests import (
+    API,
+    MAX_SIGNERS,
+    ActionBody,
+    ApiCaller,
+    ChatIn,
+    PersonIn,
+    _unless_failed,
+    refuse_while_paused,
+)
 from signbridge.core import bulk as bulk_csv
 from signbridge.core.chat import ChatAction, NotFound, Started
 from signbridge.core.models import Actor, BulkSendInput, BulkView, ChatRef, DocumentSource
@@ -136,9 +145,12 @@ async def bulk_send_rows(bulk_id: BulkId, caller: ApiCaller, engine: EngineDep) 
 
 @router.post("/api/v1/bulk-sends/{bulk_id}/cancel", response_model=BulkView,
              responses=responses(401, 404, 409, 422, 503))
-async def cancel_bulk_send(bulk_id: BulkId, caller: ApiCaller, intake: IntakeDep) -> BulkView:
-    """No further row starts and every open row is cancelled (API keys act as operators)."""
+async def cancel_bulk_send(bulk_id: BulkId, caller: ApiCaller, intake: IntakeDep,
+                           body: ActionBody | None = None) -> BulkView:
+    """No further row starts and every open row is cancelled (API keys act as operators); `reason`
+    is what the rows' cards and audit trails say."""
     outcome = _unless_failed(await intake.apply_action(ChatAction(
-        request_id=bulk_id, name="cancel", actor=Actor(id=caller, name="API", is_operator=True)), API))
+        request_id=bulk_id, name="cancel", actor=Actor(id=caller, name="API", is_operator=True),
+        reason=body.reason if body else None), API))
     del outcome  # Applied, or Accepted: the rows are being told; the progress shows it either way
     return await get_bulk_send(bulk_id, caller, intake)

@@ -34,6 +34,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -41,6 +42,9 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from pdfminer.high_level import extract_pages
+from pdfminer.layout import LTChar, LTTextContainer, LTTextLine
+from pypdf import PdfReader
 
 from connectors.esign.esign_cn_auth import (
     REQUEST_WINDOW_MS,
@@ -75,6 +79,48 @@ def _account(account: str) -> dict[str, str]:
     return {"accountEmail": account} if "@" in account else {"accountMobile": account}
 
 
+def _search(pdf: bytes, keyword: str) -> dict[str, Any]:
+    """e签宝's keyword search, as the simulator does it: the centre of each occurrence, per page."""
+    pages: list[dict[str, Any]] = []
+    for number, page in enumerate(extract_pages(BytesIO(pdf)), start=1):
+        points = []
+        for element in page:
+            if not isinstance(element, LTTextContainer):
+                continue
+            for line in element:
+                if not isinstance(line, LTTextLine):
+                    continue
+                chars = [c for c in line if isinstance(c, LTChar)]
+                text = "".join(c.get_text() for c in chars)
+                at = text.find(keyword)
+                if at >= 0:
+                    hit = chars[at:at + len(keyword)]
+                    points.append({"positionX": round((hit[0].x0 + hit[-1].x1) / 2, 2),
+                                   "positionY": round((min(c.y0 for c in hit) + max(c.y1 for c in hit)) / 2, 2)})
+        if points:
+            pages.append({"pageNum": number, "coordinates": points})
+    return {"searchResult": bool(pages), "positions": pages}
+
+
+def _position(config: dict[str, Any], pdf: bytes) -> dict[str, Any] | str | None:
+    """A sign field's fixed position (None in free mode), or why e签宝 would refuse it."""
+    if config.get("freeMode"):
+        return None
+    where = config.get("signFieldPosition") or {}
+    page = where.get("positionPage")
+    if not isinstance(page, str) or not page.isdigit():
+        return "参数错误: signFieldPosition.positionPage 必须是页码字符串"
+    reader = PdfReader(BytesIO(pdf))
+    if not 1 <= int(page) <= len(reader.pages):
+        return f"参数错误: 页码 {page} 超出文档范围"
+    box = reader.pages[int(page) - 1].mediabox
+    x, y = where.get("positionX"), where.get("positionY")
+    if not isinstance(x, int | float) or not isinstance(y, int | float) or not (0 <= x <= box.right
+                                                                               and 0 <= y <= box.top):
+        return "参数错误: 签署区坐标超出页面范围"
+    return {"page": int(page), "x": float(x), "y": float(y)}
+
+
 def _ms() -> int:
     return int(time.time() * 1000)
 
@@ -93,6 +139,7 @@ class EsignCnSim:
         self.corrupt_next = 0
         self.calls: list[str] = []
         self.refusals: list[tuple[str, int]] = []  # (path, code) of every gateway/business refusal
+        self.keyword_searches: list[list[str]] = []  # the keywords of each keyword-positions call
         self.urged: list[str] = []
         self.deliveries: list[Delivery] = []
         self._held: list[Delivery] | None = None
@@ -177,6 +224,17 @@ class EsignCnSim:
                 if f["checks"] > 1:  # processing on the first look, done on the next
                     f["status"] = 2
             return _ok({"fileId": file_id, "fileName": f["name"], "fileStatus": f["status"]})
+
+        @app.post("/v3/files/{file_id}/keyword-positions")
+        async def keyword_positions(file_id: str, request: Request) -> Response:
+            f = self.files.get(file_id)
+            if f is None:
+                return self._business(request, 1437511, f"文档不存在：{file_id}")
+            keywords = (await request.json()).get("keywords") or []
+            if not keywords:
+                return self._business(request, PARAM_ERROR, "参数错误:未指定关键字")
+            self.keyword_searches.append(list(keywords))
+            return _ok({"keywordPositions": [{"keyword": k, **_search(f["data"], k)} for k in keywords]})
 
         @app.post("/v3/sign-flow/create-by-file")
         async def create(request: Request) -> Response:
@@ -268,9 +326,13 @@ class EsignCnSim:
             order = (s.get("signConfig") or {}).get("signOrder")
             if not info.get("psnAccount") or not isinstance(order, int) or not s.get("signFields"):
                 return self._business(request, PARAM_ERROR, "参数错误: psnAccount/signOrder/signFields 必填")
+            positions = [_position(fl.get("normalSignFieldConfig") or {}, f["data"]) for fl in s["signFields"]]
+            if any(isinstance(p, str) for p in positions):
+                return self._business(request, PARAM_ERROR, next(p for p in positions if isinstance(p, str)))
             people.append({"account": info["psnAccount"], "name": (info.get("psnInfo") or {}).get("psnName", ""),
                            "order": order, "status": 1, "signTime": None, "refuseReason": None,
-                           "bizNums": [fl.get("customBizNum") for fl in s["signFields"]]})
+                           "bizNums": [fl.get("customBizNum") for fl in s["signFields"]],
+                           "positions": positions})
         flow_id = f"sim{next(self._ids):04d}" + secrets.token_hex(12)
         with self._lock:
             self.flows[flow_id] = {
