@@ -93,6 +93,8 @@ class Placement(BaseModel):
     box: tuple[float, float, float, float]  # llx, lly, urx, ury in PDF points
     kind: Literal["sign", "seal"] = "sign"
     anchor: str | None = None  # the anchor text it sits beside; None for a template field
+    anchor_box: tuple[float, float, float, float] | None = None  # that text's own rectangle (offsets from it)
+    page_size: tuple[float, float] | None = None  # the page's width and height (providers measuring from the top)
 
 
 class SigningRequest(BaseModel):
