@@ -202,7 +202,7 @@ async def test_e2e_anchor_roles_become_signature_fields(e2e: E2E, sim: DropboxSi
     by_signer = {emails[f["signer"]]: f for f in fields}
     anchors = {a.role: a.box for a in find_anchors(pdf)}
     for person, role in ((B, "甲方"), (A, "乙方")):
-        x1, y1, x2, y2 = anchors[role]
+        _, y1, x2, y2 = anchors[role]
         field = by_signer[str(person.email)]
         assert field["type"] == "signature" and field["page"] == 1 and field["name"] == f"sign:{role}"
         assert abs(field["x"] - (x2 + 4)) <= 1  # just right of the anchor text
