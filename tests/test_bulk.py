@@ -5,8 +5,10 @@ continue-as-new, cancel as a whole, each row sent once)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,12 +38,18 @@ def sheet(text: str | bytes, max_rows: int = 10_000, fixed: tuple[str, ...] = ("
                                max_rows=max_rows)
 
 
-def csv_rows(n: int, bad_line: int | None = None) -> str:
+def csv_rows(n: int, bad_line: int | None = None, tag: str = "") -> str:
+    """`n` customers; `tag` makes the rows differ from other tests' (a row's identity is its content,
+    and the tests share one Temporal server: the same row twice would be "sent before")."""
     lines = [HEADER]
     for i in range(n):
         email = "not-an-email" if bad_line is not None and i + 2 == bad_line else f"c{i}@customer.example"
-        lines.append(f"客户{i}公司,{1000 + i},联系人{i},{email},")
+        lines.append(f"客户{i}公司{tag},{1000 + i},联系人{i},{email},")
     return "\n".join(lines) + "\n"
+
+
+def unique() -> str:
+    return uuid.uuid4().hex[:6]
 
 
 # ---- the CSV -----------------------------------------------------------------------------------
@@ -136,6 +144,12 @@ def _bulk(h: Harness, text: str, **overrides: Any) -> BulkSendInput:
     return BulkSendInput(**values)
 
 
+async def _record(handle: WorkflowHandle[Any, Any], name: str) -> None:
+    """With SIGNBRIDGE_RECORD_HISTORIES=1, keep this run's history for tests/test_replay.py."""
+    if os.environ.get("SIGNBRIDGE_RECORD_HISTORIES") == "1":
+        (Path(__file__).parent / "histories" / f"{name}.json").write_text((await handle.fetch_history()).to_json())
+
+
 async def _progress(handle: WorkflowHandle[Any, Any]) -> BulkView:
     return await handle.query("progress", result_type=BulkView)  # type: ignore[no-any-return]
 
@@ -156,7 +170,7 @@ async def test_bulk_send_starts_rows_a_few_at_a_time_and_finishes_on_one_card(
         dev_env: WorkflowEnvironment, settings: Settings) -> None:
     async with harness(dev_env, settings) as h:
         await _template(h)
-        arg = _bulk(h, csv_rows(6, bad_line=4), rows_per_run=2)  # continues as new every 2 rows started
+        arg = _bulk(h, csv_rows(6, bad_line=4, tag=unique()), rows_per_run=2)  # continues as new every 2 rows started
         handle, started = await start_bulk(h.client, arg, h.settings.task_queue)
         assert started
         await _until(lambda: _all_sent(handle, 5), "every good row sent")
@@ -172,6 +186,7 @@ async def test_bulk_send_starts_rows_a_few_at_a_time_and_finishes_on_one_card(
             await h.sign(row, _customer(i))
         result: BulkView = await handle.result()
         assert result.status == "DONE" and result.outcomes == {"COMPLETED": 5}
+        await _record(handle, "bulk-last-run-done")
         cards = [m["card"] for m in h.sink.messages if m.get("type") == "card.upsert"]
         assert {m["card_key"] for m in h.sink.messages if m.get("type") == "card.upsert"} == {arg.bulk_id}
         last = cards[-1]["status_text"]
@@ -191,7 +206,7 @@ async def test_cancel_as_a_whole_cancels_open_rows_and_starts_no_more(
         dev_env: WorkflowEnvironment, settings: Settings) -> None:
     async with harness(dev_env, settings) as h:
         await _template(h)
-        arg = _bulk(h, csv_rows(8), concurrency=1)
+        arg = _bulk(h, csv_rows(8, tag=unique()), concurrency=1)
         handle, _ = await start_bulk(h.client, arg, h.settings.task_queue)
         await _until(lambda: _all_sent(handle, 2), "two rows sent")
         with pytest.raises(WorkflowUpdateFailedError) as refused:
@@ -199,6 +214,7 @@ async def test_cancel_as_a_whole_cancels_open_rows_and_starts_no_more(
         assert isinstance(refused.value.cause, ApplicationError) and refused.value.cause.type == "PermissionDenied"
         await handle.execute_update("cancel", ActionInput(actor=Actor(id=INITIATOR.id, name=INITIATOR.name)))
         result: BulkView = await handle.result()
+        await _record(handle, "bulk-cancelled")
         assert result.status == "CANCELLED"
         assert result.started + result.not_sent == 8 and result.not_sent >= 4
         assert result.outcomes == {"CANCELLED": result.started}

@@ -22,7 +22,7 @@ from store.db import create_all, get_engine
 from store.repos import bulk_sends
 from tests.harness import Harness, harness
 from tests.template_pdfs import template_pdf
-from tests.test_bulk import _progress, _until, csv_rows
+from tests.test_bulk import _progress, _until, csv_rows, unique
 from tests.test_e2e import MENTIONS, _terminate_running, _worker_log, stack
 from tests.test_faults import _KillRig
 
@@ -52,7 +52,7 @@ async def test_fifty_rows_from_the_chat_survive_a_worker_kill_without_sending_a_
     """A GBK CSV of 50 rows (line 27 has a bad email) attached to `/sign 批量 模板:销售合同 甲方:@李四`;
     the worker is SIGKILLed while rows are being sent and another one started: each of the 49 good
     rows gets one link, the bad one is on the card, and once everyone signed all 49 are COMPLETED."""
-    data = csv_rows(50, bad_line=27).encode("gbk")
+    data = csv_rows(50, bad_line=27, tag=unique()).encode("gbk")
     with stack(dev_env, settings, files={"customers.csv": data}) as s:
         await _register(s.settings)
         rig = _KillRig(s, dev_env.client, s.settings.data_dir / "delays.json")
@@ -120,7 +120,8 @@ async def test_the_cli_run_again_sends_nothing_twice(dev_env: WorkflowEnvironmen
     async with harness(dev_env, settings) as h:
         await _register(h.settings)
         first = tmp_path / "customers.csv"
-        first.write_bytes(csv_rows(3).encode("utf-8-sig"))
+        tag = unique()
+        first.write_bytes(csv_rows(3, tag=tag).encode("utf-8-sig"))
         args = ("bulk-send", "--template", "销售合同", "--csv", str(first), "--role", "甲方=u-1:李四",
                 "--initiator", "u-0", "--initiator-name", "张三")
         ran = await _cli(h, *args)
@@ -134,7 +135,7 @@ async def test_the_cli_run_again_sends_nothing_twice(dev_env: WorkflowEnvironmen
         assert "exists already" in again.output and "nothing is sent twice" in again.output
 
         more = tmp_path / "more.csv"  # two of the same rows (other order, a notes column) and a new one
-        lines = csv_rows(4).splitlines()
+        lines = csv_rows(4, tag=tag).splitlines()
         more.write_text("\n".join([lines[0] + ",备注", lines[4] + ",新", lines[2] + ",x", lines[1] + ",y"]) + "\n")
         third = await _cli(h, *[a if a != str(first) else str(more) for a in args])
         assert third.exit_code == 0, third.output
@@ -163,12 +164,13 @@ async def test_rest_bulk_send_checks_the_csv_reports_bad_rows_and_cancels(
         refused = await post("客户名称,乙方,乙方邮箱\n甲,王,w@x.example\n".encode())
         assert refused.status_code == 400 and refused.json()["error"]["code"] == "invalid_csv"
         assert "金额" in refused.json()["error"]["message"]
-        resp = await post(csv_rows(12, bad_line=3).encode("gbk"))
+        rows = csv_rows(12, bad_line=3, tag=unique()).encode("gbk")
+        resp = await post(rows)
         assert resp.status_code == 202, resp.text
         out = resp.json()
         assert out["started"] and out["total"] == 12 and out["bad"] == 1 and "第 3 行" in out["problems"][0]
         bulk_id = out["bulk_id"]
-        assert (await post(csv_rows(12, bad_line=3).encode("gbk"))).json() == {**out, "started": False}
+        assert (await post(rows)).json() == {**out, "started": False}
         handle = h.client.get_workflow_handle(bulk_id, result_type=BulkView)
         await _until(lambda: _sent_at_least(handle, 2), "two rows sent")
         progress = await h.http.get(f"/api/v1/bulk-sends/{bulk_id}", headers=AUTH)
