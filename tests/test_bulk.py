@@ -4,7 +4,6 @@ continue-as-new, cancel as a whole, each row sent once)."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 import uuid
@@ -26,6 +25,7 @@ from store.db import get_engine
 from store.repos import bulk_sends
 from tests.harness import INITIATOR, A, Harness, harness
 from tests.template_pdfs import template_pdf
+from tests.test_faults import _until
 
 FIELDS = ["客户名称", "金额"]
 ROLES = ["甲方", "乙方"]
@@ -152,14 +152,6 @@ async def _record(handle: WorkflowHandle[Any, Any], name: str) -> None:
 
 async def _progress(handle: WorkflowHandle[Any, Any]) -> BulkView:
     return await handle.query("progress", result_type=BulkView)  # type: ignore[no-any-return]
-
-
-async def _until(probe: Any, what: str, timeout: float = 60) -> None:
-    end = asyncio.get_running_loop().time() + timeout
-    while not await probe():
-        if asyncio.get_running_loop().time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.2)
 
 
 def _customer(i: int) -> Person:
