@@ -366,3 +366,26 @@ def test_template_fields_and_unplaced_signers_at_esign() -> None:
     assert _field_config(field, {}) == {"freeMode": False, "signFieldStyle": 1, "signFieldPosition": {
         "positionPage": "2", "positionX": 152.0, "positionY": 224.0}}
     assert _field_config(None, {}) == {"freeMode": True, "signFieldStyle": 1}
+
+
+async def test_e2e_three_documents_in_one_flow(e2e: E2E, sim: EsignCnSim) -> None:
+    """Three files in one e签宝 flow: each signer has a sign field in every file (at their anchor
+    where the file has one), e签宝 signs each incrementally, and all three come back."""
+    docs = [anchor_pdf([(72, 300, f"第{i + 1}份 甲方：【甲方签章】")]) for i in range(3)]
+    handle = await e2e.start([[A_], [B_]], documents=docs, roles={"甲方": A_.id})
+    flow = await _flow_of(e2e, sim, handle)
+    f = sim.flows[flow]
+    assert [d["original"] for d in f["docs"]] == docs
+    signers = {s["account"]: s for s in f["signers"]}
+    assert len(signers["13800000001"]["fileIds"]) == 3 == len(signers["13800000002"]["fileIds"])
+    assert all(p is not None for p in signers["13800000001"]["positions"])  # 甲方: at the anchor in each
+    assert signers["13800000002"]["positions"] == [None, None, None]  # no place: free mode
+    await sim.sign(flow, "13800000001")
+    await e2e.sink.wait_for(lambda: _links(e2e, handle, B_), timeout=20)
+    await sim.sign(flow, "13800000002")
+    view = await e2e.result(handle)
+    assert view.status.value == "COMPLETED" and len(view.signed_documents) == 3
+    for signed, doc in zip(view.signed_documents, f["docs"], strict=True):
+        data = e2e.blobs.get(signed.blob_key)
+        assert data == doc["data"] and data.startswith(doc["original"])
+    assert len(e2e.sink.of_type("file")) == 3

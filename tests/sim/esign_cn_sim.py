@@ -276,15 +276,17 @@ class EsignCnSim:
                 return self._business(request, NO_FLOW, "签署流程不存在")
             if f["status"] != 2:
                 return self._business(request, FLOW_STATE, "流程未完成，无法下载")
-            return _ok({"files": [{"fileId": f["fileId"], "fileName": f["fileName"],
-                                   "fileHash": f["signedSha256"],
-                                   "downloadUrl": f"{self.url}/oss-download/{flow_id}?sig={secrets.token_hex(8)}"}],
+            return _ok({"files": [{"fileId": d["fileId"], "fileName": d["fileName"],
+                                   "fileHash": hashlib.sha256(d["data"]).hexdigest(),
+                                   "downloadUrl": f"{self.url}/oss-download/{flow_id}/{d['fileId']}"
+                                                  f"?sig={secrets.token_hex(8)}"} for d in f["docs"]],
                         "certificateDownloadUrl": None})
 
-        @app.get("/oss-download/{flow_id}")
-        async def oss_get(flow_id: str) -> Response:
+        @app.get("/oss-download/{flow_id}/{file_id}")
+        async def oss_get(flow_id: str, file_id: str) -> Response:
             f = self.flows.get(flow_id)
-            return Response(f["data"], media_type="application/pdf") if f else Response("NoSuchKey", 404)
+            doc = next((d for d in f["docs"] if d["fileId"] == file_id), None) if f else None
+            return Response(doc["data"], media_type="application/pdf") if doc else Response("NoSuchKey", 404)
 
         @app.post("/v3/sign-flow/{flow_id}/revoke")
         async def revoke(flow_id: str, request: Request) -> Response:
@@ -315,24 +317,29 @@ class EsignCnSim:
 
     def _create(self, request: Request, body: dict[str, Any]) -> JSONResponse:
         docs, config, signers = body.get("docs") or [], body.get("signFlowConfig") or {}, body.get("signers") or []
-        if len(docs) != 1 or not signers or not config.get("signFlowTitle"):
+        if not 1 <= len(docs) <= 50 or not signers or not config.get("signFlowTitle"):
             return self._business(request, PARAM_ERROR, "参数错误: docs/signers/signFlowTitle 必填")
-        f = self.files.get(docs[0].get("fileId"))
-        if f is None or f["status"] != 2:
+        uploaded = {d.get("fileId"): self.files.get(d.get("fileId")) for d in docs}
+        if any(u is None or u["status"] != 2 for u in uploaded.values()):
             return self._business(request, PARAM_ERROR, "参数错误: 文件未上传完成")
+        f = uploaded[docs[0]["fileId"]]
+        assert f is not None
         people = []
         for s in signers:
             info = s.get("psnSignerInfo") or {}
             order = (s.get("signConfig") or {}).get("signOrder")
             if not info.get("psnAccount") or not isinstance(order, int) or not s.get("signFields"):
                 return self._business(request, PARAM_ERROR, "参数错误: psnAccount/signOrder/signFields 必填")
-            positions = [_position(fl.get("normalSignFieldConfig") or {}, f["data"]) for fl in s["signFields"]]
+            if any(fl.get("fileId") not in uploaded for fl in s["signFields"]):
+                return self._business(request, PARAM_ERROR, "参数错误: 签署区的 fileId 不在本流程的文件中")
+            positions = [_position(fl.get("normalSignFieldConfig") or {}, uploaded[fl["fileId"]]["data"])
+                         for fl in s["signFields"]]
             if any(isinstance(p, str) for p in positions):
                 return self._business(request, PARAM_ERROR, next(p for p in positions if isinstance(p, str)))
             people.append({"account": info["psnAccount"], "name": (info.get("psnInfo") or {}).get("psnName", ""),
                            "order": order, "status": 1, "signTime": None, "refuseReason": None,
                            "bizNums": [fl.get("customBizNum") for fl in s["signFields"]],
-                           "positions": positions})
+                           "fileIds": [fl["fileId"] for fl in s["signFields"]], "positions": positions})
         flow_id = f"sim{next(self._ids):04d}" + secrets.token_hex(12)
         with self._lock:
             self.flows[flow_id] = {
@@ -340,7 +347,10 @@ class EsignCnSim:
                 "notifyUrl": config.get("notifyUrl", ""), "expireTime": config.get("signFlowExpireTime"),
                 "autoFinish": bool(config.get("autoFinish")), "startTime": _ms(), "finishTime": None,
                 "fileId": docs[0]["fileId"], "fileName": docs[0].get("fileName", f["name"]),
-                "original": f["data"], "data": f["data"], "signedSha256": None, "signers": people}
+                "original": f["data"], "data": f["data"], "signedSha256": None, "signers": people,
+                "docs": [{"fileId": d["fileId"], "fileName": d.get("fileName", ""),
+                          "original": uploaded[d["fileId"]]["data"], "data": uploaded[d["fileId"]]["data"]}
+                         for d in docs]}
         return _ok({"signFlowId": flow_id})
 
     @staticmethod
@@ -348,8 +358,9 @@ class EsignCnSim:
         return [{"signOrder": s["order"], "signerType": 0, "signStatus": s["status"], "signTime": s["signTime"],
                  "refuseReason": s["refuseReason"],
                  "psnSigner": {"psnName": s["name"], "psnAccount": _account(s["account"])},
-                 "signFields": [{"fileId": f["fileId"], "customBizNum": b, "signFieldStatus": s["status"]}
-                                for b in s["bizNums"]]} for s in f["signers"]]
+                 "signFields": [{"fileId": file_id, "customBizNum": b, "signFieldStatus": s["status"]}
+                                for b, file_id in zip(s["bizNums"], s["fileIds"], strict=True)]}
+                for s in f["signers"]]
 
     def _detail(self, f: dict[str, Any]) -> dict[str, Any]:
         return {"signFlowStatus": f["status"], "signFlowDescription": f["description"],
@@ -357,7 +368,8 @@ class EsignCnSim:
                 "signFlowFinishTime": f["finishTime"],
                 "signFlowConfig": {"signFlowTitle": f["title"], "autoFinish": f["autoFinish"],
                                    "notifyUrl": f["notifyUrl"], "signFlowExpireTime": f["expireTime"]},
-                "docs": [{"fileId": f["fileId"], "fileName": f["fileName"]}], "signers": self._signers(f)}
+                "docs": [{"fileId": d["fileId"], "fileName": d["fileName"]} for d in f["docs"]],
+                "signers": self._signers(f)}
 
     # ---- acting as the signers --------------------------------------------------------------
 
@@ -378,8 +390,11 @@ class EsignCnSim:
         f, s = self._signer(flow_id, account)
         position = f["signers"].index(s) + 1
         credential = self.ca.issue(account, s["name"], account if "@" in account else None)
-        signed = await asyncio.to_thread(sign_pdf, f["data"], credential, signer_name=s["name"], position=position,
-                                         signed_at=datetime.now(UTC), reason="e签宝")
+        for doc in f["docs"]:  # one signature per document this signer has a sign field in
+            if doc["fileId"] in s["fileIds"]:
+                doc["data"] = await asyncio.to_thread(sign_pdf, doc["data"], credential, signer_name=s["name"],
+                                                      position=position, signed_at=datetime.now(UTC), reason="e签宝")
+        signed = f["docs"][0]["data"]
         with self._lock:
             f["data"], s["status"], s["signTime"] = signed, 2, _ms()
             done = f["autoFinish"] and all(x["status"] == 2 for x in f["signers"])
