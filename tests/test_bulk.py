@@ -4,6 +4,7 @@ continue-as-new, cancel as a whole, each row sent once)."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
@@ -15,6 +16,7 @@ from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
+from activities.bulk import bulk_card
 from signbridge.core import bulk as bulk_csv
 from signbridge.core.models import ActionInput, Actor, BulkSendInput, BulkView, ChatRef, DocumentSource, Person
 from signbridge.core.settings import Settings
@@ -224,3 +226,23 @@ async def test_a_csv_that_cannot_be_used_is_said_in_the_chat(dev_env: WorkflowEn
         assert result.status == "REJECTED" and "金额" in (result.reason or "")
         texts = [m["text"] for m in h.sink.messages if m.get("type") == "message" and not m.get("to")]
         assert any(t.startswith("批量发送无法开始") and "金额" in t for t in texts)
+
+
+def test_the_bulk_card_draws_on_every_platform() -> None:
+    """The bulk's card is the neutral card: every platform renders it, progress text and cancel button
+    included (the button's action reaches the bulk's own `cancel` update: the card key is the bulk id)."""
+    from connectors.chat.dingtalk.cards import render_card as dingtalk
+    from connectors.chat.feishu.cards import render_card as feishu
+    from connectors.chat.slack.cards import render_card as slack
+    from connectors.chat.wecom.cards import render_card as wecom
+
+    view = BulkView(bulk_id="bulk:x", title="销售合同", template="销售合同", initiator=INITIATOR,
+                    chat=ChatRef(chat_id="g-1", source_event_id="e"), status="RUNNING", total=50, sent=37,
+                    outcomes={"COMPLETED": 12}, bad=1, problems=["第 7 行 / line 7: 缺少：金额"])
+    card = bulk_card(view, "zh")
+    assert card.status_text.startswith("已发送 37/50，已完成 12") and card.request_id == "bulk:x"
+    assert [b.action for b in card.buttons] == ["cancel"] and "第 7 行" in (card.note or "")
+    for rendered in (dingtalk(card), feishu(card), slack(card), wecom(card, "task-1")):
+        assert "37/50" in json.dumps(rendered, ensure_ascii=False)
+    english = bulk_card(view.model_copy(update={"status": "DONE"}), "en")
+    assert english.status_text.startswith("Sent 37/50, completed 12") and english.buttons == []
