@@ -246,3 +246,25 @@ def test_the_bulk_card_draws_on_every_platform() -> None:
         assert "37/50" in json.dumps(rendered, ensure_ascii=False)
     english = bulk_card(view.model_copy(update={"status": "DONE"}), "en")
     assert english.status_text.startswith("Sent 37/50, completed 12") and english.buttons == []
+
+
+def test_ten_thousand_rows_are_stored_once_and_paged_in_csv_order(settings: Settings) -> None:
+    """The load activity's storage: 10,000 rows in batches, a retried load adds nothing, and the
+    workflow's pages come in CSV order without the bad rows."""
+    from store.db import create_all
+    from store.tables import BulkRow
+
+    engine = get_engine(settings.sqlalchemy_url)
+    create_all(engine)
+    read = sheet(csv_rows(10_000, bad_line=5000))
+    def rows() -> list[BulkRow]:
+        return [BulkRow(bulk_id="b", row_key=r.key, line=r.line, values=json.dumps(r.values), problem=r.problem)
+                for r in read.rows]
+
+    began = time.monotonic()
+    bulk_sends.save_rows(engine, "b", rows())
+    bulk_sends.save_rows(engine, "b", rows()[:100])  # the load activity again, after a worker died
+    assert time.monotonic() - began < 60
+    assert len(bulk_sends.rows(engine, "b")) == 10_000
+    page = bulk_sends.good_rows_after(engine, "b", 4998, 3)
+    assert [r.line for r in page] == [4999, 5001, 5002]  # line 5000 is bad
