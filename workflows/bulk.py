@@ -115,6 +115,7 @@ class BulkSendWorkflow:
                 await self._publish()
                 return True
         self.p.status, self.p.reason = "REJECTED", problem
+        self.cancel_sent = True  # a cancel that came while loading has nothing left to cancel
         await self._publish()
         return False
 
