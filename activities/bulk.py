@@ -103,6 +103,7 @@ class BulkActivities:
         bulk = page.bulk
         template = templates.get(self.deps.engine, bulk.template)
         roles: list[str] = json.loads(template.roles) if template else list(bulk.roles)
+        field_names: set[str] | None = set(json.loads(template.fields)) if template else None
         found = bulk_sends.good_rows_after(self.deps.engine, bulk.bulk_id, page.after_line, page.limit)
         existing = bulk_sends.existing_requests(self.deps.engine, [r.request_id for r in found if r.request_id])
         out: list[BulkRowRequest] = []
@@ -115,7 +116,7 @@ class BulkActivities:
             except SignerProblem as e:  # checked at load already; the flow says so and ends REJECTED
                 people, problem = {}, e.message
             signers = [people[r] for r in roles if r in people]
-            fields = {k: v for k, v in values.items() if template is None or k in json.loads(template.fields)}
+            fields = {k: v for k, v in values.items() if field_names is None or k in field_names}
             named = next((p.name for r, p in people.items() if r not in bulk.roles), None) \
                 or next(iter(fields.values()), None)
             out.append(BulkRowRequest(line=row.line, already=request_id in existing, request=SigningRequest(
