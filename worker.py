@@ -27,6 +27,7 @@ from temporalio.runtime import Runtime
 from temporalio.worker import Worker, WorkerConfig
 
 from activities.approvals import ApprovalActivities
+from activities.bulk import BulkActivities
 from activities.chat import ChatActivities
 from activities.deps import Deps
 from activities.documents import DocumentActivities
@@ -43,6 +44,7 @@ from signbridge.core.temporal import connect, provider_task_queue
 from store.blob_factory import make_blob_store
 from store.db import create_all, get_engine
 from store.files import private_dir
+from workflows.bulk import BulkSendWorkflow
 from workflows.reply import ChatReplyWorkflow
 from workflows.signing import SigningWorkflow
 
@@ -50,11 +52,13 @@ from workflows.signing import SigningWorkflow
 def activities_for(deps: Deps) -> list[Any]:
     docs, provider, chat = DocumentActivities(deps), ProviderActivities(deps), ChatActivities(deps)
     approvals = ApprovalActivities(deps)
+    bulk = BulkActivities(deps)
     return [
         approvals.read_approval, approvals.approval_result,
         docs.prepare, docs.finish,
         provider.create_flow, provider.open_group, provider.poll, provider.revoke, provider.remind,
         chat.publish, chat.send_link, chat.send_text, chat.send_file, chat.chat_reply,
+        bulk.bulk_load, bulk.bulk_rows, bulk.bulk_publish,
     ]
 
 
@@ -151,7 +155,8 @@ async def build_worker(
         deps = Deps(settings=settings, engine=engine, blobs=blobs, http=http,
                     chats=chats if chats is not None else build_chats(settings, http),
                     providers=providers if providers is not None else build_providers(settings, engine, blobs, http))
-        main = Worker(client, task_queue=settings.task_queue, workflows=[SigningWorkflow, ChatReplyWorkflow],
+        main = Worker(client, task_queue=settings.task_queue,
+                      workflows=[SigningWorkflow, ChatReplyWorkflow, BulkSendWorkflow],
                       activities=activities_for(deps), graceful_shutdown_timeout=graceful_shutdown_timeout,
                       max_cached_workflows=settings.worker_max_cached_workflows,
                       interceptors=[HeartbeatInterceptor()])

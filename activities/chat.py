@@ -1,6 +1,6 @@
 """Chat calls and publishing the flow's state (DB status, audit events, the card).
 
-Every outbound message goes through `_once` (`store.repos.sent_messages`): recorded in flight before
+Every outbound message goes through `once` (`store.repos.sent_messages`): recorded in flight before
 it is sent, confirmed after, and re-sent with the same key only after a pause when its outcome
 is unknown. Texts are rendered here, in the chat's language (`signbridge.messages`); signing
 links are read here from where `open_group` sealed them, so none passes through Temporal.
@@ -63,14 +63,14 @@ class ChatActivities:
         text = messages.link_message(arg.title, url, self.deps.settings.language_for(arg.chat.platform),
                                      reminder=arg.reminder)
         key = f"{arg.request_id}:{arg.key}"
-        await self._once(arg.chat, key, lambda c: c.send_link(arg.chat, arg.to, text, url, key=key))
+        await self.once(arg.chat, key, lambda c: c.send_link(arg.chat, arg.to, text, url, key=key))
 
     @activity.defn(name="send_text")
     async def send_text(self, arg: TextMessageInput) -> None:
         text = (messages.render(arg.kind, arg.params, self.deps.settings.language_for(arg.chat.platform))
                 if arg.kind else arg.text)
         key = f"{arg.request_id}:{arg.key}"
-        await self._once(arg.chat, key, lambda c: c.send_text(arg.chat, arg.to, text, key=key))
+        await self.once(arg.chat, key, lambda c: c.send_text(arg.chat, arg.to, text, key=key))
 
     @activity.defn(name="send_file")
     async def send_file(self, arg: FileMessageInput) -> None:
@@ -80,13 +80,13 @@ class ChatActivities:
         for index, document in enumerate(files):
             url = links.file_url(self.deps.settings, document.blob_key, document.name)
             key = f"{arg.request_id}:signed-file" + (f":{index}" if index else "")
-            await self._once(arg.chat, key, _file_sender(arg.chat, document, url, key))
+            await self.once(arg.chat, key, _file_sender(arg.chat, document, url, key))
         lang = self.deps.settings.language_for(arg.chat.platform)
         for person in arg.cc:
             lines = "\n".join(f"{d.name}: {links.file_url(self.deps.settings, d.blob_key, d.name)}" for d in files)
             text = messages.render("cc_copy", {"files": lines}, lang)
             key = f"{arg.request_id}:cc:{person.id}"
-            await self._once(arg.chat, key, _text_sender(arg.chat, person, text, key))
+            await self.once(arg.chat, key, _text_sender(arg.chat, person, text, key))
 
     @activity.defn(name="chat_reply")
     async def chat_reply(self, arg: ChatReplyInput) -> None:
@@ -101,7 +101,7 @@ class ChatActivities:
             text = messages.render("search_results" if found else "search_empty",
                                    {"words": arg.words or "*", "rows": rows}, lang)
         key = f"reply:{arg.chat.source_event_id}"
-        await self._once(arg.chat, key, _text_sender(arg.chat, arg.to, text, key))
+        await self.once(arg.chat, key, _text_sender(arg.chat, arg.to, text, key))
 
     def _search_row(self, record: SigningRequestRecord, lang: Lang) -> str:
         """One line: title, state (in words), when, and the signed file's download link."""
@@ -117,7 +117,7 @@ class ChatActivities:
         sealed = signing_links.sealed_link(self.deps.engine, request_id, signer_id)
         return self.deps.vault.open(sealed) if sealed else None
 
-    async def _once(self, chat: ChatRef, key: str, send: Callable[[ChatConnector], Awaitable[None]]) -> None:
+    async def once(self, chat: ChatRef, key: str, send: Callable[[ChatConnector], Awaitable[None]]) -> None:
         """Send unless `key` was delivered; after an attempt of unknown outcome, only after a pause."""
         engine, platform = self.deps.engine, chat.platform
         claim = sent_messages.claim(engine, platform, key, chat.chat_id, self.deps.settings.resend_pause)

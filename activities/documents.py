@@ -102,7 +102,7 @@ class DocumentActivities:
         accepted, form = await self._documents(req)
         signer_ids = [p.id for g in resolved for p in g]
         try:
-            slots = template_slots(form) if form else []
+            slots = template_slots(form, 0, _page_boxes(accepted[0][1])) if form else []
             for index, (info, pdf) in enumerate(accepted):
                 if not (form and index == 0):
                     slots += await asyncio.to_thread(anchor_slots, index, info.name, pdf, _page_boxes(pdf))

@@ -30,10 +30,14 @@ class Slot:
     page: int
     box: Box
     anchor: str | None
+    anchor_box: Box | None = None
+    page_size: tuple[float, float] | None = None
 
 
-def template_slots(form: TemplateForm, document: int = 0) -> list[Slot]:
-    return [Slot(document, s.role, s.page, s.box, None) for s in form.slots if s.kind == "sign"]
+def template_slots(form: TemplateForm, document: int = 0, page_boxes: Sequence[Box] = ()) -> list[Slot]:
+    return [Slot(document, s.role, s.page, s.box, None, None,
+                 _size(page_boxes[s.page]) if s.page < len(page_boxes) else None)
+            for s in form.slots if s.kind == "sign"]
 
 
 def anchor_slots(document: int, name: str, pdf: bytes, page_boxes: Sequence[Box]) -> list[Slot]:
@@ -49,7 +53,12 @@ def anchor_slots(document: int, name: str, pdf: bytes, page_boxes: Sequence[Box]
                                "无法确定签在哪里；"
                                f"请只保留一处（In {name} the signing place of “{role}” appears {len(pages)} times, "
                                f"on pages {', '.join(str(p) for p in pages)}; keep one）")
-    return [Slot(document, a.role, a.page, beside(a.box, page_boxes[a.page]), a.text) for a in anchors]
+    return [Slot(document, a.role, a.page, beside(a.box, page_boxes[a.page]), a.text, a.box,
+                 _size(page_boxes[a.page])) for a in anchors]
+
+
+def _size(box: Box) -> tuple[float, float]:
+    return (round(box[2] - box[0], 2), round(box[3] - box[1], 2))
 
 
 def placements(slots: list[Slot], signer_ids: list[str], named: dict[str, str],
@@ -71,4 +80,5 @@ def placements(slots: list[Slot], signer_ids: list[str], named: dict[str, str],
                                f"（The template needs a signer for {', '.join(unassigned)}, e.g. "
                                f"{unassigned[0]}:@someone）")
     return [Placement(role=s.role, signer_id=mapping[s.role], document=s.document, page=s.page, box=s.box,
-                      anchor=s.anchor) for s in slots if s.role in mapping]
+                      anchor=s.anchor, anchor_box=s.anchor_box, page_size=s.page_size)
+            for s in slots if s.role in mapping]

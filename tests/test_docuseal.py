@@ -15,14 +15,16 @@ from temporalio.testing import WorkflowEnvironment
 
 from connectors.esign import docuseal
 from connectors.esign.base import ProviderError, WebhookRejected
-from connectors.esign.docuseal import DocuSealConfig, DocuSealProvider, DocuSealWebhook, signature
+from connectors.esign.docuseal import DocuSealConfig, DocuSealProvider, DocuSealWebhook, area, signature
 from signbridge.core.models import CreateFlowInput, DocumentInfo, OpenGroupInput, Person
 from signbridge.core.settings import Settings
+from signbridge.pdf.anchors import find_anchors
 from signbridge.pdf.pades import validate_pdf
 from signbridge.pdf.sample import sample_contract
 from store.blobs import FileBlobStore, sha256_hex
 from tests.provider_cases import E2E, A, B, C, FlowCase, SimSigning, e2e_fixture, provider_e2e
 from tests.sim.docuseal_sim import DocuSealSim
+from tests.template_pdfs import anchor_pdf
 
 KEY, SECRET = "sim-docuseal-key", "sim-docuseal-secret"
 
@@ -185,3 +187,25 @@ async def test_e2e_mixed_groups_complete(e2e: E2E, sim: DocuSealSim) -> None:
     assert view.signed_document is not None
     assert e2e.blobs.get(view.signed_document.blob_key) == sim.files[sid]
     assert [f["sha256"] for f in e2e.sink.of_type("file")] == [view.signed_document.sha256]
+
+
+async def test_e2e_anchor_roles_become_signature_areas(e2e: E2E, sim: DocuSealSim) -> None:
+    """【甲方签章】 / 【乙方签章】: each submitter's signature area sits beside their role's anchor, as
+    fractions of the page from its top left."""
+    pdf = anchor_pdf([(72, 300, "甲方：【甲方签章】"), (72, 420, "乙方：【乙方签章】")])
+    handle = await e2e.start([[A, B]], documents=[pdf], roles={"甲方": B.id, "乙方": A.id})
+    sid = await _flow_of(e2e, sim, handle)
+    template = sim.templates[sim.submissions[sid]["template_id"]]
+    by_person = {s["external_id"]: s["role"] for s in sim.submissions[sid]["submitters"]}
+    areas = {f["role"]: f["areas"][0] for f in template["fields"]}
+    anchors = {a.role: a.box for a in find_anchors(pdf)}
+    for person, role in ((B, "甲方"), (A, "乙方")):
+        _, y1, x2, y2 = anchors[role]
+        where = areas[by_person[person.id]]
+        assert where["page"] == 1
+        assert abs(where["x"] * 595 - (x2 + 4)) <= 1
+        assert abs((1 - where["y"] - where["h"] / 2) * 842 - (y1 + y2) / 2) <= 1
+
+
+def test_an_unplaced_submitter_gets_an_automatic_slot_on_the_last_page() -> None:
+    assert area(None, 3, 1) == {"page": 3, "x": 0.55, "y": 0.7, "w": 0.35, "h": 0.06}

@@ -18,15 +18,23 @@ from temporalio.testing import WorkflowEnvironment
 
 from connectors.esign import docusign
 from connectors.esign.base import ProviderError, WebhookRejected
-from connectors.esign.docusign import DocuSignConfig, DocuSignProvider, DocuSignWebhook, connect_signature
-from signbridge.core.models import CreateFlowInput, DocumentInfo, OpenGroupInput, Person
+from connectors.esign.docusign import (
+    DocuSignConfig,
+    DocuSignProvider,
+    DocuSignWebhook,
+    connect_signature,
+    sign_here_tab,
+)
+from signbridge.core.models import CreateFlowInput, DocumentInfo, OpenGroupInput, Person, Placement
 from signbridge.core.settings import Settings
+from signbridge.pdf.anchors import find_anchors
 from signbridge.pdf.sample import sample_contract
 from store.blobs import FileBlobStore, sha256_hex
 from store.db import create_all, get_engine
 from store.tables import ProviderLink
 from tests.provider_cases import E2E, A, B, C, FlowCase, SimSigning, e2e_fixture, provider_e2e
-from tests.sim.docusign_sim import DocuSignSim
+from tests.sim.docusign_sim import DocuSignSim, _tab_problem
+from tests.template_pdfs import anchor_pdf
 
 IK, USER, ACCOUNT, HMAC_KEY = "ik-123", "user-456", "acct-789", "connect-key"
 _KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -282,3 +290,39 @@ async def test_e2e_expired_at_the_provider(e2e: E2E, sim: DocuSignSim) -> None:
     await sim.expire(flow)
     view = await e2e.result(handle)
     assert view.status.value == "EXPIRED" and not sim.may_sign(flow, str(B.email))
+
+
+async def test_e2e_three_documents_with_anchor_tabs_in_one_envelope(e2e: E2E, sim: DocuSignSim) -> None:
+    """Three PDFs in one envelope: 甲方 and 乙方 get anchor tabs where each document says
+    【甲方签章】/【乙方签章】 (DocuSign finds the text), and all three signed documents come back."""
+    docs = [anchor_pdf([(72, 300, "甲方：【甲方签章】"), (320, 300, f"乙方：【乙方签章】 第{i}份")]) for i in range(3)]
+    handle = await e2e.start([[A, B]], documents=docs, roles={"甲方": B.id, "乙方": A.id})
+    flow = await _flow_of(e2e, sim, handle)
+    assert sorted(sim.documents[flow]) == ["1", "2", "3"]
+    tabs = {s["email"]: s["tabs"]["signHereTabs"] for s in sim.envelopes[flow]["recipients"]["signers"]}
+    assert [t["documentId"] for t in tabs[str(B.email)]] == ["1", "2", "3"]
+    assert {t["anchorString"] for t in tabs[str(B.email)]} == {"【甲方签章】"}
+    assert {t["anchorString"] for t in tabs[str(A.email)]} == {"【乙方签章】"}
+    anchor = next(a.box for a in find_anchors(docs[0]) if a.role == "甲方")
+    first = tabs[str(B.email)][0]
+    assert int(first["anchorXOffset"]) == round(anchor[2] - anchor[0] + 4)  # just right of the text
+    await sim.sign(flow, str(A.email))
+    await sim.sign(flow, str(B.email))
+    view = await e2e.result(handle)
+    assert view.status.value == "COMPLETED" and len(view.signed_documents) == 3
+    assert [e2e.blobs.get(d.blob_key) for d in view.signed_documents] == [sim.documents[flow][k] for k in "123"]
+    assert len(e2e.sink.of_type("file")) == 3
+
+
+def test_template_fields_are_absolute_tabs_from_the_top() -> None:
+    field = Placement(role="甲方", signer_id="u-1", page=1, box=(72, 200, 232, 248), page_size=(595, 842))
+    assert sign_here_tab(field) == {"documentId": "1", "tabLabel": "sign:甲方", "pageNumber": "2",
+                                    "xPosition": "72", "yPosition": str(842 - 248)}
+
+
+async def test_an_anchor_docusign_cannot_find_is_refused_by_the_simulator(sim: DocuSignSim) -> None:
+    pdf = anchor_pdf([(72, 300, "no anchors here")])
+    assert _tab_problem({"documentId": "1", "anchorString": "【甲方签章】", "anchorIgnoreIfNotPresent": "false"},
+                        {"1": pdf}) == ("ANCHOR_TAB_STRING_NOT_FOUND", "【甲方签章】")
+    assert _tab_problem({"documentId": "1", "pageNumber": "3", "xPosition": "1", "yPosition": "1"},
+                        {"1": pdf}) == ("PAGE_NUMBER_NOT_IN_DOCUMENT", "3")

@@ -17,11 +17,13 @@ from connectors.esign.base import ProviderError, WebhookRejected
 from connectors.esign.dropbox_sign import DropboxSignConfig, DropboxSignProvider, DropboxSignWebhook, event_hash
 from signbridge.core.models import CreateFlowInput, DocumentInfo, OpenGroupInput, Person
 from signbridge.core.settings import Settings
+from signbridge.pdf.anchors import find_anchors
 from signbridge.pdf.sample import sample_contract
 from store.blobs import FileBlobStore, sha256_hex
 from tests.provider_cases import E2E, A, B, C, FlowCase, SimSigning, e2e_fixture, provider_e2e
 from tests.provider_cases.dropbox_sign import encode
 from tests.sim.dropbox_sign_sim import DropboxSignSim
+from tests.template_pdfs import anchor_pdf
 
 KEY = "sim-dropbox-key"
 
@@ -187,3 +189,21 @@ async def test_e2e_mixed_groups_complete(e2e: E2E, sim: DropboxSignSim) -> None:
     files = e2e.sink.of_type("file")
     assert [f["sha256"] for f in files] == [view.signed_document.sha256]
     assert all(d.attempts[-1] == (200, b"Hello API Event Received") for d in sim.deliveries)
+
+
+async def test_e2e_anchor_roles_become_signature_fields(e2e: E2E, sim: DropboxSignSim) -> None:
+    """【甲方签章】 / 【乙方签章】: each signer's `signature` field beside their role's anchor, in
+    points from the top left, with the signer index Dropbox Sign gave them."""
+    pdf = anchor_pdf([(72, 300, "甲方：【甲方签章】"), (72, 420, "乙方：【乙方签章】")])
+    handle = await e2e.start([[A, B]], documents=[pdf], roles={"甲方": B.id, "乙方": A.id})
+    flow = await _flow_of(e2e, sim, handle)
+    fields = sim.requests[flow]["form_fields"]
+    emails = [s["signer_email_address"] for s in sim.requests[flow]["signatures"]]
+    by_signer = {emails[f["signer"]]: f for f in fields}
+    anchors = {a.role: a.box for a in find_anchors(pdf)}
+    for person, role in ((B, "甲方"), (A, "乙方")):
+        _, y1, x2, y2 = anchors[role]
+        field = by_signer[str(person.email)]
+        assert field["type"] == "signature" and field["page"] == 1 and field["name"] == f"sign:{role}"
+        assert abs(field["x"] - (x2 + 4)) <= 1  # just right of the anchor text
+        assert abs((842 - field["y"] - field["height"] / 2) - (y1 + y2) / 2) <= 1  # level with it

@@ -127,10 +127,11 @@ TEXT = "/sign @李四 @王五 > @客户A"
 
 @contextmanager
 def stack(dev_env: WorkflowEnvironment, settings: Settings,
-          file_delays: dict[str, float] | None = None) -> Iterator[Stack]:
+          file_delays: dict[str, float] | None = None, files: dict[str, bytes] | None = None) -> Iterator[Stack]:
     contract = sample_contract("Sales Contract", pages=2)
     secret = settings.webhook_secret.get_secret_value()
-    with WebhookSink(secret) as sink, serve(file_server({"contract.pdf": contract}, secret, file_delays)) as files:
+    served = {"contract.pdf": contract, **(files or {})}
+    with WebhookSink(secret) as sink, serve(file_server(served, secret, file_delays)) as files_url:
         from tests.sim.servers import free_port
 
         port = free_port()
@@ -141,7 +142,7 @@ def stack(dev_env: WorkflowEnvironment, settings: Settings,
             "step_retry_window": timedelta(seconds=20),
         })
         with serve(create_app(settings), port=port) as api:
-            yield Stack(api=api, files=files, sink=sink, settings=settings, contract=contract)
+            yield Stack(api=api, files=files_url, sink=sink, settings=settings, contract=contract)
 
 
 @asynccontextmanager

@@ -20,10 +20,26 @@ from temporalio.testing import WorkflowEnvironment
 
 from connectors.esign import esign_cn
 from connectors.esign.base import ProviderError, WebhookRejected
-from connectors.esign.esign_cn import REPLY, EsignCnConfig, EsignCnProvider, EsignCnWebhook
+from connectors.esign.esign_cn import (
+    KEYWORD_OFFSET_X,
+    REPLY,
+    EsignCnConfig,
+    EsignCnProvider,
+    EsignCnWebhook,
+    _field_config,
+)
 from connectors.esign.esign_cn_auth import callback_signature, content_md5, request_signature, signed_headers
-from signbridge.core.models import ActionInput, Actor, CreateFlowInput, DocumentInfo, OpenGroupInput, Person
+from signbridge.core.models import (
+    ActionInput,
+    Actor,
+    CreateFlowInput,
+    DocumentInfo,
+    OpenGroupInput,
+    Person,
+    Placement,
+)
 from signbridge.core.settings import Settings
+from signbridge.pdf.anchors import find_anchors
 from signbridge.pdf.pades import validate_pdf
 from signbridge.pdf.pki import CERT_FILE, InstallationCA
 from signbridge.pdf.sample import sample_contract
@@ -32,6 +48,7 @@ from store.db import get_engine
 from store.tables import AuditEvent
 from tests.provider_cases import E2E, A, B, C, FlowCase, SimSigning, e2e_fixture, provider_e2e
 from tests.sim.esign_cn_sim import FLOW_STATE, PARAM_ERROR, EsignCnSim
+from tests.template_pdfs import anchor_pdf
 
 APP_ID, SECRET = "sim-app-id", "sim-app-secret"
 OPERATOR = Actor(id="ops-1", name="Ops", is_operator=True)
@@ -327,3 +344,50 @@ async def test_e2e_cancel_revokes_at_the_provider(e2e: E2E, sim: EsignCnSim) -> 
     await sim.flush()
     late = [d for d in sim.deliveries if d.payload.get("signFlowStatus") == "3"]
     assert late and all(d.attempts == [200] for d in late)
+
+
+async def test_e2e_anchor_roles_are_placed_by_esign_keyword_search(e2e: E2E, sim: EsignCnSim) -> None:
+    """【甲方签章】 / 【乙方签章】 in the PDF: e签宝's own keyword search finds them, each signer's field
+    sits beside their role's anchor (not where the first signer would sign by default)."""
+    pdf = anchor_pdf([(72, 300, "甲方：【甲方签章】"), (320, 420, "乙方：【乙方签章】")])
+    handle = await e2e.start([[A_, B_]], documents=[pdf], roles={"甲方": B_.id, "乙方": A_.id})
+    flow = await _flow_of(e2e, sim, handle)
+    assert sim.keyword_searches == [["【乙方签章】", "【甲方签章】"]]
+    anchors = {a.role: a.box for a in find_anchors(pdf)}
+    signers = {s["account"]: s["positions"] for s in sim.flows[flow]["signers"]}
+    for person, role in ((B_, "甲方"), (A_, "乙方")):
+        x1, y1, x2, y2 = anchors[role]
+        [where] = signers[_account(person)]
+        assert where["page"] == 1
+        assert abs(where["x"] - ((x1 + x2) / 2 + KEYWORD_OFFSET_X)) < 1 and abs(where["y"] - (y1 + y2) / 2) < 1
+
+
+def test_template_fields_and_unplaced_signers_at_esign() -> None:
+    """A template's signature field: its rectangle's centre on its page; no place: free mode."""
+    field = Placement(role="甲方", signer_id="u-1", page=1, box=(72, 200, 232, 248))
+    assert _field_config(field, {}) == {"freeMode": False, "signFieldStyle": 1, "signFieldPosition": {
+        "positionPage": "2", "positionX": 152.0, "positionY": 224.0}}
+    assert _field_config(None, {}) == {"freeMode": True, "signFieldStyle": 1}
+
+
+async def test_e2e_three_documents_in_one_flow(e2e: E2E, sim: EsignCnSim) -> None:
+    """Three files in one e签宝 flow: each signer has a sign field in every file (at their anchor
+    where the file has one), e签宝 signs each incrementally, and all three come back."""
+    docs = [anchor_pdf([(72, 300, f"第{i + 1}份 甲方：【甲方签章】")]) for i in range(3)]
+    handle = await e2e.start([[A_], [B_]], documents=docs, roles={"甲方": A_.id})
+    flow = await _flow_of(e2e, sim, handle)
+    f = sim.flows[flow]
+    assert [d["original"] for d in f["docs"]] == docs
+    signers = {s["account"]: s for s in f["signers"]}
+    assert len(signers["13800000001"]["fileIds"]) == 3 == len(signers["13800000002"]["fileIds"])
+    assert all(p is not None for p in signers["13800000001"]["positions"])  # 甲方: at the anchor in each
+    assert signers["13800000002"]["positions"] == [None, None, None]  # no place: free mode
+    await sim.sign(flow, "13800000001")
+    await e2e.sink.wait_for(lambda: _links(e2e, handle, B_), timeout=20)
+    await sim.sign(flow, "13800000002")
+    view = await e2e.result(handle)
+    assert view.status.value == "COMPLETED" and len(view.signed_documents) == 3
+    for signed, doc in zip(view.signed_documents, f["docs"], strict=True):
+        data = e2e.blobs.get(signed.blob_key)
+        assert data == doc["data"] and data.startswith(doc["original"])
+    assert len(e2e.sink.of_type("file")) == 3

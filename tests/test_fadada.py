@@ -14,14 +14,16 @@ from temporalio.testing import WorkflowEnvironment
 
 from connectors.esign import fadada
 from connectors.esign.base import ProviderError, WebhookRejected
-from connectors.esign.fadada import FadadaConfig, FadadaProvider, FadadaWebhook, fasc_sign
-from signbridge.core.models import CreateFlowInput, DocumentInfo, OpenGroupInput, Person
+from connectors.esign.fadada import FadadaConfig, FadadaProvider, FadadaWebhook, doc_field, fasc_sign
+from signbridge.core.models import CreateFlowInput, DocumentInfo, OpenGroupInput, Person, Placement
 from signbridge.core.settings import Settings
+from signbridge.pdf.anchors import find_anchors
 from signbridge.pdf.sample import sample_contract
 from store.blobs import FileBlobStore, sha256_hex
 from tests.provider_cases import E2E, A, B, C, FlowCase, SimSigning, e2e_fixture, provider_e2e
 from tests.provider_cases.fadada import delivery
 from tests.sim.fadada_sim import FadadaSim
+from tests.template_pdfs import anchor_pdf
 
 APP_ID, SECRET = "sim-fadada-app", "sim-fadada-secret"
 
@@ -186,3 +188,30 @@ async def test_e2e_groups_in_order_complete(e2e: E2E, sim: FadadaSim) -> None:
     assert e2e.blobs.get(view.signed_document.blob_key) == sim.files[flow]
     assert [f["sha256"] for f in e2e.sink.of_type("file")] == [view.signed_document.sha256]
     assert all(d.attempts and d.attempts[-1] == 200 for d in sim.deliveries)
+
+
+async def test_e2e_anchor_roles_use_fadada_keyword_positioning(e2e: E2E, sim: FadadaSim) -> None:
+    """【甲方签章】 / 【乙方签章】: each actor's person_sign field is found by 法大大's keyword
+    positioning, offset from the keyword to beside it; the actor is bound to its own field."""
+    pdf = anchor_pdf([(72, 300, "甲方：【甲方签章】"), (72, 420, "乙方：【乙方签章】")])
+    handle = await e2e.start([[A, B]], documents=[pdf], roles={"甲方": B.id, "乙方": A.id})
+    flow = await _flow_of(e2e, sim, handle)
+    task = sim.tasks[flow]
+    fields = {f["fieldId"]: f for f in task["docFields"]}
+    actors = {a["actorId"]: a["signFields"] for a in task["actors"]}
+    anchors = {a.role: a.box for a in find_anchors(pdf)}
+    for person, role in ((B, "甲方"), (A, "乙方")):
+        [bound] = actors[person.id]
+        where = fields[bound["fieldId"]]["position"]
+        assert where["positionMode"] == "keyword" and where["positionKeyword"] == f"【{role}签章】"
+        x1, _, x2, _ = anchors[role]
+        # the stamp's centre: 4 pt right of the text, half a stamp (80 pt) further
+        assert int(where["keywordOffsetX"]) == round((x2 + 4 + 80) - (x1 + x2) / 2)
+        assert int(where["keywordOffsetY"]) == 0
+
+
+def test_template_fields_are_pixel_positions() -> None:
+    field = Placement(role="甲方", signer_id="u-1", page=0, box=(72, 200, 232, 248), page_size=(595, 842))
+    assert doc_field(field) == {"fieldId": "sign-甲方", "fieldName": "sign:甲方", "fieldType": "person_sign",
+                                "position": {"positionMode": "pixel", "positionPageNo": 1, "positionX": "72",
+                                             "positionY": str(842 - 248)}}

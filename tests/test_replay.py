@@ -1,4 +1,4 @@
-"""Replays recorded workflow histories against today's `SigningWorkflow`.
+"""Replays recorded workflow histories against today's `SigningWorkflow` and `BulkSendWorkflow`.
 
 A change to the workflow that would break flows already running (a week-long wait for a
 signature spans deploys) fails here; such changes go behind `workflow.patched`.
@@ -14,6 +14,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from workflows.bulk import BulkSendWorkflow
 from workflows.signing import SigningWorkflow
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
@@ -26,5 +27,5 @@ def test_histories_are_recorded() -> None:
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_replay(path: Path) -> None:
     history = WorkflowHistory.from_json(path.stem, path.read_text())
-    replayer = Replayer(workflows=[SigningWorkflow], data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=[SigningWorkflow, BulkSendWorkflow], data_converter=pydantic_data_converter)
     await replayer.replay_workflow(history)

@@ -16,6 +16,10 @@ Why it is shaped this way:
 - DocuSeal writes the filled-in fields into a new PDF and signs that with its own certificate,
   so the result does not start with our original bytes: `incremental = False`; the evidence is
   the submission id, its audit log URL and the hash of the file it served.
+- Positions: each submitter's signature field (`areas`, fractions of the page from its top
+  left) is the template field's rectangle or the spot SignBridge found beside the anchor text;
+  with no place, an automatic slot on the last page. One document per request: several are
+  refused at prepare.
 - Webhooks (DocuSeal's documented scheme): `X-Docuseal-Signature: "<ts>.<hex HMAC-SHA256(secret,
   "<ts>.<raw body>")>"`, rejected more than 300 s off.
 """
@@ -35,7 +39,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.esign import rest
 from connectors.esign.base import ProviderError, WebhookRejected, WebhookReply
-from signbridge.core.models import CreateFlowInput, OpenGroupInput, Person, ProviderEvent, SignerLink
+from signbridge.core.models import CreateFlowInput, OpenGroupInput, Person, Placement, ProviderEvent, SignerLink
 from signbridge.core.settings import Settings
 from signbridge.core.untrusted import is_stale, load_json
 from store.blobs import BlobStore
@@ -79,6 +83,19 @@ def submitter_event(flow_id: str, submitter: Mapping[str, Any], kind: str,
 
 def submission_event(flow_id: str, kind: str, when: Any = None, raw: dict[str, Any] | None = None) -> ProviderEvent:
     return rest.provider_event(PROVIDER, flow_id, kind, rest.iso_time(when), raw=raw)
+
+
+def area(placement: Placement | None, last_page: int, index: int) -> dict[str, float | int]:
+    """Where a submitter's signature field sits, as DocuSeal measures it (fractions of the page from
+    its top left, 1-based page): the template field's rectangle or the spot beside the anchor text;
+    with no place, an automatic slot on the last page (two per row)."""
+    if placement is None:
+        return {"page": last_page, "x": 0.1 + 0.45 * (index % 2), "y": 0.7 - 0.08 * ((index // 2) % 7),
+                "w": 0.35, "h": 0.06}
+    width, height = placement.page_size or (595.0, 842.0)
+    x1, y1, x2, y2 = placement.box
+    return {"page": placement.page + 1, "x": round(x1 / width, 4), "y": round((height - y2) / height, 4),
+            "w": round((x2 - x1) / width, 4), "h": round((y2 - y1) / height, 4)}
 
 
 class DocuSealProvider:
@@ -125,9 +142,8 @@ class DocuSealProvider:
         if template_id is None:
             page = max(req.document.pages, 1)
             fields = [{"name": f"Signature {i + 1}", "role": role, "type": "signature", "required": True,
-                       "areas": [{"page": page, "x": 0.1 + 0.45 * (i % 2), "y": 0.7 - 0.08 * ((i // 2) % 7),
-                                  "w": 0.35, "h": 0.06}]}
-                      for i, role in enumerate(roles)]
+                       "areas": [area(rest.placement_of(req.placements, person.id), page, i)]}
+                      for i, (role, person) in enumerate(zip(roles, people, strict=True))]
             pdf = base64.b64encode(self.blobs.get(req.document.blob_key)).decode()
             template = (await self._call("POST", "/templates/pdf", "create template", json={
                 "name": req.title, "external_id": req.request_id,

@@ -26,6 +26,13 @@ Why it is shaped this way:
   few polls may be no-ops, then the interval exceeds the limit and every poll is real.
 - DocuSign re-renders the document (flattened fields, its own signature), so `incremental =
   False`; the evidence is the certificate of completion (stored as a blob) and its hash.
+- Positions are `signHereTabs`: a role placed by an anchor text (【甲方签章】) gets an anchor tab
+  (`anchorString`, offsets in points from the anchor text's top left to the stamp's), so DocuSign
+  finds the text itself; a template's signature field an absolute tab (`pageNumber`,
+  `xPosition`/`yPosition` from the page's top left). A signer with no place gets no tab and
+  places their signature themselves.
+- Several documents go into one envelope (`documentId` 1…n, one tab per document and signer);
+  each signed document is downloaded by its id.
 - Connect (JSON SIM) webhooks: `X-DocuSign-Signature-1..N` = base64(HMAC-SHA256(key, raw
   body)), one per active key (rotation); any one matching in constant time is enough. The MAC
   covers the whole body, so events act directly (no confirming poll). Connect has no signed
@@ -53,7 +60,7 @@ from sqlalchemy.engine import Engine
 from connectors.esign import rest
 from connectors.esign.base import NothingToSign, ProviderError, WebhookRejected, WebhookReply
 from connectors.http import retry_after
-from signbridge.core.models import CreateFlowInput, OpenGroupInput, Person, ProviderEvent, SignerLink
+from signbridge.core.models import CreateFlowInput, OpenGroupInput, Person, Placement, ProviderEvent, SignerLink
 from signbridge.core.settings import Settings
 from signbridge.core.untrusted import load_json, same
 from store.blobs import BlobStore
@@ -118,6 +125,21 @@ def _wait(resp: httpx.Response) -> float | None:
 
 def link_token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def sign_here_tab(placement: Placement) -> dict[str, str]:
+    """Where DocuSign puts one signer's signature on one document (points; DocuSign measures from the
+    top left): beside its anchor text, found by DocuSign, or at the template field's rectangle."""
+    x1, _, _, y2 = placement.box
+    tab = {"documentId": str(placement.document + 1), "tabLabel": f"sign:{placement.role}"}
+    if placement.anchor and placement.anchor_box:
+        ax1, _, _, ay2 = placement.anchor_box
+        return {**tab, "anchorString": placement.anchor, "anchorUnits": "pixels",
+                "anchorXOffset": str(round(x1 - ax1)), "anchorYOffset": str(round(ay2 - y2)),
+                "anchorIgnoreIfNotPresent": "false"}
+    height = placement.page_size[1] if placement.page_size else 842.0
+    return {**tab, "pageNumber": str(placement.page + 1), "xPosition": str(round(x1)),
+            "yPosition": str(round(height - y2))}
 
 
 def signer_id_of(signer: Mapping[str, Any]) -> str | None:
@@ -251,12 +273,16 @@ class DocuSignProvider:
                 "routingOrder": str(group + 1), "customFields": [SIGNER_TAG + person.id]}
             if self.config.embedded:
                 signer["clientUserId"] = person.id
+            tabs = [sign_here_tab(p) for p in req.placements if p.signer_id == person.id and p.kind == "sign"]
+            if tabs:
+                signer["tabs"] = {"signHereTabs": tabs}
             signers.append(signer)
         days = max(1, (req.expires_at - datetime.now(UTC)).days)
         body = {
             "emailSubject": req.title[:100], "status": "sent",
-            "documents": [{"documentBase64": base64.b64encode(self.blobs.get(req.document.blob_key)).decode(),
-                           "name": req.document.name, "fileExtension": "pdf", "documentId": "1"}],
+            "documents": [{"documentBase64": base64.b64encode(self.blobs.get(d.blob_key)).decode(),
+                           "name": d.name, "fileExtension": "pdf", "documentId": str(i + 1)}
+                          for i, d in enumerate(req.all_documents)],
             "recipients": {"signers": signers},
             "customFields": {"textCustomFields": [{"name": REQUEST_FIELD, "value": req.request_id,
                                                    "show": "false", "required": "false"}]},
@@ -338,6 +364,14 @@ class DocuSignProvider:
     async def download_signed(self, flow_id: str) -> bytes:
         await self._completed(flow_id)
         return await self._pdf(flow_id, "combined")
+
+    async def download_documents(self, flow_id: str) -> list[bytes]:
+        """Every signed document of the envelope, by its `documentId`, in the request's order."""
+        await self._completed(flow_id)
+        listed = (await self._call("GET", f"/envelopes/{flow_id}/documents", "list documents")).json()
+        ids = sorted((str(d["documentId"]) for d in listed.get("envelopeDocuments") or []
+                      if str(d.get("documentId", "")).isdigit()), key=int)  # not the "certificate"
+        return [await self._pdf(flow_id, i) for i in ids]
 
     async def evidence(self, flow_id: str) -> dict[str, Any]:
         envelope = await self._completed(flow_id)

@@ -18,6 +18,10 @@ Why it is shaped this way:
   not start with the original bytes: `incremental = False`, and the evidence is the request id
   plus the hash of the file it served. Download only once `signature_request_downloadable`
   fired; before that the files endpoint answers 409, which is retryable here.
+- Positions: `form_fields_per_document` with one `signature` field per placed signer, at the
+  template field's rectangle or beside the anchor text as SignBridge found it (points from the
+  page's top left; the coordinate convention is unconfirmed against a live account). One
+  document per request: several are refused at prepare.
 """
 
 from __future__ import annotations
@@ -103,6 +107,24 @@ def flow_event(request: Mapping[str, Any], kind: str, when: Any = None,
     return rest.provider_event(PROVIDER, str(request["signature_request_id"]), kind, rest.epoch_time(when), raw=raw)
 
 
+def form_fields(req: CreateFlowInput, signers: list[Person]) -> list[dict[str, Any]]:
+    """One signature field per placed signer (`signer` = their index in `signers[]`), in points
+    from the page's top left: the template field's rectangle, or the spot SignBridge found beside
+    the anchor text (the document carries no Dropbox Sign text tags). None placed: none sent, and
+    Dropbox Sign lets each signer place their signature."""
+    fields = []
+    for index, person in enumerate(signers):
+        placement = rest.placement_of(req.placements, person.id)
+        if placement is None:
+            continue
+        x1, y1, x2, y2 = placement.box
+        height = placement.page_size[1] if placement.page_size else 842.0
+        fields.append({"api_id": f"sign_{index}", "name": f"sign:{placement.role}", "type": "signature",
+                       "x": round(x1), "y": round(height - y2), "width": round(x2 - x1), "height": round(y2 - y1),
+                       "required": True, "signer": index, "page": placement.page + 1})
+    return fields
+
+
 def order_signers(groups: list[list[Person]]) -> list[tuple[Person, int | None]]:
     """Each person once, at their first place; `order` only when there is more than one group."""
     serial = len(groups) > 1
@@ -165,6 +187,9 @@ class DropboxSignProvider:
             form[f"signers[{i}][name]"] = person.name
             if order is not None:
                 form[f"signers[{i}][order]"] = str(order)
+        fields = form_fields(req, [p for p, _ in ordered])
+        if fields:
+            form["form_fields_per_document"] = json.dumps([fields], separators=(",", ":"), ensure_ascii=False)
         path = "/signature_request/send"
         if self.config.client_id:
             form["client_id"] = self.config.client_id

@@ -17,6 +17,14 @@ Why it is shaped this way:
   and the hash it reports for the signed file, next to the hash of what we downloaded.
 - Event ids come from state (flow, signer, outcome), so a redelivered, reordered or polled event
   is the same event and the workflow applies it once.
+- Positions: a role placed by an anchor text (【甲方签章】) is positioned by e签宝's own keyword
+  search (`POST /v3/files/{fileId}/keyword-positions`, endpoint from e签宝's error-code list; its
+  answer `keywordPositions[{keyword, searchResult, positions[{pageNum, coordinates[{positionX,
+  positionY}]}]}]` is third-party, as is `signFieldPosition{positionPage (a string), positionX,
+  positionY}`), the seal `KEYWORD_OFFSET_X` right of it; a template's signature field by its
+  rectangle's centre; a signer with no place gets `freeMode` (they place it themselves).
+  Several documents go into one flow (at most 50 files): each signer gets a sign field in every
+  file, and each signed file is downloaded by its `fileId`.
 """
 
 from __future__ import annotations
@@ -44,7 +52,15 @@ from connectors.esign.esign_cn_auth import (
     verify_signed_pdf,
 )
 from connectors.http import may_heal, retry_after
-from signbridge.core.models import CreateFlowInput, OpenGroupInput, Person, ProviderEvent, SignerLink
+from signbridge.core.models import (
+    CreateFlowInput,
+    DocumentInfo,
+    OpenGroupInput,
+    Person,
+    Placement,
+    ProviderEvent,
+    SignerLink,
+)
 from signbridge.core.settings import Settings
 from signbridge.core.untrusted import load_json
 from store.blobs import BlobStore
@@ -92,6 +108,26 @@ def signer_of(custom_biz_num: Any) -> str | None:
     value = str(custom_biz_num or "")
     signer, sep, _tag = value.rpartition("@")
     return signer if sep and signer else None
+
+
+MAX_FILES = 50  # files in one e签宝 flow ((精简版)基于文件发起签署)
+# The seal's centre sits this far right of the keyword e签宝 found: beside the anchor text, like the
+# built-in provider's stamp, not over it.
+KEYWORD_OFFSET_X = 90.0
+
+
+def _field_config(placement: Placement | None, found: Mapping[str, tuple[int, float, float]]) -> dict[str, Any]:
+    """A signer's sign field: at its anchor by e签宝's keyword search, at its template field's
+    centre, or — with no place in the document — wherever the signer puts it (`freeMode`)."""
+    if placement is None:
+        return {"freeMode": True, "signFieldStyle": 1}
+    if placement.anchor and placement.anchor in found:
+        page, x, y = found[placement.anchor]
+        x += KEYWORD_OFFSET_X
+    else:
+        page, (x, y) = placement.page + 1, rest.box_centre(placement)
+    return {"freeMode": False, "signFieldStyle": 1,
+            "signFieldPosition": {"positionPage": str(page), "positionX": round(x, 2), "positionY": round(y, 2)}}
 
 
 def _account(person: Person) -> str:
@@ -184,12 +220,12 @@ class EsignCnProvider:
                 break
         return None
 
-    async def _upload(self, req: CreateFlowInput) -> str:
-        pdf = self.blobs.get(req.document.blob_key)
+    async def _upload(self, document: DocumentInfo) -> str:
+        pdf = self.blobs.get(document.blob_key)
         md5 = content_md5(pdf)
         data = await self.call("POST", "/v3/files/file-upload-url", "file upload url", {
             "contentMd5": md5, "contentType": "application/pdf", "convertToPDF": False,
-            "fileName": req.document.name, "fileSize": len(pdf)})
+            "fileName": document.name, "fileSize": len(pdf)})
         file_id, url = str(data["fileId"]), str(data["fileUploadUrl"])
         resp = await rest.send(self.http, "PUT", url, "e签宝 upload", content=pdf,
                           headers={"Content-MD5": md5, "Content-Type": "application/pdf"})
@@ -210,21 +246,47 @@ class EsignCnProvider:
         missing = [p.name for _, p in ordered if not _account(p)]
         if missing:
             raise ProviderError(f"e签宝 needs a mobile number or email for {', '.join(missing)}", retryable=False)
-        file_id = await self._upload(req)
+        documents = req.all_documents
+        if len(documents) > MAX_FILES:
+            raise ProviderError(f"e签宝 takes at most {MAX_FILES} files per flow", retryable=False)
+        file_ids = [await self._upload(d) for d in documents]
+        found: list[dict[str, tuple[int, float, float]]] = []
+        for index, file_id in enumerate(file_ids):
+            anchors = sorted({p.anchor for p in req.placements if p.anchor and p.document == index})
+            found.append(await self._keyword_positions(file_id, anchors) if anchors else {})
         signers = [{
             "signerType": 0,
             "psnSignerInfo": {"psnAccount": _account(p), "psnInfo": {"psnName": p.name}},
             "signConfig": {"signOrder": g + 1},
             "signFields": [{"fileId": file_id, "customBizNum": biz_num(p.id, req.request_id),
-                            "normalSignFieldConfig": {"freeMode": True, "signFieldStyle": 1}}],
+                            "normalSignFieldConfig": _field_config(rest.placement_of(req.placements, p.id, index),
+                                                                   found[index])}
+                           for index, file_id in enumerate(file_ids)],
         } for g, p in ordered]
         data = await self.call("POST", "/v3/sign-flow/create-by-file", "create flow", {
-            "docs": [{"fileId": file_id, "fileName": req.document.name}],
+            "docs": [{"fileId": file_id, "fileName": d.name} for file_id, d in zip(file_ids, documents, strict=True)],
             "signFlowConfig": {"signFlowTitle": req.title[:100], "autoStart": True, "autoFinish": True,
                                "signFlowExpireTime": int(req.expires_at.timestamp() * 1000),
                                "notifyUrl": self.notify_url},
             "signers": signers})
         return str(data["signFlowId"])
+
+    async def _keyword_positions(self, file_id: str, keywords: list[str]) -> dict[str, tuple[int, float, float]]:
+        """e签宝's own keyword positioning (检索文件关键字坐标): where it finds each anchor text in the
+        uploaded file, as (1-based page, x, y) in its coordinates. A keyword it does not find is left
+        out; its signer then signs at the spot SignBridge found for it."""
+        data = await self.call("POST", f"/v3/files/{file_id}/keyword-positions", "keyword positions",
+                               {"keywords": keywords})
+        found: dict[str, tuple[int, float, float]] = {}
+        for item in data.get("keywordPositions") or []:
+            positions = item.get("positions") or []
+            if not item.get("searchResult") or not positions or not positions[0].get("coordinates"):
+                continue
+            first = positions[0]
+            point = first["coordinates"][0]
+            found[str(item.get("keyword"))] = (int(first["pageNum"]), float(point["positionX"]),
+                                               float(point["positionY"]))
+        return found
 
     async def _detail(self, flow_id: str) -> dict[str, Any]:
         return dict(await self.call("GET", f"/v3/sign-flow/{flow_id}/detail", "flow detail"))
@@ -267,9 +329,18 @@ class EsignCnProvider:
         signed, _ = await self._download(flow_id)
         return signed
 
-    async def _download(self, flow_id: str) -> tuple[bytes, list[dict[str, Any]]]:
-        """The signed file and, when trust roots are configured, its checked signatures."""
-        url = str((await self._files(flow_id))[0]["downloadUrl"])
+    async def download_documents(self, flow_id: str) -> list[bytes]:
+        """Every signed file of the flow, in the order of its `docs` (the request's order)."""
+        order = [str(d.get("fileId")) for d in (await self._detail(flow_id)).get("docs") or []]
+        files = {str(f.get("fileId")): f for f in await self._files(flow_id)}
+        if sorted(order) != sorted(files):
+            raise ProviderError(f"e签宝 flow {flow_id}: signed files do not match its documents", retryable=True)
+        return [(await self._download(flow_id, files[file_id]))[0] for file_id in order]
+
+    async def _download(self, flow_id: str,
+                        file: Mapping[str, Any] | None = None) -> tuple[bytes, list[dict[str, Any]]]:
+        """A signed file (the first by default) and, when trust roots are configured, its checked signatures."""
+        url = str((file or (await self._files(flow_id))[0])["downloadUrl"])
         signed = rest.pdf_of(await rest.send(self.http, "GET", url, "e签宝 download"), f"e签宝 download of {flow_id}")
         if not self.config.trust_roots_file:
             return signed, []

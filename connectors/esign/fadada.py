@@ -19,6 +19,12 @@ Why it is shaped this way:
   in `retryable_codes` and the token-invalid ones (unconfirmed values; configurable).
 - 法大大 stamps the PDF with its own signatures and returns a new file: `incremental = False`;
   evidence is the task id and the signed file's hash.
+- Positions: a placed signer's `person_sign` field is declared in the document's `docFields` and
+  assigned through the actor's `signFields{fieldDocId, fieldId}`; at an anchor text it uses
+  法大大's keyword positioning (`positionMode: keyword`, `positionKeyword`, `keywordOffsetX/Y`),
+  at a template field pixel mode (field names from a third-party summary of FASC v5.1:
+  unconfirmed). A signer with no place gets no field and places it on 法大大's page. One
+  document per task: several are refused at prepare.
 - Callbacks: form `bizContent` + `X-FASC-Event`, signed the same way (over every `X-FASC-*`
   header received except Sign), timestamp within ±5 min, reply 200 `{"msg": "success"}`. The
   signature covers the body, so events act directly. The last `sign-task-signed` may already
@@ -42,7 +48,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.esign import rest
 from connectors.esign.base import ProviderError, WebhookRejected, WebhookReply
-from signbridge.core.models import CreateFlowInput, OpenGroupInput, Person, ProviderEvent, SignerLink
+from signbridge.core.models import CreateFlowInput, OpenGroupInput, Person, Placement, ProviderEvent, SignerLink
 from signbridge.core.settings import Settings
 from signbridge.core.untrusted import is_stale, load_json
 from store.blobs import BlobStore
@@ -111,6 +117,27 @@ def task_event(flow_id: str, kind: str, when: Any = None, raw: dict[str, Any] | 
 
 
 STATUS_EVENTS = {"task_finished": "completed", "revoked": "cancelled", "expired": "expired"}
+
+
+def field_id(placement: Placement) -> str:
+    return f"sign-{placement.role}"[:32]
+
+
+def doc_field(placement: Placement) -> dict[str, Any]:
+    """A `person_sign` field of the document: found by 法大大's keyword positioning at the anchor
+    text (offset in points from the keyword's centre to the stamp's), or at the template field
+    (pixel mode, points from the page's top left)."""
+    x1, y1, x2, y2 = placement.box
+    field = {"fieldId": field_id(placement), "fieldName": f"sign:{placement.role}", "fieldType": "person_sign"}
+    if placement.anchor and placement.anchor_box:
+        ax1, ay1, ax2, ay2 = placement.anchor_box
+        return {**field, "position": {
+            "positionMode": "keyword", "positionPageNo": placement.page + 1, "positionKeyword": placement.anchor,
+            "keywordOffsetX": str(round((x1 + x2) / 2 - (ax1 + ax2) / 2)),
+            "keywordOffsetY": str(round((y1 + y2) / 2 - (ay1 + ay2) / 2))}}
+    height = placement.page_size[1] if placement.page_size else 842.0
+    return {**field, "position": {"positionMode": "pixel", "positionPageNo": placement.page + 1,
+                                  "positionX": str(round(x1)), "positionY": str(round(height - y2))}}
 
 
 class FadadaProvider:
@@ -187,16 +214,22 @@ class FadadaProvider:
             if not account:
                 raise ProviderError(f"法大大 needs a mobile or email for {person.name}", retryable=False)
             order = len(actors) + 1 if self.config.sequential_groups else group + 1
-            actors.append({"actor": {"actorId": person.id, "actorType": "person", "actorName": person.name,
-                                     "permissions": ["sign"], "accountName": account},
-                           "orderNo": order})
+            actor: dict[str, Any] = {"actor": {"actorId": person.id, "actorType": "person", "actorName": person.name,
+                                               "permissions": ["sign"], "accountName": account},
+                                     "orderNo": order}
+            placement = rest.placement_of(req.placements, person.id)
+            if placement is not None:
+                actor["signFields"] = [{"fieldDocId": "1", "fieldId": field_id(placement)}]
+            actors.append(actor)
         file_id = await self._upload(req)
+        fields = [doc_field(p) for p in req.placements if p.document == 0 and p.kind == "sign"]
         created = await self.call("/sign-task/create", {
             "initiator": {"idType": "corp", "openId": self.config.open_corp_id},
             "signTaskSubject": req.title, "transReferenceId": req.request_id,
             "signInOrder": len(req.groups) > 1, "autoFinish": True,
             "expiresTime": str(int(req.expires_at.timestamp() * 1000)),
-            "docs": [{"docId": "1", "docName": req.document.name, "docFileId": file_id}],
+            "docs": [{"docId": "1", "docName": req.document.name, "docFileId": file_id,
+                      **({"docFields": fields} if fields else {})}],
             "actors": actors}, "create task")
         task_id = str(created["signTaskId"])
         await self.call("/sign-task/start", {"signTaskId": task_id}, "start task")

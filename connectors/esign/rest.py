@@ -1,5 +1,5 @@
 """What the providers' REST clients share: one call, one reading of a failed answer, event ids
-taken from state, signers in order, and the links of those still to sign.
+taken from state, signers in order, where each signer signs, and the links of those still to sign.
 
 Each provider speaks its own API, but an outage is retried the same way everywhere, an event
 is named the same way (so a redelivery and a poll agree), and a signer SignBridge asks about
@@ -8,7 +8,7 @@ but the provider does not know is the same refusal.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeGuard, TypeVar
 
@@ -17,7 +17,7 @@ from pydantic import SecretStr
 
 from connectors.esign.base import ProviderError
 from connectors.http import may_heal, retry_after
-from signbridge.core.models import Person, ProviderEvent, SignerLink
+from signbridge.core.models import Person, Placement, ProviderEvent, SignerLink
 
 T = TypeVar("T")
 
@@ -92,6 +92,18 @@ def provider_event(provider: str, flow_id: str, kind: str, occurred_at: datetime
     event_id = f"{provider}:{flow_id}:{kind}" if who is None else f"{provider}:{flow_id}:{who}:{kind}"
     return ProviderEvent(event_id=event_id, provider=provider, flow_id=flow_id, kind=kind,  # type: ignore[arg-type]
                          signer_id=signer_id, reason=reason, occurred_at=occurred_at, raw=raw or {})
+
+
+def placement_of(placements: Sequence[Placement], signer_id: str, document: int = 0) -> Placement | None:
+    """Where `signer_id` signs document `document` (`activities.placements`): a template's
+    signature field or the spot beside an anchor text; None = the provider's own default."""
+    return next((p for p in placements if p.signer_id == signer_id and p.document == document
+                 and p.kind == "sign"), None)
+
+
+def box_centre(placement: Placement) -> tuple[float, float]:
+    x1, y1, x2, y2 = placement.box
+    return round((x1 + x2) / 2, 2), round((y1 + y2) / 2, 2)
 
 
 def each_signer_once(groups: list[list[Person]]) -> list[tuple[int, Person]]:

@@ -22,6 +22,7 @@ from typing import IO, Annotated, Any
 import typer
 
 from signbridge.cli import approvals as approvals_cli
+from signbridge.cli import bulk as bulk_cli
 from signbridge.cli import devserver
 from signbridge.cli import documents as documents_cli
 from signbridge.cli import ops as ops_cli
@@ -63,6 +64,7 @@ app.add_typer(ops_cli.db_app, name="db")
 app.add_typer(documents_cli.templates_app, name="templates")
 app.add_typer(approvals_cli.approvals_app, name="approvals")
 app.command(name="pause")(documents_cli.pause)
+app.command(name="bulk-send")(bulk_cli.bulk_send)
 app.command(name="resume")(documents_cli.resume)
 
 API_HOST = "127.0.0.1"

@@ -93,6 +93,8 @@ class Placement(BaseModel):
     box: tuple[float, float, float, float]  # llx, lly, urx, ury in PDF points
     kind: Literal["sign", "seal"] = "sign"
     anchor: str | None = None  # the anchor text it sits beside; None for a template field
+    anchor_box: tuple[float, float, float, float] | None = None  # that text's own rectangle (offsets from it)
+    page_size: tuple[float, float] | None = None  # the page's width and height (providers measuring from the top)
 
 
 class ApprovalRef(BaseModel):
@@ -344,3 +346,86 @@ class ChatReplyInput(BaseModel):
     words: str = ""
     reason: str = ""
     operator: bool = False
+
+
+# ---- bulk sends ---------------------------------------------------------------------------
+
+
+class BulkProgress(BaseModel):
+    """Where a bulk send is; carried from one run of `BulkSendWorkflow` to the next (continue-as-new).
+
+    Counts rather than rows: a 10,000-row CSV lives in the database (`bulk_rows`), the workflow
+    keeps only the ids of the rows it started that have not ended."""
+
+    status: Literal["LOADING", "RUNNING", "DONE", "CANCELLED", "REJECTED"] = "LOADING"
+    total: int = 0  # data rows in the CSV
+    bad: int = 0  # rows reported, never sent
+    problems: list[str] = Field(default_factory=list)  # the first bad rows, in words
+    next_line: int = 0  # every good row up to this CSV line has been dealt with
+    all_started: bool = False
+    started: int = 0  # rows whose signing request this bulk send started
+    skipped: int = 0  # rows sent before (an earlier bulk send or run of the same rows): not sent again
+    sent: int = 0  # rows whose signers have their links
+    starting: list[str] = Field(default_factory=list)  # started, links not out yet (at most the concurrency)
+    open: list[str] = Field(default_factory=list)  # started, not ended
+    to_cancel: list[str] = Field(default_factory=list)  # open rows still to be told the bulk was cancelled
+    outcomes: dict[str, int] = Field(default_factory=dict)  # final status of ended rows -> how many
+    not_sent: int = 0  # good rows never started because the bulk was cancelled
+    reason: str | None = None  # why REJECTED / who CANCELLED
+    peak_starting: int = 0  # the most rows that were starting at once (never above the concurrency)
+    runs: int = 1  # runs of the workflow so far (continue-as-new)
+
+    @property
+    def ended(self) -> int:
+        return sum(self.outcomes.values())
+
+
+class BulkSendInput(BaseModel):
+    """The one input of `BulkSendWorkflow`: a template, a CSV, and what every row's request shares."""
+
+    bulk_id: str
+    title: str
+    template: str
+    initiator: Person
+    chat: ChatRef
+    csv: DocumentSource | None = None  # an upload in the blob store, or the chat's file
+    provider: str = "local"
+    timing: Timing = Field(default_factory=Timing)
+    roles: dict[str, Person] = Field(default_factory=dict)  # roles the command gave to chat members
+    cc: list[Person] = Field(default_factory=list)
+    concurrency: int = 5  # rows starting at once (SIGNBRIDGE_BULK_CONCURRENCY)
+    max_rows: int = 10000
+    rows_per_run: int = 500  # rows started per run before continuing as new (bounded history)
+    problem: str | None = None  # found before it started (no CSV attached…): said in the chat, REJECTED
+    progress: BulkProgress | None = None  # None on the first run
+
+
+class BulkView(BulkProgress):
+    """What the `progress` query, the bulk's card and `GET /api/v1/bulk-sends/{id}` show."""
+
+    bulk_id: str
+    title: str
+    template: str
+    initiator: Person
+    chat: ChatRef
+    concurrency: int = 5
+
+
+class BulkLoaded(BaseModel):
+    total: int
+    bad: int
+    problems: list[str] = Field(default_factory=list)
+
+
+class BulkPage(BaseModel):
+    """The next good rows of a bulk send after CSV line `after_line`, as signing requests."""
+
+    bulk: BulkSendInput
+    after_line: int
+    limit: int
+
+
+class BulkRowRequest(BaseModel):
+    line: int
+    request: SigningRequest
+    already: bool = False  # a request with this row's id exists: sent before, not again

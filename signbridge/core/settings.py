@@ -142,9 +142,9 @@ class Settings(BaseSettings, Timing):
     convert_timeout_seconds: float = 90.0  # within the step's 2-minute activity timeout
     max_pages: int = 200  # more pages than anyone reads before signing (a 500-page spreadsheet export)
 
-    # Bulk sends: child flows starting at once, and the most rows one CSV may have.
+    # Bulk sends: rows starting at once (until their links are out), and the most rows one CSV may have.
     bulk_concurrency: int = Field(default=5, ge=1, le=100)
-    bulk_max_rows: int = Field(default=1000, ge=1, le=5000)
+    bulk_max_rows: int = Field(default=10_000, ge=1, le=100_000)
     # The pause switch is read from the database at most this often by each API process.
     pause_check_seconds: float = 2.0
 

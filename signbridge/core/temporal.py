@@ -23,11 +23,12 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.runtime import Runtime
 
 from signbridge.core import metrics
-from signbridge.core.models import SigningRequest, SignStatus, StatusView
+from signbridge.core.models import BulkSendInput, BulkView, SigningRequest, SignStatus, StatusView
 from signbridge.core.search_attributes import keyword
 from signbridge.core.settings import Settings
 
 WORKFLOW_NAME = "SigningWorkflow"
+BULK_WORKFLOW_NAME = "BulkSendWorkflow"
 
 SA_STATUS = SearchAttributeKey.for_keyword("SignStatus")
 SA_PROVIDER = SearchAttributeKey.for_keyword("SignProvider")
@@ -103,15 +104,33 @@ async def start_signing(client: Client, req: SigningRequest, task_queue: str) ->
         return client.get_workflow_handle(req.request_id, result_type=StatusView), False
 
 
+async def start_bulk(client: Client, arg: BulkSendInput, task_queue: str) -> tuple[WorkflowHandle, bool]:
+    """Start a bulk send once (its id is the bulk id). Returns (handle, started)."""
+    try:
+        handle = await client.start_workflow(
+            BULK_WORKFLOW_NAME, arg, id=arg.bulk_id, task_queue=task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            search_attributes=TypedSearchAttributes([
+                SearchAttributePair(SA_PLATFORM, keyword(arg.chat.platform)),
+                SearchAttributePair(SA_INITIATOR, keyword(arg.initiator.id)),
+                SearchAttributePair(SA_PROVIDER, keyword(arg.provider))]),
+            static_summary=f"批量发送 / bulk send: {arg.title} — {arg.initiator.name}", result_type=BulkView)
+        return handle, True
+    except WorkflowAlreadyStartedError:
+        return client.get_workflow_handle(arg.bulk_id, result_type=BulkView), False
+
+
 def deadline_pair(deadline: datetime) -> SearchAttributePair[datetime]:
     return SearchAttributePair(SA_DEADLINE, deadline)
 
 
 __all__ = [
+    "BULK_WORKFLOW_NAME",
     "SEARCH_ATTRIBUTES",
     "WORKFLOW_NAME",
     "WithStartWorkflowOperation",
     "WorkflowIDConflictPolicy",
     "connect",
+    "start_bulk",
     "start_signing",
 ]

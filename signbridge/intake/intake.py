@@ -29,6 +29,8 @@ from signbridge.core.models import (
     ActionInput,
     Actor,
     ApprovalRef,
+    BulkSendInput,
+    BulkView,
     ChatRef,
     ChatReplyInput,
     DocumentSource,
@@ -38,7 +40,7 @@ from signbridge.core.models import (
     Timing,
 )
 from signbridge.core.settings import Settings
-from signbridge.intake import temporal_calls
+from signbridge.intake import bulk, temporal_calls
 from signbridge.intake.pause import PauseSwitch
 from store.repos import approval_mappings, chat_files, identities
 from store.tables import utcnow
@@ -83,6 +85,8 @@ class Intake:
             return Ignored("not a command")  # its files, if any, are kept for a later command
         if (reason := self.pause.reason()) is not None:
             return await self._reply(event, rules, kind="paused", reason=reason)
+        if parsed is not None and parsed.bulk:
+            return await self._bulk_from_command(event, parsed, problem, rules)
         template = parsed.template if parsed else None
         documents, named = (([DocumentSource(name=f.name, url=f.url, sha256=f.sha256) for f in event.files], True)
                             if template else self._documents(event, rules))
@@ -184,6 +188,20 @@ class Intake:
         if isinstance(outcome, NotFound) and not outcome.ended:
             return Ignored(f"approval {event.instance_id} is {event.status}: no signing flow to cancel")
         return outcome
+    async def _bulk_from_command(self, event: ChatEvent, parsed: commands.ParsedCommand, problem: str | None,
+                                 rules: Rules) -> Outcome:
+        """`/sign 批量 模板:…` with a CSV: a `BulkSendWorkflow` (id from the event, so a redelivery is a no-op)."""
+        files, _ = (bulk.sources(event.files), True) if event.files else self._documents(event, rules)
+        arg = bulk.from_command(event, parsed, self.settings, problem,
+                                self._named(event.sender, event.platform, event.tenant), files)
+        return await self.start_bulk(arg, rules.deadline)
+
+    async def start_bulk(self, arg: BulkSendInput, deadline: Deadline = REST) -> Outcome:
+        """Start a bulk send once: `Started`, `Duplicate` (the same bulk id) or `Busy`."""
+        return await temporal_calls.start_bulk_send(self.client, arg, self.settings.task_queue, deadline.accept)
+
+    async def bulk_progress(self, bulk_id: str, within: float = REST.accept) -> BulkView | Outcome:
+        return await temporal_calls.bulk_progress(self.client, bulk_id, within)
 
     def _timing(self, parsed: commands.ParsedCommand | None) -> Timing:
         """The installation's timing with the command's `期限:` and `提醒:`."""

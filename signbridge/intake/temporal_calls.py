@@ -24,8 +24,8 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from signbridge.core.chat import Accepted, Applied, Busy, Deadline, Duplicate, NotFound, Outcome, Refused, Started
-from signbridge.core.models import ActionInput, ChatReplyInput, SigningRequest, StatusView
-from signbridge.core.temporal import start_signing
+from signbridge.core.models import ActionInput, BulkSendInput, BulkView, ChatReplyInput, SigningRequest, StatusView
+from signbridge.core.temporal import start_bulk, start_signing
 
 # RPC statuses that say "not now" rather than "never": the caller should come back.
 TRANSIENT = frozenset({RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.RESOURCE_EXHAUSTED,
@@ -70,6 +70,25 @@ async def start(client: Client, req: SigningRequest, task_queue: str, within: fl
     except FAILURES as e:
         return _busy_or_raise(e)
     return (Started if started else Duplicate)(req.request_id, req.problem)
+
+
+async def start_bulk_send(client: Client, arg: BulkSendInput, task_queue: str, within: float) -> Outcome:
+    """Start the bulk send once (its id is the bulk id): `Started`, `Duplicate` or `Busy`."""
+    try:
+        async with asyncio.timeout(within):
+            _, started = await start_bulk(client, arg, task_queue)
+    except FAILURES as e:
+        return _busy_or_raise(e)
+    return (Started if started else Duplicate)(arg.bulk_id, arg.problem)
+
+
+async def bulk_progress(client: Client, bulk_id: str, within: float) -> BulkView | Outcome:
+    """The bulk send's `progress` query: its view, `NotFound` or `Busy`."""
+    try:
+        async with asyncio.timeout(within):
+            return await client.get_workflow_handle(bulk_id).query("progress", result_type=BulkView)
+    except FAILURES as e:
+        return await _not_found(client, bulk_id, within) if _missing(e) else _busy_or_raise(e)
 
 
 async def start_reply(client: Client, arg: ChatReplyInput, workflow_id: str, task_queue: str,

@@ -80,15 +80,19 @@ class E2E:
     blobs: BlobStore
     provider: str
 
-    async def start(self, groups: list[list[Person]], **timing: Any) -> WorkflowHandle[Any, StatusView]:
+    async def start(self, groups: list[list[Person]], *, documents: list[bytes] | None = None,
+                    roles: dict[str, str] | None = None, **timing: Any) -> WorkflowHandle[Any, StatusView]:
+        """A request signed by `groups`; `documents` (default: one sample contract) may carry anchor
+        texts, `roles` (role -> signer id) says who signs beside which."""
         request_id = f"sign:{self.provider}:{uuid.uuid4().hex[:12]}"
-        key = self.blobs.put(sample_contract("Provider test"))
+        files = documents or [sample_contract("Provider test")]
         base: dict[str, Any] = dict(step_retry_window=timedelta(seconds=4), poll_after=timedelta(days=30))
         req = SigningRequest(
             request_id=request_id, title="销售合同", initiator=INITIATOR, provider=self.provider,
             chat=ChatRef(chat_id="g-1", source_event_id=request_id),
-            documents=[DocumentSource(name="contract.pdf", blob_key=key)], groups=groups,
-            timing=Timing(**{**base, **timing}))
+            documents=[DocumentSource(name=f"contract-{i + 1}.pdf" if i else "contract.pdf",
+                                      blob_key=self.blobs.put(pdf)) for i, pdf in enumerate(files)],
+            groups=groups, roles=roles or {}, timing=Timing(**{**base, **timing}))
         handle, started = await start_signing(self.client, req, self.settings.task_queue)
         assert started
         return handle

@@ -26,12 +26,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from pypdf import PdfReader
 
 from connectors.esign.docuseal import signature
 from signbridge.pdf.pades import sign_pdf
@@ -98,11 +100,20 @@ class DocuSealSim:
             docs = body.get("documents") or []
             if len(docs) != 1 or not docs[0].get("file"):
                 return JSONResponse({"error": "documents must hold one file"}, 422)
+            pdf = base64.b64decode(docs[0]["file"])
+            pages = len(PdfReader(BytesIO(pdf)).pages)
+            for f in docs[0].get("fields", []):
+                for a in f.get("areas") or []:
+                    if not (isinstance(a.get("page"), int) and 1 <= a["page"] <= pages
+                            and all(0 <= a.get(k, -1) <= 1 for k in ("x", "y", "w", "h"))
+                            and a["x"] + a["w"] <= 1 and a["y"] + a["h"] <= 1):
+                        return JSONResponse({"error": f"field {f.get('name')}: area outside page {a}"}, 422)
             roles = sorted({f["role"] for f in docs[0].get("fields", [])})
             tid = next(self._ids)
             self.templates[tid] = {"id": tid, "name": body.get("name"), "external_id": body.get("external_id"),
-                                   "submitters": [{"name": r, "uuid": secrets.token_hex(8)} for r in roles]}
-            self.files[tid] = base64.b64decode(docs[0]["file"])
+                                   "submitters": [{"name": r, "uuid": secrets.token_hex(8)} for r in roles],
+                                   "fields": docs[0].get("fields", [])}
+            self.files[tid] = pdf
             return JSONResponse(self.templates[tid])
 
         @app.post("/api/submissions")

@@ -34,6 +34,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from io import BytesIO
 from typing import Any
 from urllib.parse import urlparse
 
@@ -41,6 +42,8 @@ import httpx
 import jwt
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from pdfminer.high_level import extract_text
+from pypdf import PdfReader
 
 from connectors.esign.docusign import connect_signature
 from signbridge.pdf.sample import sample_contract
@@ -50,6 +53,30 @@ from tests.sim.servers import serve
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _tab_problem(tab: dict[str, Any], pdfs: dict[str, bytes]) -> tuple[str, str] | None:
+    """Why DocuSign would refuse a signHere tab: an unknown document, an anchor string that is not
+    in it (with anchorIgnoreIfNotPresent false), a page that does not exist, a position off the page."""
+    pdf = pdfs.get(str(tab.get("documentId")))
+    if pdf is None:
+        return "INVALID_DOCUMENT_ID", f"documentId {tab.get('documentId')}"
+    if tab.get("anchorString"):
+        if tab.get("anchorIgnoreIfNotPresent") != "true" and tab["anchorString"] not in extract_text(BytesIO(pdf)):
+            return "ANCHOR_TAB_STRING_NOT_FOUND", str(tab["anchorString"])
+        return None
+    pages = PdfReader(BytesIO(pdf)).pages
+    page = str(tab.get("pageNumber", ""))
+    if not page.isdigit() or not 1 <= int(page) <= len(pages):
+        return "PAGE_NUMBER_NOT_IN_DOCUMENT", page
+    box = pages[int(page) - 1].mediabox
+    try:
+        x, y = float(tab["xPosition"]), float(tab["yPosition"])
+    except (KeyError, ValueError):
+        return "INVALID_TAB_POSITION", "xPosition/yPosition"
+    if not (0 <= x <= float(box.width) and 0 <= y <= float(box.height)):
+        return "TAB_OUT_OF_BOUNDS", f"{x},{y}"
+    return None
 
 
 def _err(status: int, code: str, message: str = "") -> Response:
@@ -72,6 +99,7 @@ class DocuSignSim:
         self.callback_url = ""
         self.envelopes: dict[str, dict[str, Any]] = {}
         self.files: dict[str, bytes] = {}
+        self.documents: dict[str, dict[str, bytes]] = {}  # envelope -> documentId -> PDF
         self.tokens: set[str] = set()
         self.grants = 0
         self.consent = True
@@ -143,15 +171,22 @@ class DocuSignSim:
             docs, signers = body.get("documents") or [], (body.get("recipients") or {}).get("signers") or []
             if body.get("status") != "sent" or not docs or not signers:
                 return _err(400, "INVALID_REQUEST_BODY", "documents, signers and status sent are required")
-            try:
-                pdf = base64.b64decode(docs[0]["documentBase64"], validate=True)
-            except (KeyError, ValueError):
-                return _err(400, "INVALID_REQUEST_BODY", "documentBase64")
-            if not pdf.startswith(b"%PDF-"):
-                return _err(400, "PDF_VALIDATION_FAILED")
+            pdfs: dict[str, bytes] = {}
+            for doc in docs:
+                try:
+                    pdf = base64.b64decode(doc["documentBase64"], validate=True)
+                except (KeyError, ValueError):
+                    return _err(400, "INVALID_REQUEST_BODY", "documentBase64")
+                if not pdf.startswith(b"%PDF-"):
+                    return _err(400, "PDF_VALIDATION_FAILED")
+                pdfs[str(doc.get("documentId"))] = pdf
             for s in signers:
                 if not s.get("email") or not s.get("name") or not s.get("recipientId") or not s.get("routingOrder"):
                     return _err(400, "INVALID_EMAIL_ADDRESS_FOR_RECIPIENT")
+                for tab in (s.get("tabs") or {}).get("signHereTabs") or []:
+                    problem = _tab_problem(tab, pdfs)
+                    if problem:
+                        return _err(400, *problem)
             env_id = str(uuid.uuid4())
             envelope = {"envelopeId": env_id, "status": "sent", "emailSubject": body.get("emailSubject"),
                         "customFields": body.get("customFields") or {}, "sentDateTime": _now(),
@@ -159,7 +194,8 @@ class DocuSignSim:
                         "recipients": {"signers": [{**s, "status": "sent"} for s in signers]}}
             with self._lock:
                 self.envelopes[env_id] = envelope
-                self.files[env_id] = pdf
+                self.documents[env_id] = pdfs
+                self.files[env_id] = next(iter(pdfs.values()))
             return JSONResponse({"envelopeId": env_id, "status": "sent", "statusDateTime": _now(),
                                  "uri": f"/envelopes/{env_id}"}, 201)
 
@@ -265,9 +301,19 @@ class DocuSignSim:
                 if envelope["status"] != "completed":
                     return _err(400, "ENVELOPE_NOT_COMPLETE")
                 return Response(self.certificate(env_id), media_type="application/pdf")
+            if which in self.documents.get(env_id, {}):
+                return Response(self.documents[env_id][which], media_type="application/pdf")
             if which != "combined":
                 return _err(404, "DOCUMENT_DOES_NOT_EXIST")
             return Response(self.files[env_id], media_type="application/pdf")
+
+        @app.get(prefix + "/envelopes/{env_id}/documents")
+        async def list_documents(account: str, env_id: str) -> Response:
+            if env_id not in self.envelopes:
+                return _err(404, "ENVELOPE_DOES_NOT_EXIST")
+            return JSONResponse({"envelopeId": env_id, "envelopeDocuments": [
+                *({"documentId": k, "type": "content", "order": k} for k in self.documents[env_id]),
+                {"documentId": "certificate", "type": "summary"}]})
 
         return app
 
@@ -330,6 +376,8 @@ class DocuSignSim:
             if done:
                 envelope.update(status="completed", completedDateTime=_now())
                 self.files[env_id] = rerender(self.files[env_id], ["DocuSign Envelope ID: " + env_id])
+                self.documents[env_id] = {k: rerender(v, ["DocuSign Envelope ID: " + env_id])
+                                          for k, v in self.documents[env_id].items()}
         await self._emit("recipient-completed", env_id, signer["recipientId"])
         if done:
             await self._emit("envelope-completed", env_id)

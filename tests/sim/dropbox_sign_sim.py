@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from io import BytesIO
 from typing import Any
 
 import httpx
@@ -129,13 +130,16 @@ class DropboxSignSim:
                                 "last_viewed_at": None, "decline_reason": None})
             if not signers:
                 return _bad("at least one signer is required")
+            placed = _form_fields(form.get("form_fields_per_document"), pdf, len(signers))
+            if isinstance(placed, str):
+                return _bad(placed)
             metadata = {str(k)[9:-1]: str(v) for k, v in form.items() if str(k).startswith("metadata[")}
             rid = hashlib.sha1(f"{next(self._ids)}{time.time()}".encode()).hexdigest()
             req = {"signature_request_id": rid, "title": str(form.get("title", "")), "metadata": metadata,
                    "is_complete": False, "is_declined": False, "is_canceled": False, "has_error": False,
                    "expires_at": int(str(form["expires_at"])) if form.get("expires_at") else None,
                    "created_at": int(time.time()), "signatures": signers, "embedded": embedded,
-                   "downloadable": False}
+                   "downloadable": False, "form_fields": placed}
             with self._lock:
                 self.requests[rid] = req
                 self.files[rid] = pdf
@@ -301,7 +305,33 @@ class DropboxSignSim:
 
 
 def _public(req: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in req.items() if k not in ("embedded", "downloadable")}
+    return {k: v for k, v in req.items() if k not in ("embedded", "downloadable", "form_fields")}
+
+
+def _form_fields(raw: Any, pdf: bytes, signers: int) -> list[dict[str, Any]] | str:
+    """`form_fields_per_document` as Dropbox Sign checks it: JSON, one list per file, each field a
+    known type for an existing signer index, on an existing page, inside it."""
+    if raw is None:
+        return []
+    try:
+        per_document = json.loads(str(raw))
+    except ValueError:
+        return "form_fields_per_document is not valid JSON"
+    if not isinstance(per_document, list) or len(per_document) != 1:
+        return "form_fields_per_document needs one list per file"
+    pages = PdfReader(BytesIO(pdf)).pages
+    for item in per_document[0]:
+        if item.get("type") != "signature" or not item.get("api_id"):
+            return "form field type/api_id invalid"
+        if not isinstance(item.get("signer"), int) or not 0 <= item["signer"] < signers:
+            return f"form field signer {item.get('signer')} is not a signer index"
+        if not isinstance(item.get("page"), int) or not 1 <= item["page"] <= len(pages):
+            return f"form field page {item.get('page')} does not exist"
+        box = pages[item["page"] - 1].mediabox
+        if not (0 <= item["x"] and item["x"] + item["width"] <= float(box.width)
+                and 0 <= item["y"] and item["y"] + item["height"] <= float(box.height)):
+            return "form field is outside the page"
+    return list(per_document[0])
 
 
 def _bad(message: str) -> Response:

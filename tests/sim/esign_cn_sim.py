@@ -34,6 +34,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -41,6 +42,9 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from pdfminer.high_level import extract_pages
+from pdfminer.layout import LTChar, LTTextContainer, LTTextLine
+from pypdf import PdfReader
 
 from connectors.esign.esign_cn_auth import (
     REQUEST_WINDOW_MS,
@@ -75,6 +79,48 @@ def _account(account: str) -> dict[str, str]:
     return {"accountEmail": account} if "@" in account else {"accountMobile": account}
 
 
+def _search(pdf: bytes, keyword: str) -> dict[str, Any]:
+    """e签宝's keyword search, as the simulator does it: the centre of each occurrence, per page."""
+    pages: list[dict[str, Any]] = []
+    for number, page in enumerate(extract_pages(BytesIO(pdf)), start=1):
+        points = []
+        for element in page:
+            if not isinstance(element, LTTextContainer):
+                continue
+            for line in element:
+                if not isinstance(line, LTTextLine):
+                    continue
+                chars = [c for c in line if isinstance(c, LTChar)]
+                text = "".join(c.get_text() for c in chars)
+                at = text.find(keyword)
+                if at >= 0:
+                    hit = chars[at:at + len(keyword)]
+                    points.append({"positionX": round((hit[0].x0 + hit[-1].x1) / 2, 2),
+                                   "positionY": round((min(c.y0 for c in hit) + max(c.y1 for c in hit)) / 2, 2)})
+        if points:
+            pages.append({"pageNum": number, "coordinates": points})
+    return {"searchResult": bool(pages), "positions": pages}
+
+
+def _position(config: dict[str, Any], pdf: bytes) -> dict[str, Any] | str | None:
+    """A sign field's fixed position (None in free mode), or why e签宝 would refuse it."""
+    if config.get("freeMode"):
+        return None
+    where = config.get("signFieldPosition") or {}
+    page = where.get("positionPage")
+    if not isinstance(page, str) or not page.isdigit():
+        return "参数错误: signFieldPosition.positionPage 必须是页码字符串"
+    reader = PdfReader(BytesIO(pdf))
+    if not 1 <= int(page) <= len(reader.pages):
+        return f"参数错误: 页码 {page} 超出文档范围"
+    box = reader.pages[int(page) - 1].mediabox
+    x, y = where.get("positionX"), where.get("positionY")
+    if not isinstance(x, int | float) or not isinstance(y, int | float) or not (0 <= x <= box.right
+                                                                               and 0 <= y <= box.top):
+        return "参数错误: 签署区坐标超出页面范围"
+    return {"page": int(page), "x": float(x), "y": float(y)}
+
+
 def _ms() -> int:
     return int(time.time() * 1000)
 
@@ -93,6 +139,7 @@ class EsignCnSim:
         self.corrupt_next = 0
         self.calls: list[str] = []
         self.refusals: list[tuple[str, int]] = []  # (path, code) of every gateway/business refusal
+        self.keyword_searches: list[list[str]] = []  # the keywords of each keyword-positions call
         self.urged: list[str] = []
         self.deliveries: list[Delivery] = []
         self._held: list[Delivery] | None = None
@@ -178,6 +225,17 @@ class EsignCnSim:
                     f["status"] = 2
             return _ok({"fileId": file_id, "fileName": f["name"], "fileStatus": f["status"]})
 
+        @app.post("/v3/files/{file_id}/keyword-positions")
+        async def keyword_positions(file_id: str, request: Request) -> Response:
+            f = self.files.get(file_id)
+            if f is None:
+                return self._business(request, 1437511, f"文档不存在：{file_id}")
+            keywords = (await request.json()).get("keywords") or []
+            if not keywords:
+                return self._business(request, PARAM_ERROR, "参数错误:未指定关键字")
+            self.keyword_searches.append(list(keywords))
+            return _ok({"keywordPositions": [{"keyword": k, **_search(f["data"], k)} for k in keywords]})
+
         @app.post("/v3/sign-flow/create-by-file")
         async def create(request: Request) -> Response:
             return self._create(request, await request.json())
@@ -218,15 +276,17 @@ class EsignCnSim:
                 return self._business(request, NO_FLOW, "签署流程不存在")
             if f["status"] != 2:
                 return self._business(request, FLOW_STATE, "流程未完成，无法下载")
-            return _ok({"files": [{"fileId": f["fileId"], "fileName": f["fileName"],
-                                   "fileHash": f["signedSha256"],
-                                   "downloadUrl": f"{self.url}/oss-download/{flow_id}?sig={secrets.token_hex(8)}"}],
+            return _ok({"files": [{"fileId": d["fileId"], "fileName": d["fileName"],
+                                   "fileHash": hashlib.sha256(d["data"]).hexdigest(),
+                                   "downloadUrl": f"{self.url}/oss-download/{flow_id}/{d['fileId']}"
+                                                  f"?sig={secrets.token_hex(8)}"} for d in f["docs"]],
                         "certificateDownloadUrl": None})
 
-        @app.get("/oss-download/{flow_id}")
-        async def oss_get(flow_id: str) -> Response:
+        @app.get("/oss-download/{flow_id}/{file_id}")
+        async def oss_get(flow_id: str, file_id: str) -> Response:
             f = self.flows.get(flow_id)
-            return Response(f["data"], media_type="application/pdf") if f else Response("NoSuchKey", 404)
+            doc = next((d for d in f["docs"] if d["fileId"] == file_id), None) if f else None
+            return Response(doc["data"], media_type="application/pdf") if doc else Response("NoSuchKey", 404)
 
         @app.post("/v3/sign-flow/{flow_id}/revoke")
         async def revoke(flow_id: str, request: Request) -> Response:
@@ -257,20 +317,29 @@ class EsignCnSim:
 
     def _create(self, request: Request, body: dict[str, Any]) -> JSONResponse:
         docs, config, signers = body.get("docs") or [], body.get("signFlowConfig") or {}, body.get("signers") or []
-        if len(docs) != 1 or not signers or not config.get("signFlowTitle"):
+        if not 1 <= len(docs) <= 50 or not signers or not config.get("signFlowTitle"):
             return self._business(request, PARAM_ERROR, "参数错误: docs/signers/signFlowTitle 必填")
-        f = self.files.get(docs[0].get("fileId"))
-        if f is None or f["status"] != 2:
+        uploaded = {d.get("fileId"): self.files.get(d.get("fileId")) for d in docs}
+        if any(u is None or u["status"] != 2 for u in uploaded.values()):
             return self._business(request, PARAM_ERROR, "参数错误: 文件未上传完成")
+        f = uploaded[docs[0]["fileId"]]
+        assert f is not None
         people = []
         for s in signers:
             info = s.get("psnSignerInfo") or {}
             order = (s.get("signConfig") or {}).get("signOrder")
             if not info.get("psnAccount") or not isinstance(order, int) or not s.get("signFields"):
                 return self._business(request, PARAM_ERROR, "参数错误: psnAccount/signOrder/signFields 必填")
+            if any(fl.get("fileId") not in uploaded for fl in s["signFields"]):
+                return self._business(request, PARAM_ERROR, "参数错误: 签署区的 fileId 不在本流程的文件中")
+            positions = [_position(fl.get("normalSignFieldConfig") or {}, uploaded[fl["fileId"]]["data"])
+                         for fl in s["signFields"]]
+            if any(isinstance(p, str) for p in positions):
+                return self._business(request, PARAM_ERROR, next(p for p in positions if isinstance(p, str)))
             people.append({"account": info["psnAccount"], "name": (info.get("psnInfo") or {}).get("psnName", ""),
                            "order": order, "status": 1, "signTime": None, "refuseReason": None,
-                           "bizNums": [fl.get("customBizNum") for fl in s["signFields"]]})
+                           "bizNums": [fl.get("customBizNum") for fl in s["signFields"]],
+                           "fileIds": [fl["fileId"] for fl in s["signFields"]], "positions": positions})
         flow_id = f"sim{next(self._ids):04d}" + secrets.token_hex(12)
         with self._lock:
             self.flows[flow_id] = {
@@ -278,7 +347,10 @@ class EsignCnSim:
                 "notifyUrl": config.get("notifyUrl", ""), "expireTime": config.get("signFlowExpireTime"),
                 "autoFinish": bool(config.get("autoFinish")), "startTime": _ms(), "finishTime": None,
                 "fileId": docs[0]["fileId"], "fileName": docs[0].get("fileName", f["name"]),
-                "original": f["data"], "data": f["data"], "signedSha256": None, "signers": people}
+                "original": f["data"], "data": f["data"], "signedSha256": None, "signers": people,
+                "docs": [{"fileId": d["fileId"], "fileName": d.get("fileName", ""),
+                          "original": uploaded[d["fileId"]]["data"], "data": uploaded[d["fileId"]]["data"]}
+                         for d in docs]}
         return _ok({"signFlowId": flow_id})
 
     @staticmethod
@@ -286,8 +358,9 @@ class EsignCnSim:
         return [{"signOrder": s["order"], "signerType": 0, "signStatus": s["status"], "signTime": s["signTime"],
                  "refuseReason": s["refuseReason"],
                  "psnSigner": {"psnName": s["name"], "psnAccount": _account(s["account"])},
-                 "signFields": [{"fileId": f["fileId"], "customBizNum": b, "signFieldStatus": s["status"]}
-                                for b in s["bizNums"]]} for s in f["signers"]]
+                 "signFields": [{"fileId": file_id, "customBizNum": b, "signFieldStatus": s["status"]}
+                                for b, file_id in zip(s["bizNums"], s["fileIds"], strict=True)]}
+                for s in f["signers"]]
 
     def _detail(self, f: dict[str, Any]) -> dict[str, Any]:
         return {"signFlowStatus": f["status"], "signFlowDescription": f["description"],
@@ -295,7 +368,8 @@ class EsignCnSim:
                 "signFlowFinishTime": f["finishTime"],
                 "signFlowConfig": {"signFlowTitle": f["title"], "autoFinish": f["autoFinish"],
                                    "notifyUrl": f["notifyUrl"], "signFlowExpireTime": f["expireTime"]},
-                "docs": [{"fileId": f["fileId"], "fileName": f["fileName"]}], "signers": self._signers(f)}
+                "docs": [{"fileId": d["fileId"], "fileName": d["fileName"]} for d in f["docs"]],
+                "signers": self._signers(f)}
 
     # ---- acting as the signers --------------------------------------------------------------
 
@@ -316,8 +390,11 @@ class EsignCnSim:
         f, s = self._signer(flow_id, account)
         position = f["signers"].index(s) + 1
         credential = self.ca.issue(account, s["name"], account if "@" in account else None)
-        signed = await asyncio.to_thread(sign_pdf, f["data"], credential, signer_name=s["name"], position=position,
-                                         signed_at=datetime.now(UTC), reason="e签宝")
+        for doc in f["docs"]:  # one signature per document this signer has a sign field in
+            if doc["fileId"] in s["fileIds"]:
+                doc["data"] = await asyncio.to_thread(sign_pdf, doc["data"], credential, signer_name=s["name"],
+                                                      position=position, signed_at=datetime.now(UTC), reason="e签宝")
+        signed = f["docs"][0]["data"]
         with self._lock:
             f["data"], s["status"], s["signTime"] = signed, 2, _ms()
             done = f["autoFinish"] and all(x["status"] == 2 for x in f["signers"])

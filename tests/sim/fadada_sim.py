@@ -22,12 +22,15 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from io import BytesIO
 from typing import Any
 from urllib.parse import parse_qs
 
 import httpx
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from pdfminer.high_level import extract_text
+from pypdf import PdfReader
 
 from connectors.esign.fadada import _canonical, fasc_sign, signed_headers
 from tests.sim.dropbox_sign_sim import rerender
@@ -38,6 +41,29 @@ ACK = {"msg": "success"}
 
 def _ms() -> int:
     return int(time.time() * 1000)
+
+
+def _fields_problem(biz: dict[str, Any], pdf: bytes) -> str | None:
+    """What 法大大 would refuse in a task's fields: a field type it does not know, a keyword not in the
+    document, a page it does not have, an actor's field that the document does not declare."""
+    fields = {f.get("fieldId"): f for f in biz["docs"][0].get("docFields") or []}
+    text = extract_text(BytesIO(pdf)) if fields else ""
+    pages = len(PdfReader(BytesIO(pdf)).pages) if fields else 0
+    for f in fields.values():
+        where = f.get("position") or {}
+        if f.get("fieldType") != "person_sign" or not isinstance(where.get("positionPageNo"), int):
+            return f"参数错误: 控件 {f.get('fieldId')}"
+        if not 1 <= where["positionPageNo"] <= pages:
+            return f"参数错误: 页码 {where['positionPageNo']} 超出文档范围"
+        if where.get("positionMode") == "keyword" and where.get("positionKeyword") not in text:
+            return f"关键字 {where.get('positionKeyword')} 未找到"
+        if where.get("positionMode") not in ("keyword", "pixel"):
+            return "参数错误: positionMode"
+    for a in biz["actors"]:
+        for sf in a.get("signFields") or []:
+            if sf.get("fieldDocId") != biz["docs"][0].get("docId") or sf.get("fieldId") not in fields:
+                return f"参数错误: 参与方 {a['actor']['actorId']} 的控件 {sf.get('fieldId')} 不存在"
+    return None
 
 
 @dataclass
@@ -130,14 +156,19 @@ class FadadaSim:
             if not biz.get("actors") or not biz.get("docs") or not biz.get("transReferenceId"):
                 return self._fail("210002", "参数错误")
             file_id = biz["docs"][0]["docFileId"]
+            problem = _fields_problem(biz, self.uploads.get(file_id, b""))
+            if problem:
+                return self._fail("210002", problem)
             task_id = secrets.token_hex(10)
             with self._lock:
                 self.tasks[task_id] = {
                     "signTaskId": task_id, "transReferenceId": biz["transReferenceId"],
                     "signInOrder": bool(biz.get("signInOrder")), "signTaskStatus": "task_created",
                     "actors": [{"actorId": a["actor"]["actorId"], "orderNo": a["orderNo"],
-                                "accountName": a["actor"]["accountName"], "signStatus": "wait_sign"}
-                               for a in biz["actors"]]}
+                                "accountName": a["actor"]["accountName"], "signStatus": "wait_sign",
+                                "signFields": a.get("signFields") or []}
+                               for a in biz["actors"]],
+                    "docFields": biz["docs"][0].get("docFields") or []}
                 self.files[task_id] = self.uploads[file_id]
             return self._ok({"signTaskId": task_id})
         task = self.tasks.get(str(biz.get("signTaskId")))
