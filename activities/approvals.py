@@ -84,7 +84,7 @@ class ApprovalActivities(ChatActivities):
 
         detail = {"platform": arg.approval.platform, "instance": arg.approval.instance_id, "status": arg.status}
         try:
-            await self._once(chat, key, send)
+            await self.once(chat, key, send)
         except ApplicationError as e:
             if not e.non_retryable:  # an outage: the workflow tries again later
                 raise
