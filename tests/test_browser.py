@@ -239,7 +239,7 @@ async def test_api_docs_render_offline(stack: PlaygroundStack, offline: Any) -> 
     await page.get_by_text('"/sign @李四 @王五 > @客户A"').first.wait_for()  # the example body, ready to send
 
     await page.goto(f"{stack.url}/redoc")
-    await page.locator("h2", has_text="Webhook IM: a chat message or a card button").wait_for()
+    await page.locator("h2", has_text="Webhook IM: a chat message, a card button or an approval").wait_for()
 
 
 async def test_the_temporal_ui_with_signbridge_columns(stack: PlaygroundStack, offline: Any, artifacts: Path,
