@@ -36,8 +36,9 @@ from connectors.esign.base import ProviderError
 from signbridge.core.models import CreateFlowInput, OpenGroupInput, ProviderEvent, SignerLink
 from signbridge.core.settings import Settings
 from signbridge.core.signers import clean_name
-from signbridge.pdf.pades import sign_pdf
+from signbridge.pdf.pades import default_font_path, seal_pdf, sign_pdf
 from signbridge.pdf.pki import InstallationCA
+from signbridge.pdf.seal import round_seal
 from store import audit
 from store.blobs import BlobNotFound, BlobStore
 from store.repos import local_flows
@@ -172,6 +173,7 @@ class LocalProvider:
 
     name = PROVIDER
     incremental = True  # each signature is an incremental update of the original bytes
+    org_seals = True  # an organisation's seal: its own certificate and the seal image, a signature of its own
 
     def __init__(self, settings: Settings, engine: Engine, blobs: BlobStore) -> None:
         self.settings = settings
@@ -191,9 +193,13 @@ class LocalProvider:
                 if person.id in seen:  # one signature per person, at their first place in the order
                     continue
                 seen.add(person.id)
+                org = person.org
                 signers.append(LocalSigner(flow_id=flow_id, signer_id=person.id, name=person.name, email=person.email,
                                            mobile=person.mobile, external=person.external, group=group,
-                                           position=len(seen)))
+                                           position=len(seen), org_name=org.name if org else None,
+                                           org_credit_code=org.credit_code if org else None,
+                                           seal=bool(org and org.seal), seal_kind=org.seal_kind if org else None,
+                                           seal_image_key=org.seal_image if org else None))
         docs = req.all_documents
         local_flows.create(self.engine, LocalFlow(
             flow_id=flow_id, request_id=req.request_id, title=req.title, original_sha256=req.document.sha256,
@@ -302,13 +308,27 @@ def _sign_bytes(blobs: BlobStore, blob_key: str, ca: InstallationCA, signer: Loc
                 signed_at: datetime, font_path: Path | None, placement: Placed | None = None) -> str:
     """CPU-heavy: runs in a thread. Returns the new version's blob key (= its SHA-256)."""
     current = blobs.get(blob_key)
+    seal_png = _seal_image(blobs, signer, font_path) if signer.seal else None
     try:
         credential = ca.issue(signer.signer_id, signer.name, signer.email)
         signed = sign_pdf(current, credential, signer_name=signer.name, position=signer.position,
                           signed_at=signed_at, font_path=font_path, placement=placement)
+        if seal_png is not None and signer.org_name and signer.org_credit_code:
+            # The organisation's seal: a second incremental signature, by the organisation's own
+            # certificate, whose appearance is the seal.
+            signed = seal_pdf(signed, ca.issue_organisation(signer.org_name, signer.org_credit_code),
+                              org_name=signer.org_name, seal_png=seal_png, position=signer.position,
+                              signed_at=signed_at)
     except Exception as e:  # a name or email the certificate refuses, pyHanko's many error types
         raise _SigningFailed(f"{type(e).__name__}: {e}") from e
     return blobs.put(signed)
+
+
+def _seal_image(blobs: BlobStore, signer: LocalSigner, font_path: Path | None) -> bytes:
+    """The organisation's uploaded seal, else a standard round red seal drawn for its name."""
+    if signer.seal_image_key:
+        return blobs.get(signer.seal_image_key)
+    return round_seal(signer.org_name or "", signer.seal_kind or "", font_path or default_font_path())
 
 
 async def _signed_version(settings: Settings, blobs: BlobStore, blob_key: str, signer: LocalSigner,

@@ -24,6 +24,7 @@ import typer
 from signbridge.cli import devserver
 from signbridge.cli import documents as documents_cli
 from signbridge.cli import ops as ops_cli
+from signbridge.cli import orgs as orgs_cli
 from signbridge.cli.errors import DEBUG_KEY, OneLineErrors
 from signbridge.cli.ports import (
     OUTBOUND_URL,
@@ -60,6 +61,7 @@ app.add_typer(ops_cli.requests_app, name="requests")
 app.add_typer(ops_cli.identities_app, name="identities")
 app.add_typer(ops_cli.db_app, name="db")
 app.add_typer(documents_cli.templates_app, name="templates")
+app.add_typer(orgs_cli.orgs_app, name="orgs")
 app.command(name="pause")(documents_cli.pause)
 app.command(name="resume")(documents_cli.resume)
 

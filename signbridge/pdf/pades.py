@@ -35,7 +35,7 @@ from pyhanko.sign import fields, signers
 from pyhanko.sign.diff_analysis import SuspiciousModification
 from pyhanko.sign.signers.pdf_signer import PdfSigningSession
 from pyhanko.sign.validation import validate_pdf_signature
-from pyhanko.stamp import TextStampStyle
+from pyhanko.stamp import BaseStampStyle, TextStampStyle
 from pyhanko_certvalidator import ValidationContext
 
 from signbridge.pdf.pki import SignerCredential, subject_full_name
@@ -222,7 +222,7 @@ class _TimedPdfSigner(signers.PdfSigner):
         signature_meta: signers.PdfSignatureMetadata,
         signer: signers.Signer,
         *,
-        stamp_style: TextStampStyle,
+        stamp_style: BaseStampStyle,
         new_field_spec: fields.SigFieldSpec,
         signing_time: dt.datetime,
     ) -> None:
@@ -369,6 +369,74 @@ def sign_pdf(
         appearance_text_params=text_params,
     )
     signed: bytes = out.getvalue()
+    return signed
+
+
+SEAL_SIZE = 110  # a round seal's side on the page, in points (about 39 mm: a common 公章 is 40 mm)
+
+
+def free_seal_box(page_box: tuple[float, float, float, float],
+                  taken: list[tuple[float, float, float, float]]) -> tuple[int, int, int, int] | None:
+    """The first square from the bottom-right corner (leftwards, then upwards) that overlaps no
+    signature already on the page; personal stamps fill the page from the bottom-left."""
+    x0, y0, x1, y1 = page_box
+    step = SEAL_SIZE + STAMP_GAP
+    top = y1 - PAGE_MARGIN - SEAL_SIZE
+    bottom = y0 + PAGE_MARGIN
+    while bottom <= top:
+        left = x1 - PAGE_MARGIN - SEAL_SIZE
+        while left >= x0 + PAGE_MARGIN:
+            box = (round(left), round(bottom), round(left + SEAL_SIZE), round(bottom + SEAL_SIZE))
+            if not any(box[0] < t[2] and t[0] < box[2] and box[1] < t[3] and t[1] < box[3] for t in taken):
+                return box
+            left -= step
+        bottom += step
+    return None
+
+
+def seal_pdf(
+    data: bytes,
+    credential: SignerCredential,
+    *,
+    org_name: str,
+    seal_png: bytes,
+    position: int,
+    signed_at: dt.datetime,
+    placement: tuple[int, tuple[float, float, float, float]] | None = None,
+) -> bytes:
+    """Append an organisation's seal: a PAdES signature by the organisation's certificate whose
+    appearance is the seal image, on the last page (or at `placement`), in a field of its own
+    (f"Seal{position}"). Like `sign_pdf`, an incremental update: the result starts with `data`."""
+    from PIL import Image  # only seals need Pillow
+    from pyhanko.pdf_utils.images import PdfImage
+    from pyhanko.stamp import StaticStampStyle
+
+    if signed_at.tzinfo is None:
+        signed_at = signed_at.replace(tzinfo=dt.UTC)
+    writer = IncrementalPdfFileWriter(BytesIO(data), strict=False)
+    on_page = placement[0] if placement else -1
+    page_ref, _ = writer.find_page_for_modification(on_page)
+    page = page_ref.get_object()
+    box: tuple[int, int, int, int] | None
+    if placement:
+        box = (round(placement[1][0]), round(placement[1][1]), round(placement[1][2]), round(placement[1][3]))
+    else:
+        box = free_seal_box(_page_box(page), _signature_rects(page))
+    filled = {name for name, _, _ in fields.enumerate_sig_fields(writer, filled_status=True)}
+    field_name, n = f"Seal{position}", 1
+    while field_name in filled:
+        n += 1
+        field_name = f"Seal{position}_{n}"
+    with Image.open(BytesIO(seal_png)) as img:
+        image = img.convert("RGBA")
+    style = StaticStampStyle(border_width=0, background=PdfImage(image), background_opacity=1.0)
+    meta = signers.PdfSignatureMetadata(field_name=field_name, md_algorithm="sha256",
+                                        subfilter=fields.SigSeedSubFilter.PADES, reason="SignBridge seal",
+                                        name=org_name)
+    pdf_signer = _TimedPdfSigner(meta, credential.signer, stamp_style=style,
+                                 new_field_spec=fields.SigFieldSpec(field_name, on_page=on_page, box=box),
+                                 signing_time=signed_at)
+    signed: bytes = pdf_signer.sign_pdf(writer).getvalue()
     return signed
 
 
