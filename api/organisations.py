@@ -30,7 +30,7 @@ SEAL_UPLOAD = {"requestBody": {"required": True, "content": {
 
 class KeeperIO(BaseModel):
     id: str = Field(min_length=1, max_length=128, description="chat user id")
-    name: str = Field(default="", max_length=100)
+    name: str = Field(default="", max_length=128)
 
 
 class OrganisationIn(BaseModel):

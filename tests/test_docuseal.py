@@ -21,7 +21,7 @@ from signbridge.core.settings import Settings
 from signbridge.pdf.pades import validate_pdf
 from signbridge.pdf.sample import sample_contract
 from store.blobs import FileBlobStore, sha256_hex
-from tests.provider_cases import E2E, A, B, C, FlowCase, SimSigning, e2e_fixture, provider_e2e
+from tests.provider_cases import E2E, A, B, C, FlowCase, SimSigning, e2e_fixture, provider_e2e, refused_seal
 from tests.sim.docuseal_sim import DocuSealSim
 
 KEY, SECRET = "sim-docuseal-key", "sim-docuseal-secret"
@@ -185,3 +185,8 @@ async def test_e2e_mixed_groups_complete(e2e: E2E, sim: DocuSealSim) -> None:
     assert view.signed_document is not None
     assert e2e.blobs.get(view.signed_document.blob_key) == sim.files[sid]
     assert [f["sha256"] for f in e2e.sink.of_type("file")] == [view.signed_document.sha256]
+
+
+async def test_e2e_an_organisation_seal_is_refused_at_prepare(e2e: E2E, sim: DocuSealSim) -> None:
+    await refused_seal(e2e)
+    assert not sim.submissions  # nothing was created at the provider

@@ -25,7 +25,7 @@ from signbridge.pdf.sample import sample_contract
 from store.blobs import FileBlobStore, sha256_hex
 from store.db import create_all, get_engine
 from store.tables import ProviderLink
-from tests.provider_cases import E2E, A, B, C, FlowCase, SimSigning, e2e_fixture, provider_e2e
+from tests.provider_cases import E2E, A, B, C, FlowCase, SimSigning, e2e_fixture, provider_e2e, refused_seal
 from tests.sim.docusign_sim import DocuSignSim
 
 IK, USER, ACCOUNT, HMAC_KEY = "ik-123", "user-456", "acct-789", "connect-key"
@@ -282,3 +282,8 @@ async def test_e2e_expired_at_the_provider(e2e: E2E, sim: DocuSignSim) -> None:
     await sim.expire(flow)
     view = await e2e.result(handle)
     assert view.status.value == "EXPIRED" and not sim.may_sign(flow, str(B.email))
+
+
+async def test_e2e_an_organisation_seal_is_refused_at_prepare(e2e: E2E, sim: DocuSignSim) -> None:
+    await refused_seal(e2e)
+    assert not sim.envelopes  # nothing was created at the provider

@@ -19,7 +19,7 @@ from signbridge.core.models import CreateFlowInput, DocumentInfo, OpenGroupInput
 from signbridge.core.settings import Settings
 from signbridge.pdf.sample import sample_contract
 from store.blobs import FileBlobStore, sha256_hex
-from tests.provider_cases import E2E, A, B, C, FlowCase, SimSigning, e2e_fixture, provider_e2e
+from tests.provider_cases import E2E, A, B, C, FlowCase, SimSigning, e2e_fixture, provider_e2e, refused_seal
 from tests.provider_cases.dropbox_sign import encode
 from tests.sim.dropbox_sign_sim import DropboxSignSim
 
@@ -187,3 +187,8 @@ async def test_e2e_mixed_groups_complete(e2e: E2E, sim: DropboxSignSim) -> None:
     files = e2e.sink.of_type("file")
     assert [f["sha256"] for f in files] == [view.signed_document.sha256]
     assert all(d.attempts[-1] == (200, b"Hello API Event Received") for d in sim.deliveries)
+
+
+async def test_e2e_an_organisation_seal_is_refused_at_prepare(e2e: E2E, sim: DropboxSignSim) -> None:
+    await refused_seal(e2e)
+    assert not sim.requests  # nothing was created at the provider

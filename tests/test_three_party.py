@@ -123,8 +123,9 @@ async def test_three_companies_sign_with_seals_and_approval(dev_env: WorkflowEnv
         # the card showed each company's state; the approval is in the audit trail
         cards = [m["card"] for m in s.sink.messages if m["type"] == "card.upsert"]
         assert cards[-1]["status"] == "COMPLETED"
-        assert [x["name"] for x in cards[-1]["signers"]] == [
-            "我方科技有限公司（李四 代签，公章）", "乙方科技有限公司（王五 代签，公章）", "丙方贸易有限公司（客户A 代签，合同专用章）"]
+        assert [x["name"] for x in cards[-1]["signers"]] == ["我方科技有限公司（李四 代签，公章）",
+                                                             "乙方科技有限公司（王五 代签，公章）",
+                                                             "丙方贸易有限公司（客户A 代签，合同专用章）"]
         assert "已同意" in cards[-1]["seals"][0] and "赵六" in cards[-1]["seals"][0]
         actions = [e["action"] for e in trail["events"]]
         assert "seal.approval_requested" in actions and "seal.approved" in actions and trail["chain_valid"]

@@ -64,7 +64,7 @@ def _keepers(keepers: list[Keeper]) -> list[Keeper]:
         raise OrgProblem(f"印章管理员最多 {MAX_KEEPERS} 位（At most {MAX_KEEPERS} seal keepers）")
     seen: dict[str, Keeper] = {}
     for k in keepers:
-        if not k.id.strip() or len(k.id) > 128 or len(k.name) > 100:
+        if not k.id.strip() or len(k.id) > 128 or len(k.name) > 128:
             raise OrgProblem("印章管理员需给出聊天用户 ID（A seal keeper is a chat user id, optionally id:name）")
         seen[k.id.strip()] = Keeper(k.id.strip(), k.name.strip() or k.id.strip())
     return list(seen.values())
