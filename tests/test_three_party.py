@@ -23,6 +23,7 @@ from signbridge.core.settings import Settings
 from signbridge.pdf.pades import default_font_path, validate_pdf
 from signbridge.pdf.pki import InstallationCA
 from tests.test_e2e import in_process_worker, stack
+from tests.test_workflow import _record
 
 AUTH = {"Authorization": "Bearer test-api-key"}
 OURS = {"name": "我方科技有限公司", "credit_code": "91350100M000100Y43", "requires_seal_approval": True,
@@ -98,6 +99,7 @@ async def test_three_companies_sign_with_seals_and_approval(dev_env: WorkflowEnv
             await s.sign(http, request_id, "u-2", "王五")
             await s.sign(http, request_id, "x-9", "客户A")
             view = await s.wait_status(http, request_id, "COMPLETED", timeout=120)
+            await _record(dev_env.client.get_workflow_handle(request_id), "v4-three-party-seals")
             assert view["seal_approvals"][0]["status"] == "approved" and view["seal_approvals"][0]["by"] == "赵六"
 
             await s.sink.wait_for(lambda: any(m["type"] == "file" for m in s.sink.messages), timeout=30)
@@ -164,6 +166,7 @@ async def test_refused_seal_ends_declined(dev_env: WorkflowEnvironment, settings
             r = await s.send(http, _action("refuse_seal", request_id, "u-6", "赵六", reason="合同金额未经财务审核"))
             assert r.status_code in (200, 202), r.text
             view = await s.wait_status(http, request_id, "DECLINED")
+            await _record(dev_env.client.get_workflow_handle(request_id), "v4-seal-refused")
             assert "合同金额未经财务审核" in view["reason"] and "赵六" in view["reason"]
             assert view["seal_approvals"][0]["status"] == "refused"
             # nobody got a link; a second decision is refused: the flow has ended
