@@ -28,14 +28,14 @@ from tests.test_workflow import _record
 AUTH = {"Authorization": "Bearer test-api-key"}
 OURS = {"name": "我方科技有限公司", "credit_code": "91350100M000100Y43", "requires_seal_approval": True,
         "keepers": [{"id": "u-6", "name": "赵六"}]}
-B = {"name": "乙方科技有限公司", "credit_code": "9144030071526726XG", "keepers": [{"id": "u-2", "name": "王五"}]}
+B = {"name": "乙方科技有限公司", "credit_code": "9144030071526726XG", "keepers": [{"id": "x-8", "name": "王总"}]}
 C = {"name": "丙方贸易有限公司", "credit_code": "91310000MA1FL4XQ3A", "keepers": [{"id": "x-9", "name": "客户A"}]}
 MENTIONS = [
     {"id": "u-1", "name": "李四"},
-    {"id": "u-2", "name": "王五"},
+    {"id": "x-8", "name": "王总", "email": "wang@b.example", "external": True},
     {"id": "x-9", "name": "客户A", "email": "a@customer.example", "external": True},
 ]
-TEXT = "/sign @李四(我方科技有限公司 公章) > @王五（乙方科技有限公司 公章） > @客户A(丙方贸易有限公司 合同专用章)"
+TEXT = "/sign @李四(我方科技有限公司 公章) > @王总（乙方科技有限公司 公章） > @客户A(丙方贸易有限公司 合同专用章)"
 
 
 async def _register(http: httpx.AsyncClient, api: str) -> None:
@@ -82,7 +82,7 @@ async def test_three_companies_sign_with_seals_and_approval(dev_env: WorkflowEnv
                            for m in s.sink.messages)
             await s.sink.wait_for(asked, timeout=60)
             ask = next(m for m in s.sink.messages if m.get("type") == "message" and m.get("to") == "u-6")
-            assert "我方科技有限公司" in ask["text"] and "张三" in ask["text"] and "乙方科技有限公司" in ask["text"]
+            assert "我方科技有限公司" in ask["text"] and "张三" in ask["text"] and "乙方科技有限公司（王总" in ask["text"]
             assert s.link(request_id, "u-1") is None  # no link before the seal is approved
             cards = [m["card"] for m in s.sink.messages if m["type"] == "card.upsert"]
             assert {"approve_seal", "refuse_seal"} <= {b["action"] for b in cards[-1]["buttons"]}
@@ -90,13 +90,13 @@ async def test_three_companies_sign_with_seals_and_approval(dev_env: WorkflowEnv
             assert "待审批" in cards[-1]["seals"][0]
 
             # someone who does not keep the seal cannot approve it
-            r = await s.send(http, _action("approve_seal", request_id, "u-2", "王五"))
+            r = await s.send(http, _action("approve_seal", request_id, "x-8", "王总"))
             assert r.status_code == 403, r.text
             r = await s.send(http, _action("approve_seal", request_id, "u-6", "赵六"))
             assert r.status_code in (200, 202), r.text
 
             await s.sign(http, request_id, "u-1", "李四")
-            await s.sign(http, request_id, "u-2", "王五")
+            await s.sign(http, request_id, "x-8", "王总")
             await s.sign(http, request_id, "x-9", "客户A")
             view = await s.wait_status(http, request_id, "COMPLETED", timeout=120)
             await _record(dev_env.client.get_workflow_handle(request_id), "v4-three-party-seals")
@@ -111,7 +111,7 @@ async def test_three_companies_sign_with_seals_and_approval(dev_env: WorkflowEnv
         assert signed.startswith(s.contract)
         ca = InstallationCA.load_or_create(s.settings.data_dir / "ca")
         reports = await asyncio.to_thread(validate_pdf, signed, [ca.certificate])
-        assert [r.signer_name for r in reports] == ["李四", "我方科技有限公司", "王五", "乙方科技有限公司", "客户A",
+        assert [r.signer_name for r in reports] == ["李四", "我方科技有限公司", "王总", "乙方科技有限公司", "客户A",
                                                     "丙方贸易有限公司"]
         assert all(r.intact and r.valid and r.trusted and r.modification_ok for r in reports)
         assert [r.field_name for r in reports if r.field_name.startswith("Seal")] == ["Seal1", "Seal2", "Seal3"]
@@ -126,9 +126,11 @@ async def test_three_companies_sign_with_seals_and_approval(dev_env: WorkflowEnv
         cards = [m["card"] for m in s.sink.messages if m["type"] == "card.upsert"]
         assert cards[-1]["status"] == "COMPLETED"
         assert [x["name"] for x in cards[-1]["signers"]] == ["我方科技有限公司（李四 代签，公章）",
-                                                             "乙方科技有限公司（王五 代签，公章）",
+                                                             "乙方科技有限公司（王总 代签，公章）",
                                                              "丙方贸易有限公司（客户A 代签，合同专用章）"]
         assert "已同意" in cards[-1]["seals"][0] and "赵六" in cards[-1]["seals"][0]
+        assert cards[-1]["seals"][0] in cards[-1]["note"]  # every platform draws the note
+        assert all(not x["external"] for x in cards[-1]["signers"][:1]) and cards[-1]["signers"][1]["external"]
         actions = [e["action"] for e in trail["events"]]
         assert "seal.approval_requested" in actions and "seal.approved" in actions and trail["chain_valid"]
         approved = next(e for e in trail["events"] if e["action"] == "seal.approved")
@@ -194,9 +196,10 @@ async def test_unregistered_org_and_non_keeper_are_rejected(dev_env: WorkflowEnv
             view = await s.wait_status(http, r.json()["request_id"], "REJECTED")
             assert "does not keep the seal" in view["reason"]
             # the webhook IM's own way to say it: a mention with `org` and `seal: true`
-            mentions = [{"id": "u-2", "name": "王五", "org": {"id": B["credit_code"], "name": "乙方"}, "seal": True}]
-            r = await s.send(http, s.command("/sign @王五", mentions))
+            mentions = [{"id": "x-8", "name": "王总", "email": "wang@b.example", "external": True,
+                         "org": {"id": B["credit_code"], "name": "乙方"}, "seal": True}]
+            r = await s.send(http, s.command("/sign @王总", mentions))
             view = await s.wait_status(http, r.json()["request_id"], "IN_PROGRESS")
             assert view["signers"][0]["person"]["org"]["name"] == "乙方科技有限公司"
             assert view["signers"][0]["person"]["org"]["credit_code"] == B["credit_code"]
-            await s.sink.wait_for(lambda: s.link(r.json()["request_id"], "u-2") is not None, timeout=30)
+            await s.sink.wait_for(lambda: s.link(r.json()["request_id"], "x-8") is not None, timeout=30)

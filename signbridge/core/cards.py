@@ -118,6 +118,7 @@ def build_card(view: StatusView, lang: Lang = "zh") -> Card:
         buttons = [CardButton("approve_seal", _BUTTONS["approve_seal"][i]),
                    CardButton("refuse_seal", _BUTTONS["refuse_seal"][i]), *buttons]
     doc = view.signed_document or view.document
+    seals = [seal_line(a, lang) for a in view.seal_approvals]
     return Card(
         request_id=view.request_id,
         title=view.title,
@@ -129,10 +130,11 @@ def build_card(view: StatusView, lang: Lang = "zh") -> Card:
             CardSigner(party_label(s.person, lang), s.group, s.status, _SIGNER_TEXT[s.status][i], s.person.external)
             for s in view.signers
         ],
-        note=view.reason,
+        # Every platform draws the note, so the seal-use approvals go there too.
+        note="\n".join(x for x in [view.reason, *seals] if x) or None,
         buttons=buttons,
         lang=lang,
-        seals=[seal_line(a, lang) for a in view.seal_approvals],
+        seals=seals,
     )
 
 
