@@ -82,7 +82,8 @@ async def test_three_companies_sign_with_seals_and_approval(dev_env: WorkflowEnv
                            for m in s.sink.messages)
             await s.sink.wait_for(asked, timeout=60)
             ask = next(m for m in s.sink.messages if m.get("type") == "message" and m.get("to") == "u-6")
-            assert "我方科技有限公司" in ask["text"] and "张三" in ask["text"] and "乙方科技有限公司（王总" in ask["text"]
+            assert "我方科技有限公司" in ask["text"] and "张三" in ask["text"]  # whose seal, who asks
+            assert "乙方科技有限公司（王总 代签，公章）" in ask["text"]  # the counterparties
             assert s.link(request_id, "u-1") is None  # no link before the seal is approved
             cards = [m["card"] for m in s.sink.messages if m["type"] == "card.upsert"]
             assert {"approve_seal", "refuse_seal"} <= {b["action"] for b in cards[-1]["buttons"]}
