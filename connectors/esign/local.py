@@ -207,8 +207,9 @@ class LocalProvider:
             expires_at=req.expires_at), signers, [
             LocalDocument(flow_id=flow_id, position=i, name=doc.name, original_sha256=doc.sha256,
                           current_blob_key=doc.blob_key,
-                          placements=json.dumps({p.signer_id: [p.page, *p.box] for p in req.placements
-                                                 if p.document == i and p.kind == "sign"}, ensure_ascii=False))
+                          placements=json.dumps({placement_key(p.signer_id, p.kind): [p.page, *p.box]
+                                                 for p in req.placements if p.document == i},
+                                                ensure_ascii=False))
             for i, doc in enumerate(docs)])
         return flow_id
 
@@ -298,14 +299,21 @@ def _reread_problem(engine: Engine, signer_row_id: int | None, hsh: str) -> Link
 Placed = tuple[int, tuple[float, float, float, float]]
 
 
-def placement_of(document: LocalDocument, signer_id: str) -> Placed | None:
+def placement_key(signer_id: str, kind: str = "sign") -> str:
+    """The key of a placement in `LocalDocument.placements`: the signer id for their signature,
+    "seal:<signer id>" for the seal of the organisation they sign for."""
+    return signer_id if kind == "sign" else f"{kind}:{signer_id}"
+
+
+def placement_of(document: LocalDocument, signer_id: str, kind: str = "sign") -> Placed | None:
     """Where `signer_id` signs `document` (a template field or beside an anchor), if anywhere."""
-    spot = json.loads(document.placements or "{}").get(signer_id)
+    spot = json.loads(document.placements or "{}").get(placement_key(signer_id, kind))
     return (int(spot[0]), (float(spot[1]), float(spot[2]), float(spot[3]), float(spot[4]))) if spot else None
 
 
 def _sign_bytes(blobs: BlobStore, blob_key: str, ca: InstallationCA, signer: LocalSigner,
-                signed_at: datetime, font_path: Path | None, placement: Placed | None = None) -> str:
+                signed_at: datetime, font_path: Path | None, placement: Placed | None = None,
+                seal_placement: Placed | None = None) -> str:
     """CPU-heavy: runs in a thread. Returns the new version's blob key (= its SHA-256)."""
     current = blobs.get(blob_key)
     seal_png = _seal_image(blobs, signer, font_path) if signer.seal else None
@@ -318,7 +326,7 @@ def _sign_bytes(blobs: BlobStore, blob_key: str, ca: InstallationCA, signer: Loc
             # certificate, whose appearance is the seal.
             signed = seal_pdf(signed, ca.issue_organisation(signer.org_name, signer.org_credit_code),
                               org_name=signer.org_name, seal_png=seal_png, position=signer.position,
-                              signed_at=signed_at)
+                              signed_at=signed_at, placement=seal_placement)
     except Exception as e:  # a name or email the certificate refuses, pyHanko's many error types
         raise _SigningFailed(f"{type(e).__name__}: {e}") from e
     return blobs.put(signed)
@@ -332,14 +340,15 @@ def _seal_image(blobs: BlobStore, signer: LocalSigner, font_path: Path | None) -
 
 
 async def _signed_version(settings: Settings, blobs: BlobStore, blob_key: str, signer: LocalSigner,
-                          signed_at: datetime, placement: Placed | None = None) -> str:
+                          signed_at: datetime, placement: Placed | None = None,
+                          seal_placement: Placed | None = None) -> str:
     """The new version's blob key, or a LinkProblem the page can show: never an exception that
     would become a 500. `prepare` dry-runs this signature, so reaching "unsignable" means a
     document or name that slipped past it (e.g. a flow started before that check existed)."""
     try:
         ca = await asyncio.to_thread(installation_ca, settings)
         return await asyncio.to_thread(_sign_bytes, blobs, blob_key, ca, signer, signed_at, settings.stamp_font,
-                                       placement)
+                                       placement, seal_placement)
     except _SigningFailed as e:
         log.error("cannot sign %s for signer %s: %s", signer.flow_id, signer.signer_id, e)
         raise _unsignable() from e
@@ -386,7 +395,8 @@ async def sign(settings: Settings, engine: Engine, blobs: BlobStore, token: str,
         before_sha, version = flow.current_sha256, flow.version
         docs = local_flows.documents(engine, flow.flow_id)  # one consent signs each document
         keys = {d.position: await _signed_version(settings, blobs, d.current_blob_key, signer, now,
-                                                  placement_of(d, signer.signer_id)) for d in docs}
+                                                  placement_of(d, signer.signer_id),
+                                                  placement_of(d, signer.signer_id, "seal")) for d in docs}
         new_key = keys[0] if docs else await _signed_version(settings, blobs, flow.current_blob_key, signer, now)
         row = _commit_signature(engine, signer, hsh, version, new_key, now, ip, user_agent, keys)
         if row is not None:
