@@ -210,3 +210,12 @@ async def test_organisations_api(dev_env: WorkflowEnvironment, settings: Setting
         assert (await http.get("/api/v1/organisations/没有", headers=AUTH)).status_code == 404
         listed = await http.get("/api/v1/organisations", headers=AUTH)
         assert [o["credit_code"] for o in listed.json()] == ["91350100M000100Y43"]
+
+
+def test_a_rest_signer_may_sign_for_an_organisation() -> None:
+    from api.requests import PersonIn
+
+    person = PersonIn.model_validate({"id": "u-2", "name": "王五", "org": {"name": "乙方科技有限公司", "seal": True,
+                                                                          "seal_kind": "合同专用章"}}).person()
+    assert person.org == OrgParty(name="乙方科技有限公司", seal=True, seal_kind="合同专用章")
+    assert PersonIn.model_validate({"id": "u-1", "name": "李四"}).person().org is None
