@@ -204,3 +204,26 @@ async def test_unregistered_org_and_non_keeper_are_rejected(dev_env: WorkflowEnv
             assert view["signers"][0]["person"]["org"]["name"] == "乙方科技有限公司"
             assert view["signers"][0]["person"]["org"]["credit_code"] == B["credit_code"]
             await s.sink.wait_for(lambda: s.link(r.json()["request_id"], "x-8") is not None, timeout=30)
+
+
+async def test_a_seal_approval_nobody_answers_expires_at_the_deadline(ts_env: WorkflowEnvironment,
+                                                                      settings: Settings) -> None:
+    """Time-skipping: the keepers never answer; at the request's deadline it ends EXPIRED, and the
+    signatory never got a link."""
+    from datetime import timedelta
+
+    from signbridge.core.models import OrgParty
+    from signbridge.intake.orgs import add
+    from store.db import get_engine
+    from store.repos.organisations import Keeper
+    from tests.harness import A, harness
+
+    async with harness(ts_env, settings) as h:
+        add(get_engine(h.settings.sqlalchemy_url), name=OURS["name"], credit_code=OURS["credit_code"],
+            requires_seal_approval=True, keepers=[Keeper("u-6", "赵六")])
+        sealing = A.model_copy(update={"org": OrgParty(name=str(OURS["name"]), seal=True)})
+        handle = await h.start([[sealing]], timing=h.timing(deadline=timedelta(days=2)))
+        view = await handle.result()
+        assert view.status == "EXPIRED" and view.seal_approvals[0].status == "pending"
+        assert not h.links_for(handle, A)
+        assert any(m.get("to") == "u-6" and "用印审批" in m.get("text", "") for m in h.sink.messages)

@@ -448,7 +448,7 @@ class SigningWorkflow:
         """A seal keeper approves the use of their organisation's seal (同意用印)."""
         for a in self._keeper_of(action.actor.id):
             a.status, a.by = "approved", action.actor.name or action.actor.id
-            self.pending_audit.append(self._audit(f"seal-approved:{a.org}", "seal.approved",
+            self.pending_audit.append(self._audit(f"seal-approved:{a.org}:{a.signer_id}", "seal.approved",
                                                   {"organisation": a.org, "signer": a.signer_id},
                                                   actor=action.actor.id))
         return self.view()
@@ -462,7 +462,7 @@ class SigningWorkflow:
         """A seal keeper refuses (拒绝): the flow ends DECLINED with their reason."""
         for a in self._keeper_of(action.actor.id):
             a.status, a.by, a.reason = "refused", action.actor.name or action.actor.id, action.reason
-            self.pending_audit.append(self._audit(f"seal-refused:{a.org}", "seal.refused",
+            self.pending_audit.append(self._audit(f"seal-refused:{a.org}:{a.signer_id}", "seal.refused",
                                                   {"organisation": a.org, "signer": a.signer_id,
                                                    "reason": action.reason}, actor=action.actor.id))
         return self.view()
