@@ -96,6 +96,9 @@ async def test_three_companies_sign_with_seals_and_approval(dev_env: WorkflowEnv
             r = await s.send(http, _action("approve_seal", request_id, "u-6", "赵六"))
             assert r.status_code in (200, 202), r.text
 
+            await s.sink.wait_for(lambda: s.link(request_id, "u-1") is not None, timeout=60)
+            page = await http.get(str(s.link(request_id, "u-1")))
+            assert "代表 / On behalf of</dt><dd>我方科技有限公司，并加盖公章" in page.text  # the signatory is told
             await s.sign(http, request_id, "u-1", "李四")
             await s.sign(http, request_id, "x-8", "王总")
             await s.sign(http, request_id, "x-9", "客户A")
