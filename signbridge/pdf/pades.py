@@ -18,7 +18,7 @@ import importlib.resources
 import textwrap
 import threading
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -266,17 +266,34 @@ def free_stamp_box(
     return None
 
 
-def free_field_name(writer: IncrementalPdfFileWriter, position: int) -> str:
+Rect = tuple[int, int, int, int]
+
+
+def _target(data: bytes, placement: tuple[int, tuple[float, float, float, float]] | None,
+            free_box: Callable[[generic.DictionaryObject], Rect | None],
+            ) -> tuple[IncrementalPdfFileWriter, int, Rect | None]:
+    """The incremental writer over `data`, the page to sign on (`placement`'s, else the last) and
+    the rectangle: `placement`'s, else the first free one `free_box` finds on that page."""
+    writer = IncrementalPdfFileWriter(BytesIO(data), strict=False)
+    on_page = placement[0] if placement else -1
+    page_ref, _ = writer.find_page_for_modification(on_page)
+    if placement:
+        x1, y1, x2, y2 = placement[1]
+        return writer, on_page, (round(x1), round(y1), round(x2), round(y2))
+    return writer, on_page, free_box(page_ref.get_object())
+
+
+def free_field_name(writer: IncrementalPdfFileWriter, position: int, prefix: str = "Signature") -> str:
     """f"Signature{position}", unless a filled field has that name already (then a suffix).
 
     "Signature1" is also what most PDF tools call their first signature, and pyHanko refuses to
     sign into a filled field.
     """
     filled = {name for name, _, _ in fields.enumerate_sig_fields(writer, filled_status=True)}
-    name, n = f"Signature{position}", 1
+    name, n = f"{prefix}{position}", 1
     while name in filled:
         n += 1
-        name = f"Signature{position}_{n}"
+        name = f"{prefix}{position}_{n}"
     return name
 
 
@@ -328,17 +345,9 @@ def sign_pdf(
     lines if it is long) and the time in UTC; the signature's /Name holds it too. The field is
     f"Signature{position}" unless the document already has a signed field of that name.
     """
-    if signed_at.tzinfo is None:
-        signed_at = signed_at.replace(tzinfo=dt.UTC)
-    writer = IncrementalPdfFileWriter(BytesIO(data), strict=False)
-    on_page = placement[0] if placement else -1
-    page_ref, _ = writer.find_page_for_modification(on_page)
-    page = page_ref.get_object()
-    box: tuple[int, int, int, int] | None
-    if placement:
-        box = (round(placement[1][0]), round(placement[1][1]), round(placement[1][2]), round(placement[1][3]))
-    else:
-        box = free_stamp_box(_page_box(page), position, _signature_rects(page))
+    signed_at = signed_at if signed_at.tzinfo else signed_at.replace(tzinfo=dt.UTC)
+    writer, on_page, box = _target(data, placement, lambda page: free_stamp_box(
+        _page_box(page), position, _signature_rects(page)))
     field_name = free_field_name(writer, position)
     text_params = {
         "signer_name": stamp_lines(signer_name),
@@ -411,22 +420,10 @@ def seal_pdf(
     from pyhanko.pdf_utils.images import PdfImage
     from pyhanko.stamp import StaticStampStyle
 
-    if signed_at.tzinfo is None:
-        signed_at = signed_at.replace(tzinfo=dt.UTC)
-    writer = IncrementalPdfFileWriter(BytesIO(data), strict=False)
-    on_page = placement[0] if placement else -1
-    page_ref, _ = writer.find_page_for_modification(on_page)
-    page = page_ref.get_object()
-    box: tuple[int, int, int, int] | None
-    if placement:
-        box = (round(placement[1][0]), round(placement[1][1]), round(placement[1][2]), round(placement[1][3]))
-    else:
-        box = free_seal_box(_page_box(page), _signature_rects(page))
-    filled = {name for name, _, _ in fields.enumerate_sig_fields(writer, filled_status=True)}
-    field_name, n = f"Seal{position}", 1
-    while field_name in filled:
-        n += 1
-        field_name = f"Seal{position}_{n}"
+    signed_at = signed_at if signed_at.tzinfo else signed_at.replace(tzinfo=dt.UTC)
+    writer, on_page, box = _target(data, placement, lambda page: free_seal_box(_page_box(page),
+                                                                                _signature_rects(page)))
+    field_name = free_field_name(writer, position, prefix="Seal")
     with Image.open(BytesIO(seal_png)) as img:
         image = img.convert("RGBA")
     style = StaticStampStyle(border_width=0, background=PdfImage(image), background_opacity=1.0)
