@@ -230,3 +230,7 @@ async def test_a_seal_approval_nobody_answers_expires_at_the_deadline(ts_env: Wo
         assert view.status == "EXPIRED" and view.seal_approvals[0].status == "pending"
         assert not h.links_for(handle, A)
         assert any(m.get("to") == "u-6" and "用印审批" in m.get("text", "") for m in h.sink.messages)
+        from tests.test_ops_cli import cli
+        shown = await cli(h, "requests", "show", handle.id)
+        assert shown.exit_code == 0, shown.output
+        assert "我方科技有限公司（李四 代签，公章）" in shown.output and "用印审批：待审批" in shown.output
