@@ -1,5 +1,4 @@
-"""Managing organisations (the CLI's `signbridge orgs …` and `/api/v1/organisations`), and
-finding the registered organisation a signing party names.
+"""Managing organisations: the CLI's `signbridge orgs …` and `/api/v1/organisations`.
 
 Everything an administrator can get wrong raises `OrgProblem` with a bilingual message; nothing
 is stored then. Which registered organisation a signing party names is decided at `prepare`
@@ -23,8 +22,9 @@ from store.tables import Organisation
 MAX_NAME = 200
 MAX_KEEPERS = 50
 # Provider ids an organisation may carry: the provider's own id of the company and of its seal.
+# (The providers that cannot apply a company's seal have none: a seal there is refused at prepare.)
 PROVIDER_ID_KEYS = ("esign_cn.org_id", "esign_cn.seal_id", "fadada.open_corp_id", "fadada.seal_id",
-                    "fadada.entity_id", "docusign.signing_group_id", "docuseal.stamp_role")
+                    "fadada.entity_id")
 
 
 class OrgProblem(ValueError):
