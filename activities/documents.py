@@ -17,6 +17,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.deps import Deps
 from activities.errors import connector_errors, rejected
+from activities.parties import PartyProblem, resolve_parties
 from activities.placements import PlacementProblem, anchor_slots, placements, template_slots
 from connectors.chat.base import InputProblem
 from connectors.convert.base import ConversionProblem, Converter, ConverterUnavailable, is_office, pdf_name
@@ -32,6 +33,7 @@ from signbridge.core.models import (
     SignedDocuments,
     SigningRequest,
 )
+from signbridge.core.orgs import seal_refusal, sealing
 from signbridge.core.signers import SignerProblem, checked_signers, clean_name, signer_problem
 from signbridge.pdf.check import DocumentProblem, check_pdf
 from signbridge.pdf.forms import Box, FormProblem, TemplateForm, check_values, fill_and_flatten, read_form
@@ -99,6 +101,13 @@ class DocumentActivities:
         initiator = initiator.model_copy(update={"name": clean_name(initiator.name) or initiator.id})
         if req.provider not in self.deps.providers:
             raise rejected(f"未配置签署服务 {req.provider}（The provider {req.provider!r} is not configured）")
+        try:
+            resolved, organisations = resolve_parties(self.deps.engine, resolved)
+        except PartyProblem as e:
+            raise rejected(e.message) from e
+        if sealing([p for g in resolved for p in g]) and not getattr(self.deps.providers[req.provider], "org_seals",
+                                                                     False):
+            raise rejected(seal_refusal(req.provider, getattr(self.deps.providers[req.provider], "org_seal_note", "")))
         accepted, form = await self._documents(req)
         signer_ids = [p.id for g in resolved for p in g]
         try:
@@ -116,7 +125,8 @@ class DocumentActivities:
                               {**{p.id: "cc" for p in req.cc}, **{i: "signer" for i in signer_ids},
                                initiator.id: "initiator"})
         return PreparedDocument(**infos[0].model_dump(), groups=resolved, initiator=initiator,
-                                documents=infos if len(infos) > 1 else [], placements=placed)
+                                documents=infos if len(infos) > 1 else [], placements=placed,
+                                organisations=organisations)
 
     async def _documents(self, req: SigningRequest) -> tuple[list[tuple[DocumentInfo, bytes]], TemplateForm | None]:
         """Every document, fetched, converted, checked and stored — or the first reason to refuse:

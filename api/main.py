@@ -21,6 +21,7 @@ from api import (
     limits,
     metrics,
     openapi_docs,
+    organisations,
     provider_webhooks,
     requests,
     sign_pages,
@@ -84,7 +85,8 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
     app.add_middleware(limits.RequestLimits, max_body=lambda scope: upload_limit if requests.is_upload(scope)
                        or playground.is_upload(scope["path"]) else limits.MAX_BODY_BYTES)
     install_metrics(app)  # outermost: refusals are counted too
-    for module in (health, chat, sign_pages, provider_webhooks, requests, templates, bulk, metrics, esign_links):
+    for module in (health, chat, sign_pages, provider_webhooks, requests, templates, bulk, organisations, metrics,
+                   esign_links):
         app.include_router(module.router)
     app.include_router(requests.files_router)
     if settings.environment == DEVELOPMENT:  # a chat to try SignBridge in; never outside development

@@ -42,6 +42,7 @@ from signbridge.core.models import (
     ChatRef,
     DocumentInfo,
     DocumentSource,
+    OrgParty,
     Person,
     SigningRequest,
     SignStatus,
@@ -96,6 +97,15 @@ MAX_SIGNERS = 100
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")  # visible ASCII: it becomes part of the workflow id
 
 
+class OrgIn(BaseModel):
+    """The registered organisation a signer signs for (checked at `prepare`), and whether its seal
+    is applied."""
+
+    name: str = Field(min_length=1, max_length=200, examples=["乙方科技有限公司"])
+    seal: bool = False
+    seal_kind: Literal["公章", "合同专用章"] = "公章"
+
+
 class PersonIn(BaseModel):
     """A signer or the initiator. Names are checked (and cleaned) at `prepare`, which says why in
     the chat; here only what no check should ever have to read is refused."""
@@ -105,9 +115,11 @@ class PersonIn(BaseModel):
     email: str | None = Field(default=None, max_length=320)
     mobile: str | None = Field(default=None, max_length=64)
     external: bool = False
+    org: OrgIn | None = None
 
     def person(self) -> Person:
-        return Person(**self.model_dump())
+        org = OrgParty(**self.org.model_dump()) if self.org else None
+        return Person(**self.model_dump(exclude={"org"}), org=org)
 
 
 class ChatIn(BaseModel):

@@ -118,6 +118,16 @@ def _layout(heading: tuple[str, str], body: str) -> str:
     )
 
 
+def _party(signer: LocalSigner) -> str:
+    """For a company's signatory: whom they sign for, and that its seal is applied with their signature."""
+    if not signer.org_name:
+        return ""
+    kind_en = "contract seal" if signer.seal_kind == "合同专用章" else "seal"
+    seal = (f"，并加盖{_e(signer.seal_kind or '公章')}（and its {kind_en} is applied with your signature）"
+            if signer.seal else "")
+    return f"\n<dt>代表 / On behalf of</dt><dd>{_e(signer.org_name)}{seal}</dd>"
+
+
 def _sign_page(token: str, signer: LocalSigner, flow: LocalFlow, doc_name: str, pages: int,
                others: list[tuple[str, str, int]] | None = None) -> str:
     """`others`: the flow's further documents (name, SHA-256, pages); one consent signs them all."""
@@ -138,7 +148,7 @@ def _sign_page(token: str, signer: LocalSigner, flow: LocalFlow, doc_name: str, 
 <section class=card><dl>
 <dt>文件 / Document</dt><dd>{_e(doc_name)}</dd>
 <dt>SHA-256</dt><dd><code>{_e(flow.original_sha256)}</code></dd>{current}
-<dt>签署人 / Signer</dt><dd>{_e(signer.name)}</dd>
+<dt>签署人 / Signer</dt><dd>{_e(signer.name)}</dd>{_party(signer)}
 <dt>页数 / Pages</dt><dd>{pages}</dd>
 </dl></section>
 <section class=pages>{images}</section>
@@ -240,6 +250,7 @@ async def sign_page(token: str, request: Request, settings: SettingsDep, engine:
     if _wants_json(request):
         return _secure(JSONResponse({
             "status": "open", "signer_id": signer.signer_id, "name": signer.name, "title": flow.title,
+            "organisation": {"name": signer.org_name, "seal": signer.seal} if signer.org_name else None,
             "document": {"name": doc_name, "sha256": flow.original_sha256,
                          "current_sha256": flow.current_sha256, "pages": pages},
             "page_urls": [f"/sign/{token}/pages/{n}.png" for n in range(1, pages + 1)],

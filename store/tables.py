@@ -92,6 +92,20 @@ class Template(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class Organisation(SQLModel, table=True):
+    """A company that signs as a party: its credit code, seal, seal keepers and provider ids."""
+
+    __tablename__ = "organisations"
+    credit_code: str = Field(primary_key=True, max_length=18)  # unified social credit code (GB 32100-2015)
+    name: str = Field(unique=True, max_length=200)
+    seal_image_key: str | None = None  # blob key of the uploaded seal (PNG); None: a generated round seal
+    keepers: str = Field(default="[]", sa_column=Column(Text, nullable=False))  # JSON [{"id", "name"}]
+    requires_seal_approval: bool = False
+    provider_ids: str = Field(default="{}", sa_column=Column(Text, nullable=False))  # JSON {"esign_cn.org_id": …}
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
 class BulkSend(SQLModel, table=True):
     """One bulk send: a template and a CSV, one signing request per good row."""
 
@@ -196,6 +210,12 @@ class LocalSigner(SQLModel, table=True):
     external: bool = False
     group: int
     position: int  # order of this signer in the whole flow: places the visible stamp
+    # The organisation this signer signs for, and whether its seal is applied (a second signature).
+    org_name: str | None = None
+    org_credit_code: str | None = None
+    seal: bool = Field(default=False, sa_column_kwargs={"server_default": "0"})
+    seal_kind: str | None = None
+    seal_image_key: str | None = None
     token_hash: str | None = Field(default=None, unique=True)
     token_expires_at: datetime | None = None
     status: str = "waiting"  # waiting | open | signed | declined | dead

@@ -199,3 +199,27 @@ async def test_a_template_without_signature_fields_is_refused(settings: Settings
     with pytest.raises(TemplateProblem, match="no signature field"):
         await register(settings, engine, make_blob_store(settings), name="空", file_name="t.pdf",
                        data=template_pdf(slots={}), by="test")
+
+
+async def test_a_company_seal_is_stamped_over_its_anchor(ts_env: WorkflowEnvironment, settings: Settings) -> None:
+    """【乙方盖章】 places the company's seal (centred on the anchor); the person signs beside 【乙方签章】."""
+    from signbridge.core.models import OrgParty
+    from signbridge.intake.orgs import add
+    from store.repos.organisations import Keeper
+
+    async with harness(ts_env, settings) as h:
+        add(get_engine(h.settings.sqlalchemy_url), name="乙方科技有限公司", credit_code="91350100M000100Y43",
+            keepers=[Keeper(C.id, C.name)])
+        pdf = anchor_pdf([(72, 300, "乙方：【乙方签章】"), (360, 300, "【乙方盖章】")])
+        sealing = C.model_copy(update={"org": OrgParty(name="乙方科技有限公司", seal=True)})
+        handle = await _start(h, [_put(h, "合同.pdf", pdf)], [[sealing]])
+        view = await _sign_all(h, handle, C)
+        signed = _blob(h, view.signed_document.blob_key) if view.signed_document else b""
+        assert [r.signer_name for r in await _reports(h, signed)] == ["客户A", "乙方科技有限公司"]
+        anchors = {(a.role, a.kind): a for a in find_anchors(pdf)}
+        rects = _signature_rects(signed)
+        seal_anchor = anchors[("乙方", "seal")].box
+        x1, y1, x2, y2 = rects["Seal1"]
+        assert x1 < seal_anchor[0] and x2 > seal_anchor[2] and y1 < seal_anchor[1] and y2 > seal_anchor[3]
+        assert rects["Signature1"] == tuple(round(v) for v in beside(anchors[("乙方", "sign")].box,
+                                                                      (0, 0, 595.28, 841.89)))

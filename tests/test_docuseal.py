@@ -22,7 +22,7 @@ from signbridge.pdf.anchors import find_anchors
 from signbridge.pdf.pades import validate_pdf
 from signbridge.pdf.sample import sample_contract
 from store.blobs import FileBlobStore, sha256_hex
-from tests.provider_cases import E2E, A, B, C, FlowCase, SimSigning, e2e_fixture, provider_e2e
+from tests.provider_cases import E2E, A, B, C, FlowCase, SimSigning, e2e_fixture, provider_e2e, refused_seal
 from tests.sim.docuseal_sim import DocuSealSim
 from tests.template_pdfs import anchor_pdf
 
@@ -209,3 +209,8 @@ async def test_e2e_anchor_roles_become_signature_areas(e2e: E2E, sim: DocuSealSi
 
 def test_an_unplaced_submitter_gets_an_automatic_slot_on_the_last_page() -> None:
     assert area(None, 3, 1) == {"page": 3, "x": 0.55, "y": 0.7, "w": 0.35, "h": 0.06}
+
+
+async def test_e2e_an_organisation_seal_is_refused_at_prepare(e2e: E2E, sim: DocuSealSim) -> None:
+    await refused_seal(e2e)
+    assert not sim.submissions  # nothing was created at the provider

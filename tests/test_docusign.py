@@ -32,7 +32,7 @@ from signbridge.pdf.sample import sample_contract
 from store.blobs import FileBlobStore, sha256_hex
 from store.db import create_all, get_engine
 from store.tables import ProviderLink
-from tests.provider_cases import E2E, A, B, C, FlowCase, SimSigning, e2e_fixture, provider_e2e
+from tests.provider_cases import E2E, A, B, C, FlowCase, SimSigning, e2e_fixture, provider_e2e, refused_seal
 from tests.sim.docusign_sim import DocuSignSim, _tab_problem
 from tests.template_pdfs import anchor_pdf
 
@@ -326,3 +326,8 @@ async def test_an_anchor_docusign_cannot_find_is_refused_by_the_simulator(sim: D
                         {"1": pdf}) == ("ANCHOR_TAB_STRING_NOT_FOUND", "【甲方签章】")
     assert _tab_problem({"documentId": "1", "pageNumber": "3", "xPosition": "1", "yPosition": "1"},
                         {"1": pdf}) == ("PAGE_NUMBER_NOT_IN_DOCUMENT", "3")
+
+
+async def test_e2e_an_organisation_seal_is_refused_at_prepare(e2e: E2E, sim: DocuSignSim) -> None:
+    await refused_seal(e2e)
+    assert not sim.envelopes  # nothing was created at the provider

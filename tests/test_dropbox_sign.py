@@ -20,7 +20,7 @@ from signbridge.core.settings import Settings
 from signbridge.pdf.anchors import find_anchors
 from signbridge.pdf.sample import sample_contract
 from store.blobs import FileBlobStore, sha256_hex
-from tests.provider_cases import E2E, A, B, C, FlowCase, SimSigning, e2e_fixture, provider_e2e
+from tests.provider_cases import E2E, A, B, C, FlowCase, SimSigning, e2e_fixture, provider_e2e, refused_seal
 from tests.provider_cases.dropbox_sign import encode
 from tests.sim.dropbox_sign_sim import DropboxSignSim
 from tests.template_pdfs import anchor_pdf
@@ -207,3 +207,8 @@ async def test_e2e_anchor_roles_become_signature_fields(e2e: E2E, sim: DropboxSi
         assert field["type"] == "signature" and field["page"] == 1 and field["name"] == f"sign:{role}"
         assert abs(field["x"] - (x2 + 4)) <= 1  # just right of the anchor text
         assert abs((842 - field["y"] - field["height"] / 2) - (y1 + y2) / 2) <= 1  # level with it
+
+
+async def test_e2e_an_organisation_seal_is_refused_at_prepare(e2e: E2E, sim: DropboxSignSim) -> None:
+    await refused_seal(e2e)
+    assert not sim.requests  # nothing was created at the provider

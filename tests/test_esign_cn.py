@@ -35,6 +35,7 @@ from signbridge.core.models import (
     CreateFlowInput,
     DocumentInfo,
     OpenGroupInput,
+    OrgParty,
     Person,
     Placement,
 )
@@ -211,6 +212,41 @@ async def test_connector_over_http(sim: EsignCnSim, http: httpx.AsyncClient, set
     digest = hashlib.sha256(signed).hexdigest()
     assert evidence["files"][0]["reported_sha256"] == evidence["downloaded_sha256"] == digest
     assert [e.kind for e in await provider.poll(parallel)] == ["signed", "signed", "completed"]
+
+
+async def test_organisation_signers_carry_transactor_and_seal(sim: EsignCnSim, http: httpx.AsyncClient,
+                                                                settings: Settings) -> None:
+    """A company party reaches e签宝 as `signerType` 1 with `orgSignerInfo` (name or org id, USCC,
+    the person as transactor) and the seal: the registered seal id, else the seal kind."""
+    blobs = FileBlobStore(settings.data_dir / "blobs")
+    provider = _provider(sim, settings, blobs, http)
+    ours = A_.model_copy(update={"org": OrgParty(name="乙方科技有限公司", seal=True, credit_code="91350100M000100Y43",
+                                                 provider_ids={"esign_cn.seal_id": "seal-42"})})
+    theirs = C_.model_copy(update={"org": OrgParty(name="丙方贸易有限公司", seal=True, seal_kind="合同专用章",
+                                                   provider_ids={"esign_cn.org_id": "org-9"})})
+    flow = await provider.create_flow(_create_input(blobs, [[ours], [B_, theirs]]))
+    people = sim.flows[flow]["signers"]
+    assert people[0]["org"] == {"orgName": "乙方科技有限公司", "orgId": None, "orgIDCardNum": "91350100M000100Y43",
+                                "sealId": "seal-42", "sealBizTypes": None}
+    assert people[0]["account"] == "13800000001"  # the transactor signs in e签宝 for the company
+    assert people[1]["org"] is None  # a person stays a person
+    assert people[2]["org"]["orgId"] == "org-9" and people[2]["org"]["sealBizTypes"] == "CONTRACT"
+    detail = await provider._detail(flow)
+    assert [s["signerType"] for s in detail["signers"]] == [1, 0, 1]
+    links = await provider.open_group(OpenGroupInput(request_id="req-1", provider="esign_cn", flow_id=flow,
+                                                     group=0, signers=[ours], expires_at=datetime.now(UTC)))
+    assert [link.signer_id for link in links] == ["u-1"]
+    # the simulator holds e签宝's rules: an organisation signer needs orgSignerInfo and a transactor
+    for signer in ({"signerType": 1},  # no orgSignerInfo
+                   {"signerType": 1, "orgSignerInfo": {"orgName": "乙方", "transactorInfo": {}}},  # no transactor
+                   {"signerType": 0, "psnSignerInfo": {"psnAccount": "13800000001"}}):  # a seal for a person
+        fields = [{"fileId": sim.flows[flow]["fileId"],
+                   "normalSignFieldConfig": {"availableSealIds": ["seal-42"]} if signer["signerType"] == 0 else {}}]
+        with pytest.raises(ProviderError):
+            await provider.call("POST", "/v3/sign-flow/create-by-file", "create flow", {
+                "docs": [{"fileId": sim.flows[flow]["fileId"]}], "signFlowConfig": {"signFlowTitle": "x"},
+                "signers": [{**signer, "signConfig": {"signOrder": 1}, "signFields": fields}]})
+        assert sim.refusals[-1] == ("/v3/sign-flow/create-by-file", PARAM_ERROR)
 
 
 async def test_errors_are_classified(sim: EsignCnSim, http: httpx.AsyncClient, settings: Settings) -> None:

@@ -15,7 +15,7 @@ from temporalio.testing import WorkflowEnvironment
 from connectors.esign import fadada
 from connectors.esign.base import ProviderError, WebhookRejected
 from connectors.esign.fadada import FadadaConfig, FadadaProvider, FadadaWebhook, doc_field, fasc_sign
-from signbridge.core.models import CreateFlowInput, DocumentInfo, OpenGroupInput, Person, Placement
+from signbridge.core.models import CreateFlowInput, DocumentInfo, OpenGroupInput, OrgParty, Person, Placement
 from signbridge.core.settings import Settings
 from signbridge.pdf.anchors import find_anchors
 from signbridge.pdf.sample import sample_contract
@@ -118,6 +118,36 @@ async def test_connector_over_http(sim: FadadaSim, http: httpx.AsyncClient, sett
     assert not sim.tasks[parallel]["signInOrder"] and sim.may_sign(parallel, "u-2")
     await provider.revoke(parallel, "changed our mind")
     assert [e.kind for e in await provider.poll(parallel)] == ["cancelled"]
+
+
+async def test_corp_actors_carry_seal_ids(sim: FadadaSim, http: httpx.AsyncClient, settings: Settings) -> None:
+    """A company party reaches 法大大 as a `corp` actor matched on name and credit code, with a
+    `corp_seal` field and the company's `sealId`; the person operates it as a corp member."""
+    blobs = FileBlobStore(settings.data_dir / "blobs")
+    provider = _provider(sim, blobs, http)
+    corp = A.model_copy(update={"org": OrgParty(name="乙方科技有限公司", seal=True, credit_code="91350100M000100Y43",
+                                                provider_ids={"fadada.open_corp_id": "oc-7", "fadada.seal_id": "s-1"})})
+    flow = await provider.create_flow(_create_input(blobs, [[corp], [B]]))
+    first, second = sim.tasks[flow]["actors"]
+    assert (first["actorType"], first["actorName"], first["certNoForMatch"], first["sealIds"]) == \
+        ("corp", "乙方科技有限公司", "91350100M000100Y43", ["s-1"])
+    assert first["accountName"] == A.email  # the member who operates the company's seal
+    assert (second["actorType"], second["sealIds"]) == ("person", [])
+    links = await provider.open_group(OpenGroupInput(request_id="req-1", provider="fadada", flow_id=flow, group=0,
+                                                     signers=[corp], expires_at=datetime.now(UTC)))
+    assert [link.signer_id for link in links] == ["u-1"]
+    await sim.sign(flow, "u-1")
+    assert [(e.kind, e.signer_id) for e in await provider.poll(flow)] == [("signed", "u-1")]
+    # the simulator holds 法大大's rules: a corp never signs into a person's field, nor has accountName
+    doc = {"docId": "1", "docName": "c.pdf", "docFileId": "x",
+           "docFields": [{"fieldId": "p1", "fieldType": "person_sign"}]}
+    for actor, code in (({"actorId": "c", "actorType": "corp", "actorName": "乙方", "permissions": ["sign"]},
+                         "211027"),
+                        ({"actorId": "c", "actorType": "corp", "actorName": "乙方", "accountName": "1380"}, "210002")):
+        with pytest.raises(ProviderError):
+            await provider.call("/sign-task/create", {"transReferenceId": "bad", "docs": [doc], "actors": [
+                {"actor": actor, "orderNo": 1, "signFields": [{"fieldDocId": "1", "fieldId": "p1"}]}]}, "create")
+        assert sim.failures[-1] == code
 
 
 async def test_errors_are_classified(sim: FadadaSim, http: httpx.AsyncClient, settings: Settings) -> None:

@@ -43,12 +43,14 @@ with workflow.unsafe.imports_passed_through():
         FinishInput,
         LinkMessageInput,
         OpenGroupInput,
+        OrgInfo,
         Person,
         Placement,
         PreparedDocument,
         ProviderEvent,
         ProviderFlowRef,
         PublishInput,
+        SealApproval,
         SignedDocuments,
         SignerLink,
         SignerState,
@@ -57,6 +59,7 @@ with workflow.unsafe.imports_passed_through():
         StatusView,
         TextMessageInput,
     )
+    from signbridge.core.orgs import party_label, sealing
     from signbridge.core.temporal import (
         PROVIDER_ACTIVITIES,
         SA_DEADLINE,
@@ -84,6 +87,9 @@ LOCAL_ACTIVITIES = ("publish", "send_link", "send_text", "send_file")
 PATCH_SELF_HEALING = "self-healing-steps-2026-12"
 # A row of a bulk send tells its parent when its links are out and when it ended.
 PATCH_BULK_ROWS = "bulk-rows-2026-12"
+# An organisation that requires it approves the use of its seal (用印审批) before the group of the
+# signatory who applies it opens; flows without such a seal never ask for the patch.
+PATCH_SEAL_APPROVAL = "seal-approval-2026-12"
 BULK_PROGRESS_SIGNAL = "row_progress"
 # A flow started from an approval reads the approval's documents and signers first and writes its
 # result back to the approval at the end. Only such flows ask for it: older histories never do.
@@ -174,6 +180,8 @@ class SigningWorkflow:
         self.documents: list[DocumentInfo] = []  # every document when there are several
         self.placements: list[Placement] = []
         self.signed_documents: list[DocumentInfo] = []
+        self.organisations: list[OrgInfo] = []
+        self.seal_approvals: list[SealApproval] = []
 
     # ---- run ------------------------------------------------------------------------------
 
@@ -276,6 +284,13 @@ class SigningWorkflow:
         self.initiator = prepared.initiator or self.initiator
         for s in self.signers:
             s.person = resolved.get(s.person.id, s.person)
+        self.organisations = prepared.organisations
+        by_name = {o.name: o for o in self.organisations}
+        for s in self.signers:
+            org = by_name.get(s.person.org.name) if s.person.org and s.person.org.seal else None
+            if org is not None and org.requires_seal_approval:
+                self.seal_approvals.append(SealApproval(org=org.name, signer_id=s.person.id,
+                                                        keepers=[k.name for k in org.keepers]))
 
     async def _close(self) -> StatusView:
         """Everything is published: let waiting update handlers (cancel) answer, then end."""
@@ -310,6 +325,7 @@ class SigningWorkflow:
         """Announce a group: make its signers able to sign, update the card, DM each their link."""
         assert self.flow_id is not None and self.deadline is not None
         self.current_group = group
+        await self._approve_seals(group)
         members = [s for s in self.signers if s.group == group]
         self._where(details.waiting(group, len(self.req.groups), [s.person.name for s in members], self.deadline))
         links: list[SignerLink] = await self._step(
@@ -418,7 +434,9 @@ class SigningWorkflow:
         finished: SignedDocuments = await self._step(
             "finish", "finish",
             FinishInput(request_id=self.req.request_id, provider=self.req.provider, flow_id=self.flow_id,
-                        original=self.document, expected_signatures=len(self.signers), originals=self.documents),
+                        original=self.document,
+                        expected_signatures=len(self.signers) + len(sealing([s.person for s in self.signers])),
+                        originals=self.documents),
             SignedDocuments,
         )
         signed = DocumentInfo.model_validate(finished.model_dump(exclude={"documents"}))
@@ -429,6 +447,100 @@ class SigningWorkflow:
                          type(None))
         self.status = SignStatus.COMPLETED
         await self._publish("status:COMPLETED", "request.completed", {"signed_sha256": signed.sha256})
+
+    # ---- seal-use approval (用印审批) ---------------------------------------------------------
+
+    async def _approve_seals(self, group: int) -> None:
+        """Before a group whose signatory applies a seal that needs approval opens, the seal's
+        keepers are asked (a private message each; the buttons are on the card, as updates whose
+        validator checks the keeper); the group opens once one keeper of each such seal approved.
+        A refusal ends the flow DECLINED with the keeper's reason."""
+        in_group = {s.person.id for s in self.signers if s.group == group}
+        asked = [a for a in self.seal_approvals if a.signer_id in in_group and a.status == "waiting"]
+        if not asked or not workflow.patched(PATCH_SEAL_APPROVAL):
+            return
+        for a in asked:
+            a.status = "pending"
+        self._where(f"Waiting for seal-use approval: {', '.join(a.org for a in asked)}")
+        await self._publish(f"seal.requested:{group}", "seal.approval_requested",
+                            {"group": group + 1, "organisations": [a.org for a in asked]})
+        for a in asked:
+            await self._ask_keepers(a)
+        assert self.deadline is not None
+        try:
+            await workflow.wait_condition(
+                lambda: all(a.status != "pending" for a in asked) or any(a.status == "refused" for a in asked)
+                or self.cancel_request is not None,
+                timeout=max(self.deadline - workflow.now(), timedelta(seconds=1)))
+        except TimeoutError:
+            await self._expire()
+        if self.cancel_request is not None:
+            await self._cancel()
+        refused = next((a for a in asked if a.status == "refused"), None)
+        if refused is not None:
+            self.reason = f"{refused.by}（{refused.org} 用印审批）: {refused.reason}" if refused.reason \
+                else f"{refused.by}（{refused.org} 用印审批）"
+            await self._tell(None, "seal_refused", {"who": refused.by or "", "org": refused.org,
+                                                    "title": self.req.title, "reason": refused.reason or ""})
+            await self._end(SignStatus.DECLINED, self.reason, revoke=True)
+
+    async def _ask_keepers(self, approval: SealApproval) -> None:
+        org = next(o for o in self.organisations if o.name == approval.org)
+        signer = next(s.person for s in self.signers if s.person.id == approval.signer_id)
+        others = [party_label(s.person) for s in self.signers
+                  if not (s.person.org and s.person.org.name == approval.org)]
+        params = {"requester": self.initiator.name, "title": self.req.title, "org": org.name,
+                  "seal": signer.org.seal_kind if signer.org else "", "signatory": signer.name,
+                  "document": self.document.name if self.document else "",
+                  "counterparties": "、".join(others)}
+        for keeper in org.keepers:
+            await self._step("ask a seal keeper", "send_text",
+                             TextMessageInput(request_id=self.req.request_id, chat=self.req.chat,
+                                              key=f"seal_approval:{org.credit_code}:{keeper.id}",
+                                              kind="seal_approval", params=params, to=keeper),
+                             type(None))
+
+    def _keeper_of(self, actor_id: str) -> list[SealApproval]:
+        """The pending approvals `actor_id` may decide: those of organisations they keep the seal of."""
+        kept = {o.name for o in self.organisations if any(k.id == actor_id for k in o.keepers)}
+        return [a for a in self.seal_approvals if a.status == "pending" and a.org in kept]
+
+    @workflow.update(name="approve_seal")
+    def approve_seal(self, action: ActionInput) -> StatusView:
+        """A seal keeper approves the use of their organisation's seal (同意用印)."""
+        for a in self._keeper_of(action.actor.id):
+            a.status, a.by = "approved", action.actor.name or action.actor.id
+            self.pending_audit.append(self._audit(f"seal-approved:{a.org}:{a.signer_id}", "seal.approved",
+                                                  {"organisation": a.org, "signer": a.signer_id},
+                                                  actor=action.actor.id))
+        return self.view()
+
+    @approve_seal.validator
+    def _validate_approve_seal(self, action: ActionInput) -> None:
+        self._require_keeper(action)
+
+    @workflow.update(name="refuse_seal")
+    def refuse_seal(self, action: ActionInput) -> StatusView:
+        """A seal keeper refuses (拒绝): the flow ends DECLINED with their reason."""
+        for a in self._keeper_of(action.actor.id):
+            a.status, a.by, a.reason = "refused", action.actor.name or action.actor.id, action.reason
+            self.pending_audit.append(self._audit(f"seal-refused:{a.org}:{a.signer_id}", "seal.refused",
+                                                  {"organisation": a.org, "signer": a.signer_id,
+                                                   "reason": action.reason}, actor=action.actor.id))
+        return self.view()
+
+    @refuse_seal.validator
+    def _validate_refuse_seal(self, action: ActionInput) -> None:
+        self._require_keeper(action)
+
+    def _require_keeper(self, action: ActionInput) -> None:
+        pending = [a for a in self.seal_approvals if a.status == "pending"]
+        if not pending or self.status.terminal:
+            raise ApplicationError("No seal-use approval is waiting in this request", type="NotAllowed")
+        if not self._keeper_of(action.actor.id):
+            orgs = "、".join(sorted({a.org for a in pending}))
+            raise ApplicationError(f"Only a seal keeper of {orgs} may approve or refuse the use of its seal",
+                                   type="PermissionDenied")
 
     # ---- endings --------------------------------------------------------------------------
 
@@ -623,6 +735,7 @@ class SigningWorkflow:
             bulk_id=self.req.bulk_id,
             cc=self.req.cc,
             approval=self.req.approval,
+            seal_approvals=self.seal_approvals,
         )
 
     def _fewer_publishes(self) -> bool:

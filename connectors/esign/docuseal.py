@@ -103,6 +103,9 @@ class DocuSealProvider:
 
     name = PROVIDER
     incremental = False  # DocuSeal renders the fields into a new PDF and signs that
+    # DocuSeal's `stamp` field draws the account's logo, not the company's seal: refused at prepare.
+    org_seal_note = "DocuSeal 的 stamp 字段只能生成账户徽标图章，不是公司印章（DocuSeal's stamp field draws the " \
+        "account's logo, not the company's seal）"
 
     def __init__(self, config: DocuSealConfig, blobs: BlobStore, http: httpx.AsyncClient) -> None:
         assert config.api_key is not None

@@ -227,6 +227,11 @@ class DocuSignProvider:
 
     name = PROVIDER
     incremental = False  # DocuSign re-renders the document; the certificate of completion is the evidence
+    # No organisation signer for manual signing: a signing group lets any member sign with their own
+    # signature, and an electronic seal is applied by the account without the signatory — neither
+    # is "this person applies this company's seal", so a request with a seal is refused at prepare.
+    org_seal_note = "DocuSign 的签署组与电子印章都不能由代签人加盖指定公司的印章（signing groups sign as persons; " \
+        "electronic seals apply without the signatory）"
 
     def __init__(self, config: DocuSignConfig, blobs: BlobStore, http: httpx.AsyncClient, engine: Engine,
                  public_url: str) -> None:

@@ -136,6 +136,8 @@ class DropboxSignProvider:
 
     name = PROVIDER
     incremental = False  # Dropbox Sign re-renders the document and appends its audit trail
+    # Dropbox Sign has no company seal (grouped signers sign as persons): refused at prepare.
+    org_seal_note = "Dropbox Sign 没有企业印章（Dropbox Sign has no company seal; grouped signers sign as persons）"
 
     def __init__(self, config: DropboxSignConfig, blobs: BlobStore, http: httpx.AsyncClient) -> None:
         assert config.api_key is not None

@@ -138,6 +138,34 @@ def _account(person: Person) -> str:
     return mobile or person.email or ""
 
 
+# The seal kinds a command names, as e签宝's `sealBizType` (used to pick the seal when no seal id is set).
+SEAL_BIZ_TYPES = {"公章": "PUBLIC", "合同专用章": "CONTRACT"}
+
+
+def _signer(p: Person, group: int, fields: list[tuple[str, dict[str, Any]]], request_id: str) -> dict[str, Any]:
+    """One entry of `signers`: a person (`signerType` 0, `psnSignerInfo`), or a person signing for
+    an organisation whose seal is applied (`signerType` 1, `orgSignerInfo` with the person as the
+    transactor 经办人, and the seal: `assignedSealId` when the organisation's e签宝 seal id is
+    registered, else its kind as `orgSealBizTypes`, so the transactor picks that kind of seal)."""
+    seal: dict[str, Any] = {}
+    org = p.org
+    if org is not None and org.seal:
+        seal_id = org.provider_ids.get("esign_cn.seal_id")
+        seal = ({"assignedSealId": seal_id} if seal_id
+                else {"orgSealBizTypes": SEAL_BIZ_TYPES.get(org.seal_kind, "PUBLIC")})
+    base = {"signConfig": {"signOrder": group + 1},
+            "signFields": [{"fileId": file_id, "customBizNum": biz_num(p.id, request_id),
+                            "normalSignFieldConfig": {**config, **seal}} for file_id, config in fields]}
+    person = {"psnAccount": _account(p), "psnInfo": {"psnName": p.name}}
+    if org is None or not org.seal:
+        return {"signerType": 0, "psnSignerInfo": person, **base}
+    org_id = org.provider_ids.get("esign_cn.org_id")
+    who: dict[str, Any] = {"orgId": org_id} if org_id else {"orgName": org.name}
+    if org.credit_code:
+        who["orgInfo"] = {"orgIDCardNum": org.credit_code, "orgIDCardType": "CRED_ORG_USCC"}
+    return {"signerType": 1, "orgSignerInfo": {**who, "transactorInfo": person}, **base}
+
+
 def signer_event(flow_id: str, signer_id: str | None, kind: str, *, when: Any, reason: str | None = None,
                  raw: dict[str, Any] | None = None) -> ProviderEvent:
     return rest.provider_event(PROVIDER, flow_id, kind, rest.epoch_time(when, per_second=1000), who=str(signer_id),
@@ -160,6 +188,7 @@ class EsignCnProvider:
     """`ESignProvider` for e签宝. Flow id = `signFlowId`."""
 
     name = PROVIDER
+    org_seals = True  # `orgSignerInfo` with a transactor and the seal (`_signer`)
     incremental = True  # e签宝 appends its signatures to the original bytes
 
     def __init__(self, config: EsignCnConfig, settings: Settings, blobs: BlobStore, http: httpx.AsyncClient) -> None:
@@ -254,15 +283,9 @@ class EsignCnProvider:
         for index, file_id in enumerate(file_ids):
             anchors = sorted({p.anchor for p in req.placements if p.anchor and p.document == index})
             found.append(await self._keyword_positions(file_id, anchors) if anchors else {})
-        signers = [{
-            "signerType": 0,
-            "psnSignerInfo": {"psnAccount": _account(p), "psnInfo": {"psnName": p.name}},
-            "signConfig": {"signOrder": g + 1},
-            "signFields": [{"fileId": file_id, "customBizNum": biz_num(p.id, req.request_id),
-                            "normalSignFieldConfig": _field_config(rest.placement_of(req.placements, p.id, index),
-                                                                   found[index])}
-                           for index, file_id in enumerate(file_ids)],
-        } for g, p in ordered]
+        signers = [_signer(p, g, [(file_id, _field_config(rest.placement_of(req.placements, p.id, index), found[index]))
+                                  for index, file_id in enumerate(file_ids)], req.request_id)
+                   for g, p in ordered]
         data = await self.call("POST", "/v3/sign-flow/create-by-file", "create flow", {
             "docs": [{"fileId": file_id, "fileName": d.name} for file_id, d in zip(file_ids, documents, strict=True)],
             "signFlowConfig": {"signFlowTitle": req.title[:100], "autoStart": True, "autoFinish": True,

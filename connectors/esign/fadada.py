@@ -140,11 +140,39 @@ def doc_field(placement: Placement) -> dict[str, Any]:
                                   "positionX": str(round(x1)), "positionY": str(round(height - y2))}}
 
 
+def _corp_actor(person: Person, account: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A company party: a `corp` actor matched on the company's full name and credit code
+    (`identNameForMatch`, `certNoForMatch`), the person as the member who operates it when the
+    company authorised our app (`actorOpenId` + `actorCorpMembers`), and a `corp_seal` field whose
+    `sealId` is the company's registered 法大大 seal (else the operator picks one). Returns the actor
+    and its seal field for the document."""
+    org = person.org
+    assert org is not None
+    seal_field_id = f"seal-{person.id}"[:32]
+    actor: dict[str, Any] = {"actorId": person.id, "actorType": "corp", "actorName": org.name[:128],
+                             "permissions": ["sign"], "identNameForMatch": org.name[:100],
+                             "notification": {"sendNotification": True, "notifyAddress": account}}
+    if org.credit_code:
+        actor["certNoForMatch"] = org.credit_code
+    if open_corp_id := org.provider_ids.get("fadada.open_corp_id"):
+        actor["actorOpenId"] = open_corp_id
+        actor["actorCorpMembers"] = [{"accountName": account}]
+    if entity := org.provider_ids.get("fadada.entity_id"):
+        actor["actorEntityId"] = entity
+    sign_field: dict[str, Any] = {"fieldDocId": "1", "fieldId": seal_field_id, "moveable": True}
+    if seal_id := org.provider_ids.get("fadada.seal_id"):
+        sign_field["sealId"] = seal_id
+    seal_field = {"fieldId": seal_field_id, "fieldName": f"{org.name} {org.seal_kind}", "fieldType": "corp_seal",
+                 "position": {"positionMode": "pixel", "positionPageNo": 1, "positionX": "400", "positionY": "650"}}
+    return {"actor": actor, "signFields": [sign_field]}, seal_field
+
+
 class FadadaProvider:
     """`ESignProvider` for 法大大. Flow id = signTaskId."""
 
     name = PROVIDER
     incremental = False
+    org_seals = True  # corp actors with a `corp_seal` field and the company's `sealId` (`_corp_actor`)
 
     def __init__(self, config: FadadaConfig, blobs: BlobStore, http: httpx.AsyncClient) -> None:
         assert config.app_secret is not None
@@ -209,11 +237,17 @@ class FadadaProvider:
         if existing:
             return existing
         actors: list[dict[str, Any]] = []
+        seal_fields: list[dict[str, Any]] = []
         for group, person in rest.each_signer_once(req.groups):
             account = person.mobile or person.email
             if not account:
                 raise ProviderError(f"法大大 needs a mobile or email for {person.name}", retryable=False)
             order = len(actors) + 1 if self.config.sequential_groups else group + 1
+            if person.org is not None and person.org.seal:
+                corp, seal_field = _corp_actor(person, account)
+                actors.append({**corp, "orderNo": order})
+                seal_fields.append(seal_field)
+                continue
             actor: dict[str, Any] = {"actor": {"actorId": person.id, "actorType": "person", "actorName": person.name,
                                                "permissions": ["sign"], "accountName": account},
                                      "orderNo": order}
@@ -229,7 +263,7 @@ class FadadaProvider:
             "signInOrder": len(req.groups) > 1, "autoFinish": True,
             "expiresTime": str(int(req.expires_at.timestamp() * 1000)),
             "docs": [{"docId": "1", "docName": req.document.name, "docFileId": file_id,
-                      **({"docFields": fields} if fields else {})}],
+                      **({"docFields": fields + seal_fields} if fields or seal_fields else {})}],
             "actors": actors}, "create task")
         task_id = str(created["signTaskId"])
         await self.call("/sign-task/start", {"signTaskId": task_id}, "start task")

@@ -36,8 +36,9 @@ from connectors.esign.base import ProviderError
 from signbridge.core.models import CreateFlowInput, OpenGroupInput, ProviderEvent, SignerLink
 from signbridge.core.settings import Settings
 from signbridge.core.signers import clean_name
-from signbridge.pdf.pades import sign_pdf
+from signbridge.pdf.pades import default_font_path, seal_pdf, sign_pdf
 from signbridge.pdf.pki import InstallationCA
+from signbridge.pdf.seal import round_seal
 from store import audit
 from store.blobs import BlobNotFound, BlobStore
 from store.repos import local_flows
@@ -172,6 +173,7 @@ class LocalProvider:
 
     name = PROVIDER
     incremental = True  # each signature is an incremental update of the original bytes
+    org_seals = True  # an organisation's seal: its own certificate and the seal image, a signature of its own
 
     def __init__(self, settings: Settings, engine: Engine, blobs: BlobStore) -> None:
         self.settings = settings
@@ -191,9 +193,13 @@ class LocalProvider:
                 if person.id in seen:  # one signature per person, at their first place in the order
                     continue
                 seen.add(person.id)
+                org = person.org
                 signers.append(LocalSigner(flow_id=flow_id, signer_id=person.id, name=person.name, email=person.email,
                                            mobile=person.mobile, external=person.external, group=group,
-                                           position=len(seen)))
+                                           position=len(seen), org_name=org.name if org else None,
+                                           org_credit_code=org.credit_code if org else None,
+                                           seal=bool(org and org.seal), seal_kind=org.seal_kind if org else None,
+                                           seal_image_key=org.seal_image if org else None))
         docs = req.all_documents
         local_flows.create(self.engine, LocalFlow(
             flow_id=flow_id, request_id=req.request_id, title=req.title, original_sha256=req.document.sha256,
@@ -201,8 +207,9 @@ class LocalProvider:
             expires_at=req.expires_at), signers, [
             LocalDocument(flow_id=flow_id, position=i, name=doc.name, original_sha256=doc.sha256,
                           current_blob_key=doc.blob_key,
-                          placements=json.dumps({p.signer_id: [p.page, *p.box] for p in req.placements
-                                                 if p.document == i and p.kind == "sign"}, ensure_ascii=False))
+                          placements=json.dumps({placement_key(p.signer_id, p.kind): [p.page, *p.box]
+                                                 for p in req.placements if p.document == i},
+                                                ensure_ascii=False))
             for i, doc in enumerate(docs)])
         return flow_id
 
@@ -292,34 +299,56 @@ def _reread_problem(engine: Engine, signer_row_id: int | None, hsh: str) -> Link
 Placed = tuple[int, tuple[float, float, float, float]]
 
 
-def placement_of(document: LocalDocument, signer_id: str) -> Placed | None:
+def placement_key(signer_id: str, kind: str = "sign") -> str:
+    """The key of a placement in `LocalDocument.placements`: the signer id for their signature,
+    "seal:<signer id>" for the seal of the organisation they sign for."""
+    return signer_id if kind == "sign" else f"{kind}:{signer_id}"
+
+
+def placement_of(document: LocalDocument, signer_id: str, kind: str = "sign") -> Placed | None:
     """Where `signer_id` signs `document` (a template field or beside an anchor), if anywhere."""
-    spot = json.loads(document.placements or "{}").get(signer_id)
+    spot = json.loads(document.placements or "{}").get(placement_key(signer_id, kind))
     return (int(spot[0]), (float(spot[1]), float(spot[2]), float(spot[3]), float(spot[4]))) if spot else None
 
 
 def _sign_bytes(blobs: BlobStore, blob_key: str, ca: InstallationCA, signer: LocalSigner,
-                signed_at: datetime, font_path: Path | None, placement: Placed | None = None) -> str:
+                signed_at: datetime, font_path: Path | None, placement: Placed | None = None,
+                seal_placement: Placed | None = None) -> str:
     """CPU-heavy: runs in a thread. Returns the new version's blob key (= its SHA-256)."""
     current = blobs.get(blob_key)
+    seal_png = _seal_image(blobs, signer, font_path) if signer.seal else None
     try:
         credential = ca.issue(signer.signer_id, signer.name, signer.email)
         signed = sign_pdf(current, credential, signer_name=signer.name, position=signer.position,
                           signed_at=signed_at, font_path=font_path, placement=placement)
+        if seal_png is not None and signer.org_name and signer.org_credit_code:
+            # The organisation's seal: a second incremental signature, by the organisation's own
+            # certificate, whose appearance is the seal.
+            signed = seal_pdf(signed, ca.issue_organisation(signer.org_name, signer.org_credit_code),
+                              org_name=signer.org_name, seal_png=seal_png, position=signer.position,
+                              signed_at=signed_at, placement=seal_placement)
     except Exception as e:  # a name or email the certificate refuses, pyHanko's many error types
         raise _SigningFailed(f"{type(e).__name__}: {e}") from e
     return blobs.put(signed)
 
 
+def _seal_image(blobs: BlobStore, signer: LocalSigner, font_path: Path | None) -> bytes:
+    """The organisation's uploaded seal, else a standard round red seal drawn for its name."""
+    if signer.seal_image_key:
+        return blobs.get(signer.seal_image_key)
+    return round_seal(signer.org_name or "", signer.seal_kind or "", font_path or default_font_path())
+
+
 async def _signed_version(settings: Settings, blobs: BlobStore, blob_key: str, signer: LocalSigner,
-                          signed_at: datetime, placement: Placed | None = None) -> str:
+                          signed_at: datetime, placement: Placed | None = None,
+                          seal_placement: Placed | None = None) -> str:
     """The new version's blob key, or a LinkProblem the page can show: never an exception that
     would become a 500. `prepare` dry-runs this signature, so reaching "unsignable" means a
     document or name that slipped past it (e.g. a flow started before that check existed)."""
     try:
         ca = await asyncio.to_thread(installation_ca, settings)
         return await asyncio.to_thread(_sign_bytes, blobs, blob_key, ca, signer, signed_at, settings.stamp_font,
-                                       placement)
+                                       placement, seal_placement)
     except _SigningFailed as e:
         log.error("cannot sign %s for signer %s: %s", signer.flow_id, signer.signer_id, e)
         raise _unsignable() from e
@@ -366,7 +395,8 @@ async def sign(settings: Settings, engine: Engine, blobs: BlobStore, token: str,
         before_sha, version = flow.current_sha256, flow.version
         docs = local_flows.documents(engine, flow.flow_id)  # one consent signs each document
         keys = {d.position: await _signed_version(settings, blobs, d.current_blob_key, signer, now,
-                                                  placement_of(d, signer.signer_id)) for d in docs}
+                                                  placement_of(d, signer.signer_id),
+                                                  placement_of(d, signer.signer_id, "seal")) for d in docs}
         new_key = keys[0] if docs else await _signed_version(settings, blobs, flow.current_blob_key, signer, now)
         row = _commit_signature(engine, signer, hsh, version, new_key, now, ip, user_agent, keys)
         if row is not None:

@@ -26,6 +26,7 @@ from signbridge.cli import bulk as bulk_cli
 from signbridge.cli import devserver
 from signbridge.cli import documents as documents_cli
 from signbridge.cli import ops as ops_cli
+from signbridge.cli import orgs as orgs_cli
 from signbridge.cli.errors import DEBUG_KEY, OneLineErrors
 from signbridge.cli.ports import (
     OUTBOUND_URL,
@@ -63,6 +64,7 @@ app.add_typer(ops_cli.identities_app, name="identities")
 app.add_typer(ops_cli.db_app, name="db")
 app.add_typer(documents_cli.templates_app, name="templates")
 app.add_typer(approvals_cli.approvals_app, name="approvals")
+app.add_typer(orgs_cli.orgs_app, name="orgs")
 app.command(name="pause")(documents_cli.pause)
 app.command(name="bulk-send")(bulk_cli.bulk_send)
 app.command(name="resume")(documents_cli.resume)

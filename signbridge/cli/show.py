@@ -15,7 +15,9 @@ from rich.console import Console
 from rich.table import Table
 
 from signbridge.cli.request_ids import short_id
+from signbridge.core.cards import seal_line
 from signbridge.core.models import SignStatus, StatusView
+from signbridge.core.orgs import party_label
 from signbridge.core.settings import Settings
 from store import audit
 
@@ -63,9 +65,11 @@ def render_show(out: Console, settings: Settings, described: Any, view: StatusVi
         _kv(out, "next", _next_step(view))
         signers = Table("group", "signer", "id", "status", "signed at", "reminders", title="signers")
         for s in view.signers:
-            signers.add_row(str(s.group + 1), s.person.name, s.person.id, s.status,
+            signers.add_row(str(s.group + 1), party_label(s.person), s.person.id, s.status,
                             s.signed_at.strftime("%Y-%m-%d %H:%M:%S %Z") if s.signed_at else "", str(s.reminders_sent))
         out.print(signers)
+        for a in view.seal_approvals:
+            _kv(out, "seal approval", seal_line(a))
     pending = list(described.raw_description.pending_activities)
     if pending:
         acts = Table("activity", "attempt", "last error", title="activities in progress")

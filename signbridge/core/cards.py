@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from signbridge.core.models import SignStatus, StatusView
+from signbridge.core.models import SealApproval, SignStatus, StatusView
+from signbridge.core.orgs import party_label
 
 Lang = Literal["zh", "en"]
 
@@ -44,7 +45,7 @@ class CardSigner:
 
 @dataclass(frozen=True)
 class CardButton:
-    action: Literal["remind", "cancel", "retry", "status"]
+    action: Literal["remind", "cancel", "retry", "status", "approve_seal", "refuse_seal"]
     label: str
 
 
@@ -60,6 +61,8 @@ class Card:
     note: str | None
     buttons: list[CardButton] = field(default_factory=list)
     lang: Lang = "zh"
+    # One line per organisation whose seal needs approval: "乙方科技有限公司 用印审批：待审批（印章管理员 赵六）".
+    seals: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -75,6 +78,7 @@ class Card:
             ],
             "note": self.note,
             "buttons": [{"action": b.action, "label": b.label} for b in self.buttons],
+            **({"seals": self.seals} if self.seals else {}),
         }
 
 
@@ -82,7 +86,24 @@ _BUTTONS: dict[str, tuple[str, str]] = {
     "remind": ("催签", "Remind"),
     "cancel": ("撤销", "Cancel"),
     "retry": ("重试", "Retry"),
+    "approve_seal": ("同意用印", "Approve seal"),
+    "refuse_seal": ("拒绝", "Refuse seal"),
 }
+_SEAL_TEXT: dict[str, tuple[str, str]] = {
+    "waiting": ("待轮到", "queued"),
+    "pending": ("待审批", "awaiting approval"),
+    "approved": ("已同意", "approved"),
+    "refused": ("已拒绝", "refused"),
+}
+
+
+def seal_line(a: SealApproval, lang: Lang = "zh") -> str:
+    i = 0 if lang == "zh" else 1
+    keepers = "、".join(a.keepers)
+    decided = f"，{a.by}" if a.by and lang == "zh" else (f", by {a.by}" if a.by else "")
+    if lang == "zh":
+        return f"{a.org} 用印审批：{_SEAL_TEXT[a.status][i]}{decided}（印章管理员 {keepers}）"
+    return f"{a.org} seal-use approval: {_SEAL_TEXT[a.status][i]}{decided} (seal keepers {keepers})"
 
 
 def build_card(view: StatusView, lang: Lang = "zh") -> Card:
@@ -93,7 +114,11 @@ def build_card(view: StatusView, lang: Lang = "zh") -> Card:
         buttons = [CardButton("remind", _BUTTONS["remind"][i]), CardButton("cancel", _BUTTONS["cancel"][i])]
     elif status == SignStatus.STUCK:
         buttons = [CardButton("retry", _BUTTONS["retry"][i]), CardButton("cancel", _BUTTONS["cancel"][i])]
+    if status == SignStatus.IN_PROGRESS and any(a.status == "pending" for a in view.seal_approvals):
+        buttons = [CardButton("approve_seal", _BUTTONS["approve_seal"][i]),
+                   CardButton("refuse_seal", _BUTTONS["refuse_seal"][i]), *buttons]
     doc = view.signed_document or view.document
+    seals = [seal_line(a, lang) for a in view.seal_approvals]
     return Card(
         request_id=view.request_id,
         title=view.title,
@@ -102,12 +127,14 @@ def build_card(view: StatusView, lang: Lang = "zh") -> Card:
         document_name=document_text(view, lang) if doc else None,
         document_sha256=doc.sha256 if doc else None,
         signers=[
-            CardSigner(s.person.name, s.group, s.status, _SIGNER_TEXT[s.status][i], s.person.external)
+            CardSigner(party_label(s.person, lang), s.group, s.status, _SIGNER_TEXT[s.status][i], s.person.external)
             for s in view.signers
         ],
-        note=view.reason or _approval_note(view, lang),
+        # Every platform draws the note, so the seal-use approvals go there too.
+        note="\n".join(x for x in [view.reason or _approval_note(view, lang), *seals] if x) or None,
         buttons=buttons,
         lang=lang,
+        seals=seals,
     )
 
 

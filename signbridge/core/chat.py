@@ -15,7 +15,8 @@ from typing import Literal
 
 from signbridge.core.models import Actor, Person, StatusView
 
-ACTIONS = ("remind", "cancel", "retry")  # the workflow's updates a card button may ask for
+# The workflow's updates a card button may ask for; a seal keeper's 同意用印 / 拒绝 are the last two.
+ACTIONS = ("remind", "cancel", "retry", "approve_seal", "refuse_seal")
 QUERIES = ("status",)  # buttons answered from the flow's status query, changing nothing
 
 

@@ -17,6 +17,9 @@ Rules, in the order they are applied:
   CJK names are fine and may touch a separator (`@李四然后@王五`). If two mentions share a
   name, the n-th `@name` in the text is the n-th such mention. A mention of the bot itself is
   skipped. Words that are neither mentions nor separators are ignored.
+* **Organisations.** `@王五(乙方科技有限公司 公章)` (or full-width `（…）`): 王五 signs for that
+  organisation; a seal word (`公章`, `合同专用章`, `seal`) has its seal applied as well. A
+  mention may already carry its organisation (the webhook IM's `org` and `seal`).
 * **Order.** Mentions separated by spaces (or `,` `，` `、`) sign in parallel; `>`, `＞`, `→`,
   `然后` or the word `then` starts the next group.
 
@@ -33,8 +36,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from signbridge.core import options
-from signbridge.core.models import Person
+from signbridge.core import options, orgs
+from signbridge.core.models import OrgParty, Person
 
 DEFAULT_BOT_NAME = "SignBridge"
 
@@ -176,11 +179,29 @@ def _read_groups(rest: str, people: list[Person], bot_name: str) -> list[list[Pe
             candidates = by_name[name]
             index = used.get(name, 0)
             used[name] = index + 1
-            groups[-1].append(candidates[min(index, len(candidates) - 1)])
+            person = candidates[min(index, len(candidates) - 1)]
             pos += len(name)
+            party, pos = _take_party(rest, pos, name)
+            groups[-1].append(person.model_copy(update={"org": party}) if party else person)
             continue
         pos = _skip_word(rest, pos)
     return groups
+
+
+def _take_party(rest: str, pos: int, name: str) -> tuple[OrgParty | None, int]:
+    """`(乙方科技有限公司 公章)` right after `@王五` (ASCII or full-width parentheses): the person
+    signs for that organisation, and applies its seal when a seal word is there."""
+    if pos >= len(rest) or rest[pos] not in "(（":
+        return None, pos
+    end = next((i for i in range(pos + 1, len(rest)) if rest[i] in ")）"), -1)
+    if end < 0:
+        raise CommandProblem(f"@{name} 后的括号没有闭合，应写作 @{name}(公司名称 公章)"
+                             f"（The parenthesis after @{name} is not closed: write @{name}(Company name seal)）")
+    party = orgs.parse_party(rest[pos + 1:end])
+    if party is None:
+        raise CommandProblem(f"@{name} 后的括号里没有公司名称，应写作 @{name}(公司名称 公章)"
+                             f"（Name the organisation in the parentheses after @{name}: @{name}(Company name seal)）")
+    return party, end + 1
 
 
 def _ends_name(rest: str, pos: int) -> bool:

@@ -26,6 +26,16 @@ TEMPLATES: dict[str, dict[Lang, str]] = {
         "zh": "{who} 拒绝签署「{title}」。原因：{reason}",
         "en": "{who} declined to sign “{title}”. Reason: {reason}",
     },
+    "seal_approval": {
+        "zh": "用印审批：{requester} 申请在「{title}」（文件 {document}）上加盖「{org}」的{seal}，由 {signatory} 代签；"
+              "相对方：{counterparties}。请在群内签署卡片上点「同意用印」或「拒绝」。",
+        "en": "Seal-use approval: {requester} asks to apply the {seal} of {org} to “{title}” (document {document}), "
+              "signed by {signatory}; counterparties: {counterparties}. Approve or refuse on the signing card.",
+    },
+    "seal_refused": {
+        "zh": "{who} 拒绝为「{title}」加盖「{org}」的印章，签署已终止。原因：{reason}",
+        "en": "{who} refused to apply the seal of {org} to “{title}”; the request has ended. Reason: {reason}",
+    },
     "expired": {
         "zh": "「{title}」已过签署期限，流程已关闭。",
         "en": "“{title}” passed its signing deadline; the request is closed.",

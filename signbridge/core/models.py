@@ -34,6 +34,20 @@ TERMINAL = frozenset(
 )
 
 
+class OrgParty(BaseModel):
+    """The organisation a signer signs for (`@王五(乙方科技有限公司 公章)`). `seal`: its seal is applied
+    too, as a signature of its own. What the command names is `name` (and `id`, from the webhook
+    IM); `prepare` fills the rest from the organisations table, so providers need nothing else."""
+
+    name: str
+    seal: bool = False
+    seal_kind: str = "公章"  # 公章 | 合同专用章
+    id: str | None = None  # the chat's own id of the organisation, when it sends one
+    credit_code: str | None = None  # unified social credit code (set by `prepare`)
+    seal_image: str | None = None  # blob key of the uploaded seal image; None: a generated round seal
+    provider_ids: dict[str, str] = Field(default_factory=dict)  # e.g. {"esign_cn.org_id": …, "fadada.seal_id": …}
+
+
 class Person(BaseModel):
     """A chat user or an external party. `id` is the chat user id (or a stable external id)."""
 
@@ -42,6 +56,7 @@ class Person(BaseModel):
     email: str | None = None
     mobile: str | None = None
     external: bool = False
+    org: OrgParty | None = None  # signs for this organisation (and applies its seal when `org.seal`)
 
 
 class ChatRef(BaseModel):
@@ -147,6 +162,26 @@ class DocumentInfo(BaseModel):
     original_sha256: str | None = None  # that Office file, kept beside the PDF in the blob store
 
 
+class OrgInfo(BaseModel):
+    """A registered organisation as one flow needs it: who may approve the use of its seal."""
+
+    name: str
+    credit_code: str
+    keepers: list[Person] = Field(default_factory=list)
+    requires_seal_approval: bool = False
+
+
+class SealApproval(BaseModel):
+    """The seal-use approval (用印审批) of one organisation in one flow."""
+
+    org: str  # the organisation's name
+    signer_id: str  # the signatory whose seal application needs it
+    status: Literal["waiting", "pending", "approved", "refused"] = "waiting"
+    by: str | None = None  # the keeper who decided
+    reason: str | None = None
+    keepers: list[str] = Field(default_factory=list)  # names, for the card
+
+
 class PreparedDocument(DocumentInfo):
     """What `prepare` returns: the stored document, and the signers as the chat's directory knows
     them (names, email, mobile). Empty `groups` (older histories): keep the request's own."""
@@ -157,6 +192,7 @@ class PreparedDocument(DocumentInfo):
     # and where each signer signs (empty: the automatic stamp slots).
     documents: list[DocumentInfo] = Field(default_factory=list)
     placements: list[Placement] = Field(default_factory=list)
+    organisations: list[OrgInfo] = Field(default_factory=list)  # every organisation party, as registered
 
 
 class SignedDocuments(DocumentInfo):
@@ -197,6 +233,7 @@ class StatusView(BaseModel):
     bulk_id: str | None = None
     cc: list[Person] = Field(default_factory=list)
     approval: ApprovalRef | None = None  # the approval this request comes from
+    seal_approvals: list[SealApproval] = Field(default_factory=list)
 
 
 # ---- provider side ------------------------------------------------------------------------

@@ -111,6 +111,7 @@ class Settings(BaseSettings, Timing):
     bot_name: str = "SignBridge"  # how people @-mention the bot in chat commands
     default_provider: str = "local"
     max_document_bytes: int = 20 * 1024 * 1024
+    max_seal_image_bytes: int = 1024 * 1024  # an organisation's uploaded seal image (PNG or JPEG)
     fetch_timeout_seconds: float = 30.0  # one document fetch, every redirect included
 
     # Where documents may be fetched from (comma separated). File URLs are untrusted input: only

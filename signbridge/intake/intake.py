@@ -50,6 +50,13 @@ REST = Deadline(accept=10.0, result=25.0)  # a REST client or the CLI can wait l
 log = logging.getLogger(__name__)
 
 
+def _as_party(mentioned: Person, parsed: Person) -> Person:
+    """The mention as the platform sent it, with the organisation the command gave it
+    (`@王五(乙方科技有限公司 公章)`) — or the one the mention itself carried (the webhook IM's `org`)."""
+    org = parsed.org or mentioned.org
+    return mentioned.model_copy(update={"org": org}) if org is not None else mentioned
+
+
 class Intake:
     def __init__(self, client: Client, settings: Settings, engine: Engine) -> None:
         self.client = client
@@ -101,7 +108,7 @@ class Intake:
             chat=ChatRef(platform=event.platform, tenant=event.tenant, chat_id=event.chat_id,
                          chat_kind=event.chat_kind, source_event_id=event.event_id),
             documents=documents,
-            groups=[[by_id.get(p.id, p) for p in group] for group in parsed.groups] if parsed else [],
+            groups=[[_as_party(by_id.get(p.id, p), p) for p in group] for group in parsed.groups] if parsed else [],
             provider=(parsed.provider if parsed else None) or self.settings.default_provider,
             timing=self._timing(parsed),
             problem=problem,

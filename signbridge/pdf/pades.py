@@ -18,7 +18,7 @@ import importlib.resources
 import textwrap
 import threading
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -35,7 +35,7 @@ from pyhanko.sign import fields, signers
 from pyhanko.sign.diff_analysis import SuspiciousModification
 from pyhanko.sign.signers.pdf_signer import PdfSigningSession
 from pyhanko.sign.validation import validate_pdf_signature
-from pyhanko.stamp import TextStampStyle
+from pyhanko.stamp import BaseStampStyle, TextStampStyle
 from pyhanko_certvalidator import ValidationContext
 
 from signbridge.pdf.pki import SignerCredential, subject_full_name
@@ -222,7 +222,7 @@ class _TimedPdfSigner(signers.PdfSigner):
         signature_meta: signers.PdfSignatureMetadata,
         signer: signers.Signer,
         *,
-        stamp_style: TextStampStyle,
+        stamp_style: BaseStampStyle,
         new_field_spec: fields.SigFieldSpec,
         signing_time: dt.datetime,
     ) -> None:
@@ -266,17 +266,34 @@ def free_stamp_box(
     return None
 
 
-def free_field_name(writer: IncrementalPdfFileWriter, position: int) -> str:
+Rect = tuple[int, int, int, int]
+
+
+def _target(data: bytes, placement: tuple[int, tuple[float, float, float, float]] | None,
+            free_box: Callable[[generic.DictionaryObject], Rect | None],
+            ) -> tuple[IncrementalPdfFileWriter, int, Rect | None]:
+    """The incremental writer over `data`, the page to sign on (`placement`'s, else the last) and
+    the rectangle: `placement`'s, else the first free one `free_box` finds on that page."""
+    writer = IncrementalPdfFileWriter(BytesIO(data), strict=False)
+    on_page = placement[0] if placement else -1
+    page_ref, _ = writer.find_page_for_modification(on_page)
+    if placement:
+        x1, y1, x2, y2 = placement[1]
+        return writer, on_page, (round(x1), round(y1), round(x2), round(y2))
+    return writer, on_page, free_box(page_ref.get_object())
+
+
+def free_field_name(writer: IncrementalPdfFileWriter, position: int, prefix: str = "Signature") -> str:
     """f"Signature{position}", unless a filled field has that name already (then a suffix).
 
     "Signature1" is also what most PDF tools call their first signature, and pyHanko refuses to
     sign into a filled field.
     """
     filled = {name for name, _, _ in fields.enumerate_sig_fields(writer, filled_status=True)}
-    name, n = f"Signature{position}", 1
+    name, n = f"{prefix}{position}", 1
     while name in filled:
         n += 1
-        name = f"Signature{position}_{n}"
+        name = f"{prefix}{position}_{n}"
     return name
 
 
@@ -328,17 +345,9 @@ def sign_pdf(
     lines if it is long) and the time in UTC; the signature's /Name holds it too. The field is
     f"Signature{position}" unless the document already has a signed field of that name.
     """
-    if signed_at.tzinfo is None:
-        signed_at = signed_at.replace(tzinfo=dt.UTC)
-    writer = IncrementalPdfFileWriter(BytesIO(data), strict=False)
-    on_page = placement[0] if placement else -1
-    page_ref, _ = writer.find_page_for_modification(on_page)
-    page = page_ref.get_object()
-    box: tuple[int, int, int, int] | None
-    if placement:
-        box = (round(placement[1][0]), round(placement[1][1]), round(placement[1][2]), round(placement[1][3]))
-    else:
-        box = free_stamp_box(_page_box(page), position, _signature_rects(page))
+    signed_at = signed_at if signed_at.tzinfo else signed_at.replace(tzinfo=dt.UTC)
+    writer, on_page, box = _target(data, placement, lambda page: free_stamp_box(
+        _page_box(page), position, _signature_rects(page)))
     field_name = free_field_name(writer, position)
     text_params = {
         "signer_name": stamp_lines(signer_name),
@@ -369,6 +378,62 @@ def sign_pdf(
         appearance_text_params=text_params,
     )
     signed: bytes = out.getvalue()
+    return signed
+
+
+SEAL_SIZE = 110  # a round seal's side on the page, in points (about 39 mm: a common 公章 is 40 mm)
+
+
+def free_seal_box(page_box: tuple[float, float, float, float],
+                  taken: list[tuple[float, float, float, float]]) -> tuple[int, int, int, int] | None:
+    """The first square from the bottom-right corner (leftwards, then upwards) that overlaps no
+    signature already on the page; personal stamps fill the page from the bottom-left."""
+    x0, y0, x1, y1 = page_box
+    step = SEAL_SIZE + STAMP_GAP
+    top = y1 - PAGE_MARGIN - SEAL_SIZE
+    bottom = y0 + PAGE_MARGIN
+    while bottom <= top:
+        left = x1 - PAGE_MARGIN - SEAL_SIZE
+        while left >= x0 + PAGE_MARGIN:
+            box = (round(left), round(bottom), round(left + SEAL_SIZE), round(bottom + SEAL_SIZE))
+            if not any(box[0] < t[2] and t[0] < box[2] and box[1] < t[3] and t[1] < box[3] for t in taken):
+                return box
+            left -= step
+        bottom += step
+    return None
+
+
+def seal_pdf(
+    data: bytes,
+    credential: SignerCredential,
+    *,
+    org_name: str,
+    seal_png: bytes,
+    position: int,
+    signed_at: dt.datetime,
+    placement: tuple[int, tuple[float, float, float, float]] | None = None,
+) -> bytes:
+    """Append an organisation's seal: a PAdES signature by the organisation's certificate whose
+    appearance is the seal image, on the last page (or at `placement`), in a field of its own
+    (f"Seal{position}"). Like `sign_pdf`, an incremental update: the result starts with `data`."""
+    from PIL import Image  # only seals need Pillow
+    from pyhanko.pdf_utils.images import PdfImage
+    from pyhanko.stamp import StaticStampStyle
+
+    signed_at = signed_at if signed_at.tzinfo else signed_at.replace(tzinfo=dt.UTC)
+    writer, on_page, box = _target(data, placement, lambda page: free_seal_box(_page_box(page),
+                                                                                _signature_rects(page)))
+    field_name = free_field_name(writer, position, prefix="Seal")
+    with Image.open(BytesIO(seal_png)) as img:
+        image = img.convert("RGBA")
+    style = StaticStampStyle(border_width=0, background=PdfImage(image), background_opacity=1.0)
+    meta = signers.PdfSignatureMetadata(field_name=field_name, md_algorithm="sha256",
+                                        subfilter=fields.SigSeedSubFilter.PADES, reason="SignBridge seal",
+                                        name=org_name)
+    pdf_signer = _TimedPdfSigner(meta, credential.signer, stamp_style=style,
+                                 new_field_spec=fields.SigFieldSpec(field_name, on_page=on_page, box=box),
+                                 signing_time=signed_at)
+    signed: bytes = pdf_signer.sign_pdf(writer).getvalue()
     return signed
 
 

@@ -37,11 +37,14 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
 from connectors.esign.base import ESignProvider
-from signbridge.core.models import ChatRef, DocumentSource, Person, SigningRequest, StatusView, Timing
+from signbridge.core.models import ChatRef, DocumentSource, OrgParty, Person, SigningRequest, StatusView, Timing
 from signbridge.core.settings import Settings
 from signbridge.core.temporal import start_signing
+from signbridge.intake.orgs import add
 from signbridge.pdf.sample import sample_contract
 from store.blobs import BlobStore, FileBlobStore
+from store.db import create_all, get_engine
+from store.repos.organisations import Keeper
 from tests.sim.servers import serve
 from tests.sim.webhook_sink import WebhookSink
 from worker import build_worker
@@ -204,3 +207,19 @@ def e2e_fixture(case: FlowCase) -> Any:
             yield rig
 
     return e2e
+
+
+SEALED_ORG = "乙方科技有限公司"
+
+
+async def refused_seal(e2e: E2E) -> StatusView:
+    """A request whose signer applies a company seal, at a provider that cannot express one: it must
+    end REJECTED at prepare, saying why, before anything is created at the provider."""
+    engine = get_engine(e2e.settings.sqlalchemy_url)
+    create_all(engine)
+    add(engine, name=SEALED_ORG, credit_code="91350100M000100Y43", keepers=[Keeper(A.id, A.name)])
+    sealing = A.model_copy(update={"org": OrgParty(name=SEALED_ORG, seal=True)})
+    view = await e2e.result(await e2e.start([[sealing], [B]]))
+    assert view.status.value == "REJECTED", view
+    assert view.reason and "cannot apply an organisation's seal" in view.reason and e2e.provider in view.reason
+    return view

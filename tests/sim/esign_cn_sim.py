@@ -326,7 +326,10 @@ class EsignCnSim:
         assert f is not None
         people = []
         for s in signers:
-            info = s.get("psnSignerInfo") or {}
+            org = self._org_signer(s)
+            if isinstance(org, str):
+                return self._business(request, PARAM_ERROR, org)
+            info = (s.get("orgSignerInfo") or {}).get("transactorInfo") or {} if org else s.get("psnSignerInfo") or {}
             order = (s.get("signConfig") or {}).get("signOrder")
             if not info.get("psnAccount") or not isinstance(order, int) or not s.get("signFields"):
                 return self._business(request, PARAM_ERROR, "参数错误: psnAccount/signOrder/signFields 必填")
@@ -339,7 +342,7 @@ class EsignCnSim:
             people.append({"account": info["psnAccount"], "name": (info.get("psnInfo") or {}).get("psnName", ""),
                            "order": order, "status": 1, "signTime": None, "refuseReason": None,
                            "bizNums": [fl.get("customBizNum") for fl in s["signFields"]],
-                           "fileIds": [fl["fileId"] for fl in s["signFields"]], "positions": positions})
+                           "fileIds": [fl["fileId"] for fl in s["signFields"]], "positions": positions, "org": org})
         flow_id = f"sim{next(self._ids):04d}" + secrets.token_hex(12)
         with self._lock:
             self.flows[flow_id] = {
@@ -354,10 +357,44 @@ class EsignCnSim:
         return _ok({"signFlowId": flow_id})
 
     @staticmethod
+    def _org_signer(s: dict[str, Any]) -> dict[str, Any] | str | None:
+        """`signerType` 1 (企业/机构): `orgSignerInfo` with `orgName` or `orgId`, an `orgInfo` whose card
+        type is USCC or REGCODE, and a transactor (`transactorInfo.psnAccount`); the seal by
+        `assignedSealId` or `orgSealBizTypes`. A person given `availableSealIds` is e签宝's 1435002.
+        Returns what the flow keeps of the organisation, None for a person, or the refusal's text."""
+        fields = [fl.get("normalSignFieldConfig") or {} for fl in s.get("signFields") or []]
+        kind = s.get("signerType", 0)
+        if kind == 0:
+            if any(c.get("availableSealIds") or c.get("orgSealBizTypes") for c in fields):
+                return "参数错误: 个人签署方不支持指定企业印章"  # e签宝 answers 1435002
+            return None
+        if kind != 1:
+            return f"参数错误: 不支持的 signerType {kind}"
+        info = s.get("orgSignerInfo")
+        if not isinstance(info, dict):
+            return "参数错误: 企业签署方 orgSignerInfo 必填（非静默签）"
+        if not (info.get("orgName") or info.get("orgId")):
+            return "参数错误: orgName 或 orgId 必填"
+        card = info.get("orgInfo") or {}
+        if card and (card.get("orgIDCardType") not in ("CRED_ORG_USCC", "CRED_ORG_REGCODE")
+                     or not card.get("orgIDCardNum")):
+            return "参数错误: orgIDCardType/orgIDCardNum 无效"
+        seal_ids = [c.get("assignedSealId") for c in fields if c.get("assignedSealId")]
+        biz = [c.get("orgSealBizTypes") for c in fields if c.get("orgSealBizTypes")]
+        if any(t not in ("PUBLIC", "CONTRACT", "FINANCE", "PERSONNEL", "LEGAL_PERSON", "COMMON")
+               for b in biz for t in str(b).split(",")):
+            return "参数错误: orgSealBizTypes 无效"
+        return {"orgName": info.get("orgName"), "orgId": info.get("orgId"), "orgIDCardNum": card.get("orgIDCardNum"),
+                "sealId": seal_ids[0] if seal_ids else None, "sealBizTypes": biz[0] if biz else None}
+
+    @staticmethod
     def _signers(f: dict[str, Any]) -> list[dict[str, Any]]:
-        return [{"signOrder": s["order"], "signerType": 0, "signStatus": s["status"], "signTime": s["signTime"],
-                 "refuseReason": s["refuseReason"],
+        return [{"signOrder": s["order"], "signerType": 1 if s.get("org") else 0, "signStatus": s["status"],
+                 "signTime": s["signTime"], "refuseReason": s["refuseReason"],
                  "psnSigner": {"psnName": s["name"], "psnAccount": _account(s["account"])},
+                 **({"orgSigner": {"orgName": s["org"]["orgName"], "orgId": s["org"]["orgId"],
+                                   "transactor": {"psnName": s["name"], "psnAccount": _account(s["account"])}}}
+                    if s.get("org") else {}),
                  "signFields": [{"fileId": file_id, "customBizNum": b, "signFieldStatus": s["status"]}
                                 for b, file_id in zip(s["bizNums"], s["fileIds"], strict=True)]}
                 for s in f["signers"]]

@@ -82,6 +82,7 @@ class FadadaSim:
         self.files: dict[str, bytes] = {}
         self.tokens: set[str] = set()
         self.grants = 0
+        self.failures: list[str] = []  # the error code of every call it refused
         self.down = False
         self.busy = 0
         self.duplicate = False
@@ -97,6 +98,7 @@ class FadadaSim:
         return JSONResponse({"code": "100000", "msg": "成功", "data": data or {}})
 
     def _fail(self, code: str, msg: str) -> Response:
+        self.failures.append(code)
         return JSONResponse({"code": code, "msg": msg, "data": None})
 
     def _make_app(self) -> FastAPI:
@@ -155,6 +157,9 @@ class FadadaSim:
         if path == "sign-task/create":
             if not biz.get("actors") or not biz.get("docs") or not biz.get("transReferenceId"):
                 return self._fail("210002", "参数错误")
+            refused = self._check_actors(biz)
+            if refused:
+                return self._fail(*refused)
             file_id = biz["docs"][0]["docFileId"]
             problem = _fields_problem(biz, self.uploads.get(file_id, b""))
             if problem:
@@ -165,8 +170,13 @@ class FadadaSim:
                     "signTaskId": task_id, "transReferenceId": biz["transReferenceId"],
                     "signInOrder": bool(biz.get("signInOrder")), "signTaskStatus": "task_created",
                     "actors": [{"actorId": a["actor"]["actorId"], "orderNo": a["orderNo"],
-                                "accountName": a["actor"]["accountName"], "signStatus": "wait_sign",
-                                "signFields": a.get("signFields") or []}
+                                "accountName": a["actor"].get("accountName")
+                                or ((a["actor"].get("actorCorpMembers") or [{}])[0].get("accountName"))
+                                or (a["actor"].get("notification") or {}).get("notifyAddress"),
+                                "actorType": a["actor"]["actorType"], "actorName": a["actor"]["actorName"],
+                                "certNoForMatch": a["actor"].get("certNoForMatch"),
+                                "sealIds": [f.get("sealId") for f in a.get("signFields") or []],
+                                "signStatus": "wait_sign", "signFields": a.get("signFields") or []}
                                for a in biz["actors"]],
                     "docFields": biz["docs"][0].get("docFields") or []}
                 self.files[task_id] = self.uploads[file_id]
@@ -196,6 +206,31 @@ class FadadaSim:
         return self._fail("100404", "unknown api")
 
     # ---- acting as the signers --------------------------------------------------------------
+
+    @staticmethod
+    def _check_actors(biz: dict[str, Any]) -> tuple[str, str] | None:
+        """法大大's rules for actors: `corp` or `person`; `accountName` is a person's only;
+        `actorCorpMembers` needs `actorOpenId` or `actorFDDId`; a corp signs into a `corp_seal`
+        field (a person field for a corp is 211027), a person never into one (211028)."""
+        kinds = {f.get("fieldId"): f.get("fieldType") for d in biz["docs"] for f in d.get("docFields") or []}
+        for a in biz["actors"]:
+            actor = a.get("actor") or {}
+            kind = actor.get("actorType")
+            if kind not in ("corp", "person") or not actor.get("actorId") or not actor.get("actorName"):
+                return "210002", "参数错误: actorId/actorType/actorName"
+            if kind == "corp" and actor.get("accountName"):
+                return "210002", "参数错误: accountName 仅适用于个人参与方"
+            if actor.get("actorCorpMembers") and not (actor.get("actorOpenId") or actor.get("actorFDDId")):
+                return "210002", "参数错误: actorCorpMembers 需要 actorOpenId 或 actorFDDId"
+            for sign_field in a.get("signFields") or []:
+                field_type = kinds.get(sign_field.get("fieldId"))
+                if field_type is None:
+                    return "210002", "参数错误: 签署控件不存在"
+                if kind == "corp" and field_type not in ("corp_seal", "corp_seal_cross_page"):
+                    return "211027", "企业参与方只能使用企业签章控件"
+                if kind == "person" and field_type != "person_sign":
+                    return "211028", "个人参与方只能使用个人签名控件"
+        return None
 
     def _actor(self, task_id: str, actor_id: str) -> dict[str, Any]:
         return next(a for a in self.tasks[task_id]["actors"] if a["actorId"] == actor_id)

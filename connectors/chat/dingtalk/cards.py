@@ -66,4 +66,5 @@ def render_card(card: Card) -> dict[str, str]:
         "showRemind": str("remind" in actions).lower(),
         "showCancel": str("cancel" in actions).lower(),
         "showRetry": str("retry" in actions).lower(),
+        "showSealApproval": str("approve_seal" in actions).lower(),  # 同意用印 / 拒绝, for seal keepers
     }

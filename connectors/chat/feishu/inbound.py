@@ -62,7 +62,8 @@ REPLIED_FILE = "document.pdf"  # name of a replied-to file we never saw; Feishu'
 NO_FILE = ("没有找到要签署的文件：请先发送合同文件，再回复该文件 @机器人 签署"
            "（No document to sign: send the contract file first, then reply to it with the sign command）")
 DONE = {"remind": ("已发送催签提醒", "Reminders sent"), "cancel": ("已撤销签署", "The request is cancelled"),
-        "retry": ("正在重试", "Retrying")}
+        "retry": ("正在重试", "Retrying"), "approve_seal": ("已同意用印", "Seal use approved"),
+        "refuse_seal": ("已拒绝用印", "Seal use refused")}
 
 
 def _replied_file(event: chat.ChatEvent) -> tuple[chat.FileRef, ...]:

@@ -25,7 +25,7 @@ from connectors.chat.base import ChatConnector
 from connectors.chat.callback import Callback, CallbackRejected, Received, Reply, Route, Rules, json_object
 from connectors.chat.webhook import signature
 from signbridge.core import chat
-from signbridge.core.models import Actor, Person
+from signbridge.core.models import Actor, OrgParty, Person
 from signbridge.core.settings import Settings
 from signbridge.core.untrusted import MAX_WORKFLOW_ID_CHARS, Identifier, problems
 
@@ -58,9 +58,20 @@ class SenderIn(BaseModel):
     mobile: str | None = Field(default=None, max_length=64)
 
 
+class OrgIn(BaseModel):
+    id: str | None = Field(default=None, max_length=128)
+    name: str = Field(min_length=1, max_length=200)
+
+
 class MentionIn(SenderIn):
     name: str = Field(max_length=1000)  # a signer: cleaned and checked at `prepare`, which says why
     external: bool = False
+    org: OrgIn | None = None  # signs for this organisation (checked against the registered ones at `prepare`)
+    seal: bool = False  # and applies its seal
+
+    def person(self) -> Person:
+        org = OrgParty(name=self.org.name, id=self.org.id, seal=self.seal) if self.org else None
+        return Person(**self.model_dump(exclude={"org", "seal"}), org=org)
 
 
 class FileIn(BaseModel):
@@ -153,7 +164,7 @@ class WebhookInbound:
                               platform=PLATFORM, tenant=event.tenant)
         return chat.ChatEvent(platform=PLATFORM, tenant=event.tenant, chat_id=event.chat.id, chat_kind=event.chat.kind,
                          sender=sender, event_id=event.event_id, text=event.text,
-                         mentions=tuple(chat.Mention(Person(**p.model_dump()), p.name) for p in event.mentions),
+                         mentions=tuple(chat.Mention(p.person(), p.name) for p in event.mentions),
                          files=tuple(chat.FileRef(f.name, f.url, f.sha256) for f in event.files))
 
     def reply(self, received: chat.ChatEvent | chat.ChatAction | chat.ApprovalEvent, outcome: chat.Outcome) -> Reply:
