@@ -77,6 +77,11 @@ def test_what_the_initiator_must_fix(fields: tuple[FormField, ...], approved: bo
 def test_counterparties_are_stable_ids() -> None:
     assert counterparties("A a@x.example") == counterparties("  A a@x.example ;")
     assert counterparties("") == []
+    # digits in a name are not a phone number; a country code may stand apart
+    [named] = counterparties("客户2024 13800000001")
+    assert (named.name, named.mobile) == ("客户2024", "13800000001")
+    [coded] = counterparties("Acme Ltd, +86 138-0000-0003")
+    assert (coded.name, coded.mobile) == ("Acme Ltd", "+8613800000003")
 
 
 def test_mappings_are_stored_replaced_and_removed(settings: Settings) -> None:

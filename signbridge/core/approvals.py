@@ -111,7 +111,7 @@ def _find(form: ApprovalForm, key: str) -> FormField | None:
 
 _ENTRY_SPLIT = re.compile(r"[\n;；]+")
 _EMAIL = re.compile(r"[^\s<>()（）,，]+@[^\s<>()（）,，]+\.[^\s<>()（）,，]+")
-_MOBILE = re.compile(r"\+?\d[\d\- ]{6,}\d")
+_MOBILE = re.compile(r"(?:\+\d{1,3}[ -]?)?\d[\d-]{6,}\d")  # spaces only after a country code
 
 
 def counterparties(text: str) -> list[Person]:

@@ -128,6 +128,7 @@ class Intake:
         if event.revoked:
             return await self._revoke(event, rules)
         if not event.approved:
+            log.info("approval %s of %s is %s: nothing to sign", event.instance_id, event.platform, event.status)
             return Ignored(f"approval {event.instance_id} is {event.status or 'pending'}, "
                            "not approved: nothing to sign")
         source = approval_event_id(event.instance_id)
