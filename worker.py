@@ -26,6 +26,7 @@ from temporalio.client import Client
 from temporalio.runtime import Runtime
 from temporalio.worker import Worker, WorkerConfig
 
+from activities.certificates import CertificateActivities
 from activities.chat import ChatActivities
 from activities.deps import Deps
 from activities.documents import DocumentActivities
@@ -49,7 +50,7 @@ from workflows.signing import SigningWorkflow
 def activities_for(deps: Deps) -> list[Any]:
     docs, provider, chat = DocumentActivities(deps), ProviderActivities(deps), ChatActivities(deps)
     return [
-        docs.prepare, docs.finish,
+        docs.prepare, docs.finish, CertificateActivities(deps).certify,
         provider.create_flow, provider.open_group, provider.poll, provider.revoke, provider.remind,
         chat.publish, chat.send_link, chat.send_text, chat.send_file, chat.chat_reply,
     ]

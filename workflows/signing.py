@@ -83,6 +83,9 @@ PATCH_SELF_HEALING = "self-healing-steps-2026-12"
 # A row of a bulk send tells its parent when its links are out and when it ended.
 PATCH_BULK_ROWS = "bulk-rows-2026-12"
 BULK_PROGRESS_SIGNAL = "row_progress"
+# Once every signature is in, a certificate of completion is issued (from the database) and
+# delivered with the signed files.
+PATCH_CERTIFICATE = "certificate-2026-12"
 
 # A failed step raises one of these: an activity's failure as ActivityError; a local activity
 # that ran out of attempts (or hit a non-retryable error) as its bare ApplicationError; a local
@@ -115,6 +118,7 @@ ACTIVITY_SUMMARIES = {
     "remind": "Ask the provider to remind pending signers",
     "revoke": "Revoke the provider flow",
     "finish": "Download, verify and store the signed document",
+    "certify": "Issue the certificate of completion",
     "send_file": "Deliver the signed document to the chat",
 }
 
@@ -361,12 +365,23 @@ class SigningWorkflow:
         )
         signed = DocumentInfo.model_validate(finished.model_dump(exclude={"documents"}))
         self.signed_document, self.signed_documents = signed, finished.documents
+        certificate = await self._certify() if workflow.patched(PATCH_CERTIFICATE) else None
         await self._step("send signed file", "send_file",
                          FileMessageInput(request_id=self.req.request_id, chat=self.req.chat, document=signed,
-                                          documents=finished.documents, cc=self.req.cc),
+                                          documents=finished.documents, cc=self.req.cc, certificate=certificate),
                          type(None))
         self.status = SignStatus.COMPLETED
         await self._publish("status:COMPLETED", "request.completed", {"signed_sha256": signed.sha256})
+
+    async def _certify(self) -> DocumentInfo:
+        """The certificate of completion, made by the activity from the database: it first writes
+        the audit events still pending here (the last signatures) and the view with the signed files."""
+        audits = list(self.pending_audit)
+        certificate: DocumentInfo = await self._step(
+            "certificate of completion", "certify", PublishInput(view=self.view(), audits=audits), DocumentInfo)
+        written = {a.key for a in audits}
+        self.pending_audit = [a for a in self.pending_audit if a.key not in written]
+        return certificate
 
     # ---- endings --------------------------------------------------------------------------
 
