@@ -41,7 +41,10 @@ CERTIFIABLE = frozenset({SignStatus.COMPLETED, SignStatus.DECLINED, SignStatus.E
 
 STATUS_LABELS = {
     "COMPLETED": "已完成 Completed", "DECLINED": "已拒签 Declined", "EXPIRED": "已过期 Expired",
-    "CANCELLED": "已撤销 Cancelled", "FINISHING": "已完成签署 All signed", "IN_PROGRESS": "签署中 In progress",
+    "CANCELLED": "已撤销 Cancelled", "IN_PROGRESS": "签署中 In progress",
+    # The flow issues its certificate once every signature is in and the signed files are verified
+    # and stored, just before it posts them and reports COMPLETED.
+    "FINISHING": "已完成 Completed",
 }
 SIGNER_LABELS = {"signed": "已签署 Signed", "declined": "已拒签 Declined", "notified": "未签署 Not signed",
                  "waiting": "未轮到 Not reached"}
@@ -173,7 +176,7 @@ def certificate_lines(record: SigningRequestRecord, view: StatusView, trail: lis
         Line(f"签署服务 Provider: {view.provider}    来源 Chat: {chat}"),
         Line(f"创建 Created: {_when(record.created_at)}    出具 Issued: {_when(issued_at)}"),
     ]
-    if view.reason and status != "COMPLETED":
+    if view.reason and status not in ("COMPLETED", "FINISHING"):
         lines.append(Line(f"原因 Reason: {view.reason}"))
     originals = view.documents or ([view.document] if view.document else [])
     signed = view.signed_documents or ([view.signed_document] if view.signed_document else [])
