@@ -49,13 +49,12 @@ TEMPLATES: dict[str, dict[Lang, str]] = {
         "en": "Reminder: please sign “{title}”; the e-signature provider has sent you the invitation",
     },
     "file_too_large": {
-        "zh": "文件超过{platform} {mb} MB 上限，请用链接下载（larger than {platform_en}'s {mb} MB limit: "
-              "download it from the link）",
-        "en": "The file is larger than {platform_en}'s {mb} MB limit: download it from the link",
+        "zh": "文件超过{platform} {mb} MB 上限，请用链接下载（larger than the {mb} MB limit: download it from the link）",
+        "en": "The file is larger than {platform}'s {mb} MB limit: download it from the link",
     },
     "file_upload_refused": {
-        "zh": "{platform}未接受文件上传，请用链接下载（{platform_en} refused the upload: download it from the link）",
-        "en": "{platform_en} refused the upload: download the file from the link",
+        "zh": "{platform}未接受文件上传，请用链接下载（the upload was refused: download it from the link）",
+        "en": "{platform} refused the upload: download the file from the link",
     },
     "cc_files": {
         "zh": "抄送给您的「{title}」已签署完成，文件如下（signed copy for you）",
@@ -100,14 +99,17 @@ PLATFORM_NAMES: dict[str, tuple[str, str]] = {
 
 def file_too_large(platform: str, limit_bytes: int, lang: Lang) -> str:
     """Why a file went as a link: "文件超过飞书 30 MB 上限，请用链接下载"."""
-    zh, en = PLATFORM_NAMES.get(platform, (platform, platform))
-    return render("file_too_large", {"platform": zh, "platform_en": en, "mb": str(limit_bytes // (1024 * 1024))},
-                  lang)
+    return render("file_too_large", {"platform": platform_name(platform, lang),
+                                     "mb": str(limit_bytes // (1024 * 1024))}, lang)
 
 
 def upload_refused(platform: str, lang: Lang) -> str:
+    return render("file_upload_refused", {"platform": platform_name(platform, lang)}, lang)
+
+
+def platform_name(platform: str, lang: Lang) -> str:
     zh, en = PLATFORM_NAMES.get(platform, (platform, platform))
-    return render("file_upload_refused", {"platform": zh, "platform_en": en}, lang)
+    return zh if lang == "zh" else en
 
 
 def render(kind: str, params: Mapping[str, str], lang: Lang) -> str:
