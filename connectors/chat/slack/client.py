@@ -11,6 +11,10 @@ Idempotency: the card's `ChatMessage` row holds its channel + ts, and later upse
 (`activities/chat.py`). Slack has no idempotency key, so a post whose *answer* was lost
 (`maybe_delivered`) can still appear twice: it is posted again only after a pause.
 
+Files (the signed PDF, the certificate) go up the way `slack_sdk`'s `files_upload_v2` sends them —
+`files.getUploadURLExternal`, the bytes to the upload URL, `files.completeUploadExternal` — over
+the same httpx client and error mapping as every other call (the retired `files.upload` is not used).
+
 Document sources use two URL forms made by `connectors/chat/slack/inbound.py`:
 `slack:file:<file id>` (a file in the message) and `slack:latest:<channel>:<user>` (a slash
 command: the user's most recent file in that channel, looked up when the flow runs, so the
