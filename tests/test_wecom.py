@@ -359,8 +359,9 @@ async def test_file_then_command_to_signed_pdf(dev_env: WorkflowEnvironment, set
 
         # the signed file reached the initiator once as a file (then the certificate): the original plus signatures
         await sim.wait_for(lambda: len(sim.files_to("zhangsan")) == 2)
-        (signed_name, signed_pdf), (certificate_name, certificate) = sim.files_to("zhangsan")
-        assert view.signed_document is not None and hashlib.sha256(signed_pdf).hexdigest() == view.signed_document.sha256
+        (_, signed_pdf), (certificate_name, certificate) = sim.files_to("zhangsan")
+        assert view.signed_document is not None
+        assert hashlib.sha256(signed_pdf).hexdigest() == view.signed_document.sha256
         assert signed_pdf.startswith(contract) and len(signed_pdf) > len(contract)
         assert "签署完成证明" in certificate_name and certificate.startswith(b"%PDF")
         # nothing lost, nothing twice: one link per signer (+ one reminder), no repeated content
