@@ -49,7 +49,8 @@ TEMPLATES: dict[str, dict[Lang, str]] = {
         "en": "Reminder: please sign “{title}”; the e-signature provider has sent you the invitation",
     },
     "file_too_large": {
-        "zh": "文件超过{platform} {mb} MB 上限，请用链接下载（larger than the {mb} MB limit: download it from the link）",
+        "zh": "文件超过{platform} {mb} MB 上限，请用链接下载"
+              "（larger than the {mb} MB limit: download it from the link）",
         "en": "The file is larger than {platform}'s {mb} MB limit: download it from the link",
     },
     "file_upload_refused": {
