@@ -101,6 +101,9 @@ class ChatActivities:
                 await self._deliver(arg.chat, person, document, f"{key}:file:{index}", "signed")
             if arg.certificate is not None:
                 await self._deliver(arg.chat, person, arg.certificate, f"{key}:certificate", "certificate")
+        # TODO(copies by email): external signers get their copy by email once an email sender
+        # exists (the one-time-code sender): one keyed send per signer with an email, here, after
+        # the chat's copies — `f"{arg.request_id}:email-copy:{signer id}"` through `_once`.
 
     def _title(self, request_id: str) -> str | None:
         record = signing_records.get(self.deps.engine, request_id)
