@@ -260,12 +260,15 @@ async def issue(settings: Settings, engine: Any, blobs: BlobStore, request_id: s
     view = StatusView.model_validate_json(record.snapshot) if record.snapshot else None
     status = SignStatus(record.status) if record.status in SignStatus.__members__ else None
     ready = status in CERTIFIABLE or (allow_finishing and status == SignStatus.FINISHING)
-    if view is None:
-        raise NotCertifiable("no_record", f"The request {request_id} was recorded before SignBridge kept each "
-                                          "request's signers in the database: no certificate can be made for it")
+    if status == SignStatus.REJECTED:
+        raise NotCertifiable("rejected", f"The request was rejected before anyone could sign ({record.status}): "
+                                         "there is nothing to certify")
     if not ready:
         raise NotCertifiable("not_finished", f"The request is {record.status}: a certificate of completion is "
                                              "issued once it has ended (completed, declined, expired or cancelled)")
+    if view is None:
+        raise NotCertifiable("no_record", f"The request {request_id} was recorded before SignBridge kept each "
+                                          "request's signers in the database: no certificate can be made for it")
     trail = audit.trail_of(engine, request_id)
     signed = view.signed_documents or ([view.signed_document] if view.signed_document else [])
     names = {d.sha256: (documents.name_of(engine, d.sha256) or d.name) for d in signed}
