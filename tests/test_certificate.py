@@ -137,6 +137,13 @@ async def test_declined_request_certificate_shows_the_reason_and_the_recorded_me
     assert "未签署 Not signed" in text  # 李四 never signed
 
 
+async def test_rejected_request_has_nothing_to_certify(h: Harness) -> None:
+    handle = await h.start([[SIGNER]], problem="没有可签署的文件")
+    await h.wait_status(handle, "REJECTED")
+    resp = await h.http.get(f"/api/v1/signing-requests/{handle.id}/certificate.pdf", headers=AUTH)
+    assert resp.status_code == 409 and resp.json()["error"]["code"] == "rejected"
+
+
 async def test_unknown_request_has_no_certificate(h: Harness) -> None:
     resp = await h.http.get("/api/v1/signing-requests/sign:test:nothing/certificate.pdf", headers=AUTH)
     assert resp.status_code == 404 and resp.json()["error"]["code"] == "not_found"

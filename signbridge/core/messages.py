@@ -61,10 +61,6 @@ TEMPLATES: dict[str, dict[Lang, str]] = {
         "zh": "抄送给您的「{title}」已签署完成，文件如下（signed copy for you）",
         "en": "A signed copy of “{title}” for you",
     },
-    "cc_copy": {
-        "zh": "抄送给您的文件已签署完成（signed copy for you）：\n{files}",
-        "en": "A signed copy for you:\n{files}",
-    },
     "paused": {
         "zh": "电子签暂停：{reason}，请按线下流程签署（e-signing is paused: {reason}; please sign on paper）",
         "en": "E-signing is paused: {reason}. Please use the offline signing process.",
