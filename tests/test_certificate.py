@@ -15,6 +15,7 @@ import re
 from collections.abc import AsyncIterator
 from io import BytesIO
 
+import httpx
 import pytest
 from fontTools.cffLib import CFFFontSet
 from pdfminer.high_level import extract_text
@@ -119,6 +120,17 @@ async def test_certificate_is_posted_after_the_signed_file_and_served_by_the_api
     assert cjk_glyphs(pdf, "签署完成证明李四客户") and len(set(cjk_glyphs(pdf, "签署李四").values())) == 4
 
 
+async def certificate_once_recorded(h: Harness, request_id: str) -> httpx.Response:
+    """The route answers from the database, which the flow writes just after its state changes:
+    ask until the answer is no longer 409 `not_finished` (at most 10 s)."""
+    for _ in range(100):
+        resp = await h.http.get(f"/api/v1/signing-requests/{request_id}/certificate.pdf", headers=AUTH)
+        if not (resp.status_code == 409 and resp.json()["error"]["code"] == "not_finished"):
+            return resp
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{request_id}: still not finished in the database")
+
+
 async def test_declined_request_certificate_shows_the_reason_and_the_recorded_method(h: Harness) -> None:
     """A method recorded by the signing step (a one-time code here) is what the certificate says."""
     handle = await h.start([[SIGNER, CUSTOMER]])
@@ -128,7 +140,7 @@ async def test_declined_request_certificate_shows_the_reason_and_the_recorded_me
                  actor=CUSTOMER.id, detail={"method": "sms_code"}, ip="198.51.100.4", user_agent="Phone")
     assert (await h.decline(handle, CUSTOMER, "价格不对")).status_code == 200
     await h.wait_status(handle, "DECLINED")
-    resp = await h.http.get(f"/api/v1/signing-requests/{handle.id}/certificate.pdf", headers=AUTH)
+    resp = await certificate_once_recorded(h, handle.id)
     assert resp.status_code == 200
     text = extract_text(BytesIO(resp.content))
     assert "已拒签 Declined" in text and "价格不对" in text
@@ -138,9 +150,9 @@ async def test_declined_request_certificate_shows_the_reason_and_the_recorded_me
 
 
 async def test_rejected_request_has_nothing_to_certify(h: Harness) -> None:
-    handle = await h.start([[SIGNER]], problem="没有可签署的文件")
+    handle = await h.start([[SIGNER]], document=b"not a PDF at all")  # refused at prepare, recorded
     await h.wait_status(handle, "REJECTED")
-    resp = await h.http.get(f"/api/v1/signing-requests/{handle.id}/certificate.pdf", headers=AUTH)
+    resp = await certificate_once_recorded(h, handle.id)
     assert resp.status_code == 409 and resp.json()["error"]["code"] == "rejected"
 
 
