@@ -73,9 +73,10 @@ STEP_LABELS = {
     "workflow.signed_event": "已签署 Signed",
     "workflow.declined_event": "拒绝签署 Declined",
 }
-# Recorded both by the provider (with IP and user agent) and by the flow: the flow's is shown
-# only when the provider recorded nothing for that signer.
-FLOW_ECHOES = {"workflow.signed_event": "signer.signed", "workflow.declined_event": "signer.declined"}
+# Recorded both by the provider (its signing page, or its callback) and by the flow: the flow's is
+# shown only when the provider recorded nothing for that signer.
+FLOW_ECHOES = {"workflow.signed_event": ("signer.signed", "provider.signed"),
+               "workflow.declined_event": ("signer.declined", "provider.declined")}
 METHOD_KEYS = ("method", "verification", "verified_by")
 
 
@@ -156,7 +157,7 @@ def signer_steps(view: StatusView, trail: list[AuditEvent]) -> list[SignerSteps]
     for state in view.signers:
         rows = [r for r in trail if r.action not in ("group.opened",) and _concerns(r, state.person.id)]
         present = {r.action for r in rows}
-        rows = [r for r in rows if FLOW_ECHOES.get(r.action) not in present]
+        rows = [r for r in rows if not present.intersection(FLOW_ECHOES.get(r.action, ()))]
         result.append(SignerSteps(state, rows))
     return result
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import re
 from collections.abc import AsyncIterator
 from io import BytesIO
@@ -22,13 +23,14 @@ from pdfminer.high_level import extract_text
 from pypdf import PdfReader
 from temporalio.testing import WorkflowEnvironment
 
-from activities.certificates import mask_email, mask_mobile, method_label
-from signbridge.core.models import Person
+from activities.certificates import mask_email, mask_mobile, method_label, signer_steps
+from signbridge.core.models import ChatRef, Person, SignerState, SignStatus, StatusView
 from signbridge.core.settings import Settings
 from signbridge.pdf.pades import validate_pdf
 from signbridge.pdf.pki import InstallationCA
 from store import audit
 from store.db import get_engine
+from store.tables import AuditEvent
 from tests.harness import Harness, harness
 
 AUTH = {"Authorization": "Bearer test-api-key"}
@@ -51,6 +53,24 @@ def test_contacts_are_masked_and_methods_labelled() -> None:
     assert method_label("chat_sso:feishu", "local") == "飞书 Feishu 单点登录 single sign-on"
     assert method_label(None, "local") == "签署链接 Signing link"
     assert "esign_cn" in method_label(None, "esign_cn")
+
+
+def test_a_step_recorded_by_the_provider_is_listed_once() -> None:
+    """An external provider's callback and the flow both record a signature: the certificate lists
+    the provider's (it names the signer), and the flow's only where nothing else was recorded."""
+    view = StatusView(request_id="r", title="t", status=SignStatus.COMPLETED, provider="esign_cn",
+                      initiator=Person(id="u-0", name="张三"), chat=ChatRef(chat_id="g", source_event_id="e"),
+                      signers=[SignerState(person=SIGNER, group=0, status="signed"),
+                               SignerState(person=CUSTOMER, group=0, status="signed")])
+    rows = [AuditEvent(request_id="r", seq=1, key="a", action="provider.signed", actor="esign_cn",
+                       detail=json.dumps({"signer": SIGNER.id}), prev_hash="", hash=""),
+            AuditEvent(request_id="r", seq=2, key="b", action="workflow.signed_event", actor=SIGNER.id,
+                       detail=json.dumps({"signer": SIGNER.id}), prev_hash="", hash=""),
+            AuditEvent(request_id="r", seq=3, key="c", action="workflow.signed_event", actor=CUSTOMER.id,
+                       detail=json.dumps({"signer": CUSTOMER.id}), prev_hash="", hash="")]
+    steps = signer_steps(view, rows)
+    assert [[r.action for r in s.rows] for s in steps] == [["provider.signed"], ["workflow.signed_event"]]
+    assert steps[0].method is None and method_label(steps[0].method, "esign_cn").startswith("由服务商 esign_cn")
 
 
 def cjk_glyphs(pdf: bytes, chars: str) -> dict[str, int]:
