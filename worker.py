@@ -28,6 +28,7 @@ from temporalio.worker import Worker, WorkerConfig
 
 from activities.approvals import ApprovalActivities
 from activities.bulk import BulkActivities
+from activities.certificates import CertificateActivities
 from activities.chat import ChatActivities
 from activities.deps import Deps
 from activities.documents import DocumentActivities
@@ -55,7 +56,7 @@ def activities_for(deps: Deps) -> list[Any]:
     bulk = BulkActivities(deps)
     return [
         approvals.read_approval, approvals.approval_result,
-        docs.prepare, docs.finish,
+        docs.prepare, docs.finish, CertificateActivities(deps).certify,
         provider.create_flow, provider.open_group, provider.poll, provider.revoke, provider.remind,
         chat.publish, chat.send_link, chat.send_text, chat.send_file, chat.chat_reply,
         bulk.bulk_load, bulk.bulk_rows, bulk.bulk_publish,

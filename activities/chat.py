@@ -8,14 +8,17 @@ links are read here from where `open_group` sealed them, so none passes through 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Literal
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.deps import Deps
 from activities.errors import connector_errors
-from connectors.chat.base import ChatConnector, ChatError
+from connectors.chat.base import ChatConnector, ChatError, ChatRejected, OutboundFile
 from signbridge.core import links, messages
 from signbridge.core.cards import Lang, build_card, status_text
 from signbridge.core.models import (
@@ -29,10 +32,12 @@ from signbridge.core.models import (
     SignStatus,
     TextMessageInput,
 )
+from store import audit
 from store.repos import documents, participants, sent_messages, signing_links, signing_records
 from store.tables import SigningRequestRecord
 
 SEND_UNCONFIRMED = "SendUnconfirmed"
+log = logging.getLogger(__name__)
 
 
 class ChatActivities:
@@ -64,6 +69,10 @@ class ChatActivities:
                                      reminder=arg.reminder)
         key = f"{arg.request_id}:{arg.key}"
         await self.once(arg.chat, key, lambda c: c.send_link(arg.chat, arg.to, text, url, key=key))
+        # For the certificate of completion: when each signer was sent their link (and reminded).
+        audit.record(self.deps.engine, request_id=arg.request_id, key=f"sent:{arg.key}", action="signer.link_sent",
+                     actor="system", detail={"signer": arg.to.id, "reminder": arg.reminder,
+                                             "via": arg.chat.platform})
 
     @activity.defn(name="send_text")
     async def send_text(self, arg: TextMessageInput) -> None:
@@ -74,19 +83,63 @@ class ChatActivities:
 
     @activity.defn(name="send_file")
     async def send_file(self, arg: FileMessageInput) -> None:
-        """Every signed file to the chat (the first under the key older flows used), then each CC
-        recipient privately."""
+        """Every signed file into the chat as a real file (the first under the key older flows used),
+        then the certificate of completion; then each CC recipient privately: a line saying what it
+        is, and the same files. A file over the platform's upload limit goes as its download link,
+        with the reason."""
         files = arg.documents or [arg.document]
         for index, document in enumerate(files):
-            url = links.file_url(self.deps.settings, document.blob_key, document.name)
             key = f"{arg.request_id}:signed-file" + (f":{index}" if index else "")
-            await self.once(arg.chat, key, _file_sender(arg.chat, document, url, key))
+            await self._deliver(arg.chat, None, document, key, "signed")
+        if arg.certificate is not None:
+            await self._deliver(arg.chat, None, arg.certificate, f"{arg.request_id}:certificate", "certificate")
         lang = self.deps.settings.language_for(arg.chat.platform)
+        title = self._title(arg.request_id) or files[0].name
         for person in arg.cc:
-            lines = "\n".join(f"{d.name}: {links.file_url(self.deps.settings, d.blob_key, d.name)}" for d in files)
-            text = messages.render("cc_copy", {"files": lines}, lang)
             key = f"{arg.request_id}:cc:{person.id}"
-            await self.once(arg.chat, key, _text_sender(arg.chat, person, text, key))
+            await self.once(arg.chat, key, _text_sender(arg.chat, person, messages.render(
+                "cc_files", {"title": title}, lang), key))
+            for index, document in enumerate(files):
+                await self._deliver(arg.chat, person, document, f"{key}:file:{index}", "signed")
+            if arg.certificate is not None:
+                await self._deliver(arg.chat, person, arg.certificate, f"{key}:certificate", "certificate")
+        # TODO(copies by email): external signers get their copy by email once an email sender
+        # exists (the one-time-code sender): one keyed send per signer with an email, here, after
+        # the chat's copies — `f"{arg.request_id}:email-copy:{signer id}"` through `once`.
+
+    def _title(self, request_id: str) -> str | None:
+        record = signing_records.get(self.deps.engine, request_id)
+        return record.title if record is not None else None
+
+    async def _deliver(self, chat: ChatRef, to: Person | None, document: DocumentInfo, key: str,
+                       kind: Literal["signed", "certificate"]) -> None:
+        """One file, once per `key`: uploaded when the platform takes files of its size, else its
+        signed download link and why (read from the blob store only when it is really sent)."""
+        settings = self.deps.settings
+
+        async def send(connector: ChatConnector) -> None:
+            url = links.file_url(settings, document.blob_key, document.name)
+            limit = connector.max_file_bytes
+            data = self.deps.blobs.get(document.blob_key) if limit and document.size <= limit else None
+            note = None
+            if limit and (data is None or len(data) > limit):
+                data = None
+                note = messages.file_too_large(chat.platform, limit, settings.language_for(chat.platform))
+            file = OutboundFile(name=document.name, sha256=document.sha256,
+                                size=len(data) if data is not None else document.size, url=url, data=data,
+                                note=note, kind=kind)
+            try:
+                await connector.send_file(chat, to, file, key=key)
+            except ChatRejected as e:
+                if file.data is None:
+                    raise
+                # The platform refused this upload for good (its type, its size by another count, a
+                # missing scope): the file still reaches people, as its link with the reason.
+                log.warning("%s refused the upload of %s (%s); sending its link instead", chat.platform, key, e)
+                refused = messages.upload_refused(chat.platform, settings.language_for(chat.platform))
+                await connector.send_file(chat, to, replace(file, data=None, note=refused), key=key)
+
+        await self.once(chat, key, send)
 
     @activity.defn(name="chat_reply")
     async def chat_reply(self, arg: ChatReplyInput) -> None:
@@ -138,10 +191,6 @@ class ChatActivities:
 
 
 Send = Callable[[ChatConnector], Awaitable[None]]
-
-
-def _file_sender(chat: ChatRef, document: DocumentInfo, url: str, key: str) -> Send:
-    return lambda c: c.send_file(chat, document.name, url, document, key=key)
 
 
 def _text_sender(chat: ChatRef, to: Person, text: str, key: str) -> Send:

@@ -22,6 +22,7 @@ from sqlalchemy.engine import Engine
 from starlette.datastructures import UploadFile
 from starlette.types import Scope
 
+from activities import certificates
 from api.deps import BlobsDep, EngineDep, IntakeDep, SettingsDep
 from api.errors import ApiError, responses
 from signbridge.core import links
@@ -408,6 +409,21 @@ async def signed_file(request_id: RequestId, caller: ApiCaller, engine: EngineDe
     if document >= len(signed):
         raise ApiError(404, "not_found", f"The request has {len(signed)} signed document(s)")
     return _pdf(blobs.get(signed[document].blob_key), signed[document].name)
+
+
+@router.get("/api/v1/signing-requests/{request_id}/certificate.pdf", response_class=Response,
+            responses={**PDF, **responses(401, 404, 409, 422)})
+async def certificate(request_id: RequestId, caller: ApiCaller, settings: SettingsDep, engine: EngineDep,
+                      blobs: BlobsDep) -> Response:
+    """The certificate of completion (中文/English, signed by the installation CA): who signed or
+    declined, how each was verified, from where and when, the documents' SHA-256 before and after,
+    the audit chain's head. Made from the database once the request has ended, then always the
+    same file (the one posted to the chat); 409 while the request is still open."""
+    try:
+        info = await certificates.issue(settings, engine, blobs, request_id)
+    except certificates.NotCertifiable as e:
+        raise ApiError(404 if e.code == "not_found" else 409, e.code, e.message) from e
+    return _pdf(blobs.get(info.blob_key), info.name)
 
 
 @router.get("/api/v1/signing-requests/{request_id}/audit", responses=responses(401, 404, 422))

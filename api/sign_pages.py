@@ -244,6 +244,7 @@ async def sign_page(token: str, request: Request, settings: SettingsDep, engine:
     if isinstance(found, local.LinkProblem):
         return _problem(request, found)
     signer, flow, doc_name = found
+    local.opened(engine, signer, flow, *_who(request))
     pages = await _page_count(blobs, flow.current_blob_key)
     others = [(d.name, d.original_sha256, d.current_blob_key, await _page_count(blobs, d.current_blob_key))
               for d in local_flows.documents(engine, flow.flow_id)[1:]]

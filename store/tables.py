@@ -64,6 +64,8 @@ class SigningRequestRecord(SQLModel, table=True):
     # so a request stays findable after Temporal's retention dropped its history.
     snapshot: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     bulk_id: str | None = Field(default=None, index=True)
+    # The certificate of completion once issued (blob key = SHA-256): every download is that file.
+    certificate_sha256: str | None = None
 
 
 class RequestParticipant(SQLModel, table=True):

@@ -33,7 +33,9 @@ from connectors.chat.webhook.client import WebhookChat
 from connectors.chat.wecom.client import WeComChat, WeComConfig
 from signbridge.core.models import ChatRef, DocumentInfo, FileMessageInput, LinkMessageInput, Person, TextMessageInput
 from signbridge.core.settings import Settings
+from signbridge.pdf.sample import sample_contract
 from store.blob_factory import make_blob_store
+from store.blobs import sha256_hex
 from store.db import create_all, get_engine
 from store.tables import SentMessage
 from tests.sim.dingtalk_sim import DingTalkSim
@@ -45,7 +47,8 @@ from tests.sim.wecom_sim import WeComSim
 
 SECRET = "activities-test-secret"
 SIGNER = Person(id="u-1", name="李四")
-DOC = DocumentInfo(name="c.pdf", blob_key="k", sha256="0" * 64, size=1, pages=1)
+PDF = sample_contract("Chat activities")
+DOC = DocumentInfo(name="c.pdf", blob_key=sha256_hex(PDF), sha256=sha256_hex(PDF), size=len(PDF), pages=1)
 
 
 @dataclass
@@ -104,7 +107,7 @@ def slack() -> Platform:
     sim = SlackSim("xoxb-activities")  # Slack has no idempotency key
     sim.users = {SIGNER.id: {"name": "lisi", "profile": {"real_name": SIGNER.name}}}
     sim.channels.add("g-1")
-    return Platform("slack", False, LateAnswers(sim.app, "/api/chat.postMessage"),
+    return Platform("slack", False, LateAnswers(sim.app, "/api/chat.postMessage", "/api/files.completeUploadExternal"),
                     lambda base, engine, http, timeout: SlackChat(SlackConfig(
                         signing_secret=SecretStr("s"), bot_token=SecretStr(sim.token), api_base=f"{base}/api/"),
                         engine, http, timeout=timeout),
@@ -120,6 +123,7 @@ def activities(settings: Settings, platform: Platform) -> Iterator[tuple[Engine,
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = get_engine(settings.sqlalchemy_url)
     create_all(engine)
+    make_blob_store(settings).put(PDF)  # the signed file the activity delivers
     with serve(platform.late) as base:
         yield engine, base
 

@@ -186,7 +186,7 @@ async def test_e2e_mixed_groups_complete(e2e: E2E, sim: DropboxSignSim) -> None:
     assert view.status.value == "COMPLETED" and all(s.status == "signed" for s in view.signers)
     assert view.signed_document is not None
     assert e2e.blobs.get(view.signed_document.blob_key) == sim.files[flow]  # the provider's re-rendered file
-    files = e2e.sink.of_type("file")
+    files = [f for f in e2e.sink.of_type("file") if f["kind"] == "signed"]
     assert [f["sha256"] for f in files] == [view.signed_document.sha256]
     assert all(d.attempts[-1] == (200, b"Hello API Event Received") for d in sim.deliveries)
 

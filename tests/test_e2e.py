@@ -168,7 +168,7 @@ async def test_chat_command_to_signed_pdf(dev_env: WorkflowEnvironment, settings
             view = await s.wait_status(http, request_id, "COMPLETED")
 
             await s.sink.wait_for(lambda: any(m["type"] == "file" for m in s.sink.messages), timeout=30)
-            file_msg = next(m for m in s.sink.messages if m["type"] == "file")
+            file_msg = next(m for m in s.sink.messages if m["type"] == "file" and m.get("kind") == "signed")
             signed = (await http.get(file_msg["url"])).content
             assert file_msg["sha256"] == view["signed_document"]["sha256"]
 
@@ -304,7 +304,7 @@ async def _killed_worker_scenario(s: Stack, worker: subprocess.Popen[bytes], cli
     for user in ("u-1", "u-2"):
         links = [m for m in s.sink.messages if m["type"] == "message" and m.get("to") == user]
         assert len(links) == 1, links  # exactly one link message per signer
-    assert len([m for m in s.sink.messages if m["type"] == "file"]) == 1
+    assert len([m for m in s.sink.messages if m["type"] == "file" and m.get("kind") == "signed"]) == 1
 
 
 @pytest.fixture(autouse=True)

@@ -101,7 +101,7 @@ async def assert_delivered_once(h: Harness, handle: WorkflowHandle[Any, Any], si
         assert len(h.links_for(handle, person)) == 1, h.links_for(handle, person)
     mine = [m for m in h.sink.messages if handle.id in m.get("idempotency_key", "") or m.get("card_key") == handle.id]
     assert {m["card_key"] for m in mine if m["type"] == "card.upsert"} == {handle.id}
-    files = [m for m in mine if m["type"] == "file"]
+    files = [m for m in mine if m["type"] == "file" and m.get("kind") == "signed"]
     assert len(files) == 1 and files[0]["sha256"] == view.signed_document.sha256  # type: ignore[union-attr]
     pdf = FileBlobStore(h.settings.data_dir / "blobs").get(view.signed_document.blob_key)  # type: ignore[union-attr]
     ca = InstallationCA.load_or_create(h.settings.data_dir / "ca")
@@ -165,7 +165,7 @@ async def test_a_slow_chat_gets_the_signed_file_once(dev_env: WorkflowEnvironmen
             handle = await h.start([[A]], timing=h.timing(step_retry_window=timedelta(seconds=30)))
             await h.sign(handle, A)
             await assert_delivered_once(h, handle, [A])
-    sent = [m for m in h.sink.arrivals if m["type"] == "file"]
+    sent = [m for m in h.sink.arrivals if m["type"] == "file" and m.get("kind") == "signed"]
     assert len(sent) == 2 and len({m["idempotency_key"] for m in sent}) == 1  # sent again once, same key
 
 
@@ -307,14 +307,14 @@ class _KillRig:
             await self.kill_when("the signed file", lambda: asyncio.sleep(0, self.arrived("file", 0)))
             sink.slow(0)
             view = await s.wait_status(http, self.request_id, "COMPLETED", timeout=60)
-            file_msg = next(m for m in sink.messages if m["type"] == "file")
+            file_msg = next(m for m in sink.messages if m["type"] == "file" and m.get("kind") == "signed")
             signed = (await http.get(file_msg["url"])).content
         assert file_msg["sha256"] == view["signed_document"]["sha256"]
         # Each killed activity went through on its second attempt, on the next worker.
-        assert await self.attempts() == {"prepare": 2, "create_flow": 2, "open_group": 2, "finish": 2}
+        assert await self.attempts() == {"prepare": 2, "create_flow": 2, "open_group": 2, "finish": 2, "certify": 1}
         assert {m["card_key"] for m in sink.messages if m["type"] == "card.upsert"} == {self.request_id}
         assert len([m for m in sink.messages if m["type"] == "message" and m.get("to") == "u-1"]) == 1
-        assert len([m for m in sink.messages if m["type"] == "file"]) == 1
+        assert len([m for m in sink.messages if m["type"] == "file" and m.get("kind") == "signed"]) == 1
         ca = InstallationCA.load_or_create(s.settings.data_dir / "ca")
         reports = await asyncio.to_thread(validate_pdf, signed, [ca.certificate])
         assert len(reports) == 1 and all(r.intact and r.valid and r.trusted for r in reports)

@@ -9,6 +9,7 @@ server and the real API app with `serve`, so signing links work over HTTP.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import re
@@ -348,7 +349,7 @@ async def test_end_to_end_over_feishu(dev_env: WorkflowEnvironment, settings: Se
             sim.expire_tokens()  # every token dies before the next card update
             await stack.sign(http, "ou_b", "王五")
             view = await stack.wait_status(request_id, "COMPLETED")
-            await sim.wait_for(lambda: len(sim.cards_in("oc_1")) == 2
+            await sim.wait_for(lambda: len(sim.files_in("oc_1")) == 2
                                and "已完成" in stack.status_cards("oc_1")[0].content)
 
             # a resigned colleague: the flow ends REJECTED and says why in the chat
@@ -373,13 +374,13 @@ async def test_end_to_end_over_feishu(dev_env: WorkflowEnvironment, settings: Se
         assert len([m for m in sim.sent_to("ou_b") if m.msg_type == "interactive"]) == 1
         assert len([m for m in sim.sent_to("ou_a") if m.msg_type == "interactive"]) == 2
         assert sim.rate_limited == 4 and sim.tokens_issued >= 2 and sim.token_errors >= 1
-        # the signed file went to the chat and is the original plus signatures
-        file_cards = [m for m in sim.cards_in("oc_1") if m is not card]
-        assert len(file_cards) == 1 and view.signed_document and view.signed_document.sha256 in file_cards[0].content
-        file_url = re.findall(r'"default_url":"([^"]+)"', file_cards[0].content)[0]
-        async with httpx.AsyncClient(timeout=30) as http:
-            signed = (await http.get(file_url)).content
+        # the signed file went to the chat as a file (then the certificate), the original plus signatures
+        assert [m for m in sim.cards_in("oc_1") if m is not card] == []
+        (signed_name, signed), (certificate_name, certificate) = sim.files_in("oc_1")
+        assert view.signed_document and hashlib.sha256(signed).hexdigest() == view.signed_document.sha256
         assert signed.startswith(contract) and len(signed) > len(contract)
+        assert signed_name.endswith(".signed.pdf") and "签署完成证明" in certificate_name
+        assert certificate.startswith(b"%PDF")
         # the rejection reason, in Chinese and English
         assert rejected.reason and "钱七" in rejected.reason
         text = json.loads(next(m for m in sim.sent_to("oc_2") if m.msg_type == "text").content)["text"]

@@ -7,6 +7,7 @@ Golden files: `SIGNBRIDGE_UPDATE_GOLDEN=1 pytest tests/test_slack.py -k golden` 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import time
@@ -288,14 +289,17 @@ async def test_mention_to_signed_pdf(dev_env: WorkflowEnvironment, settings: Set
         view = await wait_status(dev_env.client, request_id, "COMPLETED")
         await sim.wait_for(lambda: "Completed" in json.dumps(sim.cards("C1")[0].blocks))
 
+        # the signed PDF, then the certificate, uploaded into the channel as files
+        await sim.wait_for(lambda: len(sim.shared_files("C1")) == 2)
         files = [m for m in sim.posted("C1") if "Signed document" in m.text]
-        assert len(files) == 1
-        url = next(e["url"] for b in files[0].blocks for e in b.get("elements", []) if e.get("url"))
-        signed_pdf = (await http.get(url)).content
-        assert signed_pdf.startswith(contract) and view.signed_document is not None
-        assert view.signed_document.sha256 in files[0].blocks[0]["text"]["text"]
+        assert len(files) == 1 and view.signed_document is not None
+        signed_file, certificate = sim.shared_files("C1")
+        assert signed_file.data.startswith(contract) and view.signed_document.sha256[:16] in files[0].text
+        assert hashlib.sha256(signed_file.data).hexdigest() == view.signed_document.sha256
+        assert certificate.data.startswith(b"%PDF") and "签署完成证明" in certificate.name
         cards = sim.cards("C1")
-        assert len(cards) == 1 and sim.count("chat.postMessage") == len(sim.posted())
+        assert len(cards) == 1
+        assert sim.count("chat.postMessage") + sim.count("files.completeUploadExternal") == len(sim.posted())
         counts = signed_counts(cards[0])
         assert counts == sorted(counts) and counts[-1] == 2 and 1 in counts  # updated after each signature
         assert [s.person.name for s in view.signers] == ["Bob", "Carol"]  # names from users.info

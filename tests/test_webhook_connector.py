@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from connectors.chat.base import ChatConnector, ChatError, ChatRejected, ChatUnavailable
+from connectors.chat.base import ChatConnector, ChatError, ChatRejected, ChatUnavailable, OutboundFile
 from connectors.chat.webhook.client import WebhookChat
 from connectors.http import retry_after_seconds
 from signbridge.core.cards import build_card
@@ -69,7 +69,8 @@ async def test_link_text_and_file_shapes(chat: WebhookChat, sink: WebhookSink) -
     await chat.send_link(CHAT, LISI, "请签署「销售合同」", "https://sb.example/sign/t1", key="sign:test:1:link:u-2")
     await chat.send_text(CHAT, None, "已完成", key="sign:test:1:done")
     await chat.send_text(CHAT, LISI, "提醒", key="sign:test:1:dm")
-    await chat.send_file(CHAT, "contract-signed.pdf", "https://sb.example/files/x", DOC, key="sign:test:1:file")
+    await chat.send_file(CHAT, None, OutboundFile(name="contract-signed.pdf", sha256=DOC.sha256, size=DOC.size,
+                                                  url="https://sb.example/files/x"), key="sign:test:1:file")
 
     link, to_chat, to_person, file = sink.messages
     assert link == {"type": "message", "chat_id": "g-1", "to": "u-2", "text": "请签署「销售合同」",
@@ -77,8 +78,9 @@ async def test_link_text_and_file_shapes(chat: WebhookChat, sink: WebhookSink) -
     assert to_chat == {"type": "message", "chat_id": "g-1", "to": None, "text": "已完成",
                        "idempotency_key": "sign:test:1:done"}
     assert to_person["to"] == "u-2" and to_person["text"] == "提醒"
-    assert file == {"type": "file", "chat_id": "g-1", "name": "contract-signed.pdf",
-                    "url": "https://sb.example/files/x", "sha256": DOC.sha256, "idempotency_key": "sign:test:1:file"}
+    assert file == {"type": "file", "chat_id": "g-1", "to": None, "name": "contract-signed.pdf", "kind": "signed",
+                    "url": "https://sb.example/files/x", "sha256": DOC.sha256, "size": DOC.size,
+                    "idempotency_key": "sign:test:1:file"}
     assert sink.rejected == 0
 
 

@@ -357,12 +357,13 @@ async def test_file_then_command_to_signed_pdf(dev_env: WorkflowEnvironment, set
         assert sim.token_issued >= 2 and any(code == 42001 for _, code in sim.errors)
         assert sum(code == 45009 for _, code in sim.errors) == 4
 
-        # the signed file reached the initiator once, and it is the original plus signatures
-        files = [m for m in sim.sent("zhangsan", "textcard") if m["textcard"]["title"].startswith("已签署")]
-        assert len(files) == 1 and view.signed_document is not None
-        assert view.signed_document.sha256 in files[0]["textcard"]["description"]
-        signed_pdf = (await http.get(files[0]["textcard"]["url"])).content
+        # the signed file reached the initiator once as a file (then the certificate): the original plus signatures
+        await sim.wait_for(lambda: len(sim.files_to("zhangsan")) == 2)
+        (_, signed_pdf), (certificate_name, certificate) = sim.files_to("zhangsan")
+        assert view.signed_document is not None
+        assert hashlib.sha256(signed_pdf).hexdigest() == view.signed_document.sha256
         assert signed_pdf.startswith(contract) and len(signed_pdf) > len(contract)
+        assert "签署完成证明" in certificate_name and certificate.startswith(b"%PDF")
         # nothing lost, nothing twice: one link per signer (+ one reminder), no repeated content
         assert len(sim.sent("lisi", "textcard")) == 1 and len(sim.sent("wangwu", "textcard")) == 2
         assert sim.duplicates == 0

@@ -60,7 +60,7 @@ async def test_serial_groups_sign_in_order(ts_env: WorkflowEnvironment, settings
         assert view.status == "COMPLETED"
         assert await _trusted_signers(h, _signed_pdf(h, view)) == ["李四", "王五"]
         await _record(handle, "serial-two-signers")
-        files = [m for m in h.sink.messages if m["type"] == "file"]
+        files = [m for m in h.sink.messages if m["type"] == "file" and m.get("kind") == "signed"]
         assert len(files) == 1 and files[0]["sha256"] == view.signed_document.sha256  # type: ignore[union-attr]
         assert h.cards(handle)[-1]["status"] == "COMPLETED"
         # one link message per signer, no duplicates

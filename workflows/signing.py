@@ -95,6 +95,9 @@ BULK_PROGRESS_SIGNAL = "row_progress"
 # result back to the approval at the end. Only such flows ask for it: older histories never do.
 PATCH_APPROVALS = "approvals-2026-12"
 APPROVAL_RETRY_CAP = timedelta(hours=1)
+# Once every signature is in, a certificate of completion is issued (from the database) and
+# delivered with the signed files.
+PATCH_CERTIFICATE = "certificate-2026-12"
 
 # A failed step raises one of these: an activity's failure as ActivityError; a local activity
 # that ran out of attempts (or hit a non-retryable error) as its bare ApplicationError; a local
@@ -127,6 +130,7 @@ ACTIVITY_SUMMARIES = {
     "remind": "Ask the provider to remind pending signers",
     "revoke": "Revoke the provider flow",
     "finish": "Download, verify and store the signed document",
+    "certify": "Issue the certificate of completion",
     "send_file": "Deliver the signed document to the chat",
     "read_approval": "Read the approval's documents and signers",
     "approval_result": "Write the result back to the approval",
@@ -441,9 +445,10 @@ class SigningWorkflow:
         )
         signed = DocumentInfo.model_validate(finished.model_dump(exclude={"documents"}))
         self.signed_document, self.signed_documents = signed, finished.documents
+        certificate = await self._certify() if workflow.patched(PATCH_CERTIFICATE) else None
         await self._step("send signed file", "send_file",
                          FileMessageInput(request_id=self.req.request_id, chat=self.req.chat, document=signed,
-                                          documents=finished.documents, cc=self.req.cc),
+                                          documents=finished.documents, cc=self.req.cc, certificate=certificate),
                          type(None))
         self.status = SignStatus.COMPLETED
         await self._publish("status:COMPLETED", "request.completed", {"signed_sha256": signed.sha256})
@@ -541,6 +546,15 @@ class SigningWorkflow:
             orgs = "、".join(sorted({a.org for a in pending}))
             raise ApplicationError(f"Only a seal keeper of {orgs} may approve or refuse the use of its seal",
                                    type="PermissionDenied")
+    async def _certify(self) -> DocumentInfo:
+        """The certificate of completion, made by the activity from the database: it first writes
+        the audit events still pending here (the last signatures) and the view with the signed files."""
+        audits = list(self.pending_audit)
+        certificate: DocumentInfo = await self._step(
+            "certificate of completion", "certify", PublishInput(view=self.view(), audits=audits), DocumentInfo)
+        written = {a.key for a in audits}
+        self.pending_audit = [a for a in self.pending_audit if a.key not in written]
+        return certificate
 
     # ---- endings --------------------------------------------------------------------------
 

@@ -11,14 +11,15 @@ it once and updates that message afterwards, however often it is called.
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager, nullcontext
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
 
 import httpx
 
 from connectors.http import may_heal, retry_after
 from signbridge.core.approvals import ApprovalForm, ApprovalResult
 from signbridge.core.cards import Card
-from signbridge.core.models import ApprovalRef, ChatRef, DocumentInfo, DocumentSource, Person
+from signbridge.core.models import ApprovalRef, ChatRef, DocumentSource, Person
 
 
 class ChatError(Exception):
@@ -85,8 +86,39 @@ class InputProblem(Exception):
         self.message = message
 
 
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class OutboundFile:
+    """A file to deliver into a chat (the signed document, the certificate of completion).
+
+    `data` holds its bytes when the platform takes them as an upload; None when the file is over
+    the platform's limit (`ChatConnector.max_file_bytes`), and then the connector posts the
+    download `url` with `note` saying why (written by the activity, in the chat's language).
+    `url` is always there: the webhook IM fetches the file from it, and a link card needs it.
+    """
+
+    name: str
+    sha256: str
+    size: int
+    url: str
+    data: bytes | None = None
+    note: str | None = None
+    kind: Literal["signed", "certificate"] = "signed"
+
+
+def upload_failed(e: ChatUnavailable) -> ChatUnavailable:
+    """An upload that got no answer delivered nothing people can see: the message that would
+    show the file goes out only after it, so a retry need not wait as for a maybe-sent message."""
+    return ChatUnavailable(str(e), retry_after=e.retry_after, maybe_delivered=False)
+
+
 class ChatConnector(Protocol):
     platform: str
+    # The platform's documented upload limit in bytes; a larger file goes as a link with the reason.
+    # 0: the platform takes no uploads from SignBridge (the webhook IM fetches files by URL).
+    max_file_bytes: int
 
     async def upsert_card(self, chat: ChatRef, card_key: str, card: Card) -> None:
         """Post the card the first time, update that same message afterwards."""
@@ -97,8 +129,9 @@ class ChatConnector(Protocol):
     async def send_text(self, chat: ChatRef, to: Person | None, text: str, key: str) -> None:
         """A plain message to the chat (`to=None`) or to one person."""
 
-    async def send_file(self, chat: ChatRef, name: str, url: str, document: DocumentInfo, key: str) -> None:
-        """Deliver the signed document to the chat."""
+    async def send_file(self, chat: ChatRef, to: Person | None, file: OutboundFile, key: str) -> None:
+        """Deliver a file to the chat (`to=None`) or privately to one person: uploaded when `file.data`
+        is set (the platform's upload API, then a file message), else its link with `file.note`."""
 
     async def download(self, chat: ChatRef, source: DocumentSource, max_bytes: int) -> bytes:
         """The document's bytes through the platform's file API; `InputProblem` when it can't be had

@@ -419,6 +419,12 @@ async def sign(settings: Settings, engine: Engine, blobs: BlobStore, token: str,
                       before_sha256=before_sha)
 
 
+def opened(engine: Engine, signer: LocalSigner, flow: LocalFlow, ip: str | None, user_agent: str | None) -> None:
+    """The first time a signer opens their page (for the certificate of completion: from where, when)."""
+    audit.record(engine, request_id=flow.request_id, key=f"local:{signer.signer_id}:opened", action="signer.opened",
+                 actor=signer.signer_id, detail={"flow_id": flow.flow_id}, ip=ip, user_agent=user_agent)
+
+
 async def decline(engine: Engine, token: str, *, reason: str, ip: str | None,
                   user_agent: str | None) -> ProviderEvent:
     """Decline on this link. It ends the flow at once (the other links die), as a declined

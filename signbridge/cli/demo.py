@@ -106,7 +106,8 @@ async def _demo(api_url: str, out_dir: Path, timeout: float) -> int:
                                          headers={"Accept": "application/json"})
                 if signed.status_code != 200:
                     raise DemoFailed(f"{name} could not sign: {signed.status_code} {signed.text[:300]}")
-        filed = await chat.until(lambda e: e["body"].get("type") == "file", timeout, "the signed file")
+        filed = await chat.until(lambda e: e["body"].get("type") == "file"
+                                 and e["body"].get("kind", "signed") == "signed", timeout, "the signed file")
         signed_pdf = (await http.get(filed["body"]["url"])).content
         ca_pem = (await http.get("/ca.pem")).content
     out_dir.mkdir(parents=True, exist_ok=True)

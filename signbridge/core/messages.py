@@ -58,9 +58,18 @@ TEMPLATES: dict[str, dict[Lang, str]] = {
               "（Reminder: please sign “{title}”; the provider has sent you the invitation）",
         "en": "Reminder: please sign “{title}”; the e-signature provider has sent you the invitation",
     },
-    "cc_copy": {
-        "zh": "抄送给您的文件已签署完成（signed copy for you）：\n{files}",
-        "en": "A signed copy for you:\n{files}",
+    "file_too_large": {
+        "zh": "文件超过{platform} {mb} MB 上限，请用链接下载"
+              "（larger than the {mb} MB limit: download it from the link）",
+        "en": "The file is larger than {platform}'s {mb} MB limit: download it from the link",
+    },
+    "file_upload_refused": {
+        "zh": "{platform}未接受文件上传，请用链接下载（the upload was refused: download it from the link）",
+        "en": "{platform} refused the upload: download the file from the link",
+    },
+    "cc_files": {
+        "zh": "抄送给您的「{title}」已签署完成，文件如下（signed copy for you）",
+        "en": "A signed copy of “{title}” for you",
     },
     "paused": {
         "zh": "电子签暂停：{reason}，请按线下流程签署（e-signing is paused: {reason}; please sign on paper）",
@@ -94,6 +103,28 @@ UNSAID: dict[Lang, str] = {"zh": "未说明", "en": "none given"}
 
 class UnknownMessage(LookupError):
     """A kind (or a placeholder) the catalogue does not have: a bug, not bad input."""
+
+
+# How each chat platform is named in the texts above (Chinese, English).
+PLATFORM_NAMES: dict[str, tuple[str, str]] = {
+    "feishu": ("飞书", "Feishu"), "dingtalk": ("钉钉", "DingTalk"), "wecom": ("企业微信", "WeCom"),
+    "slack": ("Slack", "Slack"), "webhook": ("企业 IM", "the company IM"),
+}
+
+
+def file_too_large(platform: str, limit_bytes: int, lang: Lang) -> str:
+    """Why a file went as a link: "文件超过飞书 30 MB 上限，请用链接下载"."""
+    return render("file_too_large", {"platform": platform_name(platform, lang),
+                                     "mb": str(limit_bytes // (1024 * 1024))}, lang)
+
+
+def upload_refused(platform: str, lang: Lang) -> str:
+    return render("file_upload_refused", {"platform": platform_name(platform, lang)}, lang)
+
+
+def platform_name(platform: str, lang: Lang) -> str:
+    zh, en = PLATFORM_NAMES.get(platform, (platform, platform))
+    return zh if lang == "zh" else en
 
 
 def render(kind: str, params: Mapping[str, str], lang: Lang) -> str:

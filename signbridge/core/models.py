@@ -370,6 +370,7 @@ class FileMessageInput(BaseModel):
     document: DocumentInfo
     documents: list[DocumentInfo] = Field(default_factory=list)  # every file to deliver (empty: `document`)
     cc: list[Person] = Field(default_factory=list)  # each gets the files privately too
+    certificate: DocumentInfo | None = None  # the certificate of completion, delivered after the files
 
 
 class ChatReplyInput(BaseModel):

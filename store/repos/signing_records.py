@@ -44,6 +44,19 @@ def update(engine: Engine, request_id: str, **values: object) -> bool:
         return True
 
 
+def set_certificate(engine: Engine, request_id: str, sha256: str) -> str | None:
+    """Record the request's certificate unless one is recorded already; the one that stays."""
+    with Session(engine) as session:
+        row = session.get(SigningRequestRecord, request_id)
+        if row is None:
+            return None
+        if row.certificate_sha256 is None:
+            row.certificate_sha256 = sha256
+            session.add(row)
+            session.commit()
+        return row.certificate_sha256
+
+
 def publish(engine: Engine, request_id: str, status: str, events: list[dict[str, object]],
             snapshot: str | None = None) -> None:
     """The flow's audit events since its last publish, its status and view, in one session."""

@@ -12,6 +12,10 @@
   `param.duplicateOutTrackId`), `PUT /v1.0/card/instances` (unknown outTrackId → 400).
 * Messages: `/v1.0/robot/oToMessages/batchSend`, `/v1.0/robot/groupMessages/send`; unknown
   users → 400 `invalidStaffId`. Identical messages to the same target are counted in `duplicates`.
+* `POST /media/upload?access_token=` multipart (`type` file, part `media`): ≤ 20 MB and one of
+  doc, docx, xls, xlsx, ppt, pptx, zip, pdf, rar → `media_id`; empty or larger → errcode 40006,
+  another extension → 40005, another type → 40004 (codes as in DingTalk's media docs, unconfirmed).
+  `sampleFile` robot messages must name an uploaded `mediaId`.
 * `POST /topapi/v2/user/get` (name, mobile, email, `active`); unknown → errcode 60121.
 * `POST /v1.0/robot/messageFiles/download {robotCode, downloadCode}` → `downloadUrl` on this server.
 * OA approvals (`add_instance()`): `GET /v1.0/workflow/processInstances?processInstanceId=` →
@@ -44,6 +48,8 @@ from fastapi.responses import JSONResponse
 from tests.sim.servers import serve
 
 RATE_CODE = "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi"
+UPLOAD_LIMIT = 20 * 1024 * 1024
+FILE_EXTENSIONS = frozenset({"doc", "docx", "xls", "xlsx", "ppt", "pptx", "zip", "pdf", "rar"})
 
 
 @dataclass
@@ -63,6 +69,7 @@ class DingTalkSim:
         self.users: dict[str, dict[str, Any]] = {}
         self.files: dict[str, tuple[bytes, str]] = {}  # downloadCode -> (data, name)
         self.cards: dict[str, SimCard] = {}
+        self.media: dict[str, tuple[str, bytes]] = {}  # media_id -> (file name, bytes)
         self.messages: list[dict[str, Any]] = []  # {"api", "to", "msgKey", "param"}
         self.calls: list[str] = []
         self.errors: list[tuple[str, str]] = []
@@ -174,8 +181,15 @@ class DingTalkSim:
 
     # ---- the API ------------------------------------------------------------------------------
 
+    def files_to(self, to: str) -> list[tuple[str, bytes]]:
+        """(file name, bytes) of every `sampleFile` sent to a group or a person, in order."""
+        return [(m["param"]["fileName"], self.media[m["param"]["mediaId"]][1])
+                for m in self.sent(to=to, msg_key="sampleFile")]
+
     def _message(self, api: str, to: str, body: dict[str, Any]) -> Response:
         param = json.loads(body.get("msgParam") or "{}")
+        if body.get("msgKey") == "sampleFile" and param.get("mediaId") not in self.media:
+            return JSONResponse({"code": "invalidParameter.mediaId", "message": "unknown mediaId"}, status_code=400)
         if any(m["to"] == to and m["msgKey"] == body.get("msgKey") and m["param"] == param for m in self.messages):
             self.duplicates += 1
         self.messages.append({"api": api, "to": to, "msgKey": body.get("msgKey"), "param": param})
@@ -308,6 +322,26 @@ class DingTalkSim:
                 return bad("text and a valid commentUserId are required")
             self.comments.setdefault(instance, []).append(body)
             return JSONResponse({"success": True, "result": True})
+        @app.post("/media/upload")
+        async def media_upload(request: Request) -> Response:
+            if (refused := self._oapi_gate(request, "media/upload")) is not None:
+                return refused
+            form = await request.form()
+            kind = request.query_params.get("type") or form.get("type")
+            part = form.get("media")
+            if kind != "file" or part is None or isinstance(part, str):
+                return JSONResponse({"errcode": 40004, "errmsg": "不合法的媒体文件类型"})
+            name = part.filename or ""
+            if name.rsplit(".", 1)[-1].lower() not in FILE_EXTENSIONS:
+                return JSONResponse({"errcode": 40005, "errmsg": "不合法的文件类型"})
+            data = await part.read()
+            if not data or len(data) > UPLOAD_LIMIT:
+                return JSONResponse({"errcode": 40006, "errmsg": "不合法的文件大小"})
+            media_id = f"@lA{uuid.uuid4().hex}"
+            with self._lock:
+                self.media[media_id] = (name, data)
+            return JSONResponse({"errcode": 0, "errmsg": "ok", "type": "file", "media_id": media_id,
+                                 "created_at": int(time.time() * 1000)})
 
         @app.post("/topapi/v2/user/get")
         async def user_get(request: Request) -> Response:

@@ -51,7 +51,8 @@ def _fields_problem(biz: dict[str, Any], pdf: bytes) -> str | None:
     pages = len(PdfReader(BytesIO(pdf)).pages) if fields else 0
     for f in fields.values():
         where = f.get("position") or {}
-        if f.get("fieldType") not in ("person_sign", "corp_seal", "corp_seal_cross_page") or not isinstance(where.get("positionPageNo"), int):
+        kinds = ("person_sign", "corp_seal", "corp_seal_cross_page")
+        if f.get("fieldType") not in kinds or not isinstance(where.get("positionPageNo"), int):
             return f"参数错误: 控件 {f.get('fieldId')}"
         if not 1 <= where["positionPageNo"] <= pages:
             return f"参数错误: 页码 {where['positionPageNo']} 超出文档范围"

@@ -10,7 +10,9 @@ Implements only what `connectors.chat.feishu.client` uses, but strictly:
   (send, with `uuid` dedupe like Feishu's one-hour window),
   `PATCH /open-apis/im/v1/messages/{id}` (cards only, both versions must declare
   `config.update_multi: true`, ≤ 30 KB, only within 14 days of sending: `age()` a message to
-  test the fallback, code 230031), message resources (files) and contact users (with
+  test the fallback, code 230031), `POST /open-apis/im/v1/files` (multipart upload: `file_type`,
+  `file_name`, `file`; empty → 234010, over 30 MB → 234006, bad params → 234001; `file`
+  messages must name an uploaded `file_key`), message resources (files) and contact users (with
   `status.is_resigned` / `status.is_frozen`).
 * `rate_limit_next(n)`: the next n API calls get HTTP 429, code 99991400 and
   `x-ogw-ratelimit-reset`; such calls change nothing (as at Feishu).
@@ -53,6 +55,10 @@ from tests.sim.servers import serve
 
 EXPIRED_CODE = 230031
 CARD_LIMIT = 30 * 1024
+UPLOAD_LIMIT = 30 * 1024 * 1024  # im/v1/files: non-empty, at most 30 MB
+FILE_TYPES = frozenset({"opus", "mp4", "pdf", "doc", "xls", "ppt", "stream"})
+# im/v1/files refusals (the codes are unconfirmed; the limits are Feishu's documented ones)
+BAD_PARAM, TOO_LARGE, EMPTY_FILE = 234001, 234006, 234010
 
 
 def encrypt(encrypt_key: str, plaintext: str) -> str:
@@ -100,6 +106,7 @@ class FeishuSim:
         self.resources: dict[tuple[str, str], bytes] = {}
         self.users: dict[str, dict[str, Any]] = {}
         self.user_messages: dict[str, dict[str, Any]] = {}
+        self.uploads: dict[str, tuple[str, bytes, str]] = {}  # file_key -> (file_name, bytes, file_type)
         self._uuids: dict[str, str] = {}
         self.instances: dict[str, dict[str, Any]] = {}
         self.approval_files: dict[str, bytes] = {}
@@ -166,6 +173,15 @@ class FeishuSim:
     def sent_to(self, receive_id: str) -> list[Message]:
         return [self.messages[m] for m in list(self.order) if self.messages[m].receive_id == receive_id]
 
+    def files_in(self, receive_id: str) -> list[tuple[str, bytes]]:
+        """(file name, bytes) of every file message sent to a chat or person, in order."""
+        found = []
+        for m in self.sent_to(receive_id):
+            if m.msg_type == "file":
+                name, data, _ = self.uploads[json.loads(m.content)["file_key"]]
+                found.append((name, data))
+        return found
+
     def cards_in(self, chat_id: str) -> list[Message]:
         return [m for m in self.sent_to(chat_id) if m.msg_type == "interactive"]
 
@@ -231,6 +247,10 @@ class FeishuSim:
                 return self._error(230001, "invalid receive_id_type")
             if body.get("msg_type") == "interactive" and len(body.get("content", "").encode()) > CARD_LIMIT:
                 return self._error(230025, "message content too long")
+            if body.get("msg_type") == "file":
+                content = json.loads(body.get("content") or "{}")
+                if content.get("file_key") not in self.uploads:
+                    return self._error(230001, "invalid file_key: upload the file with im/v1/files first")
             with self._lock:
                 dedupe = body.get("uuid")
                 if dedupe and dedupe in self._uuids:
@@ -245,6 +265,28 @@ class FeishuSim:
             return JSONResponse({"code": 0, "msg": "success", "data": {
                 "message_id": msg.message_id, "msg_type": msg.msg_type, "chat_id": msg.receive_id,
                 "create_time": str(int(msg.created.timestamp() * 1000))}})
+
+        @app.post("/open-apis/im/v1/files")
+        async def upload(request: Request) -> JSONResponse:
+            """multipart: file_type, file_name (with extension), file; non-empty, at most 30 MB."""
+            if (denied := self._gate(request)) is not None:
+                return denied
+            if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+                return self._error(BAD_PARAM, "Invalid request param: multipart/form-data expected")
+            form = await request.form()
+            file_type, file_name, part = form.get("file_type"), form.get("file_name"), form.get("file")
+            if file_type not in FILE_TYPES or not isinstance(file_name, str) or "." not in file_name \
+                    or part is None or isinstance(part, str):
+                return self._error(BAD_PARAM, "Invalid request param")
+            data = await part.read()
+            if not data:
+                return self._error(EMPTY_FILE, "File's size can't be 0")
+            if len(data) > UPLOAD_LIMIT:
+                return self._error(TOO_LARGE, "The file size exceeds the limit (30 MB)")
+            file_key = f"file_v2_{uuid.uuid4().hex}"
+            with self._lock:
+                self.uploads[file_key] = (file_name, data, str(file_type))
+            return JSONResponse({"code": 0, "msg": "success", "data": {"file_key": file_key}})
 
         @app.patch("/open-apis/im/v1/messages/{message_id}")
         async def patch(message_id: str, request: Request) -> JSONResponse:

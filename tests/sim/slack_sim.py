@@ -6,6 +6,11 @@
 * State: channels (known ids, plus `D…` DMs opened with `conversations.open`), users, files
   (`url_private_download` served here), and messages keyed by (channel, ts). Every accepted
   call is appended to `calls` in arrival order so tests can count posts and updates.
+* Uploads as `files_upload_v2` makes them: `files.getUploadURLExternal` (`filename`, `length` > 0,
+  at most 1 GB, else `invalid_arguments` / `file_too_large`) hands out an upload URL served here;
+  the bytes are POSTed there (raw, or multipart `file`); `files.completeUploadExternal` (`files`
+  JSON, `channel_id`) shares them as one message — a file never uploaded, or whose bytes differ
+  from the announced `length`, is refused (`file_not_found` / `invalid_upload`, modelled).
 * JSON and form bodies are both accepted (Slack takes JSON for write methods, form/query for
   read methods).
 """
@@ -28,6 +33,8 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from tests.sim.servers import serve
+
+UPLOAD_LIMIT = 1024 * 1024 * 1024  # 1 GB per file (unconfirmed)
 
 
 @dataclass
@@ -62,6 +69,7 @@ class SlackSim:
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.rate_limited = 0
         self.url = ""
+        self._base = ""
         self._lock = threading.Lock()
         self._limit_next = 0
         self._retry_after = 1
@@ -70,6 +78,8 @@ class SlackSim:
         self.app = FastAPI()
         self.app.post("/api/{method}")(self._api)
         self.app.get("/files/{file_id}/download")(self._download)
+        self.app.post("/upload/v1/{file_id}")(self._upload)
+        self.pending_uploads: dict[str, tuple[str, int, bytes | None]] = {}  # file id -> (name, length, bytes)
         self.app.post("/actions/{team}/{action}/{token}")(self._respond)
         self.responses: list[dict[str, Any]] = []  # what was posted to response_urls
         self._response_uses: dict[str, int] = {}
@@ -106,6 +116,10 @@ class SlackSim:
     def dms(self, user: str) -> list[SimMessage]:
         return self.posted(f"D{user}")
 
+    def shared_files(self, channel: str) -> list[SimFile]:
+        """Files the bot shared into `channel` (a DM is `D<user>`), in order."""
+        return [self.files[f] for m in self.posted(channel) for f in m.files]
+
     def count(self, method: str) -> int:
         return sum(1 for m, _ in self.calls if m == method)
 
@@ -137,6 +151,7 @@ class SlackSim:
                 return JSONResponse({"ok": False, "error": "not_authed"})
             if auth != f"Bearer {self.token}":
                 return JSONResponse({"ok": False, "error": "invalid_auth"})
+            self._base = str(request.base_url).rstrip("/")  # where this server is reached (upload URLs)
             handler = getattr(self, "_m_" + method.replace(".", "_"), None)
             if handler is None:
                 return JSONResponse({"ok": False, "error": "unknown_method"}, status_code=404)
@@ -153,7 +168,57 @@ class SlackSim:
             return Response(status_code=404)
         return Response(f.data, media_type="application/pdf")
 
+    async def _upload(self, file_id: str, request: Request) -> Response:
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            part = (await request.form()).get("file")
+            data = await part.read() if part is not None and not isinstance(part, str) else b""
+        else:
+            data = await request.body()
+        with self._lock:
+            pending = self.pending_uploads.get(file_id)
+            if pending is None:
+                return PlainTextResponse("not_found", status_code=404)
+            self.pending_uploads[file_id] = (pending[0], pending[1], data)
+        return PlainTextResponse(f"OK - {len(data)}")
+
     # ---- methods ------------------------------------------------------------------------------
+
+    def _m_files_getUploadURLExternal(self, a: dict[str, Any]) -> dict[str, Any]:
+        name, length = str(a.get("filename") or ""), str(a.get("length") or "")
+        if not name or not length.isdigit() or int(length) <= 0:
+            return {"ok": False, "error": "invalid_arguments"}
+        if int(length) > UPLOAD_LIMIT:
+            return {"ok": False, "error": "file_too_large"}
+        file_id = f"F{uuid.uuid4().hex[:10].upper()}"
+        self.pending_uploads[file_id] = (name, int(length), None)
+        return {"ok": True, "upload_url": f"{self._base}/upload/v1/{file_id}", "file_id": file_id}
+
+    def _m_files_completeUploadExternal(self, a: dict[str, Any]) -> dict[str, Any]:
+        channel = str(a.get("channel_id") or "")
+        try:
+            files = json.loads(str(a.get("files") or ""))
+        except ValueError:
+            return {"ok": False, "error": "invalid_arguments"}
+        if not isinstance(files, list) or not files:
+            return {"ok": False, "error": "invalid_arguments"}
+        if channel and not self._channel_ok(channel):
+            return {"ok": False, "error": "channel_not_found"}
+        ids = [str(f.get("id")) for f in files]
+        for file_id in ids:
+            pending = self.pending_uploads.get(file_id)
+            if pending is None or pending[2] is None:
+                return {"ok": False, "error": "file_not_found"}
+            if len(pending[2]) != pending[1]:
+                return {"ok": False, "error": "invalid_upload"}
+        for f, file_id in zip(files, ids, strict=True):
+            name, _, data = self.pending_uploads.pop(file_id)
+            assert data is not None
+            self.files[file_id] = SimFile(file_id, str(f.get("title") or name), data, self.bot_user, channel)
+        if channel:
+            ts = self._next_ts()
+            self.messages[(channel, ts)] = SimMessage(channel, ts, str(a.get("initial_comment") or ""),
+                                                      user=self.bot_user, files=ids)
+        return {"ok": True, "files": [{"id": i, "title": self.files[i].name} for i in ids]}
 
     def _channel_ok(self, channel: str) -> bool:
         return channel in self.channels or (channel.startswith("D") and channel[1:] in self.users)

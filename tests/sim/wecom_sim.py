@@ -10,6 +10,10 @@ error shapes (HTTP 200 with `errcode`/`errmsg`).
   card's answer carries a `response_code`; `click(msgid)` returns another (as a user's click
   does); an unknown `touser` gets 81013. `POST /cgi-bin/message/update_template_card` accepts each code once within 72 h
   (`age_codes(hours)` moves issued codes into the past); a bad code gets errcode 40078.
+* `POST /cgi-bin/media/upload?type=file` multipart part `media` (its filename is what people see):
+  more than 5 bytes and at most 20 MB → `media_id`; outside that errcode 40006, no part 41005
+  (modelled), another type 40004. `message/send` msgtype `file` must name an uploaded media id
+  (else 40007).
 * `GET /cgi-bin/media/get`: bytes with `Content-Disposition`; expired media → 40007.
 * `GET /cgi-bin/user/get`: `users` as given (no email/mobile unless set, like apps created
   after 2022-06-20); unknown → 60111.
@@ -62,6 +66,7 @@ class SimCode:
 
 class WeComSim:
     CODE_TTL = 72 * 3600
+    UPLOAD_LIMIT = 20 * 1024 * 1024
 
     def __init__(self, corp_id: str, secret: str, token_ttl: int = 7200) -> None:
         self.corp_id, self.secret, self.token_ttl = corp_id, secret, token_ttl
@@ -125,6 +130,14 @@ class WeComSim:
         return [m for m in self.messages if (touser is None or m["touser"] == touser)
                 and (msgtype is None or m["msgtype"] == msgtype)]
 
+    def files_to(self, touser: str) -> list[tuple[str, bytes]]:
+        """(file name, bytes) of every `file` message sent to `touser`, in order."""
+        found = []
+        for m in self.sent(touser, "file"):
+            data, name, _ = self.media[m["file"]["media_id"]]
+            found.append((name, data))
+        return found
+
     def cards_to(self, touser: str) -> list[SimCard]:
         return [c for c in self.cards.values() if c.touser == touser]
 
@@ -186,8 +199,10 @@ class WeComSim:
                 return refused
             body = await request.json()
             kind = body.get("msgtype")
-            if kind not in ("text", "textcard", "template_card") or not body.get("touser"):
+            if kind not in ("text", "textcard", "template_card", "file") or not body.get("touser"):
                 return JSONResponse({"errcode": 40008, "errmsg": "invalid message type"})
+            if kind == "file" and (body.get("file") or {}).get("media_id") not in self.media:
+                return JSONResponse({"errcode": 40007, "errmsg": "invalid media_id"})
             if self.users and body["touser"] not in self.users:
                 return JSONResponse({"errcode": 81013, "errmsg": "user & party & tag all invalid"})
             content = json.dumps(body.get(kind), sort_keys=True, ensure_ascii=False)
@@ -233,6 +248,23 @@ class WeComSim:
             if found is None:
                 return JSONResponse({"errcode": 301025, "errmsg": "sp_no not found"})
             return JSONResponse({"errcode": 0, "errmsg": "ok", "info": found})
+        @app.post("/cgi-bin/media/upload")
+        async def media_upload(request: Request) -> Response:
+            if (refused := self._gate(request, "media/upload")) is not None:
+                return refused
+            if request.query_params.get("type") != "file":
+                return JSONResponse({"errcode": 40004, "errmsg": "invalid media type"})
+            part = (await request.form()).get("media")
+            if part is None or isinstance(part, str):
+                return JSONResponse({"errcode": 41005, "errmsg": "media data missing"})
+            data = await part.read()
+            if len(data) <= 5 or len(data) > self.UPLOAD_LIMIT:
+                return JSONResponse({"errcode": 40006, "errmsg": "invalid file size"})
+            media_id = f"3{uuid.uuid4().hex}"
+            with self._lock:
+                self.media[media_id] = (data, part.filename or "", False)
+            return JSONResponse({"errcode": 0, "errmsg": "ok", "type": "file", "media_id": media_id,
+                                 "created_at": str(int(time.time()))})
 
         @app.get("/cgi-bin/media/get")
         async def media(request: Request, media_id: str = "") -> Response:

@@ -35,12 +35,21 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import Engine
 
 from connectors.chat.app_api import AppChat, Codes, TokenRefused
-from connectors.chat.base import ChatRejected, ChatUnavailable, InputProblem, raise_for_status, unreachable
+from connectors.chat.base import (
+    MB,
+    ChatRejected,
+    ChatUnavailable,
+    InputProblem,
+    OutboundFile,
+    raise_for_status,
+    unreachable,
+    upload_failed,
+)
 from connectors.chat.dingtalk.cards import render_card
 from connectors.http import json_object, read_within, retry_after
 from signbridge.core.approvals import ApprovalForm, ApprovalResult, FormField
 from signbridge.core.cards import Card
-from signbridge.core.models import ApprovalRef, ChatRef, DocumentInfo, DocumentSource, Person
+from signbridge.core.models import ApprovalRef, ChatRef, DocumentSource, Person
 from signbridge.core.settings import Settings
 from store.db import get_engine
 from store.repos import chat_messages
@@ -86,6 +95,7 @@ def form_fields(instance: str, values: list[Any]) -> list[FormField]:
         else:
             fields.append(FormField(keys=keys, kind="text", text=str(v.get("value") or "")))
     return fields
+DINGTALK_MAX_UPLOAD = 20 * MB  # media/upload, type file (doc, docx, xls, xlsx, ppt, pptx, zip, pdf, rar)
 
 
 class DingTalkConfig(BaseSettings):
@@ -148,6 +158,7 @@ class DingTalkChat(AppChat[DingTalkConfig]):
     """`ChatConnector` for DingTalk."""
 
     platform, name = PLATFORM, "DingTalk"
+    max_file_bytes = DINGTALK_MAX_UPLOAD
 
     def __repr__(self) -> str:  # never the secret
         return f"DingTalkChat(app_key={self.config.app_key!r}, api_base={self.config.api_base!r})"
@@ -187,10 +198,35 @@ class DingTalkChat(AppChat[DingTalkConfig]):
     async def send_text(self, chat: ChatRef, to: Person | None, text: str, key: str) -> None:
         await self._send(chat, to.id if to and not to.external else None, "sampleText", {"content": text})
 
-    async def send_file(self, chat: ChatRef, name: str, url: str, document: DocumentInfo, key: str) -> None:
-        await self._send(chat, None, "sampleLink", {
-            "title": f"已签署：{name}"[:100], "text": f"签署完成的文件（signed document）SHA-256: {document.sha256}",
-            "messageUrl": url, "picUrl": ""})
+    async def send_file(self, chat: ChatRef, to: Person | None, file: OutboundFile, key: str) -> None:
+        """oapi `media/upload` (multipart part `media`, type `file`) → `media_id`, then a robot
+        `sampleFile` message to the group or the person; over 20 MB a `sampleLink` with the reason."""
+        target = to.id if to is not None and not to.external else None
+        if file.data is None:
+            what = "签署完成证明" if file.kind == "certificate" else "已签署"
+            await self._send(chat, target, "sampleLink", {
+                "title": f"{what}：{file.name}"[:100],
+                "text": (f"{file.note}\n" if file.note else "") + f"SHA-256: {file.sha256}",
+                "messageUrl": file.url, "picUrl": ""})
+            return
+        try:
+            media_id = await self._upload_media(file.name, file.data)
+        except ChatUnavailable as e:
+            raise upload_failed(e) from e
+        await self._send(chat, target, "sampleFile", {"mediaId": media_id, "fileName": file.name,
+                                                      "fileType": file.name.rsplit(".", 1)[-1].lower() or "pdf"})
+
+    async def _upload_media(self, name: str, data: bytes) -> str:
+        url = self.config.oapi_base.rstrip("/") + "/media/upload"
+
+        async def send(token: str) -> dict[str, Any]:
+            # `type` in the URL as well as the form: some clients are refused (40004) without it
+            resp = await self._http_call("POST", url, "media/upload", params={"access_token": token, "type": "file"},
+                                         data={"type": "file"}, files={"media": (name, data, "application/pdf")})
+            return self._check(resp, "/media/upload")
+
+        result = await self.token.call(send)
+        return str(result["media_id"])
 
     async def download(self, chat: ChatRef, source: DocumentSource, max_bytes: int) -> bytes:
         """`messageFiles/download` → a short-lived `downloadUrl`, fetched at once (re-asked on retry)."""

@@ -122,9 +122,11 @@ def link_card(text: str, url: str, lang: str = "zh") -> dict[str, Any]:
     return _button_card(text, label, url)
 
 
-def file_card(name: str, sha256: str, url: str, lang: str = "zh") -> dict[str, Any]:
+def file_card(name: str, sha256: str, url: str, lang: str = "zh", note: str | None = None) -> dict[str, Any]:
+    """A file's download link (a file over Feishu's upload limit), with `note` saying why."""
     t = _TEXT.get(lang, _TEXT["zh"])
-    return _button_card(f"{name}\nSHA-256：{sha256}", t["download"], url, title=name)
+    text = f"{name}\nSHA-256：{sha256}" + (f"\n{note}" if note else "")
+    return _button_card(text, t["download"], url, title=name)
 
 
 def _button_card(text: str, label: str, url: str, title: str | None = None) -> dict[str, Any]:

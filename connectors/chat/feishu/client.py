@@ -33,12 +33,21 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.chat.app_api import AppChat, NumericCodes, TokenRefused
-from connectors.chat.base import ChatRejected, ChatUnavailable, InputProblem, raise_for_status, unreachable
+from connectors.chat.base import (
+    MB,
+    ChatRejected,
+    ChatUnavailable,
+    InputProblem,
+    OutboundFile,
+    raise_for_status,
+    unreachable,
+    upload_failed,
+)
 from connectors.chat.feishu.cards import card_content, file_card, link_card, render_card
 from connectors.http import json_object, read_within
 from signbridge.core.approvals import ApprovalForm, ApprovalResult, FormField
 from signbridge.core.cards import Card
-from signbridge.core.models import ApprovalRef, ChatRef, DocumentInfo, DocumentSource, Person
+from signbridge.core.models import ApprovalRef, ChatRef, DocumentSource, Person
 from signbridge.core.settings import Settings
 from store.db import get_engine
 from store.repos import chat_messages
@@ -46,6 +55,7 @@ from store.repos.identities import Contact
 
 PLATFORM = "feishu"
 FEISHU_MAX_FILE = 100 * 1024 * 1024
+FEISHU_MAX_UPLOAD = 30 * MB  # `im/v1/files`: non-empty, at most 30 MB
 UPDATE_WINDOW = timedelta(days=14)
 RATE_LIMITED = 99991400
 
@@ -162,6 +172,7 @@ class FeishuChat(AppChat[FeishuConfig]):
     """`ChatConnector` for Feishu/Lark."""
 
     platform, name = PLATFORM, "Feishu"
+    max_file_bytes = FEISHU_MAX_UPLOAD
 
     def __repr__(self) -> str:  # never the secret
         return f"FeishuChat(app_id={self.config.app_id!r}, api_base={self.config.api_base!r})"
@@ -201,10 +212,33 @@ class FeishuChat(AppChat[FeishuConfig]):
         id_type, receive_id = self._receiver(to) if to else self._chat_target(chat)
         await self._send(chat, id_type, receive_id, "text", json.dumps({"text": text}, ensure_ascii=False), key)
 
-    async def send_file(self, chat: ChatRef, name: str, url: str, document: DocumentInfo, key: str) -> None:
-        """A card with the signed file's name, hash and a download button (the signed URL expires)."""
-        await self._send(chat, *self._chat_target(chat), "interactive",
-                         card_content(file_card(name, document.sha256, url, self.lang)), key)
+    async def send_file(self, chat: ChatRef, to: Person | None, file: OutboundFile, key: str) -> None:
+        """`im/v1/files` (multipart, `file_type` pdf), then a `file` message with the `file_key`; a
+        file over the 30 MB limit goes as a card with its download link and the reason."""
+        id_type, receive_id = self._receiver(to) if to else self._chat_target(chat)
+        if file.data is None:
+            await self._send(chat, id_type, receive_id, "interactive",
+                             card_content(file_card(file.name, file.sha256, file.url, self.lang, file.note)), key)
+            return
+        try:
+            file_key = await self._upload(file.name, file.data)
+        except ChatUnavailable as e:
+            raise upload_failed(e) from e
+        await self._send(chat, id_type, receive_id, "file", json.dumps({"file_key": file_key}), key)
+
+    async def _upload(self, name: str, data: bytes) -> str:
+        path = "/open-apis/im/v1/files"
+        file_type = "pdf" if name.lower().endswith(".pdf") else "stream"
+
+        async def send(token: str) -> dict[str, Any]:
+            resp = await self._http_call("POST", self.config.base + path, f"POST {path}",
+                                         data={"file_type": file_type, "file_name": name},
+                                         files={"file": (name, data, "application/pdf")},
+                                         headers={"Authorization": f"Bearer {token}"})
+            return self._check(resp, f"POST {path}")
+
+        result = await self.token.call(send)
+        return str(result["file_key"])
 
     async def download(self, chat: ChatRef, source: DocumentSource, max_bytes: int) -> bytes:
         if (source.url or "").startswith(APPROVAL_SCHEME):

@@ -11,6 +11,10 @@ Idempotency: the card's `ChatMessage` row holds its channel + ts, and later upse
 (`activities/chat.py`). Slack has no idempotency key, so a post whose *answer* was lost
 (`maybe_delivered`) can still appear twice: it is posted again only after a pause.
 
+Files (the signed PDF, the certificate) go up the way `slack_sdk`'s `files_upload_v2` sends them —
+`files.getUploadURLExternal`, the bytes to the upload URL, `files.completeUploadExternal` — over
+the same httpx client and error mapping as every other call (the retired `files.upload` is not used).
+
 Document sources use two URL forms made by `connectors/chat/slack/inbound.py`:
 `slack:file:<file id>` (a file in the message) and `slack:latest:<channel>:<user>` (a slash
 command: the user's most recent file in that channel, looked up when the flow runs, so the
@@ -19,6 +23,7 @@ HTTP handler never calls Slack).
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import timedelta
 from typing import Any
@@ -28,12 +33,20 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import Engine
 
-from connectors.chat.base import ChatRejected, ChatUnavailable, InputProblem, unreachable
+from connectors.chat.base import (
+    MB,
+    ChatRejected,
+    ChatUnavailable,
+    InputProblem,
+    OutboundFile,
+    unreachable,
+    upload_failed,
+)
 from connectors.chat.directory import Directory
 from connectors.chat.slack.cards import link_blocks, render_card
 from connectors.http import read_within, retry_after
 from signbridge.core.cards import Card
-from signbridge.core.models import ChatRef, DocumentInfo, DocumentSource, Person
+from signbridge.core.models import ChatRef, DocumentSource, Person
 from signbridge.core.settings import Settings
 from store.db import get_engine
 from store.repos import chat_messages
@@ -45,6 +58,7 @@ PLATFORM = "slack"
 DEFAULT_API_BASE = "https://slack.com/api/"
 DEFAULT_TIMEOUT = 10.0
 IDENTITY_TTL = timedelta(hours=1)
+SLACK_MAX_UPLOAD = 1024 * MB  # files.getUploadURLExternal: 1 GB per file (unconfirmed)
 # ok:false codes that mean "try again later" rather than "this request is wrong".
 TRANSIENT_ERRORS = frozenset({"ratelimited", "internal_error", "fatal_error", "service_unavailable",
                               "request_timeout"})
@@ -81,6 +95,7 @@ class SlackChat:
     """`ChatConnector` for Slack (Web API over httpx; see the module docstring)."""
 
     platform = PLATFORM
+    max_file_bytes = SLACK_MAX_UPLOAD
 
     def __init__(self, config: SlackConfig, engine: Engine, http: httpx.AsyncClient | None = None,
                  timeout: float = DEFAULT_TIMEOUT, lang: str = "en") -> None:
@@ -122,13 +137,41 @@ class SlackChat:
         else:
             await self.call("chat.postMessage", {"channel": chat.chat_id, "text": text})
 
-    async def send_file(self, chat: ChatRef, name: str, url: str, document: DocumentInfo, key: str) -> None:
-        """A link to the signed file (SignBridge's own signed download URL) with its SHA-256."""
-        text = f"Signed document: {name} (SHA-256 {document.sha256[:16]}…)"
-        blocks = link_blocks(f"*Signed document:* {_esc(name)}\nSHA-256 `{document.sha256}`", url,
-                             label="Download signed PDF")
-        await self.call("chat.postMessage", {"channel": chat.chat_id, "text": text, "blocks": blocks,
-                                             "unfurl_links": False})
+    async def send_file(self, chat: ChatRef, to: Person | None, file: OutboundFile, key: str) -> None:
+        """The three steps of `files_upload_v2`: `files.getUploadURLExternal` (name, length), the bytes
+        POSTed to the upload URL it hands out, `files.completeUploadExternal` sharing the file into
+        the channel (or the person's DM) with a comment. Over the size limit: a link and the reason."""
+        channel = chat.chat_id if to is None else await self._dm_channel(to)
+        what = "Certificate of completion" if file.kind == "certificate" else "Signed document"
+        comment = f"{what}: {file.name} (SHA-256 {file.sha256[:16]}…)"
+        if file.data is None:
+            note = f"\n{_esc(file.note)}" if file.note else ""
+            blocks = link_blocks(f"*{what}:* {_esc(file.name)}\nSHA-256 `{file.sha256}`{note}", file.url,
+                                 label="Download PDF")
+            await self.call("chat.postMessage", {"channel": channel, "text": comment, "blocks": blocks,
+                                                 "unfurl_links": False})
+            return
+        try:
+            ticket = await self.call("files.getUploadURLExternal",
+                                     {"filename": file.name, "length": str(len(file.data))}, form=True)
+            await self._put_bytes(str(ticket["upload_url"]), file.name, file.data)
+        except ChatUnavailable as e:
+            raise upload_failed(e) from e
+        await self.call("files.completeUploadExternal", {
+            "files": json.dumps([{"id": ticket["file_id"], "title": file.name}], ensure_ascii=False),
+            "channel_id": channel, "initial_comment": comment}, form=True)
+
+    async def _put_bytes(self, upload_url: str, name: str, data: bytes) -> None:
+        """Step 2: the upload URL is pre-authorised; Slack answers 200 when it has the bytes."""
+        try:
+            resp = await self._client().post(upload_url, content=data, timeout=self._timeout * 6,
+                                             headers={"Content-Type": "application/octet-stream"})
+        except httpx.HTTPError as e:
+            raise unreachable(f"Slack upload of {name}", e) from e
+        if resp.status_code == 429 or resp.status_code >= 500:
+            raise ChatUnavailable(f"Slack upload of {name} failed (HTTP {resp.status_code})", retry_after(resp))
+        if resp.status_code != 200:
+            raise ChatRejected(f"Slack refused the upload of {name} (HTTP {resp.status_code})", resp.status_code)
 
     async def download(self, chat: ChatRef, source: DocumentSource, max_bytes: int) -> bytes:
         url = source.url or ""
@@ -204,9 +247,12 @@ class SlackChat:
             self._http = httpx.AsyncClient(timeout=self._timeout)
         return self._http
 
-    async def _dm(self, to: Person, text: str, blocks: list[dict[str, Any]] | None) -> dict[str, Any]:
+    async def _dm_channel(self, to: Person) -> str:
         opened = await self.call("conversations.open", {"users": to.id})
-        channel = str((opened.get("channel") or {}).get("id"))
+        return str((opened.get("channel") or {}).get("id"))
+
+    async def _dm(self, to: Person, text: str, blocks: list[dict[str, Any]] | None) -> dict[str, Any]:
+        channel = await self._dm_channel(to)
         payload: dict[str, Any] = {"channel": channel, "text": text, "unfurl_links": False}
         if blocks:
             payload["blocks"] = blocks

@@ -20,12 +20,12 @@ from typing import Any
 
 import httpx
 
-from connectors.chat.base import ChatUnavailable, InputProblem, raise_for_status, session, unreachable
+from connectors.chat.base import ChatUnavailable, InputProblem, OutboundFile, raise_for_status, session, unreachable
 from connectors.chat.webhook import signature as webhook_signature
 from connectors.fetch import FetchFailed, FetchPolicy, FetchRefused, fetch
 from signbridge.core.approvals import ApprovalForm, ApprovalResult
 from signbridge.core.cards import Card
-from signbridge.core.models import ApprovalRef, ChatRef, DocumentInfo, DocumentSource, Person
+from signbridge.core.models import ApprovalRef, ChatRef, DocumentSource, Person
 from signbridge.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ class WebhookChat:
     """`ChatConnector` for the generic webhook IM (see README, "Generic webhook IM protocol")."""
 
     platform = "webhook"
+    max_file_bytes = 0  # never uploads: the IM fetches each file from its signed link
 
     def __init__(self, outbound_url: str, secret: str, http: httpx.AsyncClient | None = None,
                  timeout: float = DEFAULT_TIMEOUT, files: FetchPolicy | None = None) -> None:
@@ -69,9 +70,11 @@ class WebhookChat:
         await self._post({"type": "message", "chat_id": chat.chat_id, "to": to.id if to else None,
                           "text": text}, key)
 
-    async def send_file(self, chat: ChatRef, name: str, url: str, document: DocumentInfo, key: str) -> None:
-        await self._post({"type": "file", "chat_id": chat.chat_id, "name": name, "url": url,
-                          "sha256": document.sha256}, key)
+    async def send_file(self, chat: ChatRef, to: Person | None, file: OutboundFile, key: str) -> None:
+        """The IM fetches the file from `url` (signed, expiring) and shows it as a file: `to` set is a
+        private copy (a CC recipient), `kind` tells the signed document from the certificate."""
+        await self._post({"type": "file", "chat_id": chat.chat_id, "to": to.id if to else None, "name": file.name,
+                          "url": file.url, "sha256": file.sha256, "size": file.size, "kind": file.kind}, key)
 
     async def download(self, chat: ChatRef, source: DocumentSource, max_bytes: int) -> bytes:
         """GET the file URL the chat sent, signed like every other call so the IM can authorise it.

@@ -35,12 +35,21 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import Engine
 
 from connectors.chat.app_api import AppChat, TokenRefused
-from connectors.chat.base import ChatRejected, ChatUnavailable, InputProblem, raise_for_status, unreachable
+from connectors.chat.base import (
+    MB,
+    ChatRejected,
+    ChatUnavailable,
+    InputProblem,
+    OutboundFile,
+    raise_for_status,
+    unreachable,
+    upload_failed,
+)
 from connectors.chat.wecom.cards import render_card
 from connectors.http import read_within
 from signbridge.core.approvals import ApprovalForm, ApprovalResult, FormField
 from signbridge.core.cards import Card
-from signbridge.core.models import ApprovalRef, ChatRef, DocumentInfo, DocumentSource, Person
+from signbridge.core.models import ApprovalRef, ChatRef, DocumentSource, Person
 from signbridge.core.settings import Settings
 from store.db import get_engine
 from store.repos import chat_messages
@@ -52,6 +61,7 @@ log = logging.getLogger(__name__)
 PLATFORM = "wecom"
 DEFAULT_API_BASE = "https://qyapi.weixin.qq.com"
 MEDIA_SCHEME = "wecom-media:"
+WECOM_MAX_UPLOAD = 20 * MB  # media/upload type file: more than 5 bytes, at most 20 MB
 TOKEN_ERRORS = frozenset({40014, 42001, 41001})  # invalid / expired / missing access_token
 RATE_LIMITED = frozenset({45009, 45033, -1})  # API frequency, concurrency, "system busy"
 MEDIA_GONE = frozenset({40007, 40009})  # invalid media_id (expired after 3 days) / too large
@@ -139,6 +149,7 @@ class WeComChat(AppChat[WeComConfig]):
     """`ChatConnector` for WeCom."""
 
     platform, name = PLATFORM, "WeCom"
+    max_file_bytes = WECOM_MAX_UPLOAD
 
     def __repr__(self) -> str:
         return f"WeComChat(corp_id={self.config.corp_id!r}, api_base={self.config.api_base!r})"
@@ -193,11 +204,35 @@ class WeComChat(AppChat[WeComConfig]):
         await self._send(to.id if to and not to.external else chat.chat_id,
                          {"msgtype": "text", "text": {"content": text}})
 
-    async def send_file(self, chat: ChatRef, name: str, url: str, document: DocumentInfo, key: str) -> None:
-        await self._send(chat.chat_id, {"msgtype": "textcard", "textcard": {
-            "title": f"已签署：{name}"[:128],
-            "description": f"签署完成的文件（signed document）\nSHA-256: {document.sha256}",
-            "url": url, "btntxt": "下载"}})
+    async def send_file(self, chat: ChatRef, to: Person | None, file: OutboundFile, key: str) -> None:
+        """`media/upload?type=file` (multipart part `media`; the file name is what people see) →
+        `media_id` (3 days), then `message/send` msgtype `file` to the initiator's conversation or the
+        person; over 20 MB a `textcard` with the download link and the reason."""
+        touser = to.id if to is not None and not to.external else chat.chat_id
+        if file.data is None:
+            what = "签署完成证明" if file.kind == "certificate" else "已签署"
+            await self._send(touser, {"msgtype": "textcard", "textcard": {
+                "title": f"{what}：{file.name}"[:128],
+                "description": ((f"{file.note}\n" if file.note else "") + f"SHA-256: {file.sha256}")[:512],
+                "url": file.url, "btntxt": "下载"}})
+            return
+        try:
+            media_id = await self._upload_media(file.name, file.data)
+        except ChatUnavailable as e:
+            raise upload_failed(e) from e
+        await self._send(touser, {"msgtype": "file", "file": {"media_id": media_id}})
+
+    async def _upload_media(self, name: str, data: bytes) -> str:
+        async def send(token: str) -> dict[str, Any]:
+            resp = await self._http_call("POST", self._url("/cgi-bin/media/upload"), "/cgi-bin/media/upload",
+                                         params={"access_token": token, "type": "file"},
+                                         files={"media": (name, data, "application/pdf")})
+            raise_for_status(resp, "WeCom /cgi-bin/media/upload")
+            result: dict[str, Any] = resp.json()
+            self._refused(result, "/cgi-bin/media/upload")
+            return result
+
+        return str((await self.token.call(send))["media_id"])
 
     async def download(self, chat: ChatRef, source: DocumentSource, max_bytes: int) -> bytes:
         """`media/get`: 3-day-old media is gone (40007) → `InputProblem`; over `max_bytes` → same."""
