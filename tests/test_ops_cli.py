@@ -412,7 +412,7 @@ def test_db_upgrade_fresh_and_create_all_sqlite(tmp_path: Path) -> None:
              "request_participants", "templates", "bulk_sends", "bulk_rows", "switches", "local_documents",
              "approval_mappings", "organisations")
     _create_all(older, skip=newer)
-    _drop_columns(older, "signing_requests", ("bulk_id", "snapshot"))  # added later than those tables too
+    _drop_columns(older, "signing_requests", ("bulk_id", "snapshot", "certificate_sha256"))  # added later
     _drop_columns(older, "local_signers", ("org_name", "org_credit_code", "seal", "seal_kind", "seal_image_key"))
     result = _upgrade(older)
     assert result.exit_code == 0, result.output

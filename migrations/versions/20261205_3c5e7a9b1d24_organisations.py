@@ -1,7 +1,7 @@
 """organisations (credit code, seal image, keepers, seal approval, provider ids); organisation signers
 
 Revision ID: 3c5e7a9b1d24
-Revises: de767bc20db4
+Revises: b7d2e91c4a10
 Create Date: 2026-12-05 01:40:00
 """
 

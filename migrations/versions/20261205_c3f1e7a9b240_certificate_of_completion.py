@@ -1,7 +1,7 @@
 """signing_requests.certificate_sha256: the certificate of completion once issued
 
 Revision ID: c3f1e7a9b240
-Revises: de767bc20db4
+Revises: 3c5e7a9b1d24
 Create Date: 2026-12-05 02:00:00
 
 Every download of a request's certificate of completion is the same signed file the chat
@@ -17,7 +17,7 @@ import sqlmodel
 from alembic import op
 
 revision: str = 'c3f1e7a9b240'
-down_revision: str | None = 'de767bc20db4'
+down_revision: str | None = '3c5e7a9b1d24'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
