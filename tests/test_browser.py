@@ -196,6 +196,43 @@ async def test_the_signing_page_on_a_phone_and_a_desktop(stack: PlaygroundStack,
     await _sign(page, "赵六")
 
 
+async def test_the_first_screen_on_a_phone(stack: PlaygroundStack, offline: Any, artifacts: Path) -> None:
+    """390×844 at 3× pixels: who asks, what and by when fill the first screen; hashes wait under
+    "文件详情"; the page image is sharp at twice its size; the name field is empty, its hint visible."""
+    request_id = await _request(stack, "u-zhangsan", "/sign @王五 @赵六")
+    url = await _link(stack, request_id, "u-wangwu")
+    page: Page = await offline(**PHONE)
+    assert (await page.goto(url)) is not None
+    ask = page.locator("h1")
+    view = (await stack.http.get(url.split("?")[0], headers={"Accept": "application/json"})).json()
+    assert await ask.inner_text() == f"张三 请您签署《服务器设备采购合同》，截止 {view['deadline_words']['zh']}"
+    box = await ask.bounding_box()
+    assert box is not None and box["y"] + box["height"] <= 844 / 2  # in the top half of the first screen
+    assert await page.get_by_text("SHA-256").first.is_hidden()  # under the closed disclosure
+    await page.locator("summary", has_text="文件详情").click()
+    assert await page.get_by_text("SHA-256").first.is_visible()
+    image = page.locator("figure img").first
+    await image.scroll_into_view_if_needed()
+    await page.wait_for_function("document.querySelector('figure img').complete")
+    chosen, shown = await image.evaluate("img => [img.currentSrc, img.getBoundingClientRect().width]")
+    pixels = (await page.request.get(chosen)).body()
+    width = int.from_bytes((await pixels)[16:20], "big")  # the PNG's IHDR width
+    assert chosen.endswith("@3x.png") and width >= shown * 3 * 2, (chosen, width, shown)  # 3× screen, 2× zoom
+    description = await image.get_attribute("aria-describedby")
+    assert description and "Purchase" in await page.locator(f"#{description}").inner_text()
+    name = page.locator("input[name=name]")
+    assert await name.input_value() == "" and await page.locator("#name-hint").is_visible()
+    assert "王五" in await page.locator("#name-hint").inner_text()
+    await page.screenshot(path=str(artifacts / "signing-page-first-screen-390x844.png"))
+    await name.fill("王六")
+    await page.locator("input[name=consent]").check()
+    async with page.expect_navigation():
+        await page.locator("form:has(input[name=name]) button[type=submit]").click()
+    assert await name.input_value() == "王六" and await page.locator("[role=alert]").is_visible()
+    await _sign(page, "王五")
+    assert await page.locator("a", has_text="下载已签文件").count() == 0  # 赵六 has not signed yet
+
+
 async def test_signing_with_the_keyboard_alone(stack: PlaygroundStack, offline: Any) -> None:
     request_id = await _request(stack, "u-zhangsan", "/sign @王五")
     page: Page = await offline()

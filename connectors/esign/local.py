@@ -26,7 +26,7 @@ import secrets
 import threading
 import unicodedata
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any, Literal
 
@@ -299,13 +299,14 @@ def placement_of(document: LocalDocument, signer_id: str) -> Placed | None:
 
 
 def _sign_bytes(blobs: BlobStore, blob_key: str, ca: InstallationCA, signer: LocalSigner,
-                signed_at: datetime, font_path: Path | None, placement: Placed | None = None) -> str:
+                signed_at: datetime, font_path: Path | None, placement: Placed | None = None,
+                tz: tzinfo = UTC) -> str:
     """CPU-heavy: runs in a thread. Returns the new version's blob key (= its SHA-256)."""
     current = blobs.get(blob_key)
     try:
         credential = ca.issue(signer.signer_id, signer.name, signer.email)
         signed = sign_pdf(current, credential, signer_name=signer.name, position=signer.position,
-                          signed_at=signed_at, font_path=font_path, placement=placement)
+                          signed_at=signed_at, font_path=font_path, placement=placement, tz=tz)
     except Exception as e:  # a name or email the certificate refuses, pyHanko's many error types
         raise _SigningFailed(f"{type(e).__name__}: {e}") from e
     return blobs.put(signed)
@@ -319,7 +320,7 @@ async def _signed_version(settings: Settings, blobs: BlobStore, blob_key: str, s
     try:
         ca = await asyncio.to_thread(installation_ca, settings)
         return await asyncio.to_thread(_sign_bytes, blobs, blob_key, ca, signer, signed_at, settings.stamp_font,
-                                       placement)
+                                       placement, settings.zone)
     except _SigningFailed as e:
         log.error("cannot sign %s for signer %s: %s", signer.flow_id, signer.signer_id, e)
         raise _unsignable() from e
