@@ -23,19 +23,22 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pypdf import PdfReader
 from sqlalchemy.engine import Engine
 from temporalio.client import Client
 
 from api import page_render
-from api.deps import BlobsDep, ClientDep, EngineDep, SettingsDep
+from api.deps import BlobsDep, ClientDep, EngineDep, SettingsDep, SsosDep
 from api.errors import error_body, responses
+from connectors.chat.sso import ChatSso
 from connectors.esign import local
 from signbridge.core.links import file_url
 from signbridge.core.models import ProviderEvent, StatusView
 from signbridge.core.settings import Settings
 from signbridge.core.signers import MAX_NAME_CHARS
+from signbridge.core.sso import PLATFORM_WORDS, SsoProof, in_app_browser
+from signbridge.intake import sso as chat_sso
 from signbridge.intake.provider_events import deliver
 from signbridge.pdf.render import page_text, render_page_png
 from store.blobs import BlobStore
@@ -292,7 +295,7 @@ async def _documents(blobs: BlobStore, engine: Engine, token: str, flow: LocalFl
 async def _sign_page(request: Request, settings: Settings, engine: Engine, blobs: BlobStore, token: str,
                      signer: LocalSigner, flow: LocalFlow, doc_name: str, *, status: int = 200,
                      error: local.LinkProblem | None = None, typed_name: str = "", consent: bool = False,
-                     reason: str = "") -> Response:
+                     reason: str = "", verified: SsoProof | None = None, offer: str | None = None) -> Response:
     deadline = min([_aware(flow.expires_at), *([_aware(signer.token_expires_at)] if signer.token_expires_at else [])])
     deadline_zh, deadline_en = deadline_words(deadline, settings)
     body = page_render.render(
@@ -301,8 +304,71 @@ async def _sign_page(request: Request, settings: Settings, engine: Engine, blobs
         deadline_en=deadline_en, signer_name=signer.name, version=flow.version,
         documents=await _documents(blobs, engine, token, flow, doc_name), sizes=IMAGE_SIZES,
         error=(error.zh, error.en) if error else None, typed_name=typed_name, consent=consent, reason=reason,
-        name_max=TYPED_NAME_MAX, reason_max=local.MAX_REASON, verified=None, sso_start=None)
+        name_max=TYPED_NAME_MAX, reason_max=local.MAX_REASON, verified=_verified_words(verified),
+        sso_start=_start_words(token, offer) if not verified else None)
     return _secure(HTMLResponse(body, status_code=status))
+
+
+# ---- one-tap signing (chat single sign-on) ---------------------------------------------------
+
+
+def _verified_words(proof: SsoProof | None) -> dict[str, str] | None:
+    if proof is None:
+        return None
+    zh, en = PLATFORM_WORDS.get(proof.platform, (proof.platform, proof.platform))
+    return {"platform_zh": zh, "platform_en": en, "name": proof.name, "method": proof.method}
+
+
+def _start_words(token: str, platform: str | None) -> dict[str, str] | None:
+    if platform is None:
+        return None
+    zh, en = PLATFORM_WORDS.get(platform, (platform, platform))
+    return {"url": f"/sign/{token}/sso", "platform": platform, "platform_zh": zh, "platform_en": en}
+
+
+def secure_cookies(settings: Settings) -> bool:
+    return settings.public_url.startswith("https://")
+
+
+def with_session(settings: Settings, resp: Response, verified: chat_sso.Verified) -> Response:
+    """The verified session, for this link's pages only (path `/sign/<token>`), HttpOnly, Lax."""
+    resp.set_cookie(chat_sso.SESSION_COOKIE, verified.session, max_age=int(chat_sso.SESSION_TTL.total_seconds()),
+                    path=f"/sign/{verified.token}", secure=secure_cookies(settings), httponly=True, samesite="lax")
+    return resp
+
+
+def _proof(request: Request, engine: Engine, token: str) -> tuple[chat_sso.Link | None, SsoProof | None]:
+    link = chat_sso.open_link(engine, token)
+    if isinstance(link, local.LinkProblem):
+        return None, None
+    return link, chat_sso.proof(engine, request.cookies.get(chat_sso.SESSION_COOKIE), link)
+
+
+def sso_refused_page(request: Request, failed: chat_sso.SsoFailed) -> Response:
+    """Why the sign-in proved nothing, and the way on: the same link, signing by typed name."""
+    refused = failed.refused
+    if _wants_json(request):
+        return _secure(JSONResponse(error_body(refused.code, f"{refused.zh} / {refused.en}"),
+                                    status_code=failed.status))
+    back = f"/sign/{failed.token}?manual=1" if failed.token else None
+    return _secure(page_render.message(("身份验证未通过", "Sign-in not accepted"), [(refused.zh, refused.en)],
+                                       status=failed.status, error=True, back=back))
+
+
+def _assertion(request: Request, settings: Settings, engine: Engine, token: str, assertion: str) -> Response:
+    """`?sso=<assertion>` from the webhook IM: redeemed once, then the clean link with a session."""
+    link = chat_sso.open_link(engine, token)
+    if isinstance(link, local.LinkProblem):
+        return _problem(request, link, download_url=_gone_download(settings, engine, token, link))
+    if chat_sso.proof(engine, request.cookies.get(chat_sso.SESSION_COOKIE), link) is not None:
+        return _secure(RedirectResponse(f"/sign/{token}", 303))  # a reload: this browser is verified already
+    ip, user_agent = _who(request)
+    try:
+        verified = chat_sso.redeem_assertion(engine, settings, link, assertion, ip, user_agent)
+    except chat_sso.SsoFailed as failed:
+        return sso_refused_page(request, failed)
+    clean = RedirectResponse(f"/sign/{token}", 303)
+    return _secure(with_session(settings, clean, verified) if verified else clean)
 
 
 # ---- routes --------------------------------------------------------------------------------
@@ -310,11 +376,18 @@ async def _sign_page(request: Request, settings: Settings, engine: Engine, blobs
 
 @router.get("/sign/{token}", response_class=Response, responses={**PAGE, **responses(404, 410, media_type=HTML)})
 async def sign_page(token: str, request: Request, settings: SettingsDep, engine: EngineDep,
-                    blobs: BlobsDep) -> Response:
+                    blobs: BlobsDep, ssos: SsosDep) -> Response:
+    """The signing page. `sso=<assertion>`: the webhook IM vouches for who opened it (redeemed once,
+    then the page again without it). Opened in the in-app browser of the chat the request came from
+    (or with `via=<platform>`), the page starts that chat's sign-in by itself unless `manual=1`."""
+    if assertion := request.query_params.get("sso"):
+        return _assertion(request, settings, engine, token, assertion)
     found = _lookup(engine, token)
     if isinstance(found, local.LinkProblem):
         return _problem(request, found, download_url=_gone_download(settings, engine, token, found))
     signer, flow, doc_name = found
+    link, verified = _proof(request, engine, token)
+    offer = chat_sso.offered(ssos, link) if link else None
     if _wants_json(request):
         views = await _documents(blobs, engine, token, flow, doc_name)
         first = views[0]
@@ -329,8 +402,35 @@ async def sign_page(token: str, request: Request, settings: SettingsDep, engine:
             "documents": [{"name": doc_name, "sha256": flow.original_sha256, "pages": first.page_count}] + [
                 {"name": v.name, "sha256": v.sha256, "current_sha256": v.current_sha256, "pages": v.page_count,
                  "page_urls": [p.src for p in v.pages]} for v in views[1:]],
+            "verified": _verified_words(verified),
+            "sso": _start_words(token, offer) if offer and not verified else None,
         }))
-    return await _sign_page(request, settings, engine, blobs, token, signer, flow, doc_name)
+    asked = request.query_params.get("via")
+    if offer and not verified and request.query_params.get("manual") != "1" and \
+            (asked == offer or in_app_browser(request.headers.get("user-agent")) == offer):
+        return _secure(RedirectResponse(f"/sign/{token}/sso", 303))
+    return await _sign_page(request, settings, engine, blobs, token, signer, flow, doc_name, verified=verified,
+                            offer=offer)
+
+
+@router.get("/sign/{token}/sso", response_class=Response, responses={303: {"description": "To the chat's sign-in"},
+                                                                     **responses(404, 410, media_type=HTML)})
+async def start_sso(token: str, request: Request, settings: SettingsDep, engine: EngineDep,
+                    ssos: SsosDep) -> Response:
+    """Begin the chat's sign-in for this link: a single-use `state`, then the platform's authorize URL."""
+    link = chat_sso.open_link(engine, token)
+    if isinstance(link, local.LinkProblem):
+        return _problem(request, link)
+    platform = chat_sso.offered(ssos, link)
+    sso: ChatSso | None = ssos.get(platform) if platform else None
+    if sso is None:
+        return _problem(request, local.LinkProblem("unknown", "sso_not_offered", "此链接不支持聊天身份验证",
+                                                   "This link does not offer a chat sign-in"))
+    resp = RedirectResponse(chat_sso.begin(engine, settings, sso, link), 303)
+    resp.set_cookie(chat_sso.LINK_COOKIE, token, max_age=int(chat_sso.STATE_TTL.total_seconds()),
+                    path=f"/sso/{sso.platform}/callback", secure=secure_cookies(settings), httponly=True,
+                    samesite="lax")
+    return _secure(resp)
 
 
 PNG = {200: {"description": "The page as an image", "content": {"image/png": {"schema": {
@@ -396,8 +496,9 @@ async def _form_problem(request: Request, settings: Settings, engine: Engine, bl
     found = _lookup(engine, token)
     if isinstance(found, local.LinkProblem):
         return _problem(request, found)
+    _, verified = _proof(request, engine, token)
     return await _sign_page(request, settings, engine, blobs, token, *found, status=STATUS[problem.kind],
-                            error=problem, **kept)
+                            error=problem, verified=verified, **kept)
 
 
 @router.post("/sign/{token}", response_class=Response,
@@ -406,9 +507,10 @@ async def submit_signature(token: str, request: Request, settings: SettingsDep, 
                            blobs: BlobsDep, client: ClientDep, name: Annotated[str, Form()] = "",
                            consent: Annotated[str, Form()] = "") -> Response:
     ip, user_agent = _who(request)
+    _, verified = _proof(request, engine, token)
     try:
         result = await local.sign(settings, engine, blobs, token, typed_name=name, consent=consent == "yes",
-                                  ip=ip, user_agent=user_agent)
+                                  ip=ip, user_agent=user_agent, sso=verified)
     except local.LinkProblem as problem:
         return await _form_problem(request, settings, engine, blobs, token, problem,
                                    typed_name=name[:TYPED_NAME_MAX], consent=consent == "yes")

@@ -111,21 +111,28 @@ async def _request(stack: PlaygroundStack, by: str, text: str) -> str:
     return str(said["answer"]["body"]["request_id"])
 
 
-async def _link(stack: PlaygroundStack, request_id: str, person: str) -> str:
-    """The signing link `person` got for `request_id`, opened the way the playground opens it."""
+async def _link(stack: PlaygroundStack, request_id: str, person: str, chat_sso: bool = False) -> str:
+    """The signing link `person` got for `request_id`: opened the way the playground opens it (with
+    its single sign-on assertion, `chat_sso`), or as it would be from anywhere else (without)."""
     for _ in range(300):
         for entry in await stack.entries():
             body = entry.get("body", {})
             if body.get("to") == person and body.get("sign_url") and request_id in body.get("idempotency_key", ""):
                 opened = await stack.http.get(f"/playground/open/{entry['seq']}", params={"as": person})
-                return str(opened.headers["location"])
+                location = str(opened.headers["location"])
+                return location if chat_sso else location.split("?sso=", 1)[0]
         await asyncio.sleep(0.1)
     raise AssertionError(f"no signing link for {person}")
 
 
 async def _sign(page: Page, name: str) -> None:
-    form = page.locator("form:has(input[name=name])")
-    await form.locator("input[name=name]").fill(name)
+    """Sign as `name`: typed, or with the consent alone when the chat's sign-in verified them."""
+    form = page.locator("form:has(input[name=consent])")
+    if await page.locator("#verified").count():
+        assert name in await page.locator("#verified").inner_text()
+        assert await form.locator("input[name=name]").count() == 0  # nothing to type
+    else:
+        await form.locator("input[name=name]").fill(name)
     await form.locator("input[name=consent]").check()
     async with page.expect_navigation() as navigation:
         await form.locator("button[type=submit]").click()
@@ -233,6 +240,28 @@ async def test_the_first_screen_on_a_phone(stack: PlaygroundStack, offline: Any,
     assert await page.locator("a", has_text="下载已签文件").count() == 0  # 赵六 has not signed yet
 
 
+async def test_one_tap_signing_with_the_chats_sign_in(stack: PlaygroundStack, offline: Any, artifacts: Path) -> None:
+    """The playground opens 李四's link with its signed `sso` assertion, as a company chat's in-app
+    browser would: verified, no name to type, one tap; the assertion works once."""
+    request_id = await _request(stack, "u-zhangsan", "/sign @李四")
+    url = await _link(stack, request_id, "u-lisi", chat_sso=True)
+    page: Page = await offline(**PHONE)
+    response = await page.goto(url)
+    assert response is not None and response.status == 200
+    assert page.url == url.split("?sso=", 1)[0]  # the assertion is gone from the address bar
+    assert (await page.locator("#verified").inner_text()).split() == [
+        "已通过公司聊天工具身份验证：李四", "Verified", "by", "your", "company", "chat:", "李四"]
+    assert await page.locator("input[name=name]").count() == 0
+    await page.screenshot(path=str(artifacts / "signing-page-one-tap-390x844.png"))
+    await _no_label_missing(page, "the one-tap signing page")
+    await _sign(page, "李四")
+    assert "下载已签文件" in await page.content()  # the only signer: complete
+
+    again: Page = await offline(**PHONE)
+    reused = await again.goto(url)
+    assert reused is not None and reused.status in (403, 410)  # used once; and the link is signed by now
+
+
 async def test_signing_with_the_keyboard_alone(stack: PlaygroundStack, offline: Any) -> None:
     request_id = await _request(stack, "u-zhangsan", "/sign @王五")
     page: Page = await offline()
@@ -249,7 +278,7 @@ async def test_signing_with_the_keyboard_alone(stack: PlaygroundStack, offline: 
     await page.keyboard.type("王五")
     await tab_to("input[name=consent]")
     await page.keyboard.press("Space")
-    await tab_to("form:has(input[name=name]) button[type=submit]")
+    await tab_to("form:has(input[name=consent]) button[type=submit]")
     async with page.expect_navigation() as navigation:
         await page.keyboard.press("Enter")
     response = await navigation.value

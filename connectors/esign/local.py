@@ -36,6 +36,7 @@ from connectors.esign.base import ProviderError
 from signbridge.core.models import CreateFlowInput, OpenGroupInput, ProviderEvent, SignerLink
 from signbridge.core.settings import Settings
 from signbridge.core.signers import clean_name
+from signbridge.core.sso import SsoProof
 from signbridge.pdf.pades import sign_pdf
 from signbridge.pdf.pki import InstallationCA
 from store import audit
@@ -348,17 +349,28 @@ def _commit_signature(engine: Engine, signer: LocalSigner, hsh: str, read_versio
     return event
 
 
+def verified_by_sso(signer: LocalSigner, sso: SsoProof | None) -> str | None:
+    """How chat single sign-on verified this signer ("chat_sso:feishu"), or None: the proof the
+    page holds (its session cookie, `signbridge/intake/sso.py`) must be for this very signer."""
+    if sso is None or sso.flow_id != signer.flow_id or sso.signer_id != signer.signer_id:
+        return None
+    return sso.method
+
+
 async def sign(settings: Settings, engine: Engine, blobs: BlobStore, token: str, *, typed_name: str,
-               consent: bool, ip: str | None, user_agent: str | None) -> SignResult:
+               consent: bool, ip: str | None, user_agent: str | None, sso: SsoProof | None = None) -> SignResult:
     """Sign the flow's current version as this link's signer; returns the event to deliver.
 
-    Raises LinkProblem for a dead link, a missing consent or a name that is not the signer's.
+    A signer verified by chat SSO (`sso`) signs with the consent alone; anyone else types their
+    name. Raises LinkProblem for a dead link, a missing consent or a name that is not the signer's.
     """
     signer, flow = _load(engine, token)
     if not consent:
         raise LinkProblem("invalid", "consent_required", "请勾选同意以电子方式签署",
                           "Tick the box to agree to sign electronically")
-    if not typed_name.strip() or normalise_name(typed_name) != normalise_name(signer.name):
+    verification = verified_by_sso(signer, sso)
+    if verification is None and (not typed_name.strip()
+                                 or normalise_name(typed_name) != normalise_name(signer.name)):
         raise LinkProblem("invalid", "name_mismatch", f"请输入您的姓名「{signer.name}」以确认签署",
                           f"Type your name “{signer.name}” to sign")
     hsh = token_hash(token)
@@ -384,7 +396,9 @@ async def sign(settings: Settings, engine: Engine, blobs: BlobStore, token: str,
     audit.record(engine, request_id=flow.request_id, key=f"local:{signer.signer_id}:signed",
                  action="signer.signed", actor=signer.signer_id,
                  detail={"flow_id": flow.flow_id, "name_typed": typed_name, "position": signer.position,
-                         "before": before_sha, "after": new_key, "version": version + 1},
+                         "before": before_sha, "after": new_key, "version": version + 1,
+                         "verification": verification or "chat_link",
+                         **({"sso_subject": sso.subject, "sso_name": sso.name} if sso and verification else {})},
                  ip=ip, user_agent=user_agent, document_sha256=new_key)
     return SignResult(event=_event(row), signer_id=signer.signer_id, document_sha256=new_key,
                       before_sha256=before_sha)
