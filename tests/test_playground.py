@@ -33,7 +33,9 @@ async def test_signbridge_demo_plays_the_playground_to_a_verified_pdf(stack: Pla
                                                                       capsys: pytest.CaptureFixture[str]) -> None:
     assert await asyncio.to_thread(run_demo, stack.url, tmp_path, 60) == 0, capsys.readouterr().out
     out = capsys.readouterr().out
-    assert "Verification: OK — 3 valid signatures" in out and "→ 客户A opens their link and signs" in out
+    assert "Verification: OK — 3 valid signatures" in out and "→ 客户A opens their link and signs\n" in out
+    # Colleagues are verified by the chat's sign-in assertion; the external customer types their name.
+    assert "→ 李四 opens their link and signs with one tap (verified by the chat)" in out
     entries = await stack.entries()
     cards = [e["body"]["card"] for e in entries if e["kind"] == "outbound" and e["body"]["type"] == "card.upsert"]
     assert cards[-1]["status"] == "COMPLETED" and [s["state"] for s in cards[-1]["signers"]] == ["signed"] * 3

@@ -444,7 +444,7 @@ async def test_an_assertion_for_an_external_signer_is_not_a_verification(stack: 
 
 
 def test_assertion_check_vectors() -> None:
-    """The format DESIGN'd for company chats: base64url JSON (padding optional), hex HMAC-SHA256."""
+    """The assertion format company chats use: base64url JSON (padding optional), hex HMAC-SHA256."""
     payload = "eyJzdWIiOiJ1LWxpc2kiLCJleHAiOjE2MDB9"  # {"sub":"u-lisi","exp":1600}
     sig = hmac.new(b"s3cret", payload.encode(), hashlib.sha256).hexdigest()
     identity, exp = webhook_sso.verify("s3cret", f"{payload}.{sig}", now=1000, audience="x")

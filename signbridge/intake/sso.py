@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 STATE_TTL = timedelta(minutes=10)  # the platforms' codes live 3-5 minutes; the round trip is seconds
 SESSION_TTL = timedelta(minutes=30)  # long enough to read the document, short for a shared device
+PURGE_AFTER = timedelta(days=1)  # expired tickets are kept this long (for the audit of late replays)
 SESSION_COOKIE = "sb_sso"  # path /sign/<token>: the verified session
 LINK_COOKIE = "sb_sso_link"  # path /sso/<platform>/callback: which link the round trip is for
 
@@ -177,6 +178,7 @@ def begin(engine: Engine, settings: Settings, sso: ChatSso, link: Link) -> str:
     """A fresh single-use state for this signer on this link; the platform's authorize URL."""
     state = secrets.token_hex(24)  # letters and digits only: WeCom allows nothing else
     now = utcnow()
+    sso_tickets.purge(engine, now - PURGE_AFTER)  # the table holds minutes' worth of tickets, not years'
     sso_tickets.add(engine, SsoTicket(
         key_hash=digest(state), kind="state", platform=sso.platform, flow_id=link.flow.flow_id,
         signer_id=link.signer.signer_id, token_hash=local.token_hash(link.token), created_at=now,
