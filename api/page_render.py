@@ -28,8 +28,10 @@ def render(template: str, **context: Any) -> str:
 
 
 def message(heading: tuple[str, str], lines: Lines, *, status: int = 200, error: bool = False,
-            back: str | None = None, sha256: str | None = None, download_url: str | None = None) -> HTMLResponse:
-    """A page that says one thing: `heading` and `lines` as (Chinese, English) pairs."""
+            back: str | None = None, sha256: str | None = None, download_url: str | None = None,
+            back_words: tuple[str, str] = ("返回", "Back")) -> HTMLResponse:
+    """A page that says one thing: `heading` and `lines` as (Chinese, English) pairs; `back`: a
+    link onwards, labelled `back_words`."""
     body = render("message.html", heading_zh=heading[0], heading_en=heading[1], lines=lines, error=error,
-                  back=back, sha256=sha256, download_url=download_url)
+                  back=back, back_words=back_words, sha256=sha256, download_url=download_url)
     return HTMLResponse(body, status_code=status)

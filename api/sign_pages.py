@@ -352,7 +352,9 @@ def sso_refused_page(request: Request, failed: chat_sso.SsoFailed) -> Response:
                                     status_code=failed.status))
     back = f"/sign/{failed.token}?manual=1" if failed.token else None
     return _secure(page_render.message(("身份验证未通过", "Sign-in not accepted"), [(refused.zh, refused.en)],
-                                       status=failed.status, error=True, back=back))
+                                       status=failed.status, error=True, back=back,
+                                       back_words=("回到签署页面，输入姓名签署",
+                                                   "Back to the signing page, to sign by name")))
 
 
 def _assertion(request: Request, settings: Settings, engine: Engine, token: str, assertion: str) -> Response:

@@ -39,7 +39,7 @@ async def callback(platform: str, request: Request, settings: SettingsDep, engin
         return _secure(page_render.message(("请稍后重试", "Please try again"), [
             (f"{zh}暂时无法确认您的身份，请稍后重试，或输入姓名签署。",
              f"{en} could not confirm who you are just now; try again shortly, or type your name to sign.")],
-            status=503, error=True, back=back))
+            status=503, error=True, back=back, back_words=("回到签署页面", "Back to the signing page")))
     # The link cookie stays until it expires (minutes): a replayed or stripped callback from this
     # browser can then still be put on the right request's audit trail.
     return _secure(with_session(settings, RedirectResponse(f"/sign/{verified.token}", 303), verified))
