@@ -54,6 +54,9 @@ from signbridge.pdf.pki import InstallationCA
 from tests.sim.servers import serve
 
 PARAM_ERROR, NO_FLOW, FLOW_STATE = 1435002, 1437001, 1437500
+# 签署意愿认证方式 of the v3 API documentation (the ones needing a delivery consultant included).
+WILLINGNESS_MODES = {"CODE_SMS", "PSN_FACE_ALIPAY", "PSN_FACE_ESIGN", "PSN_FACE_WECHAT", "SIGN_PWD", "PSN_FACE_TECENT",
+                     "PSN_AUDIO_VIDEO_ALIPAY", "PSN_AUDIO_VIDEO_WECHAT", "PSN_AUDIO_VIDEO_ESIGN"}
 
 
 @dataclass
@@ -262,6 +265,9 @@ class EsignCnSim:
         f = self.files.get(docs[0].get("fileId"))
         if f is None or f["status"] != 2:
             return self._business(request, PARAM_ERROR, "参数错误: 文件未上传完成")
+        modes = (config.get("authConfig") or {}).get("willingnessAuthModes")
+        if modes is not None and (not isinstance(modes, list) or not modes or not set(modes) <= WILLINGNESS_MODES):
+            return self._business(request, PARAM_ERROR, "参数错误: willingnessAuthModes 不合法")
         people = []
         for s in signers:
             info = s.get("psnSignerInfo") or {}
@@ -278,7 +284,8 @@ class EsignCnSim:
                 "notifyUrl": config.get("notifyUrl", ""), "expireTime": config.get("signFlowExpireTime"),
                 "autoFinish": bool(config.get("autoFinish")), "startTime": _ms(), "finishTime": None,
                 "fileId": docs[0]["fileId"], "fileName": docs[0].get("fileName", f["name"]),
-                "original": f["data"], "data": f["data"], "signedSha256": None, "signers": people}
+                "original": f["data"], "data": f["data"], "signedSha256": None, "signers": people,
+                "willingnessAuthModes": modes}
         return _ok({"signFlowId": flow_id})
 
     @staticmethod
