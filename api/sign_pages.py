@@ -40,7 +40,7 @@ from signbridge.core.signers import MAX_NAME_CHARS
 from signbridge.core.sso import PLATFORM_WORDS, SsoProof, in_app_browser
 from signbridge.intake import sso as chat_sso
 from signbridge.intake.provider_events import deliver
-from signbridge.pdf.render import page_text, render_page_png
+from signbridge.pdf.render import page_texts, render_page_png
 from store.blobs import BlobStore
 from store.files import private_dir
 from store.repos import documents, local_flows, signing_records
@@ -133,38 +133,51 @@ def _gone_download(settings: Settings, engine: Engine, token: str, problem: loca
 
 @dataclass(frozen=True)
 class DocLayout:
-    """What the page needs of one stored version: page sizes (points) and each page's text."""
+    """What the page needs of one stored version: its page sizes (points)."""
 
     sizes: list[tuple[float, float]]
-    texts: list[str]
 
 
 _LAYOUTS: dict[str, DocLayout] = {}
+_TEXTS: dict[str, list[str]] = {}
+_CACHE_MAX = 512
 
 
 def _read_layout(data: bytes) -> DocLayout:
-    """The document was checked (`check_pdf`) before the flow began; here only its shape and text."""
+    """The document was checked (`check_pdf`) before the flow began; here only its pages' shape."""
     sizes = []
     for page in PdfReader(BytesIO(data)).pages:
         width, height = float(page.mediabox.width), float(page.mediabox.height)
         sizes.append((height, width) if (page.rotation or 0) % 180 else (width, height))
-    texts = []
-    for index in range(len(sizes)):
-        try:
-            texts.append(" ".join(page_text(data, index).split())[:PAGE_TEXT_MAX])
-        except Exception:  # a page pdfium cannot read has no text to offer; its image still shows
-            texts.append("")
-    return DocLayout(sizes, texts)
+    return DocLayout(sizes)
+
+
+def _read_texts(data: bytes) -> list[str]:
+    return [" ".join(text.split()) for text in page_texts(data, PAGE_TEXT_MAX)]
 
 
 async def _layout(blobs: BlobStore, blob_key: str) -> DocLayout:
     """The layout of a stored version; versions never change (content-addressed), so cache it."""
     if blob_key not in _LAYOUTS:
         layout = await asyncio.to_thread(_read_layout, blobs.get(blob_key))
-        if len(_LAYOUTS) > 512:
+        if len(_LAYOUTS) > _CACHE_MAX:
             _LAYOUTS.clear()
         _LAYOUTS[blob_key] = layout
     return _LAYOUTS[blob_key]
+
+
+async def _texts(blobs: BlobStore, blob_key: str) -> list[str]:
+    """Each page's text for screen readers (the page, not the page images, asks for it)."""
+    if blob_key not in _TEXTS:
+        try:
+            texts = await asyncio.to_thread(_read_texts, blobs.get(blob_key))
+        except Exception:  # a document pdfium cannot read has no text to offer; its images still show
+            log.warning("no page text for %s", blob_key, exc_info=True)
+            texts = []
+        if len(_TEXTS) > _CACHE_MAX:
+            _TEXTS.clear()
+        _TEXTS[blob_key] = texts
+    return _TEXTS[blob_key]
 
 
 async def _page_count(blobs: BlobStore, blob_key: str) -> int:
@@ -209,6 +222,12 @@ def _who(request: Request) -> tuple[str | None, str | None]:
 
 def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _deadline(flow: LocalFlow, signer: LocalSigner) -> datetime:
+    """When this link stops working: the flow's deadline, or the link's own if it ends sooner."""
+    ends = [_aware(flow.expires_at), *([_aware(signer.token_expires_at)] if signer.token_expires_at else [])]
+    return min(ends)
 
 
 def deadline_words(moment: datetime, settings: Settings, now: datetime | None = None) -> tuple[str, str]:
@@ -265,11 +284,12 @@ class DocView:
     pages: list[PageImage]
 
 
-def _images(prefix: str, layout: DocLayout) -> list[PageImage]:
+def _images(prefix: str, layout: DocLayout, texts: list[str]) -> list[PageImage]:
     """Each page at every density; `prefix` is the document's page path (…/pages). Pixel sizes
     are rounded up, as pdfium renders them."""
     pages = []
-    for number, ((width, height), text) in enumerate(zip(layout.sizes, layout.texts, strict=True), start=1):
+    for number, (width, height) in enumerate(layout.sizes, start=1):
+        text = texts[number - 1] if number <= len(texts) else ""
         srcset = ", ".join(f"{prefix}/{number}{'' if d == 1 else f'@{d}x'}.png {math.ceil(width * scale)}w"
                            for d, scale in DENSITIES.items())
         base = DENSITIES[1]
@@ -279,16 +299,19 @@ def _images(prefix: str, layout: DocLayout) -> list[PageImage]:
     return pages
 
 
-async def _documents(blobs: BlobStore, engine: Engine, token: str, flow: LocalFlow, doc_name: str) -> list[DocView]:
+async def _documents(blobs: BlobStore, engine: Engine, token: str, flow: LocalFlow, doc_name: str,
+                     with_text: bool = True) -> list[DocView]:
     """The flow's documents as the page shows them; one consent signs them all."""
     base = f"/sign/{token}"
     first = await _layout(blobs, flow.current_blob_key)
+    texts = await _texts(blobs, flow.current_blob_key) if with_text else []
     views = [DocView(0, doc_name, flow.original_sha256, flow.current_sha256, len(first.sizes),
-                     _images(f"{base}/pages", first))]
+                     _images(f"{base}/pages", first, texts))]
     for index, doc in enumerate(local_flows.documents(engine, flow.flow_id)[1:], start=1):
         layout = await _layout(blobs, doc.current_blob_key)
+        texts = await _texts(blobs, doc.current_blob_key) if with_text else []
         views.append(DocView(index, doc.name, doc.original_sha256, doc.current_blob_key, len(layout.sizes),
-                             _images(f"{base}/documents/{index}/pages", layout)))
+                             _images(f"{base}/documents/{index}/pages", layout, texts)))
     return views
 
 
@@ -296,8 +319,7 @@ async def _sign_page(request: Request, settings: Settings, engine: Engine, blobs
                      signer: LocalSigner, flow: LocalFlow, doc_name: str, *, status: int = 200,
                      error: local.LinkProblem | None = None, typed_name: str = "", consent: bool = False,
                      reason: str = "", verified: SsoProof | None = None, offer: str | None = None) -> Response:
-    deadline = min([_aware(flow.expires_at), *([_aware(signer.token_expires_at)] if signer.token_expires_at else [])])
-    deadline_zh, deadline_en = deadline_words(deadline, settings)
+    deadline_zh, deadline_en = deadline_words(_deadline(flow, signer), settings)
     body = page_render.render(
         "page.html", heading_zh=flow.title, heading_en="Please review and sign", base=f"/sign/{token}",
         initiator=_asker(engine, flow.request_id), title=display_title(flow.title), deadline_zh=deadline_zh,
@@ -391,12 +413,12 @@ async def sign_page(token: str, request: Request, settings: SettingsDep, engine:
     link, verified = _proof(request, engine, token)
     offer = chat_sso.offered(ssos, link) if link else None
     if _wants_json(request):
-        views = await _documents(blobs, engine, token, flow, doc_name)
+        views = await _documents(blobs, engine, token, flow, doc_name, with_text=False)
         first = views[0]
-        deadline = deadline_words(flow.expires_at, settings)
+        deadline = deadline_words(_deadline(flow, signer), settings)
         return _secure(JSONResponse({
             "status": "open", "signer_id": signer.signer_id, "name": signer.name, "title": flow.title,
-            "initiator": _asker(engine, flow.request_id), "deadline": _aware(flow.expires_at).isoformat(),
+            "initiator": _asker(engine, flow.request_id), "deadline": _deadline(flow, signer).isoformat(),
             "deadline_words": {"zh": deadline[0], "en": deadline[1]},
             "document": {"name": doc_name, "sha256": flow.original_sha256,
                          "current_sha256": flow.current_sha256, "pages": first.page_count},
