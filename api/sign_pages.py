@@ -22,7 +22,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pypdf import PdfReader
 from sqlalchemy.engine import Engine
@@ -398,13 +398,24 @@ def _assertion(request: Request, settings: Settings, engine: Engine, token: str,
 # ---- routes --------------------------------------------------------------------------------
 
 
-@router.get("/sign/{token}", response_class=Response, responses={**PAGE, **responses(404, 410, media_type=HTML)})
+SIGN_IN: dict[int | str, dict[str, Any]] = {303: {
+    "description": "To the chat's sign-in, or (after `sso=`) to the page without the assertion"}}
+
+
+@router.get("/sign/{token}", response_class=Response,
+            responses={**PAGE, **SIGN_IN, **responses(403, 404, 410, media_type=HTML)})
 async def sign_page(token: str, request: Request, settings: SettingsDep, engine: EngineDep,
-                    blobs: BlobsDep, ssos: SsosDep) -> Response:
+                    blobs: BlobsDep, ssos: SsosDep,
+                    sso: Annotated[str | None, Query(max_length=2048, description=(
+                        "The webhook IM's signed assertion of who opened the link (`<payload>.<sig>`)"))] = None,
+                    via: Annotated[str | None, Query(max_length=32, description=(
+                        "The chat the link was opened in: start its sign-in"))] = None,
+                    manual: Annotated[str | None, Query(max_length=1, description=(
+                        "`1`: do not start the chat's sign-in by itself"))] = None) -> Response:
     """The signing page. `sso=<assertion>`: the webhook IM vouches for who opened it (redeemed once,
     then the page again without it). Opened in the in-app browser of the chat the request came from
     (or with `via=<platform>`), the page starts that chat's sign-in by itself unless `manual=1`."""
-    if assertion := request.query_params.get("sso"):
+    if assertion := sso:
         return _assertion(request, settings, engine, token, assertion)
     found = _lookup(engine, token)
     if isinstance(found, local.LinkProblem):
@@ -429,9 +440,8 @@ async def sign_page(token: str, request: Request, settings: SettingsDep, engine:
             "verified": _verified_words(verified),
             "sso": _start_words(token, offer) if offer and not verified else None,
         }))
-    asked = request.query_params.get("via")
-    if offer and not verified and request.query_params.get("manual") != "1" and \
-            (asked == offer or in_app_browser(request.headers.get("user-agent")) == offer):
+    if offer and not verified and manual != "1" and \
+            (via == offer or in_app_browser(request.headers.get("user-agent")) == offer):
         return _secure(RedirectResponse(f"/sign/{token}/sso", 303))
     return await _sign_page(request, settings, engine, blobs, token, signer, flow, doc_name, verified=verified,
                             offer=offer)
