@@ -21,7 +21,6 @@ call (each would spend API quota and a view). Like `api/sign_pages.py`, every an
 
 from __future__ import annotations
 
-import html
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -29,9 +28,10 @@ from datetime import datetime
 
 import httpx
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.engine import Engine
 
+from api import page_render
 from api.deps import EngineDep, SettingsDep
 from api.errors import responses
 from api.sign_pages import SECURITY_HEADERS
@@ -61,24 +61,9 @@ def now() -> datetime:
 # ---- pages ---------------------------------------------------------------------------------
 
 
-def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
-
-
-CSS = ("body{margin:0;font:16px/1.6 system-ui,-apple-system,\"PingFang SC\",\"Microsoft YaHei\",sans-serif;"
-       "color:#1f2328;background:#f6f8fa}main{max-width:640px;margin:0 auto;padding:32px 16px}"
-       "h1{font-size:1.4rem;margin:.2em 0}.en{color:#59636e}")
-
-
 def _page(status: int, zh: tuple[str, str], en: tuple[str, str]) -> Response:
-    """A bilingual page: (heading, text) in Chinese, then in English."""
-    body = ('<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">'
-            '<meta name="viewport" content="width=device-width,initial-scale=1">'
-            '<meta name="referrer" content="no-referrer">'
-            f"<title>{_e(zh[0])} · SignBridge</title><style>{CSS}</style></head><body><main>"
-            f"<h1>{_e(zh[0])}</h1><p class=en>{_e(en[0])}</p><p>{_e(zh[1])}</p><p class=en>{_e(en[1])}</p>"
-            "</main></body></html>")
-    return _secure(HTMLResponse(body, status_code=status))
+    """A bilingual page: (heading, text) in Chinese, then in English (the signing pages' template)."""
+    return _secure(page_render.message((zh[0], en[0]), [(zh[1], en[1])], status=status, error=status >= 400))
 
 
 def _secure(resp: Response) -> Response:

@@ -25,12 +25,13 @@ from api import (
     provider_webhooks,
     requests,
     sign_pages,
+    sso,
     templates,
 )
 from api.metrics import install_metrics
 from api.playground import routes as playground
 from api.playground.transcript import Transcript
-from connectors.chat.registry import build_chats, build_inbounds
+from connectors.chat.registry import build_chats, build_inbounds, build_ssos
 from connectors.esign.registry import build_webhooks
 from signbridge.core.settings import DEVELOPMENT, Settings, get_settings
 from signbridge.core.temporal import connect
@@ -72,7 +73,9 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
         async with httpx.AsyncClient(timeout=10) as http, \
                 esign_links.docusign_views(settings, app.state.engine, app.state.blobs) as views:
             # The chat connectors name mentioned people through their platform's directory.
-            app.state.inbounds = build_inbounds(settings, app.state.engine, build_chats(settings, http))
+            chats = build_chats(settings, http)
+            app.state.inbounds = build_inbounds(settings, app.state.engine, chats)
+            app.state.ssos = build_ssos(settings, http, chats)  # one-tap signing: each platform's sign-in
             app.state.docusign_views = views
             yield
 
@@ -85,8 +88,8 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
     app.add_middleware(limits.RequestLimits, max_body=lambda scope: upload_limit if requests.is_upload(scope)
                        or playground.is_upload(scope["path"]) else limits.MAX_BODY_BYTES)
     install_metrics(app)  # outermost: refusals are counted too
-    for module in (health, chat, sign_pages, provider_webhooks, requests, templates, bulk, organisations, metrics,
-                   esign_links):
+    for module in (health, chat, sign_pages, sso, provider_webhooks, requests, templates, bulk, organisations,
+                   metrics, esign_links):
         app.include_router(module.router)
     app.include_router(requests.files_router)
     if settings.environment == DEVELOPMENT:  # a chat to try SignBridge in; never outside development

@@ -227,6 +227,29 @@ class LocalSigner(SQLModel, table=True):
     user_agent: str | None = None
 
 
+class SsoTicket(SQLModel, table=True):
+    """One step of chat single sign-on on a signing link, kept only as the SHA-256 of its secret.
+
+    `kind`: "state" (an OAuth round trip begun: single use, minutes), "session" (the browser that
+    finished it is verified as the signer on this link, in a cookie), "assertion" (a webhook IM
+    `sso` assertion already redeemed: kept until it expires so it cannot be used twice). Every
+    ticket is bound to one signer on one link (`token_hash`).
+    """
+
+    __tablename__ = "sso_tickets"
+    key_hash: str = Field(primary_key=True, max_length=64)
+    kind: str
+    platform: str
+    flow_id: str = Field(index=True)
+    signer_id: str
+    token_hash: str = Field(max_length=64)
+    subject: str | None = None  # the platform's user id, once known
+    subject_name: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+    used_at: datetime | None = None
+
+
 class LocalEvent(SQLModel, table=True):
     """Events the built-in provider emitted, kept so polling can replay what a webhook carried."""
 

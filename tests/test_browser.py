@@ -111,21 +111,28 @@ async def _request(stack: PlaygroundStack, by: str, text: str) -> str:
     return str(said["answer"]["body"]["request_id"])
 
 
-async def _link(stack: PlaygroundStack, request_id: str, person: str) -> str:
-    """The signing link `person` got for `request_id`, opened the way the playground opens it."""
+async def _link(stack: PlaygroundStack, request_id: str, person: str, chat_sso: bool = False) -> str:
+    """The signing link `person` got for `request_id`: opened the way the playground opens it (with
+    its single sign-on assertion, `chat_sso`), or as it would be from anywhere else (without)."""
     for _ in range(300):
         for entry in await stack.entries():
             body = entry.get("body", {})
             if body.get("to") == person and body.get("sign_url") and request_id in body.get("idempotency_key", ""):
                 opened = await stack.http.get(f"/playground/open/{entry['seq']}", params={"as": person})
-                return str(opened.headers["location"])
+                location = str(opened.headers["location"])
+                return location if chat_sso else location.split("?sso=", 1)[0]
         await asyncio.sleep(0.1)
     raise AssertionError(f"no signing link for {person}")
 
 
 async def _sign(page: Page, name: str) -> None:
-    form = page.locator("form:has(input[name=name])")
-    await form.locator("input[name=name]").fill(name)
+    """Sign as `name`: typed, or with the consent alone when the chat's sign-in verified them."""
+    form = page.locator("form:has(input[name=consent])")
+    if await page.locator("#verified").count():
+        assert name in await page.locator("#verified").inner_text()
+        assert await form.locator("input[name=name]").count() == 0  # nothing to type
+    else:
+        await form.locator("input[name=name]").fill(name)
     await form.locator("input[name=consent]").check()
     async with page.expect_navigation() as navigation:
         await form.locator("button[type=submit]").click()
@@ -196,6 +203,65 @@ async def test_the_signing_page_on_a_phone_and_a_desktop(stack: PlaygroundStack,
     await _sign(page, "赵六")
 
 
+async def test_the_first_screen_on_a_phone(stack: PlaygroundStack, offline: Any, artifacts: Path) -> None:
+    """390×844 at 3× pixels: who asks, what and by when fill the first screen; hashes wait under
+    "文件详情"; the page image is sharp at twice its size; the name field is empty, its hint visible."""
+    request_id = await _request(stack, "u-zhangsan", "/sign @王五 @赵六")
+    url = await _link(stack, request_id, "u-wangwu")
+    page: Page = await offline(**PHONE)
+    assert (await page.goto(url)) is not None
+    ask = page.locator("h1")
+    view = (await stack.http.get(url.split("?")[0], headers={"Accept": "application/json"})).json()
+    assert await ask.inner_text() == f"张三 请您签署《服务器设备采购合同》，截止 {view['deadline_words']['zh']}"
+    box = await ask.bounding_box()
+    assert box is not None and box["y"] + box["height"] <= 844 / 2  # in the top half of the first screen
+    assert await page.get_by_text("SHA-256").first.is_hidden()  # under the closed disclosure
+    await page.locator("summary", has_text="文件详情").click()
+    assert await page.get_by_text("SHA-256").first.is_visible()
+    image = page.locator("figure img").first
+    await image.scroll_into_view_if_needed()
+    await page.wait_for_function("document.querySelector('figure img').complete")
+    chosen, shown = await image.evaluate("img => [img.currentSrc, img.getBoundingClientRect().width]")
+    pixels = (await page.request.get(chosen)).body()
+    width = int.from_bytes((await pixels)[16:20], "big")  # the PNG's IHDR width
+    assert chosen.endswith("@3x.png") and width >= shown * 3 * 2, (chosen, width, shown)  # 3× screen, 2× zoom
+    description = await image.get_attribute("aria-describedby")
+    assert description and "Purchase" in await page.locator(f"#{description}").inner_text()
+    name = page.locator("input[name=name]")
+    assert await name.input_value() == "" and await page.locator("#name-hint").is_visible()
+    assert "王五" in await page.locator("#name-hint").inner_text()
+    await page.screenshot(path=str(artifacts / "signing-page-first-screen-390x844.png"))
+    await name.fill("王六")
+    await page.locator("input[name=consent]").check()
+    async with page.expect_navigation():
+        await page.locator("form:has(input[name=name]) button[type=submit]").click()
+    assert await name.input_value() == "王六" and await page.locator("[role=alert]").is_visible()
+    await _sign(page, "王五")
+    assert await page.locator("a", has_text="下载已签文件").count() == 0  # 赵六 has not signed yet
+
+
+async def test_one_tap_signing_with_the_chats_sign_in(stack: PlaygroundStack, offline: Any, artifacts: Path) -> None:
+    """The playground opens 李四's link with its signed `sso` assertion, as a company chat's in-app
+    browser would: verified, no name to type, one tap; the assertion works once."""
+    request_id = await _request(stack, "u-zhangsan", "/sign @李四")
+    url = await _link(stack, request_id, "u-lisi", chat_sso=True)
+    page: Page = await offline(**PHONE)
+    response = await page.goto(url)
+    assert response is not None and response.status == 200
+    assert page.url == url.split("?sso=", 1)[0]  # the assertion is gone from the address bar
+    assert (await page.locator("#verified").inner_text()).split() == [
+        "已通过公司聊天工具身份验证：李四", "Verified", "by", "your", "company", "chat:", "李四"]
+    assert await page.locator("input[name=name]").count() == 0
+    await page.screenshot(path=str(artifacts / "signing-page-one-tap-390x844.png"))
+    await _no_label_missing(page, "the one-tap signing page")
+    await _sign(page, "李四")
+    assert "下载已签文件" in await page.content()  # the only signer: complete
+
+    again: Page = await offline(**PHONE)
+    reused = await again.goto(url)
+    assert reused is not None and reused.status in (403, 410)  # used once; and the link is signed by now
+
+
 async def test_signing_with_the_keyboard_alone(stack: PlaygroundStack, offline: Any) -> None:
     request_id = await _request(stack, "u-zhangsan", "/sign @王五")
     page: Page = await offline()
@@ -212,7 +278,7 @@ async def test_signing_with_the_keyboard_alone(stack: PlaygroundStack, offline: 
     await page.keyboard.type("王五")
     await tab_to("input[name=consent]")
     await page.keyboard.press("Space")
-    await tab_to("form:has(input[name=name]) button[type=submit]")
+    await tab_to("form:has(input[name=consent]) button[type=submit]")
     async with page.expect_navigation() as navigation:
         await page.keyboard.press("Enter")
     response = await navigation.value

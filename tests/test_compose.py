@@ -71,10 +71,11 @@ def _subclasses(cls: type[BaseSettings]) -> Iterator[type[BaseSettings]]:
 
 def _settings_classes() -> list[type[BaseSettings]]:
     """Every settings class reading SIGNBRIDGE_*: the core ones and each connector's."""
-    from connectors.chat.registry import PLATFORMS
+    from connectors.chat.registry import PLATFORMS, SSO_PLATFORMS
     from connectors.esign.registry import PROVIDER_MODULES
 
-    for name in (*(f"connectors.chat.{p}.client" for p in PLATFORMS), *PROVIDER_MODULES):
+    for name in (*(f"connectors.chat.{p}.client" for p in PLATFORMS),
+                 *(f"connectors.chat.{p}.sso" for p in SSO_PLATFORMS), *PROVIDER_MODULES):
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as e:

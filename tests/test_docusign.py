@@ -197,6 +197,28 @@ async def test_connector_over_http(sim: DocuSignSim, http: httpx.AsyncClient, se
     assert [e.kind for e in await emailed.poll(parallel)] == ["cancelled"]
 
 
+async def test_signers_with_a_mobile_get_docusign_phone_authentication(sim: DocuSignSim, http: httpx.AsyncClient,
+                                                                         settings: Settings) -> None:
+    """With the account's phone-auth workflow configured, DocuSign verifies each signer who has a
+    mobile by a code to it before they sign; the number goes as country code + national number."""
+    blobs = FileBlobStore(settings.data_dir / "blobs")
+    workflow = next(iter(sim.phone_workflows))
+    provider = _provider(sim, blobs, http, settings, phone_auth_workflow_id=workflow)
+    wang = Person(id="x-1", name="王总", email="wang@customer.example", mobile="+8613800000001", external=True)
+    lisi = Person(id="u-2", name="李四", email="ls@corp.example")
+    flow = await provider.create_flow(_create_input(blobs, [[wang, lisi]], request_id="req-phone"))
+    signers = {s["name"]: s for s in sim.envelopes[flow]["recipients"]["signers"]}
+    assert signers["王总"]["identityVerification"] == {"workflowId": workflow, "inputOptions": [{
+        "name": "phone_number_list", "valueType": "PhoneNumberList",
+        "phoneNumberList": [{"countryCode": "86", "number": "13800000001"}]}]}
+    assert "identityVerification" not in signers["李四"]  # no mobile: nothing DocuSign could send a code to
+
+    wrong = _provider(sim, blobs, http, settings, phone_auth_workflow_id="not-a-workflow-of-this-account")
+    with pytest.raises(ProviderError) as refused:
+        await wrong.create_flow(_create_input(blobs, [[wang]], request_id="req-phone-2"))
+    assert refused.value.non_retryable and "INVALIDAUTHENTICATIONSETUP" in str(refused.value)
+
+
 async def test_errors_are_classified(sim: DocuSignSim, http: httpx.AsyncClient, settings: Settings) -> None:
     blobs = FileBlobStore(settings.data_dir / "blobs")
     sim.consent = False

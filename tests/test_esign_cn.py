@@ -249,6 +249,21 @@ async def test_organisation_signers_carry_transactor_and_seal(sim: EsignCnSim, h
         assert sim.refusals[-1] == ("/v3/sign-flow/create-by-file", PARAM_ERROR)
 
 
+async def test_signers_confirm_by_the_configured_willingness_modes(sim: EsignCnSim, http: httpx.AsyncClient,
+                                                                   settings: Settings) -> None:
+    """SIGNBRIDGE_ESIGN_CN_WILLINGNESS_AUTH_MODES goes to e签宝 as the flow's 意愿认证 modes; unset, the
+    account's default applies (nothing sent); a mode e签宝 does not know stops the service at start."""
+    blobs = FileBlobStore(settings.data_dir / "blobs")
+    plain = await _provider(sim, settings, blobs, http).create_flow(_create_input(blobs, [[A_]], "req-plain"))
+    assert sim.flows[plain]["willingnessAuthModes"] is None
+    provider = _provider(sim, settings, blobs, http)
+    provider.config = provider.config.model_copy(update={"willingness_auth_modes": "CODE_SMS, PSN_FACE_ESIGN"})
+    flow = await provider.create_flow(_create_input(blobs, [[A_]], "req-sms"))
+    assert sim.flows[flow]["willingnessAuthModes"] == ["CODE_SMS", "PSN_FACE_ESIGN"]
+    with pytest.raises(ValueError, match="CODE_SMSS"):
+        EsignCnConfig(app_id=APP_ID, app_secret=SecretStr(SECRET), willingness_auth_modes="CODE_SMSS")
+
+
 async def test_errors_are_classified(sim: EsignCnSim, http: httpx.AsyncClient, settings: Settings) -> None:
     blobs = FileBlobStore(settings.data_dir / "blobs")
     with pytest.raises(ProviderError) as bad_secret:

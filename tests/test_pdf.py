@@ -28,10 +28,11 @@ from signbridge.pdf.pades import (
     sign_pdf,
     stamp_box,
     stamp_lines,
+    stamp_time,
     validate_pdf,
 )
 from signbridge.pdf.pki import BUNDLE_FILE, CERT_FILE, COMMON_NAME_MAX_BYTES, InstallationCA, subject_full_name
-from signbridge.pdf.render import page_text, render_page_png
+from signbridge.pdf.render import page_text, page_texts, render_page_png
 from signbridge.pdf.sample import sample_contract
 from tests import hostile_pdfs as hostile
 
@@ -233,6 +234,26 @@ def test_changing_a_signed_byte_breaks_integrity(chain: Chain) -> None:
     signed[at] = ord("T")
     reports = validate_pdf(bytes(signed), [chain.ca.certificate])
     assert reports and not any(r.intact for r in reports)
+
+
+def test_every_pages_text_at_once_reads_like_one_page_at_a_time(chain: Chain) -> None:
+    signed = chain.steps[-1]
+    assert page_texts(signed) == [page_text(signed, 0), page_text(signed, 1)]
+    assert [len(t) for t in page_texts(signed, limit=5)] == [5, 5]
+
+
+def test_the_stamp_says_electronic_signature_in_the_signers_time_zone(chain: Chain) -> None:
+    from zoneinfo import ZoneInfo
+
+    signed = sign_pdf(chain.steps[0], chain.ca.issue("u-9", "陈经理"), signer_name="陈经理", position=1,
+                      signed_at=SIGNED_AT, tz=ZoneInfo("Asia/Shanghai"))
+    text = page_text(signed, 1)
+    assert "陈经理" in text and "电子签名 / Signed electronically" in text
+    local = SIGNED_AT.astimezone(ZoneInfo("Asia/Shanghai"))
+    assert f"{local:%Y-%m-%d %H:%M} UTC+8" in text
+    assert stamp_time(SIGNED_AT, ZoneInfo("Asia/Kolkata")).endswith(" UTC+5:30")
+    assert stamp_time(SIGNED_AT, ZoneInfo("America/New_York")).endswith((" UTC-5", " UTC-4"))
+    assert stamp_time(SIGNED_AT, dt.UTC).endswith(" UTC")
 
 
 def test_stamp_text_maps_back_to_unicode(chain: Chain) -> None:

@@ -12,8 +12,9 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -26,10 +27,19 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from api.main import create_app
 from connectors.esign import local
 from connectors.esign.local import LocalProvider
-from signbridge.core.models import CreateFlowInput, DocumentInfo, OpenGroupInput, Person, ProviderEvent
+from signbridge.core.models import (
+    ChatRef,
+    CreateFlowInput,
+    DocumentInfo,
+    OpenGroupInput,
+    Person,
+    ProviderEvent,
+    StatusView,
+)
 from signbridge.core.settings import Settings
 from signbridge.pdf.pades import validate_pdf
 from signbridge.pdf.pki import InstallationCA
+from signbridge.pdf.render import page_text
 from signbridge.pdf.sample import sample_contract
 from store import audit
 from store.tables import Document, LocalFlow, LocalSigner, SigningRequestRecord, utcnow
@@ -152,7 +162,7 @@ async def test_page_shows_the_document_and_renders_its_pages(pages: Pages) -> No
     assert "年度采购合同" in resp.text and sha in resp.text and "Alice Chen" in resp.text
     imgs = re.findall(r'<img src="([^"]+)"', resp.text)
     assert imgs == [f"{flow.links['u-1']}/pages/{n}.png" for n in (1, 2)]
-    assert 'name=consent value=yes' in resp.text and f'action="{flow.links["u-1"]}/decline"' in resp.text
+    assert 'name="consent" value="yes"' in resp.text and f'action="{flow.links["u-1"]}/decline"' in resp.text
     assert "http://" not in resp.text and "https://" not in resp.text  # nothing loaded from elsewhere
 
     png = secure(await pages.http.get(imgs[0]))
@@ -283,8 +293,12 @@ async def test_json_mode(pages: Pages) -> None:
     assert set(refused.json()["error"]) == {"code", "message"}
     resp = secure(await pages.http.post(url, data={"name": "客户Ａ", "consent": "yes"}, headers=JSON))  # full-width
     assert resp.status_code == 200 and resp.headers["content-type"] == "application/json"
-    assert resp.json() == {"status": "signed", "signer_id": "x-9",
-                           "document_sha256": local_flow(pages, flow.flow_id).current_sha256}
+    signed = resp.json()
+    assert {k: signed[k] for k in ("status", "signer_id", "document_sha256", "complete")} == {
+        "status": "signed", "signer_id": "x-9", "document_sha256": local_flow(pages, flow.flow_id).current_sha256,
+        "complete": True}  # the only signer: the flow is complete, and the signed file is theirs to download
+    download = await pages.http.get(signed["download_url"].removeprefix(pages.settings.public_url))
+    assert download.status_code == 200 and download.content == await pages.provider.download_signed(flow.flow_id)
     missing = await pages.http.get("/sign/nope", headers=JSON)
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "link_not_found"
 
@@ -322,3 +336,117 @@ async def test_a_blob_store_failure_while_signing_is_a_503_to_retry(pages: Pages
                                         headers=JSON))
     assert resp.status_code == 503 and resp.json()["error"]["code"] == "temporarily_unavailable"
     assert local_flow(pages, flow.flow_id).version == 0
+
+
+# ---- the page on a phone -------------------------------------------------------------------------
+
+
+def _with_snapshot(p: Pages, flow: Flow, initiator: str) -> None:
+    """What the workflow publishes: the request as the card shows it (who asked, by when)."""
+    with Session(p.provider.engine) as s:
+        record = s.get(SigningRequestRecord, flow.request_id)
+        assert record is not None
+        lf = s.get(LocalFlow, flow.flow_id)
+        assert lf is not None
+        record.snapshot = StatusView(
+            request_id=flow.request_id, title=lf.title, status="IN_PROGRESS", provider="local",
+            initiator=Person(id="u-0", name=initiator),
+            chat=ChatRef(chat_id="g-1", source_event_id=flow.request_id)).model_dump_json()
+        lf.expires_at = datetime(2026, 12, 11, 9, 30, tzinfo=UTC)  # 17:30 in Beijing
+        s.add(record)
+        s.add(lf)
+        s.commit()
+
+
+async def test_first_screen_says_who_asks_what_and_by_when(pages: Pages) -> None:
+    flow = await pages.flow([[A, B]], title="服务器设备采购合同")
+    _with_snapshot(pages, flow, "张三")
+    resp = secure(await pages.http.get(flow.links["u-2"]))
+    assert resp.status_code == 200
+    h1 = re.search(r"<h1>(.*?)</h1>", resp.text, re.S)
+    assert h1 is not None
+    assert re.sub(r"<[^>]+>", "", h1.group(1)) == "张三 请您签署《服务器设备采购合同》，截止 12月11日 17:30"
+    assert "张三 asks you to sign “服务器设备采购合同” by 11 Dec 17:30 (UTC+8)" in resp.text
+    # The hashes are there, but under the "文件详情" disclosure, not on the first screen.
+    sha = hashlib.sha256(flow.original).hexdigest()
+    details = resp.text.index("<summary>文件详情")
+    assert resp.text.index(sha) > details and resp.text.index("<details") < details
+    view = (await pages.http.get(flow.links["u-2"], headers=JSON)).json()
+    assert view["initiator"] == "张三" and view["deadline_words"]["zh"] == "12月11日 17:30"
+
+
+async def test_name_field_is_empty_with_the_expected_name_as_a_hint_kept_across_errors(pages: Pages) -> None:
+    flow = await pages.flow([[B]])
+    url = flow.links["u-2"]
+    page = (await pages.http.get(url)).text
+    name_input = re.search(r'<input type="text" id="name"[^>]*>', page, re.S)
+    assert name_input is not None and 'value=""' in name_input.group(0) and "placeholder" not in name_input.group(0)
+    assert 'aria-describedby="name-hint"' in name_input.group(0)
+    assert re.search(r'id="name-hint">应填写：<strong>王五</strong>', page)
+
+    wrong = secure(await pages.http.post(url, data={"name": "王 六<b>", "consent": "yes"}))
+    assert wrong.status_code == 400 and 'role="alert"' in wrong.text
+    assert "请输入您的姓名「王五」以确认签署" in wrong.text
+    assert 'value="王 六&lt;b&gt;"' in wrong.text  # what was typed stays, escaped
+    assert re.search(r'name="consent" value="yes" required checked', wrong.text)
+    no_consent = secure(await pages.http.post(url, data={"name": "王五"}))
+    assert no_consent.status_code == 400 and 'value="王五"' in no_consent.text and "checked" not in no_consent.text
+    no_reason = secure(await pages.http.post(url + "/decline", data={"reason": "x" * 501}))
+    assert no_reason.status_code == 400 and "<details open>" in no_reason.text
+    assert "x" * 501 + "</textarea>" in no_reason.text
+    assert local_flow(pages, flow.flow_id).version == 0
+
+
+async def test_pages_come_at_every_pixel_ratio_with_their_text(pages: Pages) -> None:
+    flow = await pages.flow([[A]], pages=2)
+    url = flow.links["u-1"]
+    page = (await pages.http.get(url)).text
+    img = re.search(r"<img [^>]*>", page, re.S)
+    assert img is not None
+    srcset = re.search(r'srcset="([^"]+)"', img.group(0))
+    assert srcset is not None
+    candidates = [c.strip().split(" ") for c in srcset.group(1).split(",")]
+    assert [c[0] for c in candidates] == [f"{url}/pages/1.png", f"{url}/pages/1@2x.png", f"{url}/pages/1@3x.png"]
+    widths = [int(c[1].removesuffix("w")) for c in candidates]
+    assert abs(widths[1] - 2 * widths[0]) <= 1 and abs(widths[2] - 3 * widths[0]) <= 2
+    assert f'href="{url}/pages/1@3x.png"' in page  # a tap opens the sharpest rendering
+    # The page's text for screen readers, tied to its image.
+    described = re.search(r'aria-describedby="([^"]+)"', img.group(0))
+    assert described is not None
+    text = re.search(rf'id="{described.group(1)}">([^<]*)<', page)
+    assert text is not None and f"Contract {flow.request_id[-12:]}" in text.group(1)
+
+    def png_width(data: bytes) -> int:
+        assert data.startswith(b"\x89PNG")
+        return int.from_bytes(data[16:20], "big")
+
+    one = png_width((await pages.http.get(f"{url}/pages/1.png")).content)
+    three = secure(await pages.http.get(f"{url}/pages/1@3x.png"))
+    assert three.status_code == 200 and abs(png_width(three.content) - 3 * one) <= 2 and one == widths[0]
+    for bad in ("1@4x", "1@x", "1@2", "@2x", "1@2x@2x"):
+        assert (await pages.http.get(f"{url}/pages/{bad}.png")).status_code == 404, bad
+
+
+async def test_the_last_signer_is_told_it_is_complete_and_gets_the_signed_file(pages: Pages) -> None:
+    flow = await pages.flow([[A, B]])
+    first = secure(await pages.http.post(flow.links["u-1"], data={"name": "Alice Chen", "consent": "yes"}))
+    assert first.status_code == 200 and "其他签署人完成后" in first.text and "下载已签文件" not in first.text
+    last = secure(await pages.http.post(flow.links["u-2"], data={"name": "王五", "consent": "yes"}))
+    assert last.status_code == 200 and "所有签署人都已完成签署" in last.text and "下载已签文件" in last.text
+    href = re.search(r'<a class="button" href="([^"]+)" download>下载已签文件', last.text)
+    assert href is not None
+    signed = await pages.http.get(href.group(1).replace("&amp;", "&").removeprefix(pages.settings.public_url))
+    assert signed.status_code == 200 and signed.content == await pages.provider.download_signed(flow.flow_id)
+    # Opening the link again later: the link is used up, the signed file is still there for them.
+    again = secure(await pages.http.get(flow.links["u-1"]))
+    assert again.status_code == 410 and "下载已签文件" in again.text
+
+
+async def test_the_stamp_shows_the_signers_time_zone_and_says_it_is_an_electronic_signature(pages: Pages) -> None:
+    flow = await pages.flow([[B]])
+    before = utcnow().astimezone(ZoneInfo("Asia/Shanghai"))
+    assert (await pages.http.post(flow.links["u-2"], data={"name": "王五", "consent": "yes"})).status_code == 200
+    signed = await pages.provider.download_signed(flow.flow_id)
+    text = page_text(signed, 1)
+    assert "电子签名 / Signed electronically" in text and "王五" in text
+    assert f"{before:%Y-%m-%d} " in text and " UTC+8" in text

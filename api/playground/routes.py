@@ -101,10 +101,14 @@ def own_base(request: Request) -> str:
     return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}"  # noqa: S104 (a bind, read)
 
 
-def sso(secret: str, user_id: str, now: float | None = None) -> str:
+def sso(secret: str, user_id: str, now: float | None = None, audience: str | None = None) -> str:
     """`<payload>.<sig>`: the company chat vouches that `user_id` opened the link (base64url JSON
-    `{"sub", "exp"}`, hex HMAC-SHA256 with the webhook secret) — appended to a signing link as `sso=`."""
-    claims = json.dumps({"sub": user_id, "exp": int((now or time.time()) + SSO_SECONDS)}, separators=(",", ":"))
+    `{"sub", "exp"}`, plus `"aud"`: the link it is for, hex HMAC-SHA256 with the webhook secret) —
+    appended to a signing link as `sso=`. SignBridge redeems each assertion once."""
+    body: dict[str, Any] = {"sub": user_id, "exp": int((now or time.time()) + SSO_SECONDS)}
+    if audience:
+        body["aud"] = audience
+    claims = json.dumps(body, separators=(",", ":"))
     payload = base64.urlsafe_b64encode(claims.encode()).rstrip(b"=").decode()
     return f"{payload}.{hmac.new(secret.encode(), payload.encode(), hashlib.sha256).hexdigest()}"
 
@@ -249,7 +253,8 @@ async def open_link(request: Request, settings: SettingsDep, seq: int,
         raise ApiError(404, "not_found", "No signing link for this person here")
     url = body["sign_url"]
     joiner = "&" if "?" in url else "?"
-    return RedirectResponse(f"{url}{joiner}sso={sso(settings.webhook_secret.get_secret_value(), by)}", 303)
+    assertion = sso(settings.webhook_secret.get_secret_value(), by, audience=url.split("?", 1)[0])
+    return RedirectResponse(f"{url}{joiner}sso={assertion}", 303)
 
 
 # ---- what SignBridge calls -----------------------------------------------------------------

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from pydantic import SecretStr
+from pydantic import SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.esign import rest
@@ -73,6 +73,16 @@ FINAL_FLOW = (2, 3, 5, 7)
 SIGNER_KINDS = {2: "signed", 4: "declined"}  # signResult / signStatus: 2 signed, 4 refused
 
 
+# e签宝's willingness (意愿) authentication modes for a person signer (its v3 API documentation).
+WILLINGNESS_MODES = frozenset({"CODE_SMS", "PSN_FACE_ALIPAY", "PSN_FACE_ESIGN", "PSN_FACE_WECHAT", "SIGN_PWD",
+                               "PSN_FACE_TECENT", "PSN_AUDIO_VIDEO_ALIPAY", "PSN_AUDIO_VIDEO_WECHAT",
+                               "PSN_AUDIO_VIDEO_ESIGN"})
+
+
+def _modes(value: str) -> list[str]:
+    return [m.strip() for m in value.split(",") if m.strip()]
+
+
 class EsignCnConfig(BaseSettings):
     """`SIGNBRIDGE_ESIGN_CN_*`; enabled once both APP_ID and APP_SECRET are set."""
 
@@ -89,6 +99,19 @@ class EsignCnConfig(BaseSettings):
     # Provider activities per second across all workers (0 = no cap): e签宝 publishes no quota for
     # e签宝; set it to the QPS your contract grants.
     max_requests_per_second: float = 0.0
+    # How signers confirm their will to sign on e签宝's page (`signFlowConfig.authConfig.
+    # willingnessAuthModes`), comma separated: CODE_SMS (a code to the signer's mobile),
+    # PSN_FACE_ALIPAY, PSN_FACE_ESIGN, PSN_FACE_WECHAT, SIGN_PWD, …; empty: the account's default.
+    willingness_auth_modes: str = ""
+
+    @field_validator("willingness_auth_modes")
+    @classmethod
+    def _known_modes(cls, v: str) -> str:
+        """A typo must stop the service at start, not fail every flow at e签宝."""
+        unknown = [m for m in _modes(v) if m not in WILLINGNESS_MODES]
+        if unknown:
+            raise ValueError(f"unknown e签宝 willingness auth mode(s) {unknown}; known: {sorted(WILLINGNESS_MODES)}")
+        return v
 
     @property
     def enabled(self) -> bool:
@@ -286,12 +309,14 @@ class EsignCnProvider:
         signers = [_signer(p, g, [(file_id, _field_config(rest.placement_of(req.placements, p.id, index), found[index]))
                                   for index, file_id in enumerate(file_ids)], req.request_id)
                    for g, p in ordered]
+        flow_config: dict[str, Any] = {"signFlowTitle": req.title[:100], "autoStart": True, "autoFinish": True,
+                                       "signFlowExpireTime": int(req.expires_at.timestamp() * 1000),
+                                       "notifyUrl": self.notify_url}
+        if modes := _modes(self.config.willingness_auth_modes):
+            flow_config["authConfig"] = {"willingnessAuthModes": modes}
         data = await self.call("POST", "/v3/sign-flow/create-by-file", "create flow", {
             "docs": [{"fileId": file_id, "fileName": d.name} for file_id, d in zip(file_ids, documents, strict=True)],
-            "signFlowConfig": {"signFlowTitle": req.title[:100], "autoStart": True, "autoFinish": True,
-                               "signFlowExpireTime": int(req.expires_at.timestamp() * 1000),
-                               "notifyUrl": self.notify_url},
-            "signers": signers})
+            "signFlowConfig": flow_config, "signers": signers})
         return str(data["signFlowId"])
 
     async def _keyword_positions(self, file_id: str, keywords: list[str]) -> dict[str, tuple[int, float, float]]:

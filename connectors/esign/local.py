@@ -26,7 +26,7 @@ import secrets
 import threading
 import unicodedata
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,6 +36,7 @@ from connectors.esign.base import ProviderError
 from signbridge.core.models import CreateFlowInput, OpenGroupInput, ProviderEvent, SignerLink
 from signbridge.core.settings import Settings
 from signbridge.core.signers import clean_name
+from signbridge.core.sso import SsoProof
 from signbridge.pdf.pades import default_font_path, seal_pdf, sign_pdf
 from signbridge.pdf.pki import InstallationCA
 from signbridge.pdf.seal import round_seal
@@ -313,14 +314,14 @@ def placement_of(document: LocalDocument, signer_id: str, kind: str = "sign") ->
 
 def _sign_bytes(blobs: BlobStore, blob_key: str, ca: InstallationCA, signer: LocalSigner,
                 signed_at: datetime, font_path: Path | None, placement: Placed | None = None,
-                seal_placement: Placed | None = None) -> str:
+                seal_placement: Placed | None = None, tz: tzinfo = UTC) -> str:
     """CPU-heavy: runs in a thread. Returns the new version's blob key (= its SHA-256)."""
     current = blobs.get(blob_key)
     seal_png = _seal_image(blobs, signer, font_path) if signer.seal else None
     try:
         credential = ca.issue(signer.signer_id, signer.name, signer.email)
         signed = sign_pdf(current, credential, signer_name=signer.name, position=signer.position,
-                          signed_at=signed_at, font_path=font_path, placement=placement)
+                          signed_at=signed_at, font_path=font_path, placement=placement, tz=tz)
         if seal_png is not None and signer.org_name and signer.org_credit_code:
             # The organisation's seal: a second incremental signature, by the organisation's own
             # certificate, whose appearance is the seal.
@@ -348,7 +349,7 @@ async def _signed_version(settings: Settings, blobs: BlobStore, blob_key: str, s
     try:
         ca = await asyncio.to_thread(installation_ca, settings)
         return await asyncio.to_thread(_sign_bytes, blobs, blob_key, ca, signer, signed_at, settings.stamp_font,
-                                       placement, seal_placement)
+                                       placement, seal_placement, settings.zone)
     except _SigningFailed as e:
         log.error("cannot sign %s for signer %s: %s", signer.flow_id, signer.signer_id, e)
         raise _unsignable() from e
@@ -376,17 +377,28 @@ def _commit_signature(engine: Engine, signer: LocalSigner, hsh: str, read_versio
     return event
 
 
+def verified_by_sso(signer: LocalSigner, sso: SsoProof | None) -> str | None:
+    """How chat single sign-on verified this signer ("chat_sso:feishu"), or None: the proof the
+    page holds (its session cookie, `signbridge/intake/sso.py`) must be for this very signer."""
+    if sso is None or sso.flow_id != signer.flow_id or sso.signer_id != signer.signer_id:
+        return None
+    return sso.method
+
+
 async def sign(settings: Settings, engine: Engine, blobs: BlobStore, token: str, *, typed_name: str,
-               consent: bool, ip: str | None, user_agent: str | None) -> SignResult:
+               consent: bool, ip: str | None, user_agent: str | None, sso: SsoProof | None = None) -> SignResult:
     """Sign the flow's current version as this link's signer; returns the event to deliver.
 
-    Raises LinkProblem for a dead link, a missing consent or a name that is not the signer's.
+    A signer verified by chat SSO (`sso`) signs with the consent alone; anyone else types their
+    name. Raises LinkProblem for a dead link, a missing consent or a name that is not the signer's.
     """
     signer, flow = _load(engine, token)
     if not consent:
         raise LinkProblem("invalid", "consent_required", "请勾选同意以电子方式签署",
                           "Tick the box to agree to sign electronically")
-    if not typed_name.strip() or normalise_name(typed_name) != normalise_name(signer.name):
+    verification = verified_by_sso(signer, sso)
+    if verification is None and (not typed_name.strip()
+                                 or normalise_name(typed_name) != normalise_name(signer.name)):
         raise LinkProblem("invalid", "name_mismatch", f"请输入您的姓名「{signer.name}」以确认签署",
                           f"Type your name “{signer.name}” to sign")
     hsh = token_hash(token)
@@ -413,7 +425,9 @@ async def sign(settings: Settings, engine: Engine, blobs: BlobStore, token: str,
     audit.record(engine, request_id=flow.request_id, key=f"local:{signer.signer_id}:signed",
                  action="signer.signed", actor=signer.signer_id,
                  detail={"flow_id": flow.flow_id, "name_typed": typed_name, "position": signer.position,
-                         "before": before_sha, "after": new_key, "version": version + 1},
+                         "before": before_sha, "after": new_key, "version": version + 1,
+                         "verification": verification or "chat_link",
+                         **({"sso_subject": sso.subject, "sso_name": sso.name} if sso and verification else {})},
                  ip=ip, user_agent=user_agent, document_sha256=new_key)
     return SignResult(event=_event(row), signer_id=signer.signer_id, document_sha256=new_key,
                       before_sha256=before_sha)

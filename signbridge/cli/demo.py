@@ -101,9 +101,14 @@ async def _demo(api_url: str, out_dir: Path, timeout: float) -> int:
                 opened = await http.get(f"/playground/open/{entry['seq']}", params={"as": person})
                 sign_url = opened.headers["location"]
                 name = next(p["name"] for p in state.json()["people"] if p["id"] == person)
-                print(f"→ {name} opens their link and signs")
-                signed = await http.post(sign_url, data={"name": name, "consent": "yes"},
-                                         headers={"Accept": "application/json"})
+                # The chat's `sso` assertion on the link: an internal signer comes back verified
+                # (a session cookie for this link) and signs with the consent alone.
+                view = await http.get(sign_url, headers={"Accept": "application/json"}, follow_redirects=True)
+                verified = view.status_code == 200 and view.json().get("verified")
+                print(f"→ {name} opens their link and signs" + (" with one tap (verified by the chat)"
+                                                                if verified else ""))
+                form = {"consent": "yes"} if verified else {"name": name, "consent": "yes"}
+                signed = await http.post(sign_url.split("?", 1)[0], data=form, headers={"Accept": "application/json"})
                 if signed.status_code != 200:
                     raise DemoFailed(f"{name} could not sign: {signed.status_code} {signed.text[:300]}")
         filed = await chat.until(lambda e: e["body"].get("type") == "file"

@@ -17,12 +17,13 @@ against it, so `signbridge identities list` finds the same database from any fol
 from __future__ import annotations
 
 import os
-from datetime import timedelta
+from datetime import timedelta, tzinfo
 from functools import lru_cache
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
 from pydantic import Field, SecretStr, field_validator
@@ -130,6 +131,22 @@ class Settings(BaseSettings, Timing):
     download_url_ttl: timedelta = timedelta(days=7)
 
     stamp_font: Path | None = Field(default=None, description="TTF/OTF used for visible stamps (needs CJK)")
+    # The signers' time zone (IANA name): signature stamps and the signing page's deadline show it.
+    timezone: str = "Asia/Shanghai"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        """A typo must stop the service at start, not stamp every signature in UTC."""
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as e:
+            raise ValueError(f"unknown time zone {v!r} (an IANA name such as Asia/Shanghai)") from e
+        return v
+
+    @property
+    def zone(self) -> tzinfo:
+        return ZoneInfo(self.timezone)
 
     @field_validator("data_dir")
     @classmethod

@@ -47,6 +47,8 @@ STAMP_HEIGHT = 48
 STAMP_GAP = 8
 PAGE_MARGIN = 36
 FONT_SIZE = 11
+# The line under the signer's name: says what the mark is, in both languages a reader may have.
+STAMP_LABEL = "电子签名 / Signed electronically"
 # Page trees and form field trees are never this deep; a /Parent chain that is, loops.
 MAX_LINEAGE = 64
 # For laying out long names: a half-width character is about half an em wide, lines are 1.2 em
@@ -57,8 +59,8 @@ _STAMP_PADDING = 4
 
 DEFAULT_FONT_PACKAGE = "cvttf_NotoSansCJK_Regular"
 DEFAULT_FONT_FILE = "NotoSansCJKtc-Regular.otf"
-# Every stamp can draw these without a new subset: the date line and Latin names.
-_ALWAYS_IN_SUBSET = frozenset(chr(c) for c in range(0x20, 0x7F))
+# Every stamp can draw these without a new subset: the label, the date line and Latin names.
+_ALWAYS_IN_SUBSET = frozenset(chr(c) for c in range(0x20, 0x7F)) | frozenset(STAMP_LABEL)
 # A subset grows with the characters of the names it has drawn, up to this many characters;
 # past it, it starts again from the name at hand. Chinese names draw from a few thousand
 # characters, so a busy process settles on one subset that almost every new name hits.
@@ -306,14 +308,14 @@ def stamp_lines(name: str) -> str:
     """`name` broken into lines so that a long one stays as large as the stamp's box allows.
 
     The stamp shrinks its text to fit; one line of 80 characters would shrink to a few points
-    high. Of the ways to wrap it, this takes the one whose text (with the date line under it)
+    high. Of the ways to wrap it, this takes the one whose text (with the label and date lines under it)
     shrinks least. Breaks fall between words where there are spaces; joining the lines with
     spaces (or, for names without spaces, with nothing) gives the name back.
     """
 
     def scale(lines: list[str]) -> float:
-        wide = max(_display_width(line) for line in lines) * FONT_SIZE * _CELL_EM
-        high = (len(lines) + 1) * FONT_SIZE * _LEADING
+        wide = max(_display_width(line) for line in [*lines, STAMP_LABEL]) * FONT_SIZE * _CELL_EM
+        high = (len(lines) + 2) * FONT_SIZE * _LEADING  # + the label and the date line
         return min(1.0, (STAMP_WIDTH - 2 * _STAMP_PADDING) / wide, (STAMP_HEIGHT - 2 * _STAMP_PADDING) / high)
 
     best = [name]
@@ -326,6 +328,18 @@ def stamp_lines(name: str) -> str:
     return "\n".join(best)
 
 
+def stamp_time(moment: dt.datetime, tz: dt.tzinfo) -> str:
+    """`moment` in `tz`, minutes precision, with the offset spelled out ("UTC+8", "UTC+5:30",
+    "UTC"), so a reader in another zone can still tell the instant."""
+    local = moment.astimezone(tz)
+    offset = local.utcoffset() or dt.timedelta(0)
+    minutes = int(offset.total_seconds()) // 60
+    sign = "+" if minutes >= 0 else "-"
+    hours, rest = divmod(abs(minutes), 60)
+    zone = "UTC" if minutes == 0 else f"UTC{sign}{hours}" + (f":{rest:02d}" if rest else "")
+    return f"{local.strftime('%Y-%m-%d %H:%M')} {zone}"
+
+
 def sign_pdf(
     data: bytes,
     credential: SignerCredential,
@@ -336,13 +350,16 @@ def sign_pdf(
     reason: str = "SignBridge",
     font_path: Path | None = None,
     placement: tuple[int, tuple[float, float, float, float]] | None = None,
+    tz: dt.tzinfo = dt.UTC,
 ) -> bytes:
     """Append a PAdES signature by `credential` in stamp slot `position` on the last page, or
     at `placement` (0-based page, rectangle) — a template's signature field or beside an anchor.
 
     Returns the new file, which starts with exactly `data`. `signed_at` should be timezone
     aware; a naive value is taken as UTC. The stamp shows `signer_name` (whole, over several
-    lines if it is long) and the time in UTC; the signature's /Name holds it too. The field is
+    lines if it is long), "电子签名 / Signed electronically" and the time in `tz` with its offset
+    (the signers' local time: "2026-12-05 17:49 UTC+8"); the signature's /Name holds the name
+    too, and its /M the exact instant. The field is
     f"Signature{position}" unless the document already has a signed field of that name.
     """
     signed_at = signed_at if signed_at.tzinfo else signed_at.replace(tzinfo=dt.UTC)
@@ -351,11 +368,12 @@ def sign_pdf(
     field_name = free_field_name(writer, position)
     text_params = {
         "signer_name": stamp_lines(signer_name),
-        "signed_at": signed_at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "label": STAMP_LABEL,
+        "signed_at": stamp_time(signed_at, tz),
     }
-    font = stamp_font(font_path, FONT_SIZE, signer_name + text_params["signed_at"])
+    font = stamp_font(font_path, FONT_SIZE, signer_name + STAMP_LABEL + text_params["signed_at"])
     style = TextStampStyle(
-        stamp_text="%(signer_name)s\n%(signed_at)s",
+        stamp_text="%(signer_name)s\n%(label)s\n%(signed_at)s",
         text_box_style=TextBoxStyle(font=font, font_size=FONT_SIZE),
         border_width=1,
     )

@@ -92,3 +92,34 @@ def page_text(data: bytes, page_index: int) -> str:
         finally:
             doc.close()
     return text
+
+
+def page_texts(data: bytes, limit: int | None = None) -> list[str]:
+    """The text of every page, as `page_text` reads one (stamps included), with the document
+    opened once; each page's text cut to `limit` characters. A page pdfium cannot read is ""."""
+    texts: list[str] = []
+    with _PDFIUM_LOCK:
+        doc = pdfium.PdfDocument(data)
+        try:
+            doc.init_forms()
+            for index in range(len(doc)):
+                try:
+                    if doc.formenv is not None:
+                        flat = doc[index]
+                        flat.flatten()
+                        flat.close()
+                    page = doc[index]
+                    try:
+                        textpage = page.get_textpage()
+                        try:
+                            text: str = textpage.get_text_bounded()
+                        finally:
+                            textpage.close()
+                    finally:
+                        page.close()
+                except pdfium.PdfiumError:
+                    text = ""
+                texts.append(text[:limit] if limit else text)
+        finally:
+            doc.close()
+    return texts

@@ -98,6 +98,7 @@ class DocuSignSim:
         self.hmac_keys = hmac_keys
         self.callback_url = ""
         self.envelopes: dict[str, dict[str, Any]] = {}
+        self.phone_workflows = {"c368e411-1592-4001-a3df-dca94ac539ae"}  # the account's phone-auth workflow
         self.files: dict[str, bytes] = {}
         self.documents: dict[str, dict[str, bytes]] = {}  # envelope -> documentId -> PDF
         self.tokens: set[str] = set()
@@ -187,6 +188,9 @@ class DocuSignSim:
                     problem = _tab_problem(tab, pdfs)
                     if problem:
                         return _err(400, *problem)
+                if "identityVerification" in s and not self._phone_auth_ok(s["identityVerification"]):
+                    return _err(400, "INVALIDAUTHENTICATIONSETUP", "Authentication is not setup correctly for the "
+                                "recipient.")
             env_id = str(uuid.uuid4())
             envelope = {"envelopeId": env_id, "status": "sent", "emailSubject": body.get("emailSubject"),
                         "customFields": body.get("customFields") or {}, "sentDateTime": _now(),
@@ -344,6 +348,19 @@ class DocuSignSim:
         except PermissionError as e:
             return _err(400, "RECIPIENT_NOT_IN_SEQUENCE", str(e))
         return None
+
+    def _phone_auth_ok(self, verification: Any) -> bool:
+        """Recipient phone authentication: one of the account's workflows, and a phone number list
+        whose entries are a country code and a national number, digits only (E.164 is refused)."""
+        if not isinstance(verification, dict) or verification.get("workflowId") not in self.phone_workflows:
+            return False
+        options = verification.get("inputOptions") or []
+        def digits(entry: dict[str, Any]) -> bool:
+            return str(entry.get("countryCode", "")).isdigit() and str(entry.get("number", "")).isdigit()
+
+        return bool(options) and all(
+            o.get("name") == "phone_number_list" and o.get("valueType") == "PhoneNumberList"
+            and bool(o.get("phoneNumberList")) and all(digits(p) for p in o["phoneNumberList"]) for o in options)
 
     def _public(self, envelope: dict[str, Any], recipients: bool) -> dict[str, Any]:
         return {k: v for k, v in envelope.items() if recipients or k != "recipients"}

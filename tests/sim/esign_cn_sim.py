@@ -58,6 +58,9 @@ from signbridge.pdf.pki import InstallationCA
 from tests.sim.servers import serve
 
 PARAM_ERROR, NO_FLOW, FLOW_STATE = 1435002, 1437001, 1437500
+# 签署意愿认证方式 of the v3 API documentation (the ones needing a delivery consultant included).
+WILLINGNESS_MODES = {"CODE_SMS", "PSN_FACE_ALIPAY", "PSN_FACE_ESIGN", "PSN_FACE_WECHAT", "SIGN_PWD", "PSN_FACE_TECENT",
+                     "PSN_AUDIO_VIDEO_ALIPAY", "PSN_AUDIO_VIDEO_WECHAT", "PSN_AUDIO_VIDEO_ESIGN"}
 
 
 @dataclass
@@ -324,6 +327,9 @@ class EsignCnSim:
             return self._business(request, PARAM_ERROR, "参数错误: 文件未上传完成")
         f = uploaded[docs[0]["fileId"]]
         assert f is not None
+        modes = (config.get("authConfig") or {}).get("willingnessAuthModes")
+        if modes is not None and (not isinstance(modes, list) or not modes or not set(modes) <= WILLINGNESS_MODES):
+            return self._business(request, PARAM_ERROR, "参数错误: willingnessAuthModes 不合法")
         people = []
         for s in signers:
             org = self._org_signer(s)
@@ -353,7 +359,8 @@ class EsignCnSim:
                 "original": f["data"], "data": f["data"], "signedSha256": None, "signers": people,
                 "docs": [{"fileId": d["fileId"], "fileName": d.get("fileName", ""),
                           "original": uploaded[d["fileId"]]["data"], "data": uploaded[d["fileId"]]["data"]}
-                         for d in docs]}
+                         for d in docs],
+                "willingnessAuthModes": modes}
         return _ok({"signFlowId": flow_id})
 
     @staticmethod
