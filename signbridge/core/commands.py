@@ -17,12 +17,20 @@ Rules, in the order they are applied:
   CJK names are fine and may touch a separator (`@李四然后@王五`). If two mentions share a
   name, the n-th `@name` in the text is the n-th such mention. A mention of the bot itself is
   skipped. Words that are neither mentions nor separators are ignored.
+* **Contacts.** A mobile number or an email address right after a mention is that person's
+  contact (`@王总 13812341234`, `@王总 wang@customer.example`, both in either order): an
+  external signer is reached by it, an internal one keeps what the directory has and gets it only
+  where the directory has none. Someone who is not a mention at all is named with their contact,
+  `王总:13812341234` (or `王总：wang@customer.example`), and signs as an external party with the id
+  `ext:<contact>`. Without a template only: with one, `key:value` is a template field. What a
+  contact may be is `signbridge.core.contacts`; a word in a contact's place that tries to be one
+  and is not (`@王总 1381234`, `王总:wang@`) is refused, listing every such word.
 * **Order.** Mentions separated by spaces (or `,` `，` `、`) sign in parallel; `>`, `＞`, `→`,
   `然后` or the word `then` starts the next group.
 
 Problems the sender must fix raise `CommandProblem` with a bilingual message: no signers, an
 `@name` no mention matches, a person named twice, an external signer with neither email nor
-mobile, an empty group (`> >`, or a separator at either end).
+mobile, a contact that is not one, an empty group (`> >`, or a separator at either end).
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from signbridge.core import options
+from signbridge.core import contacts, options
 from signbridge.core.models import Person
 
 DEFAULT_BOT_NAME = "SignBridge"
@@ -106,7 +114,7 @@ def parse(text: str, mentions: Sequence[Mention], bot_name: str = DEFAULT_BOT_NA
         raise CommandProblem(e.message) from e
     people = [m if isinstance(m, Person) else Person.model_validate(dict(m)) for m in mentions]
     people = [p for p in people if p.name.casefold() != bot_name.casefold()]
-    groups = _read_groups(rest, people, bot_name)
+    groups = _read_groups(rest, people, bot_name, named_contacts=opts.template is None)
     if not (opts.bulk and not any(groups)):  # a bulk send's signers may all come from its CSV
         _check(groups)
     signers = {p.name: p for group in groups for p in group}
@@ -142,13 +150,18 @@ def _take_provider(rest: str) -> tuple[str | None, str]:
     return m.group("name").lower(), rest[: m.start()] + " " + rest[m.end():]
 
 
-def _read_groups(rest: str, people: list[Person], bot_name: str) -> list[list[Person]]:
+_NOT_IN_NAME = r"\s@＠>＞→,，、;；:：\"“”'「」()（）"
+_NAMED_CONTACT = re.compile(rf"^(?P<name>[^{_NOT_IN_NAME}0-9][^{_NOT_IN_NAME}]*)[:：](?P<contact>\S+)$")
+
+
+def _read_groups(rest: str, people: list[Person], bot_name: str, named_contacts: bool = True) -> list[list[Person]]:
     groups: list[list[Person]] = [[]]
     by_name: dict[str, list[Person]] = {}
     for p in people:
         by_name.setdefault(p.name, []).append(p)
     used: dict[str, int] = {}  # name -> how many `@name` of that name were read so far
     names = sorted(by_name, key=len, reverse=True)  # longest first: `@李四光` before `@李四`
+    bad: list[contacts.BadContact] = []
     pos = 0
     while pos < len(rest):
         ch = rest[pos]
@@ -176,11 +189,47 @@ def _read_groups(rest: str, people: list[Person], bot_name: str) -> list[list[Pe
             candidates = by_name[name]
             index = used.get(name, 0)
             used[name] = index + 1
-            groups[-1].append(candidates[min(index, len(candidates) - 1)])
             pos += len(name)
+            person, pos = _with_contacts(candidates[min(index, len(candidates) - 1)], rest, pos, bad)
+            groups[-1].append(person)
             continue
-        pos = _skip_word(rest, pos)
+        end = _skip_word(rest, pos)
+        named = _NAMED_CONTACT.match(rest[pos:end]) if named_contacts else None
+        if named is not None and contacts.attempt(named.group("contact")):
+            try:
+                found = contacts.read(named.group("contact"))
+            except contacts.BadContact as e:
+                bad.append(e)
+            else:
+                groups[-1].append(Person(id=contacts.external_id(found), name=named.group("name"), external=True,
+                                         **{found.kind: found.value}))
+        pos = end
+    if bad:
+        raise CommandProblem(contacts.problem_for(bad))
     return groups
+
+
+def _with_contacts(person: Person, rest: str, pos: int, bad: list[contacts.BadContact]) -> tuple[Person, int]:
+    """The mention with the contacts written right after it (`@王总 13812341234 wang@x.example`),
+    and where reading goes on. A word there that tries to be a contact and is not goes to `bad`."""
+    while True:
+        start = pos
+        while start < len(rest) and rest[start] in _SPACE:
+            start += 1
+        end = start
+        while end < len(rest) and rest[end] not in _SPACE and rest[end] not in ">＞→" \
+                and not rest.startswith("然后", end):
+            end += 1
+        word = rest[start:end]
+        if not word or contacts.attempt(word) is None:
+            return person, pos
+        try:
+            found = contacts.read(word)
+        except contacts.BadContact as e:
+            bad.append(e)
+        else:
+            person = person.model_copy(update={found.kind: found.value})
+        pos = end
 
 
 def _ends_name(rest: str, pos: int) -> bool:
@@ -231,9 +280,10 @@ def _check(groups: list[list[Person]]) -> None:
         seen.add(person.id)
         if person.external and not (person.email or "").strip() and not (person.mobile or "").strip():
             raise CommandProblem(
-                f"外部签署人 {person.name} 没有邮箱或手机号，无法发送签署链接"
+                f"外部签署人 {person.name} 没有邮箱或手机号，无法发送签署链接：请在 @{person.name} 后面写上，"
+                f"例如 @{person.name} 13812341234"
                 f"（External signer {person.name} has neither an email nor a mobile number to receive the "
-                "signing link）"
+                f"signing link: write one after the mention, e.g. @{person.name} 13812341234）"
             )
 
 

@@ -41,6 +41,16 @@ FALLBACK_TITLE = {"zh": "签署请求 (signing request)", "en": "Signing request
 REST = Deadline(accept=10.0, result=25.0)  # a REST client or the CLI can wait longer than a chat platform
 
 
+def _as_mentioned(mentioned: Person | None, parsed: Person) -> Person:
+    """The person as the platform mentioned them (real name, external flag), with the contacts the
+    command wrote after the mention (`@王总 13812341234`); someone named only with a contact
+    (`王总:13812341234`) is no mention and stays as parsed."""
+    if mentioned is None:
+        return parsed
+    return mentioned.model_copy(update={"email": parsed.email or mentioned.email,
+                                        "mobile": parsed.mobile or mentioned.mobile})
+
+
 class Intake:
     def __init__(self, client: Client, settings: Settings, engine: Engine) -> None:
         self.client = client
@@ -88,13 +98,13 @@ class Intake:
             chat=ChatRef(platform=event.platform, tenant=event.tenant, chat_id=event.chat_id,
                          chat_kind=event.chat_kind, source_event_id=event.event_id),
             documents=documents,
-            groups=[[by_id.get(p.id, p) for p in group] for group in parsed.groups] if parsed else [],
+            groups=[[_as_mentioned(by_id.get(p.id), p) for p in group] for group in parsed.groups] if parsed else [],
             provider=(parsed.provider if parsed else None) or self.settings.default_provider,
             timing=self._timing(parsed),
             problem=problem,
             template=TemplateUse(name=template, fields=parsed.fields) if parsed and template else None,
             roles={role: p.id for role, p in parsed.roles.items()} if parsed else {},
-            cc=[by_id.get(p.id, p) for p in parsed.cc] if parsed else [],
+            cc=[_as_mentioned(by_id.get(p.id), p) for p in parsed.cc] if parsed else [],
         )
         return await temporal_calls.start(self.client, req, self.settings.task_queue, rules.deadline.accept)
 

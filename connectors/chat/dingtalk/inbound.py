@@ -152,15 +152,19 @@ class DingTalkInbound(DirectoryInbound[DingTalkConfig]):
     async def robot_message(self, body: dict[str, Any]) -> Received:
         """A file is kept, a command starts a flow; idempotent (the flow's id comes from the msgId)."""
         msg_id, conversation = str(body.get("msgId") or ""), str(body.get("conversationId") or "")
-        sender = str(body.get("senderStaffId") or "")
+        staff = str(body.get("senderStaffId") or "")
+        sender = staff or str(body.get("senderId") or "")  # someone of another org has no staffId
         if not (msg_id and conversation and sender):
-            raise invalid("The robot message lacks msgId, conversationId or senderStaffId")
+            raise invalid("The robot message lacks msgId, conversationId or a sender")
         group = str(body.get("conversationType") or "2") == "2"
         tenant = str(body.get("chatbotCorpId") or body.get("robotCode") or self.config.robot)
+        ours = self.config.corp_id or str(body.get("chatbotCorpId") or "")
+        theirs = str(body.get("senderCorpId") or "")
         common: dict[str, Any] = {
             "platform": PLATFORM, "tenant": tenant, "chat_id": conversation if group else sender,
             "chat_kind": "group" if group else "direct", "event_id": msg_id,
-            "sender": Person(id=sender, name=str(body.get("senderNick") or ""))}
+            "sender": Person(id=sender, name=str(body.get("senderNick") or ""),
+                             external=not staff or bool(ours and theirs and theirs != ours))}
         if body.get("msgtype") == "file":
             content: dict[str, Any] = body["content"] if isinstance(body.get("content"), dict) else {}
             source = file_source(str(content.get("downloadCode") or ""), str(content.get("fileName") or
@@ -175,11 +179,17 @@ class DingTalkInbound(DirectoryInbound[DingTalkConfig]):
         mentions: tuple[Mention, ...] = ()
         if commands.is_command(text, self.bot_name):  # only a command is worth directory calls
             chat = ChatRef(platform=PLATFORM, tenant=tenant, chat_id=common["chat_id"], source_event_id=msg_id)
-            mentions = await self._mentions(chat, text, body.get("atUsers") or [])
+            mentions = await self._mentions(chat, text, body.get("atUsers") or [], str(body.get("chatbotUserId") or ""))
         return ChatEvent(**common, text=text, mentions=mentions, bot_name=self.bot_name)
 
-    async def _mentions(self, chat: ChatRef, text: str, at_users: list[Any]) -> tuple[Mention, ...]:
-        ids = list(dict.fromkeys(str(u.get("staffId")) for u in at_users if isinstance(u, dict) and u.get("staffId")))
+    async def _mentions(self, chat: ChatRef, text: str, at_users: list[Any], bot: str) -> tuple[Mention, ...]:
+        """Members of our org (a `staffId`) named from the directory; people of another org (a
+        cross-org group: a `dingtalkId` and no `staffId`) are external, named by the `@name`s left
+        over, never looked up."""
+        users = [u for u in at_users if isinstance(u, dict)]
+        ids = list(dict.fromkeys(str(u.get("staffId")) for u in users if u.get("staffId")))
+        outside = list(dict.fromkeys(str(u.get("dingtalkId")) for u in users if not u.get("staffId")
+                                     and u.get("dingtalkId") and str(u.get("dingtalkId")) != bot))
         names = {i: n for i in ids if (n := identities.name_of(self.engine, PLATFORM, chat.tenant, i))}
         found = await resolve_within(self.directory, chat, [Person(id=i, name=i) for i in ids if i not in names],
                                      RESOLVE_BUDGET)
@@ -195,7 +205,11 @@ class DingTalkInbound(DirectoryInbound[DingTalkConfig]):
         for i in ids:  # still unnamed: the remaining `@name`s, in the order they were typed
             if i not in names and leftover:
                 names[i] = leftover.pop(0)
-        return tuple(Mention(Person(id=i, name=names.get(i, i))) for i in ids)
+        # Without `chatbotUserId` the robot's own entry cannot be told apart: it comes first (the
+        # message starts with its @), so the external ones are the last as many as names are left.
+        outside = outside[max(0, len(outside) - len(leftover)):]
+        return (*(Mention(Person(id=i, name=names.get(i, i))) for i in ids),
+                *(Mention(Person(id=i, name=name, external=True)) for i, name in zip(outside, leftover, strict=False)))
 
     def card_action(self, event: dict[str, Any], fallback_id: str) -> Received:
         """A card button (`outTrackId`, `userId`, `content.cardPrivateData`); the update id comes from

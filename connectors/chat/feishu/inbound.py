@@ -18,7 +18,11 @@ authenticated by the connection itself):
   message, so a command names the file by replying to it or by following it. A reply to a file
   we never received (groups without the read-all scope) becomes `feishu://{message_id}/` and the
   download asks Feishu for its file.
-* A text message becomes a `ChatEvent`: `@_user_1` placeholders back to `@name`, as typed.
+* A text message becomes a `ChatEvent`: `@_user_1` placeholders back to `@name`, as typed. A
+  sender or mention whose `tenant_key` differs from the header's (the tenant that installed the
+  app) is someone of another company — a customer in an external group, an external contact —
+  and becomes `Person(external=True)`: never looked up in our directory, reached by the contact
+  the command gives (`@王总 13812341234`).
 * A card button (`card.action.trigger`) becomes a `ChatAction` with the callback's event id as
   update id; Feishu wants an answer within 3 s, and it is a toast.
 """
@@ -89,6 +93,13 @@ def _dict(value: Any) -> dict[str, Any]:
 
 
 UNKNOWN_ACTION = toast("error", "无法识别的操作", "Unknown action")
+
+
+def _outside(who: Any, ours: str) -> bool:
+    """Someone of another tenant (an external group's customer, an external contact): their
+    `tenant_key` differs from the event header's, the tenant that installed the app."""
+    theirs = str(_dict(who).get("tenant_key") or "")
+    return bool(ours and theirs and theirs != ours)
 
 
 class FeishuInbound:
@@ -165,14 +176,16 @@ class FeishuInbound:
     def _message(self, header: dict[str, Any], event: dict[str, Any]) -> Received:
         message = event.get("message") or {}
         sender = ((event.get("sender") or {}).get("sender_id") or {}).get("open_id") or ""
-        tenant = str(header.get("tenant_key") or (event.get("sender") or {}).get("tenant_key") or "default")
+        ours = str(header.get("tenant_key") or "")  # the tenant that installed the app
+        tenant = str(ours or (event.get("sender") or {}).get("tenant_key") or "default")
         event_id, chat_id = str(header.get("event_id") or ""), str(message.get("chat_id") or "")
         if not (event_id and chat_id and sender):
             raise invalid("The message event lacks event_id, chat_id or sender")
         content = embedded_object(message.get("content"))
         message_id = str(message.get("message_id") or "")
         common: dict[str, Any] = {
-            "platform": PLATFORM, "tenant": tenant, "chat_id": chat_id, "sender": Person(id=sender, name=""),
+            "platform": PLATFORM, "tenant": tenant, "chat_id": chat_id,
+            "sender": Person(id=sender, name="", external=_outside(event.get("sender"), ours)),
             "event_id": event_id, "message_id": message_id,
             "chat_kind": "direct" if message.get("chat_type") == "p2p" else "group"}
         if message.get("message_type") == "file":
@@ -189,7 +202,7 @@ class FeishuInbound:
             if m.get("key"):
                 text = text.replace(m["key"], f"@{m.get('name') or ''}")
         mentions = tuple(chat.Mention(Person(id=(m.get("id") or {}).get("open_id") or m.get("key", ""),
-                                        name=m.get("name") or "")) for m in raw)
+                                             name=m.get("name") or "", external=_outside(m, ours))) for m in raw)
         return chat.ChatEvent(**common, text=text, mentions=mentions, reply_to=message.get("parent_id") or None,
                          bot_name=self.config.bot_name or None)
 
