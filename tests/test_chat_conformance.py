@@ -145,3 +145,21 @@ async def test_temporal_out_of_reach_is_busy_then_the_redelivery_starts_one_flow
                     await asyncio.sleep(0.5)
                 r.case.accepted(resp)
                 assert await r.runs(r.case.request_id(event_id)) == 1
+
+
+async def test_someone_from_outside_the_company_becomes_an_external_signer(rig: Rig) -> None:
+    """Each platform's way of marking people of another company (a Feishu external group's tenant,
+    a DingTalk cross-org group, a WeCom customer, a Slack Connect user) ends as `Person(external=True)`
+    reached by the contact given — never looked up in the company directory."""
+    event_id = _event_id()
+    rig.case.accepted(await rig.send(rig.case.external_command(event_id)))
+    req = await rig.started_input(rig.case.request_id(event_id))
+    assert req.problem in (None, rig.case.no_file), req.problem
+    assert [[p.id for p in g] for g in req.groups] == [[rig.case.signers[0]], [rig.case.outsider]]
+    (inside,), (outside,) = req.groups
+    assert not inside.external
+    field, value = rig.case.outsider_contact
+    assert outside.external and getattr(outside, field) == value, outside
+    assert (outside.name and outside.name != outside.id) or rig.case.platform == "wecom", outside
+    asked = rig.case.looked_up()
+    assert asked is None or rig.case.outsider not in asked, asked

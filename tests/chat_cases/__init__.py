@@ -16,6 +16,12 @@ are the platform's own ids: `initiator` starts requests, `signers` are named by 
   card would have left behind (platforms that route clicks through it).
 - `handshake()`: the URL check a platform sends when it is configured, with a check of the
   answer; None for a platform without one.
+- `external_command(event_id)`: a sign command from `initiator` naming `signers[0]` and then
+  someone from outside the company, marked the way the platform marks them (another tenant,
+  another org, an external contact, another workspace), reached by `outsider_contact`
+  (`(field, value)` as the flow must get it); the outsider signs as `outsider`. `looked_up()`:
+  the user ids the platform's directory was asked about (None: the platform has no directory
+  the callback asks, or it learns who is outside only by asking it — Slack's users.info).
 - `refused(resp)`: asserts the answer to a button the flow refused (the platform's way of
   saying no). `busy(resp)`: the answer when Temporal is out of reach (the platform delivers again),
   given within `answer_within` seconds.
@@ -86,6 +92,15 @@ class ChatCase:
 
     def click(self, request_id: str, action: str, user: str) -> Call:
         raise NotImplementedError
+
+    outsider: str
+    outsider_contact: tuple[str, str]
+
+    def external_command(self, event_id: str) -> Call:
+        raise NotImplementedError
+
+    def looked_up(self) -> list[str] | None:
+        return None
 
     def prepare_card(self, engine: Engine, request_id: str) -> None:
         """Nothing to record: the click carries the request id itself."""
