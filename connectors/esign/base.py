@@ -28,6 +28,11 @@ class ESignProvider(Protocol):
     # True when the signed file is the original plus incremental updates (it must start with the
     # original bytes); False when the provider re-renders it (its evidence is recorded instead).
     incremental: bool
+    # How the provider identifies a person: each signer needs at least one of these contacts
+    # ("mobile", "email"); empty when the chat identifies them (the built-in provider). `prepare`
+    # checks it, so a signer the provider cannot take is the sender's to fix (REJECTED with
+    # "请补充李四的手机号"), never a create step that fails until someone notices it is STUCK.
+    signer_contacts: frozenset[str]
 
     async def create_flow(self, req: CreateFlowInput) -> str:
         """Create the provider flow for this request and return its id."""
@@ -49,6 +54,15 @@ class ESignProvider(Protocol):
 
     async def remind(self, flow_id: str, signer_ids: list[str]) -> None:
         """Ask the provider to remind these signers (no-op where the chat reminder is enough)."""
+
+
+MOBILE_OR_EMAIL = frozenset({"mobile", "email"})
+EMAIL = frozenset({"email"})
+
+
+def contact_needs(provider: object) -> frozenset[str]:
+    """`provider.signer_contacts` (nothing for a provider that does not say)."""
+    return frozenset(getattr(provider, "signer_contacts", frozenset()))
 
 
 @runtime_checkable

@@ -34,7 +34,7 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.esign import rest
-from connectors.esign.base import ProviderError, WebhookRejected, WebhookReply
+from connectors.esign.base import MOBILE_OR_EMAIL, ProviderError, WebhookRejected, WebhookReply
 from signbridge.core.models import CreateFlowInput, OpenGroupInput, Person, ProviderEvent, SignerLink
 from signbridge.core.settings import Settings
 from signbridge.core.untrusted import is_stale, load_json
@@ -86,6 +86,8 @@ class DocuSealProvider:
 
     name = PROVIDER
     incremental = False  # DocuSeal renders the fields into a new PDF and signs that
+    # a submitter has an email or a phone
+    signer_contacts: frozenset[str] = MOBILE_OR_EMAIL
 
     def __init__(self, config: DocuSealConfig, blobs: BlobStore, http: httpx.AsyncClient) -> None:
         assert config.api_key is not None

@@ -51,7 +51,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import Engine
 
 from connectors.esign import rest
-from connectors.esign.base import NothingToSign, ProviderError, WebhookRejected, WebhookReply
+from connectors.esign.base import EMAIL, NothingToSign, ProviderError, WebhookRejected, WebhookReply
 from connectors.http import retry_after
 from signbridge.core.models import CreateFlowInput, OpenGroupInput, Person, ProviderEvent, SignerLink
 from signbridge.core.settings import Settings
@@ -205,6 +205,8 @@ class DocuSignProvider:
 
     name = PROVIDER
     incremental = False  # DocuSign re-renders the document; the certificate of completion is the evidence
+    # every recipient has an email, embedded or not
+    signer_contacts: frozenset[str] = EMAIL
 
     def __init__(self, config: DocuSignConfig, blobs: BlobStore, http: httpx.AsyncClient, engine: Engine,
                  public_url: str) -> None:

@@ -41,7 +41,7 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.esign import rest
-from connectors.esign.base import ProviderError, WebhookRejected, WebhookReply
+from connectors.esign.base import MOBILE_OR_EMAIL, ProviderError, WebhookRejected, WebhookReply
 from signbridge.core.models import CreateFlowInput, OpenGroupInput, Person, ProviderEvent, SignerLink
 from signbridge.core.settings import Settings
 from signbridge.core.untrusted import is_stale, load_json
@@ -118,6 +118,8 @@ class FadadaProvider:
 
     name = PROVIDER
     incremental = False
+    # an actor's `accountName` is a mobile or an email
+    signer_contacts: frozenset[str] = MOBILE_OR_EMAIL
 
     def __init__(self, config: FadadaConfig, blobs: BlobStore, http: httpx.AsyncClient) -> None:
         assert config.app_secret is not None

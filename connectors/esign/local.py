@@ -172,6 +172,8 @@ class LocalProvider:
 
     name = PROVIDER
     incremental = True  # each signature is an incremental update of the original bytes
+    # the chat reaches internal signers; externals need a contact anyway (checked for every provider)
+    signer_contacts: frozenset[str] = frozenset()
 
     def __init__(self, settings: Settings, engine: Engine, blobs: BlobStore) -> None:
         self.settings = settings
