@@ -108,7 +108,8 @@ async def test_a_signer_the_provider_cannot_reach_is_rejected_at_prepare(flow: F
     handle = await flow.rig.start([[flow.a], [nobody]])
     view = await flow.rig.result(handle)
     assert view.status.value == "REJECTED", view
-    needs = {"docusign": "邮箱", "dropbox_sign": "邮箱"}.get(flow.rig.provider, "手机号或邮箱")  # e签宝, 法大大, DocuSeal
+    # e签宝, 法大大 and DocuSeal take either; DocuSign and Dropbox Sign only an email
+    needs = {"docusign": "邮箱", "dropbox_sign": "邮箱"}.get(flow.rig.provider, "手机号或邮箱")
     assert f"请补充赵六的{needs}：" in (view.reason or ""), view.reason
     assert "@赵六 " in (view.reason or "") and "signbridge identities import" in (view.reason or "")
     assert not flow.at.flows(), "nothing may be created at the provider"
