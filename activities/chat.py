@@ -15,12 +15,14 @@ from temporalio.exceptions import ApplicationError
 
 from activities.deps import Deps
 from activities.errors import connector_errors
-from connectors.chat.base import ChatConnector, ChatError
+from connectors.chat.base import ChatConnector, ChatError, InputProblem
+from connectors.chat.directory import Departed
 from signbridge.core import links, messages
 from signbridge.core.cards import Lang, build_card, status_text
 from signbridge.core.models import (
     ChatRef,
     ChatReplyInput,
+    CheckSignersInput,
     DocumentInfo,
     FileMessageInput,
     LinkMessageInput,
@@ -54,6 +56,24 @@ class ChatActivities:
         card = build_card(view, lang=self.deps.settings.language_for(view.chat.platform))
         with connector_errors():
             await self.deps.chat(view.chat.platform).upsert_card(view.chat, view.request_id, card)
+
+    @activity.defn(name="check_signers")
+    async def check_signers(self, arg: CheckSignersInput) -> list[str]:
+        """The ids among `arg.people` the chat's directory says have left (or were deactivated):
+        asked before their reminder, so a departure no platform event announced is still found.
+        Outsiders are never looked up; a directory that does not answer finds nobody departed."""
+        chat = self.deps.chat(arg.chat.platform)
+        gone: list[str] = []
+        for person in arg.people:
+            if person.external:
+                continue
+            try:
+                await chat.resolve(arg.chat, person)
+            except Departed:
+                gone.append(person.id)
+            except (InputProblem, ChatError) as e:
+                activity.logger.info("directory check of %s skipped: %s", person.id, e)
+        return gone
 
     @activity.defn(name="send_link")
     async def send_link(self, arg: LinkMessageInput) -> None:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from signbridge.core.models import CreateFlowInput, OpenGroupInput, ProviderEvent, SignerLink
+from signbridge.core.models import CreateFlowInput, OpenGroupInput, Person, ProviderEvent, SignerLink
 
 
 class ProviderError(Exception):
@@ -86,6 +87,18 @@ class NothingToSign(Exception):
     def __init__(self, state: Literal["signed", "declined", "closed"], detail: str = "") -> None:
         super().__init__(detail or state)
         self.state = state
+
+
+@runtime_checkable
+class ReplacesSigners(Protocol):
+    """Optional: a provider that can put another person in a pending signer's place (someone who
+    left the company while the flow waits for them). Without it, `replace` is refused in the chat
+    with the advice to cancel and start again."""
+
+    async def replace_signer(self, flow_id: str, old_id: str, new: Person, opened: bool,
+                             expires_at: datetime) -> SignerLink | None:
+        """`old_id`'s link dies; `new` takes their place in the order (and their signature fields).
+        With `opened` (their group signs now) `new`'s link, if the provider gives one. Idempotent."""
 
 
 @runtime_checkable

@@ -37,15 +37,17 @@ _SIGNER_TEXT: dict[str, tuple[str, str]] = {
 class CardSigner:
     name: str
     group: int
-    state: str  # waiting | notified | signed | declined
+    state: str  # waiting | notified | signed | declined | departed (left the company: to replace)
     state_text: str
     external: bool
+    signer_id: str = ""
 
 
 @dataclass(frozen=True)
 class CardButton:
-    action: Literal["remind", "cancel", "retry", "status"]
+    action: Literal["remind", "cancel", "retry", "status", "replace"]
     label: str
+    signer_id: str | None = None  # "replace": whose place is taken
 
 
 @dataclass(frozen=True)
@@ -70,11 +72,12 @@ class Card:
             "document": {"name": self.document_name, "sha256": self.document_sha256},
             "signers": [
                 {"name": s.name, "group": s.group, "state": s.state, "state_text": s.state_text,
-                 "external": s.external}
+                 "external": s.external, **({"signer_id": s.signer_id} if s.signer_id else {})}
                 for s in self.signers
             ],
             "note": self.note,
-            "buttons": [{"action": b.action, "label": b.label} for b in self.buttons],
+            "buttons": [{"action": b.action, "label": b.label, **({"signer_ids": [b.signer_id]} if b.signer_id else {})}
+                        for b in self.buttons],
         }
 
 
@@ -82,7 +85,9 @@ _BUTTONS: dict[str, tuple[str, str]] = {
     "remind": ("催签", "Remind"),
     "cancel": ("撤销", "Cancel"),
     "retry": ("重试", "Retry"),
+    "replace": ("替换签署人", "Replace signer"),
 }
+_DEPARTED = ("已离职，需替换", "left the company — replace them")
 
 
 def build_card(view: StatusView, lang: Lang = "zh") -> Card:
@@ -91,6 +96,9 @@ def build_card(view: StatusView, lang: Lang = "zh") -> Card:
     buttons: list[CardButton] = []
     if status == SignStatus.IN_PROGRESS:
         buttons = [CardButton("remind", _BUTTONS["remind"][i]), CardButton("cancel", _BUTTONS["cancel"][i])]
+        buttons += [CardButton("replace", f"{_BUTTONS['replace'][i]}：{s.person.name}" if i == 0 else
+                               f"{_BUTTONS['replace'][i]}: {s.person.name}", signer_id=s.person.id)
+                    for s in view.signers if s.departed and s.status in ("waiting", "notified")]
     elif status == SignStatus.STUCK:
         buttons = [CardButton("retry", _BUTTONS["retry"][i]), CardButton("cancel", _BUTTONS["cancel"][i])]
     doc = view.signed_document or view.document
@@ -102,7 +110,9 @@ def build_card(view: StatusView, lang: Lang = "zh") -> Card:
         document_name=document_text(view, lang) if doc else None,
         document_sha256=doc.sha256 if doc else None,
         signers=[
-            CardSigner(s.person.name, s.group, s.status, _SIGNER_TEXT[s.status][i], s.person.external)
+            CardSigner(s.person.name, s.group, "departed", _DEPARTED[i], s.person.external, s.person.id)
+            if s.departed and s.status in ("waiting", "notified") else
+            CardSigner(s.person.name, s.group, s.status, _SIGNER_TEXT[s.status][i], s.person.external, s.person.id)
             for s in view.signers
         ],
         note=view.reason,

@@ -15,7 +15,7 @@ from typing import Literal
 
 from signbridge.core.models import Actor, Person, StatusView
 
-ACTIONS = ("remind", "cancel", "retry")  # the workflow's updates a card button may ask for
+ACTIONS = ("remind", "cancel", "retry", "replace")  # the workflow's updates a card button may ask for
 QUERIES = ("status",)  # buttons answered from the flow's status query, changing nothing
 
 
@@ -85,6 +85,7 @@ class ChatAction:
     signer_ids: tuple[str, ...] = ()
     platform: str = ""  # where the click came from: names the actor from the directory cache
     tenant: str = ""
+    replacement: Person | None = None  # "replace": who signs instead of `signer_ids[0]`
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,16 @@ TEMPLATES: dict[str, dict[Lang, str]] = {
               "（Reminder: please sign “{title}”; the provider has sent you the invitation）",
         "en": "Reminder: please sign “{title}”; the e-signature provider has sent you the invitation",
     },
+    "signer_departed": {
+        "zh": "{who} 已离职或账号已停用，无法签署「{title}」。请在卡片上点「替换签署人」指定新的签署人"
+              "（{who} has left the company and cannot sign “{title}”: replace them from the card）",
+        "en": "{who} has left the company and cannot sign “{title}”. Use “Replace signer” on the card "
+              "to name who signs instead.",
+    },
+    "replace_refused": {
+        "zh": "无法替换签署人 {who}：{reason}",
+        "en": "Could not replace {who}: {reason}",
+    },
     "cc_copy": {
         "zh": "抄送给您的文件已签署完成（signed copy for you）：\n{files}",
         "en": "A signed copy for you:\n{files}",

@@ -173,8 +173,12 @@ class Intake:
         if action.name not in ACTIONS:
             return Refused("unknown_action", "无法识别的操作",
                            f"Unknown action {action.name!r}; expected one of {', '.join(ACTIONS)}")
+        if action.name == "replace" and (action.replacement is None or len(action.signer_ids) != 1):
+            return Refused("InvalidArgument", "请指定要替换的签署人和新的签署人",
+                           "Name the signer to replace and the person who signs instead")
         actor = self._actor(action)
-        arg = ActionInput(actor=actor, reason=action.reason, signer_ids=list(action.signer_ids))
+        arg = ActionInput(actor=actor, reason=action.reason, signer_ids=list(action.signer_ids),
+                          replacement=action.replacement)
         return await temporal_calls.update(self.client, action.request_id, action.name, arg, action.update_id,
                                            deadline)
 
