@@ -163,3 +163,35 @@ async def test_someone_from_outside_the_company_becomes_an_external_signer(rig: 
     assert (outside.name and outside.name != outside.id) or rig.case.platform == "wecom", outside
     asked = rig.case.looked_up()
     assert asked is None or rig.case.outsider not in asked, asked
+
+
+@pytest.mark.parametrize("name", [n for n in CASES if _case(n).departure("x") is not None])
+async def test_a_departure_event_flags_the_signer_on_open_flows(name: str, dev_env: WorkflowEnvironment,
+                                                               settings: Settings,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Feishu `contact.user.deleted_v3`, DingTalk `user_leave_org`, WeCom `change_contact`/`delete_user`:
+    the person is departed in the directory cache and every open flow waiting for them is told."""
+    from store.repos import identities
+
+    async with rig_for(_case(name), dev_env, settings, monkeypatch) as r:
+        event_id = _event_id()
+        r.case.accepted(await r.send(r.case.command(event_id)))
+        request_id = r.case.request_id(event_id)
+        assert await r.exists(request_id)
+        first = r.case.signers[0]
+        for _ in range(100):  # visibility shows the flow's pending signers
+            if [w async for w in r.client.list_workflows(f"WorkflowId = '{request_id}' AND PendingSigners = "
+                                                          f"'{first}'")]:
+                break
+            await asyncio.sleep(0.1)
+        call = r.case.departure(first)
+        assert call is not None
+        r.case.departure_answered(await r.send(call))
+        handle = r.client.get_workflow_handle(request_id)
+        for _ in range(100):
+            if await handle.query("departed") == [first]:
+                break
+            await asyncio.sleep(0.1)
+        assert await handle.query("departed") == [first]
+        row = identities.find(get_engine(r.settings.sqlalchemy_url), r.case.platform, r.case.tenant, first)
+        assert row is not None and not row.active

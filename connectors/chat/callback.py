@@ -17,7 +17,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from sqlalchemy.engine import Engine
 
 from connectors.chat.base import ChatConnector
-from signbridge.core.chat import Busy, ChatAction, ChatEvent, Deadline, FileRef, Outcome
+from signbridge.core.chat import Busy, ChatAction, ChatEvent, Deadline, Departure, FileRef, Incoming, Outcome
 from signbridge.core.commands import DEFAULT_BOT_NAME
 from signbridge.core.untrusted import UntrustedInputError, load_json
 
@@ -118,7 +118,7 @@ class Rules:
     fallback_files: Callable[[ChatEvent], tuple[FileRef, ...]] = _no_fallback
 
 
-Received = ChatEvent | ChatAction | Reply
+Received = ChatEvent | ChatAction | Departure | Reply
 ConfigT = TypeVar("ConfigT")
 
 
@@ -146,5 +146,5 @@ class Inbound(Protocol):
     async def receive(self, call: Callback) -> Received:
         """Verify (raise `CallbackRejected`), decrypt and parse one callback."""
 
-    def reply(self, received: ChatEvent | ChatAction, outcome: Outcome) -> Reply:
+    def reply(self, received: Incoming, outcome: Outcome) -> Reply:
         """The platform's answer to the intake's outcome."""

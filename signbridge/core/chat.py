@@ -89,6 +89,21 @@ class ChatAction:
 
 
 @dataclass(frozen=True)
+class Departure:
+    """People who left the company (Feishu `contact.user.deleted_v3`, DingTalk `user_leave_org`,
+    WeCom `change_contact`/`delete_user`): the intake marks them departed in the directory cache
+    and flags them on every open flow of this platform and tenant still waiting for them."""
+
+    platform: str
+    tenant: str
+    user_ids: tuple[str, ...]
+    event_id: str = ""
+
+
+Incoming = ChatEvent | ChatAction | Departure  # what a platform's callback can carry to the intake
+
+
+@dataclass(frozen=True)
 class Deadline:
     """How long the platform waits for our answer, split the way an update needs it: Temporal must
     accept (make durable) within `accept`, else `Busy`; its result is awaited `result` more, else

@@ -14,6 +14,7 @@ from signbridge.core.chat import (
     ChatAction,
     ChatEvent,
     Deadline,
+    Departure,
     FileRef,
     Ignored,
     Outcome,
@@ -58,11 +59,26 @@ class Intake:
         self.engine = engine
         self.pause = PauseSwitch(engine, settings.pause_check_seconds)
 
-    async def handle(self, received: ChatEvent | ChatAction, rules: Rules) -> Outcome:
+    async def handle(self, received: ChatEvent | ChatAction | Departure, rules: Rules) -> Outcome:
         """What a platform's callback (or long-connection event) carried, within its deadline."""
         if isinstance(received, ChatEvent):
             return await self.start_from_command(received, rules)
+        if isinstance(received, Departure):
+            return await self.departed(received, rules.deadline)
         return await self.apply_action(received, rules.deadline)
+
+    async def departed(self, news: Departure, deadline: Deadline = REST) -> Outcome:
+        """People who left: marked so in the directory cache (no new request can name them) and
+        flagged on each open flow of that platform and tenant still waiting for them (signal
+        `signer_departed`: the card offers "replace signer"). Temporal out of reach: `Busy`, and the
+        platform delivers the event again."""
+        for user_id in news.user_ids:
+            identities.mark_departed(self.engine, news.platform, news.tenant, user_id)
+        flagged = await temporal_calls.signal_departed(self.client, news.platform, news.tenant, news.user_ids,
+                                                       deadline.accept + deadline.result)
+        if isinstance(flagged, Busy):
+            return flagged
+        return Ignored(f"departure: {flagged} open requests flagged")
 
     # ---- messages ------------------------------------------------------------------------------
 

@@ -107,6 +107,13 @@ class Case(ChatCase):
     def looked_up(self) -> list[str] | None:
         return self.sim.looked_up
 
+    def departure(self, user: str) -> Call | None:
+        return encrypted({"EventType": "user_leave_org", "TimeStamp": str(int(time.time() * 1000)),
+                          "UserId": [user], "CorpId": CORP})
+
+    def departure_answered(self, resp: httpx.Response) -> None:
+        assert resp.status_code == 200 and decrypt_event(AES_KEY, APP_KEY, resp.json()["encrypt"]) == "success"
+
     def command(self, event_id: str, signing: str = "valid") -> Call:
         return robot(text_message("@SignBridge sign @李四 > @王五", event_id, at=self.signers), signing)
 

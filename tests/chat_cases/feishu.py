@@ -100,6 +100,10 @@ class Case(ChatCase):
                                 tenants={"ou_customer": "tenant-customer"})
         return pushed("/im/feishu/events", payload)
 
+    def departure(self, user: str) -> Call | None:
+        return pushed("/im/feishu/events", envelope("contact.user.deleted_v3", {
+            "object": {"open_id": user, "name": "李四", "status": {"is_resigned": True}}}))
+
     def file(self, event_id: str) -> Call:
         return pushed("/im/feishu/events", file_event("oc_1", self.initiator, "om_file", "file_1", event_id=event_id))
 

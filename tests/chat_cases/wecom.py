@@ -107,6 +107,15 @@ class Case(ChatCase):
     def looked_up(self) -> list[str] | None:
         return self.sim.looked_up
 
+    def departure(self, user: str) -> Call | None:
+        return posted(f"<xml><ToUserName><![CDATA[{CORP}]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName>"
+                      f"<CreateTime>{int(time.time())}</CreateTime><MsgType><![CDATA[event]]></MsgType>"
+                      "<Event><![CDATA[change_contact]]></Event><ChangeType><![CDATA[delete_user]]></ChangeType>"
+                      f"<UserID><![CDATA[{user}]]></UserID></xml>")
+
+    def departure_answered(self, resp: httpx.Response) -> None:
+        assert resp.status_code == 200 and resp.text == "", resp.text
+
     def command(self, event_id: str, signing: str = "valid") -> Call:
         return posted(text_msg("/sign @lisi > @wangwu", event_id), signing)
 

@@ -13,7 +13,8 @@ One URL serves both, told apart by how they are authenticated:
 * **Event subscription** (query `msg_signature`/`signature`, `timeStamp`/`timestamp`, `nonce`;
   body `{"encrypt"}`): SHA-1 signature over the sorted token, timestamp, nonce and ciphertext,
   then AES (wechatpy's `PrpCrypto`: the same scheme as WeCom, the plaintext ending with the app
-  key). `check_url` and every other event are answered with the encrypted `success`. A card
+  key). `check_url` and every other event are answered with the encrypted `success`;
+  `user_leave_org` (someone left) becomes a `Departure`: the intake flags them on open flows. A card
   button callback (`outTrackId` + `content.cardPrivateData`) becomes a `ChatAction`, answered
   once Temporal accepted it (DingTalk's HTTP callbacks want an answer within 1.5 s).
 """
@@ -49,7 +50,18 @@ from connectors.chat.callback import (
 from connectors.chat.dingtalk.client import PLATFORM, DingTalkConfig, card_key_for_track, file_source
 from connectors.chat.directory import resolve_within
 from signbridge.core import commands
-from signbridge.core.chat import ACTIONS, Busy, ChatAction, ChatEvent, Deadline, FileRef, Mention, Outcome
+from signbridge.core.chat import (
+    ACTIONS,
+    Busy,
+    ChatAction,
+    ChatEvent,
+    Deadline,
+    Departure,
+    FileRef,
+    Incoming,
+    Mention,
+    Outcome,
+)
 from signbridge.core.models import Actor, ChatRef, Person
 from signbridge.core.settings import Settings
 from signbridge.core.untrusted import is_stale, same
@@ -145,6 +157,12 @@ class DingTalkInbound(DirectoryInbound[DingTalkConfig]):
                                    f"Rejected: the event does not decrypt ({type(e).__name__})") from e
         if event.get("outTrackId") and event.get("content"):
             return self.card_action(event, fallback_id=hashlib.sha256(encrypt.encode()).hexdigest()[:32])
+        if event.get("EventType") == "user_leave_org":  # someone left: flag them on open flows
+            users = event.get("UserId") or event.get("UserIds") or []
+            ids = tuple(str(u) for u in (users if isinstance(users, list) else [users]) if u)
+            return Departure(platform=PLATFORM, tenant=str(event.get("CorpId") or self.config.corp_id
+                                                           or self.config.robot), user_ids=ids,
+                             event_id=hashlib.sha256(encrypt.encode()).hexdigest()[:32])
         return Reply(200, self.encrypted_reply())
 
     # ---- authenticated payloads (HTTP callback or Stream mode) -------------------------------------
@@ -233,10 +251,12 @@ class DingTalkInbound(DirectoryInbound[DingTalkConfig]):
             return self.card_action(data, fallback_id=fallback)
         return await self.robot_message(data)
 
-    def reply(self, received: ChatEvent | ChatAction, outcome: Outcome) -> Reply:
+    def reply(self, received: Incoming, outcome: Outcome) -> Reply:
         """DingTalk retries a 5xx; a refused click leaves the card as it is (the flow updates it)."""
         if isinstance(outcome, Busy):
             return Reply.busy(outcome)
+        if isinstance(received, Departure):
+            return Reply(200, self._success())
         if isinstance(received, ChatAction):
             log.info("DingTalk %s on %s: %s", received.name, received.request_id, type(outcome).__name__)
             return Reply(200, self._success())

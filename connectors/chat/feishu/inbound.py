@@ -23,6 +23,8 @@ authenticated by the connection itself):
   app) is someone of another company — a customer in an external group, an external contact —
   and becomes `Person(external=True)`: never looked up in our directory, reached by the contact
   the command gives (`@王总 13812341234`).
+* `contact.user.deleted_v3` (someone left the company) becomes a `Departure`: the intake flags
+  them on every open flow still waiting for them ("replace signer" on the card).
 * A card button (`card.action.trigger`) becomes a `ChatAction` with the callback's event id as
   update id; Feishu wants an answer within 3 s, and it is a toast.
 """
@@ -57,6 +59,7 @@ from signbridge.core.untrusted import is_stale, load_json, same
 ROUTES = (Route("/im/feishu/events"), Route("/im/feishu/card"))
 MAX_BODY_BYTES = 1024 * 1024
 MESSAGE_EVENT = "im.message.receive_v1"
+DEPARTED_EVENT = "contact.user.deleted_v3"  # someone left the company (a signer to flag on open flows)
 CARD_EVENT = "card.action.trigger"
 REPLIED_FILE = "document.pdf"  # name of a replied-to file we never saw; Feishu's message API has no name
 NO_FILE = ("没有找到要签署的文件：请先发送合同文件，再回复该文件 @机器人 签署"
@@ -169,6 +172,11 @@ class FeishuInbound:
         kind = header.get("event_type")
         if kind == CARD_EVENT:
             return self._card(header, event)
+        if kind == DEPARTED_EVENT:
+            user = _dict(event.get("object"))
+            ids = tuple(i for i in (str(user.get("open_id") or ""), str(user.get("user_id") or "")) if i)
+            return chat.Departure(platform=PLATFORM, tenant=str(header.get("tenant_key") or "default"), user_ids=ids,
+                                  event_id=str(header.get("event_id") or ""))
         if kind != MESSAGE_EVENT:
             return Reply(200, {"ok": True, "ignored": kind})
         return self._message(header, event)
@@ -218,7 +226,7 @@ class FeishuInbound:
 
     # ---- answers ---------------------------------------------------------------------------------
 
-    def reply(self, received: chat.ChatEvent | chat.ChatAction, outcome: chat.Outcome) -> Reply:
+    def reply(self, received: chat.Incoming, outcome: chat.Outcome) -> Reply:
         if isinstance(received, chat.ChatAction):
             return Reply(200, self.toast_for(received, outcome))
         match outcome:

@@ -240,7 +240,7 @@ class SlackInbound:
 
     # ---- answers --------------------------------------------------------------------------------
 
-    def reply(self, received: chat.ChatEvent | chat.ChatAction, outcome: chat.Outcome) -> Reply:
+    def reply(self, received: chat.Incoming, outcome: chat.Outcome) -> Reply:
         if isinstance(received, Click):
             return self._click_reply(received, outcome)
         if isinstance(received, SlashCommand):

@@ -139,7 +139,7 @@ class WebhookInbound:
                          mentions=tuple(chat.Mention(Person(**p.model_dump()), p.name) for p in event.mentions),
                          files=tuple(chat.FileRef(f.name, f.url, f.sha256) for f in event.files))
 
-    def reply(self, received: chat.ChatEvent | chat.ChatAction, outcome: chat.Outcome) -> Reply:
+    def reply(self, received: chat.Incoming, outcome: chat.Outcome) -> Reply:
         match outcome:
             case chat.Started() | chat.Duplicate():
                 body: dict[str, object] = {"ok": True, "request_id": outcome.request_id,
@@ -166,7 +166,7 @@ class WebhookInbound:
                 return Reply.busy(outcome)
 
 
-def _name(received: chat.ChatEvent | chat.ChatAction) -> str:
+def _name(received: chat.Incoming) -> str:
     return received.name if isinstance(received, chat.ChatAction) else ""
 
 

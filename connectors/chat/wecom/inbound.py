@@ -17,6 +17,8 @@
   - a `template_card_event` (button click) stores its fresh `ResponseCode` for the card's next
     update, then becomes a `ChatAction` with an update id derived from the event
     (`FromUserName` + `CreateTime`), so WeCom's retries apply it once.
+  - `change_contact` with `ChangeType` `delete_user` (someone left) becomes a `Departure`: the
+    intake flags them on every open flow still waiting for them.
   The reply is empty (which stops WeCom's retries) and is sent only after Temporal holds the
   request; WeCom's deadline is 5 s. Temporal out of reach: 503, and WeCom delivers again.
 """
@@ -36,7 +38,18 @@ from connectors.chat.callback import Callback, CallbackRejected, DirectoryInboun
 from connectors.chat.directory import Departed, resolve_within
 from connectors.chat.wecom.client import PLATFORM, WeComConfig, card_key_for, media_source, store_response_code
 from signbridge.core import commands
-from signbridge.core.chat import ACTIONS, Busy, ChatAction, ChatEvent, Deadline, FileRef, Mention, Outcome
+from signbridge.core.chat import (
+    ACTIONS,
+    Busy,
+    ChatAction,
+    ChatEvent,
+    Deadline,
+    Departure,
+    FileRef,
+    Incoming,
+    Mention,
+    Outcome,
+)
 from signbridge.core.models import Actor, ChatRef, Person
 from signbridge.core.settings import Settings
 from signbridge.core.untrusted import is_stale
@@ -107,6 +120,10 @@ class WeComInbound(DirectoryInbound[WeComConfig]):
             return await self._message(inner)
         if kind == "event" and inner.get("Event") == "template_card_event":
             return self._click(inner)
+        if kind == "event" and inner.get("Event") == "change_contact" and inner.get("ChangeType") == "delete_user" \
+                and inner.get("UserID"):
+            return Departure(platform=PLATFORM, tenant=self.config.corp_id, user_ids=(inner["UserID"],),
+                             event_id=f"delete_user:{inner['UserID']}:{inner.get('CreateTime', '')}")
         return Reply(200, "")
 
     def _url_check(self, signature: str, timestamp: str, nonce: str, echostr: str) -> Reply:
@@ -184,7 +201,7 @@ class WeComInbound(DirectoryInbound[WeComConfig]):
                           update_id=f"wecom:{user}:{msg.get('CreateTime')}:{action}", platform=PLATFORM,
                           tenant=self.config.corp_id)
 
-    def reply(self, received: ChatEvent | ChatAction, outcome: Outcome) -> Reply:
+    def reply(self, received: Incoming, outcome: Outcome) -> Reply:
         """Empty stops WeCom's retries; a refused click leaves the card as it is."""
         return Reply.busy(outcome) if isinstance(outcome, Busy) else Reply(200, "")
 
