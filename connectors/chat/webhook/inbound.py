@@ -156,7 +156,8 @@ class WebhookInbound:
                 return Reply(202, {"ok": True, "request_id": outcome.request_id, "action": _name(received),
                                    "accepted": True})
             case chat.Refused():
-                status = 400 if outcome.code == "unknown_action" else 403 if outcome.permission else 409
+                status = 400 if outcome.code in ("unknown_action", "InvalidArgument") else \
+                    403 if outcome.permission else 409
                 return Reply.error(status, outcome.code, outcome.en)
             case chat.NotFound(ended=True):
                 return Reply.error(409, "already_ended", f"The request {outcome.request_id} has already ended")
