@@ -338,12 +338,16 @@ async def _view_or_stored(intake: Intake, engine: Engine, request_id: str) -> St
     return outcome.view
 
 
+class ReplacementIn(PersonIn):
+    """`replace`: the person who signs instead (checked like every signer before it counts)."""
+
+
 class ActionBody(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"reason": "合同作废，重新发起"}]})
 
     reason: str | None = Field(default=None, max_length=500)
     signer_ids: list[Identifier] = Field(default_factory=list, max_length=MAX_SIGNERS)
-    replacement: PersonIn | None = None  # replace: who signs instead of `signer_ids[0]`
+    replacement: ReplacementIn | None = None  # replace: who signs instead of `signer_ids[0]`
 
 
 class ActionAccepted(BaseModel):
