@@ -195,3 +195,36 @@ async def test_a_departure_event_flags_the_signer_on_open_flows(name: str, dev_e
         assert await handle.query("departed") == [first]
         row = identities.find(get_engine(r.settings.sqlalchemy_url), r.case.platform, r.case.tenant, first)
         assert row is not None and not row.active
+
+
+async def test_a_wecom_customer_group_and_a_dingtalk_sender_from_another_org(
+        dev_env: WorkflowEnvironment, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The platform-specific marks beside the shared test: in a WeCom customer group (`wr…`) a name
+    the directory does not know is a customer (external, named as typed); a DingTalk sender of
+    another org (no `senderStaffId`, another `senderCorpId`) is an external initiator."""
+    import time as clock
+
+    from tests.chat_cases import dingtalk, wecom
+
+    async with rig_for(_case("wecom"), dev_env, settings, monkeypatch) as r:
+        event_id = _event_id()
+        inner = (f"<xml><ToUserName><![CDATA[{wecom.CORP}]]></ToUserName><FromUserName><![CDATA[zhangsan]]>"
+                 f"</FromUserName><CreateTime>{int(clock.time())}</CreateTime><MsgType><![CDATA[text]]></MsgType>"
+                 "<Content><![CDATA[/sign @lisi > @王总 wang@customer.example]]></Content>"
+                 f"<ChatId><![CDATA[wrCustomerGroup0001]]></ChatId><MsgId>{event_id}</MsgId></xml>")
+        r.case.accepted(await r.send(wecom.posted(inner)))
+        req = await r.started_input(r.case.request_id(event_id))
+        (inside,), (customer,) = req.groups
+        assert (inside.id, inside.external) == ("lisi", False)
+        assert (customer.id, customer.name, customer.email, customer.external) == (
+            "王总", "王总", "wang@customer.example", True)
+
+    async with rig_for(_case("dingtalk"), dev_env, settings, monkeypatch) as r:
+        event_id = _event_id()
+        body = dingtalk.text_message("@SignBridge sign @李四 13812341234", event_id, sender="", at=("lisi",))
+        body.update(senderId="$:LWCP_v1:$partner", senderNick="合作方王经理", senderCorpId="dingpartnercorp")
+        r.case.accepted(await r.send(dingtalk.robot(body)))
+        req = await r.started_input(r.case.request_id(event_id))
+        assert (req.initiator.id, req.initiator.external) == ("$:LWCP_v1:$partner", True)
+        assert [[p.id for p in g] for g in req.groups] == [["lisi"]]
+        assert "$:LWCP_v1:$partner" not in r.case.looked_up()  # type: ignore[operator]

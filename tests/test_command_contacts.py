@@ -147,3 +147,24 @@ def test_a_contact_is_either_read_or_refused_never_half_read(token: str) -> None
     else:
         assert found.kind == kind
         assert found.value.startswith("+") if kind == "mobile" else "@" in found.value
+
+
+WORDS = st.sampled_from(["@李四", "@王总", "13812341234", "+8613812341234", "1381234", "wang@customer.example",
+                         "wang@", "王总:13812341234", "赵总：zhao@x.example", ">", "然后", "then", "请", "title:合同",
+                         "期限:3天", "抄送:@李四", "模板:合同", "电话:138", "，", "@", ":", "＠王总"])
+
+
+@given(words=st.lists(WORDS, max_size=12))
+def test_any_mix_of_mentions_contacts_and_words_parses_or_says_why(words: list[str]) -> None:
+    """Whatever the order, a command is read or refused with a message; nothing else escapes, and
+    every contact that reaches a signer is normalised."""
+    try:
+        cmd = parse("/sign " + " ".join(words), MENTIONS)
+    except CommandProblem as e:
+        assert e.message
+        return
+    assert cmd is not None
+    for p in cmd.signers:
+        assert p.mobile is None or contacts.read(p.mobile).value == p.mobile
+        assert p.email is None or "@" in p.email
+        assert not p.id.startswith("ext:") or (p.external and (p.mobile or p.email))
