@@ -112,6 +112,8 @@ class ChatActivities:
         lang = self.deps.settings.language_for(arg.chat.platform)
         if arg.kind == "paused":
             text = messages.render("paused", {"reason": arg.reason}, lang)
+        elif arg.kind == "notice":
+            text = arg.reason
         else:
             found = participants.search(self.deps.engine, arg.chat.platform, None if arg.operator else arg.to.id,
                                         arg.words, tenant=arg.chat.tenant)

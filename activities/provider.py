@@ -23,7 +23,7 @@ from signbridge.core.models import (
 )
 from signbridge.core.signers import SignerProblem, checked_person, signer_problem, unreachable_signers
 from store import audit
-from store.repos import signing_links, signing_records
+from store.repos import participants, signing_links, signing_records
 
 
 class ProviderActivities:
@@ -92,6 +92,7 @@ class ProviderActivities:
         if link is not None:
             signing_links.remember(self.deps.engine, req.request_id,
                                    {link.signer_id: self.deps.vault.seal(link.url) if link.url else None})
+        participants.remember(self.deps.engine, req.request_id, req.chat.platform, {person.id: "signer"})
         audit.record(self.deps.engine, request_id=req.request_id, key=f"replaced:{req.old_id}:{person.id}",
                      action="provider.signer_replaced", actor=req.provider,
                      detail={"flow_id": req.flow_id, "old": req.old_id, "new": person.id})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -123,3 +124,45 @@ async def test_a_departure_event_flags_the_signer_without_waiting_for_a_reminder
         view = await h.status(handle)
         assert [(s.person.id, s.departed) for s in view.signers] == [(A.id, False), (B.id, True)]
         await handle.cancel()
+
+
+async def command(h: Harness, who: dict[str, Any], text: str, mentions: list[dict[str, Any]]) -> httpx.Response:
+    body = json.dumps({"event_id": f"cmd-{uuid.uuid4().hex[:12]}", "type": "message",
+                       "chat": {"id": "g-1", "kind": "group"}, "sender": who, "text": text,
+                       "mentions": mentions}, ensure_ascii=False).encode()
+    return await h.http.post("/im/webhook/events", content=body,
+                             headers={**signature.headers(SECRET, body), "Content-Type": "application/json"})
+
+
+async def test_the_chat_command_replaces_a_signer_in_the_newest_open_request_of_the_chat(
+    ts_env: WorkflowEnvironment, settings: Settings
+) -> None:
+    """`/sign 替换 @李四 @赵六` on a platform whose buttons cannot ask who signs instead: as the
+    initiator it replaces; as anyone else it changes nothing and they are told why, privately."""
+    mentions = [{"id": A.id, "name": A.name}, {"id": D.id, "name": D.name}]
+    async with harness(ts_env, settings) as h:
+        handle = await h.start([[A], [B]])
+        old_link = h.path(await h.link(handle, A))
+        await handle.signal("signer_departed", SignerDeparted(signer_id=A.id, source="dingtalk"))
+        await h.sink.wait_for(lambda: any(s.get("state") == "departed" for s in h.cards(handle)[-1]["signers"]),
+                              timeout=10)
+
+        stranger = {"id": "u-77", "name": "路人"}
+        assert (await command(h, stranger, "/sign 替换 @李四 @赵六", mentions)).status_code in (200, 202)
+        await h.sink.wait_for(lambda: any(m.get("to") == "u-77" and "无法替换 李四" in str(m.get("text"))
+                                          for m in h.sink.messages), timeout=10)
+        assert (await command(h, {"id": INITIATOR.id, "name": INITIATOR.name}, "/sign 替换 @李四", mentions[:1])
+                ).status_code in (200, 202)  # who signs instead is missing: told how to write it
+        await h.sink.wait_for(lambda: any(m.get("to") == INITIATOR.id and "/sign 替换 @原签署人 @新签署人"
+                                          in str(m.get("text")) for m in h.sink.messages), timeout=10)
+
+        resp = await command(h, {"id": INITIATOR.id, "name": INITIATOR.name}, "/sign 替换 @李四 @赵六", mentions)
+        assert resp.status_code in (200, 202), resp.text
+        new_link = h.path(await h.link(handle, D))
+        assert (await h.http.get(old_link, headers={"Accept": "application/json"})).status_code == 410
+        signed = await h.http.post(new_link, data={"name": D.name, "consent": "yes"},
+                                   headers={"Accept": "application/json"})
+        assert signed.status_code == 200, signed.text
+        await h.sign(handle, B)
+        view: StatusView = await handle.result()
+        assert view.status == "COMPLETED" and [s.person.id for s in view.signers] == [D.id, B.id]

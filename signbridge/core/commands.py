@@ -28,6 +28,9 @@ Rules, in the order they are applied:
 * **Order.** Mentions separated by spaces (or `,` `，` `、`) sign in parallel; `>`, `＞`, `→`,
   `然后` or the word `then` starts the next group.
 
+`/sign 替换 @李四 @赵六` (`replacement`) is not a new request: 赵六 signs in the place of 李四, who
+left, in the newest open request of that chat that 李四 signs.
+
 Problems the sender must fix raise `CommandProblem` with a bilingual message: no signers, an
 `@name` no mention matches, a person named twice, an external signer with neither email nor
 mobile, a contact that is not one, an empty group (`> >`, or a separator at either end).
@@ -123,6 +126,30 @@ def parse(text: str, mentions: Sequence[Mention], bot_name: str = DEFAULT_BOT_NA
                          roles={role: signers[name] for role, name in opts.roles.items()},
                          cc=[p for p in cc if p.name not in signers], deadline=opts.deadline,
                          reminders=opts.reminders, bulk=opts.bulk)
+
+
+_REPLACE = re.compile(r"\s*(?:替换|replace)(?=$|[\s@＠])", re.IGNORECASE)
+REPLACE_USAGE = ("替换签署人请写：/sign 替换 @原签署人 @新签署人（新签署人不在群里时写 名字:手机号）"
+                 "（To replace a signer: /sign replace @old @new, or name:mobile for someone not in the chat）")
+
+
+def replacement(text: str, mentions: Sequence[Mention],
+                bot_name: str = DEFAULT_BOT_NAME) -> tuple[Person, Person] | None:
+    """`/sign 替换 @李四 @赵六` (`replace`): who leaves the order and who signs in their place (the
+    new one with a contact, or as `名字:手机号`, like any signer); None for any other message;
+    `CommandProblem` for a replace command that does not name exactly those two."""
+    start = _trigger(bot_name).match(text or "")
+    if start is None:
+        return None
+    verb = _REPLACE.match(text, start.end())
+    if verb is None:
+        return None
+    people = [m if isinstance(m, Person) else Person.model_validate(dict(m)) for m in mentions]
+    people = [p for p in people if p.name.casefold() != bot_name.casefold()]
+    named = [p for group in _read_groups(text[verb.end():], people, bot_name) for p in group]
+    if len(named) != 2 or named[0].id == named[1].id:
+        raise CommandProblem(REPLACE_USAGE)
+    return named[0], named[1]
 
 
 def _named(name: str, people: list[Person], bot_name: str) -> Person:

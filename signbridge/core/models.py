@@ -350,11 +350,11 @@ class FileMessageInput(BaseModel):
 class ChatReplyInput(BaseModel):
     """A private answer to one chat message (`ChatReplyWorkflow`): `kind` "search" lists the
     requests matching `words` that `to` may see (all of them for an operator); "paused" says why
-    no signing starts."""
+    no signing starts; "notice" says `reason` (why a replace command did nothing)."""
 
     chat: ChatRef
     to: Person
-    kind: Literal["search", "paused"]
+    kind: Literal["search", "paused", "notice"]  # notice: `reason` is the text (a refused replace)
     words: str = ""
     reason: str = ""
     operator: bool = False

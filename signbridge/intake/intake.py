@@ -17,6 +17,7 @@ from signbridge.core.chat import (
     Departure,
     FileRef,
     Ignored,
+    NotFound,
     Outcome,
     Refused,
     request_id_for,
@@ -35,7 +36,7 @@ from signbridge.core.models import (
 from signbridge.core.settings import Settings
 from signbridge.intake import temporal_calls
 from signbridge.intake.pause import PauseSwitch
-from store.repos import chat_files, identities
+from store.repos import chat_files, identities, participants
 from store.tables import utcnow
 
 FALLBACK_TITLE = {"zh": "签署请求 (signing request)", "en": "Signing request"}
@@ -91,6 +92,14 @@ class Intake:
         if words is not None:
             return await self._reply(event, rules, kind="search", words=words)
         by_id = {m.person.id: m.person for m in event.mentions}
+        try:
+            replacing = commands.replacement(event.text, [m.as_typed for m in event.mentions], bot_name=bot)
+        except commands.CommandProblem as e:
+            return await self._reply(event, rules, kind="notice", reason=e.message)
+        if replacing is not None:
+            old, new = replacing
+            return await self._replace(event, rules, _as_mentioned(by_id.get(old.id), old),
+                                       _as_mentioned(by_id.get(new.id), new))
         problem = event.problem
         try:
             parsed = commands.parse(event.text, [m.as_typed for m in event.mentions], bot_name=bot)
@@ -142,6 +151,24 @@ class Intake:
                              operator=asker.id in self.settings.operator_list)
         return await temporal_calls.start_reply(self.client, arg, f"reply:{event.platform}:{event.tenant}:"
                                                 f"{event.event_id}", self.settings.task_queue, rules.deadline.accept)
+
+    async def _replace(self, event: ChatEvent, rules: Rules, old: Person, new: Person) -> Outcome:
+        """`/sign 替换 @李四 @赵六`: the `replace` update on the newest open request of this chat that
+        李四 signs, as the sender (the flow's validator decides whether they may). What did nothing
+        is said to the sender privately; what went through shows on the card."""
+        found = participants.open_with_signer(self.engine, event.platform, event.tenant, event.chat_id, old.id)
+        if not found:
+            return await self._reply(event, rules, kind="notice", reason=(
+                f"本群没有等待 {old.name} 签署的请求（No open request in this chat waits for {old.name}）"))
+        outcome = await self.apply_action(ChatAction(
+            request_id=found[0].request_id, name="replace", actor=Actor(id=event.sender.id, name=event.sender.name),
+            update_id=f"replace:{event.event_id}", signer_ids=(old.id,), replacement=new, platform=event.platform,
+            tenant=event.tenant), rules.deadline)
+        if isinstance(outcome, Refused | NotFound):
+            why = f"{outcome.zh}（{outcome.en}）" if isinstance(outcome, Refused) else \
+                "该签署请求已结束（The request has ended）"
+            return await self._reply(event, rules, kind="notice", reason=f"无法替换 {old.name}：{why}")
+        return outcome
 
     async def start_request(self, req: SigningRequest, deadline: Deadline = REST) -> Outcome:
         """A request built elsewhere (the REST API): the same start, the same outcomes."""
