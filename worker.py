@@ -52,7 +52,7 @@ def activities_for(deps: Deps) -> list[Any]:
         docs.prepare, docs.finish,
         provider.create_flow, provider.open_group, provider.poll, provider.revoke, provider.remind,
         provider.replace_signer,
-        chat.publish, chat.send_link, chat.send_text, chat.send_file, chat.chat_reply, chat.check_signers,
+        chat.publish, chat.send_link, chat.send_text, chat.send_file, chat.chat_reply,
     ]
 
 

@@ -22,7 +22,6 @@ from signbridge.core.cards import Lang, build_card, status_text
 from signbridge.core.models import (
     ChatRef,
     ChatReplyInput,
-    CheckSignersInput,
     DocumentInfo,
     FileMessageInput,
     LinkMessageInput,
@@ -35,6 +34,7 @@ from store.repos import documents, participants, sent_messages, signing_links, s
 from store.tables import SigningRequestRecord
 
 SEND_UNCONFIRMED = "SendUnconfirmed"
+DEPARTED = "departed"  # what `send_link` answers for a reminder to someone who left
 
 
 class ChatActivities:
@@ -57,31 +57,29 @@ class ChatActivities:
         with connector_errors():
             await self.deps.chat(view.chat.platform).upsert_card(view.chat, view.request_id, card)
 
-    @activity.defn(name="check_signers")
-    async def check_signers(self, arg: CheckSignersInput) -> list[str]:
-        """The ids among `arg.people` the chat's directory says have left (or were deactivated):
-        asked before their reminder, so a departure no platform event announced is still found.
-        Outsiders are never looked up; a directory that does not answer finds nobody departed."""
-        chat = self.deps.chat(arg.chat.platform)
-        gone: list[str] = []
-        for person in arg.people:
-            if person.external:
-                continue
-            try:
-                await chat.resolve(arg.chat, person)
-            except Departed:
-                gone.append(person.id)
-            except (InputProblem, ChatError) as e:
-                activity.logger.info("directory check of %s skipped: %s", person.id, e)
-        return gone
-
     @activity.defn(name="send_link")
-    async def send_link(self, arg: LinkMessageInput) -> None:
+    async def send_link(self, arg: LinkMessageInput) -> str | None:
+        """The signer's link, privately. A reminder first asks the chat's directory whether they
+        still work here: someone who left gets nothing and the answer is `DEPARTED`, which the flow
+        flags on the card (a departure no platform event announced is still found). Outsiders are
+        never looked up; a directory that does not answer does not hold the reminder back."""
+        if arg.reminder and not arg.to.external and await self._departed(arg.chat, arg.to):
+            return DEPARTED
         url = arg.sign_url or self._stored_link(arg.request_id, arg.to.id)
         text = messages.link_message(arg.title, url, self.deps.settings.language_for(arg.chat.platform),
                                      reminder=arg.reminder)
         key = f"{arg.request_id}:{arg.key}"
         await self._once(arg.chat, key, lambda c: c.send_link(arg.chat, arg.to, text, url, key=key))
+        return None
+
+    async def _departed(self, chat: ChatRef, person: Person) -> bool:
+        try:
+            await self.deps.chat(chat.platform).resolve(chat, person)
+        except Departed:
+            return True
+        except (InputProblem, ChatError) as e:
+            activity.logger.info("directory check of %s skipped: %s", person.id, e)
+        return False
 
     @activity.defn(name="send_text")
     async def send_text(self, arg: TextMessageInput) -> None:

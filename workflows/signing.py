@@ -36,7 +36,6 @@ with workflow.unsafe.imports_passed_through():
     from signbridge.core.models import (
         ActionInput,
         AuditInput,
-        CheckSignersInput,
         CreateFlowInput,
         DocumentInfo,
         FileMessageInput,
@@ -86,9 +85,11 @@ PATCH_SELF_HEALING = "self-healing-steps-2026-12"
 # A row of a bulk send tells its parent when its links are out and when it ended.
 PATCH_BULK_ROWS = "bulk-rows-2026-12"
 BULK_PROGRESS_SIGNAL = "row_progress"
-# A signer who left the company is found (a departure signal, or the directory asked before their
-# reminder), flagged on the card, and can be replaced (`replace` update) by the initiator or an operator.
-PATCH_REPLACE = "replace-signer-2026-12"
+# A signer who left the company is found (a departure signal, or the directory asked by the
+# reminder's own `send_link`, whose answer is then DEPARTED), flagged on the card, and can be
+# replaced (`replace` update) by the initiator or an operator. No patch: existing histories carry
+# no such signal, update or answer (their `send_link` results are None), so they replay unchanged.
+DEPARTED = "departed"
 
 # A failed step raises one of these: an activity's failure as ActivityError; a local activity
 # that ran out of attempts (or hit a non-retryable error) as its bare ApplicationError; a local
@@ -122,7 +123,6 @@ ACTIVITY_SUMMARIES = {
     "revoke": "Revoke the provider flow",
     "finish": "Download, verify and store the signed document",
     "send_file": "Deliver the signed document to the chat",
-    "check_signers": "Ask the chat's directory whether pending signers still work here",
     "replace_signer": "Put another person in a departed signer's place at the provider",
 }
 
@@ -176,6 +176,7 @@ class SigningWorkflow:
         self.signed_documents: list[DocumentInfo] = []
         self.replace_requests: list[ActionInput] = []
         self.departed_news = False  # a signer was flagged departed: publish the card and tell the initiator
+        self.told_departed: set[str] = set()  # whose departure the initiator was told about
 
     # ---- run ------------------------------------------------------------------------------
 
@@ -309,14 +310,12 @@ class SigningWorkflow:
             assert self.deadline is not None
             if now >= self.deadline:
                 await self._expire()
-            due = self._due_reminders(now)
-            if due and workflow.patched(PATCH_REPLACE):
-                await self._check_departures(due)
-            for s in due:
+            for s in self._due_reminders(now):
                 s.reminders_sent += 1
                 if s.departed:
                     continue  # nobody to remind: the card asks for a replacement
-                await self._send_link(s, f"reminder:{s.person.id}:{s.reminders_sent}", reminder=True)
+                if await self._send_link(s, f"reminder:{s.person.id}:{s.reminders_sent}", reminder=True) == DEPARTED:
+                    self._mark_departed(SignerDeparted(signer_id=s.person.id, source="directory"))
             next_poll = (self.last_activity_at or now) + self._poll_interval()
             if now >= next_poll or self.confirm_needed:
                 self.confirm_needed = False
@@ -439,19 +438,6 @@ class SigningWorkflow:
         return next((s for s in self.signers if s.person.id == signer_id and s.status in ("waiting", "notified")),
                     None)
 
-    async def _check_departures(self, due: list[SignerState]) -> None:
-        """Before reminding: the chat's directory says who left since (no platform event needed)."""
-        people = [s.person for s in due if not s.departed and not s.person.external]
-        if not people:
-            return
-        gone: list[str] = await self._step("check signers", "check_signers",
-                                           CheckSignersInput(request_id=self.req.request_id, chat=self.req.chat,
-                                                             people=people), list[str])
-        for signer_id in gone:
-            self._mark_departed(SignerDeparted(signer_id=signer_id, source="directory"))
-        if self.departed_news:
-            await self._flag_departed()
-
     def _mark_departed(self, news: SignerDeparted) -> None:
         s = self._pending(news.signer_id)
         if s is None or s.departed:
@@ -466,7 +452,8 @@ class SigningWorkflow:
         self.departed_news = False
         await self._publish(None, None, None)
         for s in self.signers:
-            if s.departed and s.status in ("waiting", "notified"):
+            if s.departed and s.status in ("waiting", "notified") and s.person.id not in self.told_departed:
+                self.told_departed.add(s.person.id)
                 await self._step("tell the initiator", "send_text", TextMessageInput(
                     request_id=self.req.request_id, chat=self.req.chat, key=f"departed:{s.person.id}",
                     kind="signer_departed", params={"who": s.person.name, "title": self.req.title},
@@ -738,11 +725,14 @@ class SigningWorkflow:
             return
         await self._step("update the card", "publish", arg, type(None))
 
-    async def _send_link(self, s: SignerState, key: str, reminder: bool = False) -> None:
+    async def _send_link(self, s: SignerState, key: str, reminder: bool = False) -> str | None:
+        """None once sent; a reminder's answer is DEPARTED when the directory says they left
+        (nothing was sent). Older workers' answers, and older histories', are None."""
         arg = LinkMessageInput(request_id=self.req.request_id, chat=self.req.chat, to=s.person,
                                title=self.req.title, sign_url=self.links.get(s.person.id), key=key,
                                reminder=reminder)
-        await self._step(f"send link to {s.person.name}", "send_link", arg, type(None))
+        answer: str | None = await self._step(f"send link to {s.person.name}", "send_link", arg, str | None)
+        return answer
 
     async def _tell_bulk(self, state: str) -> None:
         """A bulk send's row tells its parent (`BulkSendWorkflow`) that its links are out or that it

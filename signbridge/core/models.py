@@ -289,14 +289,6 @@ class ReplaceSignerInput(BaseModel):
     expires_at: datetime
 
 
-class CheckSignersInput(BaseModel):
-    """The `check_signers` activity: which of `people` the chat's directory says have left."""
-
-    request_id: str
-    chat: ChatRef
-    people: list[Person]
-
-
 class AuditInput(BaseModel):
     request_id: str
     action: str
