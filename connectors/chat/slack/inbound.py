@@ -264,11 +264,17 @@ class SlackInbound:
             case chat.Started(problem=str()) | chat.Duplicate(problem=str()):
                 return Reply(200, {"response_type": "ephemeral", "text": outcome.problem,
                                    "request_id": outcome.request_id})
+            case chat.Started() | chat.Duplicate() if outcome.request_id.startswith("reply:"):
+                return Reply(200, {"response_type": "ephemeral", "request_id": outcome.request_id,
+                                   "text": "SignBridge answers you in a direct message."})
             case chat.Started() | chat.Duplicate():
                 return Reply(200, {"response_type": "ephemeral", "request_id": outcome.request_id,
                                    "text": "Starting a signing request with the last file you shared in this channel. "
                                            "If you haven't shared one yet, attach the PDF and mention SignBridge "
                                            "instead."})
+            case chat.Applied() | chat.Accepted():  # `/sign replace @old @new`: the card shows the change
+                return Reply(200, {"response_type": "ephemeral", "request_id": outcome.request_id,
+                                   "text": "Done: the card shows the new signer."})
         # Slack never sends a slash command again: tell the person to.
         return Reply(200, {"response_type": "ephemeral",
                            "text": "SignBridge is busy right now; please run the command again in a moment."})
