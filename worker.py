@@ -58,6 +58,7 @@ def activities_for(deps: Deps) -> list[Any]:
         approvals.read_approval, approvals.approval_result,
         docs.prepare, docs.finish, CertificateActivities(deps).certify,
         provider.create_flow, provider.open_group, provider.poll, provider.revoke, provider.remind,
+        provider.replace_signer,
         chat.publish, chat.send_link, chat.send_text, chat.send_file, chat.chat_reply,
         bulk.bulk_load, bulk.bulk_rows, bulk.bulk_publish,
     ]

@@ -18,7 +18,8 @@ from temporalio.exceptions import ApplicationError
 
 from activities.deps import Deps
 from activities.errors import connector_errors
-from connectors.chat.base import ChatConnector, ChatError, ChatRejected, OutboundFile
+from connectors.chat.base import ChatConnector, ChatError, ChatRejected, InputProblem, OutboundFile
+from connectors.chat.directory import Departed
 from signbridge.core import links, messages
 from signbridge.core.cards import Lang, build_card, status_text
 from signbridge.core.models import (
@@ -38,6 +39,7 @@ from store.tables import SigningRequestRecord
 
 SEND_UNCONFIRMED = "SendUnconfirmed"
 log = logging.getLogger(__name__)
+DEPARTED = "departed"  # what `send_link` answers for a reminder to someone who left
 
 
 class ChatActivities:
@@ -63,7 +65,13 @@ class ChatActivities:
             await self.deps.chat(view.chat.platform).upsert_card(view.chat, view.request_id, card)
 
     @activity.defn(name="send_link")
-    async def send_link(self, arg: LinkMessageInput) -> None:
+    async def send_link(self, arg: LinkMessageInput) -> str | None:
+        """The signer's link, privately. A reminder first asks the chat's directory whether they
+        still work here: someone who left gets nothing and the answer is `DEPARTED`, which the flow
+        flags on the card (a departure no platform event announced is still found). Outsiders are
+        never looked up; a directory that does not answer does not hold the reminder back."""
+        if arg.reminder and not arg.to.external and await self._departed(arg.chat, arg.to):
+            return DEPARTED
         url = arg.sign_url or self._stored_link(arg.request_id, arg.to.id)
         text = messages.link_message(arg.title, url, self.deps.settings.language_for(arg.chat.platform),
                                      reminder=arg.reminder)
@@ -73,6 +81,16 @@ class ChatActivities:
         audit.record(self.deps.engine, request_id=arg.request_id, key=f"sent:{arg.key}", action="signer.link_sent",
                      actor="system", detail={"signer": arg.to.id, "reminder": arg.reminder,
                                              "via": arg.chat.platform})
+        return None
+
+    async def _departed(self, chat: ChatRef, person: Person) -> bool:
+        try:
+            await self.deps.chat(chat.platform).resolve(chat, person)
+        except Departed:
+            return True
+        except (InputProblem, ChatError) as e:
+            activity.logger.info("directory check of %s skipped: %s", person.id, e)
+        return False
 
     @activity.defn(name="send_text")
     async def send_text(self, arg: TextMessageInput) -> None:
@@ -147,6 +165,8 @@ class ChatActivities:
         lang = self.deps.settings.language_for(arg.chat.platform)
         if arg.kind == "paused":
             text = messages.render("paused", {"reason": arg.reason}, lang)
+        elif arg.kind == "notice":
+            text = arg.reason
         else:
             found = participants.search(self.deps.engine, arg.chat.platform, None if arg.operator else arg.to.id,
                                         arg.words, tenant=arg.chat.tenant)

@@ -22,7 +22,7 @@ from activities.placements import PlacementProblem, anchor_slots, placements, te
 from connectors.chat.base import InputProblem
 from connectors.convert.base import ConversionProblem, Converter, ConverterUnavailable, is_office, pdf_name
 from connectors.convert.registry import build_converter
-from connectors.esign.base import ESignProvider, SeveralDocuments, several_documents
+from connectors.esign.base import ESignProvider, SeveralDocuments, contact_needs, several_documents
 from connectors.fetch import FetchPolicy, FetchRefused, fetch
 from signbridge.core.models import (
     DocumentInfo,
@@ -34,7 +34,13 @@ from signbridge.core.models import (
     SigningRequest,
 )
 from signbridge.core.orgs import seal_refusal, sealing
-from signbridge.core.signers import SignerProblem, checked_signers, clean_name, signer_problem
+from signbridge.core.signers import (
+    SignerProblem,
+    checked_signers,
+    clean_name,
+    signer_problem,
+    unreachable_signers,
+)
 from signbridge.pdf.check import DocumentProblem, check_pdf
 from signbridge.pdf.forms import Box, FormProblem, TemplateForm, check_values, fill_and_flatten, read_form
 from store import audit
@@ -84,13 +90,14 @@ class DocumentActivities:
                      actor=req.initiator.id,
                      detail={"title": req.title, "chat": req.chat.model_dump(), "provider": req.provider,
                              "groups": [[p.id for p in g] for g in req.groups]})
-        problem = signer_problem(req.groups) or self._identity_problem(req)
+        groups = self._known_contacts(req)
+        problem = signer_problem(groups) or self._identity_problem(req)
         if problem:
             raise rejected(problem)
         chat = self.deps.chat(req.chat.platform)
         try:
-            with connector_errors():
-                resolved = [[await chat.resolve(req.chat, p) if not p.external else p for p in g] for g in req.groups]
+            with connector_errors():  # the company directory names insiders; outsiders are never looked up
+                resolved = [[await chat.resolve(req.chat, p) if not p.external else p for p in g] for g in groups]
                 initiator = req.initiator if req.initiator.external else await chat.resolve(req.chat, req.initiator)
         except InputProblem as e:
             raise rejected(e.message) from e
@@ -108,6 +115,9 @@ class DocumentActivities:
         if sealing([p for g in resolved for p in g]) and not getattr(self.deps.providers[req.provider], "org_seals",
                                                                      False):
             raise rejected(seal_refusal(req.provider, getattr(self.deps.providers[req.provider], "org_seal_note", "")))
+        if unreachable := unreachable_signers(req.provider, contact_needs(self.deps.provider(req.provider)),
+                                              resolved):
+            raise rejected(unreachable)
         accepted, form = await self._documents(req)
         signer_ids = [p.id for g in resolved for p in g]
         try:
@@ -329,6 +339,20 @@ class DocumentActivities:
             names = "、".join(r.name for r in rows)
             return f"{names} 已离职或账号已停用，不能签署（{names} left the company or is deactivated）"
         return None
+
+    def _known_contacts(self, req: SigningRequest) -> list[list[Person]]:
+        """Signers from outside the company with the contacts `signbridge identities import` (or an
+        earlier request) recorded for them, where the command gave none — the only place an
+        outsider's contact comes from besides the command; the company directory is never asked."""
+        def known(p: Person) -> Person:
+            if not p.external or (p.email and p.mobile):
+                return p
+            row = identities.find(self.deps.engine, req.chat.platform, req.chat.tenant, p.id)
+            if row is None:
+                return p
+            return p.model_copy(update={"email": p.email or row.email, "mobile": p.mobile or row.mobile})
+
+        return [[known(p) for p in g] for g in req.groups]
 
     def _remember_identities(self, req: SigningRequest) -> None:
         people: dict[str, Person] = {p.id: p for g in req.groups for p in g}

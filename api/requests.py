@@ -174,7 +174,8 @@ def _unless_failed(outcome: Outcome) -> Outcome:
     """An `ApiError` for every outcome that is not a success, with the status that fits it."""
     match outcome:
         case Refused():
-            raise ApiError(403 if outcome.permission else 409, outcome.code, outcome.en)
+            raise ApiError(400 if outcome.code == "InvalidArgument" else 403 if outcome.permission else 409,
+                           outcome.code, outcome.en)
         case NotFound(ended=True):
             raise ApiError(409, "already_ended", f"The request {outcome.request_id} has already ended")
         case NotFound():
@@ -350,11 +351,16 @@ async def _view_or_stored(intake: Intake, engine: Engine, request_id: str) -> St
     return outcome.view
 
 
+class ReplacementIn(PersonIn):
+    """`replace`: the person who signs instead (checked like every signer before it counts)."""
+
+
 class ActionBody(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"reason": "合同作废，重新发起"}]})
 
     reason: str | None = Field(default=None, max_length=500)
     signer_ids: list[Identifier] = Field(default_factory=list, max_length=MAX_SIGNERS)
+    replacement: ReplacementIn | None = None  # replace: who signs instead of `signer_ids[0]`
 
 
 class ActionAccepted(BaseModel):
@@ -368,17 +374,19 @@ class ActionAccepted(BaseModel):
                         **responses(400, 401, 403, 404, 409, 422, 503)})
 async def act(
     request_id: RequestId,
-    action: Literal["cancel", "remind", "retry"],
+    action: Literal["cancel", "remind", "retry", "replace"],
     caller: ApiCaller,
     intake: IntakeDep,
     body: ActionBody | None = None,
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> Any:
-    """API keys act as operators: they may cancel, remind and retry any request."""
+    """API keys act as operators: they may cancel, remind and retry any request, and replace a
+    signer who still has to sign (`signer_ids`: [their id], `replacement`: who signs instead)."""
     outcome = _unless_failed(await intake.apply_action(ChatAction(
         request_id=request_id, name=action, actor=Actor(id=caller, name="API", is_operator=True),
         update_id=_idempotency_key(idempotency_key), reason=body.reason if body else None,
-        signer_ids=tuple(body.signer_ids) if body else ()), API))
+        signer_ids=tuple(body.signer_ids) if body else (),
+        replacement=body.replacement.person() if body and body.replacement else None), API))
     if isinstance(outcome, Applied):
         return outcome.view
     return JSONResponse(ActionAccepted(request_id=request_id, action=action, accepted=True).model_dump(),

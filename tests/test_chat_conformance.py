@@ -145,3 +145,86 @@ async def test_temporal_out_of_reach_is_busy_then_the_redelivery_starts_one_flow
                     await asyncio.sleep(0.5)
                 r.case.accepted(resp)
                 assert await r.runs(r.case.request_id(event_id)) == 1
+
+
+async def test_someone_from_outside_the_company_becomes_an_external_signer(rig: Rig) -> None:
+    """Each platform's way of marking people of another company (a Feishu external group's tenant,
+    a DingTalk cross-org group, a WeCom customer, a Slack Connect user) ends as `Person(external=True)`
+    reached by the contact given — never looked up in the company directory."""
+    event_id = _event_id()
+    rig.case.accepted(await rig.send(rig.case.external_command(event_id)))
+    req = await rig.started_input(rig.case.request_id(event_id))
+    assert req.problem in (None, rig.case.no_file), req.problem
+    assert [[p.id for p in g] for g in req.groups] == [[rig.case.signers[0]], [rig.case.outsider]]
+    (inside,), (outside,) = req.groups
+    assert not inside.external
+    field, value = rig.case.outsider_contact
+    assert outside.external and getattr(outside, field) == value, outside
+    assert (outside.name and outside.name != outside.id) or rig.case.platform == "wecom", outside
+    asked = rig.case.looked_up()
+    assert asked is None or rig.case.outsider not in asked, asked
+
+
+@pytest.mark.parametrize("name", [n for n in CASES if _case(n).departure("x") is not None])
+async def test_a_departure_event_flags_the_signer_on_open_flows(name: str, dev_env: WorkflowEnvironment,
+                                                               settings: Settings,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Feishu `contact.user.deleted_v3`, DingTalk `user_leave_org`, WeCom `change_contact`/`delete_user`:
+    the person is departed in the directory cache and every open flow waiting for them is told."""
+    from store.repos import identities
+
+    async with rig_for(_case(name), dev_env, settings, monkeypatch) as r:
+        event_id = _event_id()
+        r.case.accepted(await r.send(r.case.command(event_id)))
+        request_id = r.case.request_id(event_id)
+        assert await r.exists(request_id)
+        first = r.case.signers[0]
+        for _ in range(100):  # visibility shows the flow's pending signers
+            if [w async for w in r.client.list_workflows(f"WorkflowId = '{request_id}' AND PendingSigners = "
+                                                          f"'{first}'")]:
+                break
+            await asyncio.sleep(0.1)
+        call = r.case.departure(first)
+        assert call is not None
+        r.case.departure_answered(await r.send(call))
+        handle = r.client.get_workflow_handle(request_id)
+        for _ in range(100):
+            if await handle.query("departed") == [first]:
+                break
+            await asyncio.sleep(0.1)
+        assert await handle.query("departed") == [first]
+        row = identities.find(get_engine(r.settings.sqlalchemy_url), r.case.platform, r.case.tenant, first)
+        assert row is not None and not row.active
+
+
+async def test_a_wecom_customer_group_and_a_dingtalk_sender_from_another_org(
+        dev_env: WorkflowEnvironment, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The platform-specific marks beside the shared test: in a WeCom customer group (`wr…`) a name
+    the directory does not know is a customer (external, named as typed); a DingTalk sender of
+    another org (no `senderStaffId`, another `senderCorpId`) is an external initiator."""
+    import time as clock
+
+    from tests.chat_cases import dingtalk, wecom
+
+    async with rig_for(_case("wecom"), dev_env, settings, monkeypatch) as r:
+        event_id = _event_id()
+        inner = (f"<xml><ToUserName><![CDATA[{wecom.CORP}]]></ToUserName><FromUserName><![CDATA[zhangsan]]>"
+                 f"</FromUserName><CreateTime>{int(clock.time())}</CreateTime><MsgType><![CDATA[text]]></MsgType>"
+                 "<Content><![CDATA[/sign @lisi > @王总 wang@customer.example]]></Content>"
+                 f"<ChatId><![CDATA[wrCustomerGroup0001]]></ChatId><MsgId>{event_id}</MsgId></xml>")
+        r.case.accepted(await r.send(wecom.posted(inner)))
+        req = await r.started_input(r.case.request_id(event_id))
+        (inside,), (customer,) = req.groups
+        assert (inside.id, inside.external) == ("lisi", False)
+        assert (customer.id, customer.name, customer.email, customer.external) == (
+            "王总", "王总", "wang@customer.example", True)
+
+    async with rig_for(_case("dingtalk"), dev_env, settings, monkeypatch) as r:
+        event_id = _event_id()
+        body = dingtalk.text_message("@SignBridge sign @李四 13812341234", event_id, sender="", at=("lisi",))
+        body.update(senderId="$:LWCP_v1:$partner", senderNick="合作方王经理", senderCorpId="dingpartnercorp")
+        r.case.accepted(await r.send(dingtalk.robot(body)))
+        req = await r.started_input(r.case.request_id(event_id))
+        assert (req.initiator.id, req.initiator.external) == ("$:LWCP_v1:$partner", True)
+        assert [[p.id for p in g] for g in req.groups] == [["lisi"]]
+        assert "$:LWCP_v1:$partner" not in r.case.looked_up()  # type: ignore[operator]

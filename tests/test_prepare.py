@@ -35,7 +35,9 @@ from signbridge.pdf.render import page_text
 from signbridge.pdf.sample import sample_contract
 from store import audit
 from store.blobs import FileBlobStore
-from store.db import get_engine
+from store.db import create_all, get_engine
+from store.repos import identities
+from store.repos.identities import Contact
 from tests import hostile_pdfs as hostile
 from tests.harness import A, B, C, Harness, harness
 
@@ -253,3 +255,26 @@ async def test_invisible_characters_never_reach_a_certificate_a_stamp_or_the_car
         for text in texts:
             assert not [ch for ch in text if unicodedata.category(ch) == "Cf" or ch in INVISIBLE], text
         assert "李四" in stamp and "客户A" in stamp
+
+
+async def test_an_outsiders_imported_contact_reaches_them_without_the_directory(
+    ts_env: WorkflowEnvironment, settings: Settings
+) -> None:
+    """An external signer the command gave no contact for gets the one `signbridge identities import`
+    recorded (the chat's directory is never asked about them); with none recorded, REJECTED."""
+    known = Person(id="x-77", name="客户Z", external=True)
+    unknown = Person(id="x-78", name="客户Y", external=True)
+    engine = get_engine(settings.sqlalchemy_url)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    create_all(engine)
+    identities.import_rows(engine, [("webhook", "default", "x-77", Contact(name="客户Z", mobile="+8613812341234",
+                                                                          external=True))])
+    async with harness(ts_env, settings) as h:
+        reached = await h.start([[A], [known]])
+        refused = await h.start([[A], [unknown]])
+        with ts_env.auto_time_skipping_disabled():
+            await h.wait_status(reached, "IN_PROGRESS")
+            view = await refused.result()
+        signer = next(s for s in (await h.status(reached)).signers if s.person.id == "x-77")
+        assert (signer.person.mobile, signer.person.external) == ("+8613812341234", True)
+        assert view.status == "REJECTED" and "客户Y" in (view.reason or "")

@@ -98,3 +98,20 @@ async def test_the_deadline_expires_the_flow_and_closes_it_at_the_provider(flow:
     view = await flow.rig.result(handle)
     assert view.status.value == "EXPIRED"
     assert not flow.at.may_sign(flow_id, flow.a)
+
+
+async def test_a_signer_the_provider_cannot_reach_is_rejected_at_prepare(flow: Flow) -> None:
+    """Every provider but the built-in one identifies people by a mobile or an email: a signer with
+    neither is the sender's to fix. It ends REJECTED at prepare saying whose contact is missing and
+    how to give it — not a create step failing until the flow shows STUCK, where a retry can't help."""
+    nobody = Person(id="u-7", name="赵六")
+    handle = await flow.rig.start([[flow.a], [nobody]])
+    view = await flow.rig.result(handle)
+    assert view.status.value == "REJECTED", view
+    # e签宝, 法大大 and DocuSeal take either; DocuSign and Dropbox Sign only an email
+    needs = {"docusign": "邮箱", "dropbox_sign": "邮箱"}.get(flow.rig.provider, "手机号或邮箱")
+    assert f"请补充赵六的{needs}：" in (view.reason or ""), view.reason
+    assert "@赵六 " in (view.reason or "") and "signbridge identities import" in (view.reason or "")
+    assert not flow.at.flows(), "nothing may be created at the provider"
+    said = [m for m in flow.rig.sink.messages if m.get("type") == "message" and "请补充赵六" in str(m.get("text"))]
+    assert said, "the reason is posted in the chat"

@@ -50,8 +50,10 @@ with workflow.unsafe.imports_passed_through():
         ProviderEvent,
         ProviderFlowRef,
         PublishInput,
+        ReplaceSignerInput,
         SealApproval,
         SignedDocuments,
+        SignerDeparted,
         SignerLink,
         SignerState,
         SigningRequest,
@@ -98,6 +100,11 @@ APPROVAL_RETRY_CAP = timedelta(hours=1)
 # Once every signature is in, a certificate of completion is issued (from the database) and
 # delivered with the signed files.
 PATCH_CERTIFICATE = "certificate-2026-12"
+# A signer who left the company is found (a departure signal, or the directory asked by the
+# reminder's own `send_link`, whose answer is then DEPARTED), flagged on the card, and can be
+# replaced (`replace` update) by the initiator or an operator. No patch: existing histories carry
+# no such signal, update or answer (their `send_link` results are None), so they replay unchanged.
+DEPARTED = "departed"
 
 # A failed step raises one of these: an activity's failure as ActivityError; a local activity
 # that ran out of attempts (or hit a non-retryable error) as its bare ApplicationError; a local
@@ -134,6 +141,7 @@ ACTIVITY_SUMMARIES = {
     "send_file": "Deliver the signed document to the chat",
     "read_approval": "Read the approval's documents and signers",
     "approval_result": "Write the result back to the approval",
+    "replace_signer": "Put another person in a departed signer's place at the provider",
 }
 
 
@@ -186,6 +194,9 @@ class SigningWorkflow:
         self.signed_documents: list[DocumentInfo] = []
         self.organisations: list[OrgInfo] = []
         self.seal_approvals: list[SealApproval] = []
+        self.replace_requests: list[ActionInput] = []
+        self.departed_news = False  # a signer was flagged departed: publish the card and tell the initiator
+        self.told_departed: set[str] = set()  # whose departure the initiator was told about
 
     # ---- run ------------------------------------------------------------------------------
 
@@ -364,6 +375,11 @@ class SigningWorkflow:
             await self._apply_events()
             if self.cancel_request is not None:
                 await self._cancel()
+            if self.replace_requests:
+                await self._replace(self.replace_requests.pop(0))
+                continue
+            if self.departed_news:
+                await self._flag_departed()
             group = [s for s in self.signers if s.group == self.current_group]
             if all(s.status == "signed" for s in group):
                 if self.current_group + 1 >= len(self.req.groups):
@@ -378,7 +394,10 @@ class SigningWorkflow:
                 await self._expire()
             for s in self._due_reminders(now):
                 s.reminders_sent += 1
-                await self._send_link(s, f"reminder:{s.person.id}:{s.reminders_sent}", reminder=True)
+                if s.departed:
+                    continue  # nobody to remind: the card asks for a replacement
+                if await self._send_link(s, f"reminder:{s.person.id}:{s.reminders_sent}", reminder=True) == DEPARTED:
+                    self._mark_departed(SignerDeparted(signer_id=s.person.id, source="directory"))
             next_poll = (self.last_activity_at or now) + self._poll_interval()
             if now >= next_poll or self.confirm_needed:
                 self.confirm_needed = False
@@ -387,7 +406,8 @@ class SigningWorkflow:
             wake = min([self.deadline, next_poll, *self._reminder_times()])
             try:
                 await workflow.wait_condition(
-                    lambda: bool(self.inbox or self.cancel_request or self.remind_requests or self.confirm_needed),
+                    lambda: bool(self.inbox or self.cancel_request or self.remind_requests or self.confirm_needed
+                                 or self.replace_requests or self.departed_news),
                     timeout=max(wake - now, timedelta(seconds=1)),
                 )
             except TimeoutError:
@@ -599,6 +619,67 @@ class SigningWorkflow:
                             {"reason": reason}, actor=actor)
         raise _Stop
 
+    # ---- departed signers -----------------------------------------------------------------
+
+    def _pending(self, signer_id: str) -> SignerState | None:
+        """The signer `signer_id` while they still have to sign (not signed, not declined)."""
+        return next((s for s in self.signers if s.person.id == signer_id and s.status in ("waiting", "notified")),
+                    None)
+
+    def _mark_departed(self, news: SignerDeparted) -> None:
+        s = self._pending(news.signer_id)
+        if s is None or s.departed:
+            return
+        s.departed = True
+        self.departed_news = True
+        self.pending_audit.append(self._audit(f"departed:{s.person.id}", "signer.departed",
+                                              {"signer": s.person.id, "source": news.source}))
+
+    async def _flag_departed(self) -> None:
+        """The card shows who left (with a "replace signer" button); the initiator is told privately."""
+        self.departed_news = False
+        await self._publish(None, None, None)
+        for s in self.signers:
+            if s.departed and s.status in ("waiting", "notified") and s.person.id not in self.told_departed:
+                self.told_departed.add(s.person.id)
+                await self._step("tell the initiator", "send_text", TextMessageInput(
+                    request_id=self.req.request_id, chat=self.req.chat, key=f"departed:{s.person.id}",
+                    kind="signer_departed", params={"who": s.person.name, "title": self.req.title},
+                    to=self.initiator), type(None))
+
+    async def _replace(self, action: ActionInput) -> None:
+        """`action.replacement` signs in the place of `action.signer_ids[0]`: their link dies at the
+        provider, the new signer gets theirs when their group signs now. What the sender must fix
+        (a provider that cannot replace, a replacement it cannot take) is said in the chat and the
+        flow keeps waiting."""
+        assert self.flow_id is not None and self.deadline is not None and action.replacement is not None
+        s = self._pending(action.signer_ids[0])
+        if s is None:  # they signed or declined meanwhile
+            return
+        old = s.person
+        opened = s.group == self.current_group
+        try:
+            person: Person = await self._step(
+                f"replace {old.name}", "replace_signer",
+                ReplaceSignerInput(request_id=self.req.request_id, provider=self.req.provider, flow_id=self.flow_id,
+                                   chat=self.req.chat, old_id=old.id, new=action.replacement, group=s.group,
+                                   opened=opened, expires_at=self.deadline),
+                Person)
+        except ApplicationError as e:  # Rejected: the sender's to fix
+            await self._step("tell the chat", "send_text", TextMessageInput(
+                request_id=self.req.request_id, chat=self.req.chat, key=f"replace-refused:{old.id}:{len(self.signers)}"
+                f":{action.replacement.id}", kind="replace_refused", params={"who": old.name, "reason": e.message}),
+                type(None))
+            return
+        s.person, s.replaces, s.departed, s.reminders_sent = person, old.id, False, 0
+        s.status, s.notified_at = ("notified", workflow.now()) if opened else ("waiting", None)
+        self.links.pop(old.id, None)
+        await self._publish(f"replaced:{old.id}:{person.id}", "signer.replaced",
+                            {"old": old.id, "old_name": old.name, "new": person.id, "new_name": person.name},
+                            actor=action.actor.id)
+        if opened:
+            await self._send_link(s, f"link:{person.id}")
+
     # ---- reminders and polling ------------------------------------------------------------
 
     def _reminder_due_at(self, s: SignerState) -> datetime | None:
@@ -698,6 +779,33 @@ class SigningWorkflow:
         self._require_initiator_or_operator(action, "remind")
         if self.status != SignStatus.IN_PROGRESS:
             raise ApplicationError(f"Nobody to remind: the request is {self.status.value}", type="NotAllowed")
+
+    @workflow.signal(name="signer_departed")
+    def signer_departed(self, news: SignerDeparted) -> None:
+        """A platform said a signer left the company (or their account was deactivated)."""
+        self._mark_departed(news)
+
+    @workflow.update(name="replace")
+    def replace(self, action: ActionInput) -> StatusView:
+        """Someone else signs in a pending signer's place (they left the company); applied by the
+        collect loop, so the answer is the flow as it is when the request is queued."""
+        self.replace_requests.append(action)
+        return self.view()
+
+    @replace.validator
+    def _validate_replace(self, action: ActionInput) -> None:
+        self._require_initiator_or_operator(action, "replace a signer of")
+        if self.status != SignStatus.IN_PROGRESS:
+            raise ApplicationError(f"Nobody to replace: the request is {self.status.value}", type="NotAllowed")
+        if len(action.signer_ids) != 1 or action.replacement is None:
+            raise ApplicationError("Name one signer to replace and the person who signs instead",
+                                   type="InvalidArgument")
+        if self._pending(action.signer_ids[0]) is None:
+            raise ApplicationError(f"{action.signer_ids[0]} is not a signer who still has to sign",
+                                   type="NotAllowed")
+        if any(s.person.id == action.replacement.id for s in self.signers):
+            raise ApplicationError(f"{action.replacement.name or action.replacement.id} already signs this request",
+                                   type="NotAllowed")
 
     @workflow.update(name="retry")
     def retry(self, action: ActionInput) -> StatusView:
@@ -807,11 +915,14 @@ class SigningWorkflow:
             return
         await self._step("update the card", "publish", arg, type(None))
 
-    async def _send_link(self, s: SignerState, key: str, reminder: bool = False) -> None:
+    async def _send_link(self, s: SignerState, key: str, reminder: bool = False) -> str | None:
+        """None once sent; a reminder's answer is DEPARTED when the directory says they left
+        (nothing was sent). Older workers' answers, and older histories', are None."""
         arg = LinkMessageInput(request_id=self.req.request_id, chat=self.req.chat, to=s.person,
                                title=self.req.title, sign_url=self.links.get(s.person.id), key=key,
                                reminder=reminder)
-        await self._step(f"send link to {s.person.name}", "send_link", arg, type(None))
+        answer: str | None = await self._step(f"send link to {s.person.name}", "send_link", arg, str | None)
+        return answer
 
     async def _tell_bulk(self, state: str) -> None:
         """A bulk send's row tells its parent (`BulkSendWorkflow`) that its links are out or that it

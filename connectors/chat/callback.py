@@ -17,7 +17,17 @@ from typing import Any, Generic, Protocol, TypeVar
 from sqlalchemy.engine import Engine
 
 from connectors.chat.base import ChatConnector
-from signbridge.core.chat import ApprovalEvent, Busy, ChatAction, ChatEvent, Deadline, FileRef, Outcome
+from signbridge.core.chat import (
+    ApprovalEvent,
+    Busy,
+    ChatAction,
+    ChatEvent,
+    Deadline,
+    Departure,
+    FileRef,
+    Incoming,
+    Outcome,
+)
 from signbridge.core.commands import DEFAULT_BOT_NAME
 from signbridge.core.untrusted import UntrustedInputError, load_json
 
@@ -118,7 +128,7 @@ class Rules:
     fallback_files: Callable[[ChatEvent], tuple[FileRef, ...]] = _no_fallback
 
 
-Received = ChatEvent | ChatAction | ApprovalEvent | Reply
+Received = ChatEvent | ChatAction | ApprovalEvent | Departure | Reply
 ConfigT = TypeVar("ConfigT")
 
 
@@ -146,5 +156,5 @@ class Inbound(Protocol):
     async def receive(self, call: Callback) -> Received:
         """Verify (raise `CallbackRejected`), decrypt and parse one callback."""
 
-    def reply(self, received: ChatEvent | ChatAction | ApprovalEvent, outcome: Outcome) -> Reply:
+    def reply(self, received: Incoming, outcome: Outcome) -> Reply:
         """The platform's answer to the intake's outcome."""

@@ -46,7 +46,9 @@ class Directory:
 
     async def resolve(self, chat: ChatRef, person: Person, lookup: Callable[[], Awaitable[Contact]]) -> Person:
         """`person` with the directory's name, email and mobile; `lookup` may raise `InputProblem`
-        (no such user) or a `ChatError` (retry later)."""
+        (no such user) or a `ChatError` (retry later). Someone already known as external is
+        returned as is (never looked up); one the platform's lookup says is from outside (a Slack
+        Connect user) comes back `external`."""
         if person.external:
             return person
         row = identities.fresh(self.engine, self.platform, chat.tenant, person.id, self.max_age)
@@ -55,7 +57,8 @@ class Directory:
         if not row.active:
             raise departed(row.name or person.name, self.lang)
         return person.model_copy(update={"name": row.name or person.name, "email": row.email or person.email,
-                                         "mobile": row.mobile or person.mobile})
+                                         "mobile": row.mobile or person.mobile,
+                                         "external": person.external or row.external})
 
 
 async def resolve_within(chat: ChatConnector, where: ChatRef, people: list[Person],

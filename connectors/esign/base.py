@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from signbridge.core.models import CreateFlowInput, OpenGroupInput, ProviderEvent, SignerLink
+from signbridge.core.models import CreateFlowInput, OpenGroupInput, Person, ProviderEvent, SignerLink
 
 
 class ProviderError(Exception):
@@ -28,6 +29,11 @@ class ESignProvider(Protocol):
     # True when the signed file is the original plus incremental updates (it must start with the
     # original bytes); False when the provider re-renders it (its evidence is recorded instead).
     incremental: bool
+    # How the provider identifies a person: each signer needs at least one of these contacts
+    # ("mobile", "email"); empty when the chat identifies them (the built-in provider). `prepare`
+    # checks it, so a signer the provider cannot take is the sender's to fix (REJECTED with
+    # "请补充李四的手机号"), never a create step that fails until someone notices it is STUCK.
+    signer_contacts: frozenset[str]
 
     async def create_flow(self, req: CreateFlowInput) -> str:
         """Create the provider flow for this request and return its id."""
@@ -51,6 +57,15 @@ class ESignProvider(Protocol):
         """Ask the provider to remind these signers (no-op where the chat reminder is enough)."""
 
 
+MOBILE_OR_EMAIL = frozenset({"mobile", "email"})
+EMAIL = frozenset({"email"})
+
+
+def contact_needs(provider: object) -> frozenset[str]:
+    """`provider.signer_contacts` (nothing for a provider that does not say)."""
+    return frozenset(getattr(provider, "signer_contacts", frozenset()))
+
+
 @runtime_checkable
 class SeveralDocuments(Protocol):
     """Optional: a provider that signs several documents in one flow (one consent signs each).
@@ -72,6 +87,18 @@ class NothingToSign(Exception):
     def __init__(self, state: Literal["signed", "declined", "closed"], detail: str = "") -> None:
         super().__init__(detail or state)
         self.state = state
+
+
+@runtime_checkable
+class ReplacesSigners(Protocol):
+    """Optional: a provider that can put another person in a pending signer's place (someone who
+    left the company while the flow waits for them). Without it, `replace` is refused in the chat
+    with the advice to cancel and start again."""
+
+    async def replace_signer(self, flow_id: str, old_id: str, new: Person, opened: bool,
+                             expires_at: datetime) -> SignerLink | None:
+        """`old_id`'s link dies; `new` takes their place in the order (and their signature fields).
+        With `opened` (their group signs now) `new`'s link, if the provider gives one. Idempotent."""
 
 
 @runtime_checkable

@@ -38,7 +38,7 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.esign import rest
-from connectors.esign.base import ProviderError, WebhookRejected, WebhookReply
+from connectors.esign.base import MOBILE_OR_EMAIL, ProviderError, WebhookRejected, WebhookReply
 from signbridge.core.models import CreateFlowInput, OpenGroupInput, Person, Placement, ProviderEvent, SignerLink
 from signbridge.core.settings import Settings
 from signbridge.core.untrusted import is_stale, load_json
@@ -106,6 +106,8 @@ class DocuSealProvider:
     # DocuSeal's `stamp` field draws the account's logo, not the company's seal: refused at prepare.
     org_seal_note = "DocuSeal 的 stamp 字段只能生成账户徽标图章，不是公司印章（DocuSeal's stamp field draws the " \
         "account's logo, not the company's seal）"
+    # a submitter has an email or a phone
+    signer_contacts: frozenset[str] = MOBILE_OR_EMAIL
 
     def __init__(self, config: DocuSealConfig, blobs: BlobStore, http: httpx.AsyncClient) -> None:
         assert config.api_key is not None

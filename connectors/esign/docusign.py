@@ -59,7 +59,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import Engine
 
 from connectors.esign import rest
-from connectors.esign.base import NothingToSign, ProviderError, WebhookRejected, WebhookReply
+from connectors.esign.base import EMAIL, NothingToSign, ProviderError, WebhookRejected, WebhookReply
 from connectors.http import retry_after
 from signbridge.core.models import CreateFlowInput, OpenGroupInput, Person, Placement, ProviderEvent, SignerLink
 from signbridge.core.settings import Settings
@@ -248,6 +248,8 @@ class DocuSignProvider:
     # is "this person applies this company's seal", so a request with a seal is refused at prepare.
     org_seal_note = "DocuSign 的签署组与电子印章都不能由代签人加盖指定公司的印章（signing groups sign as persons; " \
         "electronic seals apply without the signatory）"
+    # every recipient has an email, embedded or not
+    signer_contacts: frozenset[str] = EMAIL
 
     def __init__(self, config: DocuSignConfig, blobs: BlobStore, http: httpx.AsyncClient, engine: Engine,
                  public_url: str) -> None:

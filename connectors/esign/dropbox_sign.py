@@ -41,7 +41,7 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.esign import rest
-from connectors.esign.base import ProviderError, WebhookRejected, WebhookReply
+from connectors.esign.base import EMAIL, ProviderError, WebhookRejected, WebhookReply
 from signbridge.core.models import CreateFlowInput, OpenGroupInput, Person, ProviderEvent, SignerLink
 from signbridge.core.settings import Settings
 from signbridge.core.untrusted import load_json
@@ -138,6 +138,8 @@ class DropboxSignProvider:
     incremental = False  # Dropbox Sign re-renders the document and appends its audit trail
     # Dropbox Sign has no company seal (grouped signers sign as persons): refused at prepare.
     org_seal_note = "Dropbox Sign 没有企业印章（Dropbox Sign has no company seal; grouped signers sign as persons）"
+    # signers are email addresses
+    signer_contacts: frozenset[str] = EMAIL
 
     def __init__(self, config: DropboxSignConfig, blobs: BlobStore, http: httpx.AsyncClient) -> None:
         assert config.api_key is not None

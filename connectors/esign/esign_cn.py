@@ -41,7 +41,7 @@ from pydantic import SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.esign import rest
-from connectors.esign.base import ProviderError, WebhookReply
+from connectors.esign.base import MOBILE_OR_EMAIL, ProviderError, WebhookReply
 from connectors.esign.esign_cn_auth import (
     SignatureCheckFailed,
     content_md5,
@@ -213,6 +213,8 @@ class EsignCnProvider:
     name = PROVIDER
     org_seals = True  # `orgSignerInfo` with a transactor and the seal (`_signer`)
     incremental = True  # e签宝 appends its signatures to the original bytes
+    # `psnAccount` is a mobile or an email (`_account`)
+    signer_contacts: frozenset[str] = MOBILE_OR_EMAIL
 
     def __init__(self, config: EsignCnConfig, settings: Settings, blobs: BlobStore, http: httpx.AsyncClient) -> None:
         assert config.app_secret is not None

@@ -47,7 +47,7 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.esign import rest
-from connectors.esign.base import ProviderError, WebhookRejected, WebhookReply
+from connectors.esign.base import MOBILE_OR_EMAIL, ProviderError, WebhookRejected, WebhookReply
 from signbridge.core.models import CreateFlowInput, OpenGroupInput, Person, Placement, ProviderEvent, SignerLink
 from signbridge.core.settings import Settings
 from signbridge.core.untrusted import is_stale, load_json
@@ -173,6 +173,8 @@ class FadadaProvider:
     name = PROVIDER
     incremental = False
     org_seals = True  # corp actors with a `corp_seal` field and the company's `sealId` (`_corp_actor`)
+    # an actor's `accountName` is a mobile or an email
+    signer_contacts: frozenset[str] = MOBILE_OR_EMAIL
 
     def __init__(self, config: FadadaConfig, blobs: BlobStore, http: httpx.AsyncClient) -> None:
         assert config.app_secret is not None

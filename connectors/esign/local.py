@@ -33,7 +33,7 @@ from typing import Any, Literal
 from sqlalchemy.engine import Engine
 
 from connectors.esign.base import ProviderError
-from signbridge.core.models import CreateFlowInput, OpenGroupInput, ProviderEvent, SignerLink
+from signbridge.core.models import CreateFlowInput, OpenGroupInput, Person, ProviderEvent, SignerLink
 from signbridge.core.settings import Settings
 from signbridge.core.signers import clean_name
 from signbridge.core.sso import SsoProof
@@ -128,6 +128,9 @@ def link_problem(signer: LocalSigner, flow: LocalFlow, now: datetime) -> LinkPro
     if flow.status == "declined":
         return LinkProblem("gone", "flow_declined", "另一位签署人已拒绝签署，此签署已终止",
                            "Another signer declined, so this signing request has ended")
+    if signer.status == "replaced":
+        return LinkProblem("gone", "signer_replaced", "发起人已指定其他人代替您签署，此链接已失效",
+                           "The sender asked someone else to sign in your place; this link no longer works")
     if flow.status == "revoked" or signer.status == "dead":
         return LinkProblem("gone", "link_revoked", "此签署已被撤销，链接已失效",
                            "This signing request was withdrawn")
@@ -175,6 +178,8 @@ class LocalProvider:
     name = PROVIDER
     incremental = True  # each signature is an incremental update of the original bytes
     org_seals = True  # an organisation's seal: its own certificate and the seal image, a signature of its own
+    # the chat reaches internal signers; externals need a contact anyway (checked for every provider)
+    signer_contacts: frozenset[str] = frozenset()
 
     def __init__(self, settings: Settings, engine: Engine, blobs: BlobStore) -> None:
         self.settings = settings
@@ -263,6 +268,29 @@ class LocalProvider:
 
     async def remind(self, flow_id: str, signer_ids: list[str]) -> None:
         """No-op: the built-in provider has no channel of its own; the chat reminder carries the link."""
+
+    async def replace_signer(self, flow_id: str, old_id: str, new: Person, opened: bool,
+                             expires_at: datetime) -> SignerLink | None:
+        """`ReplacesSigners`: `old_id`'s link dies (the page says someone else signs instead) and
+        `new` takes their group, stamp position and signature fields; with `opened` (their group
+        signs now) a fresh link for `new`. Idempotent: a retry finds the replacement in place and
+        mints it a new token (the link the earlier attempt made never reached anyone)."""
+        flow = local_flows.flow(self.engine, flow_id)
+        if flow is None:
+            raise _fatal(f"unknown local flow {flow_id}")
+        if flow.status != "open":
+            raise _fatal(f"local flow {flow_id} is {flow.status}")
+        row = local_flows.replace_signer(self.engine, flow_id, old_id, LocalSigner(
+            flow_id=flow_id, signer_id=new.id, name=new.name, email=new.email, mobile=new.mobile,
+            external=new.external, group=0, position=0))
+        if row is None:
+            raise _fatal(f"{old_id} cannot be replaced in {flow_id}: they already signed or declined")
+        if not opened or row.id is None:
+            return None
+        token = secrets.token_urlsafe(32)
+        if not local_flows.reopen(self.engine, {row.id: token_hash(token)}, expires_at):
+            raise _fatal(f"the replacement {new.id} in {flow_id} already acted")
+        return SignerLink(signer_id=new.id, url=f"{self.settings.public_url}/sign/{token}")
 
 
 # ---- acting on a link (used by api/sign_pages.py) ----------------------------------------

@@ -42,12 +42,13 @@ from signbridge.cli import identities as ops_identities
 from signbridge.cli import request_ids as short_ids
 from signbridge.cli.request_ids import short_id
 from signbridge.core.chat import Accepted, Applied, ChatAction, Deadline, NotFound, Refused
-from signbridge.core.models import ActionInput, Actor, SignStatus, StatusView
+from signbridge.core.models import ActionInput, Actor, Person, SignStatus, StatusView
 from signbridge.core.settings import Settings
 from signbridge.core.temporal import WORKFLOW_NAME, connect
 from signbridge.intake import Intake
 
-requests_app = typer.Typer(help="Find, inspect, retry, cancel and remind signing flows.", no_args_is_help=True)
+requests_app = typer.Typer(help="Find, inspect, retry, cancel, remind signing flows and replace a signer.",
+                           no_args_is_help=True)
 identities_app = typer.Typer(help="Chat users ↔ signer contact data.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 
@@ -311,7 +312,8 @@ async def _act(client: Client, request_id: str, action: str, arg: ActionInput, t
     settings = _settings()
     intake = Intake(client, settings, _engine(settings))
     result = await intake.apply_action(ChatAction(request_id=request_id, name=action, actor=arg.actor,
-                                                  reason=arg.reason, signer_ids=tuple(arg.signer_ids)),
+                                                  reason=arg.reason, signer_ids=tuple(arg.signer_ids),
+                                                  replacement=arg.replacement),
                                        Deadline(accept=timeout, result=timeout))
     match result:
         case Applied(view=view) if action == "retry" and view.stuck_step:  # answered before the step runs again
@@ -473,6 +475,30 @@ def remind(request_ids: RequestRefs, timeout: Timeout = 30.0, concurrency: Concu
         return await _each(client, ids, "remind", ActionInput(actor=operator()), timeout, concurrency, batch=False)
 
     _report("remind", _run(go()))
+
+
+@requests_app.command("replace")
+def replace(
+    request_id: Annotated[str, typer.Argument(help="the request (short id or full)")],
+    signer: Annotated[str, typer.Option("--signer", help="the id of the signer who left")],
+    new_id: Annotated[str, typer.Option("--with-id", help="the new signer's chat user id")],
+    new_name: Annotated[str, typer.Option("--with-name", help="the new signer's name")],
+    email: Annotated[str | None, typer.Option(help="the new signer's email")] = None,
+    mobile: Annotated[str | None, typer.Option(help="the new signer's mobile")] = None,
+    external: Annotated[bool, typer.Option(help="the new signer is outside the company")] = False,
+    timeout: Timeout = 30.0,
+) -> None:
+    """Someone else signs in the place of a signer who left: their link dies, the new one gets theirs."""
+    arg = ActionInput(actor=operator(), signer_ids=[signer],
+                      replacement=Person(id=new_id, name=new_name, email=email, mobile=mobile, external=external))
+
+    async def go() -> list[Outcome]:
+        settings = _settings()
+        client = await _client(settings)
+        ids = await _resolve_all(client, settings, [request_id])
+        return await _each(client, ids, "replace", arg, timeout, 1, batch=False)
+
+    _report("replace", _run(go()))
 
 
 # ---- identities --------------------------------------------------------------------------

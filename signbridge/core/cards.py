@@ -38,15 +38,17 @@ _SIGNER_TEXT: dict[str, tuple[str, str]] = {
 class CardSigner:
     name: str
     group: int
-    state: str  # waiting | notified | signed | declined
+    state: str  # waiting | notified | signed | declined | departed (left the company: to replace)
     state_text: str
     external: bool
+    signer_id: str = ""
 
 
 @dataclass(frozen=True)
 class CardButton:
-    action: Literal["remind", "cancel", "retry", "status", "approve_seal", "refuse_seal"]
+    action: Literal["remind", "cancel", "retry", "status", "replace", "approve_seal", "refuse_seal"]
     label: str
+    signer_id: str | None = None  # "replace": whose place is taken
 
 
 @dataclass(frozen=True)
@@ -73,11 +75,12 @@ class Card:
             "document": {"name": self.document_name, "sha256": self.document_sha256},
             "signers": [
                 {"name": s.name, "group": s.group, "state": s.state, "state_text": s.state_text,
-                 "external": s.external}
+                 "external": s.external, **({"signer_id": s.signer_id} if s.signer_id else {})}
                 for s in self.signers
             ],
             "note": self.note,
-            "buttons": [{"action": b.action, "label": b.label} for b in self.buttons],
+            "buttons": [{"action": b.action, "label": b.label, **({"signer_ids": [b.signer_id]} if b.signer_id else {})}
+                        for b in self.buttons],
             **({"seals": self.seals} if self.seals else {}),
         }
 
@@ -88,7 +91,9 @@ _BUTTONS: dict[str, tuple[str, str]] = {
     "retry": ("重试", "Retry"),
     "approve_seal": ("同意用印", "Approve seal"),
     "refuse_seal": ("拒绝", "Refuse seal"),
+    "replace": ("替换签署人", "Replace signer"),
 }
+_DEPARTED = ("已离职，需替换", "left the company — replace them")
 _SEAL_TEXT: dict[str, tuple[str, str]] = {
     "waiting": ("待轮到", "queued"),
     "pending": ("待审批", "awaiting approval"),
@@ -112,6 +117,9 @@ def build_card(view: StatusView, lang: Lang = "zh") -> Card:
     buttons: list[CardButton] = []
     if status == SignStatus.IN_PROGRESS:
         buttons = [CardButton("remind", _BUTTONS["remind"][i]), CardButton("cancel", _BUTTONS["cancel"][i])]
+        buttons += [CardButton("replace", f"{_BUTTONS['replace'][i]}：{s.person.name}" if i == 0 else
+                               f"{_BUTTONS['replace'][i]}: {s.person.name}", signer_id=s.person.id)
+                    for s in view.signers if s.departed and s.status in ("waiting", "notified")]
     elif status == SignStatus.STUCK:
         buttons = [CardButton("retry", _BUTTONS["retry"][i]), CardButton("cancel", _BUTTONS["cancel"][i])]
     if status == SignStatus.IN_PROGRESS and any(a.status == "pending" for a in view.seal_approvals):
@@ -127,7 +135,10 @@ def build_card(view: StatusView, lang: Lang = "zh") -> Card:
         document_name=document_text(view, lang) if doc else None,
         document_sha256=doc.sha256 if doc else None,
         signers=[
-            CardSigner(party_label(s.person, lang), s.group, s.status, _SIGNER_TEXT[s.status][i], s.person.external)
+            CardSigner(party_label(s.person, lang), s.group, "departed", _DEPARTED[i], s.person.external, s.person.id)
+            if s.departed and s.status in ("waiting", "notified") else
+            CardSigner(party_label(s.person, lang), s.group, s.status, _SIGNER_TEXT[s.status][i], s.person.external,
+                       s.person.id)
             for s in view.signers
         ],
         # Every platform draws the note, so the seal-use approvals go there too.

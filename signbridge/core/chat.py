@@ -16,7 +16,7 @@ from typing import Literal
 from signbridge.core.models import Actor, Person, StatusView
 
 # The workflow's updates a card button may ask for; a seal keeper's 同意用印 / 拒绝 are the last two.
-ACTIONS = ("remind", "cancel", "retry", "approve_seal", "refuse_seal")
+ACTIONS = ("remind", "cancel", "retry", "replace", "approve_seal", "refuse_seal")
 QUERIES = ("status",)  # buttons answered from the flow's status query, changing nothing
 
 
@@ -86,6 +86,21 @@ class ChatAction:
     signer_ids: tuple[str, ...] = ()
     platform: str = ""  # where the click came from: names the actor from the directory cache
     tenant: str = ""
+    replacement: Person | None = None  # "replace": who signs instead of `signer_ids[0]`
+
+
+@dataclass(frozen=True)
+class Departure:
+    """People who left the company (Feishu `contact.user.deleted_v3`, DingTalk `user_leave_org`,
+    WeCom `change_contact`/`delete_user`): the intake marks them departed in the directory cache
+    and flags them on every open flow of this platform and tenant still waiting for them."""
+
+    platform: str
+    tenant: str
+    user_ids: tuple[str, ...]
+    event_id: str = ""
+
+
 
 
 @dataclass(frozen=True)
@@ -199,3 +214,6 @@ class Accepted:
 
 
 Outcome = Started | Duplicate | Ignored | Refused | NotFound | Busy | Applied | Accepted
+
+
+Incoming = ChatEvent | ChatAction | ApprovalEvent | Departure  # what a platform's callback can carry to the intake

@@ -20,12 +20,23 @@ Rules, in the order they are applied:
 * **Organisations.** `@王五(乙方科技有限公司 公章)` (or full-width `（…）`): 王五 signs for that
   organisation; a seal word (`公章`, `合同专用章`, `seal`) has its seal applied as well. A
   mention may already carry its organisation (the webhook IM's `org` and `seal`).
+* **Contacts.** A mobile number or an email address right after a mention is that person's
+  contact (`@王总 13812341234`, `@王总 wang@customer.example`, both in either order): an
+  external signer is reached by it, an internal one keeps what the directory has and gets it only
+  where the directory has none. Someone who is not a mention at all is named with their contact,
+  `王总:13812341234` (or `王总：wang@customer.example`), and signs as an external party with the id
+  `ext:<contact>`. Without a template only: with one, `key:value` is a template field. What a
+  contact may be is `signbridge.core.contacts`; a word in a contact's place that tries to be one
+  and is not (`@王总 1381234`, `王总:wang@`) is refused, listing every such word.
 * **Order.** Mentions separated by spaces (or `,` `，` `、`) sign in parallel; `>`, `＞`, `→`,
   `然后` or the word `then` starts the next group.
 
+`/sign 替换 @李四 @赵六` (`replacement`) is not a new request: 赵六 signs in the place of 李四, who
+left, in the newest open request of that chat that 李四 signs.
+
 Problems the sender must fix raise `CommandProblem` with a bilingual message: no signers, an
 `@name` no mention matches, a person named twice, an external signer with neither email nor
-mobile, an empty group (`> >`, or a separator at either end).
+mobile, a contact that is not one, an empty group (`> >`, or a separator at either end).
 """
 
 from __future__ import annotations
@@ -36,7 +47,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from signbridge.core import options, orgs
+from signbridge.core import contacts, options, orgs
 from signbridge.core.models import OrgParty, Person
 
 DEFAULT_BOT_NAME = "SignBridge"
@@ -109,7 +120,7 @@ def parse(text: str, mentions: Sequence[Mention], bot_name: str = DEFAULT_BOT_NA
         raise CommandProblem(e.message) from e
     people = [m if isinstance(m, Person) else Person.model_validate(dict(m)) for m in mentions]
     people = [p for p in people if p.name.casefold() != bot_name.casefold()]
-    groups = _read_groups(rest, people, bot_name)
+    groups = _read_groups(rest, people, bot_name, named_contacts=opts.template is None)
     if not (opts.bulk and not any(groups)):  # a bulk send's signers may all come from its CSV
         _check(groups)
     signers = {p.name: p for group in groups for p in group}
@@ -118,6 +129,30 @@ def parse(text: str, mentions: Sequence[Mention], bot_name: str = DEFAULT_BOT_NA
                          roles={role: signers[name] for role, name in opts.roles.items()},
                          cc=[p for p in cc if p.name not in signers], deadline=opts.deadline,
                          reminders=opts.reminders, bulk=opts.bulk)
+
+
+_REPLACE = re.compile(r"\s*(?:替换|replace)(?=$|[\s@＠])", re.IGNORECASE)
+REPLACE_USAGE = ("替换签署人请写：/sign 替换 @原签署人 @新签署人（新签署人不在群里时写 名字:手机号）"
+                 "（To replace a signer: /sign replace @old @new, or name:mobile for someone not in the chat）")
+
+
+def replacement(text: str, mentions: Sequence[Mention],
+                bot_name: str = DEFAULT_BOT_NAME) -> tuple[Person, Person] | None:
+    """`/sign 替换 @李四 @赵六` (`replace`): who leaves the order and who signs in their place (the
+    new one with a contact, or as `名字:手机号`, like any signer); None for any other message;
+    `CommandProblem` for a replace command that does not name exactly those two."""
+    start = _trigger(bot_name).match(text or "")
+    if start is None:
+        return None
+    verb = _REPLACE.match(text, start.end())
+    if verb is None:
+        return None
+    people = [m if isinstance(m, Person) else Person.model_validate(dict(m)) for m in mentions]
+    people = [p for p in people if p.name.casefold() != bot_name.casefold()]
+    named = [p for group in _read_groups(text[verb.end():], people, bot_name) for p in group]
+    if len(named) != 2 or named[0].id == named[1].id:
+        raise CommandProblem(REPLACE_USAGE)
+    return named[0], named[1]
 
 
 def _named(name: str, people: list[Person], bot_name: str) -> Person:
@@ -145,13 +180,18 @@ def _take_provider(rest: str) -> tuple[str | None, str]:
     return m.group("name").lower(), rest[: m.start()] + " " + rest[m.end():]
 
 
-def _read_groups(rest: str, people: list[Person], bot_name: str) -> list[list[Person]]:
+_NOT_IN_NAME = r"\s@＠>＞→,，、;；:：\"“”'「」()（）"
+_NAMED_CONTACT = re.compile(rf"^(?P<name>[^{_NOT_IN_NAME}0-9][^{_NOT_IN_NAME}]*)[:：](?P<contact>\S+)$")
+
+
+def _read_groups(rest: str, people: list[Person], bot_name: str, named_contacts: bool = True) -> list[list[Person]]:
     groups: list[list[Person]] = [[]]
     by_name: dict[str, list[Person]] = {}
     for p in people:
         by_name.setdefault(p.name, []).append(p)
     used: dict[str, int] = {}  # name -> how many `@name` of that name were read so far
     names = sorted(by_name, key=len, reverse=True)  # longest first: `@李四光` before `@李四`
+    bad: list[contacts.BadContact] = []
     pos = 0
     while pos < len(rest):
         ch = rest[pos]
@@ -179,12 +219,25 @@ def _read_groups(rest: str, people: list[Person], bot_name: str) -> list[list[Pe
             candidates = by_name[name]
             index = used.get(name, 0)
             used[name] = index + 1
-            person = candidates[min(index, len(candidates) - 1)]
             pos += len(name)
             party, pos = _take_party(rest, pos, name)
+            person, pos = _with_contacts(candidates[min(index, len(candidates) - 1)], rest, pos, bad)
             groups[-1].append(person.model_copy(update={"org": party}) if party else person)
             continue
-        pos = _skip_word(rest, pos)
+        end = _skip_word(rest, pos)
+        named = _NAMED_CONTACT.match(rest[pos:end]) if named_contacts else None
+        if named is not None and contacts.attempt(named.group("contact")):
+            try:
+                found = contacts.read(named.group("contact"))
+            except contacts.BadContact as e:
+                bad.append(e)
+            else:
+                groups[-1].append(Person(id=contacts.external_id(found), name=named.group("name"), external=True,
+                                         email=found.value if found.kind == "email" else None,
+                                         mobile=found.value if found.kind == "mobile" else None))
+        pos = end
+    if bad:
+        raise CommandProblem(contacts.problem_for(bad))
     return groups
 
 
@@ -202,6 +255,29 @@ def _take_party(rest: str, pos: int, name: str) -> tuple[OrgParty | None, int]:
         raise CommandProblem(f"@{name} 后的括号里没有公司名称，应写作 @{name}(公司名称 公章)"
                              f"（Name the organisation in the parentheses after @{name}: @{name}(Company name seal)）")
     return party, end + 1
+
+
+def _with_contacts(person: Person, rest: str, pos: int, bad: list[contacts.BadContact]) -> tuple[Person, int]:
+    """The mention with the contacts written right after it (`@王总 13812341234 wang@x.example`),
+    and where reading goes on. A word there that tries to be a contact and is not goes to `bad`."""
+    while True:
+        start = pos
+        while start < len(rest) and rest[start] in _SPACE:
+            start += 1
+        end = start
+        while end < len(rest) and rest[end] not in _SPACE and rest[end] not in ">＞→" \
+                and not rest.startswith("然后", end):
+            end += 1
+        word = rest[start:end]
+        if not word or contacts.attempt(word) is None:
+            return person, pos
+        try:
+            found = contacts.read(word)
+        except contacts.BadContact as e:
+            bad.append(e)
+        else:
+            person = person.model_copy(update={found.kind: found.value})
+        pos = end
 
 
 def _ends_name(rest: str, pos: int) -> bool:
@@ -252,9 +328,10 @@ def _check(groups: list[list[Person]]) -> None:
         seen.add(person.id)
         if person.external and not (person.email or "").strip() and not (person.mobile or "").strip():
             raise CommandProblem(
-                f"外部签署人 {person.name} 没有邮箱或手机号，无法发送签署链接"
+                f"外部签署人 {person.name} 没有邮箱或手机号，无法发送签署链接：请在 @{person.name} 后面写上，"
+                f"例如 @{person.name} 13812341234"
                 f"（External signer {person.name} has neither an email nor a mobile number to receive the "
-                "signing link）"
+                f"signing link: write one after the mention, e.g. @{person.name} 13812341234）"
             )
 
 

@@ -71,6 +71,16 @@ TEMPLATES: dict[str, dict[Lang, str]] = {
         "zh": "抄送给您的「{title}」已签署完成，文件如下（signed copy for you）",
         "en": "A signed copy of “{title}” for you",
     },
+    "signer_departed": {
+        "zh": "{who} 已离职或账号已停用，无法签署「{title}」。请在卡片上点「替换签署人」指定新的签署人"
+              "（{who} has left the company and cannot sign “{title}”: replace them from the card）",
+        "en": "{who} has left the company and cannot sign “{title}”. Use “Replace signer” on the card "
+              "to name who signs instead.",
+    },
+    "replace_refused": {
+        "zh": "无法替换签署人 {who}：{reason}",
+        "en": "Could not replace {who}: {reason}",
+    },
     "paused": {
         "zh": "电子签暂停：{reason}，请按线下流程签署（e-signing is paused: {reason}; please sign on paper）",
         "en": "E-signing is paused: {reason}. Please use the offline signing process.",

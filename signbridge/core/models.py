@@ -208,6 +208,10 @@ class SignerState(BaseModel):
     notified_at: datetime | None = None
     signed_at: datetime | None = None
     reminders_sent: int = 0
+    # Left the company while the flow waits for them (a platform departure event, or the directory
+    # on a reminder): flagged on the card until the initiator or an operator replaces them.
+    departed: bool = False
+    replaces: str | None = None  # the id of the signer this one replaced
 
 
 class StatusView(BaseModel):
@@ -318,8 +322,31 @@ class Actor(BaseModel):
 
 class ActionInput(BaseModel):
     actor: Actor
-    signer_ids: list[str] = Field(default_factory=list)  # for remind: empty = everyone pending
+    signer_ids: list[str] = Field(default_factory=list)  # for remind: empty = everyone pending; replace: the one
     reason: str | None = None
+    replacement: Person | None = None  # for replace: who signs instead of `signer_ids[0]`
+
+
+class SignerDeparted(BaseModel):
+    """A signer left the company (signal `signer_departed`): `source` says how we learned it."""
+
+    signer_id: str
+    source: str = "directory"
+
+
+class ReplaceSignerInput(BaseModel):
+    """The `replace_signer` activity: at the provider, `old_id`'s link dies and `new` takes their
+    place (their group, their signature slot); `opened` when that group is signing now."""
+
+    request_id: str
+    provider: str
+    flow_id: str
+    chat: ChatRef
+    old_id: str
+    new: Person
+    group: int
+    opened: bool
+    expires_at: datetime
 
 
 class AuditInput(BaseModel):
@@ -376,11 +403,11 @@ class FileMessageInput(BaseModel):
 class ChatReplyInput(BaseModel):
     """A private answer to one chat message (`ChatReplyWorkflow`): `kind` "search" lists the
     requests matching `words` that `to` may see (all of them for an operator); "paused" says why
-    no signing starts."""
+    no signing starts; "notice" says `reason` (why a replace command did nothing)."""
 
     chat: ChatRef
     to: Person
-    kind: Literal["search", "paused"]
+    kind: Literal["search", "paused", "notice"]  # notice: `reason` is the text (a refused replace)
     words: str = ""
     reason: str = ""
     operator: bool = False

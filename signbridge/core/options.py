@@ -17,7 +17,10 @@ Rules:
   signature field `sign:甲方`, or the anchor 【甲方签章】 in a plain PDF. The mention stays in
   the text, so `甲方:@李四 > 乙方:@客户A` still orders the signers.
 * With a template, any other `key:value` is one of its fields (checked against the template at
-  prepare). Without one, an unknown key is refused with the list of the known ones.
+  prepare). Without one, `name:contact` (`王总:13812341234`, a value that tries to be a mobile
+  or an email, `signbridge.core.contacts`) is left in the text: it names an external signer,
+  read by `signbridge.core.commands`; any other unknown key is refused with the list of the
+  known ones.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import timedelta
+
+from signbridge.core import contacts
 
 DEADLINE_KEYS = ("期限", "deadline")
 REMINDER_KEYS = ("提醒", "reminders", "reminder")
@@ -84,11 +89,16 @@ def take(rest: str) -> tuple[Options, str]:
     unknown: dict[str, str] = {}
     pieces: list[str] = []
     pos = 0
-    for m in _OPTION.finditer(rest):
+    found = list(_OPTION.finditer(rest))
+    templated = any(m.group("key").casefold() in TEMPLATE_KEYS for m in found)
+    for m in found:
         key = m.group("key")
         value = next((v for v in m.group("q1", "q2", "q3", "bare") if v is not None), "").strip()
         if value.startswith("//") or key.casefold() in READ_BY_COMMANDS:
             continue
+        if not templated and m.group("bare") is not None and contacts.attempt(value) \
+                and key.casefold() not in DEADLINE_KEYS + REMINDER_KEYS + CC_KEYS:
+            continue  # `王总:13812341234`: a signer known by a contact, read with the others
         pieces.append(rest[pos:m.start()])
         pos = m.end()
         folded = key.casefold()

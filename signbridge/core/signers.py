@@ -135,3 +135,29 @@ def signer_problem(groups: list[list[Person]]) -> str | None:
                 return (f"外部签署人 {name} 缺少邮箱或手机号（External signer {name} needs an email "
                         "or a mobile number to receive the signing link）")
     return None
+
+
+_CONTACT_WORDS = {"mobile": ("手机号", "mobile number"), "email": ("邮箱", "email address")}
+
+
+def unreachable_signers(provider: str, needs: frozenset[str], groups: list[list[Person]]) -> str | None:
+    """Why the provider cannot take these signers — each needs one of the contacts in `needs`
+    ("mobile", "email") and some have none — and how the sender supplies them; None when it can.
+
+    A missing mobile is the sender's to fix, not an outage: caught at prepare, it ends the flow
+    REJECTED with this message instead of a create step that fails until someone sees it STUCK."""
+    if not needs:
+        return None
+    missing = [_shown(p.name) for g in groups for p in g if not any(getattr(p, kind) for kind in needs)]
+    if not missing:
+        return None
+    kinds = [k for k in ("mobile", "email") if k in needs]
+    zh = "或".join(_CONTACT_WORDS[k][0] for k in kinds)
+    en = " or ".join(_CONTACT_WORDS[k][1] for k in kinds)
+    example = "13812341234" if "mobile" in needs else "name@example.com"
+    first = missing[0]
+    return (f"请补充{'、'.join(missing)}的{zh}：签署服务 {provider} 需要用它识别签署人。请在命令里 @{first} 后面写上，"
+            f"例如 @{first} {example}，或由管理员用 signbridge identities import 导入后重新发起"
+            f"（Add the {en} of {', '.join(missing)}: the provider {provider} needs it to identify each signer. "
+            f"Write it after the mention, e.g. @{first} {example}, or have an admin import it with "
+            "`signbridge identities import`, then send the command again）")

@@ -50,7 +50,7 @@ SEARCH_ATTRIBUTES: dict[str, str] = {
 }
 
 
-PROVIDER_ACTIVITIES = ("create_flow", "open_group", "poll", "revoke", "remind", "finish")
+PROVIDER_ACTIVITIES = ("create_flow", "open_group", "poll", "revoke", "remind", "finish", "replace_signer")
 
 
 def provider_task_queue(task_queue: str, provider: str) -> str:

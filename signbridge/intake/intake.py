@@ -18,6 +18,7 @@ from signbridge.core.chat import (
     ChatAction,
     ChatEvent,
     Deadline,
+    Departure,
     FileRef,
     Ignored,
     NotFound,
@@ -42,7 +43,7 @@ from signbridge.core.models import (
 from signbridge.core.settings import Settings
 from signbridge.intake import bulk, temporal_calls
 from signbridge.intake.pause import PauseSwitch
-from store.repos import approval_mappings, chat_files, identities
+from store.repos import approval_mappings, chat_files, identities, participants
 from store.tables import utcnow
 
 FALLBACK_TITLE = {"zh": "签署请求 (signing request)", "en": "Signing request"}
@@ -57,6 +58,16 @@ def _as_party(mentioned: Person, parsed: Person) -> Person:
     return mentioned.model_copy(update={"org": org}) if org is not None else mentioned
 
 
+def _as_mentioned(mentioned: Person | None, parsed: Person) -> Person:
+    """The person as the platform mentioned them (real name, external flag), with the contacts the
+    command wrote after the mention (`@王总 13812341234`); someone named only with a contact
+    (`王总:13812341234`) is no mention and stays as parsed."""
+    if mentioned is None:
+        return parsed
+    return mentioned.model_copy(update={"email": parsed.email or mentioned.email,
+                                        "mobile": parsed.mobile or mentioned.mobile})
+
+
 class Intake:
     def __init__(self, client: Client, settings: Settings, engine: Engine) -> None:
         self.client = client
@@ -64,13 +75,28 @@ class Intake:
         self.engine = engine
         self.pause = PauseSwitch(engine, settings.pause_check_seconds)
 
-    async def handle(self, received: ChatEvent | ChatAction | ApprovalEvent, rules: Rules) -> Outcome:
+    async def handle(self, received: ChatEvent | ChatAction | ApprovalEvent | Departure, rules: Rules) -> Outcome:
         """What a platform's callback (or long-connection event) carried, within its deadline."""
         if isinstance(received, ChatEvent):
             return await self.start_from_command(received, rules)
         if isinstance(received, ApprovalEvent):
             return await self.start_from_approval(received, rules)
+        if isinstance(received, Departure):
+            return await self.departed(received, rules.deadline)
         return await self.apply_action(received, rules.deadline)
+
+    async def departed(self, news: Departure, deadline: Deadline = REST) -> Outcome:
+        """People who left: marked so in the directory cache (no new request can name them) and
+        flagged on each open flow of that platform and tenant still waiting for them (signal
+        `signer_departed`: the card offers "replace signer"). Temporal out of reach: `Busy`, and the
+        platform delivers the event again."""
+        for user_id in news.user_ids:
+            identities.mark_departed(self.engine, news.platform, news.tenant, user_id)
+        flagged = await temporal_calls.signal_departed(self.client, news.platform, news.tenant, news.user_ids,
+                                                       deadline.accept + deadline.result)
+        if isinstance(flagged, Busy):
+            return flagged
+        return Ignored(f"departure: {flagged} open requests flagged")
 
     # ---- messages ------------------------------------------------------------------------------
 
@@ -83,6 +109,14 @@ class Intake:
         if words is not None:
             return await self._reply(event, rules, kind="search", words=words)
         by_id = {m.person.id: m.person for m in event.mentions}
+        try:
+            replacing = commands.replacement(event.text, [m.as_typed for m in event.mentions], bot_name=bot)
+        except commands.CommandProblem as e:
+            return await self._reply(event, rules, kind="notice", reason=e.message)
+        if replacing is not None:
+            old, new = replacing
+            return await self._replace(event, rules, _as_mentioned(by_id.get(old.id), old),
+                                       _as_mentioned(by_id.get(new.id), new))
         problem = event.problem
         try:
             parsed = commands.parse(event.text, [m.as_typed for m in event.mentions], bot_name=bot)
@@ -108,13 +142,14 @@ class Intake:
             chat=ChatRef(platform=event.platform, tenant=event.tenant, chat_id=event.chat_id,
                          chat_kind=event.chat_kind, source_event_id=event.event_id),
             documents=documents,
-            groups=[[_as_party(by_id.get(p.id, p), p) for p in group] for group in parsed.groups] if parsed else [],
+            groups=[[_as_party(_as_mentioned(by_id.get(p.id), p), p) for p in group] for group in parsed.groups]
+            if parsed else [],
             provider=(parsed.provider if parsed else None) or self.settings.default_provider,
             timing=self._timing(parsed),
             problem=problem,
             template=TemplateUse(name=template, fields=parsed.fields) if parsed and template else None,
             roles={role: p.id for role, p in parsed.roles.items()} if parsed else {},
-            cc=[by_id.get(p.id, p) for p in parsed.cc] if parsed else [],
+            cc=[_as_mentioned(by_id.get(p.id), p) for p in parsed.cc] if parsed else [],
         )
         return await temporal_calls.start(self.client, req, self.settings.task_queue, rules.deadline.accept)
 
@@ -230,6 +265,24 @@ class Intake:
         return await temporal_calls.start_reply(self.client, arg, f"reply:{event.platform}:{event.tenant}:"
                                                 f"{event.event_id}", self.settings.task_queue, rules.deadline.accept)
 
+    async def _replace(self, event: ChatEvent, rules: Rules, old: Person, new: Person) -> Outcome:
+        """`/sign 替换 @李四 @赵六`: the `replace` update on the newest open request of this chat that
+        李四 signs, as the sender (the flow's validator decides whether they may). What did nothing
+        is said to the sender privately; what went through shows on the card."""
+        found = participants.open_with_signer(self.engine, event.platform, event.tenant, event.chat_id, old.id)
+        if not found:
+            return await self._reply(event, rules, kind="notice", reason=(
+                f"本群没有等待 {old.name} 签署的请求（No open request in this chat waits for {old.name}）"))
+        outcome = await self.apply_action(ChatAction(
+            request_id=found[0].request_id, name="replace", actor=Actor(id=event.sender.id, name=event.sender.name),
+            update_id=f"replace:{event.event_id}", signer_ids=(old.id,), replacement=new, platform=event.platform,
+            tenant=event.tenant), rules.deadline)
+        if isinstance(outcome, Refused | NotFound):
+            why = f"{outcome.zh}（{outcome.en}）" if isinstance(outcome, Refused) else \
+                "该签署请求已结束（The request has ended）"
+            return await self._reply(event, rules, kind="notice", reason=f"无法替换 {old.name}：{why}")
+        return outcome
+
     async def start_request(self, req: SigningRequest, deadline: Deadline = REST) -> Outcome:
         """A request built elsewhere (the REST API): the same start, the same outcomes."""
         return await temporal_calls.start(self.client, req, self.settings.task_queue, deadline.accept)
@@ -276,8 +329,12 @@ class Intake:
         if action.name not in ACTIONS:
             return Refused("unknown_action", "无法识别的操作",
                            f"Unknown action {action.name!r}; expected one of {', '.join(ACTIONS)}")
+        if action.name == "replace" and (action.replacement is None or len(action.signer_ids) != 1):
+            return Refused("InvalidArgument", "请指定要替换的签署人和新的签署人",
+                           "Name the signer to replace and the person who signs instead")
         actor = self._actor(action)
-        arg = ActionInput(actor=actor, reason=action.reason, signer_ids=list(action.signer_ids))
+        arg = ActionInput(actor=actor, reason=action.reason, signer_ids=list(action.signer_ids),
+                          replacement=action.replacement)
         return await temporal_calls.update(self.client, action.request_id, action.name, arg, action.update_id,
                                            deadline)
 

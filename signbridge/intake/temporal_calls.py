@@ -23,9 +23,28 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from signbridge.core.chat import Accepted, Applied, Busy, Deadline, Duplicate, NotFound, Outcome, Refused, Started
-from signbridge.core.models import ActionInput, BulkSendInput, BulkView, ChatReplyInput, SigningRequest, StatusView
-from signbridge.core.temporal import start_bulk, start_signing
+from signbridge.core.chat import (
+    Accepted,
+    Applied,
+    Busy,
+    Deadline,
+    Duplicate,
+    NotFound,
+    Outcome,
+    Refused,
+    Started,
+    request_id_for,
+)
+from signbridge.core.models import (
+    ActionInput,
+    BulkSendInput,
+    BulkView,
+    ChatReplyInput,
+    SignerDeparted,
+    SigningRequest,
+    StatusView,
+)
+from signbridge.core.temporal import SA_PENDING, SA_PLATFORM, start_bulk, start_signing
 
 # RPC statuses that say "not now" rather than "never": the caller should come back.
 TRANSIENT = frozenset({RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.RESOURCE_EXHAUSTED,
@@ -153,3 +172,33 @@ async def listing(client: Client, query: str, limit: int, within: float) -> list
             return [wf async for wf in client.list_workflows(query, limit=limit)]
     except FAILURES as e:
         return _busy_or_raise(e)
+
+
+DEPARTED_SIGNAL = "signer_departed"
+
+
+async def signal_departed(client: Client, platform: str, tenant: str, user_ids: tuple[str, ...],
+                          within: float) -> int | Busy:
+    """Signal `signer_departed` to each running flow of this platform and tenant that waits for one
+    of `user_ids` (its `PendingSigners`); how many flows were told, or `Busy`."""
+    if not user_ids:
+        return 0
+    ids = ", ".join("'" + i.replace("\\", "").replace("'", "") + "'" for i in user_ids)
+    query = (f"ExecutionStatus = 'Running' AND {SA_PLATFORM.name} = '{platform}' "
+             f"AND {SA_PENDING.name} IN ({ids})")
+    prefix = request_id_for(platform, tenant, "")
+    told = 0
+    try:
+        async with asyncio.timeout(within):
+            async for wf in client.list_workflows(query, limit=500):
+                if not wf.id.startswith(prefix):
+                    continue  # the same user id in another tenant is someone else
+                pending = set(wf.typed_search_attributes.get(SA_PENDING) or [])
+                handle = client.get_workflow_handle(wf.id)
+                for user_id in user_ids:
+                    if user_id in pending:
+                        await handle.signal(DEPARTED_SIGNAL, SignerDeparted(signer_id=user_id, source=platform))
+                told += 1
+    except FAILURES as e:
+        return _busy_or_raise(e)
+    return told

@@ -103,6 +103,11 @@ def remember(engine: Engine, platform: str, tenant: str, user_id: str, contact: 
         return row
 
 
+def mark_departed(engine: Engine, platform: str, tenant: str, user_id: str) -> None:
+    """A platform said this user left (or was deactivated): no new request may name them."""
+    remember(engine, platform, tenant, user_id, Contact(name="", active=False))
+
+
 def import_rows(engine: Engine, rows: list[tuple[str, str, str, Contact]]) -> tuple[int, int]:
     """(platform, tenant, user_id, contact) rows in one transaction, all or nothing; returns (created, updated)."""
     created = updated = 0

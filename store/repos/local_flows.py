@@ -7,6 +7,7 @@ was signed on top of, and a signer is marked only while their link is still the 
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 from sqlalchemy import func, insert, update
@@ -17,7 +18,7 @@ from sqlmodel import Session, col, select
 
 from store.tables import LocalDocument, LocalEvent, LocalFlow, LocalSigner
 
-FINAL_SIGNER_STATES = ("signed", "declined")
+FINAL_SIGNER_STATES = ("signed", "declined", "replaced")  # replaced: someone else signs in their place
 
 
 class Refused(Exception):
@@ -70,6 +71,33 @@ def reopen(engine: Engine, tokens: dict[int, str], expires_at: datetime) -> set[
                             .values(token_hash=token_hash, status="open", token_expires_at=expires_at)).rowcount:
                 opened.add(row_id)
     return opened
+
+
+def replace_signer(engine: Engine, flow_id: str, old_id: str, new: LocalSigner) -> LocalSigner | None:
+    """`old_id` is `replaced` (their link dies) and `new` takes their group, position and document
+    placements, in one transaction; None when `old_id` signed or declined meanwhile. Run again
+    (a retried activity), it returns the replacement already in place."""
+    with Session(engine, expire_on_commit=False) as session:
+        old = session.exec(select(LocalSigner).where(LocalSigner.flow_id == flow_id,
+                                                     LocalSigner.signer_id == old_id)).first()
+        there = session.exec(select(LocalSigner).where(LocalSigner.flow_id == flow_id,
+                                                       LocalSigner.signer_id == new.signer_id)).first()
+        if old is not None and old.status == "replaced":
+            return there
+        if old is None or old.status in FINAL_SIGNER_STATES:
+            return None
+        old.status = "replaced"  # the token stays: its page says someone else signs instead
+        new.group, new.position = old.group, old.position
+        session.add(old)
+        session.add(new)
+        for doc in session.exec(select(LocalDocument).where(LocalDocument.flow_id == flow_id)).all():
+            spots = json.loads(doc.placements or "{}")
+            if old_id in spots:
+                spots[new.signer_id] = spots.pop(old_id)
+                doc.placements = json.dumps(spots, ensure_ascii=False)
+                session.add(doc)
+        session.commit()
+        return new
 
 
 def events(engine: Engine, flow_id: str) -> list[LocalEvent]:
@@ -126,7 +154,8 @@ def commit_signature(engine: Engine, signer: LocalSigner, token_hash: str, read_
         _mark(conn, signer, token_hash, status="signed", acted_at=now, ip=ip, user_agent=user_agent)
         _insert(conn, signed)
         unsigned = conn.execute(sa_select(func.count()).select_from(LocalSigner).where(
-            col(LocalSigner.flow_id) == signer.flow_id, col(LocalSigner.status) != "signed")).scalar_one()
+            col(LocalSigner.flow_id) == signer.flow_id,
+            col(LocalSigner.status).not_in(("signed", "replaced")))).scalar_one()
         if unsigned == 0:
             conn.execute(update(LocalFlow).where(col(LocalFlow.flow_id) == signer.flow_id).values(status="completed"))
     return True

@@ -33,3 +33,18 @@ def search(engine: Engine, platform: str, person_id: str | None, words: str, lim
     query = query.where(*title_has(words))
     with Session(engine, expire_on_commit=False) as session:
         return list(session.exec(query.order_by(col(SigningRequestRecord.created_at).desc()).limit(limit)).all())
+
+
+def open_with_signer(engine: Engine, platform: str, tenant: str, chat_id: str, signer_id: str,
+                     limit: int = 5) -> list[SigningRequestRecord]:
+    """Newest first: the requests of this chat still in progress that `signer_id` signs — where a
+    chat command `/sign 替换 @李四 @赵六` looks for the request to change."""
+    signs = select(RequestParticipant.request_id).where(RequestParticipant.platform == platform,
+                                                        RequestParticipant.person_id == signer_id,
+                                                        RequestParticipant.role == "signer")
+    query = select(SigningRequestRecord).where(
+        SigningRequestRecord.chat_platform == platform, SigningRequestRecord.tenant == tenant,
+        SigningRequestRecord.chat_id == chat_id, SigningRequestRecord.status == "IN_PROGRESS",
+        col(SigningRequestRecord.request_id).in_(signs))
+    with Session(engine, expire_on_commit=False) as session:
+        return list(session.exec(query.order_by(col(SigningRequestRecord.created_at).desc()).limit(limit)).all())

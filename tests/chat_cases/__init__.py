@@ -16,6 +16,14 @@ are the platform's own ids: `initiator` starts requests, `signers` are named by 
   card would have left behind (platforms that route clicks through it).
 - `handshake()`: the URL check a platform sends when it is configured, with a check of the
   answer; None for a platform without one.
+- `external_command(event_id)`: a sign command from `initiator` naming `signers[0]` and then
+  someone from outside the company, marked the way the platform marks them (another tenant,
+  another org, an external contact, another workspace), reached by `outsider_contact`
+  (`(field, value)` as the flow must get it); the outsider signs as `outsider`. `looked_up()`:
+  the user ids the platform's directory was asked about (None: the platform has no directory
+  the callback asks, or it learns who is outside only by asking it — Slack's users.info).
+- `departure(user)`: the platform's event saying `user` left the company (None for a platform
+  without one); `departure_answered(resp)` checks the answer.
 - `refused(resp)`: asserts the answer to a button the flow refused (the platform's way of
   saying no). `busy(resp)`: the answer when Temporal is out of reach (the platform delivers again),
   given within `answer_within` seconds.
@@ -42,8 +50,16 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from api.main import create_app
 from signbridge.core.chat import request_id_for
-from signbridge.core.models import ActionInput, DocumentSource, SigningRequest, SignStatus, StatusView
+from signbridge.core.models import (
+    ActionInput,
+    DocumentSource,
+    SignerDeparted,
+    SigningRequest,
+    SignStatus,
+    StatusView,
+)
 from signbridge.core.settings import Settings
+from signbridge.core.temporal import SA_PENDING
 from store.db import create_all, get_engine
 from tests.sim.servers import serve
 
@@ -87,6 +103,21 @@ class ChatCase:
     def click(self, request_id: str, action: str, user: str) -> Call:
         raise NotImplementedError
 
+    outsider: str
+    outsider_contact: tuple[str, str]
+
+    def external_command(self, event_id: str) -> Call:
+        raise NotImplementedError
+
+    def looked_up(self) -> list[str] | None:
+        return None
+
+    def departure(self, user: str) -> Call | None:
+        return None
+
+    def departure_answered(self, resp: httpx.Response) -> None:
+        self.accepted(resp)
+
     def prepare_card(self, engine: Engine, request_id: str) -> None:
         """Nothing to record: the click carries the request id itself."""
 
@@ -129,9 +160,12 @@ class StandInWorkflow:
         self.req = req
         self.applied: list[tuple[str, str]] = []
         self.cancelled = False
+        self.departed: list[str] = []
 
     @workflow.run
     async def run(self, req: SigningRequest) -> StatusView:
+        if req.groups:  # who the real flow would wait for first, as it publishes them
+            workflow.upsert_search_attributes([SA_PENDING.value_set([p.id for p in req.groups[0]])])
         await workflow.wait_condition(lambda: self.cancelled)
         return self.view(SignStatus.CANCELLED)
 
@@ -169,6 +203,14 @@ class StandInWorkflow:
     @cancel.validator
     def _validate_cancel(self, action: ActionInput) -> None:
         self._allowed(action)
+
+    @workflow.signal(name="signer_departed")
+    def signer_departed(self, news: SignerDeparted) -> None:
+        self.departed.append(news.signer_id)
+
+    @workflow.query(name="departed")
+    def departed_signers(self) -> list[str]:
+        return self.departed
 
     @workflow.query(name="applied")
     def applied_updates(self) -> list[tuple[str, str]]:

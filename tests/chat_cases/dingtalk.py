@@ -47,11 +47,14 @@ def robot_headers(ts: int | None = None, secret: str = APP_SECRET) -> dict[str, 
     return {"timestamp": stamp, "sign": robot_sign(secret, stamp), "Content-Type": "application/json"}
 
 
-def text_message(content: str, msg_id: str, sender: str = "zhangsan", at: tuple[str, ...] = ()) -> dict[str, Any]:
+def text_message(content: str, msg_id: str, sender: str = "zhangsan", at: tuple[str, ...] = (),
+                 outside: tuple[str, ...] = ()) -> dict[str, Any]:
+    """`outside`: dingtalkIds of people of another org (a cross-org group): no staffId."""
     return {"msgId": msg_id, "msgtype": "text", "text": {"content": content}, "conversationId": GROUP,
             "conversationType": "2", "senderStaffId": sender, "senderNick": "", "chatbotCorpId": CORP,
-            "robotCode": ROBOT, "isInAtList": True,
-            "atUsers": [{"dingtalkId": "$:LWCP_v1:$bot"}] + [{"dingtalkId": f"$:{u}", "staffId": u} for u in at]}
+            "senderCorpId": CORP, "chatbotUserId": "$:LWCP_v1:$bot", "robotCode": ROBOT, "isInAtList": True,
+            "atUsers": [{"dingtalkId": "$:LWCP_v1:$bot"}] + [{"dingtalkId": f"$:{u}", "staffId": u} for u in at]
+            + [{"dingtalkId": d} for d in outside]}
 
 
 def file_message(code: str, name: str, msg_id: str, sender: str = "zhangsan") -> dict[str, Any]:
@@ -87,10 +90,29 @@ class Case(ChatCase):
     file_source = DocumentSource(name="合同.pdf", url="dingtalk-file:dc-1")
     no_file = NO_FILE
 
+    sim: DingTalkSim
+    outsider, outsider_contact = "$:LWCP_v1:$customer", ("mobile", "+8613812341234")
+
     @contextmanager
     def simulator(self) -> Iterator[dict[str, str]]:
-        with running(directory()) as base:
+        self.sim = directory()
+        with running(self.sim) as base:
             yield env(base)
+
+    def external_command(self, event_id: str) -> Call:
+        """A cross-org group: the customer is @mentioned with a dingtalkId only (no staffId)."""
+        return robot(text_message("@SignBridge sign @李四 > @王总 13812341234", event_id, at=(self.signers[0],),
+                                  outside=(self.outsider,)))
+
+    def looked_up(self) -> list[str] | None:
+        return self.sim.looked_up
+
+    def departure(self, user: str) -> Call | None:
+        return encrypted({"EventType": "user_leave_org", "TimeStamp": str(int(time.time() * 1000)),
+                          "UserId": [user], "CorpId": CORP})
+
+    def departure_answered(self, resp: httpx.Response) -> None:
+        assert resp.status_code == 200 and decrypt_event(AES_KEY, APP_KEY, resp.json()["encrypt"]) == "success"
 
     def command(self, event_id: str, signing: str = "valid") -> Call:
         return robot(text_message("@SignBridge sign @李四 > @王五", event_id, at=self.signers), signing)

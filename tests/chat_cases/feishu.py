@@ -42,14 +42,17 @@ def file_event(chat_id: str, sender: str, message_id: str, file_key: str, name: 
 
 
 def command_event(chat_id: str, sender: str, text: str, mentions: list[tuple[str, str, str]],
-                  event_id: str | None = None, parent_id: str | None = None, token: str = TOKEN) -> dict[str, Any]:
+                  event_id: str | None = None, parent_id: str | None = None, token: str = TOKEN,
+                  tenants: dict[str, str] | None = None) -> dict[str, Any]:
+    """`tenants`: open_id → the tenant_key of a mention from another company (an external group)."""
     event_id = event_id or f"ev-{uuid.uuid4().hex[:12]}"
     return envelope("im.message.receive_v1", {
         "sender": {"sender_id": {"open_id": sender}, "sender_type": "user", "tenant_key": TENANT},
         "message": {"message_id": f"om_{event_id}", "chat_id": chat_id, "chat_type": "group",
                     "message_type": "text", "content": json.dumps({"text": text}, ensure_ascii=False),
                     "parent_id": parent_id,
-                    "mentions": [{"key": k, "id": {"open_id": oid}, "name": n, "tenant_key": TENANT}
+                    "mentions": [{"key": k, "id": {"open_id": oid}, "name": n,
+                                  "tenant_key": (tenants or {}).get(oid, TENANT)}
                                  for k, oid, n in [BOT, *mentions]]}}, event_id, token)
 
 
@@ -87,6 +90,19 @@ class Case(ChatCase):
                                 [("@_user_2", "ou_a", "李四"), ("@_user_3", "ou_b", "王五")], event_id,
                                 token="wrong" if signing == "wrong_token" else TOKEN)
         return pushed("/im/feishu/events", payload, signing)
+
+    outsider, outsider_contact = "ou_customer", ("email", "wang@customer.example")
+
+    def external_command(self, event_id: str) -> Call:
+        """An external group: the customer's mention carries their own company's tenant_key."""
+        payload = command_event("oc_ext", self.initiator, "@_user_1 sign @_user_2 > @_user_3 wang@customer.example",
+                                [("@_user_2", "ou_a", "李四"), ("@_user_3", "ou_customer", "王总")], event_id,
+                                tenants={"ou_customer": "tenant-customer"})
+        return pushed("/im/feishu/events", payload)
+
+    def departure(self, user: str) -> Call | None:
+        return pushed("/im/feishu/events", envelope("contact.user.deleted_v3", {
+            "object": {"open_id": user, "name": "李四", "status": {"is_resigned": True}}}))
 
     def file(self, event_id: str) -> Call:
         return pushed("/im/feishu/events", file_event("oc_1", self.initiator, "om_file", "file_1", event_id=event_id))

@@ -53,6 +53,7 @@ def world() -> SlackSim:
     for uid, name in (("U0", "Alice"), ("U1", "Bob"), ("U2", "Carol"), ("U3", "Mallory")):
         sim.add_user(uid, name, f"{name.lower()}@corp.example")
     sim.add_user("U9", "Gone Dave", "dave@corp.example", deleted=True)
+    sim.add_user("U7", "Wang", "wang@partner.example", team="T2")  # Slack Connect: another workspace
     sim.add_channel("C1")
     return sim
 
@@ -79,6 +80,12 @@ class Case(ChatCase):
 
     def command(self, event_id: str, signing: str = "valid") -> Call:
         return event(json_body(mention("<@UBOT> sign <@U1> &gt; <@U2>", event_id)), signing)
+
+    outsider, outsider_contact = "U7", ("mobile", "+8613812341234")
+
+    def external_command(self, event_id: str) -> Call:
+        """A Slack Connect user, with a mobile written after the mention (their profile shares an email)."""
+        return event(json_body(mention("<@UBOT> sign <@U1> &gt; <@U7> <tel:13812341234|13812341234>", event_id)))
 
     def file(self, event_id: str) -> Call:
         """Slack delivers a file only with a mention (or in a DM): one that is not a command."""

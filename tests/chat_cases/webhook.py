@@ -54,6 +54,14 @@ class Case(ChatCase):
     def command(self, event_id: str, signing: str = "valid") -> Call:
         return signed(json_body(message(event_id, "/sign @李四 > @王五")), signing)
 
+    outsider, outsider_contact = "x-10", ("mobile", "+8613812341234")
+
+    def external_command(self, event_id: str) -> Call:
+        """The IM marks people outside the company itself (`external: true`), here without a contact."""
+        body = message(event_id, "/sign @李四 > @客户B 13812341234")
+        body["mentions"] = [*MENTIONS, {"id": "x-10", "name": "客户B", "external": True}]
+        return signed(json_body(body))
+
     def file(self, event_id: str) -> Call:
         return signed(json_body(message(event_id, "合同在这里（here is the contract）", files=[FILE])))
 

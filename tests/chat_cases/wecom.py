@@ -91,10 +91,30 @@ class Case(ChatCase):
     no_file = NO_FILE
     answer_within = 5.0
 
+    sim: WeComSim
+    outsider, outsider_contact = "wmCustomer0001AAAA", ("mobile", "+8613812341234")
+
     @contextmanager
     def simulator(self) -> Iterator[dict[str, str]]:
-        with running(directory()) as base:
+        self.sim = directory()
+        with running(self.sim) as base:
             yield env(base)
+
+    def external_command(self, event_id: str) -> Call:
+        """A customer (客户联系): typed by their external_userid, with the mobile to reach them by."""
+        return posted(text_msg(f"/sign @lisi > @{self.outsider} 13812341234", event_id))
+
+    def looked_up(self) -> list[str] | None:
+        return self.sim.looked_up
+
+    def departure(self, user: str) -> Call | None:
+        return posted(f"<xml><ToUserName><![CDATA[{CORP}]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName>"
+                      f"<CreateTime>{int(time.time())}</CreateTime><MsgType><![CDATA[event]]></MsgType>"
+                      "<Event><![CDATA[change_contact]]></Event><ChangeType><![CDATA[delete_user]]></ChangeType>"
+                      f"<UserID><![CDATA[{user}]]></UserID></xml>")
+
+    def departure_answered(self, resp: httpx.Response) -> None:
+        assert resp.status_code == 200 and resp.text == "", resp.text
 
     def command(self, event_id: str, signing: str = "valid") -> Call:
         return posted(text_msg("/sign @lisi > @wangwu", event_id), signing)

@@ -72,6 +72,7 @@ class DingTalkSim:
         self.media: dict[str, tuple[str, bytes]] = {}  # media_id -> (file name, bytes)
         self.messages: list[dict[str, Any]] = []  # {"api", "to", "msgKey", "param"}
         self.calls: list[str] = []
+        self.looked_up: list[str] = []  # user ids asked of user/get: people of another org must never be
         self.errors: list[tuple[str, str]] = []
         self.duplicates = 0
         self.instances: dict[str, dict[str, Any]] = {}
@@ -348,6 +349,7 @@ class DingTalkSim:
             if (refused := self._oapi_gate(request, "user/get")) is not None:
                 return refused
             body = await request.json()
+            self.looked_up.append(str(body.get("userid") or ""))
             user = self.users.get(body.get("userid") or "")
             if user is None:
                 return JSONResponse({"errcode": 60121, "errmsg": "找不到该用户"})

@@ -86,8 +86,11 @@ class SlackSim:
 
     # ---- setup and control --------------------------------------------------------------------
 
-    def add_user(self, uid: str, name: str, email: str | None = None, deleted: bool = False) -> None:
-        self.users[uid] = {"id": uid, "name": name.lower(), "deleted": deleted, "real_name": name,
+    def add_user(self, uid: str, name: str, email: str | None = None, deleted: bool = False,
+                 team: str = "T1") -> None:
+        """A user of workspace `team`; one of another workspace is a Slack Connect user (users.info
+        shows their home workspace's `team_id`)."""
+        self.users[uid] = {"id": uid, "team_id": team, "name": name.lower(), "deleted": deleted, "real_name": name,
                            "profile": {"real_name": name, "display_name": name, **({"email": email} if email else {})}}
 
     def add_channel(self, channel: str) -> None:

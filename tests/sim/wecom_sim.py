@@ -77,6 +77,7 @@ class WeComSim:
         self.cards: dict[str, SimCard] = {}
         self.codes: dict[str, SimCode] = {}
         self.calls: list[str] = []
+        self.looked_up: list[str] = []  # user ids asked of user/get: external contacts must never be
         self.errors: list[tuple[str, int]] = []
         self.duplicates = 0
         self.approvals: dict[str, dict[str, Any]] = {}
@@ -281,6 +282,7 @@ class WeComSim:
         async def user(request: Request, userid: str = "") -> Response:
             if (refused := self._gate(request, "user/get")) is not None:
                 return refused
+            self.looked_up.append(userid)
             found = self.users.get(userid)
             if found is None:
                 return JSONResponse({"errcode": 60111, "errmsg": "userid not found"})

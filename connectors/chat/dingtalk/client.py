@@ -115,6 +115,9 @@ class DingTalkConfig(BaseSettings):
     api_base: str = "https://api.dingtalk.com"
     oapi_base: str = "https://oapi.dingtalk.com"
     bot_name: str = ""  # the robot's display name when it differs from SIGNBRIDGE_BOT_NAME
+    # Our organisation's corpId: a sender whose `senderCorpId` differs is external (a cross-org
+    # group). Empty: the message's `chatbotCorpId` (whether the two compare is unconfirmed).
+    corp_id: str = ""
     robot_tolerance_seconds: int = 3600
     event_tolerance_seconds: int = 3600
     rate_limit_backoff: float = 1.0  # DingTalk gives no Retry-After on QPS limits

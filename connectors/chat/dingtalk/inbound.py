@@ -13,7 +13,8 @@ One URL serves both, told apart by how they are authenticated:
 * **Event subscription** (query `msg_signature`/`signature`, `timeStamp`/`timestamp`, `nonce`;
   body `{"encrypt"}`): SHA-1 signature over the sorted token, timestamp, nonce and ciphertext,
   then AES (wechatpy's `PrpCrypto`: the same scheme as WeCom, the plaintext ending with the app
-  key). `check_url` and every other event are answered with the encrypted `success`. A card
+  key). `check_url` and every other event are answered with the encrypted `success`;
+  `user_leave_org` (someone left) becomes a `Departure`: the intake flags them on open flows. A card
   button callback (`outTrackId` + `content.cardPrivateData`) becomes a `ChatAction`, answered
   once Temporal accepted it (DingTalk's HTTP callbacks want an answer within 1.5 s).
 """
@@ -56,7 +57,9 @@ from signbridge.core.chat import (
     ChatAction,
     ChatEvent,
     Deadline,
+    Departure,
     FileRef,
+    Incoming,
     Mention,
     Outcome,
 )
@@ -158,6 +161,12 @@ class DingTalkInbound(DirectoryInbound[DingTalkConfig]):
             return self.card_action(event, fallback_id=hashlib.sha256(encrypt.encode()).hexdigest()[:32])
         if event.get("EventType") == APPROVAL_EVENT:
             return self.approval(event, fallback_id=hashlib.sha256(encrypt.encode()).hexdigest()[:32])
+        if event.get("EventType") == "user_leave_org":  # someone left: flag them on open flows
+            users = event.get("UserId") or event.get("UserIds") or []
+            ids = tuple(str(u) for u in (users if isinstance(users, list) else [users]) if u)
+            return Departure(platform=PLATFORM, tenant=str(event.get("CorpId") or self.config.corp_id
+                                                           or self.config.robot), user_ids=ids,
+                             event_id=hashlib.sha256(encrypt.encode()).hexdigest()[:32])
         return Reply(200, self.encrypted_reply())
 
     def approval(self, event: dict[str, Any], fallback_id: str) -> Received:
@@ -180,15 +189,19 @@ class DingTalkInbound(DirectoryInbound[DingTalkConfig]):
     async def robot_message(self, body: dict[str, Any]) -> Received:
         """A file is kept, a command starts a flow; idempotent (the flow's id comes from the msgId)."""
         msg_id, conversation = str(body.get("msgId") or ""), str(body.get("conversationId") or "")
-        sender = str(body.get("senderStaffId") or "")
+        staff = str(body.get("senderStaffId") or "")
+        sender = staff or str(body.get("senderId") or "")  # someone of another org has no staffId
         if not (msg_id and conversation and sender):
-            raise invalid("The robot message lacks msgId, conversationId or senderStaffId")
+            raise invalid("The robot message lacks msgId, conversationId or a sender")
         group = str(body.get("conversationType") or "2") == "2"
         tenant = str(body.get("chatbotCorpId") or body.get("robotCode") or self.config.robot)
+        ours = self.config.corp_id or str(body.get("chatbotCorpId") or "")
+        theirs = str(body.get("senderCorpId") or "")
         common: dict[str, Any] = {
             "platform": PLATFORM, "tenant": tenant, "chat_id": conversation if group else sender,
             "chat_kind": "group" if group else "direct", "event_id": msg_id,
-            "sender": Person(id=sender, name=str(body.get("senderNick") or ""))}
+            "sender": Person(id=sender, name=str(body.get("senderNick") or ""),
+                             external=not staff or bool(ours and theirs and theirs != ours))}
         if body.get("msgtype") == "file":
             content: dict[str, Any] = body["content"] if isinstance(body.get("content"), dict) else {}
             source = file_source(str(content.get("downloadCode") or ""), str(content.get("fileName") or
@@ -203,11 +216,17 @@ class DingTalkInbound(DirectoryInbound[DingTalkConfig]):
         mentions: tuple[Mention, ...] = ()
         if commands.is_command(text, self.bot_name):  # only a command is worth directory calls
             chat = ChatRef(platform=PLATFORM, tenant=tenant, chat_id=common["chat_id"], source_event_id=msg_id)
-            mentions = await self._mentions(chat, text, body.get("atUsers") or [])
+            mentions = await self._mentions(chat, text, body.get("atUsers") or [], str(body.get("chatbotUserId") or ""))
         return ChatEvent(**common, text=text, mentions=mentions, bot_name=self.bot_name)
 
-    async def _mentions(self, chat: ChatRef, text: str, at_users: list[Any]) -> tuple[Mention, ...]:
-        ids = list(dict.fromkeys(str(u.get("staffId")) for u in at_users if isinstance(u, dict) and u.get("staffId")))
+    async def _mentions(self, chat: ChatRef, text: str, at_users: list[Any], bot: str) -> tuple[Mention, ...]:
+        """Members of our org (a `staffId`) named from the directory; people of another org (a
+        cross-org group: a `dingtalkId` and no `staffId`) are external, named by the `@name`s left
+        over, never looked up."""
+        users = [u for u in at_users if isinstance(u, dict)]
+        ids = list(dict.fromkeys(str(u.get("staffId")) for u in users if u.get("staffId")))
+        outside = list(dict.fromkeys(str(u.get("dingtalkId")) for u in users if not u.get("staffId")
+                                     and u.get("dingtalkId") and str(u.get("dingtalkId")) != bot))
         names = {i: n for i in ids if (n := identities.name_of(self.engine, PLATFORM, chat.tenant, i))}
         found = await resolve_within(self.directory, chat, [Person(id=i, name=i) for i in ids if i not in names],
                                      RESOLVE_BUDGET)
@@ -223,7 +242,11 @@ class DingTalkInbound(DirectoryInbound[DingTalkConfig]):
         for i in ids:  # still unnamed: the remaining `@name`s, in the order they were typed
             if i not in names and leftover:
                 names[i] = leftover.pop(0)
-        return tuple(Mention(Person(id=i, name=names.get(i, i))) for i in ids)
+        # Without `chatbotUserId` the robot's own entry cannot be told apart: it comes first (the
+        # message starts with its @), so the external ones are the last as many as names are left.
+        outside = outside[max(0, len(outside) - len(leftover)):]
+        return (*(Mention(Person(id=i, name=names.get(i, i))) for i in ids),
+                *(Mention(Person(id=i, name=name, external=True)) for i, name in zip(outside, leftover, strict=False)))
 
     def card_action(self, event: dict[str, Any], fallback_id: str) -> Received:
         """A card button (`outTrackId`, `userId`, `content.cardPrivateData`); the update id comes from
@@ -247,12 +270,14 @@ class DingTalkInbound(DirectoryInbound[DingTalkConfig]):
             return self.card_action(data, fallback_id=fallback)
         return await self.robot_message(data)
 
-    def reply(self, received: ChatEvent | ChatAction | ApprovalEvent, outcome: Outcome) -> Reply:
+    def reply(self, received: Incoming, outcome: Outcome) -> Reply:
         """DingTalk retries a 5xx; a refused click leaves the card as it is (the flow updates it)."""
         if isinstance(outcome, Busy):
             return Reply.busy(outcome)
         if isinstance(received, ApprovalEvent):
             log.info("DingTalk approval %s: %s", received.instance_id, outcome)
+            return Reply(200, self._success())
+        if isinstance(received, Departure):
             return Reply(200, self._success())
         if isinstance(received, ChatAction):
             log.info("DingTalk %s on %s: %s", received.name, received.request_id, type(outcome).__name__)

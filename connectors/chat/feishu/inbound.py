@@ -18,7 +18,13 @@ authenticated by the connection itself):
   message, so a command names the file by replying to it or by following it. A reply to a file
   we never received (groups without the read-all scope) becomes `feishu://{message_id}/` and the
   download asks Feishu for its file.
-* A text message becomes a `ChatEvent`: `@_user_1` placeholders back to `@name`, as typed.
+* A text message becomes a `ChatEvent`: `@_user_1` placeholders back to `@name`, as typed. A
+  sender or mention whose `tenant_key` differs from the header's (the tenant that installed the
+  app) is someone of another company — a customer in an external group, an external contact —
+  and becomes `Person(external=True)`: never looked up in our directory, reached by the contact
+  the command gives (`@王总 13812341234`).
+* `contact.user.deleted_v3` (someone left the company) becomes a `Departure`: the intake flags
+  them on every open flow still waiting for them ("replace signer" on the card).
 * A card button (`card.action.trigger`) becomes a `ChatAction` with the callback's event id as
   update id; Feishu wants an answer within 3 s, and it is a toast.
 """
@@ -53,6 +59,7 @@ from signbridge.core.untrusted import is_stale, load_json, same
 ROUTES = (Route("/im/feishu/events"), Route("/im/feishu/card"))
 MAX_BODY_BYTES = 1024 * 1024
 MESSAGE_EVENT = "im.message.receive_v1"
+DEPARTED_EVENT = "contact.user.deleted_v3"  # someone left the company (a signer to flag on open flows)
 CARD_EVENT = "card.action.trigger"
 APPROVAL_EVENT = "approval_instance"  # v1 envelope (`type: event_callback`)
 APPROVAL_EVENT_V2 = "approval.instance.status_changed_v4"  # schema 2.0, as the SDK names it
@@ -94,6 +101,13 @@ def _dict(value: Any) -> dict[str, Any]:
 
 
 UNKNOWN_ACTION = toast("error", "无法识别的操作", "Unknown action")
+
+
+def _outside(who: Any, ours: str) -> bool:
+    """Someone of another tenant (an external group's customer, an external contact): their
+    `tenant_key` differs from the event header's, the tenant that installed the app."""
+    theirs = str(_dict(who).get("tenant_key") or "")
+    return bool(ours and theirs and theirs != ours)
 
 
 class FeishuInbound:
@@ -168,6 +182,11 @@ class FeishuInbound:
                                                                       **_dict(event.get("object")), **event})
         if kind == CARD_EVENT:
             return self._card(header, event)
+        if kind == DEPARTED_EVENT:
+            user = _dict(event.get("object"))
+            ids = tuple(i for i in (str(user.get("open_id") or ""), str(user.get("user_id") or "")) if i)
+            return chat.Departure(platform=PLATFORM, tenant=str(header.get("tenant_key") or "default"), user_ids=ids,
+                                  event_id=str(header.get("event_id") or ""))
         if kind != MESSAGE_EVENT:
             return Reply(200, {"ok": True, "ignored": kind})
         return self._message(header, event)
@@ -175,14 +194,16 @@ class FeishuInbound:
     def _message(self, header: dict[str, Any], event: dict[str, Any]) -> Received:
         message = event.get("message") or {}
         sender = ((event.get("sender") or {}).get("sender_id") or {}).get("open_id") or ""
-        tenant = str(header.get("tenant_key") or (event.get("sender") or {}).get("tenant_key") or "default")
+        ours = str(header.get("tenant_key") or "")  # the tenant that installed the app
+        tenant = str(ours or (event.get("sender") or {}).get("tenant_key") or "default")
         event_id, chat_id = str(header.get("event_id") or ""), str(message.get("chat_id") or "")
         if not (event_id and chat_id and sender):
             raise invalid("The message event lacks event_id, chat_id or sender")
         content = embedded_object(message.get("content"))
         message_id = str(message.get("message_id") or "")
         common: dict[str, Any] = {
-            "platform": PLATFORM, "tenant": tenant, "chat_id": chat_id, "sender": Person(id=sender, name=""),
+            "platform": PLATFORM, "tenant": tenant, "chat_id": chat_id,
+            "sender": Person(id=sender, name="", external=_outside(event.get("sender"), ours)),
             "event_id": event_id, "message_id": message_id,
             "chat_kind": "direct" if message.get("chat_type") == "p2p" else "group"}
         if message.get("message_type") == "file":
@@ -199,7 +220,7 @@ class FeishuInbound:
             if m.get("key"):
                 text = text.replace(m["key"], f"@{m.get('name') or ''}")
         mentions = tuple(chat.Mention(Person(id=(m.get("id") or {}).get("open_id") or m.get("key", ""),
-                                        name=m.get("name") or "")) for m in raw)
+                                             name=m.get("name") or "", external=_outside(m, ours))) for m in raw)
         return chat.ChatEvent(**common, text=text, mentions=mentions, reply_to=message.get("parent_id") or None,
                          bot_name=self.config.bot_name or None)
 
@@ -228,7 +249,7 @@ class FeishuInbound:
 
     # ---- answers ---------------------------------------------------------------------------------
 
-    def reply(self, received: chat.ChatEvent | chat.ChatAction | chat.ApprovalEvent, outcome: chat.Outcome) -> Reply:
+    def reply(self, received: chat.Incoming, outcome: chat.Outcome) -> Reply:
         if isinstance(received, chat.ChatAction):
             return Reply(200, self.toast_for(received, outcome))
         match outcome:

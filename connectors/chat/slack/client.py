@@ -87,6 +87,13 @@ def file_source_url(file_id: str) -> str:
     return f"slack:file:{file_id}"
 
 
+def is_connect_user(user: dict[str, Any], team: str) -> bool:
+    """A Slack Connect user: `users.info` gives their home workspace's `team_id`, not ours (or marks
+    them `is_stranger`)."""
+    home = str(user.get("team_id") or "")
+    return bool(user.get("is_stranger")) or bool(home and team and home != team)
+
+
 def latest_file_url(channel: str, user: str) -> str:
     return f"slack:latest:{channel}:{user}"
 
@@ -196,7 +203,10 @@ class SlackChat:
         return await self._fetch(str(link), source.name, max_bytes)
 
     async def resolve(self, chat: ChatRef, person: Person) -> Person:
-        """users.info → name and email; kept in the directory cache for an hour (a deactivation shows within it)."""
+        """users.info → name and email; kept in the directory cache for an hour (a deactivation shows
+        within it). A Slack Connect user (their `team_id` is another workspace's) comes back
+        `external`: a signer from outside the company, reached by the contact the command gives or
+        the email their profile shares."""
         async def lookup() -> Contact:
             try:
                 data = await self.call("users.info", {"user": person.id}, form=True)
@@ -206,7 +216,8 @@ class SlackChat:
             profile = user.get("profile") or {}
             name = profile.get("real_name") or profile.get("display_name") or user.get("real_name") \
                 or user.get("name") or person.name
-            return Contact(name=name, email=profile.get("email"), active=not user.get("deleted"))
+            return Contact(name=name, email=profile.get("email"), active=not user.get("deleted"),
+                           external=is_connect_user(user, chat.tenant))
 
         return await self.directory.resolve(chat, person, lookup)
 

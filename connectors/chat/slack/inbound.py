@@ -7,8 +7,12 @@ window): a forged, unsigned or stale request gets 401 and starts nothing. Slack 
 * `app_mention` / `message.im` → a `ChatEvent` with id `event_id` (Slack retries — possibly
   while the first attempt is still running — hit the same flow id). Mentions (`<@U123>`) are
   typed `@U123`; names and emails come from `users.info` within `RESOLVE_BUDGET`, and a
-  deactivated signer is the request's problem at once. A file sent to the bot in a DM is
-  addressed to it; a mention with a file and no command keeps the file for a later `/sign`.
+  deactivated signer is the request's problem at once. A Slack Connect user (`users.info` gives
+  another workspace's `team_id`; a sender's `user_team` differs from the event's team) is
+  `Person(external=True)`, reached by the contact the command gives (`<@U9> wang@x.example`,
+  Slack's `<mailto:…>` links read back as the address) or the email their profile shares. A
+  file sent to the bot in a DM is addressed to it; a mention with a file and no command keeps
+  the file for a later `/sign`.
 * `/sign` slash command → the same; its document is the user's latest file seen in the channel,
   else looked up in the channel's history when the flow runs (`slack:latest:…`). Answered with
   ephemeral text.
@@ -47,6 +51,7 @@ RESOLVE_BUDGET = 1.5  # seconds of the 3 s deadline spent on users.info at most
 _USER_MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
 _OTHER_TOKEN = re.compile(r"<[#!][^>]*>")
 _LINK = re.compile(r"<(https?://[^>|]+)(?:\|[^>]*)?>")
+_CONTACT_LINK = re.compile(r"<(?:mailto|tel):([^>|]+)(?:\|[^>]*)?>")  # Slack links typed addresses and numbers
 SLACK_HOOKS = "https://hooks.slack.com/"
 NO_FILE = "No document to sign: attach the PDF to the same message that mentions SignBridge."
 LATEST_FILE = "document.pdf"  # the placeholder name of "the user's latest file", looked up when the flow runs
@@ -94,6 +99,7 @@ def slack_text(text: str, bot_user_id: str | None, bot_name: str) -> tuple[str, 
 
     text = _USER_MENTION.sub(user, text or "")
     text = _LINK.sub(lambda m: m.group(1), _OTHER_TOKEN.sub(" ", text))
+    text = _CONTACT_LINK.sub(lambda m: m.group(1), text)
     text = text.replace("&gt;", ">").replace("&lt;", "<").replace("&amp;", "&")
     return text.strip(), mentioned
 
@@ -158,9 +164,11 @@ class SlackInbound:
                                    file_source_url(str(f["id"]))) for f in event.get("files") or [] if f.get("id"))
         if is_dm and files and not commands.is_command(text, self.bot_name):
             text = f"/sign {text}"  # a file sent to the bot in a DM is addressed to it
+        user_team = str(event.get("user_team") or team)  # a Slack Connect sender's home workspace
         return await self._message(chat.ChatEvent, team=team, event_id=event_id, channel=str(event["channel"]),
                                    direct=is_dm, user=str(event["user"]), text=text, mentioned=mentioned,
-                                   files=files, message_id=str(event.get("ts") or ""))
+                                   files=files, message_id=str(event.get("ts") or ""),
+                                   outsider=user_team != team)
 
     async def _command(self, body: bytes) -> Received:
         form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
@@ -168,13 +176,17 @@ class SlackInbound:
         if not user or not channel or not trigger:
             raise CallbackRejected(400, "invalid_command", "user_id, channel_id and trigger_id are required")
         text, mentioned = slack_text(form.get("text", ""), self.config.bot_user_id, self.bot_name)
-        return await self._message(SlashCommand, team=form.get("team_id", "default"), event_id=f"cmd-{trigger}",
+        team = form.get("team_id", "default")
+        return await self._message(SlashCommand, team=team, event_id=f"cmd-{trigger}",
                                    channel=channel, direct=channel.startswith("D"), user=user,
-                                   text=f"/sign {text}", mentioned=mentioned, files=(), message_id="")
+                                   text=f"/sign {text}", mentioned=mentioned, files=(), message_id="",
+                                   outsider=bool(form.get("user_team_id")) and form.get("user_team_id") != team)
 
     async def _message(self, kind: type[chat.ChatEvent], *, team: str, event_id: str, channel: str, direct: bool,
                        user: str, text: str, mentioned: list[str], files: tuple[chat.FileRef, ...],
-                       message_id: str) -> chat.ChatEvent:
+                       message_id: str, outsider: bool = False) -> chat.ChatEvent:
+        """Names and emails from users.info; a Slack Connect user (another workspace's `team_id`
+        there, or the sender's `user_team`) is external."""
         tenant = _tenant(team)
         people: dict[str, Person] = {}
         problem: str | None = None
@@ -184,8 +196,11 @@ class SlackInbound:
                                          RESOLVE_BUDGET)
             people = {i: r for i, r in found.items() if isinstance(r, Person)}
             problem = next((r.message for r in found.values() if isinstance(r, Departed)), None)
+        sender = people.get(user, Person(id=user, name=""))
+        if outsider:
+            sender = sender.model_copy(update={"external": True})
         return kind(platform=PLATFORM, tenant=tenant, chat_id=channel, chat_kind="direct" if direct else "group",
-                    sender=people.get(user, Person(id=user, name="")), event_id=event_id, text=text,
+                    sender=sender, event_id=event_id, text=text,
                     mentions=tuple(chat.Mention(people.get(i, Person(id=i, name=i)), typed=i) for i in mentioned),
                     files=files, message_id=message_id, problem=problem)
 
@@ -225,7 +240,7 @@ class SlackInbound:
 
     # ---- answers --------------------------------------------------------------------------------
 
-    def reply(self, received: chat.ChatEvent | chat.ChatAction, outcome: chat.Outcome) -> Reply:
+    def reply(self, received: chat.Incoming, outcome: chat.Outcome) -> Reply:
         if isinstance(received, Click):
             return self._click_reply(received, outcome)
         if isinstance(received, SlashCommand):
@@ -249,11 +264,17 @@ class SlackInbound:
             case chat.Started(problem=str()) | chat.Duplicate(problem=str()):
                 return Reply(200, {"response_type": "ephemeral", "text": outcome.problem,
                                    "request_id": outcome.request_id})
+            case chat.Started() | chat.Duplicate() if outcome.request_id.startswith("reply:"):
+                return Reply(200, {"response_type": "ephemeral", "request_id": outcome.request_id,
+                                   "text": "SignBridge answers you in a direct message."})
             case chat.Started() | chat.Duplicate():
                 return Reply(200, {"response_type": "ephemeral", "request_id": outcome.request_id,
                                    "text": "Starting a signing request with the last file you shared in this channel. "
                                            "If you haven't shared one yet, attach the PDF and mention SignBridge "
                                            "instead."})
+            case chat.Applied() | chat.Accepted():  # `/sign replace @old @new`: the card shows the change
+                return Reply(200, {"response_type": "ephemeral", "request_id": outcome.request_id,
+                                   "text": "Done: the card shows the new signer."})
         # Slack never sends a slash command again: tell the person to.
         return Reply(200, {"response_type": "ephemeral",
                            "text": "SignBridge is busy right now; please run the command again in a moment."})

@@ -6,7 +6,9 @@
 * `type: "message"` → a `ChatEvent` (mentions carry their contact data; `external: true` for
   people outside the company). A file without a command is kept for a later command.
 * `type: "action"` (card buttons) → a `ChatAction`, with the event id as update id so a
-  redelivered click is applied once.
+  redelivered click is applied once. `replace` names the signer (`signer_ids`: one id, as the
+  card's "replace" button carries it) and the `replacement` (a mention: id, name, contacts,
+  `external`).
 
 Replies (JSON): a start is 202 (200 for a redelivery), ordinary chat 200 `ignored`; an update
 200 with the flow's status (202 when only accepted in time); a refusal 403 (permission) or 409,
@@ -99,6 +101,7 @@ class ActionIn(BaseModel):
     name: str = Field(max_length=64)
     reason: str | None = Field(default=None, max_length=500)
     signer_ids: list[Identifier] = Field(default_factory=list, max_length=MAX_MENTIONS)
+    replacement: MentionIn | None = None  # "replace": who signs instead of `signer_ids[0]`
 
 
 class ActionEvent(_Event):
@@ -161,13 +164,15 @@ class WebhookInbound:
             return chat.ChatAction(request_id=event.action.request_id, name=event.action.name,
                               actor=Actor(id=sender.id, name=sender.name), update_id=event.event_id,
                               reason=event.action.reason, signer_ids=tuple(event.action.signer_ids),
-                              platform=PLATFORM, tenant=event.tenant)
+                              platform=PLATFORM, tenant=event.tenant,
+                              replacement=Person(**event.action.replacement.model_dump())
+                              if event.action.replacement else None)
         return chat.ChatEvent(platform=PLATFORM, tenant=event.tenant, chat_id=event.chat.id, chat_kind=event.chat.kind,
                          sender=sender, event_id=event.event_id, text=event.text,
                          mentions=tuple(chat.Mention(p.person(), p.name) for p in event.mentions),
                          files=tuple(chat.FileRef(f.name, f.url, f.sha256) for f in event.files))
 
-    def reply(self, received: chat.ChatEvent | chat.ChatAction | chat.ApprovalEvent, outcome: chat.Outcome) -> Reply:
+    def reply(self, received: chat.Incoming, outcome: chat.Outcome) -> Reply:
         match outcome:
             case chat.Started() | chat.Duplicate():
                 body: dict[str, object] = {"ok": True, "request_id": outcome.request_id,
@@ -184,7 +189,8 @@ class WebhookInbound:
                 return Reply(202, {"ok": True, "request_id": outcome.request_id, "action": _name(received),
                                    "accepted": True})
             case chat.Refused():
-                status = 400 if outcome.code == "unknown_action" else 403 if outcome.permission else 409
+                status = 400 if outcome.code in ("unknown_action", "InvalidArgument") else \
+                    403 if outcome.permission else 409
                 return Reply.error(status, outcome.code, outcome.en)
             case chat.NotFound(ended=True):
                 return Reply.error(409, "already_ended", f"The request {outcome.request_id} has already ended")
@@ -207,7 +213,7 @@ def _approval(event: ApprovalApprovedEvent) -> chat.ApprovalEvent:
         files=tuple(chat.FileRef(f.name, f.url, f.sha256) for f in event.files))
 
 
-def _name(received: chat.ChatEvent | chat.ChatAction | chat.ApprovalEvent) -> str:
+def _name(received: chat.Incoming) -> str:
     return received.name if isinstance(received, chat.ChatAction) else ""
 
 

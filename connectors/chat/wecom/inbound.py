@@ -9,16 +9,23 @@
     delivers the file and the command as separate messages;
   - a `text` command becomes a `ChatEvent` with id `MsgId`; WeCom text has no structured
     mentions, so each `@token` is matched against the directory cache (userid or name) and,
-    within a small time budget, `user/get`; the flow's `resolve` step checks every signer again;
+    within a small time budget, `user/get`; the flow's `resolve` step checks every signer again.
+    External contacts (客户联系) are external signers, never looked up in the directory: an
+    `external_userid` (`wo…`/`wm…`) as sender or `@token`, and, in a customer group (`wr…`),
+    anyone `user/get` does not know; they are reached by the contact the command gives
+    (`@wmXXXX 13812341234`) or the one `signbridge identities import` recorded;
   - a `template_card_event` (button click) stores its fresh `ResponseCode` for the card's next
     update, then becomes a `ChatAction` with an update id derived from the event
     (`FromUserName` + `CreateTime`), so WeCom's retries apply it once.
+  - `change_contact` with `ChangeType` `delete_user` (someone left) becomes a `Departure`: the
+    intake flags them on every open flow still waiting for them.
   The reply is empty (which stops WeCom's retries) and is sent only after Temporal holds the
   request; WeCom's deadline is 5 s. Temporal out of reach: 503, and WeCom delivers again.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -27,9 +34,9 @@ from sqlalchemy.engine import Engine
 from wechatpy.enterprise.crypto import WeChatCrypto
 from wechatpy.exceptions import InvalidSignatureException
 
-from connectors.chat.base import ChatConnector
+from connectors.chat.base import ChatConnector, InputProblem
 from connectors.chat.callback import Callback, CallbackRejected, DirectoryInbound, Received, Reply, Route, Rules
-from connectors.chat.directory import resolve_within
+from connectors.chat.directory import Departed, resolve_within
 from connectors.chat.wecom.client import PLATFORM, WeComConfig, card_key_for, media_source, store_response_code
 from signbridge.core import commands
 from signbridge.core.chat import (
@@ -39,7 +46,9 @@ from signbridge.core.chat import (
     ChatAction,
     ChatEvent,
     Deadline,
+    Departure,
     FileRef,
+    Incoming,
     Mention,
     Outcome,
 )
@@ -70,6 +79,16 @@ def _tree(text: str | bytes) -> dict[str, Any]:
     doc = xmltodict.parse(raw, disable_entities=True)
     root = doc.get("xml") if isinstance(doc, dict) else None
     return root if isinstance(root, dict) else {}
+
+
+# 客户联系: an external contact's `external_userid` starts `wo`/`wm`, a customer group's chat id `wr`
+# (the prefixes are what WeCom's ids look like, not a documented contract).
+_EXTERNAL_USER = re.compile(r"^w[om][A-Za-z0-9_\-]{8,}$")
+_CUSTOMER_GROUP = re.compile(r"^wr[A-Za-z0-9_\-]{8,}$")
+
+
+def is_external_user(user_id: str) -> bool:
+    return bool(_EXTERNAL_USER.match(user_id))
 
 
 def _xml(text: str | bytes) -> dict[str, str]:
@@ -123,6 +142,10 @@ class WeComInbound(DirectoryInbound[WeComConfig]):
             return self._click(inner)
         if kind == "event" and inner.get("Event") == APPROVAL_EVENT:
             return self._approval(_tree(plain))
+        if kind == "event" and inner.get("Event") == "change_contact" and inner.get("ChangeType") == "delete_user" \
+                and inner.get("UserID"):
+            return Departure(platform=PLATFORM, tenant=self.config.corp_id, user_ids=(inner["UserID"],),
+                             event_id=f"delete_user:{inner['UserID']}:{inner.get('CreateTime', '')}")
         return Reply(200, "")
 
     def _approval(self, event: dict[str, Any]) -> Received:
@@ -159,6 +182,7 @@ class WeComInbound(DirectoryInbound[WeComConfig]):
         event_id = msg.get("MsgId") or f"{sender}-{msg.get('CreateTime', '')}"
         common = {"platform": PLATFORM, "tenant": self.config.corp_id, "chat_id": sender, "event_id": event_id,
                   "chat_kind": "group" if msg.get("ChatId") else "direct", "sender": self._known(sender)}
+        customers = bool(_CUSTOMER_GROUP.match(msg.get("ChatId", "")))
         if msg.get("MsgType") == "file":
             source = media_source(msg.get("MediaId", ""), msg.get("FileName") or msg.get("Title") or "document.pdf")
             files = (FileRef(source.name, str(source.url)),) if msg.get("MediaId") else ()
@@ -167,30 +191,42 @@ class WeComInbound(DirectoryInbound[WeComConfig]):
         mentions: tuple[Mention, ...] = ()
         if commands.is_command(text, self.bot_name):  # only a command is worth directory calls
             chat = ChatRef(platform=PLATFORM, tenant=self.config.corp_id, chat_id=sender, source_event_id=event_id)
-            mentions = await self._mentions(chat, text)
+            mentions = await self._mentions(chat, text, customers)
         return ChatEvent(**common, text=text, mentions=mentions)  # type: ignore[arg-type]
 
-    def _known(self, user_id: str) -> Person:
+    def _known(self, user_id: str, name: str = "") -> Person:
+        """What the identities table knows (an import may give an external contact's name and
+        mobile); an external contact (`wo…`/`wm…`) is marked so, whatever it says."""
+        external = is_external_user(user_id)
         row = identities.find(self.engine, PLATFORM, self.config.corp_id, user_id)
         if row is None:
-            return Person(id=user_id, name="")
-        return Person(id=user_id, name=row.name, email=row.email, mobile=row.mobile)
+            return Person(id=user_id, name=name, external=external)
+        return Person(id=user_id, name=row.name, email=row.email, mobile=row.mobile,
+                      external=external or row.external)
 
-    async def _mentions(self, chat: ChatRef, text: str) -> tuple[Mention, ...]:
-        """Each typed `@token`: a userid first, else a name (active people before departed ones), else
-        `user/get` within the budget; still unknown, the token is taken as a userid and the flow's
-        resolve step decides."""
+    async def _mentions(self, chat: ChatRef, text: str, customers: bool = False) -> tuple[Mention, ...]:
+        """Each typed `@token`: an external contact's id (`wo…`/`wm…`) is external and never looked
+        up in the directory; else a userid, else a name (active people before departed ones), else
+        `user/get` within the budget. In a customer group (`wr…`) someone `user/get` does not know
+        is a customer: external, named as typed. Still unknown, the token is taken as a userid and
+        the flow's resolve step decides."""
         tokens = commands.typed_mentions(text, self.bot_name)
         people: dict[str, Person] = {}
         for token in tokens:
+            if is_external_user(token):
+                people[token] = self._known(token, token)
+                continue
             row = identities.find(self.engine, PLATFORM, chat.tenant, token) \
                 or identities.find_by_name(self.engine, PLATFORM, chat.tenant, token)
             if row is not None:
-                people[token] = Person(id=row.user_id, name=row.name, email=row.email, mobile=row.mobile)
+                people[token] = Person(id=row.user_id, name=row.name, email=row.email, mobile=row.mobile,
+                                       external=row.external)
         unknown = [Person(id=t, name=t) for t in tokens if t not in people]
         for token, result in (await resolve_within(self.directory, chat, unknown, RESOLVE_BUDGET)).items():
             if isinstance(result, Person):
                 people[token] = result
+            elif customers and isinstance(result, InputProblem) and not isinstance(result, Departed):
+                people[token] = Person(id=token, name=token, external=True)
         return tuple(Mention(people.get(t, Person(id=t, name=t)), typed=t) for t in tokens)
 
     def _click(self, msg: dict[str, str]) -> Received:
@@ -203,7 +239,7 @@ class WeComInbound(DirectoryInbound[WeComConfig]):
                           update_id=f"wecom:{user}:{msg.get('CreateTime')}:{action}", platform=PLATFORM,
                           tenant=self.config.corp_id)
 
-    def reply(self, received: ChatEvent | ChatAction | ApprovalEvent, outcome: Outcome) -> Reply:
+    def reply(self, received: Incoming, outcome: Outcome) -> Reply:
         """Empty stops WeCom's retries; a refused click leaves the card as it is."""
         return Reply.busy(outcome) if isinstance(outcome, Busy) else Reply(200, "")
 
