@@ -411,7 +411,7 @@ def test_db_upgrade_fresh_and_create_all_sqlite(tmp_path: Path) -> None:
     newer = ("chat_messages", "inbound_events", "sent_messages", "provider_links", "chat_files", "signing_links",
              "request_participants", "templates", "bulk_sends", "bulk_rows", "switches", "local_documents")
     _create_all(older, skip=newer)
-    _drop_columns(older, "signing_requests", ("bulk_id", "snapshot"))  # added later than those tables too
+    _drop_columns(older, "signing_requests", ("bulk_id", "snapshot", "certificate_sha256"))  # added later too
     result = _upgrade(older)
     assert result.exit_code == 0, result.output
     assert "stamped 993ad634c42d" in result.output and _revision(older) == HEAD
