@@ -12,6 +12,7 @@ from fastapi import Depends, Request
 from sqlalchemy.engine import Engine
 from temporalio.client import Client
 
+from connectors.notify.registry import Notifier
 from signbridge.core.settings import Settings
 from signbridge.intake import Intake
 from store.blobs import BlobStore
@@ -37,8 +38,13 @@ def get_blobs(request: Request) -> BlobStore:
     return request.app.state.blobs  # type: ignore[no-any-return]
 
 
+def get_notifier(request: Request) -> Notifier:
+    return request.app.state.notifier  # type: ignore[no-any-return]
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 ClientDep = Annotated[Client, Depends(get_client)]
 EngineDep = Annotated[Engine, Depends(get_engine_dep)]
 IntakeDep = Annotated[Intake, Depends(get_intake)]
 BlobsDep = Annotated[BlobStore, Depends(get_blobs)]
+NotifierDep = Annotated[Notifier, Depends(get_notifier)]

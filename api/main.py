@@ -30,6 +30,7 @@ from api.playground import routes as playground
 from api.playground.transcript import Transcript
 from connectors.chat.registry import build_chats, build_inbounds
 from connectors.esign.registry import build_webhooks
+from connectors.notify.registry import build_notifier
 from signbridge.core.settings import DEVELOPMENT, Settings, get_settings
 from signbridge.core.temporal import connect
 from signbridge.intake import Intake
@@ -72,6 +73,8 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
             # The chat connectors name mentioned people through their platform's directory.
             app.state.inbounds = build_inbounds(settings, app.state.engine, build_chats(settings, http))
             app.state.docusign_views = views
+            # One-time codes for the signing pages go out by email or SMS (`connectors.notify`).
+            app.state.notifier = build_notifier(settings, http)
             yield
 
     # Swagger UI (/docs) and ReDoc (/redoc) from SignBridge itself, not a CDN: they work offline.

@@ -25,9 +25,10 @@ from pypdf import PdfReader
 from sqlalchemy.engine import Engine
 from temporalio.client import Client
 
-from api.deps import BlobsDep, ClientDep, EngineDep, SettingsDep
+from api.deps import BlobsDep, ClientDep, EngineDep, NotifierDep, SettingsDep
 from api.errors import error_body, responses
 from connectors.esign import local
+from connectors.notify.registry import Notifier
 from signbridge.core.models import ProviderEvent
 from signbridge.core.settings import Settings
 from signbridge.core.signers import MAX_NAME_CHARS
@@ -54,7 +55,7 @@ HTML = "text/html"
 # Every page answers HTML, or JSON for `Accept: application/json`.
 PAGE: dict[int | str, dict[str, Any]] = {200: {"description": "The page (HTML), or its content as JSON", "content": {
     HTML: {"schema": {"type": "string"}}, "application/json": {"schema": {"type": "object"}}}}}
-STATUS = {"unknown": 404, "gone": 410, "invalid": 400, "busy": 503, "unsignable": 422}
+STATUS = {"unknown": 404, "gone": 410, "invalid": 400, "busy": 503, "unsignable": 422, "limited": 429}
 DELIVERY_TIMEOUT_SECONDS = 10.0
 MAX_PAGE_DIGITS = 5  # no document that passes `check_pdf` has 100,000 pages
 # The name input's maxlength: browsers count UTF-16 units, so any name `prepare` accepts fits.
@@ -75,16 +76,17 @@ def _wants_json(request: Request) -> bool:
 
 def _problem(request: Request, problem: local.LinkProblem, back: str | None = None) -> Response:
     status = STATUS[problem.kind]
+    headers = {"Retry-After": str(max(1, int(problem.retry_after + 0.999)))} if problem.retry_after else {}
     if _wants_json(request):
         message = f"{problem.zh} / {problem.en}"
-        return _secure(JSONResponse(error_body(problem.code, message), status_code=status))
+        return _secure(JSONResponse(error_body(problem.code, message), status_code=status, headers=headers))
     heading = {404: ("链接无效", "This link is not valid"), 410: ("链接已失效", "This link no longer works"),
                400: ("无法提交", "Could not submit"), 503: ("请稍后重试", "Please try again"),
-               422: ("无法签署", "This document cannot be signed")}[status]
+               422: ("无法签署", "This document cannot be signed"), 429: ("请稍后再试", "Please wait")}[status]
     body = f"<p>{_e(problem.zh)}</p><p class=en>{_e(problem.en)}</p>"
-    if back and status == 400:
+    if back and status in (400, 429):
         body += f'<p><a href="{_e(back)}">返回 / Back</a></p>'
-    return _secure(HTMLResponse(_layout(heading, body), status_code=status))
+    return _secure(HTMLResponse(_layout(heading, body), status_code=status, headers=headers))
 
 
 def _e(value: object) -> str:
@@ -118,10 +120,32 @@ def _layout(heading: tuple[str, str], body: str) -> str:
     )
 
 
+def _code_section(base: str, code_to: str | None, notice: str | None) -> tuple[str, str]:
+    """(the "send code" form, the code field of the signing form) for a signer who needs a code;
+    plain forms, so the page works without JavaScript."""
+    if code_to is None:
+        return "", ""
+    sent = f"<p><strong>{_e(notice)}</strong></p>" if notice else ""
+    ask = f"""
+<section class=card><form method=post action="{base}/code">
+<p>为确认是您本人，请获取验证码，我们会发送到您的{_e(code_to)}。<br>
+<span class=en>To confirm it is you, we send a one-time code to your {_e(code_to)}.</span></p>{sent}
+<button class=decline type=submit>获取验证码 / Send code</button>
+</form></section>"""
+    field = """
+<label for=code>验证码（6 位数字）/ One-time code (6 digits)</label>
+<input type=text id=code name=code required inputmode=numeric autocomplete=one-time-code maxlength=6
+ pattern="[0-9]{6}">"""
+    return ask, field
+
+
 def _sign_page(token: str, signer: LocalSigner, flow: LocalFlow, doc_name: str, pages: int,
-               others: list[tuple[str, str, int]] | None = None) -> str:
-    """`others`: the flow's further documents (name, SHA-256, pages); one consent signs them all."""
+               others: list[tuple[str, str, int]] | None = None, code_to: str | None = None,
+               notice: str | None = None) -> str:
+    """`others`: the flow's further documents (name, SHA-256, pages); one consent signs them all.
+    `code_to`: where a one-time code goes ("手机 138****1234 / mobile …"), None when none is needed."""
     base = f"/sign/{_e(token)}"
+    ask_code, code_field = _code_section(base, code_to, notice)
     current = ""
     if flow.version:
         current = (f"<dt>当前版本 / Current version</dt><dd><code>{_e(flow.current_sha256)}</code>"
@@ -141,11 +165,11 @@ def _sign_page(token: str, signer: LocalSigner, flow: LocalFlow, doc_name: str, 
 <dt>签署人 / Signer</dt><dd>{_e(signer.name)}</dd>
 <dt>页数 / Pages</dt><dd>{pages}</dd>
 </dl></section>
-<section class=pages>{images}</section>
+<section class=pages>{images}</section>{ask_code}
 <section class=card><form method=post action="{base}">
 <label for=name>请输入您的全名以签署 / Type your full name to sign</label>
 <input type=text id=name name=name required autocomplete=off maxlength={TYPED_NAME_MAX}
- placeholder="{_e(signer.name)}">
+ placeholder="{_e(signer.name)}">{code_field}
 <label class=check><input type=checkbox name=consent value=yes required>
 <span>我已阅读以上文件，同意以电子签名方式签署，其效力等同于手写签名。<br>
 <span class=en>I have read this document and agree to sign it electronically; my electronic signature is
@@ -219,6 +243,12 @@ async def _deliver(client: Client, engine: Engine, event: ProviderEvent) -> None
         log.warning("could not deliver %s to its workflow (polling will pick it up): %s", event.event_id, e)
 
 
+def _sso(request: Request) -> object | None:
+    """What chat single sign-on established for this browser (`local.verified_by_sso` reads it);
+    nothing yet: every signer who needs a code enters one."""
+    return None
+
+
 def _who(request: Request) -> tuple[str | None, str | None]:
     """The signer's IP and User-Agent, for the audit trail."""
     return (request.client.host if request.client else None), request.headers.get("user-agent")
@@ -229,7 +259,32 @@ def _who(request: Request) -> tuple[str | None, str | None]:
 
 @router.get("/sign/{token}", response_class=Response, responses={**PAGE, **responses(404, 410, media_type=HTML)})
 async def sign_page(token: str, request: Request, settings: SettingsDep, engine: EngineDep,
-                    blobs: BlobsDep) -> Response:
+                    blobs: BlobsDep, notifier: NotifierDep) -> Response:
+    return await _render(token, request, settings, engine, blobs, notifier)
+
+
+def _code_target(settings: Settings, notifier: Notifier, signer: LocalSigner) -> tuple[str, str] | None:
+    """Where this signer's code would go, masked: (channel, shown address); None: no code needed."""
+    if not local.verification_needed(settings, signer):
+        return None
+    route = notifier.route(signer.email, signer.mobile)
+    if route is None:
+        return ("", "")
+    return route.channel, route.masked
+
+
+def _code_words(target: tuple[str, str] | None) -> str | None:
+    if target is None:
+        return None
+    channel, masked = target
+    if not channel:
+        return "联系方式 / contact"
+    return f"手机 {masked} / mobile {masked}" if channel == "sms" else f"邮箱 {masked} / email {masked}"
+
+
+async def _render(token: str, request: Request, settings: Settings, engine: Engine, blobs: BlobStore,
+                  notifier: Notifier, notice: str | None = None,
+                  sent: local.CodeSent | None = None) -> Response:
     found = _lookup(engine, token)
     if isinstance(found, local.LinkProblem):
         return _problem(request, found)
@@ -237,9 +292,13 @@ async def sign_page(token: str, request: Request, settings: SettingsDep, engine:
     pages = await _page_count(blobs, flow.current_blob_key)
     others = [(d.name, d.original_sha256, d.current_blob_key, await _page_count(blobs, d.current_blob_key))
               for d in local_flows.documents(engine, flow.flow_id)[1:]]
+    target = _code_target(settings, notifier, signer)
     if _wants_json(request):
         return _secure(JSONResponse({
             "status": "open", "signer_id": signer.signer_id, "name": signer.name, "title": flow.title,
+            "code_required": target is not None,
+            "code_channel": (target[0] or None) if target else None,
+            "code_sent_to": (target[1] or None) if target else None,
             "document": {"name": doc_name, "sha256": flow.original_sha256,
                          "current_sha256": flow.current_sha256, "pages": pages},
             "page_urls": [f"/sign/{token}/pages/{n}.png" for n in range(1, pages + 1)],
@@ -249,7 +308,28 @@ async def sign_page(token: str, request: Request, settings: SettingsDep, engine:
                 for i, (name, sha, key, count) in enumerate(others, start=1)],
         }))
     return _secure(HTMLResponse(_sign_page(token, signer, flow, doc_name, pages,
-                                           [(name, sha, count) for name, sha, _, count in others])))
+                                           [(name, sha, count) for name, sha, _, count in others],
+                                           code_to=_code_words(target), notice=notice)))
+
+
+@router.post("/sign/{token}/code", response_class=Response,
+             responses={**PAGE, **responses(400, 404, 410, 429, 503, media_type=HTML)})
+async def send_code(token: str, request: Request, settings: SettingsDep, engine: EngineDep, blobs: BlobsDep,
+                    notifier: NotifierDep) -> Response:
+    """Send a one-time code to the signer's mobile (SMS) or email: 6 digits, valid 10 minutes,
+    at most one a minute (429 + Retry-After); the page then asks for it."""
+    ip, user_agent = _who(request)
+    try:
+        sent = await local.request_code(settings, engine, notifier, token, ip=ip, user_agent=user_agent)
+    except local.LinkProblem as problem:
+        return _problem(request, problem, back=f"/sign/{token}")
+    if _wants_json(request):
+        return _secure(JSONResponse({"status": "sent", "channel": sent.channel, "sent_to": sent.sent_to,
+                                     "valid_minutes": sent.valid_minutes}))
+    where = "手机" if sent.channel == "sms" else "邮箱"
+    notice = (f"验证码已发送至{where} {sent.sent_to}，{sent.valid_minutes} 分钟内有效。"
+              f" / The code was sent to {sent.sent_to}; it is valid for {sent.valid_minutes} minutes.")
+    return await _render(token, request, settings, engine, blobs, notifier, notice=notice)
 
 
 PNG = {200: {"description": "The page as an image", "content": {"image/png": {"schema": {
@@ -299,12 +379,16 @@ async def _page(token: str, document: str, page: str, request: Request, settings
              responses={**PAGE, **responses(400, 404, 410, 422, 503, media_type=HTML)})
 async def submit_signature(token: str, request: Request, settings: SettingsDep, engine: EngineDep,
                            blobs: BlobsDep, client: ClientDep, name: Annotated[str, Form()] = "",
-                           consent: Annotated[str, Form()] = "") -> Response:
+                           consent: Annotated[str, Form()] = "", code: Annotated[str, Form()] = "") -> Response:
+    """Sign: `name` (the signer's own), `consent=yes`, and `code` (the one-time code) unless the
+    signer is verified otherwise."""
     ip, user_agent = _who(request)
     try:
         result = await local.sign(settings, engine, blobs, token, typed_name=name, consent=consent == "yes",
-                                  ip=ip, user_agent=user_agent)
+                                  ip=ip, user_agent=user_agent, code=code[:64], sso=_sso(request))
     except local.LinkProblem as problem:
+        if problem.event is not None:  # the link just locked: the card says so
+            await _deliver(client, engine, problem.event)
         return _problem(request, problem, back=f"/sign/{token}")
     await _deliver(client, engine, result.event)
     if _wants_json(request):

@@ -82,6 +82,9 @@ LOCAL_ACTIVITIES = ("publish", "send_link", "send_text", "send_file")
 PATCH_SELF_HEALING = "self-healing-steps-2026-12"
 # A row of a bulk send tells its parent when its links are out and when it ended.
 PATCH_BULK_ROWS = "bulk-rows-2026-12"
+# A signer's link locked after too many wrong one-time codes (a "locked" provider event) shows on
+# the card. Only new events take this path; the marker keeps it explicit in histories.
+PATCH_SIGN_CODES = "sign-codes-2026-12"
 BULK_PROGRESS_SIGNAL = "row_progress"
 
 # A failed step raises one of these: an activity's failure as ActivityError; a local activity
@@ -312,7 +315,7 @@ class SigningWorkflow:
                 pass
 
     async def _apply_events(self) -> None:
-        changed = False
+        changed = locked = False
         while self.inbox:
             event = self.inbox.pop(0)
             signer = next((s for s in self.signers if s.person.id == event.signer_id), None)
@@ -336,6 +339,14 @@ class SigningWorkflow:
                 for s in self.signers:
                     if s.status != "signed":
                         s.status, s.signed_at, changed = "signed", event.occurred_at, True
+            elif event.kind == "locked" and signer and signer.status == "notified" and workflow.patched(
+                    PATCH_SIGN_CODES):
+                signer.locked_until = datetime.fromisoformat(event.reason) if event.reason else None
+                locked = True
+                self.pending_audit.append(self._audit(f"event:{event.event_id}", "workflow.link_locked",
+                                                      {**detail, "until": event.reason}, actor=signer.person.id))
+        if locked and not changed:
+            await self._publish(None, None, None)
         if changed:
             self.last_activity_at = workflow.now()
             self.quiet_polls = 0

@@ -150,6 +150,7 @@ class SignerState(BaseModel):
     notified_at: datetime | None = None
     signed_at: datetime | None = None
     reminders_sent: int = 0
+    locked_until: datetime | None = None  # too many wrong one-time codes: the link opens again then
 
 
 class StatusView(BaseModel):
@@ -185,7 +186,9 @@ class ProviderEvent(BaseModel):
     event_id: str
     provider: str
     flow_id: str
-    kind: Literal["signed", "declined", "expired", "cancelled", "completed"]
+    # "locked": a signer's link is locked for a while (too many wrong one-time codes; `reason`
+    # holds when it opens again, ISO 8601) — shown on the card, nothing else changes.
+    kind: Literal["signed", "declined", "expired", "cancelled", "completed", "locked"]
     signer_id: str | None = None
     reason: str | None = None
     occurred_at: datetime
