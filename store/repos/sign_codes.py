@@ -26,8 +26,8 @@ def _aware(t: datetime) -> datetime:
 
 
 def _naive(t: datetime) -> datetime:
-    """Stored without zone (UTC), as every other timestamp of these tables."""
-    return t.astimezone(UTC).replace(tzinfo=None) if t.tzinfo else t
+    """Every timestamp is written zone-aware, in UTC (the column type insists)."""
+    return _aware(t).astimezone(UTC)
 
 
 @dataclass(frozen=True)
