@@ -6,7 +6,6 @@ from __future__ import annotations
 import email
 import email.policy
 import threading
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,8 +18,6 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from tests.sim.servers import free_port
 
 USER, PASSWORD = "signbridge", "smtp-test-password"
-# Loopback only: login without TLS is what a test server may do (aiosmtpd warns on every connection).
-warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS", category=UserWarning)
 
 
 @dataclass
