@@ -107,7 +107,8 @@ class Harness:
         chat = [m for m in self.sink.messages if m.get("type") == "message" and m.get("to") == person.id
                 and m.get("sign_url") and handle.id in m.get("idempotency_key", "")]
         mailed = [{"sign_url": e["params"]["url"], **e} for e in read_outbox(self.settings)
-                  if e["purpose"] == "link" and e["to"] in (person.email, person.mobile) and handle.id in e["key"]]
+                  if e["purpose"] == "link" and e["key"].startswith(handle.id + ":")
+                  and person.id in e["key"][len(handle.id) + 1:].split(":")]
         return chat + mailed
 
     async def link(self, handle: WorkflowHandle[Any, Any], person: Person, timeout: float = 20) -> str:

@@ -29,17 +29,17 @@ def upgrade() -> None:
     sa.Column('channel', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('sent_to', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('code_hash', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-    sa.Column('created_at', sa.DateTime(), nullable=False),
-    sa.Column('expires_at', sa.DateTime(), nullable=False),
-    sa.Column('used_at', sa.DateTime(), nullable=True),
+    sa.Column('created_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+    sa.Column('expires_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+    sa.Column('used_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('sign_codes', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_sign_codes_signer_row'), ['signer_row'], unique=False)
     with op.batch_alter_table('local_signers', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('last_code_at', sa.DateTime(), nullable=True))
+        batch_op.add_column(sa.Column('last_code_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True))
         batch_op.add_column(sa.Column('code_failures', sa.Integer(), nullable=False, server_default='0'))
-        batch_op.add_column(sa.Column('locked_until', sa.DateTime(), nullable=True))
+        batch_op.add_column(sa.Column('locked_until', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True))
         batch_op.add_column(sa.Column('verification', sqlmodel.sql.sqltypes.AutoString(), nullable=True))
 
 
