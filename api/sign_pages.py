@@ -312,7 +312,13 @@ async def _render(token: str, request: Request, settings: Settings, engine: Engi
                                            code_to=_code_words(target), notice=notice)))
 
 
-@router.post("/sign/{token}/code", response_class=Response,
+# The "send code" button's form carries no field: the link says who the code is for.
+CODE_BODY: dict[str, Any] = {"requestBody": {"required": False, "description": "Empty: the form has only its button",
+                                             "content": {"application/x-www-form-urlencoded": {"schema": {
+                                                 "type": "object", "properties": {}}}}}}
+
+
+@router.post("/sign/{token}/code", response_class=Response, openapi_extra=CODE_BODY,
              responses={**PAGE, **responses(400, 404, 410, 429, 503, media_type=HTML)})
 async def send_code(token: str, request: Request, settings: SettingsDep, engine: EngineDep, blobs: BlobsDep,
                     notifier: NotifierDep) -> Response:

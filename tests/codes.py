@@ -45,3 +45,11 @@ async def sign_with_code(http: httpx.AsyncClient, settings: Settings, path: str,
     code = await code_for(http, settings, path)
     data = {"name": name, "consent": "yes", **form, **({"code": code} if code else {})}
     return await http.post(path, data=data, headers=headers or {})
+
+
+def mailed_links(settings: Settings, request_id: str, signer_id: str) -> list[dict[str, Any]]:
+    """Links the development sender 'sent' to an external signer of this request (by email or
+    SMS), shaped like the chat's link messages (`sign_url`)."""
+    return [{"sign_url": e["params"]["url"], **e} for e in read_outbox(settings)
+            if e["purpose"] == "link" and e["key"].startswith(request_id + ":")
+            and signer_id in e["key"][len(request_id) + 1:].split(":")]

@@ -24,7 +24,6 @@ from api.main import create_app
 from connectors.chat.base import ChatConnector
 from connectors.esign.base import ESignProvider, ProviderError
 from connectors.esign.registry import build_providers
-from connectors.notify.dev import read_outbox
 from connectors.notify.registry import Notifier
 from signbridge.core.models import ChatRef, DocumentSource, Person, SigningRequest, StatusView, Timing
 from signbridge.core.settings import Settings
@@ -32,7 +31,7 @@ from signbridge.core.temporal import start_signing
 from signbridge.pdf.sample import sample_contract
 from store.blob_factory import make_blob_store
 from store.db import get_engine
-from tests.codes import sign_with_code
+from tests.codes import mailed_links, sign_with_code
 from tests.sim.webhook_sink import WebhookSink
 from worker import build_worker
 
@@ -106,10 +105,7 @@ class Harness:
         by email or SMS (the development mailbox: no sender is configured in the tests)."""
         chat = [m for m in self.sink.messages if m.get("type") == "message" and m.get("to") == person.id
                 and m.get("sign_url") and handle.id in m.get("idempotency_key", "")]
-        mailed = [{"sign_url": e["params"]["url"], **e} for e in read_outbox(self.settings)
-                  if e["purpose"] == "link" and e["key"].startswith(handle.id + ":")
-                  and person.id in e["key"][len(handle.id) + 1:].split(":")]
-        return chat + mailed
+        return chat + mailed_links(self.settings, handle.id, person.id)
 
     async def link(self, handle: WorkflowHandle[Any, Any], person: Person, timeout: float = 20) -> str:
         deadline = asyncio.get_running_loop().time() + timeout

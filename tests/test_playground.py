@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -33,7 +34,8 @@ async def test_signbridge_demo_plays_the_playground_to_a_verified_pdf(stack: Pla
                                                                       capsys: pytest.CaptureFixture[str]) -> None:
     assert await asyncio.to_thread(run_demo, stack.url, tmp_path, 60) == 0, capsys.readouterr().out
     out = capsys.readouterr().out
-    assert "Verification: OK — 3 valid signatures" in out and "→ 客户A opens their link and signs" in out
+    assert "Verification: OK — 3 valid signatures" in out and "→ 客户A gets the link by email" in out
+    assert re.search(r"客户A asks for a one-time code: sent to a\*\*\*@customer\.example — \d{6}", out), out
     entries = await stack.entries()
     cards = [e["body"]["card"] for e in entries if e["kind"] == "outbound" and e["body"]["type"] == "card.upsert"]
     assert cards[-1]["status"] == "COMPLETED" and [s["state"] for s in cards[-1]["signers"]] == ["signed"] * 3
