@@ -280,3 +280,42 @@ async def test_no_sender_outside_development_is_said_in_words(dev_env: WorkflowE
         resp = await p.http.post(f"{flow.links['x-2']}/code", headers=JSON)
         assert resp.status_code == 503 and resp.json()["error"]["code"] == "code_channel_unavailable"
 
+
+
+def test_the_limits_hold_on_postgresql(pg_url: str) -> None:
+    """The resend clock, the wrong-code count and the lock are conditional updates: the same on
+    PostgreSQL as on SQLite."""
+    from store.db import get_engine
+    from store.repos import sign_codes
+    from store.tables import LocalFlow
+
+    engine = get_engine(pg_url)
+    create_all(engine)
+    now = utcnow()
+    with Session(engine) as s:
+        s.add(LocalFlow(flow_id="f-pg", request_id="r-pg", title="t", original_sha256="0" * 64,
+                        current_blob_key="0" * 64, current_sha256="0" * 64, version=0, status="open",
+                        expires_at=now + timedelta(days=1)))
+        row = LocalSigner(flow_id="f-pg", signer_id="x-1", name="王总", group=0, position=1, status="open")
+        s.add(row)
+        s.commit()
+        s.refresh(row)
+    assert row.id is not None
+    gap = timedelta(minutes=1)
+    assert sign_codes.claim_send(engine, row.id, now, gap) is None  # the first code
+    refused = sign_codes.claim_send(engine, row.id, now + timedelta(seconds=20), gap)
+    assert isinstance(refused, sign_codes.Refusal) and refused.kind == "too_soon" and 39 <= refused.retry_after <= 41
+    sign_codes.store(engine, row.id, "sms", "138****1234", "h" * 64, now, timedelta(minutes=10))
+    verdicts = [sign_codes.check(engine, row.id, lambda _: False, now, 5, timedelta(minutes=15)) for _ in range(5)]
+    assert [v.kind for v in verdicts] == ["wrong"] * 4 + ["locked"] and verdicts[-1].newly_locked
+    assert [v.tries_left for v in verdicts[:4]] == [4, 3, 2, 1]
+    locked = sign_codes.claim_send(engine, row.id, now + timedelta(minutes=2), gap)
+    assert isinstance(locked, sign_codes.Refusal) and locked.kind == "locked"
+    later = now + timedelta(minutes=16)
+    assert sign_codes.claim_send(engine, row.id, later, gap) == now  # the lock is over: the previous send time
+    sign_codes.store(engine, row.id, "sms", "138****1234", "k" * 64, later, timedelta(minutes=10))
+    ok = sign_codes.check(engine, row.id, lambda stored: stored == "k" * 64, later, 5, timedelta(minutes=15))
+    assert ok.kind == "ok" and ok.channel == "sms"
+    again = sign_codes.check(engine, row.id, lambda stored: stored == "k" * 64, later, 5, timedelta(minutes=15))
+    assert again.kind == "used"
+    engine.dispose()
