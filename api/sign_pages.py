@@ -265,11 +265,9 @@ async def sign_page(token: str, request: Request, settings: SettingsDep, engine:
 
 def _code_target(settings: Settings, notifier: Notifier, signer: LocalSigner) -> tuple[str, str] | None:
     """Where this signer's code would go, masked: (channel, shown address); None: no code needed."""
-    if not local.verification_needed(settings, signer):
-        return None
     route = notifier.route(signer.email, signer.mobile)
-    if route is None:
-        return ("", "")
+    if route is None or not local.verification_needed(settings, signer, notifier):
+        return None
     return route.channel, route.masked
 
 
@@ -277,8 +275,6 @@ def _code_words(target: tuple[str, str] | None) -> str | None:
     if target is None:
         return None
     channel, masked = target
-    if not channel:
-        return "联系方式 / contact"
     return f"手机 {masked} / mobile {masked}" if channel == "sms" else f"邮箱 {masked} / email {masked}"
 
 
@@ -384,14 +380,16 @@ async def _page(token: str, document: str, page: str, request: Request, settings
 @router.post("/sign/{token}", response_class=Response,
              responses={**PAGE, **responses(400, 404, 410, 422, 503, media_type=HTML)})
 async def submit_signature(token: str, request: Request, settings: SettingsDep, engine: EngineDep,
-                           blobs: BlobsDep, client: ClientDep, name: Annotated[str, Form()] = "",
-                           consent: Annotated[str, Form()] = "", code: Annotated[str, Form()] = "") -> Response:
+                           blobs: BlobsDep, client: ClientDep, notifier: NotifierDep,
+                           name: Annotated[str, Form()] = "", consent: Annotated[str, Form()] = "",
+                           code: Annotated[str, Form()] = "") -> Response:
     """Sign: `name` (the signer's own), `consent=yes`, and `code` (the one-time code) unless the
     signer is verified otherwise."""
     ip, user_agent = _who(request)
     try:
         result = await local.sign(settings, engine, blobs, token, typed_name=name, consent=consent == "yes",
-                                  ip=ip, user_agent=user_agent, code=code[:64], sso=_sso(request))
+                                  ip=ip, user_agent=user_agent, code=code[:64], sso=_sso(request),
+                                  notifier=notifier)
     except local.LinkProblem as problem:
         if problem.event is not None:  # the link just locked: the card says so
             await _deliver(client, engine, problem.event)

@@ -274,11 +274,19 @@ async def test_who_needs_no_code(dev_env: WorkflowEnvironment, tmp_path: Path) -
         assert signer_row(p, flow, "x-2").verification == "link"
 
 
-async def test_no_sender_outside_development_is_said_in_words(dev_env: WorkflowEnvironment, tmp_path: Path) -> None:
+async def test_with_no_sender_configured_internal_signers_keep_the_chat_link(dev_env: WorkflowEnvironment,
+                                                                              tmp_path: Path) -> None:
+    """Outside development nothing stands in for a missing email or SMS service: an internal signer
+    whose email no sender can use signs with the link their chat delivered ("link"), as before codes
+    existed. (An external signer never gets that far: `prepare` refuses them, tests/test_external_links.py.)"""
+    wang_wu = Person(id="u-2", name="王五", email="ww@corp.example")
     async with page_stack(dev_env, tmp_path / "data", environment="staging") as p:
-        flow = await p.flow([[LIU]])
-        resp = await p.http.post(f"{flow.links['x-2']}/code", headers=JSON)
-        assert resp.status_code == 503 and resp.json()["error"]["code"] == "code_channel_unavailable"
+        flow = await p.flow([[wang_wu]])
+        assert (await p.http.get(flow.links["u-2"], headers=JSON)).json()["code_required"] is False
+        resp = await p.http.post(f"{flow.links['u-2']}/code", headers=JSON)
+        assert resp.status_code == 400 and resp.json()["error"]["code"] == "code_not_needed"
+        assert (await sign(p, flow.links["u-2"], "王五", None)).status_code == 200
+        assert signer_row(p, flow, "u-2").verification == "link"
 
 
 

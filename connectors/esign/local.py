@@ -363,7 +363,7 @@ def _commit_signature(engine: Engine, signer: LocalSigner, hsh: str, read_versio
 
 async def sign(settings: Settings, engine: Engine, blobs: BlobStore, token: str, *, typed_name: str,
                consent: bool, ip: str | None, user_agent: str | None, code: str = "",
-               sso: object | None = None) -> SignResult:
+               sso: object | None = None, notifier: Notifier | None = None) -> SignResult:
     """Sign the flow's current version as this link's signer; returns the event to deliver.
 
     Raises LinkProblem for a dead link, a missing consent, a name that is not the signer's, or a
@@ -376,7 +376,8 @@ async def sign(settings: Settings, engine: Engine, blobs: BlobStore, token: str,
     if not typed_name.strip() or normalise_name(typed_name) != normalise_name(signer.name):
         raise LinkProblem("invalid", "name_mismatch", f"请输入您的姓名「{signer.name}」以确认签署",
                           f"Type your name “{signer.name}” to sign")
-    verification = verified_by_sso(signer, sso) or check_code(settings, engine, signer, flow, code, ip, user_agent)
+    verification = verified_by_sso(signer, sso) or check_code(settings, engine, signer, flow, code, ip, user_agent,
+                                                              notifier)
     hsh = token_hash(token)
     now = utcnow()
     for _ in range(SIGN_ATTEMPTS):
@@ -449,11 +450,16 @@ def verified_by_sso(signer: LocalSigner, sso: object | None) -> str | None:
     return None
 
 
-def verification_needed(settings: Settings, signer: LocalSigner) -> bool:
-    """Whether this signer must enter a one-time code. Codes are on unless SIGNBRIDGE_SIGN_CODES=off;
-    a signer with neither email nor mobile on record (an internal chat user whose directory has
-    none) cannot get one and signs with the link their chat delivered to them privately."""
-    return settings.sign_codes == "on" and bool(signer.email or signer.mobile)
+def verification_needed(settings: Settings, signer: LocalSigner, notifier: Notifier | None = None) -> bool:
+    """Whether this signer must enter a one-time code: codes are on (SIGNBRIDGE_SIGN_CODES) and a
+    code can reach them. A signer no configured sender can reach — an internal chat user whose
+    directory has no email or mobile, or any internal signer of an installation with no email or
+    SMS service — signs with the link their chat delivered to them privately. (External signers
+    no sender can reach never get a link: `prepare` refuses them.) `notifier` None: only the
+    contact on record counts."""
+    if settings.sign_codes != "on" or not (signer.email or signer.mobile):
+        return False
+    return notifier is None or notifier.route(signer.email, signer.mobile) is not None
 
 
 def code_hash(settings: Settings, signer_row: int, code: str) -> str:
@@ -497,7 +503,7 @@ async def request_code(settings: Settings, engine: Engine, notifier: Notifier, t
     """
     signer, flow = _load(engine, token)
     assert signer.id is not None
-    if not verification_needed(settings, signer):
+    if not verification_needed(settings, signer, notifier):
         raise LinkProblem("invalid", "code_not_needed", "此链接无需验证码", "This link needs no code")
     route = notifier.route(signer.email, signer.mobile)
     if route is None:
@@ -537,12 +543,12 @@ async def request_code(settings: Settings, engine: Engine, notifier: Notifier, t
 
 
 def check_code(settings: Settings, engine: Engine, signer: LocalSigner, flow: LocalFlow, code: str,
-               ip: str | None, user_agent: str | None) -> str:
+               ip: str | None, user_agent: str | None, notifier: Notifier | None = None) -> str:
     """The verification method ("email_code", "sms_code", or "link" when no code is needed: the
     signer only held the link), or LinkProblem for a missing, malformed, wrong, expired or spent
     code and a locked link. Every failed try is in the audit trail, and the try that locks the
     link carries a "locked" event."""
-    if not verification_needed(settings, signer):
+    if not verification_needed(settings, signer, notifier):
         return "link"
     assert signer.id is not None
     code = code.strip()
