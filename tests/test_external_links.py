@@ -6,9 +6,14 @@ the card. Through the real workflow on the time-skipping server."""
 from __future__ import annotations
 
 import json
+import os
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
+from sqlalchemy import update
+from sqlmodel import Session
 from temporalio.testing import WorkflowEnvironment
 
 from connectors.notify.dev import read_outbox
@@ -17,6 +22,7 @@ from signbridge.core.models import Person
 from signbridge.core.settings import Settings
 from store import audit
 from store.db import get_engine
+from store.tables import LocalSigner, utcnow
 from tests.harness import A, C, Harness, harness
 from tests.sim import tencent_sms_sim as tc
 
@@ -89,6 +95,15 @@ async def test_a_link_locked_after_wrong_codes_shows_on_the_card(ts_env: Workflo
         await h.sink.wait_for(lambda: "链接锁定至" in card_texts(h, handle), timeout=20)
         view = await h.status(handle)
         assert view.signers[0].locked_until is not None and view.signers[0].status == "notified"
+        # Fifteen minutes later (the lock moved into the past): a new code, and the flow completes.
+        with Session(get_engine(h.settings.sqlalchemy_url)) as s:
+            s.execute(update(LocalSigner).values(locked_until=utcnow() - timedelta(seconds=1), last_code_at=None))
+            s.commit()
+        await h.sign(handle, C)
+        assert (await handle.result()).status == "COMPLETED"
+        if os.environ.get("SIGNBRIDGE_RECORD_HISTORIES") == "1":  # for tests/test_replay.py
+            history = await handle.fetch_history()
+            (Path(__file__).parent / "histories" / "link-locked.json").write_text(history.to_json())
 
 
 async def test_an_external_signer_no_sender_can_reach_is_rejected_at_prepare(
