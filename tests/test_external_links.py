@@ -114,3 +114,25 @@ async def test_an_external_signer_no_sender_can_reach_is_rejected_at_prepare(
         assert view.status == "REJECTED" and view.reason is not None
         assert "无法把签署链接发送给外部签署人 客户A：未配置邮件服务" in view.reason
         assert h.provider.calls == 0 and not h.links_for(handle, A)
+
+
+def test_the_card_in_english_and_chinese_never_shows_the_full_contact() -> None:
+    from datetime import UTC, datetime
+
+    from signbridge.core.cards import build_card
+    from signbridge.core.models import ChatRef, SignerState, SignStatus, StatusView
+
+    view = StatusView(request_id="r", title="合同", status=SignStatus.IN_PROGRESS, provider="local",
+                      initiator=A, chat=ChatRef(chat_id="g", source_event_id="e"),
+                      signers=[SignerState(person=WANG, group=0, status="notified",
+                                           locked_until=datetime(2026, 12, 5, 10, 15, tzinfo=UTC)),
+                               SignerState(person=C, group=1)])
+    reached = {"x-1": ("sms", "138****1234")}
+    zh = build_card(view, "zh", reached).as_dict()
+    en = build_card(view, "en", reached).as_dict()
+    assert zh["signers"][0]["reached"] == "链接已通过短信发送给 王总（138****1234）"  # type: ignore[index]
+    assert "链接锁定至 10:15 UTC" in zh["signers"][0]["state_text"]  # type: ignore[index]
+    assert en["signers"][0]["reached"] == "link sent to 王总 by SMS (138****1234)"  # type: ignore[index]
+    assert "locked until 10:15 UTC" in en["signers"][0]["state_text"]  # type: ignore[index]
+    assert "reached" not in zh["signers"][1]  # type: ignore[index]  # queued: nothing went out yet
+    assert "13812341234" not in json.dumps([zh, en], ensure_ascii=False)
