@@ -120,7 +120,7 @@ def _layout(heading: tuple[str, str], body: str) -> str:
     )
 
 
-def _code_section(base: str, code_to: str | None, notice: str | None) -> tuple[str, str]:
+def _code_section(base: str, code_to: tuple[str, str, str] | None, notice: str | None) -> tuple[str, str]:
     """(the "send code" form, the code field of the signing form) for a signer who needs a code;
     plain forms, so the page works without JavaScript."""
     if code_to is None:
@@ -128,8 +128,8 @@ def _code_section(base: str, code_to: str | None, notice: str | None) -> tuple[s
     sent = f"<p><strong>{_e(notice)}</strong></p>" if notice else ""
     ask = f"""
 <section class=card><form method=post action="{base}/code">
-<p>为确认是您本人，请获取验证码，我们会发送到您的{_e(code_to)}。<br>
-<span class=en>To confirm it is you, we send a one-time code to your {_e(code_to)}.</span></p>{sent}
+<p>为确认是您本人，请获取验证码，我们会发送到您的{_e(code_to[0])} {_e(code_to[1])}。<br>
+<span class=en>To confirm it is you, we send a one-time code to your {_e(code_to[2])} {_e(code_to[1])}.</span></p>{sent}
 <button class=decline type=submit>获取验证码 / Send code</button>
 </form></section>"""
     field = """
@@ -140,10 +140,10 @@ def _code_section(base: str, code_to: str | None, notice: str | None) -> tuple[s
 
 
 def _sign_page(token: str, signer: LocalSigner, flow: LocalFlow, doc_name: str, pages: int,
-               others: list[tuple[str, str, int]] | None = None, code_to: str | None = None,
+               others: list[tuple[str, str, int]] | None = None, code_to: tuple[str, str, str] | None = None,
                notice: str | None = None) -> str:
     """`others`: the flow's further documents (name, SHA-256, pages); one consent signs them all.
-    `code_to`: where a one-time code goes ("手机 138****1234 / mobile …"), None when none is needed."""
+    `code_to`: where a one-time code goes (("手机", "138****1234", "mobile")), None when none is needed."""
     base = f"/sign/{_e(token)}"
     ask_code, code_field = _code_section(base, code_to, notice)
     current = ""
@@ -271,11 +271,11 @@ def _code_target(settings: Settings, notifier: Notifier, signer: LocalSigner) ->
     return route.channel, route.masked
 
 
-def _code_words(target: tuple[str, str] | None) -> str | None:
+def _code_words(target: tuple[str, str] | None) -> tuple[str, str, str] | None:
     if target is None:
         return None
     channel, masked = target
-    return f"手机 {masked} / mobile {masked}" if channel == "sms" else f"邮箱 {masked} / email {masked}"
+    return ("手机", masked, "mobile") if channel == "sms" else ("邮箱", masked, "email")
 
 
 async def _render(token: str, request: Request, settings: Settings, engine: Engine, blobs: BlobStore,
