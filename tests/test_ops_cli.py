@@ -409,9 +409,11 @@ def test_db_upgrade_fresh_and_create_all_sqlite(tmp_path: Path) -> None:
     # create_all from an older release (before the chat tables): stamp that revision, migrate the rest.
     older = f"sqlite:///{tmp_path / 'older.db'}"
     newer = ("chat_messages", "inbound_events", "sent_messages", "provider_links", "chat_files", "signing_links",
-             "request_participants", "templates", "bulk_sends", "bulk_rows", "switches", "local_documents")
+             "request_participants", "templates", "bulk_sends", "bulk_rows", "switches", "local_documents",
+             "sign_codes")
     _create_all(older, skip=newer)
     _drop_columns(older, "signing_requests", ("bulk_id", "snapshot"))  # added later than those tables too
+    _drop_columns(older, "local_signers", ("last_code_at", "code_failures", "locked_until", "verification"))
     result = _upgrade(older)
     assert result.exit_code == 0, result.output
     assert "stamped 993ad634c42d" in result.output and _revision(older) == HEAD
