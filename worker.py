@@ -38,6 +38,7 @@ from connectors.chat.base import ChatConnector
 from connectors.chat.registry import build_chats
 from connectors.esign.base import ESignProvider
 from connectors.esign.registry import PROVIDER_MODULES, build_providers
+from connectors.notify.registry import Notifier
 from signbridge.core.observability import ObservabilitySettings, configure_logging, worker_runtime
 from signbridge.core.settings import Settings, get_settings, load_env_file
 from signbridge.core.shutdown import GRACEFUL_SHUTDOWN_TIMEOUT, run_until_signalled
@@ -146,8 +147,10 @@ async def build_worker(
     providers: dict[str, ESignProvider] | None = None,
     chats: dict[str, ChatConnector] | None = None,
     graceful_shutdown_timeout: timedelta = timedelta(),
+    notify: Notifier | None = None,
 ) -> AsyncIterator[Workers]:
-    """The workers with their dependencies; tests may swap in providers or chats (e.g. an outage)."""
+    """The workers with their dependencies; tests may swap in providers, chats (e.g. an outage) or
+    the email/SMS senders."""
     private_dir(settings.data_dir)
     engine = get_engine(settings.sqlalchemy_url)
     if settings.environment == "development":
@@ -156,7 +159,8 @@ async def build_worker(
     async with httpx.AsyncClient(timeout=30) as http:
         deps = Deps(settings=settings, engine=engine, blobs=blobs, http=http,
                     chats=chats if chats is not None else build_chats(settings, http),
-                    providers=providers if providers is not None else build_providers(settings, engine, blobs, http))
+                    providers=providers if providers is not None else build_providers(settings, engine, blobs, http),
+                    notify=notify)
         main = Worker(client, task_queue=settings.task_queue,
                       workflows=[SigningWorkflow, ChatReplyWorkflow, BulkSendWorkflow],
                       activities=activities_for(deps), graceful_shutdown_timeout=graceful_shutdown_timeout,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from datetime import timedelta
 from typing import Literal
 
 from temporalio import activity
@@ -20,6 +21,8 @@ from activities.deps import Deps
 from activities.errors import connector_errors
 from connectors.chat.base import ChatConnector, ChatError, ChatRejected, InputProblem, OutboundFile
 from connectors.chat.directory import Departed
+from connectors.notify.base import NotifyError
+from connectors.notify.registry import Route, link_notice
 from signbridge.core import links, messages
 from signbridge.core.cards import Lang, build_card, status_text
 from signbridge.core.models import (
@@ -31,6 +34,7 @@ from signbridge.core.models import (
     Person,
     PublishInput,
     SignStatus,
+    StatusView,
     TextMessageInput,
 )
 from store import audit
@@ -60,9 +64,45 @@ class ChatActivities:
             # a bulk send's row: the bulk's one card reports it, the group gets no card per row; an
             # approval whose initiator is unknown yet has no chat to show a card in
             return
-        card = build_card(view, lang=self.deps.settings.language_for(view.chat.platform))
+        card = build_card(view, lang=self.deps.settings.language_for(view.chat.platform), reached=self._reached(view))
         with connector_errors():
             await self.deps.chat(view.chat.platform).upsert_card(view.chat, view.request_id, card)
+
+    def _reached(self, view: StatusView) -> dict[str, tuple[str, str]]:
+        """How each external signer whose link went out was reached: signer id → (channel, masked
+        address), by the same rule `send_link` follows."""
+        reached: dict[str, tuple[str, str]] = {}
+        for s in view.signers:
+            if s.person.external and s.status != "waiting":
+                route = self.deps.notifier.route(s.person.email, s.person.mobile)
+                if route is not None:
+                    reached[s.person.id] = (route.channel, route.masked)
+        return reached
+
+    async def _notify_once(self, arg: LinkMessageInput, route: Route, url: str) -> None:
+        """An external signer's link by SMS or email, sent once per key like every chat message."""
+        engine, namespace = self.deps.engine, f"notify:{route.channel}"
+        key = f"{arg.request_id}:{arg.key}"
+        claim = sent_messages.claim(engine, namespace, key, route.masked, self.deps.settings.resend_pause)
+        if claim.action == "skip":
+            return
+        if claim.action == "wait":
+            raise ApplicationError(
+                f"{key}: attempt {claim.attempt} got no answer in time and may have arrived; sending it again "
+                f"in {claim.wait.total_seconds():.0f} s", type=SEND_UNCONFIRMED, next_retry_delay=claim.wait)
+        notice = link_notice(arg.to.name, arg.title, url, reminder=arg.reminder)
+        try:
+            await route.sender.send(route.to, notice, key=key)
+        except NotifyError as e:
+            sent_messages.settle(engine, namespace, key, None if e.maybe_delivered else False)
+            how = "SMS" if route.channel == "sms" else "email"
+            wait = timedelta(seconds=e.retry_after) if e.retry_after else None
+            raise ApplicationError(f"the {how} to {arg.to.name} ({route.masked}) did not go out: {e.message}",
+                                   type="NotifyFailed", next_retry_delay=wait) from e
+        sent_messages.settle(engine, namespace, key, True)
+        audit.record(engine, request_id=arg.request_id, key=f"link-sent:{arg.key}", action="signer.link_sent",
+                     actor="system", detail={"signer": arg.to.id, "channel": route.channel, "sent_to": route.masked,
+                                             "reminder": arg.reminder})
 
     @activity.defn(name="send_link")
     async def send_link(self, arg: LinkMessageInput) -> str | None:
@@ -73,6 +113,9 @@ class ChatActivities:
         if arg.reminder and not arg.to.external and await self._departed(arg.chat, arg.to):
             return DEPARTED
         url = arg.sign_url or self._stored_link(arg.request_id, arg.to.id)
+        if arg.to.external and url and (route := self.deps.notifier.route(arg.to.email, arg.to.mobile)):
+            await self._notify_once(arg, route, url)
+            return None
         text = messages.link_message(arg.title, url, self.deps.settings.language_for(arg.chat.platform),
                                      reminder=arg.reminder)
         key = f"{arg.request_id}:{arg.key}"

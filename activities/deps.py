@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 from connectors.chat.base import ChatConnector
 from connectors.convert.base import Converter
 from connectors.esign.base import ESignProvider
+from connectors.notify.registry import Notifier, build_notifier
 from signbridge.core.link_vault import LinkVault
 from signbridge.core.settings import Settings
 from store.blobs import BlobStore
@@ -25,6 +26,12 @@ class Deps:
     chats: dict[str, ChatConnector]
     providers: dict[str, ESignProvider]
     converter: Converter | None = None  # None: chosen from the settings (`connectors.convert.registry`)
+    notify: Notifier | None = None  # None: email and SMS senders from the settings
+
+    @cached_property
+    def notifier(self) -> Notifier:
+        """Reaches external signers by SMS or email (`connectors.notify`)."""
+        return self.notify if self.notify is not None else build_notifier(self.settings, self.http)
 
     @cached_property
     def vault(self) -> LinkVault:

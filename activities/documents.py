@@ -106,6 +106,8 @@ class DocumentActivities:
         except SignerProblem as e:
             raise rejected(e.message) from e
         initiator = initiator.model_copy(update={"name": clean_name(initiator.name) or initiator.id})
+        if problem := self._unreachable(req.provider, resolved):
+            raise rejected(problem)
         if req.provider not in self.deps.providers:
             raise rejected(f"未配置签署服务 {req.provider}（The provider {req.provider!r} is not configured）")
         try:
@@ -328,6 +330,19 @@ class DocumentActivities:
             chat_platform=req.chat.platform, tenant=req.chat.tenant, chat_id=req.chat.chat_id,
             source_event_id=req.chat.source_event_id, card_key=req.request_id, initiator_id=req.initiator.id,
             bulk_id=req.bulk_id))
+
+    def _unreachable(self, provider: str, groups: list[list[Person]]) -> str | None:
+        """The built-in provider's links reach external signers only by SMS or email: one whose
+        contact no configured sender can use is the request's problem now, not a STUCK send later."""
+        if provider != "local":
+            return None
+        for person in (p for g in groups for p in g if p.external):
+            if self.deps.notifier.route(person.email, person.mobile) is None:
+                how = "短信" if person.mobile else "邮件"
+                return (f"无法把签署链接发送给外部签署人 {person.name}：未配置{how}服务（The signing link cannot reach "
+                        f"external signer {person.name}: no {'SMS' if person.mobile else 'email'} service is "
+                        "configured; set SIGNBRIDGE_SMTP_URL or an SMS service, or give another contact）")
+        return None
 
     def _identity_problem(self, req: SigningRequest) -> str | None:
         """Departed or deactivated staff can't be added as signers."""

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 from temporalio.client import Client
 
 from connectors.chat.sso import ChatSso
+from connectors.notify.registry import Notifier
 from signbridge.core.settings import Settings
 from signbridge.intake import Intake
 from store.blobs import BlobStore
@@ -41,6 +42,8 @@ def get_blobs(request: Request) -> BlobStore:
 def get_ssos(request: Request) -> dict[str, ChatSso]:
     """The chat platforms whose sign-in is switched on (one-tap signing), by platform."""
     return getattr(request.app.state, "ssos", {})  # type: ignore[no-any-return]
+def get_notifier(request: Request) -> Notifier:
+    return request.app.state.notifier  # type: ignore[no-any-return]
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
@@ -49,3 +52,4 @@ EngineDep = Annotated[Engine, Depends(get_engine_dep)]
 IntakeDep = Annotated[Intake, Depends(get_intake)]
 BlobsDep = Annotated[BlobStore, Depends(get_blobs)]
 SsosDep = Annotated[dict[str, ChatSso], Depends(get_ssos)]
+NotifierDep = Annotated[Notifier, Depends(get_notifier)]

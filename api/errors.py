@@ -45,6 +45,7 @@ WHY = {
     413: "The body is larger than this route accepts",
     414: "The URL is too long",
     422: "A parameter or field fails validation",
+    429: "Too many requests (a one-time code a minute; a link locked after wrong codes); retry after `Retry-After`",
     431: "The request's headers are too large",
     502: "The e-signature provider did not answer; try again",
     503: "Temporal did not answer in time; retry after `Retry-After` seconds",
@@ -63,7 +64,7 @@ def responses(*statuses: int, media_type: str = "application/json") -> dict[int 
         declared[status] = {"description": WHY[status], "model": ErrorBody}
         if media_type != "application/json" and status not in ALWAYS:
             declared[status]["content"] = {media_type: {"schema": {"type": "string"}}}
-        if status == 503:
+        if status in (429, 503):
             declared[status]["headers"] = RETRY_AFTER
     return declared
 

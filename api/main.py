@@ -33,6 +33,7 @@ from api.playground import routes as playground
 from api.playground.transcript import Transcript
 from connectors.chat.registry import build_chats, build_inbounds, build_ssos
 from connectors.esign.registry import build_webhooks
+from connectors.notify.registry import build_notifier
 from signbridge.core.settings import DEVELOPMENT, Settings, get_settings
 from signbridge.core.temporal import connect
 from signbridge.intake import Intake
@@ -77,6 +78,8 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
             app.state.inbounds = build_inbounds(settings, app.state.engine, chats)
             app.state.ssos = build_ssos(settings, http, chats)  # one-tap signing: each platform's sign-in
             app.state.docusign_views = views
+            # One-time codes for the signing pages go out by email or SMS (`connectors.notify`).
+            app.state.notifier = build_notifier(settings, http)
             yield
 
     # Swagger UI (/docs) and ReDoc (/redoc) from SignBridge itself, not a CDN: they work offline.

@@ -29,10 +29,11 @@ from sqlalchemy.engine import Engine
 from temporalio.client import Client
 
 from api import page_render
-from api.deps import BlobsDep, ClientDep, EngineDep, SettingsDep, SsosDep
+from api.deps import BlobsDep, ClientDep, EngineDep, NotifierDep, SettingsDep, SsosDep
 from api.errors import error_body, responses
 from connectors.chat.sso import ChatSso
 from connectors.esign import local
+from connectors.notify.registry import Notifier
 from signbridge.core.links import file_url
 from signbridge.core.models import ProviderEvent, StatusView
 from signbridge.core.settings import Settings
@@ -62,7 +63,7 @@ HTML = "text/html"
 # Every page answers HTML, or JSON for `Accept: application/json`.
 PAGE: dict[int | str, dict[str, Any]] = {200: {"description": "The page (HTML), or its content as JSON", "content": {
     HTML: {"schema": {"type": "string"}}, "application/json": {"schema": {"type": "object"}}}}}
-STATUS = {"unknown": 404, "gone": 410, "invalid": 400, "busy": 503, "unsignable": 422}
+STATUS = {"unknown": 404, "gone": 410, "invalid": 400, "busy": 503, "unsignable": 422, "limited": 429}
 DELIVERY_TIMEOUT_SECONDS = 10.0
 MAX_PAGE_DIGITS = 5  # no document that passes `check_pdf` has 100,000 pages
 # The name input's maxlength: browsers count UTF-16 units, so any name `prepare` accepts fits.
@@ -90,18 +91,20 @@ def _wants_json(request: Request) -> bool:
 
 HEADINGS = {404: ("链接无效", "This link is not valid"), 410: ("链接已失效", "This link no longer works"),
             400: ("无法提交", "Could not submit"), 503: ("请稍后重试", "Please try again"),
-            422: ("无法签署", "This document cannot be signed")}
+            422: ("无法签署", "This document cannot be signed"), 429: ("请稍后再试", "Please wait")}
 
 
 def _problem(request: Request, problem: local.LinkProblem, back: str | None = None,
              download_url: str | None = None) -> Response:
     status = STATUS[problem.kind]
+    headers = {"Retry-After": str(max(1, int(problem.retry_after + 0.999)))} if problem.retry_after else {}
     if _wants_json(request):
         message = f"{problem.zh} / {problem.en}"
-        return _secure(JSONResponse(error_body(problem.code, message), status_code=status))
-    return _secure(page_render.message(HEADINGS[status], [(problem.zh, problem.en)], status=status,
-                                       error=status != 410, back=back if status == 400 else None,
-                                       download_url=download_url))
+        return _secure(JSONResponse(error_body(problem.code, message), status_code=status, headers=headers))
+    resp = page_render.message(HEADINGS[status], [(problem.zh, problem.en)], status=status, error=status != 410,
+                               back=back if status in (400, 429) else None, download_url=download_url)
+    resp.headers.update(headers)
+    return _secure(resp)
 
 
 # ---- helpers -------------------------------------------------------------------------------
@@ -318,8 +321,10 @@ async def _documents(blobs: BlobStore, engine: Engine, token: str, flow: LocalFl
 async def _sign_page(request: Request, settings: Settings, engine: Engine, blobs: BlobStore, token: str,
                      signer: LocalSigner, flow: LocalFlow, doc_name: str, *, status: int = 200,
                      error: local.LinkProblem | None = None, typed_name: str = "", consent: bool = False,
-                     reason: str = "", verified: SsoProof | None = None, offer: str | None = None) -> Response:
+                     reason: str = "", verified: SsoProof | None = None, offer: str | None = None,
+                     notifier: Notifier | None = None, notice: str | None = None) -> Response:
     deadline_zh, deadline_en = deadline_words(_deadline(flow, signer), settings)
+    target = _code_target(settings, notifier, signer, verified) if notifier else None
     body = page_render.render(
         "page.html", heading_zh=flow.title, heading_en="Please review and sign", base=f"/sign/{token}",
         initiator=_asker(engine, flow.request_id), title=display_title(flow.title), deadline_zh=deadline_zh,
@@ -327,8 +332,29 @@ async def _sign_page(request: Request, settings: Settings, engine: Engine, blobs
         documents=await _documents(blobs, engine, token, flow, doc_name), sizes=IMAGE_SIZES,
         error=(error.zh, error.en) if error else None, typed_name=typed_name, consent=consent, reason=reason,
         name_max=TYPED_NAME_MAX, reason_max=local.MAX_REASON, verified=_verified_words(verified),
-        sso_start=_start_words(token, offer) if not verified else None, party=_party(signer))
+        sso_start=_start_words(token, offer) if not verified else None, party=_party(signer),
+        code_to=_code_words(target), notice=notice)
     return _secure(HTMLResponse(body, status_code=status))
+
+
+def _code_target(settings: Settings, notifier: Notifier, signer: LocalSigner,
+                 verified: SsoProof | None) -> tuple[str, str] | None:
+    """Where this signer's one-time code would go, masked: (channel, shown address); None: no code
+    needed (codes off, nothing can reach them, or chat sign-in already verified them)."""
+    if local.verified_by_sso(signer, verified):
+        return None
+    route = notifier.route(signer.email, signer.mobile)
+    if route is None or not local.verification_needed(settings, signer, notifier):
+        return None
+    return route.channel, route.masked
+
+
+def _code_words(target: tuple[str, str] | None) -> dict[str, str] | None:
+    if target is None:
+        return None
+    channel, masked = target
+    zh, en = ("手机", "mobile") if channel == "sms" else ("邮箱", "email")
+    return {"zh": zh, "en": en, "to": masked}
 
 
 def _party(signer: LocalSigner) -> dict[str, Any] | None:
@@ -414,7 +440,7 @@ SIGN_IN: dict[int | str, dict[str, Any]] = {303: {
 @router.get("/sign/{token}", response_class=Response,
             responses={**PAGE, **SIGN_IN, **responses(403, 404, 410, media_type=HTML)})
 async def sign_page(token: str, request: Request, settings: SettingsDep, engine: EngineDep,
-                    blobs: BlobsDep, ssos: SsosDep,
+                    blobs: BlobsDep, ssos: SsosDep, notifier: NotifierDep,
                     sso: Annotated[str | None, Query(max_length=2048, description=(
                         "The webhook IM's signed assertion of who opened the link (`<payload>.<sig>`)"))] = None,
                     via: Annotated[str | None, Query(max_length=32, description=(
@@ -433,6 +459,7 @@ async def sign_page(token: str, request: Request, settings: SettingsDep, engine:
     local.opened(engine, signer, flow, *_who(request))
     link, verified = _proof(request, engine, token)
     offer = chat_sso.offered(ssos, link) if link else None
+    target = _code_target(settings, notifier, signer, verified)
     if _wants_json(request):
         views = await _documents(blobs, engine, token, flow, doc_name, with_text=False)
         first = views[0]
@@ -450,12 +477,46 @@ async def sign_page(token: str, request: Request, settings: SettingsDep, engine:
                  "page_urls": [p.src for p in v.pages]} for v in views[1:]],
             "verified": _verified_words(verified),
             "sso": _start_words(token, offer) if offer and not verified else None,
+            "code_required": target is not None,
+            "code_channel": target[0] if target else None,
+            "code_sent_to": target[1] if target else None,
         }))
     if offer and not verified and manual != "1" and \
             (via == offer or in_app_browser(request.headers.get("user-agent")) == offer):
         return _secure(RedirectResponse(f"/sign/{token}/sso", 303))
     return await _sign_page(request, settings, engine, blobs, token, signer, flow, doc_name, verified=verified,
-                            offer=offer)
+                            offer=offer, notifier=notifier)
+
+
+# The "send code" button's form carries no field: the link says who the code is for.
+CODE_BODY: dict[str, Any] = {"requestBody": {"required": False, "description": "Empty: the form has only its button",
+                                             "content": {"application/x-www-form-urlencoded": {"schema": {
+                                                 "type": "object", "properties": {}}}}}}
+
+
+@router.post("/sign/{token}/code", response_class=Response, openapi_extra=CODE_BODY,
+             responses={**PAGE, **responses(400, 404, 410, 429, 503, media_type=HTML)})
+async def send_code(token: str, request: Request, settings: SettingsDep, engine: EngineDep, blobs: BlobsDep,
+                    notifier: NotifierDep) -> Response:
+    """Send a one-time code to the signer's mobile (SMS) or email: 6 digits, valid 10 minutes,
+    at most one a minute (429 + Retry-After); the page then asks for it."""
+    ip, user_agent = _who(request)
+    try:
+        sent = await local.request_code(settings, engine, notifier, token, ip=ip, user_agent=user_agent)
+    except local.LinkProblem as problem:
+        return _problem(request, problem, back=f"/sign/{token}")
+    if _wants_json(request):
+        return _secure(JSONResponse({"status": "sent", "channel": sent.channel, "sent_to": sent.sent_to,
+                                     "valid_minutes": sent.valid_minutes}))
+    found = _lookup(engine, token)
+    if isinstance(found, local.LinkProblem):
+        return _problem(request, found)
+    where = "手机" if sent.channel == "sms" else "邮箱"
+    notice = (f"验证码已发送至{where} {sent.sent_to}，{sent.valid_minutes} 分钟内有效。"
+              f" / The code was sent to {sent.sent_to}; it is valid for {sent.valid_minutes} minutes.")
+    _, verified = _proof(request, engine, token)
+    return await _sign_page(request, settings, engine, blobs, token, *found, verified=verified, notifier=notifier,
+                            notice=notice)
 
 
 @router.get("/sign/{token}/sso", response_class=Response, responses={303: {"description": "To the chat's sign-in"},
@@ -533,7 +594,7 @@ async def _page(token: str, document: str, page: str, request: Request, settings
 
 
 async def _form_problem(request: Request, settings: Settings, engine: Engine, blobs: BlobStore, token: str,
-                        problem: local.LinkProblem, **kept: Any) -> Response:
+                        problem: local.LinkProblem, notifier: Notifier | None = None, **kept: Any) -> Response:
     """A form the signer must correct: the page again, with the reason on top and what they typed
     kept; any other problem (the link died meanwhile) is its own page."""
     if problem.kind != "invalid" or _wants_json(request):
@@ -543,21 +604,26 @@ async def _form_problem(request: Request, settings: Settings, engine: Engine, bl
         return _problem(request, found)
     _, verified = _proof(request, engine, token)
     return await _sign_page(request, settings, engine, blobs, token, *found, status=STATUS[problem.kind],
-                            error=problem, verified=verified, **kept)
+                            error=problem, verified=verified, notifier=notifier, **kept)
 
 
 @router.post("/sign/{token}", response_class=Response,
-             responses={**PAGE, **responses(400, 404, 410, 422, 503, media_type=HTML)})
+             responses={**PAGE, **responses(400, 404, 410, 422, 429, 503, media_type=HTML)})
 async def submit_signature(token: str, request: Request, settings: SettingsDep, engine: EngineDep,
-                           blobs: BlobsDep, client: ClientDep, name: Annotated[str, Form()] = "",
-                           consent: Annotated[str, Form()] = "") -> Response:
+                           blobs: BlobsDep, client: ClientDep, notifier: NotifierDep,
+                           name: Annotated[str, Form()] = "", consent: Annotated[str, Form()] = "",
+                           code: Annotated[str, Form()] = "") -> Response:
+    """Sign: `consent=yes`, and unless chat sign-in verified the signer, `name` (their own) and
+    `code` (the one-time code) where a code can reach them."""
     ip, user_agent = _who(request)
     _, verified = _proof(request, engine, token)
     try:
         result = await local.sign(settings, engine, blobs, token, typed_name=name, consent=consent == "yes",
-                                  ip=ip, user_agent=user_agent, sso=verified)
+                                  ip=ip, user_agent=user_agent, code=code[:64], sso=verified, notifier=notifier)
     except local.LinkProblem as problem:
-        return await _form_problem(request, settings, engine, blobs, token, problem,
+        if problem.event is not None:  # the link just locked: the card says so
+            await _deliver(client, engine, problem.event)
+        return await _form_problem(request, settings, engine, blobs, token, problem, notifier=notifier,
                                    typed_name=name[:TYPED_NAME_MAX], consent=consent == "yes")
     await _deliver(client, engine, result.event)
     flow = local_flows.flow(engine, result.event.flow_id)

@@ -225,6 +225,29 @@ class LocalSigner(SQLModel, table=True):
     decline_reason: str | None = None
     ip: str | None = None
     user_agent: str | None = None
+    # One-time codes (see `SignCode`): when the last code was sent (one a minute), wrong codes in
+    # a row, the end of a lock after too many, and how the signer proved who they were when they
+    # signed: "email_code", "sms_code", an SSO method, or "link" (only held the link: codes off, or
+    # no contact on record).
+    last_code_at: datetime | None = None
+    code_failures: int = 0
+    locked_until: datetime | None = None
+    verification: str | None = None
+
+
+class SignCode(SQLModel, table=True):
+    """A one-time code sent to a signer of the built-in provider. Only its HMAC is kept (keyed by
+    the server secret and bound to the signer's row), so the table never holds a usable code."""
+
+    __tablename__ = "sign_codes"
+    id: int | None = Field(default=None, primary_key=True)
+    signer_row: int = Field(index=True)  # local_signers.id
+    channel: str  # email | sms
+    sent_to: str  # masked, for the page and the audit trail
+    code_hash: str
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+    used_at: datetime | None = None
 
 
 class SsoTicket(SQLModel, table=True):

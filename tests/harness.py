@@ -24,12 +24,14 @@ from api.main import create_app
 from connectors.chat.base import ChatConnector
 from connectors.esign.base import ESignProvider, ProviderError
 from connectors.esign.registry import build_providers
+from connectors.notify.registry import Notifier
 from signbridge.core.models import ChatRef, DocumentSource, Person, SigningRequest, StatusView, Timing
 from signbridge.core.settings import Settings
 from signbridge.core.temporal import start_signing
 from signbridge.pdf.sample import sample_contract
 from store.blob_factory import make_blob_store
 from store.db import get_engine
+from tests.codes import mailed_links, sign_with_code
 from tests.sim.webhook_sink import WebhookSink
 from worker import build_worker
 
@@ -99,11 +101,18 @@ class Harness:
         return handle
 
     def links_for(self, handle: WorkflowHandle[Any, Any], person: Person) -> list[dict[str, Any]]:
-        return [m for m in self.sink.messages if m.get("type") == "message" and m.get("to") == person.id
+        """Links sent to `person`: in the chat, or — for an external signer of the built-in provider —
+        by email or SMS (the development mailbox: no sender is configured in the tests)."""
+        chat = [m for m in self.sink.messages if m.get("type") == "message" and m.get("to") == person.id
                 and m.get("sign_url") and handle.id in m.get("idempotency_key", "")]
+        return chat + mailed_links(self.settings, handle.id, person.id)
 
     async def link(self, handle: WorkflowHandle[Any, Any], person: Person, timeout: float = 20) -> str:
-        await self.sink.wait_for(lambda: bool(self.links_for(handle, person)), timeout=timeout)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not self.links_for(handle, person):
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"no signing link reached {person.id} in {timeout} s")
+            await asyncio.sleep(0.05)
         return str(self.links_for(handle, person)[-1]["sign_url"])
 
     def path(self, url: str) -> str:
@@ -111,7 +120,7 @@ class Harness:
 
     async def sign(self, handle: WorkflowHandle[Any, Any], person: Person) -> httpx.Response:
         url = await self.link(handle, person)
-        resp = await self.http.post(self.path(url), data={"name": person.name, "consent": "yes"},
+        resp = await sign_with_code(self.http, self.settings, self.path(url), person.name,
                                     headers={"Accept": "application/json"})
         assert resp.status_code == 200, resp.text
         return resp
@@ -141,7 +150,8 @@ class Harness:
 
 @asynccontextmanager
 async def harness(env: WorkflowEnvironment | Client, settings: Settings,
-                  chats: dict[str, ChatConnector] | None = None) -> AsyncIterator[Harness]:
+                  chats: dict[str, ChatConnector] | None = None,
+                  notify: Notifier | None = None) -> AsyncIterator[Harness]:
     client = env if isinstance(env, Client) else env.client
     with WebhookSink(settings.webhook_secret.get_secret_value()) as sink:
         settings = settings.model_copy(update={"webhook_outbound_url": sink.url})
@@ -149,7 +159,7 @@ async def harness(env: WorkflowEnvironment | Client, settings: Settings,
         engine = get_engine(settings.sqlalchemy_url)
         providers = build_providers(settings, engine, make_blob_store(settings), httpx.AsyncClient())
         outage = OutageProvider(providers["local"])
-        async with build_worker(client, settings, providers={"local": outage}, chats=chats) as worker:
+        async with build_worker(client, settings, providers={"local": outage}, chats=chats, notify=notify) as worker:
             app = create_app(settings, client)
             async with app.router.lifespan_context(app), worker, httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=app, client=("203.0.113.7", 50000)),

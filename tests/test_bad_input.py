@@ -305,6 +305,8 @@ CASES: list[tuple[str, Build, int, str]] = [
     ("sign: no consent", form(sign_path, {"name": "李四"}), 400, "consent_required"),
     ("sign: someone else's name", form(sign_path, {"name": "王五", "consent": "yes"}), 400, "name_mismatch"),
     ("sign: 2 MB form", form(sign_path, {"name": "x" * 2_000_000}), 413, "too_large"),
+    ("code: for an unknown link", form(lambda s: "/sign/not-a-link/code", {}), 404, "link_not_found"),
+    ("code: for a signer who needs none", form(lambda s: f"{sign_path(s)}/code", {}), 400, "code_not_needed"),
     ("decline: 600-character reason", form(decline_path, {"reason": "因" * 600}), 400, "reason_too_long"),
     ("decline: no reason", form(decline_path, {"reason": ""}), 400, "reason_required"),
     # ---- any route: URL and headers ------------------------------------------------------------------------

@@ -10,8 +10,10 @@
 
 The browser is `/usr/bin/chromium` from Debian (`.ci/run` installs it); nothing is downloaded by
 `playwright install`. A missing browser fails these tests: it never skips them. The signing page
-is being redesigned elsewhere, so only its form fields (`name`, `consent`) and submit button are
-relied on here.
+is being redesigned elsewhere, so only its form fields (`name`, `consent`, `code`), the form that
+sends the one-time code (`action` ending in `/code`) and the submit buttons are relied on here. The
+codes arrive in the development mailbox (no email or SMS service is configured in the tests), and
+the external customer's link too: they are not in the chat.
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ from axe_playwright_python.async_playwright import Axe
 from playwright.async_api import Browser, BrowserContext, Page, Route, async_playwright
 from temporalio.testing import WorkflowEnvironment
 
+from connectors.notify.dev import read_outbox
 from signbridge.core.settings import project_dir
 from signbridge.pdf.sample import sample_contract
+from tests.codes import latest_code
 from tests.playground_stack import PlaygroundStack, playground_stack
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -125,13 +129,27 @@ async def _link(stack: PlaygroundStack, request_id: str, person: str, chat_sso: 
     raise AssertionError(f"no signing link for {person}")
 
 
-async def _sign(page: Page, name: str) -> None:
-    """Sign as `name`: typed, or with the consent alone when the chat's sign-in verified them."""
+async def _ask_code(page: Page, stack: PlaygroundStack, signer_id: str) -> str:
+    """Press "send code" (a plain form post that shows the page again) and read the code where it arrived."""
+    async with page.expect_navigation() as navigation:
+        await page.locator("form[action$='/code'] button[type=submit]").click()
+    response = await navigation.value
+    assert response is not None and response.status == 200, await page.content()
+    return latest_code(stack.settings, signer_id)
+
+
+async def _sign(page: Page, name: str, stack: PlaygroundStack, signer_id: str) -> None:
+    """Sign as `name`: with the consent alone when the chat's sign-in verified them, else typed,
+    with a one-time code where the page asks for one."""
     form = page.locator("form:has(input[name=consent])")
     if await page.locator("#verified").count():
         assert name in await page.locator("#verified").inner_text()
         assert await form.locator("input[name=name]").count() == 0  # nothing to type
     else:
+        if await page.locator("form[action$='/code']").count():
+            code = await _ask_code(page, stack, signer_id)
+            form = page.locator("form:has(input[name=consent])")
+            await form.locator("input[name=code]").fill(code)
         await form.locator("input[name=name]").fill(name)
     await form.locator("input[name=consent]").check()
     async with page.expect_navigation() as navigation:
@@ -164,7 +182,7 @@ async def test_the_playground_end_to_end(stack: PlaygroundStack, offline: Any, a
     assert await card.locator(".signer").all_inner_texts() == [
         "1. 李四 — 待签署", "1. 王五 — 待签署", "2. 客户A（外部） — 待轮到"]
 
-    for person, name in (("u-lisi", "李四"), ("u-wangwu", "王五"), ("x-kehu", "客户A")):
+    for person, name in (("u-lisi", "李四"), ("u-wangwu", "王五")):
         await page.select_option("#as", person)
         link = page.locator("#inbox a.open").last
         await link.wait_for()
@@ -172,8 +190,21 @@ async def test_the_playground_end_to_end(stack: PlaygroundStack, offline: Any, a
             await link.click()
         signing = await opened.value
         await signing.wait_for_load_state()
-        await _sign(signing, name)
+        await _sign(signing, name, stack, person)
         await signing.close()
+    # The customer is not in the chat: their link came by email (the development mailbox).
+    mailed: list[dict[str, Any]] = []
+    for _ in range(300):  # the only request of this module with a customer
+        mailed = [e for e in read_outbox(stack.settings)
+                  if e["purpose"] == "link" and e["key"].endswith(":link:x-kehu")]
+        if mailed:
+            break
+        await asyncio.sleep(0.1)
+    assert mailed, "the customer's link never arrived by email"
+    signing = await page.context.new_page()
+    await signing.goto(mailed[-1]["params"]["url"])
+    await _sign(signing, "客户A", stack, "x-kehu")
+    await signing.close()
 
     await page.select_option("#as", "u-zhangsan")
     await page.locator(".card[data-status=COMPLETED]").wait_for(timeout=60_000)
@@ -200,7 +231,7 @@ async def test_the_signing_page_on_a_phone_and_a_desktop(stack: PlaygroundStack,
         width = options["viewport"]["width"]
         assert await page.evaluate("document.documentElement.scrollWidth") <= width  # nothing wider than the screen
         await _no_label_missing(page, f"the signing page at {size}")
-    await _sign(page, "赵六")
+    await _sign(page, "赵六", stack, "u-zhaoliu")
 
 
 async def test_the_first_screen_on_a_phone(stack: PlaygroundStack, offline: Any, artifacts: Path) -> None:
@@ -236,7 +267,7 @@ async def test_the_first_screen_on_a_phone(stack: PlaygroundStack, offline: Any,
     async with page.expect_navigation():
         await page.locator("form:has(input[name=name]) button[type=submit]").click()
     assert await name.input_value() == "王六" and await page.locator("[role=alert]").is_visible()
-    await _sign(page, "王五")
+    await _sign(page, "王五", stack, "u-wangwu")
     assert await page.locator("a", has_text="下载已签文件").count() == 0  # 赵六 has not signed yet
 
 
@@ -254,7 +285,7 @@ async def test_one_tap_signing_with_the_chats_sign_in(stack: PlaygroundStack, of
     assert await page.locator("input[name=name]").count() == 0
     await page.screenshot(path=str(artifacts / "signing-page-one-tap-390x844.png"))
     await _no_label_missing(page, "the one-tap signing page")
-    await _sign(page, "李四")
+    await _sign(page, "李四", stack, "u-lisi")
     assert "下载已签文件" in await page.content()  # the only signer: complete
 
     again: Page = await offline(**PHONE)
@@ -274,8 +305,13 @@ async def test_signing_with_the_keyboard_alone(stack: PlaygroundStack, offline: 
                 return
         raise AssertionError(f"Tab never reaches {selector}")
 
+    await tab_to("form[action$='/code'] button[type=submit]")
+    async with page.expect_navigation():
+        await page.keyboard.press("Enter")  # "send code"
     await tab_to("input[name=name]")
     await page.keyboard.type("王五")
+    await tab_to("input[name=code]")
+    await page.keyboard.type(latest_code(stack.settings, "u-wangwu"))
     await tab_to("input[name=consent]")
     await page.keyboard.press("Space")
     await tab_to("form:has(input[name=consent]) button[type=submit]")
@@ -289,7 +325,7 @@ async def test_signing_with_javascript_off(stack: PlaygroundStack, offline: Any)
     request_id = await _request(stack, "u-zhangsan", "/sign @李四")
     page: Page = await offline(java_script_enabled=False)
     await page.goto(await _link(stack, request_id, "u-lisi"))
-    await _sign(page, "李四")  # a plain form post: the page needs no script
+    await _sign(page, "李四", stack, "u-lisi")  # plain form posts: the page needs no script
 
 
 # ---- API docs and the Temporal UI ------------------------------------------------------------

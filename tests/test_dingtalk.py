@@ -60,6 +60,7 @@ from tests.chat_cases.dingtalk import (
     text_message,
 )
 from tests.chat_cases.dingtalk import env as chat_env
+from tests.codes import sign_with_code
 from tests.sim.dingtalk_sim import DingTalkSim, running
 from tests.sim.servers import free_port, serve
 from worker import build_worker
@@ -319,9 +320,9 @@ def link_for(sim: DingTalkSim, user: str) -> str | None:
     return str(links[-1]) if links else None
 
 
-async def sign(http: httpx.AsyncClient, sim: DingTalkSim, user: str, name: str) -> None:
+async def sign(http: httpx.AsyncClient, sim: DingTalkSim, user: str, name: str, settings: Settings) -> None:
     await sim.wait_for(lambda: link_for(sim, user) is not None, timeout=30)
-    resp = await http.post(str(link_for(sim, user)), data={"name": name, "consent": "yes"})
+    resp = await sign_with_code(http, settings, str(link_for(sim, user)), name)
     assert resp.status_code == 200, resp.text
 
 
@@ -359,7 +360,7 @@ async def test_file_then_command_to_signed_pdf(dev_env: WorkflowEnvironment, set
         await sim.wait_for(lambda: card.versions[-1]["status"] == "IN_PROGRESS")
 
         # first signer; the same card is updated in place
-        await sign(http, sim, "lisi", "李四")
+        await sign(http, sim, "lisi", "李四", settings)
         await sim.wait_for(lambda: "✅ 第1组 · 李四 — 已签署" in card.versions[-1]["signersText"])
         after_first = len(card.versions)
 
@@ -371,7 +372,7 @@ async def test_file_then_command_to_signed_pdf(dev_env: WorkflowEnvironment, set
         # a QPS storm (and expired tokens) while the second signer signs
         sim.expire_tokens()
         sim.rate_limit_next(6)
-        await sign(http, sim, "wangwu", "王五")
+        await sign(http, sim, "wangwu", "王五", settings)
         view = await wait_status(dev_env.client, request_id, "COMPLETED")
         await sim.wait_for(lambda: card.versions[-1]["status"] == "COMPLETED")
         assert len(sim.cards) == 1 and len(card.versions) > after_first

@@ -51,6 +51,7 @@ from store.tables import ChatMessage
 from tests.chat_cases import rig_for
 from tests.chat_cases.feishu import ENV, KEY, TENANT, TOKEN, card_event, command_event, file_event, pushed
 from tests.chat_cases.feishu import Case as FeishuCase
+from tests.codes import sign_with_code
 from tests.sim.feishu_sim import FeishuSim, encrypt, push_headers
 from tests.sim.servers import free_port, serve
 from worker import build_worker
@@ -279,6 +280,7 @@ class Stack:
     api: str
     sim: FeishuSim
     client: Client
+    settings: Settings
 
     def link(self, open_id: str) -> str | None:
         cards = [m for m in self.sim.sent_to(open_id) if m.msg_type == "interactive"]
@@ -296,7 +298,7 @@ class Stack:
                                              if m.msg_type == "interactive"]) >= count, timeout=30)
         url = self.link(open_id)
         assert url and url.startswith(self.api)
-        resp = await http.post(url, data={"name": name, "consent": "yes"})
+        resp = await sign_with_code(http, self.settings, url, name)
         assert resp.status_code == 200, resp.text
 
     async def wait_status(self, request_id: str, status: str, timeout: float = 40) -> StatusView:
@@ -324,7 +326,7 @@ async def test_end_to_end_over_feishu(dev_env: WorkflowEnvironment, settings: Se
         sim.add_file("om_file", "file_v2_1", contract)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         chat = FeishuChat(feishu_config(sim.url), get_engine(settings.sqlalchemy_url))
-        stack = Stack(api=url, sim=sim, client=dev_env.client)
+        stack = Stack(api=url, sim=sim, client=dev_env.client, settings=settings)
         async with build_worker(dev_env.client, settings, chats={"feishu": chat}) as worker, worker, \
                 httpx.AsyncClient(timeout=30) as http:
             events = f"{url}/im/feishu/events"

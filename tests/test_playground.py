@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -33,8 +34,9 @@ async def test_signbridge_demo_plays_the_playground_to_a_verified_pdf(stack: Pla
                                                                       capsys: pytest.CaptureFixture[str]) -> None:
     assert await asyncio.to_thread(run_demo, stack.url, tmp_path, 60) == 0, capsys.readouterr().out
     out = capsys.readouterr().out
-    assert "Verification: OK — 3 valid signatures" in out and "→ 客户A opens their link and signs\n" in out
-    # Colleagues are verified by the chat's sign-in assertion; the external customer types their name.
+    assert "Verification: OK — 3 valid signatures" in out and "→ 客户A gets the link by email" in out
+    assert re.search(r"客户A asks for a one-time code: sent to a\*\*\*@customer\.example — \d{6}", out), out
+    # Colleagues are verified by the chat's sign-in assertion; the external customer by a code.
     assert "→ 李四 opens their link and signs with one tap (verified by the chat)" in out
     # The signed file can reach the chat a moment before the card's last update: wait for the card.
     for _ in range(100):

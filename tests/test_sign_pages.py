@@ -44,6 +44,7 @@ from signbridge.pdf.sample import sample_contract
 from store import audit
 from store.tables import Document, LocalFlow, LocalSigner, SigningRequestRecord, utcnow
 from tests import hostile_pdfs as hostile
+from tests.codes import sign_with_code
 
 A = Person(id="u-1", name="Alice Chen")
 B = Person(id="u-2", name="王五")
@@ -291,7 +292,8 @@ async def test_json_mode(pages: Pages) -> None:
     refused = await pages.http.post(url, data={"name": "客户B", "consent": "yes"}, headers=JSON)
     assert refused.status_code == 400 and refused.json()["error"]["code"] == "name_mismatch"
     assert set(refused.json()["error"]) == {"code", "message"}
-    resp = secure(await pages.http.post(url, data={"name": "客户Ａ", "consent": "yes"}, headers=JSON))  # full-width
+    assert body["code_required"] and body["code_channel"] == "email" and body["code_sent_to"] == "a***@customer.example"
+    resp = secure(await sign_with_code(pages.http, pages.settings, url, "客户Ａ", headers=JSON))  # full-width
     assert resp.status_code == 200 and resp.headers["content-type"] == "application/json"
     signed = resp.json()
     assert {k: signed[k] for k in ("status", "signer_id", "document_sha256", "complete")} == {

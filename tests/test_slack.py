@@ -36,6 +36,7 @@ from signbridge.core.settings import Settings
 from signbridge.pdf.sample import sample_contract
 from store.db import create_all, get_engine
 from tests.chat_cases.slack import SECRET, TOKEN, mention, signed
+from tests.codes import sign_with_code
 from tests.sim.servers import free_port, serve
 from tests.sim.slack_sim import SlackSim
 from worker import build_worker
@@ -211,11 +212,11 @@ def link_url(message: Any) -> str | None:
     return None
 
 
-async def sign_via_dm(http: httpx.AsyncClient, sim: SlackSim, user: str, name: str) -> None:
+async def sign_via_dm(http: httpx.AsyncClient, sim: SlackSim, user: str, name: str, settings: Settings) -> None:
     await sim.wait_for(lambda: any(link_url(m) for m in sim.dms(user)), timeout=60)
     urls = {link_url(m) for m in sim.dms(user)} - {None}
     assert len(urls) == 1  # reminders resend the same link
-    resp = await http.post(str(urls.pop()), data={"name": name, "consent": "yes"})
+    resp = await sign_with_code(http, settings, str(urls.pop()), name)
     assert resp.status_code == 200, resp.text
 
 
@@ -284,8 +285,8 @@ async def test_mention_to_signed_pdf(dev_env: WorkflowEnvironment, settings: Set
         await sim.wait_for(lambda: len(sim.responses) == 2)
         assert "IN_PROGRESS" in sim.responses[1]["text"] and "0 of 2 signed" in sim.responses[1]["text"], sim.responses
 
-        await sign_via_dm(http, sim, "U1", "Bob")
-        await sign_via_dm(http, sim, "U2", "Carol")
+        await sign_via_dm(http, sim, "U1", "Bob", settings)
+        await sign_via_dm(http, sim, "U2", "Carol", settings)
         view = await wait_status(dev_env.client, request_id, "COMPLETED")
         await sim.wait_for(lambda: "Completed" in json.dumps(sim.cards("C1")[0].blocks))
 
@@ -316,7 +317,7 @@ async def test_rate_limit_storm(dev_env: WorkflowEnvironment, settings: Settings
         request_id = resp.json()["request_id"]
         await sim.wait_for(lambda: any(link_url(m) for m in sim.dms("U1")), timeout=60)
         sim.rate_limit_next(3)
-        await sign_via_dm(http, sim, "U1", "Bob")
+        await sign_via_dm(http, sim, "U1", "Bob", settings)
         await wait_status(dev_env.client, request_id, "COMPLETED")
         await sim.wait_for(lambda: "Completed" in json.dumps(sim.cards("C1")[0].blocks), timeout=60)
         await sim.wait_for(lambda: any("Signed document" in m.text for m in sim.posted("C1")), timeout=60)

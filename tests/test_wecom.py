@@ -41,6 +41,7 @@ from store.tables import ChatMessage, Identity, utcnow
 from tests.chat_cases import exists
 from tests.chat_cases.wecom import AES_KEY, CORP, SECRET, TOKEN, click_event, encrypted, file_msg, text_msg
 from tests.chat_cases.wecom import env as wecom_chat_env
+from tests.codes import sign_with_code
 from tests.sim.servers import free_port, serve
 from tests.sim.wecom_sim import WeComSim, running
 from worker import build_worker
@@ -301,9 +302,9 @@ def link_for(sim: WeComSim, user: str) -> str | None:
     return str(cards[-1]["textcard"]["url"]) if cards else None
 
 
-async def sign(http: httpx.AsyncClient, sim: WeComSim, user: str, name: str) -> None:
+async def sign(http: httpx.AsyncClient, sim: WeComSim, user: str, name: str, settings: Settings) -> None:
     await sim.wait_for(lambda: link_for(sim, user) is not None, timeout=30)
-    resp = await http.post(str(link_for(sim, user)), data={"name": name, "consent": "yes"})
+    resp = await sign_with_code(http, settings, str(link_for(sim, user)), name)
     assert resp.status_code == 200, resp.text
 
 
@@ -328,7 +329,7 @@ async def test_file_then_command_to_signed_pdf(dev_env: WorkflowEnvironment, set
         assert card.versions[-1]["main_title"] == {"title": "合同.pdf", "desc": "🖊 签署中"}
 
         # first signer; the card is updated in place with the code its sending returned
-        await sign(http, sim, "lisi", "李四")
+        await sign(http, sim, "lisi", "李四", settings)
         await sim.wait_for(lambda: "已签署" in json.dumps(card.versions[-1], ensure_ascii=False))
         assert card.updated_with == ["send"] and len(sim.cards_to("zhangsan")) == 1
 
@@ -342,7 +343,7 @@ async def test_file_then_command_to_signed_pdf(dev_env: WorkflowEnvironment, set
         assert refused.status_code == 200  # not the initiator: the validator refuses, nothing changes
         sim.expire_tokens()
         sim.rate_limit_next(4)
-        await sign(http, sim, "wangwu", "王五")
+        await sign(http, sim, "wangwu", "王五", settings)
         view = await wait_status(dev_env.client, request_id, "COMPLETED")
         await sim.wait_for(lambda: sim.cards_to("zhangsan")[-1].versions[-1]["main_title"]["desc"] == "✅ 已完成")
 

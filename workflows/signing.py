@@ -92,6 +92,9 @@ PATCH_BULK_ROWS = "bulk-rows-2026-12"
 # An organisation that requires it approves the use of its seal (用印审批) before the group of the
 # signatory who applies it opens; flows without such a seal never ask for the patch.
 PATCH_SEAL_APPROVAL = "seal-approval-2026-12"
+# A signer's link locked after too many wrong one-time codes (a "locked" provider event) shows on
+# the card. Only new events take this path; the marker keeps it explicit in histories.
+PATCH_SIGN_CODES = "sign-codes-2026-12"
 BULK_PROGRESS_SIGNAL = "row_progress"
 # A flow started from an approval reads the approval's documents and signers first and writes its
 # result back to the approval at the end. Only such flows ask for it: older histories never do.
@@ -414,7 +417,7 @@ class SigningWorkflow:
                 pass
 
     async def _apply_events(self) -> None:
-        changed = False
+        changed = locked = False
         while self.inbox:
             event = self.inbox.pop(0)
             signer = next((s for s in self.signers if s.person.id == event.signer_id), None)
@@ -438,6 +441,14 @@ class SigningWorkflow:
                 for s in self.signers:
                     if s.status != "signed":
                         s.status, s.signed_at, changed = "signed", event.occurred_at, True
+            elif event.kind == "locked" and signer and signer.status == "notified" and workflow.patched(
+                    PATCH_SIGN_CODES):
+                signer.locked_until = datetime.fromisoformat(event.reason) if event.reason else None
+                locked = True
+                self.pending_audit.append(self._audit(f"event:{event.event_id}", "workflow.link_locked",
+                                                      {**detail, "until": event.reason}, actor=signer.person.id))
+        if locked and not changed:
+            await self._publish(None, None, None)
         if changed:
             self.last_activity_at = workflow.now()
             self.quiet_polls = 0

@@ -35,6 +35,7 @@ from api.deps import SettingsDep
 from api.errors import ApiError
 from api.playground.transcript import Transcript
 from connectors.chat.webhook import signature
+from connectors.notify.dev import read_outbox
 from signbridge.core.settings import PLAYGROUND_FILES_PATH, Settings
 
 HERE = Path(__file__).parent
@@ -163,6 +164,13 @@ async def entries(request: Request, after: Annotated[int, Query(ge=0)] = 0,
     chat = transcript(request)
     await chat.wait(after, wait)
     return chat.since(after)
+
+
+@router.get("/api/mailbox")
+async def mailbox(settings: SettingsDep, after: Annotated[int, Query(ge=0)] = 0) -> list[dict[str, Any]]:
+    """The development mailbox: the emails and SMS SignBridge would have sent (one-time codes,
+    external signers' links) while no email or SMS service is configured (`connectors.notify.dev`)."""
+    return read_outbox(settings, after=after)
 
 
 @router.get("/api/stream")

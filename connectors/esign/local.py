@@ -20,19 +20,22 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import json
 import logging
 import secrets
 import threading
 import unicodedata
 from dataclasses import dataclass
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy.engine import Engine
 
 from connectors.esign.base import ProviderError
+from connectors.notify.base import NotifyError
+from connectors.notify.registry import CODE_MINUTES, Notifier, code_notice
 from signbridge.core.models import CreateFlowInput, OpenGroupInput, Person, ProviderEvent, SignerLink
 from signbridge.core.settings import Settings
 from signbridge.core.signers import clean_name
@@ -42,7 +45,7 @@ from signbridge.pdf.pki import InstallationCA
 from signbridge.pdf.seal import round_seal
 from store import audit
 from store.blobs import BlobNotFound, BlobStore
-from store.repos import local_flows
+from store.repos import local_flows, sign_codes
 from store.tables import LocalDocument, LocalEvent, LocalFlow, LocalSigner, utcnow
 
 log = logging.getLogger(__name__)
@@ -51,6 +54,12 @@ PROVIDER = "local"
 MAX_REASON = 500
 # A parallel group of n signers can make one signer lose the version race n-1 times.
 SIGN_ATTEMPTS = 8
+# One-time codes: valid this long, at most one a minute, and this many wrong tries lock the link.
+CODE_TTL = timedelta(minutes=CODE_MINUTES)
+CODE_GAP = timedelta(minutes=1)
+MAX_WRONG_CODES = 5
+LOCK_FOR = timedelta(minutes=15)
+CODE_DIGITS = 6
 
 
 def token_hash(token: str) -> str:
@@ -76,7 +85,7 @@ def _fatal(message: str) -> ProviderError:
     return ProviderError(message, retryable=False)
 
 
-ProblemKind = Literal["unknown", "gone", "invalid", "busy", "unsignable"]
+ProblemKind = Literal["unknown", "gone", "invalid", "busy", "unsignable", "limited"]
 
 
 class LinkProblem(Exception):
@@ -84,15 +93,19 @@ class LinkProblem(Exception):
 
     `kind`: "unknown" (no such link), "gone" (it worked once: signed, declined, withdrawn,
     expired, replaced), "invalid" (the submitted form is wrong), "busy" (retry later),
-    "unsignable" (no signature can be added to this document: retrying will not help).
+    "unsignable" (no signature can be added to this document: retrying will not help),
+    "limited" (too many codes or wrong codes: `retry_after` seconds). `event`: what the flow
+    must hear about it (the link locked), for the page to deliver.
     """
 
-    def __init__(self, kind: ProblemKind, code: str, zh: str, en: str) -> None:
+    def __init__(self, kind: ProblemKind, code: str, zh: str, en: str, retry_after: float | None = None) -> None:
         super().__init__(f"{zh} / {en}")
         self.kind = kind
         self.code = code
         self.zh = zh
         self.en = en
+        self.retry_after = retry_after
+        self.event: ProviderEvent | None = None
 
 
 def unknown_link() -> LinkProblem:
@@ -388,7 +401,8 @@ async def _signed_version(settings: Settings, blobs: BlobStore, blob_key: str, s
 
 def _commit_signature(engine: Engine, signer: LocalSigner, hsh: str, read_version: int, new_key: str,
                       now: datetime, ip: str | None, user_agent: str | None,
-                      document_keys: dict[int, str] | None = None) -> LocalEvent | None:
+                      document_keys: dict[int, str] | None = None,
+                      verification: str | None = None) -> LocalEvent | None:
     """Advance the flow from `read_version` and mark the signer signed, atomically.
 
     None when another signature advanced the flow first (re-sign on top of it); LinkProblem
@@ -398,7 +412,7 @@ def _commit_signature(engine: Engine, signer: LocalSigner, hsh: str, read_versio
                        kind="signed", signer_id=signer.signer_id, occurred_at=now)
     try:
         if not local_flows.commit_signature(engine, signer, hsh, read_version, new_key, now, ip, user_agent, event,
-                                            document_keys):
+                                            document_keys, verification):
             return None
     except local_flows.Refused:
         raise _reread_problem(engine, signer.id, hsh) or _busy() from None
@@ -414,21 +428,25 @@ def verified_by_sso(signer: LocalSigner, sso: SsoProof | None) -> str | None:
 
 
 async def sign(settings: Settings, engine: Engine, blobs: BlobStore, token: str, *, typed_name: str,
-               consent: bool, ip: str | None, user_agent: str | None, sso: SsoProof | None = None) -> SignResult:
+               consent: bool, ip: str | None, user_agent: str | None, code: str = "",
+               sso: SsoProof | None = None, notifier: Notifier | None = None) -> SignResult:
     """Sign the flow's current version as this link's signer; returns the event to deliver.
 
     A signer verified by chat SSO (`sso`) signs with the consent alone; anyone else types their
-    name. Raises LinkProblem for a dead link, a missing consent or a name that is not the signer's.
+    name and, where a code can reach them, a one-time code. Raises LinkProblem for a dead link, a
+    missing consent, a name that is not the signer's, or a missing, wrong, expired or spent code
+    (see `verification_needed`).
     """
     signer, flow = _load(engine, token)
     if not consent:
         raise LinkProblem("invalid", "consent_required", "请勾选同意以电子方式签署",
                           "Tick the box to agree to sign electronically")
-    verification = verified_by_sso(signer, sso)
-    if verification is None and (not typed_name.strip()
-                                 or normalise_name(typed_name) != normalise_name(signer.name)):
+    sso_method = verified_by_sso(signer, sso)
+    if sso_method is None and (not typed_name.strip()
+                               or normalise_name(typed_name) != normalise_name(signer.name)):
         raise LinkProblem("invalid", "name_mismatch", f"请输入您的姓名「{signer.name}」以确认签署",
                           f"Type your name “{signer.name}” to sign")
+    verification = sso_method or check_code(settings, engine, signer, flow, code, ip, user_agent, notifier)
     hsh = token_hash(token)
     now = utcnow()
     for _ in range(SIGN_ATTEMPTS):
@@ -438,7 +456,7 @@ async def sign(settings: Settings, engine: Engine, blobs: BlobStore, token: str,
                                                   placement_of(d, signer.signer_id),
                                                   placement_of(d, signer.signer_id, "seal")) for d in docs}
         new_key = keys[0] if docs else await _signed_version(settings, blobs, flow.current_blob_key, signer, now)
-        row = _commit_signature(engine, signer, hsh, version, new_key, now, ip, user_agent, keys)
+        row = _commit_signature(engine, signer, hsh, version, new_key, now, ip, user_agent, keys, verification)
         if row is not None:
             break
         problem = _reread_problem(engine, signer.id, hsh)
@@ -454,8 +472,8 @@ async def sign(settings: Settings, engine: Engine, blobs: BlobStore, token: str,
                  action="signer.signed", actor=signer.signer_id,
                  detail={"flow_id": flow.flow_id, "name_typed": typed_name, "position": signer.position,
                          "before": before_sha, "after": new_key, "version": version + 1,
-                         "verification": verification or "chat_link",
-                         **({"sso_subject": sso.subject, "sso_name": sso.name} if sso and verification else {})},
+                         "verification": verification,
+                         **({"sso_subject": sso.subject, "sso_name": sso.name} if sso and sso_method else {})},
                  ip=ip, user_agent=user_agent, document_sha256=new_key)
     return SignResult(event=_event(row), signer_id=signer.signer_id, document_sha256=new_key,
                       before_sha256=before_sha)
@@ -496,6 +514,152 @@ async def decline(engine: Engine, token: str, *, reason: str, ip: str | None,
     row = local_flows.event(engine, declined.event_id)
     assert row is not None
     return _event(row)
+
+
+# ---- who is signing: single sign-on, or a one-time code ----------------------------------
+
+
+def verification_needed(settings: Settings, signer: LocalSigner, notifier: Notifier | None = None) -> bool:
+    """Whether this signer must enter a one-time code: codes are on (SIGNBRIDGE_SIGN_CODES) and a
+    code can reach them. A signer no configured sender can reach — an internal chat user whose
+    directory has no email or mobile, or any internal signer of an installation with no email or
+    SMS service — signs with the link their chat delivered to them privately. (External signers
+    no sender can reach never get a link: `prepare` refuses them.) `notifier` None: only the
+    contact on record counts."""
+    if settings.sign_codes != "on" or not (signer.email or signer.mobile):
+        return False
+    return notifier is None or notifier.route(signer.email, signer.mobile) is not None
+
+
+def code_hash(settings: Settings, signer_row: int, code: str) -> str:
+    """HMAC of the code under a key derived from the server secret, bound to the signer's row:
+    the database never holds a usable code, and a code works only on the link it was sent for."""
+    key = hmac.new(settings.link_secret.get_secret_value().encode(), b"signbridge sign-code v1", hashlib.sha256)
+    return hmac.new(key.digest(), f"{signer_row}:{code}".encode(), hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True)
+class CodeSent:
+    channel: str  # email | sms
+    sent_to: str  # masked
+    valid_minutes: int
+
+
+def _method(channel: str) -> str:
+    return "sms_code" if channel == "sms" else "email_code"
+
+
+def _code_audit(engine: Engine, flow: LocalFlow, signer: LocalSigner, action: str, detail: dict[str, Any],
+                ip: str | None, user_agent: str | None) -> None:
+    audit.record(engine, request_id=flow.request_id, key=f"local:{signer.signer_id}:{action}:{secrets.token_hex(8)}",
+                 action=action, actor=signer.signer_id, detail={"flow_id": flow.flow_id, **detail},
+                 ip=ip, user_agent=user_agent, document_sha256=flow.current_sha256)
+
+
+def _locked(until: datetime, now: datetime) -> LinkProblem:
+    minutes = max(1, int((until - now).total_seconds() + 59) // 60)
+    return LinkProblem("limited", "link_locked", f"验证码错误次数过多，链接已锁定，请 {minutes} 分钟后再试",
+                       f"Too many wrong codes: this link is locked; try again in {minutes} minute(s)",
+                       retry_after=(until - now).total_seconds())
+
+
+async def request_code(settings: Settings, engine: Engine, notifier: Notifier, token: str, *, ip: str | None,
+                       user_agent: str | None) -> CodeSent:
+    """Send a fresh 6-digit code to the signer's mobile (SMS) or email; earlier codes stop working.
+
+    LinkProblem when the link is dead, the signer needs no code, a code went out less than a
+    minute ago or the link is locked (429 with the seconds to wait), or no sender can reach them.
+    """
+    signer, flow = _load(engine, token)
+    assert signer.id is not None
+    if not verification_needed(settings, signer, notifier):
+        raise LinkProblem("invalid", "code_not_needed", "此链接无需验证码", "This link needs no code")
+    route = notifier.route(signer.email, signer.mobile)
+    if route is None:
+        log.error("no email or SMS sender can reach signer %s of %s (configure SIGNBRIDGE_SMTP_URL or an SMS "
+                  "service)", signer.signer_id, flow.flow_id)
+        raise LinkProblem("busy", "code_channel_unavailable", "暂时无法发送验证码，请联系发起人",
+                          "A code cannot be sent right now; please contact the sender")
+    now = utcnow()
+    claimed = sign_codes.claim_send(engine, signer.id, now, CODE_GAP)
+    if isinstance(claimed, sign_codes.Refusal):
+        _code_audit(engine, flow, signer, "signer.code_refused", {"reason": claimed.kind}, ip, user_agent)
+        if claimed.kind == "locked":
+            raise _locked(now + timedelta(seconds=claimed.retry_after), now)
+        wait = int(claimed.retry_after + 0.999)
+        raise LinkProblem("limited", "code_too_soon", f"验证码已发送，请 {wait} 秒后再重新获取",
+                          f"A code was just sent; you can ask for a new one in {wait} s", retry_after=wait)
+    code = f"{secrets.randbelow(10 ** CODE_DIGITS):0{CODE_DIGITS}d}"
+    code_id = sign_codes.store(engine, signer.id, route.channel, route.masked, code_hash(settings, signer.id, code),
+                               now, CODE_TTL)
+    try:
+        await route.sender.send(route.to, code_notice(code), key=f"{flow.flow_id}:{signer.signer_id}:code:{code_id}")
+    except NotifyError as e:
+        sign_codes.forget(engine, code_id)
+        sign_codes.release(engine, signer.id, claimed, now)
+        _code_audit(engine, flow, signer, "signer.code_failed",
+                    {"channel": route.channel, "sent_to": route.masked, "error": e.message}, ip, user_agent)
+        if e.retry_after:
+            wait = int(e.retry_after + 0.999)
+            raise LinkProblem("limited", "code_rate_limited", f"发送过于频繁，请 {wait} 秒后再试",
+                              f"Too many messages to this number; try again in {wait} s", retry_after=wait) from e
+        log.warning("could not send a code to signer %s of %s: %s", signer.signer_id, flow.flow_id, e.message)
+        raise LinkProblem("busy", "code_send_failed", "验证码发送失败，请稍后重试",
+                          "The code could not be sent; try again shortly") from e
+    _code_audit(engine, flow, signer, "signer.code_sent", {"channel": route.channel, "sent_to": route.masked},
+                ip, user_agent)
+    return CodeSent(route.channel, route.masked, CODE_MINUTES)
+
+
+def check_code(settings: Settings, engine: Engine, signer: LocalSigner, flow: LocalFlow, code: str,
+               ip: str | None, user_agent: str | None, notifier: Notifier | None = None) -> str:
+    """The verification method ("email_code", "sms_code", or "link" when no code is needed: the
+    signer only held the link), or LinkProblem for a missing, malformed, wrong, expired or spent
+    code and a locked link. Every failed try is in the audit trail, and the try that locks the
+    link carries a "locked" event."""
+    if not verification_needed(settings, signer, notifier):
+        return "link"
+    assert signer.id is not None
+    code = code.strip()
+    if not code:
+        raise LinkProblem("invalid", "code_required", "请先获取并输入验证码",
+                          "Ask for a code and enter it to sign")
+    now = utcnow()
+    if not (len(code) == CODE_DIGITS and code.isascii() and code.isdigit()):
+        verdict = sign_codes.check(engine, signer.id, lambda _: False, now, MAX_WRONG_CODES, LOCK_FOR)
+    else:
+        candidate = code_hash(settings, signer.id, code)
+        verdict = sign_codes.check(engine, signer.id, lambda stored: hmac.compare_digest(stored, candidate), now,
+                                   MAX_WRONG_CODES, LOCK_FOR)
+    if verdict.kind == "ok":
+        return _method(verdict.channel)
+    _code_audit(engine, flow, signer, "signer.code_rejected", {"reason": verdict.kind}, ip, user_agent)
+    if verdict.kind == "locked":
+        assert verdict.locked_until is not None
+        problem = _locked(verdict.locked_until, now)
+        if verdict.newly_locked:
+            problem.event = _lock_event(engine, signer, verdict.locked_until)
+        raise problem
+    if verdict.kind == "none":
+        raise LinkProblem("invalid", "code_not_sent", "请先点击「获取验证码」", "Ask for a code first")
+    if verdict.kind == "expired":
+        raise LinkProblem("invalid", "code_expired", "验证码已过期，请重新获取",
+                          "This code has expired; ask for a new one")
+    if verdict.kind == "used":
+        raise LinkProblem("invalid", "code_used", "此验证码已使用过，请重新获取",
+                          "This code was already used; ask for a new one")
+    raise LinkProblem("invalid", "code_wrong", f"验证码不正确，还可尝试 {verdict.tries_left} 次",
+                      f"Wrong code; {verdict.tries_left} tries left")
+
+
+def _lock_event(engine: Engine, signer: LocalSigner, until: datetime) -> ProviderEvent | None:
+    """Tell the flow (card) that this signer's link is locked until `until`."""
+    row = LocalEvent(event_id=f"{signer.flow_id}:{signer.signer_id}:locked:{until:%Y%m%d%H%M%S}",
+                     flow_id=signer.flow_id, kind="locked", signer_id=signer.signer_id,
+                     reason=until.astimezone(UTC).isoformat(), occurred_at=utcnow())
+    local_flows.add_event(engine, row)
+    stored = local_flows.event(engine, row.event_id)
+    return _event(stored) if stored else None
 
 
 def _ca_fingerprint(settings: Settings) -> str:

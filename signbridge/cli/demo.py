@@ -4,8 +4,10 @@ The playground (`/playground`, served by the API in development) is the company 
 development stack: it speaks the signed webhook IM protocol to SignBridge and receives its cards,
 links and files. The demo uses it the way a person would in the browser — drops the contract,
 sends `/sign @李四 @王五 > @客户A` as 张三 (两位同事并行，然后一位外部客户), opens each signer's
-link as that person and signs — then downloads the signed PDF and checks it against the
-installation CA that SignBridge publishes.
+link as that person (the external customer's arrives by email, not in the chat), asks for the
+one-time code the page wants and reads it in the development mailbox (`/playground/api/mailbox`:
+`make run` configures no email or SMS service), and signs — then downloads the signed PDF and
+checks it against the installation CA that SignBridge publishes.
 """
 
 from __future__ import annotations
@@ -55,6 +57,42 @@ class Chat:
         return hit
 
 
+async def _mail(http: httpx.AsyncClient, found: Any, timeout: float, what: str) -> dict[str, Any]:
+    """The first message of the development mailbox (`/playground/api/mailbox`) that `found` accepts."""
+    end = time.monotonic() + timeout
+    while True:
+        resp = await http.get("/playground/api/mailbox")
+        resp.raise_for_status()
+        hit = next((e for e in reversed(resp.json()) if found(e)), None)
+        if hit is not None:
+            return hit  # type: ignore[no-any-return]
+        if time.monotonic() > end:
+            raise DemoFailed(f"timed out after {timeout:.0f} s waiting for {what} in the development mailbox")
+        await asyncio.sleep(0.3)
+
+
+async def _code_step(http: httpx.AsyncClient, sign_url: str, name: str, timeout: float) -> dict[str, str]:
+    """The one-time code, when the page asks for one: request it, read it where it arrived (the
+    development mailbox: `make run` configures no email or SMS service), hand it to the form."""
+    page = await http.get(sign_url, headers={"Accept": "application/json"})
+    if page.status_code != 200:
+        raise DemoFailed(f"{name}'s signing page answered {page.status_code} {page.text[:300]}")
+    view = page.json()
+    if not view.get("code_required"):
+        return {}
+    base = sign_url.split("?", 1)[0]
+    sent = await http.post(f"{base}/code", headers={"Accept": "application/json"})
+    if sent.status_code != 200:
+        raise DemoFailed(f"no code for {name}: {sent.status_code} {sent.text[:300]}")
+    signer = view["signer_id"]
+    mail = await _mail(http, lambda e: e["purpose"] == "code" and f":{signer}:code:" in e["key"], timeout,
+                       f"{name}'s one-time code")
+    code = str(mail["params"]["code"])
+    print(f"  {name} asks for a one-time code: sent to {sent.json()['sent_to']} — {code} "
+          "(development mailbox)")
+    return {"code": code}
+
+
 def _print(body: dict[str, Any]) -> None:
     kind = body.get("type")
     if kind == "card.upsert":
@@ -95,22 +133,35 @@ async def _demo(api_url: str, out_dir: Path, timeout: float) -> int:
             return lambda e: e["body"].get("to") == person and e["body"].get("sign_url") and request_id in str(
                 e["body"].get("idempotency_key", ""))
 
+        people = {p["id"]: p for p in state.json()["people"]}
         for group in GROUPS:
-            links = {p: await chat.until(link_for(p), timeout, f"{p}'s signing link") for p in group}
-            for person, entry in links.items():
-                opened = await http.get(f"/playground/open/{entry['seq']}", params={"as": person})
-                sign_url = opened.headers["location"]
-                name = next(p["name"] for p in state.json()["people"] if p["id"] == person)
-                # The chat's `sso` assertion on the link: an internal signer comes back verified
-                # (a session cookie for this link) and signs with the consent alone.
+            for person in group:
+                name = people[person]["name"]
+                if people[person].get("external"):  # not in the chat: by email (the development mailbox)
+                    key = f"{request_id}:link:{person}"
+                    mail = await _mail(http, lambda e, key=key: e["purpose"] == "link" and e["key"] == key,
+                                       timeout, f"{name}'s signing link by email")
+                    sign_url = mail["params"]["url"]
+                    print(f"→ {name} gets the link by email ({mail['to']}) and opens it")
+                else:
+                    entry = await chat.until(link_for(person), timeout, f"{person}'s signing link")
+                    opened = await http.get(f"/playground/open/{entry['seq']}", params={"as": person})
+                    sign_url = opened.headers["location"]
+                # The chat's `sso` assertion on a colleague's link: they come back verified (a session
+                # cookie for this link) and sign with the consent alone; everyone else with a code.
                 view = await http.get(sign_url, headers={"Accept": "application/json"}, follow_redirects=True)
-                verified = view.status_code == 200 and view.json().get("verified")
-                print(f"→ {name} opens their link and signs" + (" with one tap (verified by the chat)"
-                                                                if verified else ""))
-                form = {"consent": "yes"} if verified else {"name": name, "consent": "yes"}
-                signed = await http.post(sign_url.split("?", 1)[0], data=form, headers={"Accept": "application/json"})
+                sign_url = sign_url.split("?", 1)[0]
+                if view.status_code == 200 and view.json().get("verified"):
+                    print(f"→ {name} opens their link and signs with one tap (verified by the chat)")
+                    form = {"consent": "yes"}
+                else:
+                    if not people[person].get("external"):
+                        print(f"→ {name} opens their link from the chat")
+                    form = {"name": name, "consent": "yes", **await _code_step(http, sign_url, name, timeout)}
+                signed = await http.post(sign_url, data=form, headers={"Accept": "application/json"})
                 if signed.status_code != 200:
                     raise DemoFailed(f"{name} could not sign: {signed.status_code} {signed.text[:300]}")
+                print(f"  {name} signed")
         filed = await chat.until(lambda e: e["body"].get("type") == "file"
                                  and e["body"].get("kind", "signed") == "signed", timeout, "the signed file")
         signed_pdf = (await http.get(filed["body"]["url"])).content

@@ -7,9 +7,10 @@ connectors only decide *how* their platform draws it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC
 from typing import Literal
 
-from signbridge.core.models import SealApproval, SignStatus, StatusView
+from signbridge.core.models import SealApproval, SignerState, SignStatus, StatusView
 from signbridge.core.orgs import party_label
 
 Lang = Literal["zh", "en"]
@@ -42,6 +43,8 @@ class CardSigner:
     state_text: str
     external: bool
     signer_id: str = ""
+    # An external signer: how their link went out, masked ("链接已通过短信发送给 王总（138****1234）").
+    reached: str | None = None
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,8 @@ class Card:
             "document": {"name": self.document_name, "sha256": self.document_sha256},
             "signers": [
                 {"name": s.name, "group": s.group, "state": s.state, "state_text": s.state_text,
-                 "external": s.external, **({"signer_id": s.signer_id} if s.signer_id else {})}
+                 "external": s.external, **({"signer_id": s.signer_id} if s.signer_id else {}),
+                 **({"reached": s.reached} if s.reached else {})}
                 for s in self.signers
             ],
             "note": self.note,
@@ -111,8 +115,31 @@ def seal_line(a: SealApproval, lang: Lang = "zh") -> str:
     return f"{a.org} seal-use approval: {_SEAL_TEXT[a.status][i]}{decided} (seal keepers {keepers})"
 
 
-def build_card(view: StatusView, lang: Lang = "zh") -> Card:
+_CHANNEL_TEXT = {"sms": ("短信", "SMS"), "email": ("邮件", "email")}
+
+
+def reached_text(name: str, channel: str, masked: str, lang: Lang = "zh") -> str:
+    """How an external signer's link went out, never their full number or address."""
+    zh, en = _CHANNEL_TEXT.get(channel, (channel, channel))
+    return f"链接已通过{zh}发送给 {name}（{masked}）" if lang == "zh" else f"link sent to {name} by {en} ({masked})"
+
+
+def _signer_text(s: SignerState, i: int, lang: Lang, reached: tuple[str, str] | None) -> str:
+    text = _SIGNER_TEXT[s.status][i]
+    if s.status == "notified" and s.locked_until is not None:
+        at = s.locked_until.astimezone(UTC).strftime("%H:%M")
+        text += (f"（验证码错误次数过多，链接锁定至 {at} UTC）" if lang == "zh"
+                 else f" (too many wrong codes: link locked until {at} UTC)")
+    if reached and s.status != "signed":
+        zh, en = _CHANNEL_TEXT.get(reached[0], reached)
+        text += f" · 链接已通过{zh}发送（{reached[1]}）" if lang == "zh" else f" · link sent by {en} ({reached[1]})"
+    return text
+
+
+def build_card(view: StatusView, lang: Lang = "zh", reached: dict[str, tuple[str, str]] | None = None) -> Card:
+    """`reached`: external signer id → (channel, masked address) of the link sent to them."""
     i = 0 if lang == "zh" else 1
+    reached = reached or {}
     status = view.status
     buttons: list[CardButton] = []
     if status == SignStatus.IN_PROGRESS:
@@ -137,8 +164,9 @@ def build_card(view: StatusView, lang: Lang = "zh") -> Card:
         signers=[
             CardSigner(party_label(s.person, lang), s.group, "departed", _DEPARTED[i], s.person.external, s.person.id)
             if s.departed and s.status in ("waiting", "notified") else
-            CardSigner(party_label(s.person, lang), s.group, s.status, _SIGNER_TEXT[s.status][i], s.person.external,
-                       s.person.id)
+            CardSigner(party_label(s.person, lang), s.group, s.status,
+                       _signer_text(s, i, lang, reached.get(s.person.id)), s.person.external, s.person.id,
+                       reached_text(s.person.name, *reached[s.person.id], lang) if s.person.id in reached else None)
             for s in view.signers
         ],
         # Every platform draws the note, so the seal-use approvals go there too.

@@ -212,6 +212,7 @@ class SignerState(BaseModel):
     # on a reminder): flagged on the card until the initiator or an operator replaces them.
     departed: bool = False
     replaces: str | None = None  # the id of the signer this one replaced
+    locked_until: datetime | None = None  # too many wrong one-time codes: the link opens again then
 
 
 class StatusView(BaseModel):
@@ -249,7 +250,9 @@ class ProviderEvent(BaseModel):
     event_id: str
     provider: str
     flow_id: str
-    kind: Literal["signed", "declined", "expired", "cancelled", "completed"]
+    # "locked": a signer's link is locked for a while (too many wrong one-time codes; `reason`
+    # holds when it opens again, ISO 8601) — shown on the card, nothing else changes.
+    kind: Literal["signed", "declined", "expired", "cancelled", "completed", "locked"]
     signer_id: str | None = None
     reason: str | None = None
     occurred_at: datetime

@@ -166,6 +166,34 @@ class Settings(BaseSettings, Timing):
     # The pause switch is read from the database at most this often by each API process.
     pause_check_seconds: float = 2.0
 
+    # One-time codes on the built-in provider's signing page: "on" (the default everywhere: a
+    # signer who is not verified by chat single sign-on proves who they are with a code sent to
+    # their email or mobile) or "off" (the typed name is enough — only for a closed test setup).
+    sign_codes: Literal["on", "off"] = "on"
+    # Where codes and external signers' links go. Email: SMTP, e.g.
+    # `smtp://user:pass@smtp.example.com:587?starttls=1` or `smtps://user:pass@host:465`.
+    smtp_url: SecretStr = SecretStr("")
+    smtp_from: str = ""
+    smtp_timeout_seconds: float = 20.0
+    # SMS by Aliyun (dysmsapi, V3 signature): key, approved signature name and template codes.
+    aliyun_sms_access_key_id: str = ""
+    aliyun_sms_access_key_secret: SecretStr = SecretStr("")
+    aliyun_sms_sign_name: str = ""
+    aliyun_sms_code_template: str = ""  # a verification-code template with the variable ${code}
+    aliyun_sms_link_template: str = ""  # a notification template with ${name}, ${title}, ${url}
+    aliyun_sms_endpoint: str = "https://dysmsapi.aliyuncs.com"
+    # SMS by Tencent Cloud (API 3.0, TC3-HMAC-SHA256).
+    tencent_sms_secret_id: str = ""
+    tencent_sms_secret_key: SecretStr = SecretStr("")
+    tencent_sms_sdk_app_id: str = ""
+    tencent_sms_sign_name: str = ""
+    tencent_sms_code_template_id: str = ""  # one parameter: the code (digits only)
+    tencent_sms_link_template_id: str = ""  # parameters: name, title, url
+    tencent_sms_region: str = "ap-guangzhou"
+    tencent_sms_endpoint: str = "https://sms.tencentcloudapi.com"
+    # Which SMS service to use when both are configured: "aliyun" or "tencent" (empty: Aliyun first).
+    sms_provider: str = ""
+
     @field_validator("public_url")
     @classmethod
     def _strip_slash(cls, v: str) -> str:

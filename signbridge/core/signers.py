@@ -161,3 +161,30 @@ def unreachable_signers(provider: str, needs: frozenset[str], groups: list[list[
             f"（Add the {en} of {', '.join(missing)}: the provider {provider} needs it to identify each signer. "
             f"Write it after the mention, e.g. @{first} {example}, or have an admin import it with "
             "`signbridge identities import`, then send the command again）")
+
+
+def mask_mobile(mobile: str) -> str:
+    """A mobile number as people may see it on a card or a page: `138****1234` (mainland China,
+    without +86), `+1 555***0100` elsewhere — enough to recognise one's own number, not to dial it."""
+    digits = "".join(ch for ch in mobile if ch.isdigit())
+    country = ""
+    if mobile.strip().startswith("+"):
+        try:
+            parsed = phonenumbers.parse(mobile, None)
+            country, digits = str(parsed.country_code), str(parsed.national_number)
+        except phonenumbers.NumberParseException:
+            pass
+    if len(digits) < 7:
+        masked = "*" * len(digits)
+    else:
+        keep_head = 3 if len(digits) >= 10 else 2
+        masked = digits[:keep_head] + "*" * (len(digits) - keep_head - 4) + digits[-4:]
+    return masked if country in ("", "86") else f"+{country} {masked}"
+
+
+def mask_email(email: str) -> str:
+    """`w***@customer.example`: the first letter of the mailbox and the whole domain."""
+    local, at, domain = email.strip().rpartition("@")
+    if not at:
+        return "***"
+    return f"{local[:1]}***@{domain}"

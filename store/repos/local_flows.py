@@ -134,7 +134,7 @@ def signer_and_flow(engine: Engine, signer_row_id: int | None) -> tuple[LocalSig
 
 def commit_signature(engine: Engine, signer: LocalSigner, token_hash: str, read_version: int, new_key: str,
                      now: datetime, ip: str | None, user_agent: str | None, signed: LocalEvent,
-                     document_keys: dict[int, str] | None = None) -> bool:
+                     document_keys: dict[int, str] | None = None, verification: str | None = None) -> bool:
     """Advance the flow from `read_version` and mark the signer signed, atomically; the last
     signature completes the flow. False when another signature advanced it first (sign again on
     top of it); `Refused` when the link died meanwhile (revoked, replaced, signed in another tab)."""
@@ -151,7 +151,8 @@ def commit_signature(engine: Engine, signer: LocalSigner, token_hash: str, read_
             conn.execute(update(LocalDocument).where(col(LocalDocument.flow_id) == signer.flow_id,
                                                      col(LocalDocument.position) == position)
                          .values(current_blob_key=key))
-        _mark(conn, signer, token_hash, status="signed", acted_at=now, ip=ip, user_agent=user_agent)
+        _mark(conn, signer, token_hash, status="signed", acted_at=now, ip=ip, user_agent=user_agent,
+              verification=verification)
         _insert(conn, signed)
         unsigned = conn.execute(sa_select(func.count()).select_from(LocalSigner).where(
             col(LocalSigner.flow_id) == signer.flow_id,
@@ -186,6 +187,16 @@ def _mark(conn: Connection, signer: LocalSigner, token_hash: str, **values: obje
 def _insert(conn: Connection, row: LocalEvent) -> None:
     conn.execute(insert(LocalEvent).values(event_id=row.event_id, flow_id=row.flow_id, kind=row.kind,
                                            signer_id=row.signer_id, reason=row.reason, occurred_at=row.occurred_at))
+
+
+def add_event(engine: Engine, row: LocalEvent) -> bool:
+    """Store an event once (e.g. a link locked after too many wrong codes); False if it exists."""
+    try:
+        with engine.begin() as conn:
+            _insert(conn, row)
+    except IntegrityError:
+        return False
+    return True
 
 
 def _kill_pending(conn: Connection, flow_id: str) -> None:

@@ -45,6 +45,7 @@ from signbridge.pdf.sample import sample_contract
 from store.blobs import BlobStore, FileBlobStore
 from store.db import create_all, get_engine
 from store.repos.organisations import Keeper
+from tests.codes import mailed_links
 from tests.sim.servers import serve
 from tests.sim.webhook_sink import WebhookSink
 from worker import build_worker
@@ -122,8 +123,10 @@ class E2E:
             await asyncio.sleep(0.05)
 
     def links(self, handle: WorkflowHandle[Any, Any], person: Person) -> list[dict[str, Any]]:
+        """Links sent to `person`: in the chat, or for an external signer by email or SMS (the
+        development mailbox: no sender is configured in the tests)."""
         return [m for m in self.sink.messages if m.get("type") == "message" and m.get("to") == person.id
-                and handle.id in m.get("idempotency_key", "")]
+                and handle.id in m.get("idempotency_key", "")] + mailed_links(self.settings, handle.id, person.id)
 
 
 @asynccontextmanager
