@@ -123,7 +123,9 @@ async def test_certificate_is_posted_after_the_signed_file_and_served_by_the_api
                   "链接已发送 Link sent", "打开签署页 Opened the signing page", "已签署 Signed",
                   "203.0.113.7", "Mozilla/5.0 (cert test)"):
         assert words in text, words
-    assert text.count("验证方式 Verified by: 签署链接 Signing link") == 2  # both signers
+    # Each signer's one-time code, by the channel that reached them.
+    assert "验证方式 Verified by: 短信验证码 SMS one-time code" in text  # 李四, by mobile
+    assert "验证方式 Verified by: 邮箱验证码 Email one-time code" in text  # 客户A, by email
     assert "+8613812341234" not in text and "wang@customer.example" not in text  # never the full contact
     assert view.document is not None and view.signed_document is not None
     assert f"签署前 SHA-256 before: {view.document.sha256}" in text

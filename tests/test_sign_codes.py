@@ -85,7 +85,7 @@ async def test_external_signer_gets_a_code_by_email_at_a_real_smtp_server_and_si
             flow = await p.flow([[LIU]])
             path = flow.links["x-2"]
             page = secure(await p.http.get(path))
-            assert 'action="' + path + '/code"' in page.text and "name=code" in page.text
+            assert 'action="' + path + '/code"' in page.text and 'name="code"' in page.text
             assert "l***@customer.example" in page.text and "liu@customer.example" not in page.text
 
             missing = await sign(p, path, "刘总", None)
@@ -249,7 +249,7 @@ async def test_the_code_step_works_without_javascript(pages: Pages) -> None:
     path = flow.links["x-2"]
     page = secure(await pages.http.post(f"{path}/code"))  # a plain form post
     assert page.status_code == 200 and "验证码已发送至邮箱 l***@customer.example" in page.text
-    assert 'name=code' in page.text and "<script" not in page.text
+    assert 'name="code"' in page.text and "<script" not in page.text
     too_soon = secure(await pages.http.post(f"{path}/code"))
     assert too_soon.status_code == 429 and "秒后" in too_soon.text and too_soon.headers["Retry-After"]
     signed = await pages.http.post(path, data={"name": "刘总", "consent": "yes",
@@ -263,7 +263,7 @@ async def test_who_needs_no_code(dev_env: WorkflowEnvironment, tmp_path: Path) -
     async with page_stack(dev_env, tmp_path / "on") as p:
         flow = await p.flow([[LI]])
         assert (await p.http.get(flow.links["u-1"], headers=JSON)).json()["code_required"] is False
-        assert "name=code" not in (await p.http.get(flow.links["u-1"])).text
+        assert 'name="code"' not in (await p.http.get(flow.links["u-1"])).text
         asked = await p.http.post(f"{flow.links['u-1']}/code", headers=JSON)
         assert asked.status_code == 400 and asked.json()["error"]["code"] == "code_not_needed"
         assert (await sign(p, flow.links["u-1"], "李四", None)).status_code == 200
