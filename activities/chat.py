@@ -12,7 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -21,8 +21,8 @@ from activities.deps import Deps
 from activities.errors import connector_errors
 from connectors.chat.base import ChatConnector, ChatError, ChatRejected, InputProblem, OutboundFile
 from connectors.chat.directory import Departed
-from connectors.notify.base import NotifyError
-from connectors.notify.registry import Route, link_notice
+from connectors.notify.base import Notice, NotifyError
+from connectors.notify.registry import Route, copy_notice, link_notice
 from signbridge.core import links, messages
 from signbridge.core.cards import Lang, build_card, status_text
 from signbridge.core.models import (
@@ -79,30 +79,30 @@ class ChatActivities:
                     reached[s.person.id] = (route.channel, route.masked)
         return reached
 
-    async def _notify_once(self, arg: LinkMessageInput, route: Route, url: str) -> None:
-        """An external signer's link by SMS or email, sent once per key like every chat message."""
+    async def _notify(self, request_id: str, key: str, route: Route, notice: Notice, action: str,
+                      detail: dict[str, Any]) -> None:
+        """One SMS or email (an external signer's link, their copy), sent once per key like every
+        chat message, and recorded in the audit trail once it went out."""
         engine, namespace = self.deps.engine, f"notify:{route.channel}"
-        key = f"{arg.request_id}:{arg.key}"
-        claim = sent_messages.claim(engine, namespace, key, route.masked, self.deps.settings.resend_pause)
+        full_key = f"{request_id}:{key}"
+        claim = sent_messages.claim(engine, namespace, full_key, route.masked, self.deps.settings.resend_pause)
         if claim.action == "skip":
             return
         if claim.action == "wait":
             raise ApplicationError(
-                f"{key}: attempt {claim.attempt} got no answer in time and may have arrived; sending it again "
+                f"{full_key}: attempt {claim.attempt} got no answer in time and may have arrived; sending it again "
                 f"in {claim.wait.total_seconds():.0f} s", type=SEND_UNCONFIRMED, next_retry_delay=claim.wait)
-        notice = link_notice(arg.to.name, arg.title, url, reminder=arg.reminder)
         try:
-            await route.sender.send(route.to, notice, key=key)
+            await route.sender.send(route.to, notice, key=full_key)
         except NotifyError as e:
-            sent_messages.settle(engine, namespace, key, None if e.maybe_delivered else False)
+            sent_messages.settle(engine, namespace, full_key, None if e.maybe_delivered else False)
             how = "SMS" if route.channel == "sms" else "email"
             wait = timedelta(seconds=e.retry_after) if e.retry_after else None
-            raise ApplicationError(f"the {how} to {arg.to.name} ({route.masked}) did not go out: {e.message}",
+            raise ApplicationError(f"the {how} to {route.masked} did not go out: {e.message}",
                                    type="NotifyFailed", next_retry_delay=wait) from e
-        sent_messages.settle(engine, namespace, key, True)
-        audit.record(engine, request_id=arg.request_id, key=f"link-sent:{arg.key}", action="signer.link_sent",
-                     actor="system", detail={"signer": arg.to.id, "channel": route.channel, "sent_to": route.masked,
-                                             "reminder": arg.reminder})
+        sent_messages.settle(engine, namespace, full_key, True)
+        audit.record(engine, request_id=request_id, key=f"{action}:{key}", action=action, actor="system",
+                     detail={**detail, "channel": route.channel})
 
     @activity.defn(name="send_link")
     async def send_link(self, arg: LinkMessageInput) -> str | None:
@@ -114,7 +114,10 @@ class ChatActivities:
             return DEPARTED
         url = arg.sign_url or self._stored_link(arg.request_id, arg.to.id)
         if arg.to.external and url and (route := self.deps.notifier.route(arg.to.email, arg.to.mobile)):
-            await self._notify_once(arg, route, url)
+            await self._notify(arg.request_id, arg.key, route, link_notice(arg.to.name, arg.title, url,
+                                                                           reminder=arg.reminder),
+                               "signer.link_sent", {"signer": arg.to.id, "sent_to": route.masked,
+                                                    "reminder": arg.reminder})
             return None
         text = messages.link_message(arg.title, url, self.deps.settings.language_for(arg.chat.platform),
                                      reminder=arg.reminder)
@@ -164,9 +167,16 @@ class ChatActivities:
                 await self._deliver(arg.chat, person, document, f"{key}:file:{index}", "signed")
             if arg.certificate is not None:
                 await self._deliver(arg.chat, person, arg.certificate, f"{key}:certificate", "certificate")
-        # TODO(copies by email): external signers get their copy by email once an email sender
-        # exists (the one-time-code sender): one keyed send per signer with an email, here, after
-        # the chat's copies — `f"{arg.request_id}:email-copy:{signer id}"` through `once`.
+        shared = [*files, *([arg.certificate] if arg.certificate else [])]
+        links_ = [(d.name, links.file_url(self.deps.settings, d.blob_key, d.name)) for d in shared]
+        for person in arg.email_copies:
+            route = self.deps.notifier.route(person.email, None)
+            if route is None:  # no email service: the initiator forwards it from the chat
+                activity.logger.info("no email service for %s's copy of %s", person.id, arg.request_id)
+                continue
+            await self._notify(arg.request_id, f"email-copy:{person.id}", route,
+                               copy_notice(person.name, title, links_), "signer.copy_sent",
+                               {"signer": person.id, "sent_to": route.masked})
 
     def _title(self, request_id: str) -> str | None:
         record = signing_records.get(self.deps.engine, request_id)

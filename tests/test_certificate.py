@@ -24,6 +24,7 @@ from pypdf import PdfReader
 from temporalio.testing import WorkflowEnvironment
 
 from activities.certificates import mask_email, mask_mobile, method_label, signer_steps
+from connectors.notify.dev import read_outbox
 from signbridge.core.models import ChatRef, Person, SignerState, SignStatus, StatusView
 from signbridge.core.settings import Settings
 from signbridge.pdf.pades import validate_pdf
@@ -140,6 +141,14 @@ async def test_certificate_is_posted_after_the_signed_file_and_served_by_the_api
     [report] = await asyncio.to_thread(validate_pdf, pdf, [ca.certificate])  # pyHanko runs its own loop
     assert (report.intact, report.valid, report.trusted, report.coverage) == (True, True, True, "ENTIRE_FILE")
     assert cjk_glyphs(pdf, "签署完成证明李四客户") and len(set(cjk_glyphs(pdf, "签署李四").values())) == 4
+
+    # The external customer has no chat to get the files in: their copy came by email, once, with the
+    # signed file's and the certificate's links; the colleague got theirs in the chat only.
+    copies = [e for e in read_outbox(h.settings) if e["purpose"] == "copy"]
+    assert [e["to"] for e in copies] == ["wang@customer.example"]
+    files = copies[0]["params"]["files"]
+    assert mine[0]["url"].split("?", 1)[0] in files and mine[0]["name"] in files and mine[1]["name"] in files
+    assert any(r.action == "signer.copy_sent" and json.loads(r.detail)["signer"] == CUSTOMER.id for r in trail)
 
 
 async def certificate_once_recorded(h: Harness, request_id: str) -> httpx.Response:

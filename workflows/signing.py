@@ -479,7 +479,9 @@ class SigningWorkflow:
         certificate = await self._certify() if workflow.patched(PATCH_CERTIFICATE) else None
         await self._step("send signed file", "send_file",
                          FileMessageInput(request_id=self.req.request_id, chat=self.req.chat, document=signed,
-                                          documents=finished.documents, cc=self.req.cc, certificate=certificate),
+                                          documents=finished.documents, cc=self.req.cc, certificate=certificate,
+                                          email_copies=[s.person for s in self.signers
+                                                        if s.person.external and s.person.email]),
                          type(None))
         self.status = SignStatus.COMPLETED
         await self._publish("status:COMPLETED", "request.completed", {"signed_sha256": signed.sha256})

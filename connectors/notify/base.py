@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 Channel = Literal["email", "sms"]
-Purpose = Literal["code", "link"]
+Purpose = Literal["code", "link", "copy"]
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,7 @@ class Notice:
     purpose: Purpose
     subject: str
     text: str
-    # code: {"code"}; link: {"name", "title", "url"}
+    # code: {"code"}; link: {"name", "title", "url"}; copy: {"name", "title", "files"}
     params: dict[str, str] = field(default_factory=dict)
 
 

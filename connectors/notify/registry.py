@@ -82,3 +82,14 @@ def link_notice(name: str, title: str, url: str, reminder: bool = False) -> Noti
         text=(f"{name}，您好：\n{zh}请签署「{title}」：{url}\n打开链接后，我们会向您发送验证码以确认身份。\n\n"
               f"{en}Please sign “{title}”: {url}\nWhen you open the link we send you a code to confirm it is you."),
         params={"name": name, "title": title, "url": url})
+
+
+def copy_notice(name: str, title: str, files: list[tuple[str, str]]) -> Notice:
+    """An external signer's copy of what they signed, by email: each file (and the certificate of
+    completion) as its signed download link, since they have no chat to receive the files in."""
+    lines = "\n".join(f"{file_name}: {url}" for file_name, url in files)
+    return Notice(
+        purpose="copy", subject=f"「{title}」已签署完成 / “{title}” is signed",
+        text=(f"{name}，您好：\n「{title}」已由所有签署人签署完成，文件如下（链接有时效，请及时下载）：\n{lines}\n\n"
+              f"“{title}” has been signed by everyone. Your copy (the links expire; download them soon):\n{lines}"),
+        params={"name": name, "title": title, "files": lines})

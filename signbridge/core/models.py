@@ -401,6 +401,8 @@ class FileMessageInput(BaseModel):
     documents: list[DocumentInfo] = Field(default_factory=list)  # every file to deliver (empty: `document`)
     cc: list[Person] = Field(default_factory=list)  # each gets the files privately too
     certificate: DocumentInfo | None = None  # the certificate of completion, delivered after the files
+    # External signers: they have no chat to get the files in, so their copy goes by email.
+    email_copies: list[Person] = Field(default_factory=list)
 
 
 class ChatReplyInput(BaseModel):
