@@ -227,7 +227,7 @@ class LocalSigner(SQLModel, table=True):
     user_agent: str | None = None
     # One-time codes (see `SignCode`): when the last code was sent (one a minute), wrong codes in
     # a row, the end of a lock after too many, and how the signer proved who they were when they
-    # signed: "email_code", "sms_code", an SSO method, or "link" (only held the link: codes off, or
+    # signed: "email_code", "sms_code", an SSO method, or "chat_link" (only held the link: codes off, or
     # no contact on record).
     last_code_at: datetime | None = None
     code_failures: int = 0

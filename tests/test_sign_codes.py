@@ -259,7 +259,7 @@ async def test_the_code_step_works_without_javascript(pages: Pages) -> None:
 
 async def test_who_needs_no_code(dev_env: WorkflowEnvironment, tmp_path: Path) -> None:
     """An internal signer with no contact on record signs with the link their chat delivered;
-    with SIGNBRIDGE_SIGN_CODES=off nobody is asked. Both are recorded as "link"."""
+    with SIGNBRIDGE_SIGN_CODES=off nobody is asked. Both are recorded as "chat_link"."""
     async with page_stack(dev_env, tmp_path / "on") as p:
         flow = await p.flow([[LI]])
         assert (await p.http.get(flow.links["u-1"], headers=JSON)).json()["code_required"] is False
@@ -267,17 +267,17 @@ async def test_who_needs_no_code(dev_env: WorkflowEnvironment, tmp_path: Path) -
         asked = await p.http.post(f"{flow.links['u-1']}/code", headers=JSON)
         assert asked.status_code == 400 and asked.json()["error"]["code"] == "code_not_needed"
         assert (await sign(p, flow.links["u-1"], "李四", None)).status_code == 200
-        assert signer_row(p, flow, "u-1").verification == "link"
+        assert signer_row(p, flow, "u-1").verification == "chat_link"
     async with page_stack(dev_env, tmp_path / "off", sign_codes="off") as p:
         flow = await p.flow([[LIU]])
         assert (await sign(p, flow.links["x-2"], "刘总", None)).status_code == 200
-        assert signer_row(p, flow, "x-2").verification == "link"
+        assert signer_row(p, flow, "x-2").verification == "chat_link"
 
 
 async def test_with_no_sender_configured_internal_signers_keep_the_chat_link(dev_env: WorkflowEnvironment,
                                                                               tmp_path: Path) -> None:
     """Outside development nothing stands in for a missing email or SMS service: an internal signer
-    whose email no sender can use signs with the link their chat delivered ("link"), as before codes
+    whose email no sender can use signs with the link their chat delivered ("chat_link"), as before codes
     existed. (An external signer never gets that far: `prepare` refuses them, tests/test_external_links.py.)"""
     wang_wu = Person(id="u-2", name="王五", email="ww@corp.example")
     async with page_stack(dev_env, tmp_path / "data", environment="staging") as p:
@@ -286,7 +286,7 @@ async def test_with_no_sender_configured_internal_signers_keep_the_chat_link(dev
         resp = await p.http.post(f"{flow.links['u-2']}/code", headers=JSON)
         assert resp.status_code == 400 and resp.json()["error"]["code"] == "code_not_needed"
         assert (await sign(p, flow.links["u-2"], "王五", None)).status_code == 200
-        assert signer_row(p, flow, "u-2").verification == "link"
+        assert signer_row(p, flow, "u-2").verification == "chat_link"
 
 
 

@@ -613,12 +613,12 @@ async def request_code(settings: Settings, engine: Engine, notifier: Notifier, t
 
 def check_code(settings: Settings, engine: Engine, signer: LocalSigner, flow: LocalFlow, code: str,
                ip: str | None, user_agent: str | None, notifier: Notifier | None = None) -> str:
-    """The verification method ("email_code", "sms_code", or "link" when no code is needed: the
+    """The verification method ("email_code", "sms_code", or "chat_link" when no code is needed: the
     signer only held the link), or LinkProblem for a missing, malformed, wrong, expired or spent
     code and a locked link. Every failed try is in the audit trail, and the try that locks the
     link carries a "locked" event."""
     if not verification_needed(settings, signer, notifier):
-        return "link"
+        return "chat_link"
     assert signer.id is not None
     code = code.strip()
     if not code:
