@@ -51,6 +51,7 @@ SIGNER_LABELS = {"signed": "已签署 Signed", "declined": "已拒签 Declined",
 # Verification methods as the signing steps record them (`detail.method`), in both languages.
 METHOD_LABELS = {
     "link": "签署链接 Signing link",
+    "chat_link": "签署链接 Signing link",
     "email_code": "邮箱验证码 Email one-time code",
     "sms_code": "短信验证码 SMS one-time code",
     "webhook_sso": "企业 IM 身份断言 Company IM single sign-on",

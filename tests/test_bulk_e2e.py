@@ -90,7 +90,7 @@ async def test_fifty_rows_from_the_chat_survive_a_worker_kill_without_sending_a_
         assert {m["card_key"] for m in cards} == {bulk_id}  # one card for the whole bulk, none per row
         assert cards[-1]["card"]["status_text"].startswith("已发送 49/50，已完成 49")
         assert "第 27 行" in cards[-1]["card"]["note"]
-        assert len([m for m in s.sink.messages if m.get("type") == "file"]) == 49
+        assert len([m for m in s.sink.messages if m.get("type") == "file" and m.get("kind") == "signed"]) == 49
 
 
 async def _sign_row(s: Any, http: httpx.AsyncClient, row: bulk_sends.RowState) -> None:
