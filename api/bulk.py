@@ -144,7 +144,7 @@ async def bulk_send_rows(bulk_id: BulkId, caller: ApiCaller, engine: EngineDep) 
 
 
 @router.post("/api/v1/bulk-sends/{bulk_id}/cancel", response_model=BulkView,
-             responses=responses(401, 404, 409, 422, 503))
+             responses=responses(400, 401, 404, 409, 422, 503))
 async def cancel_bulk_send(bulk_id: BulkId, caller: ApiCaller, intake: IntakeDep,
                            body: ActionBody | None = None) -> BulkView:
     """No further row starts and every open row is cancelled (API keys act as operators); `reason`

@@ -50,6 +50,21 @@ async def sign_with_code(http: httpx.AsyncClient, settings: Settings, path: str,
 def mailed_links(settings: Settings, request_id: str, signer_id: str) -> list[dict[str, Any]]:
     """Links the development sender 'sent' to an external signer of this request (by email or
     SMS), shaped like the chat's link messages (`sign_url`)."""
+    def for_signer(key: str) -> bool:  # `link:<id>`, `reminder:<id>:<n>`, `remind-now:<id>:<n>`; ids may hold ":"
+        _, _, rest = key[len(request_id) + 1:].partition(":")
+        return rest == signer_id or rest.rsplit(":", 1)[0] == signer_id
+
     return [{"sign_url": e["params"]["url"], **e} for e in read_outbox(settings)
-            if e["purpose"] == "link" and e["key"].startswith(request_id + ":")
-            and signer_id in e["key"][len(request_id) + 1:].split(":")]
+            if e["purpose"] == "link" and e["key"].startswith(request_id + ":") and for_signer(e["key"])]
+
+
+async def link_mailed_to(settings: Settings, to: str, timeout: float = 30) -> str:
+    """Wait for the signing link the development sender 'sent' to this address (an external signer)."""
+    import asyncio
+    import time
+
+    end = time.monotonic() + timeout
+    while (link := latest_link(settings, to)) is None:
+        assert time.monotonic() < end, f"no signing link reached {to} in {timeout:.0f} s"
+        await asyncio.sleep(0.2)
+    return link

@@ -8,7 +8,6 @@ flow however often its event comes, and the result is written back to it.
 from __future__ import annotations
 
 import json
-import re
 import time
 import uuid
 from datetime import timedelta
@@ -39,6 +38,7 @@ from tests.chat_cases.feishu import TENANT as FEISHU_TENANT
 from tests.chat_cases.feishu import TOKEN as FEISHU_TOKEN
 from tests.chat_cases.wecom import CORP as WC_CORP
 from tests.chat_cases.wecom import env as wecom_chat_env
+from tests.codes import link_mailed_to, sign_with_code
 from tests.sim.feishu_sim import FeishuSim, encrypt, push_headers
 from tests.sim.servers import free_port
 from tests.test_dingtalk import dingtalk_stack
@@ -116,7 +116,7 @@ async def test_feishu_approval_becomes_one_flow_and_gets_a_comment(dev_env: Work
         sim.add_instance("INST-3", "DEF-OTHER", "ou_init", feishu_widgets(contract, ["ou_a"]))
         sim.add_instance("INST-4", "DEF-PURCHASE", "ou_init", feishu_widgets(contract, ["ou_a"]), name="撤销的审批")
         chat = FeishuChat(feishu_config(sim.url), engine)
-        stack = FeishuStack(api=url, sim=sim, client=dev_env.client)
+        stack = FeishuStack(api=url, sim=sim, client=dev_env.client, settings=settings)
         events = f"{url}/im/feishu/events"
         async with build_worker(dev_env.client, settings, chats={"feishu": chat}) as worker, worker, \
                 httpx.AsyncClient(timeout=30) as http:
@@ -138,7 +138,9 @@ async def test_feishu_approval_becomes_one_flow_and_gets_a_comment(dev_env: Work
                 assert resp.json() == {"ok": True, "request_id": request_id, "started": False}, resp.text
 
             await stack.sign(http, "ou_a", "李四")
-            await stack.sign(http, "a@customer.example", "客户A")
+            # the counterparty is outside the company: their link came by email (the development sender)
+            customer = await link_mailed_to(settings, "a@customer.example")
+            assert (await sign_with_code(http, settings, customer, "客户A")).status_code == 200
             view = await stack.wait_status(request_id, "COMPLETED")
             assert view.title == "采购合同审批" and view.initiator.id == "ou_init"
             assert [s.person.name for s in view.signers] == ["李四", "客户A"]
@@ -241,7 +243,7 @@ async def test_dingtalk_approval_becomes_one_flow_and_gets_a_comment(dev_env: Wo
         flows = [w async for w in dev_env.client.list_workflows(f"WorkflowId = '{request_id}'")]
         assert len(flows) == 1
 
-        await dingtalk_sign(http, sim, "lisi", "李四")
+        await dingtalk_sign(http, sim, "lisi", "李四", dt.settings)
         view = await dingtalk_wait(dev_env.client, request_id, "COMPLETED")
         assert view.chat.chat_id == DT_GROUP and view.initiator.name == "张三"
         await sim.wait_for(lambda: bool(sim.comments.get("PI-1")))
@@ -335,13 +337,10 @@ async def test_wecom_approval_becomes_one_flow_and_tells_the_initiator(dev_env: 
         flows = [w async for w in dev_env.client.list_workflows(f"WorkflowId = '{request_id}'")]
         assert len(flows) == 1
 
-        # the counterparty signs first (as mapped); an external signer's link goes to the initiator
-        await sim.wait_for(lambda: any("客户A" in m["text"]["content"] and "/sign/" in m["text"]["content"]
-                                       for m in sim.sent("zhangsan", "text")), timeout=30)
-        forward = next(m["text"]["content"] for m in sim.sent("zhangsan", "text") if "/sign/" in m["text"]["content"])
-        link = re.findall(r"https?://[^\s（）()]+/sign/[^\s（）()]+", forward)[0]
-        assert (await http.post(link, data={"name": "客户A", "consent": "yes"})).status_code == 200
-        await wecom_sign(http, sim, "lisi", "李四")
+        # the counterparty signs first (as mapped): outside the company, their link came by email
+        customer = await link_mailed_to(wc.settings, "a@customer.example")
+        assert (await sign_with_code(http, wc.settings, customer, "客户A")).status_code == 200
+        await wecom_sign(http, sim, "lisi", "李四", wc.settings)
         view = await dingtalk_wait(dev_env.client, request_id, "COMPLETED")
         assert [[s.person.name for s in view.signers if s.group == g] for g in (0, 1)] == [["客户A"], ["李四"]]
 

@@ -20,6 +20,7 @@ from signbridge.intake.templates import register
 from store.blob_factory import make_blob_store
 from store.db import create_all, get_engine
 from store.repos import bulk_sends
+from tests.codes import mailed_links, sign_with_code
 from tests.harness import Harness, harness
 from tests.template_pdfs import template_pdf
 from tests.test_bulk import _progress, _until, csv_rows, unique
@@ -42,8 +43,8 @@ def _links(messages: list[dict[str, Any]], request_id: str, user: str) -> list[d
             and f"{request_id}:" in m.get("idempotency_key", "")]
 
 
-async def _sign(http: httpx.AsyncClient, url: str, name: str) -> None:
-    resp = await http.post(url, data={"name": name, "consent": "yes"}, headers={"Accept": "application/json"})
+async def _sign(http: httpx.AsyncClient, settings: Settings, url: str, name: str) -> None:
+    resp = await sign_with_code(http, settings, url, name, headers={"Accept": "application/json"})
     assert resp.status_code == 200, resp.text
 
 
@@ -95,10 +96,10 @@ async def test_fifty_rows_from_the_chat_survive_a_worker_kill_without_sending_a_
 
 async def _sign_row(s: Any, http: httpx.AsyncClient, row: bulk_sends.RowState) -> None:
     request_id = row.request_id or ""
-    await _sign(http, _links(s.sink.messages, request_id, "u-1")[0]["sign_url"], "李四")
-    customer = f"csv:{row.values['乙方邮箱']}"
-    await s.sink.wait_for(lambda: bool(_links(s.sink.messages, request_id, customer)), timeout=60)
-    await _sign(http, _links(s.sink.messages, request_id, customer)[0]["sign_url"], row.values["乙方"])
+    await _sign(http, s.settings, _links(s.sink.messages, request_id, "u-1")[0]["sign_url"], "李四")
+    customer = f"csv:{row.values['乙方邮箱']}"  # outside the company: the link comes by email
+    await s.sink.wait_for(lambda: bool(mailed_links(s.settings, request_id, customer)), timeout=60)
+    await _sign(http, s.settings, mailed_links(s.settings, request_id, customer)[0]["sign_url"], row.values["乙方"])
 
 
 async def _sent_at_least(handle: WorkflowHandle[Any, Any], n: int) -> bool:
