@@ -35,9 +35,12 @@ lint: install
 	exit $$status
 
 # pytest's exit code 5 ("no tests collected") is a failure like any other non-zero code.
+# Test files run on TEST_WORKERS processes (pytest-xdist; one file stays on one process, so its
+# module fixtures are built once): much of the suite waits on Temporal, servers and timers.
+TEST_WORKERS ?= 2
 test: install
 	@$(MAKE) --no-print-directory lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # Benchmarks against the embedded defaults; writes docs/benchmarks.md (see bench/).
 bench: install
