@@ -76,21 +76,28 @@ def page_text(data: bytes, page_index: int) -> str:
         try:
             doc.init_forms()  # flattening needs the form environment, set up before len()
             _check_index(doc, page_index)
-            if doc.formenv is not None:  # None when the document has no form (so no stamps)
-                page = doc[page_index]
-                page.flatten()
-                page.close()  # pdfium only sees the flattened content in a fresh page handle
-            page = doc[page_index]
-            try:
-                textpage = page.get_textpage()
-                try:
-                    text: str = textpage.get_text_bounded()
-                finally:
-                    textpage.close()
-            finally:
-                page.close()
+            text = _read_page(doc, page_index)
         finally:
             doc.close()
+    return text
+
+
+def _read_page(doc: pdfium.PdfDocument, index: int) -> str:
+    """One page's text, stamps included: a document with a form is flattened first (its
+    `formenv` is None when it has none, so no stamps to flatten)."""
+    if doc.formenv is not None:
+        flat = doc[index]
+        flat.flatten()
+        flat.close()  # pdfium only sees the flattened content in a fresh page handle
+    page = doc[index]
+    try:
+        textpage = page.get_textpage()
+        try:
+            text: str = textpage.get_text_bounded()
+        finally:
+            textpage.close()
+    finally:
+        page.close()
     return text
 
 
@@ -104,19 +111,7 @@ def page_texts(data: bytes, limit: int | None = None) -> list[str]:
             doc.init_forms()
             for index in range(len(doc)):
                 try:
-                    if doc.formenv is not None:
-                        flat = doc[index]
-                        flat.flatten()
-                        flat.close()
-                    page = doc[index]
-                    try:
-                        textpage = page.get_textpage()
-                        try:
-                            text: str = textpage.get_text_bounded()
-                        finally:
-                            textpage.close()
-                    finally:
-                        page.close()
+                    text = _read_page(doc, index)
                 except pdfium.PdfiumError:
                     text = ""
                 texts.append(text[:limit] if limit else text)
