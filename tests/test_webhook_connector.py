@@ -84,6 +84,18 @@ async def test_link_text_and_file_shapes(chat: WebhookChat, sink: WebhookSink) -
     assert sink.rejected == 0
 
 
+async def test_a_key_in_chinese_goes_out_percent_encoded_in_the_header(chat: WebhookChat, sink: WebhookSink) -> None:
+    """A chat's event id may be Chinese; a header carries ASCII only (httpx refused to send it, and
+    the message was retried for ever): the header carries the key percent-encoded, the body as it is."""
+    key = "sign:webhook:default:事件-1:done"
+    await chat.send_text(CHAT, None, "已完成", key=key)
+    await chat.send_text(CHAT, None, "已完成", key=key)  # a retry carries the same header
+    [attempt, again] = sink.attempts
+    assert attempt.body["idempotency_key"] == key
+    assert attempt.headers["idempotency-key"] == "sign:webhook:default:%E4%BA%8B%E4%BB%B6-1:done"
+    assert again.headers["idempotency-key"] == attempt.headers["idempotency-key"]
+
+
 async def test_wrong_secret_is_refused_by_the_receiver(sink: WebhookSink) -> None:
     forged = WebhookChat(sink.url, "not-the-secret")
     with pytest.raises(ChatRejected) as err:

@@ -2,9 +2,11 @@
 
 Every outbound request goes to one configured URL, is signed like the inbound direction
 (`connectors.chat.webhook.signature`), and carries an `idempotency_key` (body) and `Idempotency-Key`
-(header). The key is the activity's key, so when Temporal retries an activity whose first POST
-did arrive, the receiver can drop the duplicate; for cards the key also hashes the card content,
-so a real change to a card is never mistaken for a duplicate of its previous version.
+(header; percent-encoded as UTF-8 when the key has non-ASCII characters, e.g. a chat's event id
+in Chinese, since a header carries ASCII only). The key is the activity's key, so when Temporal
+retries an activity whose first POST did arrive, the receiver can drop the duplicate; for cards
+the key also hashes the card content, so a real change to a card is never mistaken for a
+duplicate of its previous version.
 
 Failures are split the way the workflow's retry policy needs them: outages, timeouts and rate
 limits raise `ChatUnavailable` (a retryable `ChatError`, with `retry_after` for 429), any other
@@ -17,6 +19,7 @@ import hashlib
 import json
 import logging
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -116,13 +119,18 @@ class WebhookChat:
         payload = {**payload, "idempotency_key": key}
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
         headers = {**webhook_signature.headers(self._secret, body), "Content-Type": "application/json",
-                   "Idempotency-Key": key}
+                   "Idempotency-Key": header_key(key)}
         try:
             async with session(self._http, self._timeout) as http:
                 resp = await http.post(self.outbound_url, content=body, headers=headers, timeout=self._timeout)
         except httpx.HTTPError as e:
             raise unreachable("webhook chat", e) from e
         raise_for_status(resp, f"webhook chat {payload['type']}")
+
+
+def header_key(key: str) -> str:
+    """The key as an HTTP header can carry it: as it is when ASCII, else percent-encoded UTF-8."""
+    return key if key.isascii() else quote(key, safe="!#$&'()*+,/:;=?@[]~")
 
 
 def build(settings: Settings, http: httpx.AsyncClient) -> WebhookChat:
