@@ -9,7 +9,7 @@
 - the Temporal UI with SignBridge's columns, as docs/operations.md shows them.
 
 The browser is `/usr/bin/chromium` from Debian (`.ci/run` installs it); nothing is downloaded by
-`playwright install`. A missing browser fails these tests: it never skips them. The signing page
+Playwright's own browser installer. A missing browser fails these tests: it never skips them. The signing page
 is being redesigned elsewhere, so only its form fields (`name`, `consent`, `code`), the form that
 sends the one-time code (`action` ending in `/code`) and the submit buttons are relied on here. The
 codes arrive in the development mailbox (no email or SMS service is configured in the tests), and
