@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bench import e2e
 from bench.common import SECRET, Stack, TimedSink, api_process, make_settings, target, worker_process
+from signbridge.core.settings import Settings
 from tests.temporal_servers import dev_server
 
 _HZ = os.sysconf("SC_CLK_TCK")
@@ -69,8 +70,8 @@ async def run(flows: int, rounds: int) -> None:
                               f"CPU ms per flow: {per}; total {1000 * sum(used.values()) / flows:.0f}", flush=True)
 
 
-def _api_pid(settings: object) -> int:
-    port = int(str(getattr(settings, "public_url")).rsplit(":", 1)[1])
+def _api_pid(settings: Settings) -> int:
+    port = int(settings.public_url.rsplit(":", 1)[1])
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
