@@ -55,7 +55,8 @@ async def run(flows: int, rounds: int) -> None:
             with TimedSink(SECRET) as sink:
                 settings = make_settings(root / "main", address, sink.url)
                 stack = Stack(settings, root / "main")
-                with api_process(stack) as api, worker_process(stack) as worker:
+                with api_process(stack) as api, worker_process(stack) as worker, \
+                        worker_process(stack, "bench.baseline") as base_worker:
                     pids = {"api": _api_pid(settings), "worker": worker.pid, "bench": os.getpid(),
                             **({"temporal": server} if server else {})}
                     for r in range(rounds + 1):
@@ -68,6 +69,16 @@ async def run(flows: int, rounds: int) -> None:
                         per = "  ".join(f"{k} {1000 * v / flows:.0f}" for k, v in used.items())
                         print(f"{label}: {res.completed}/{flows} in {wall:.1f} s ({res.per_second:.2f} flows/s); "
                               f"CPU ms per flow: {per}; total {1000 * sum(used.values()) / flows:.0f}", flush=True)
+                    # The same measurement for row 2's baseline (no-op activities, same signals).
+                    base = {"worker": base_worker.pid, "bench": os.getpid(), **({"temporal": server} if server else {})}
+                    before = {k: cpu_seconds(p) for k, p in base.items()}
+                    t0 = time.monotonic()
+                    bres = await e2e.run_baseline(env.client, settings, sink, flows)
+                    wall = time.monotonic() - t0
+                    used = {k: cpu_seconds(p) - before[k] for k, p in base.items()}
+                    per = "  ".join(f"{k} {1000 * v / flows:.0f}" for k, v in used.items())
+                    print(f"baseline: {bres.completed}/{flows} in {wall:.1f} s ({bres.per_second:.2f} flows/s); "
+                          f"CPU ms per flow: {per}; total {1000 * sum(used.values()) / flows:.0f}", flush=True)
 
 
 def _api_pid(settings: Settings) -> int:
