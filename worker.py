@@ -39,6 +39,7 @@ from connectors.chat.registry import build_chats
 from connectors.esign.base import ESignProvider
 from connectors.esign.registry import PROVIDER_MODULES, build_providers
 from connectors.notify.registry import Notifier
+from signbridge.core import code_cache
 from signbridge.core.observability import ObservabilitySettings, configure_logging, worker_runtime
 from signbridge.core.settings import Settings, get_settings, load_env_file
 from signbridge.core.shutdown import GRACEFUL_SHUTDOWN_TIMEOUT, run_until_signalled
@@ -66,6 +67,8 @@ def activities_for(deps: Deps) -> list[Any]:
 
 
 RATE_FIELD = "max_requests_per_second"
+# What the workflow sandbox imports afresh per workflow run (`signbridge.core.code_cache`).
+WORKFLOW_PACKAGES = ("workflows",)
 
 
 def provider_rate_limit(provider: str) -> float | None:
@@ -151,6 +154,8 @@ async def build_worker(
 ) -> AsyncIterator[Workers]:
     """The workers with their dependencies; tests may swap in providers, chats (e.g. an outage) or
     the email/SMS senders."""
+    # The sandbox imports a workflow's module for every run it starts: compile it once per process.
+    code_cache.install(WORKFLOW_PACKAGES)
     private_dir(settings.data_dir)
     engine = get_engine(settings.sqlalchemy_url)
     if settings.environment == "development":

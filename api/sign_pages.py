@@ -401,6 +401,14 @@ def _proof(request: Request, engine: Engine, token: str) -> tuple[chat_sso.Link 
     return link, chat_sso.proof(engine, request.cookies.get(chat_sso.SESSION_COOKIE), link)
 
 
+def _verified(request: Request, engine: Engine, token: str) -> SsoProof | None:
+    """What the browser's chat sign-in proves on this link; without a session cookie nothing, and
+    no database lookups (the signing POST looks the link up itself)."""
+    if not request.cookies.get(chat_sso.SESSION_COOKIE):
+        return None
+    return _proof(request, engine, token)[1]
+
+
 def sso_refused_page(request: Request, failed: chat_sso.SsoFailed) -> Response:
     """Why the sign-in proved nothing, and the way on: the same link, signing by typed name."""
     refused = failed.refused
@@ -514,7 +522,7 @@ async def send_code(token: str, request: Request, settings: SettingsDep, engine:
     where = "手机" if sent.channel == "sms" else "邮箱"
     notice = (f"验证码已发送至{where} {sent.sent_to}，{sent.valid_minutes} 分钟内有效。"
               f" / The code was sent to {sent.sent_to}; it is valid for {sent.valid_minutes} minutes.")
-    _, verified = _proof(request, engine, token)
+    verified = _verified(request, engine, token)
     return await _sign_page(request, settings, engine, blobs, token, *found, verified=verified, notifier=notifier,
                             notice=notice)
 
@@ -602,7 +610,7 @@ async def _form_problem(request: Request, settings: Settings, engine: Engine, bl
     found = _lookup(engine, token)
     if isinstance(found, local.LinkProblem):
         return _problem(request, found)
-    _, verified = _proof(request, engine, token)
+    verified = _verified(request, engine, token)
     return await _sign_page(request, settings, engine, blobs, token, *found, status=STATUS[problem.kind],
                             error=problem, verified=verified, notifier=notifier, **kept)
 
@@ -616,7 +624,7 @@ async def submit_signature(token: str, request: Request, settings: SettingsDep, 
     """Sign: `consent=yes`, and unless chat sign-in verified the signer, `name` (their own) and
     `code` (the one-time code) where a code can reach them."""
     ip, user_agent = _who(request)
-    _, verified = _proof(request, engine, token)
+    verified = _verified(request, engine, token)
     try:
         result = await local.sign(settings, engine, blobs, token, typed_name=name, consent=consent == "yes",
                                   ip=ip, user_agent=user_agent, code=code[:64], sso=verified, notifier=notifier)

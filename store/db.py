@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -18,10 +19,28 @@ from sqlmodel import Session, SQLModel, create_engine
 from store import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 from store.files import private_file
 
+SYNCHRONOUS_VARIABLE = "SIGNBRIDGE_SQLITE_SYNCHRONOUS"  # `Settings.sqlite_synchronous`
+
+
+def sqlite_synchronous() -> str:
+    """SQLite's `synchronous` for new connections: NORMAL unless the setting says FULL.
+
+    In WAL mode NORMAL writes each commit to the WAL without an fsync (the WAL is synced at
+    checkpoints): a commit costs microseconds instead of a disk flush, and every activity and
+    signing page commits a few times, on the event loop. The file cannot be corrupted either way;
+    what NORMAL gives up is the last commits before a power cut or an OS crash (a process crash
+    loses nothing). Read from the environment, where `load_env_file` puts `.env`, because engines
+    are made from a URL alone; `Settings` validates the same variable at start."""
+    value = os.environ.get(SYNCHRONOUS_VARIABLE, "NORMAL").strip().upper() or "NORMAL"
+    if value not in ("NORMAL", "FULL"):
+        raise ValueError(f"{SYNCHRONOUS_VARIABLE} must be NORMAL or FULL, not {value!r}")
+    return value
+
 
 @lru_cache(maxsize=8)
 def get_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
+        synchronous = sqlite_synchronous()
         if database := make_url(url).database:
             private_file(Path(database))  # SQLite's -wal and -shm files take the database's mode
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
@@ -31,6 +50,7 @@ def get_engine(url: str) -> Engine:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA synchronous={synchronous}")
             cur.close()
 
         return engine

@@ -63,3 +63,19 @@ def test_audit_chain_detects_tampering(db_url: str) -> None:
         rows = audit.trail(s, "r2")
         assert audit.verify_chain(rows)
         assert not audit.verify_chain(rows + rows)  # reordered / duplicated rows break the chain
+
+
+def test_a_retried_append_returns_the_recorded_event_and_adds_nothing(db_url: str) -> None:
+    """A retry reaches the insert and is refused by the (request_id, key) constraint: it gets the
+    event as first recorded, the chain gains no row, and appends after it chain on."""
+    engine = get_engine(db_url)
+    create_all(engine)
+    first = [audit.record(engine, request_id="retry", key=f"k{i}", action="test", actor="u", detail={"i": i})
+             for i in range(3)]
+    audit.record(engine, request_id="other", key="k1", action="test", actor="u")  # same key, another request
+    again = audit.record(engine, request_id="retry", key="k1", action="changed", actor="v", detail={"x": 1})
+    assert (again.seq, again.action, again.hash) == (first[1].seq, "test", first[1].hash)
+    after = audit.record(engine, request_id="retry", key="k3", action="test", actor="u")
+    rows = audit.trail_of(engine, "retry")
+    assert [r.key for r in rows] == ["k0", "k1", "k2", "k3"] and after.seq == 4
+    assert after.prev_hash == first[2].hash and audit.verify_chain(rows)
