@@ -23,15 +23,19 @@ SYNCHRONOUS_VARIABLE = "SIGNBRIDGE_SQLITE_SYNCHRONOUS"  # `Settings.sqlite_synch
 
 
 def sqlite_synchronous() -> str:
-    """SQLite's `synchronous` for new connections: NORMAL unless the setting says FULL.
+    """SQLite's `synchronous` for new connections: the setting, else NORMAL for a development
+    stack and FULL otherwise.
 
     In WAL mode NORMAL writes each commit to the WAL without an fsync (the WAL is synced at
     checkpoints): a commit costs microseconds instead of a disk flush, and every activity and
     signing page commits a few times, on the event loop. The file cannot be corrupted either way;
     what NORMAL gives up is the last commits before a power cut or an OS crash (a process crash
-    loses nothing). Read from the environment, where `load_env_file` puts `.env`, because engines
+    loses nothing) — a signed version or an audit row a signer was told about. So a production
+SQLite keeps FULL unless an operator chooses otherwise; a development stack (`make run`, the
+bench) takes NORMAL. Read from the environment, where `load_env_file` puts `.env`, because engines
     are made from a URL alone; `Settings` validates the same variable at start."""
-    value = os.environ.get(SYNCHRONOUS_VARIABLE, "NORMAL").strip().upper() or "NORMAL"
+    development = os.environ.get("SIGNBRIDGE_ENVIRONMENT", "production").strip() == "development"
+    value = os.environ.get(SYNCHRONOUS_VARIABLE, "").strip().upper() or ("NORMAL" if development else "FULL")
     if value not in ("NORMAL", "FULL"):
         raise ValueError(f"{SYNCHRONOUS_VARIABLE} must be NORMAL or FULL, not {value!r}")
     return value

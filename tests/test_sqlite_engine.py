@@ -1,5 +1,5 @@
-"""SQLite connections commit without an fsync by default (`PRAGMA synchronous=NORMAL` in WAL
-mode); `SIGNBRIDGE_SQLITE_SYNCHRONOUS=FULL` restores a flush per commit."""
+"""A development stack's SQLite commits without an fsync each (`PRAGMA synchronous=NORMAL` in WAL
+mode); anywhere else, and with `SIGNBRIDGE_SQLITE_SYNCHRONOUS=FULL`, every commit is flushed."""
 
 from __future__ import annotations
 
@@ -22,10 +22,19 @@ def _pragmas(url: str) -> tuple[str, int]:
                 conn.execute(text("PRAGMA synchronous")).scalar_one())
 
 
-def test_by_default_commits_are_not_flushed_one_by_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_in_development_commits_are_not_flushed_one_by_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(SYNCHRONOUS_VARIABLE, raising=False)
+    monkeypatch.setenv("SIGNBRIDGE_ENVIRONMENT", "development")
     assert _pragmas(f"sqlite:///{tmp_path / 'a.db'}") == ("wal", NORMAL)
-    assert Settings().sqlite_synchronous == "NORMAL"
+
+
+def test_in_production_every_commit_is_flushed_unless_told_otherwise(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(SYNCHRONOUS_VARIABLE, raising=False)
+    monkeypatch.setenv("SIGNBRIDGE_ENVIRONMENT", "production")
+    assert _pragmas(f"sqlite:///{tmp_path / 'p.db'}") == ("wal", FULL)
+    monkeypatch.setenv(SYNCHRONOUS_VARIABLE, "normal")
+    assert _pragmas(f"sqlite:///{tmp_path / 'q.db'}") == ("wal", NORMAL)
 
 
 def test_full_flushes_every_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

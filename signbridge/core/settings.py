@@ -89,8 +89,9 @@ class Settings(BaseSettings, Timing):
     public_url: str = "http://127.0.0.1:8000"
     database_url: str = ""  # empty: SQLite under data_dir
     # SQLite only: NORMAL (WAL) makes a commit no fsync; a power cut may lose the last commits but
-    # never corrupts the file. FULL fsyncs every commit (store.db.sqlite_synchronous reads it).
-    sqlite_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    # never corrupts the file. FULL fsyncs every commit. Empty: NORMAL in development, FULL
+    # otherwise (store.db.sqlite_synchronous reads it).
+    sqlite_synchronous: Literal["", "NORMAL", "FULL"] = ""
 
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
