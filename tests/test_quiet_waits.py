@@ -12,7 +12,9 @@ over real HTTP for an external provider.
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -53,6 +55,13 @@ async def _events(handle: WorkflowHandle[Any, Any]) -> int:
     return len((await handle.fetch_history()).events)
 
 
+async def _record(handle: WorkflowHandle[Any, Any], name: str) -> None:
+    """With SIGNBRIDGE_RECORD_HISTORIES=1, keep this run's history for tests/test_replay.py."""
+    if os.environ.get("SIGNBRIDGE_RECORD_HISTORIES") == "1":
+        history = await handle.fetch_history()
+        (Path(__file__).parent / "histories" / f"{name}.json").write_text(history.to_json())
+
+
 def _reminders(h: Harness, handle: WorkflowHandle[Any, Any], person: Person) -> int:
     return len([m for m in h.links_for(handle, person) if "提醒" in (m.get("text") or "")])
 
@@ -77,6 +86,7 @@ async def test_a_built_in_flow_waits_30_days_with_the_shipped_defaults_without_p
         view = await waited.result()
         assert view.status == "COMPLETED" and view.events_seen == 2
         assert _reminders(h, waited, B) == 3
+        await _record(waited, "quiet-waits-built-in-30-days")
 
         assert await _polls(waited) == [] and await _polls(at_once) == []
         signed_at_once, after_30_days = await _events(at_once), await _events(waited)
@@ -150,6 +160,7 @@ async def test_a_confirmed_flow_does_not_poll_and_a_lost_webhook_is_caught_at_th
         assert view.status.value == "COMPLETED"
         polls = await _polls(handle)
         assert len(polls) == 1 and view.deadline is not None and polls[0] >= view.deadline
+        await _record(handle, "quiet-waits-confirmed-deadline-poll")
 
 
 async def test_an_unconfirmed_flow_stops_after_the_quiet_poll_cap(
@@ -167,6 +178,7 @@ async def test_an_unconfirmed_flow_stops_after_the_quiet_poll_cap(
         assert len(polls) == Timing().max_quiet_polls + 1, polls
         assert view.deadline is not None and polls[-1] >= view.deadline
         assert polls[-2] - polls[0] < timedelta(days=3)
+        await _record(handle, "quiet-waits-poll-cap")
 
 
 async def test_a_poll_learns_that_the_providers_webhooks_work(
