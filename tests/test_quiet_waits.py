@@ -132,6 +132,31 @@ async def test_a_failed_live_delivery_is_redelivered_by_the_relay(
             raise AssertionError("the relay never settled an event of an ended flow")
 
 
+async def test_two_workers_relays_deliver_an_event_once(ts_env: WorkflowEnvironment, settings: Settings) -> None:
+    """Every worker process runs a relay over the same table: each attempt is claimed by one."""
+    unreachable = await Client.connect(f"127.0.0.1:{free_port()}", lazy=True,
+                                       data_converter=pydantic_data_converter)
+    settings = settings.model_copy(update={"delivery_relay_seconds": 3600.0})  # the harness's own relay idles
+    async with harness(ts_env, settings, api_client=unreachable) as h:
+        engine = get_engine(h.settings.sqlalchemy_url)
+        handle = await h.start([[A], [B]], timing=Timing())
+        await h.sign(handle, A)
+        flow_id = str((await h.status(handle)).provider_flow_id)
+        [event] = local_flows.events(engine, flow_id)
+        assert event.delivered_at is None  # the page could not deliver it
+
+        later = utcnow() + timedelta(seconds=5)
+        one, two = DeliveryRelay(h.client, engine, 0.1), DeliveryRelay(h.client, engine, 0.1)
+        settled = await asyncio.gather(one.relay_once(later), two.relay_once(later))
+        assert sorted(settled) == [0, 1]
+        await h.link(handle, B, timeout=30)
+        history = await handle.fetch_history()
+        signals = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED]
+        assert len(signals) == 1
+        row = local_flows.event(engine, event.event_id)
+        assert row is not None and row.delivered_at is not None and row.delivery_attempts == 1
+
+
 # ---- an external provider (DocuSeal's simulator) --------------------------------------------
 
 
