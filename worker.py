@@ -44,6 +44,7 @@ from signbridge.core.observability import ObservabilitySettings, configure_loggi
 from signbridge.core.settings import Settings, get_settings, load_env_file
 from signbridge.core.shutdown import GRACEFUL_SHUTDOWN_TIMEOUT, run_until_signalled
 from signbridge.core.temporal import connect, provider_task_queue
+from signbridge.intake.relay import DeliveryRelay
 from store.blob_factory import make_blob_store
 from store.db import create_all, get_engine
 from store.files import private_dir
@@ -59,8 +60,8 @@ def activities_for(deps: Deps) -> list[Any]:
     return [
         approvals.read_approval, approvals.approval_result,
         docs.prepare, docs.finish, CertificateActivities(deps).certify,
-        provider.create_flow, provider.open_group, provider.poll, provider.revoke, provider.remind,
-        provider.replace_signer,
+        provider.create_flow, provider.open_group, provider.poll, provider.poll_flow, provider.revoke,
+        provider.remind, provider.replace_signer,
         chat.publish, chat.send_link, chat.send_text, chat.send_file, chat.chat_reply,
         bulk.bulk_load, bulk.bulk_rows, bulk.bulk_publish,
     ]
@@ -178,7 +179,24 @@ async def build_worker(
                          interceptors=[HeartbeatInterceptor()])
             for name in deps.providers
         }
-        yield Workers(main, per_provider)
+        async with _relaying(client, engine, settings, "local" in deps.providers):
+            yield Workers(main, per_provider)
+
+
+@asynccontextmanager
+async def _relaying(client: Client, engine: Any, settings: Settings, local: bool) -> AsyncIterator[None]:
+    """The built-in provider's outbox relay runs beside the workers (`signbridge/intake/relay.py`):
+    what the signing page could not deliver reaches its workflow from here, so built-in flows
+    never poll on a timer."""
+    if not local:
+        yield
+        return
+    task = asyncio.create_task(DeliveryRelay(client, engine, settings.delivery_relay_seconds).run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 async def run(settings: Settings, runtime: Runtime | None = None) -> None:

@@ -16,6 +16,7 @@ from signbridge.core.models import (
     CreateFlowInput,
     OpenGroupInput,
     Person,
+    PollResult,
     ProviderEvent,
     ProviderFlowRef,
     ReplaceSignerInput,
@@ -23,7 +24,7 @@ from signbridge.core.models import (
 )
 from signbridge.core.signers import SignerProblem, checked_person, signer_problem, unreachable_signers
 from store import audit
-from store.repos import participants, signing_links, signing_records
+from store.repos import participants, signing_links, signing_records, webhooks_seen
 
 
 class ProviderActivities:
@@ -53,6 +54,14 @@ class ProviderActivities:
     async def poll(self, ref: ProviderFlowRef) -> list[ProviderEvent]:
         with connector_errors():
             return await self.deps.provider(ref.provider).poll(ref.flow_id)
+
+    @activity.defn(name="poll_flow")
+    async def poll_flow(self, ref: ProviderFlowRef) -> PollResult:
+        """`poll`, plus when the provider's last verified webhook arrived (any flow's): the workflow
+        stops polling on a timer once it knows the provider's webhooks reach us."""
+        with connector_errors():
+            events = await self.deps.provider(ref.provider).poll(ref.flow_id)
+        return PollResult(events=events, webhooks_seen_at=webhooks_seen.last_verified(self.deps.engine, ref.provider))
 
     @activity.defn(name="revoke")
     async def revoke(self, ref: ProviderFlowRef) -> None:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
+from sqlalchemy.engine import Engine
 
 from api.chat import CALLBACK_BODY
 from api.deps import ClientDep, EngineDep
@@ -20,11 +22,32 @@ from connectors.esign.base import WebhookRejected
 from signbridge.core.chat import Busy
 from signbridge.intake.provider_events import FlowEnded, UnknownFlow, deliver, workflow_id_for
 from store import audit
+from store.repos import webhooks_seen
+from store.tables import utcnow
 
 router = APIRouter(tags=["provider webhooks"])
 # Temporal's client retries an unreachable frontend for ~10 s; the provider gets its 503 sooner.
 DELIVERY_SECONDS = 5.0
 log = logging.getLogger(__name__)
+
+
+# Each provider's last verified webhook is written at most this often per API process.
+SEEN_EVERY_SECONDS = 60.0
+_last_seen: dict[tuple[str, str], float] = {}  # (database, provider) -> monotonic time
+
+
+def _seen(engine: Engine, provider: str) -> None:
+    """A webhook with a valid signature arrived: the provider's webhooks reach us. Waiting flows learn
+    it from their next poll and stop polling on a timer (`webhooks_seen`, `workflows/signing.py`)."""
+    now, key = time.monotonic(), (str(engine.url), provider)
+    if key in _last_seen and now - _last_seen[key] < SEEN_EVERY_SECONDS:
+        return
+    try:
+        webhooks_seen.record(engine, provider, utcnow())
+    except Exception as e:  # a hint for polling only: never fail the provider's delivery over it
+        log.warning("could not record %s's webhook: %s", provider, type(e).__name__)
+        return
+    _last_seen[key] = now
 
 
 @router.post("/esign/{provider}/webhook", response_class=Response, openapi_extra=CALLBACK_BODY, responses={
@@ -45,6 +68,7 @@ async def provider_webhook(provider: Annotated[str, Path(max_length=32)], reques
     except (ArithmeticError, AttributeError, LookupError, TypeError, ValueError) as e:  # a shape no provider sends
         log.warning("%s webhook payload could not be read: %s", provider, type(e).__name__)
         raise ApiError(400, "invalid_payload", "The webhook payload is not one this provider sends") from e
+    _seen(engine, provider)
     for event in events:
         try:
             request_id = workflow_id_for(engine, event.provider, event.flow_id)

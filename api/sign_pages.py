@@ -40,7 +40,7 @@ from signbridge.core.settings import Settings
 from signbridge.core.signers import MAX_NAME_CHARS
 from signbridge.core.sso import PLATFORM_WORDS, SsoProof, in_app_browser
 from signbridge.intake import sso as chat_sso
-from signbridge.intake.provider_events import deliver
+from signbridge.intake.provider_events import FlowEnded, deliver
 from signbridge.pdf.render import page_texts, render_page_png
 from store.blobs import BlobStore
 from store.files import private_dir
@@ -207,12 +207,17 @@ def _render_cached(settings: Settings, blobs: BlobStore, blob_key: str, page: in
 
 
 async def _deliver(client: Client, engine: Engine, event: ProviderEvent) -> None:
-    """Best effort: the event is already stored, and the workflow's `poll` fallback replays it."""
+    """Deliver at once and mark the stored event delivered; a failure leaves it to the worker's
+    relay (`signbridge/intake/relay.py`), which signals it again until it arrives."""
     try:
         async with asyncio.timeout(DELIVERY_TIMEOUT_SECONDS):
             await deliver(client, engine, event)
-    except Exception as e:  # any failure is covered by polling; never fail the signer's request
-        log.warning("could not deliver %s to its workflow (polling will pick it up): %s", event.event_id, e)
+    except FlowEnded:
+        pass  # nothing left to hear it: done
+    except Exception as e:  # the relay delivers it later; never fail the signer's request
+        log.warning("could not deliver %s to its workflow (the relay will): %s", event.event_id, e)
+        return
+    local_flows.mark_delivered(engine, event.event_id, utcnow())
 
 
 def _who(request: Request) -> tuple[str | None, str | None]:

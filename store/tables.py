@@ -274,7 +274,9 @@ class SsoTicket(SQLModel, table=True):
 
 
 class LocalEvent(SQLModel, table=True):
-    """Events the built-in provider emitted, kept so polling can replay what a webhook carried."""
+    """Events the built-in provider emitted: an outbox. The signing page delivers each at once and
+    marks it `delivered_at`; what it could not deliver the worker's relay signals again (claiming it
+    by `delivery_attempts`, next try at `next_delivery_at`) until it arrives. `poll` replays them."""
 
     __tablename__ = "local_events"
     event_id: str = Field(primary_key=True)
@@ -283,6 +285,18 @@ class LocalEvent(SQLModel, table=True):
     signer_id: str | None = None
     reason: str | None = None
     occurred_at: datetime = Field(default_factory=utcnow)
+    delivered_at: datetime | None = Field(default=None, index=True)
+    delivery_attempts: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    next_delivery_at: datetime | None = None
+
+
+class ProviderWebhookSeen(SQLModel, table=True):
+    """When each provider's last webhook with a valid signature arrived: a poll tells a waiting flow
+    that the provider's webhooks work, and the flow stops polling on a timer."""
+
+    __tablename__ = "provider_webhooks_seen"
+    provider: str = Field(primary_key=True)
+    last_verified_at: datetime
 
 
 class ChatMessage(SQLModel, table=True):

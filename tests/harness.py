@@ -151,7 +151,9 @@ class Harness:
 @asynccontextmanager
 async def harness(env: WorkflowEnvironment | Client, settings: Settings,
                   chats: dict[str, ChatConnector] | None = None,
-                  notify: Notifier | None = None) -> AsyncIterator[Harness]:
+                  notify: Notifier | None = None, api_client: Client | None = None) -> AsyncIterator[Harness]:
+    """`api_client`: the API's own Temporal client (default: the worker's), e.g. one whose server
+    cannot be reached, so the signing pages' live deliveries fail."""
     client = env if isinstance(env, Client) else env.client
     with WebhookSink(settings.webhook_secret.get_secret_value()) as sink:
         settings = settings.model_copy(update={"webhook_outbound_url": sink.url})
@@ -160,7 +162,7 @@ async def harness(env: WorkflowEnvironment | Client, settings: Settings,
         providers = build_providers(settings, engine, make_blob_store(settings), httpx.AsyncClient())
         outage = OutageProvider(providers["local"])
         async with build_worker(client, settings, providers={"local": outage}, chats=chats, notify=notify) as worker:
-            app = create_app(settings, client)
+            app = create_app(settings, api_client or client)
             async with app.router.lifespan_context(app), worker, httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=app, client=("203.0.113.7", 50000)),
                 base_url="http://signbridge.test",

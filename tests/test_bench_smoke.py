@@ -5,7 +5,8 @@ signed at once, and the same flow whose last signer waits seven days. The week m
 reminders it sends (EVENTS_PER_REMINDER history events each) and nothing else — a flow that
 wrote events while merely waiting would make a company's Temporal bill grow with how slowly
 people sign. Provider events arrive by webhook here (polling off, as in the test harness); the
-full bench also reports the week with the default `poll_after` of 1 h, where polls do add up.
+row with every shipped default (`poll_after` 1 h included) waits 30 days and must not poll at all:
+the built-in provider's events arrive durably (signing page, then the worker's relay).
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ async def test_cost_row_quick_waiting_adds_only_reminders(tmp_path: Path) -> Non
     assert week.reminders == 3  # 24 h, 48 h, 72 h — then no more (reminder_max)
     assert week.polls == 0
     assert week.events - at_once.events <= week.reminders * cost.EVENTS_PER_REMINDER, (week, at_once)
+    month = by_name[cost.THIRTY_DAYS]
+    assert month.reminders == 3 and month.polls == 0
+    assert month.events <= cost.WAIT_TARGET * (at_once.events + month.reminders * cost.EVENTS_PER_REMINDER)
 
 
 async def test_saved_results_render_the_same_report(tmp_path: Path) -> None:
@@ -46,6 +50,7 @@ async def test_saved_results_render_the_same_report(tmp_path: Path) -> None:
     plain = next(c for c in costs if c.name == "2 serial, no reminders")
     assert f"| 2 serial, no reminders | COMPLETED | {plain.events} / " in text
     assert "`python -m bench.run --quick --rows 3`" in text
+    assert "**Waiting 30 days with the shipped defaults**" in text and "— **met**" in text
 
 
 def test_a_full_scale_run_supplies_row_4_at_10000_and_the_rss_verdict() -> None:

@@ -46,6 +46,7 @@ with workflow.unsafe.imports_passed_through():
         OrgInfo,
         Person,
         Placement,
+        PollResult,
         PreparedDocument,
         ProviderEvent,
         ProviderFlowRef,
@@ -63,6 +64,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from signbridge.core.orgs import party_label, sealing
     from signbridge.core.temporal import (
+        DURABLE_DELIVERY_PROVIDERS,
         PROVIDER_ACTIVITIES,
         SA_DEADLINE,
         SA_DOCUMENT,
@@ -96,6 +98,15 @@ PATCH_SEAL_APPROVAL = "seal-approval-2026-12"
 # the card. Only new events take this path; the marker keeps it explicit in histories.
 PATCH_SIGN_CODES = "sign-codes-2026-12"
 BULK_PROGRESS_SIGNAL = "row_progress"
+# Quiet waits: a flow polls its provider on a timer only while the provider's webhooks are not known
+# to work (never for the built-in provider, whose events a relay delivers durably; never once a
+# webhook reached this flow, or a poll learned that the provider's webhooks arrive), at most
+# `Timing.max_quiet_polls` quiet polls in a row, and once more at the deadline before expiring.
+# Asked only where the old rule would poll (a timer poll due before any other wake-up, or the
+# deadline), so flows that never reach such a point record no marker and keep their history size.
+PATCH_QUIET_WAITS = "quiet-waits-2026-12"
+# How recent a provider's last verified webhook must be for a poll to count its webhooks as working.
+WEBHOOKS_RECENT = timedelta(days=1)
 # A flow started from an approval reads the approval's documents and signers first and writes its
 # result back to the approval at the end. Only such flows ask for it: older histories never do.
 PATCH_APPROVALS = "approvals-2026-12"
@@ -137,6 +148,7 @@ ACTIVITY_SUMMARIES = {
     "send_link": "Send a signer their signing link",
     "send_text": "Post a message in the chat",
     "poll": "Poll the provider (no event arrived in time)",
+    "poll_flow": "Poll the provider (an event may be overdue) and whether its webhooks arrive",
     "remind": "Ask the provider to remind pending signers",
     "revoke": "Revoke the provider flow",
     "finish": "Download, verify and store the signed document",
@@ -188,6 +200,10 @@ class SigningWorkflow:
         self.quiet_polls = 0  # polls in a row that found nothing new: spaces the next one out
         self.closed = False  # True once the final state is published (cards, DB, audit)
         self.confirm_needed = False  # an unconfirmable event arrived: poll the provider now
+        # A provider event reached this flow as a signal (a webhook or the built-in provider's own
+        # delivery), or a poll learned that the provider's webhooks arrive: no timer polls needed.
+        self.webhooks_confirmed = False
+        self.deadline_polled = False  # the last-chance poll before expiring was made
         self.deadline_upserted = True  # False until SignDeadline is written (PATCH_LOCAL_CHAT flows)
         self.resume_status: SignStatus | None = None  # what a STUCK flow goes back to
         self.where = ""  # the current details outside STUCK, put back once a stuck step goes through
@@ -394,6 +410,8 @@ class SigningWorkflow:
             now = workflow.now()
             assert self.deadline is not None
             if now >= self.deadline:
+                if await self._everyone_signed_after_all():
+                    return
                 await self._expire()
             for s in self._due_reminders(now):
                 s.reminders_sent += 1
@@ -401,12 +419,13 @@ class SigningWorkflow:
                     continue  # nobody to remind: the card asks for a replacement
                 if await self._send_link(s, f"reminder:{s.person.id}:{s.reminders_sent}", reminder=True) == DEPARTED:
                     self._mark_departed(SignerDeparted(signer_id=s.person.id, source="directory"))
-            next_poll = (self.last_activity_at or now) + self._poll_interval()
-            if now >= next_poll or self.confirm_needed:
+            other_wakes = min([self.deadline, *self._reminder_times()])
+            next_poll = self._next_poll(now, other_wakes)
+            if (next_poll is not None and now >= next_poll) or self.confirm_needed:
                 self.confirm_needed = False
                 await self._poll()
                 continue
-            wake = min([self.deadline, next_poll, *self._reminder_times()])
+            wake = min(other_wakes, next_poll) if next_poll is not None else other_wakes
             try:
                 await workflow.wait_condition(
                     lambda: bool(self.inbox or self.cancel_request or self.remind_requests or self.confirm_needed
@@ -725,24 +744,75 @@ class SigningWorkflow:
         interval = self.req.timing.poll_after * (2 ** min(self.quiet_polls, 16))
         return min(interval, max(self.req.timing.poll_after, timedelta(days=1)))
 
-    async def _poll(self) -> None:
-        """The fallback when no provider event came in time: read the provider's state."""
+    def _next_poll(self, now: datetime, other_wakes: datetime) -> datetime | None:
+        """When the polling fallback reads the provider next; None: not on a timer.
+
+        The old rule (flows recorded before PATCH_QUIET_WAITS) polls `_poll_interval()` after the
+        last change, for ever. It matters only when that poll comes before every other wake-up
+        (deadline, reminders): only then is the patch asked, so a flow whose old-rule poll would
+        never come first records no marker. The new rule: no timer poll for a provider that
+        delivers durably (built-in), for a flow whose webhooks are confirmed, or after
+        `max_quiet_polls` quiet polls in a row (until an event resets the count)."""
+        scheduled = (self.last_activity_at or now) + self._poll_interval()
+        if scheduled > other_wakes and now < scheduled:
+            return scheduled  # not before the next wake-up anyway: both rules set the same timer
+        if not workflow.patched(PATCH_QUIET_WAITS):
+            return scheduled
+        if (self.req.provider in DURABLE_DELIVERY_PROVIDERS or self.webhooks_confirmed
+                or self.quiet_polls >= self.req.timing.max_quiet_polls):
+            return None
+        return scheduled
+
+    async def _everyone_signed_after_all(self) -> bool:
+        """At the deadline, before expiring: one last poll, so a signature whose event was lost on the
+        way (a webhook the provider gave up on, a relay behind) still completes the flow. True when
+        the provider's state shows every signer signed; the flow then finishes instead of expiring."""
+        if self.deadline_polled or not workflow.patched(PATCH_QUIET_WAITS):
+            return False
+        self.deadline_polled = True
+        if not await self._poll(best_effort=True):
+            return False  # the provider is down: expire as before (the revoke is best effort too)
+        await self._apply_events()
+        return all(s.status == "signed" for s in self.signers)
+
+    async def _poll(self, best_effort: bool = False) -> bool:
+        """The fallback when an event may be overdue: read the provider's state. New flows also learn
+        whether the provider's webhooks arrive (a verified one within `WEBHOOKS_RECENT`).
+        `best_effort`: a few tries, and False instead of STUCK when they all fail."""
         assert self.flow_id is not None
         self.last_activity_at = workflow.now()
-        events: list[ProviderEvent] = await self._step(
-            "poll provider", "poll",
-            ProviderFlowRef(request_id=self.req.request_id, provider=self.req.provider, flow_id=self.flow_id),
-            list[ProviderEvent])
+        ref = ProviderFlowRef(request_id=self.req.request_id, provider=self.req.provider, flow_id=self.flow_id)
+        events: list[ProviderEvent]
+        if workflow.patched(PATCH_QUIET_WAITS):
+            polled: PollResult
+            if best_effort:
+                try:
+                    polled = await self._act("poll_flow", ref, PollResult, attempts=5)
+                except STEP_FAILURES as e:
+                    workflow.logger.warning("last poll of %s before expiring failed: %s", self.flow_id, e)
+                    return False
+            else:
+                polled = await self._step("poll provider", "poll_flow", ref, PollResult)
+            events = polled.events
+            seen_at = polled.webhooks_seen_at
+            if seen_at is not None and seen_at >= workflow.now() - WEBHOOKS_RECENT:
+                self.webhooks_confirmed = True
+        else:
+            events = await self._step("poll provider", "poll", ref, list[ProviderEvent])
         seen = len(self.seen_events)
         for event in events:
             self._enqueue(event)
         self.quiet_polls = self.quiet_polls + 1 if len(self.seen_events) == seen else 0
+        return True
 
     # ---- messages in ----------------------------------------------------------------------
 
     @workflow.signal(name="provider_event")
     def provider_event(self, event: ProviderEvent) -> None:
-        """A provider callback. Signals, because the provider must never wait on the workflow."""
+        """A provider callback. Signals, because the provider must never wait on the workflow.
+        Its arrival shows the provider's webhooks reach this flow: no more timer polls (used only
+        by flows with PATCH_QUIET_WAITS; a hint counts too — each one triggers a poll anyway)."""
+        self.webhooks_confirmed = True
         self._enqueue(event)
 
     def _enqueue(self, event: ProviderEvent) -> None:

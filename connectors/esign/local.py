@@ -8,10 +8,10 @@ Why it is shaped this way:
   final file starts with the original bytes. Signers of a parallel group race for that version:
   the flow advances under an optimistic lock (`version`) and the loser re-signs on the winner's
   version instead of overwriting it.
-- Every change is first stored as a `LocalEvent`, and the event handed to the page for live
-  delivery is built from that row. `poll` replays the same rows, so a delivery that failed
-  (Temporal down, a worker restart) is picked up by the workflow's polling fallback with the same
-  event id, which the workflow deduplicates.
+- Every change is first stored as a `LocalEvent` (an outbox), and the event handed to the page for
+  live delivery is built from that row. A delivery that failed (Temporal out of reach, the API
+  process killed) is signalled again by the worker's relay (`signbridge/intake/relay.py`) with the
+  same event id, which the workflow deduplicates; `poll` replays the same rows.
 
 HTTP stays in the pages; this module raises `LinkProblem` and the pages choose the status code.
 """
@@ -162,8 +162,8 @@ def find_signer_by_token(engine: Engine, token: str) -> tuple[LocalSigner, Local
     return local_flows.by_token_hash(engine, token_hash(token))
 
 
-def _event(row: LocalEvent) -> ProviderEvent:
-    """Live delivery and `poll` both build the event here, so they carry identical content."""
+def stored_event(row: LocalEvent) -> ProviderEvent:
+    """Live delivery, the relay and `poll` all build the event here, so they carry identical content."""
     return ProviderEvent(event_id=row.event_id, provider=PROVIDER, flow_id=row.flow_id, kind=row.kind,  # type: ignore[arg-type]
                          signer_id=row.signer_id, reason=row.reason, occurred_at=_aware(row.occurred_at))
 
@@ -249,7 +249,7 @@ class LocalProvider:
                 for s in pending if s.id in opened]
 
     async def poll(self, flow_id: str) -> list[ProviderEvent]:
-        return [_event(r) for r in local_flows.events(self.engine, flow_id)]
+        return [stored_event(r) for r in local_flows.events(self.engine, flow_id)]
 
     async def download_signed(self, flow_id: str) -> bytes:
         flow = local_flows.flow(self.engine, flow_id)
@@ -475,7 +475,7 @@ async def sign(settings: Settings, engine: Engine, blobs: BlobStore, token: str,
                          "verification": verification,
                          **({"sso_subject": sso.subject, "sso_name": sso.name} if sso and sso_method else {})},
                  ip=ip, user_agent=user_agent, document_sha256=new_key)
-    return SignResult(event=_event(row), signer_id=signer.signer_id, document_sha256=new_key,
+    return SignResult(event=stored_event(row), signer_id=signer.signer_id, document_sha256=new_key,
                       before_sha256=before_sha)
 
 
@@ -513,7 +513,7 @@ async def decline(engine: Engine, token: str, *, reason: str, ip: str | None,
                  ip=ip, user_agent=user_agent, document_sha256=flow.current_sha256)
     row = local_flows.event(engine, declined.event_id)
     assert row is not None
-    return _event(row)
+    return stored_event(row)
 
 
 # ---- who is signing: single sign-on, or a one-time code ----------------------------------
@@ -659,7 +659,7 @@ def _lock_event(engine: Engine, signer: LocalSigner, until: datetime) -> Provide
                      reason=until.astimezone(UTC).isoformat(), occurred_at=utcnow())
     local_flows.add_event(engine, row)
     stored = local_flows.event(engine, row.event_id)
-    return _event(stored) if stored else None
+    return stored_event(stored) if stored else None
 
 
 def _ca_fingerprint(settings: Settings) -> str:

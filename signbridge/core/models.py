@@ -86,7 +86,12 @@ class Timing(BaseModel):
     reminder_first_after: timedelta = timedelta(hours=24)
     reminder_every: timedelta = timedelta(hours=24)
     reminder_max: int = 3
+    # The polling fallback (`workflows/signing.py`, "Polling"): a flow whose provider's webhooks are not
+    # confirmed polls `poll_after` after the last change, doubling while nothing changes (at most a day
+    # apart), and stops after `max_quiet_polls` polls in a row that found nothing new — until something
+    # changes. The built-in provider and confirmed webhooks need no timer polls at all.
     poll_after: timedelta = timedelta(hours=1)
+    max_quiet_polls: int = 6
     step_retry_window: timedelta = timedelta(minutes=30)  # then STUCK; it keeps retrying, less often
 
 
@@ -260,6 +265,15 @@ class ProviderEvent(BaseModel):
     # True when the provider's callback signature doesn't cover the body (Dropbox Sign signs only
     # time + type): the workflow then acts only on what a poll of the provider confirms.
     confirm: bool = False
+
+
+class PollResult(BaseModel):
+    """What the `poll_flow` activity returns: the provider's events as its own state shows them, and
+    when SignBridge last received a verified webhook from that provider (None: never) — a recent one
+    tells the flow that the provider's webhooks work, so it stops polling on a timer."""
+
+    events: list[ProviderEvent] = Field(default_factory=list)
+    webhooks_seen_at: datetime | None = None
 
 
 class CreateFlowInput(BaseModel):

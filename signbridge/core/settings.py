@@ -99,6 +99,9 @@ class Settings(BaseSettings, Timing):
     # Open flows kept in the worker's sticky cache; beyond it the least recent is evicted and
     # replayed from its (short) history when its next event arrives. Bounds worker memory.
     worker_max_cached_workflows: int = 1000
+    # The built-in provider's events a live delivery missed are signalled again by each worker's
+    # relay once they are this old; it looks this often and backs off per event (at most 5 min).
+    delivery_relay_seconds: float = 5.0
 
     # Generic webhook IM (a company's own chat tool).
     webhook_secret: SecretStr = SecretStr(DEV_SECRET)

@@ -50,7 +50,14 @@ SEARCH_ATTRIBUTES: dict[str, str] = {
 }
 
 
-PROVIDER_ACTIVITIES = ("create_flow", "open_group", "poll", "revoke", "remind", "finish", "replace_signer")
+PROVIDER_ACTIVITIES = ("create_flow", "open_group", "poll", "poll_flow", "revoke", "remind", "finish",
+                       "replace_signer")
+
+# Providers whose events reach the workflow durably without a webhook: the built-in provider stores
+# every event first (`local_events`) and delivers it in-process; what a live delivery misses the
+# worker's relay (`signbridge/intake/relay.py`) signals again until it arrives. Their flows never
+# poll on a timer.
+DURABLE_DELIVERY_PROVIDERS = frozenset({"local"})
 
 
 def provider_task_queue(task_queue: str, provider: str) -> str:

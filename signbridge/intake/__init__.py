@@ -16,6 +16,19 @@ delivery starts at most one flow and applies an update once.
 
 from __future__ import annotations
 
-from signbridge.intake.intake import Intake
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from signbridge.intake.intake import Intake
 
 __all__ = ["Intake"]
+
+
+def __getattr__(name: str) -> Any:
+    """`Intake` is imported on first use: the worker imports only `provider_events` (its relay), and
+    `Intake`'s own imports (command grammar, chat connectors, templates) would slow its start-up."""
+    if name == "Intake":
+        from signbridge.intake.intake import Intake
+
+        return Intake
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

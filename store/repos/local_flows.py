@@ -203,3 +203,34 @@ def _kill_pending(conn: Connection, flow_id: str) -> None:
     conn.execute(update(LocalSigner)
                  .where(col(LocalSigner.flow_id) == flow_id, col(LocalSigner.status).not_in(FINAL_SIGNER_STATES))
                  .values(status="dead"))
+
+
+# ---- the outbox: delivering events to their workflow --------------------------------------
+
+
+def mark_delivered(engine: Engine, event_id: str, at: datetime) -> None:
+    """The event reached its workflow (or has nowhere left to go): the relay leaves it alone."""
+    with engine.begin() as conn:
+        conn.execute(update(LocalEvent).where(col(LocalEvent.event_id) == event_id,
+                                              col(LocalEvent.delivered_at).is_(None))
+                     .values(delivered_at=at))
+
+
+def undelivered(engine: Engine, now: datetime, older_than: datetime, limit: int = 100) -> list[LocalEvent]:
+    """Events no delivery has confirmed, stored before `older_than` (a live delivery may still be
+    on its way for younger ones) and due for another try at `now`, oldest first."""
+    with Session(engine, expire_on_commit=False) as session:
+        due = (col(LocalEvent.next_delivery_at).is_(None)) | (col(LocalEvent.next_delivery_at) <= now)
+        return list(session.exec(select(LocalEvent).where(col(LocalEvent.delivered_at).is_(None),
+                                                          col(LocalEvent.occurred_at) <= older_than, due)
+                                 .order_by(col(LocalEvent.occurred_at)).limit(limit)).all())
+
+
+def claim_delivery(engine: Engine, row: LocalEvent, retry_at: datetime) -> bool:
+    """Take `row` for one delivery try, the next one not before `retry_at`. False when another relay
+    (another worker process) took it first: it counts attempts, so only one claim per attempt wins."""
+    with engine.begin() as conn:
+        return bool(conn.execute(
+            update(LocalEvent).where(col(LocalEvent.event_id) == row.event_id, col(LocalEvent.delivered_at).is_(None),
+                                     col(LocalEvent.delivery_attempts) == row.delivery_attempts)
+            .values(delivery_attempts=row.delivery_attempts + 1, next_delivery_at=retry_at)).rowcount)
