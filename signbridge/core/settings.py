@@ -137,6 +137,12 @@ class Settings(BaseSettings, Timing):
     # (`signbridge.pdf.pool`): empty = one per core; 0 = in a thread of the process itself.
     signing_processes: int | None = Field(default=None, ge=0)
 
+    @field_validator("signing_processes", mode="before")
+    @classmethod
+    def _empty_is_per_core(cls, v: object) -> object:
+        """`SIGNBRIDGE_SIGNING_PROCESSES=` (as .env.example shows it) means the default, one per core."""
+        return None if isinstance(v, str) and not v.strip() else v
+
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, v: str) -> str:
