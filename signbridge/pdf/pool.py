@@ -87,15 +87,28 @@ class SigningPool:
         """`fn(*args)` in a child process; retried once on a fresh pool if a child died."""
         if self.processes == 0:
             return await asyncio.to_thread(fn, *args)
-        loop = asyncio.get_running_loop()
         job = functools.partial(fn, *args)
+        name = getattr(fn, "__name__", repr(fn))
         for attempt in (1, 2):
             executor = self._current()
             try:
-                return await loop.run_in_executor(executor, job)
+                # Submitting may start a child, which waits for the forkserver to fork it (the
+                # first time: until it has imported pyHanko): seconds in which the event loop
+                # would stop answering callbacks and heartbeats. So submit from a thread.
+                future = await asyncio.to_thread(executor.submit, job)
+            except BrokenProcessPool as e:  # broken by another job's dead child
+                log.warning("signing pool broken before %s (attempt %d): starting a new pool: %r", name, attempt, e)
+                self._replace(executor)
+                continue
+            except RuntimeError as e:  # `shutdown()` ran meanwhile (a lifespan ending): a new pool takes it
+                if "shutdown" not in str(e):
+                    raise
+                log.info("signing pool shut down under %s: starting a new one", name)
+                continue
+            try:
+                return await asyncio.wrap_future(future)
             except BrokenProcessPool as e:
-                log.warning("signing process died during %s (attempt %d): starting a new pool: %r",
-                            getattr(fn, "__name__", fn), attempt, e)
+                log.warning("signing process died during %s (attempt %d): starting a new pool: %r", name, attempt, e)
                 self._replace(executor)
         raise SigningUnavailable(f"the signing processes died twice running {getattr(fn, '__name__', fn)}")
 
