@@ -45,7 +45,7 @@ from signbridge.core.signers import (
 from signbridge.pdf.check import DocumentProblem
 from signbridge.pdf.forms import Box, FormProblem, TemplateForm, check_values, fill_and_flatten, read_form
 from signbridge.pdf.jobs import check_job, validate_job
-from signbridge.pdf.pades import SignatureReport
+from signbridge.pdf.pades import Validation
 from signbridge.pdf.pool import run_job
 from store import audit
 from store.blobs import BlobNotFound, sha256_hex
@@ -272,7 +272,8 @@ class DocumentActivities:
                 type="IntegrityError", non_retryable=True)
         # The built-in provider's signatures chain to our installation CA; external providers'
         # certificates are checked by their connectors (issue: provider connectors).
-        reports = await self._validate(signed) if req.provider == "local" else []
+        checked = await self._validate(signed) if req.provider == "local" else None
+        reports = checked.reports if checked is not None else []
         bad = [r for r in reports if not (r.intact and r.valid and r.trusted)]
         if req.provider == "local" and (len(reports) < req.expected_signatures or bad):
             raise ApplicationError(
@@ -290,13 +291,17 @@ class DocumentActivities:
                              "provider_evidence": evidence,
                              "signatures": [{"signer": r.signer_name, "field": r.field_name,
                                              "intact": r.intact, "valid": r.valid, "trusted": r.trusted}
-                                            for r in reports]},
+                                            for r in reports],
+                             # Which signatures were verified now; the others' results come from the
+                             # validated version the file extends (its SHA-256), whose coverage was checked.
+                             **({"validated_now": list(checked.checked), "validated_on_top_of": checked.base_sha256}
+                                if checked is not None else {})},
                      document_sha256=info.sha256)
         return info.model_copy(update={"pages": original_info.pages})
 
     # ---- helpers ----------------------------------------------------------------------------
 
-    async def _validate(self, data: bytes) -> list[SignatureReport]:
+    async def _validate(self, data: bytes) -> Validation:
         """Every signature's report, validating (in the signing pool) only what no earlier check
         covered: the signatures after the longest version validated before, if `data` extends one
         (the signing page records each version it makes); the result is recorded in turn."""
@@ -308,7 +313,7 @@ class DocumentActivities:
                              f"on top of validated version {base.sha256[:12]}" if result.base_sha256 and base
                              else "in full")
         await asyncio.to_thread(validated.record, self.deps.engine, data, result)
-        return result.reports
+        return result
 
     async def _fetch(self, req: SigningRequest, source: DocumentSource) -> bytes:
         """An upload is in the blob store already; a REST caller's URL is fetched directly from the
