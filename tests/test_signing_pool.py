@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign.signers import SimpleSigner
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 
@@ -119,8 +120,13 @@ def test_no_dry_run_signature(monkeypatch: pytest.MonkeyPatch) -> None:
 
 # ---- the pool ----------------------------------------------------------------------------
 
+def _serial(signed: bytes) -> int:
+    [sig] = PdfFileReader(BytesIO(signed), strict=False).embedded_regular_signatures
+    return int(sig.signer_cert.serial_number)
+
+
 async def test_pool_signs_in_other_processes_with_cached_certificates(tmp_path: Path) -> None:
-    pool = SigningPool(2)
+    pool = SigningPool(1)
     try:
         pdf = sample_contract("Pool", pages=1)
         ca_dir = str(tmp_path / "ca")
@@ -133,6 +139,10 @@ async def test_pool_signs_in_other_processes_with_cached_certificates(tmp_path: 
             [report] = await asyncio.to_thread(validate_pdf, signed.data, [ca.certificate])
             assert report.intact and report.valid and report.trusted and report.signer_name == "王五"
         assert first.validation is None  # no validated base given: nothing checked
+        # The child issued one certificate for the signer and reused it; another signer gets their own.
+        other = await pool.run(sign_job, SignJob(data=pdf, ca_dir=ca_dir, signer_id="u-2", name="王五",
+                                                 email="w@example.com", position=1, signed_at=NOW))
+        assert _serial(first.data) == _serial(second.data) != _serial(other.data)
         pid = await pool.run(os.getpid)
         assert pid != os.getpid()
     finally:

@@ -43,6 +43,11 @@ class SigningFailed(Exception):
 
 def installation_ca(ca_dir: str) -> InstallationCA:
     """The CA under `ca_dir` (created on first use), loaded once per process and key file version."""
+    return _ca_entry(ca_dir)[1]
+
+
+def _ca_entry(ca_dir: str) -> tuple[tuple[str, int], InstallationCA]:
+    """The CA under `ca_dir` and its cache key (directory, key file mtime)."""
     bundle = Path(ca_dir) / BUNDLE_FILE
     try:
         mtime = bundle.stat().st_mtime_ns
@@ -56,7 +61,7 @@ def installation_ca(ca_dir: str) -> InstallationCA:
                 mtime = bundle.stat().st_mtime_ns
             _CAS.clear()  # one installation per process, in practice; never grows
             _CAS[(ca_dir, mtime)] = ca
-        return ca
+        return (ca_dir, mtime), ca
 
 
 @functools.lru_cache(maxsize=CREDENTIAL_CACHE)
@@ -71,8 +76,7 @@ def _credential(ca_key: tuple[str, int], kind: str, identity: tuple[str, ...], d
 def credential(ca_dir: str, kind: str, *identity: str) -> SignerCredential:
     """A signer's ("person": id, name, email) or an organisation's ("org": name, credit code)
     certificate from the CA under `ca_dir`, cached per process (see the module docstring)."""
-    ca = installation_ca(ca_dir)  # first: it keys the cache by the CA file's version
-    key = next(k for k, v in _CAS.items() if v is ca)
+    key, _ = _ca_entry(ca_dir)  # the CA file's version keys the cache: a new CA, new certificates
     return _credential(key, kind, tuple(identity), int(time.time() // 86400))
 
 
