@@ -18,6 +18,7 @@ HTTP stays in the pages; this module raises `LinkProblem` and the pages choose t
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -40,7 +41,7 @@ from signbridge.core.models import CreateFlowInput, OpenGroupInput, Person, Prov
 from signbridge.core.settings import Settings
 from signbridge.core.signers import clean_name
 from signbridge.core.sso import SsoProof
-from signbridge.pdf.jobs import SealSpec, SigningFailed, SignJob, sign_job
+from signbridge.pdf.jobs import SealSpec, Signed, SigningFailed, SignJob, sign_job
 from signbridge.pdf.pades import ValidatedBase
 from signbridge.pdf.pki import InstallationCA
 from signbridge.pdf.pool import run_job
@@ -365,7 +366,20 @@ async def _sign_bytes(blobs: BlobStore, blob_key: str, settings: Settings, engin
 
     The new signatures are validated there too, on top of the version they extend, and the new
     version recorded as validated (`connectors.esign.validated`): `finish` then has nothing left
-    to validate but what no signing page checked."""
+    to validate but what no signing page checked. Blob and database work runs in a thread, so
+    the event loop keeps answering callbacks meanwhile."""
+    job = await asyncio.to_thread(_sign_job, blobs, blob_key, settings, engine, signer, signed_at, placement,
+                                  seal_placement)
+    try:
+        signed = await run_job(settings.signing_processes, sign_job, job)
+    except SigningFailed as e:
+        raise _SigningFailed(str(e)) from e
+    return await asyncio.to_thread(_keep_signed, blobs, engine, signer, signed)
+
+
+def _sign_job(blobs: BlobStore, blob_key: str, settings: Settings, engine: Engine | None, signer: LocalSigner,
+              signed_at: datetime, placement: Placed | None, seal_placement: Placed | None) -> SignJob:
+    """What the pool needs to sign `blob_key` as `signer`: the bytes, the seal, the validated base."""
     current = blobs.get(blob_key)
     seal = None
     if signer.seal and signer.org_name and signer.org_credit_code:
@@ -375,18 +389,18 @@ async def _sign_bytes(blobs: BlobStore, blob_key: str, settings: Settings, engin
                         image=blobs.get(signer.seal_image_key) if signer.seal_image_key else None,
                         kind=signer.seal_kind or "", placement=seal_placement)
     base = None
-    if engine is not None:
+    if engine is not None:  # the version signed, as validated before (an unsigned original: trivially)
         found = validated.base_for(engine, current)
         base = found if found is not None and found.size == len(current) else \
             ValidatedBase(size=len(current), sha256=hashlib.sha256(current).hexdigest(), reports=())
-    job = SignJob(data=current, ca_dir=str(_ca_dir(settings)), signer_id=signer.signer_id, name=signer.name,
-                  email=signer.email or "", position=signer.position, signed_at=signed_at,
-                  font_path=str(settings.stamp_font) if settings.stamp_font else None, placement=placement,
-                  seal=seal, tz=settings.zone, base=base)
-    try:
-        signed = await run_job(settings.signing_processes, sign_job, job)
-    except SigningFailed as e:
-        raise _SigningFailed(str(e)) from e
+    return SignJob(data=current, ca_dir=str(_ca_dir(settings)), signer_id=signer.signer_id, name=signer.name,
+                   email=signer.email or "", position=signer.position, signed_at=signed_at,
+                   font_path=str(settings.stamp_font) if settings.stamp_font else None, placement=placement,
+                   seal=seal, tz=settings.zone, base=base)
+
+
+def _keep_signed(blobs: BlobStore, engine: Engine | None, signer: LocalSigner, signed: Signed) -> str:
+    """Store the new version; record it as validated when its new signatures passed."""
     key = blobs.put(signed.data)
     if engine is not None and signed.validation is not None and not validated.record(engine, signed.data,
                                                                                       signed.validation):
