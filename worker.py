@@ -45,6 +45,7 @@ from signbridge.core.settings import Settings, get_settings, load_env_file
 from signbridge.core.shutdown import GRACEFUL_SHUTDOWN_TIMEOUT, run_until_signalled
 from signbridge.core.temporal import connect, provider_task_queue
 from signbridge.intake.relay import DeliveryRelay
+from signbridge.pdf.pool import shutdown_pool
 from store.blob_factory import make_blob_store
 from store.db import create_all, get_engine
 from store.files import private_dir
@@ -179,8 +180,11 @@ async def build_worker(
                          interceptors=[HeartbeatInterceptor()])
             for name in deps.providers
         }
-        async with _relaying(client, engine, settings, "local" in deps.providers):
-            yield Workers(main, per_provider)
+        try:
+            async with _relaying(client, engine, settings, "local" in deps.providers):
+                yield Workers(main, per_provider)
+        finally:
+            await shutdown_pool()  # the signing processes (finish, prepare, certificates), if started
 
 
 @asynccontextmanager

@@ -18,7 +18,6 @@ every later download is the same file the chat received, with the same signature
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,8 +28,9 @@ from temporalio import activity
 from activities.deps import Deps
 from signbridge.core.models import DocumentInfo, PublishInput, SignerState, SignStatus, StatusView
 from signbridge.core.settings import Settings
-from signbridge.pdf.certificate import Line, signed_certificate
-from signbridge.pdf.pki import InstallationCA
+from signbridge.pdf.certificate import Line
+from signbridge.pdf.jobs import certificate_job
+from signbridge.pdf.pool import run_job
 from store import audit
 from store.blobs import BlobStore
 from store.repos import documents, signing_records
@@ -276,9 +276,8 @@ async def issue(settings: Settings, engine: Any, blobs: BlobStore, request_id: s
     names = {d.sha256: (documents.name_of(engine, d.sha256) or d.name) for d in signed}
     issued_at = datetime.now(UTC)
     lines = certificate_lines(record, view, trail, names, issued_at)
-    ca = InstallationCA.load_or_create(settings.data_dir / "ca")
-    data = await asyncio.to_thread(signed_certificate, lines, ca, title=f"签署完成证明 {view.title}",
-                                   footer=f"SignBridge · {request_id}", issued_at=issued_at)
+    data = await run_job(settings.signing_processes, certificate_job, lines, str((settings.data_dir / "ca").resolve()),
+                         f"签署完成证明 {view.title}", f"SignBridge · {request_id}", issued_at)
     key = blobs.put(data)
     name = certificate_name(view.title)
     documents.record(engine, Document(sha256=key, name=name, size=len(data), blob_key=key,

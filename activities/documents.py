@@ -22,6 +22,7 @@ from activities.placements import PlacementProblem, anchor_slots, placements, te
 from connectors.chat.base import InputProblem
 from connectors.convert.base import ConversionProblem, Converter, ConverterUnavailable, is_office, pdf_name
 from connectors.convert.registry import build_converter
+from connectors.esign import validated
 from connectors.esign.base import ESignProvider, SeveralDocuments, contact_needs, several_documents
 from connectors.fetch import FetchPolicy, FetchRefused, fetch
 from signbridge.core.models import (
@@ -41,8 +42,11 @@ from signbridge.core.signers import (
     signer_problem,
     unreachable_signers,
 )
-from signbridge.pdf.check import DocumentProblem, check_pdf
+from signbridge.pdf.check import DocumentProblem
 from signbridge.pdf.forms import Box, FormProblem, TemplateForm, check_values, fill_and_flatten, read_form
+from signbridge.pdf.jobs import check_job, validate_job
+from signbridge.pdf.pades import Validation
+from signbridge.pdf.pool import run_job
 from store import audit
 from store.blobs import BlobNotFound, sha256_hex
 from store.repos import documents, identities, participants, signing_records, templates
@@ -203,7 +207,8 @@ class DocumentActivities:
             raise ApplicationError(str(e), type="ConverterUnavailable", next_retry_delay=timedelta(
                 seconds=e.retry_after) if e.retry_after else None) from e
         try:
-            pages = await asyncio.to_thread(check_pdf, data, self.deps.settings.max_document_bytes)
+            pages = await run_job(self.deps.settings.signing_processes, check_job, data,
+                                  self.deps.settings.max_document_bytes)
         except DocumentProblem as e:
             raise rejected(f"{name}: {e.message}") from e
         limit = self.deps.settings.max_pages
@@ -267,7 +272,8 @@ class DocumentActivities:
                 type="IntegrityError", non_retryable=True)
         # The built-in provider's signatures chain to our installation CA; external providers'
         # certificates are checked by their connectors (issue: provider connectors).
-        reports = await asyncio.to_thread(self._validate, signed) if req.provider == "local" else []
+        checked = await self._validate(signed) if req.provider == "local" else None
+        reports = checked.reports if checked is not None else []
         bad = [r for r in reports if not (r.intact and r.valid and r.trusted)]
         if req.provider == "local" and (len(reports) < req.expected_signatures or bad):
             raise ApplicationError(
@@ -285,18 +291,29 @@ class DocumentActivities:
                              "provider_evidence": evidence,
                              "signatures": [{"signer": r.signer_name, "field": r.field_name,
                                              "intact": r.intact, "valid": r.valid, "trusted": r.trusted}
-                                            for r in reports]},
+                                            for r in reports],
+                             # Which signatures were verified now; the others' results come from the
+                             # validated version the file extends (its SHA-256), whose coverage was checked.
+                             **({"validated_now": list(checked.checked), "validated_on_top_of": checked.base_sha256}
+                                if checked is not None else {})},
                      document_sha256=info.sha256)
         return info.model_copy(update={"pages": original_info.pages})
 
     # ---- helpers ----------------------------------------------------------------------------
 
-    def _validate(self, data: bytes) -> list:  # type: ignore[type-arg]
-        from signbridge.pdf.pades import validate_pdf
-        from signbridge.pdf.pki import InstallationCA
-
-        ca = InstallationCA.load_or_create(self.deps.settings.data_dir / "ca")
-        return validate_pdf(data, [ca.certificate])
+    async def _validate(self, data: bytes) -> Validation:
+        """Every signature's report, validating (in the signing pool) only what no earlier check
+        covered: the signatures after the longest version validated before, if `data` extends one
+        (the signing page records each version it makes); the result is recorded in turn."""
+        settings = self.deps.settings
+        base = await asyncio.to_thread(validated.base_for, self.deps.engine, data)
+        result = await run_job(settings.signing_processes, validate_job, data,
+                               str((settings.data_dir / "ca").resolve()), base)
+        activity.logger.info("validated %d of %d signatures (%s)", len(result.checked), len(result.reports),
+                             f"on top of validated version {base.sha256[:12]}" if result.base_sha256 and base
+                             else "in full")
+        await asyncio.to_thread(validated.record, self.deps.engine, data, result)
+        return result
 
     async def _fetch(self, req: SigningRequest, source: DocumentSource) -> bytes:
         """An upload is in the blob store already; a REST caller's URL is fetched directly from the

@@ -37,6 +37,7 @@ from connectors.notify.registry import build_notifier
 from signbridge.core.settings import DEVELOPMENT, Settings, get_settings
 from signbridge.core.temporal import connect
 from signbridge.intake import Intake
+from signbridge.pdf.pool import shutdown_pool
 from store.blob_factory import make_blob_store
 from store.db import create_all, get_engine
 from store.files import private_dir
@@ -80,7 +81,10 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
             app.state.docusign_views = views
             # One-time codes for the signing pages go out by email or SMS (`connectors.notify`).
             app.state.notifier = build_notifier(settings, http)
-            yield
+            try:
+                yield
+            finally:
+                await shutdown_pool()  # the signing processes, if any signature started them
 
     # Swagger UI (/docs) and ReDoc (/redoc) from SignBridge itself, not a CDN: they work offline.
     app = FastAPIOffline(title="SignBridge", version="0.1.0", lifespan=lifespan, static_url=openapi_docs.ASSETS,

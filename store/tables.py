@@ -438,3 +438,17 @@ class ApprovalMapping(SQLModel, table=True):
     chat_id: str = ""
     provider: str = ""  # empty: SIGNBRIDGE_DEFAULT_PROVIDER
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class ValidatedVersion(SQLModel, table=True):
+    """A signed PDF version whose every signature was validated (intact, valid, trusted, no
+    disallowed change), keyed by its SHA-256, with the reports (JSON). A later version that extends
+    it byte for byte has only its newer signatures validated (`signbridge.pdf.pades.validate_pdf_from`).
+    Only fully valid versions are recorded: a row is a proof, never a verdict to re-check."""
+
+    __tablename__ = "validated_versions"
+    sha256: str = Field(primary_key=True, max_length=64)
+    size: int
+    signatures: int
+    reports: str  # JSON list of SignatureReport fields
+    validated_at: datetime = Field(default_factory=utcnow)

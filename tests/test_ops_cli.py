@@ -410,7 +410,8 @@ def test_db_upgrade_fresh_and_create_all_sqlite(tmp_path: Path) -> None:
     older = f"sqlite:///{tmp_path / 'older.db'}"
     newer = ("chat_messages", "inbound_events", "sent_messages", "provider_links", "chat_files", "signing_links",
              "request_participants", "templates", "bulk_sends", "bulk_rows", "switches", "local_documents",
-             "approval_mappings", "organisations", "sso_tickets", "sign_codes", "provider_webhooks_seen")
+             "approval_mappings", "organisations", "sso_tickets", "sign_codes", "provider_webhooks_seen",
+             "validated_versions")
     _create_all(older, skip=newer)
     _drop_columns(older, "signing_requests", ("bulk_id", "snapshot", "certificate_sha256"))  # added later
     _drop_columns(older, "local_signers", ("org_name", "org_credit_code", "seal", "seal_kind", "seal_image_key",

@@ -27,12 +27,13 @@ import secrets
 import threading
 import unicodedata
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy.engine import Engine
 
+from connectors.esign import validated
 from connectors.esign.base import ProviderError
 from connectors.notify.base import NotifyError
 from connectors.notify.registry import CODE_MINUTES, Notifier, code_notice
@@ -40,9 +41,10 @@ from signbridge.core.models import CreateFlowInput, OpenGroupInput, Person, Prov
 from signbridge.core.settings import Settings
 from signbridge.core.signers import clean_name
 from signbridge.core.sso import SsoProof
-from signbridge.pdf.pades import default_font_path, seal_pdf, sign_pdf
+from signbridge.pdf.jobs import SealSpec, Signed, SigningFailed, SignJob, sign_job
+from signbridge.pdf.pades import ValidatedBase
 from signbridge.pdf.pki import InstallationCA
-from signbridge.pdf.seal import round_seal
+from signbridge.pdf.pool import run_job
 from store import audit
 from store.blobs import BlobNotFound, BlobStore
 from store.repos import local_flows, sign_codes
@@ -174,9 +176,13 @@ _CA_CACHE: dict[Path, InstallationCA] = {}
 _CA_LOCK = threading.Lock()
 
 
+def _ca_dir(settings: Settings) -> Path:
+    return (settings.data_dir / "ca").resolve()
+
+
 def installation_ca(settings: Settings) -> InstallationCA:
     """Loaded once per data dir (the key is read from disk, or made on first use) — call in a thread."""
-    directory = (settings.data_dir / "ca").resolve()
+    directory = _ca_dir(settings)
     with _CA_LOCK:
         ca = _CA_CACHE.get(directory)
         if ca is None:
@@ -353,48 +359,68 @@ def placement_of(document: LocalDocument, signer_id: str, kind: str = "sign") ->
     return (int(spot[0]), (float(spot[1]), float(spot[2]), float(spot[3]), float(spot[4]))) if spot else None
 
 
-def _sign_bytes(blobs: BlobStore, blob_key: str, ca: InstallationCA, signer: LocalSigner,
-                signed_at: datetime, font_path: Path | None, placement: Placed | None = None,
-                seal_placement: Placed | None = None, tz: tzinfo = UTC) -> str:
-    """CPU-heavy: runs in a thread. Returns the new version's blob key (= its SHA-256)."""
-    current = blobs.get(blob_key)
-    seal_png = _seal_image(blobs, signer, font_path) if signer.seal else None
+async def _sign_bytes(blobs: BlobStore, blob_key: str, settings: Settings, engine: Engine | None,
+                      signer: LocalSigner, signed_at: datetime, placement: Placed | None = None,
+                      seal_placement: Placed | None = None) -> str:
+    """Sign `blob_key` in the signing pool; returns the new version's blob key (= its SHA-256).
+
+    The new signatures are validated there too, on top of the version they extend, and the new
+    version recorded as validated (`connectors.esign.validated`): `finish` then has nothing left
+    to validate but what no signing page checked. Blob and database work runs in a thread, so
+    the event loop keeps answering callbacks meanwhile."""
+    job = await asyncio.to_thread(_sign_job, blobs, blob_key, settings, engine, signer, signed_at, placement,
+                                  seal_placement)
     try:
-        credential = ca.issue(signer.signer_id, signer.name, signer.email)
-        signed = sign_pdf(current, credential, signer_name=signer.name, position=signer.position,
-                          signed_at=signed_at, font_path=font_path, placement=placement, tz=tz)
-        if seal_png is not None and signer.org_name and signer.org_credit_code:
-            # The organisation's seal: a second incremental signature, by the organisation's own
-            # certificate, whose appearance is the seal.
-            signed = seal_pdf(signed, ca.issue_organisation(signer.org_name, signer.org_credit_code),
-                              org_name=signer.org_name, seal_png=seal_png, position=signer.position,
-                              signed_at=signed_at, placement=seal_placement)
-    except Exception as e:  # a name or email the certificate refuses, pyHanko's many error types
-        raise _SigningFailed(f"{type(e).__name__}: {e}") from e
-    return blobs.put(signed)
+        signed = await run_job(settings.signing_processes, sign_job, job)
+    except SigningFailed as e:
+        raise _SigningFailed(str(e)) from e
+    return await asyncio.to_thread(_keep_signed, blobs, engine, signer, signed)
 
 
-def _seal_image(blobs: BlobStore, signer: LocalSigner, font_path: Path | None) -> bytes:
-    """The organisation's uploaded seal, else a standard round red seal drawn for its name."""
-    if signer.seal_image_key:
-        return blobs.get(signer.seal_image_key)
-    return round_seal(signer.org_name or "", signer.seal_kind or "", font_path or default_font_path())
+def _sign_job(blobs: BlobStore, blob_key: str, settings: Settings, engine: Engine | None, signer: LocalSigner,
+              signed_at: datetime, placement: Placed | None, seal_placement: Placed | None) -> SignJob:
+    """What the pool needs to sign `blob_key` as `signer`: the bytes, the seal, the validated base."""
+    current = blobs.get(blob_key)
+    seal = None
+    if signer.seal and signer.org_name and signer.org_credit_code:
+        # The organisation's seal: a second incremental signature, by the organisation's own
+        # certificate, whose appearance is the uploaded seal or one drawn for its name.
+        seal = SealSpec(org_name=signer.org_name, credit_code=signer.org_credit_code,
+                        image=blobs.get(signer.seal_image_key) if signer.seal_image_key else None,
+                        kind=signer.seal_kind or "", placement=seal_placement)
+    base = None
+    if engine is not None:  # the version signed, as validated before (an unsigned original: trivially)
+        found = validated.base_for(engine, current)
+        base = found if found is not None and found.size == len(current) else \
+            ValidatedBase(size=len(current), sha256=hashlib.sha256(current).hexdigest(), reports=())
+    return SignJob(data=current, ca_dir=str(_ca_dir(settings)), signer_id=signer.signer_id, name=signer.name,
+                   email=signer.email or "", position=signer.position, signed_at=signed_at,
+                   font_path=str(settings.stamp_font) if settings.stamp_font else None, placement=placement,
+                   seal=seal, tz=settings.zone, base=base)
+
+
+def _keep_signed(blobs: BlobStore, engine: Engine | None, signer: LocalSigner, signed: Signed) -> str:
+    """Store the new version; record it as validated when its new signatures passed."""
+    key = blobs.put(signed.data)
+    if engine is not None and signed.validation is not None and not validated.record(engine, signed.data,
+                                                                                      signed.validation):
+        log.warning("the new signature on %s by %s does not validate: %s", signer.flow_id, signer.signer_id,
+                    signed.validation.reports)
+    return key
 
 
 async def _signed_version(settings: Settings, blobs: BlobStore, blob_key: str, signer: LocalSigner,
                           signed_at: datetime, placement: Placed | None = None,
-                          seal_placement: Placed | None = None) -> str:
+                          seal_placement: Placed | None = None, engine: Engine | None = None) -> str:
     """The new version's blob key, or a LinkProblem the page can show: never an exception that
     would become a 500. `prepare` dry-runs this signature, so reaching "unsignable" means a
     document or name that slipped past it (e.g. a flow started before that check existed)."""
     try:
-        ca = await asyncio.to_thread(installation_ca, settings)
-        return await asyncio.to_thread(_sign_bytes, blobs, blob_key, ca, signer, signed_at, settings.stamp_font,
-                                       placement, seal_placement, settings.zone)
+        return await _sign_bytes(blobs, blob_key, settings, engine, signer, signed_at, placement, seal_placement)
     except _SigningFailed as e:
         log.error("cannot sign %s for signer %s: %s", signer.flow_id, signer.signer_id, e)
         raise _unsignable() from e
-    except Exception as e:  # the blob store or the CA's disk: the system, which will come back
+    except Exception as e:  # the blob store, the CA's disk, signing processes that keep dying: the system
         log.exception("signing %s for signer %s failed", signer.flow_id, signer.signer_id)
         raise _unavailable() from e
 
@@ -454,8 +480,9 @@ async def sign(settings: Settings, engine: Engine, blobs: BlobStore, token: str,
         docs = local_flows.documents(engine, flow.flow_id)  # one consent signs each document
         keys = {d.position: await _signed_version(settings, blobs, d.current_blob_key, signer, now,
                                                   placement_of(d, signer.signer_id),
-                                                  placement_of(d, signer.signer_id, "seal")) for d in docs}
-        new_key = keys[0] if docs else await _signed_version(settings, blobs, flow.current_blob_key, signer, now)
+                                                  placement_of(d, signer.signer_id, "seal"), engine) for d in docs}
+        new_key = keys[0] if docs else await _signed_version(settings, blobs, flow.current_blob_key, signer, now,
+                                                             engine=engine)
         row = _commit_signature(engine, signer, hsh, version, new_key, now, ip, user_agent, keys, verification)
         if row is not None:
             break

@@ -140,6 +140,15 @@ class Settings(BaseSettings, Timing):
     stamp_font: Path | None = Field(default=None, description="TTF/OTF used for visible stamps (needs CJK)")
     # The signers' time zone (IANA name): signature stamps and the signing page's deadline show it.
     timezone: str = "Asia/Shanghai"
+    # PAdES signing and validation run in a pool of this many processes per API / worker process
+    # (`signbridge.pdf.pool`): empty = one per core; 0 = in a thread of the process itself.
+    signing_processes: int | None = Field(default=None, ge=0)
+
+    @field_validator("signing_processes", mode="before")
+    @classmethod
+    def _empty_is_per_core(cls, v: object) -> object:
+        """`SIGNBRIDGE_SIGNING_PROCESSES=` (as .env.example shows it) means the default, one per core."""
+        return None if isinstance(v, str) and not v.strip() else v
 
     @field_validator("timezone")
     @classmethod

@@ -60,6 +60,10 @@ class DocumentProblem(ValueError):
         self.message = message
         self.found = found
 
+    def __reduce__(self) -> tuple[type[DocumentProblem], tuple[str, str, tuple[str, ...]]]:
+        """Pickles whole: `check_pdf` runs in the signing pool and raises this back across processes."""
+        return (DocumentProblem, (self.code, self.message, self.found))
+
 
 def _megabytes(n: int) -> str:
     """The limit in MB as people write it: "20", "0.5"."""

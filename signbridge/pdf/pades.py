@@ -12,8 +12,10 @@ call them from a worker thread, never directly on an event loop.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
+import hashlib
 import importlib.resources
 import textwrap
 import threading
@@ -32,9 +34,15 @@ from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.pdf_utils.text import TextBoxStyle
 from pyhanko.pdf_utils.writer import BasePdfFileWriter
 from pyhanko.sign import fields, signers
-from pyhanko.sign.diff_analysis import SuspiciousModification
+from pyhanko.sign.diff_analysis import (
+    DEFAULT_DIFF_POLICY,
+    DiffResult,
+    ModificationLevel,
+    SuspiciousModification,
+)
 from pyhanko.sign.signers.pdf_signer import PdfSigningSession
 from pyhanko.sign.validation import validate_pdf_signature
+from pyhanko.sign.validation.pdf_embedded import EmbeddedPdfSignature
 from pyhanko.stamp import BaseStampStyle, TextStampStyle
 from pyhanko_certvalidator import ValidationContext
 
@@ -340,6 +348,34 @@ def stamp_time(moment: dt.datetime, tz: dt.tzinfo) -> str:
     return f"{local.strftime('%Y-%m-%d %H:%M')} {zone}"
 
 
+# What a CMS signature holds besides certificates and the signature value: the SignedData and
+# SignerInfo wrappers, algorithm identifiers, the signed attributes (content type, message digest,
+# signing time, CMS algorithm protection) and the SignBridge reason; measured at ~600 bytes.
+CMS_OVERHEAD = 1536
+
+
+def reserved_bytes(signer: signers.Signer) -> int:
+    """Room for the signature container (/Contents, hex: two characters a byte) without the dry
+    run pyHanko otherwise makes to measure it, which costs a whole extra signature.
+
+    The container's size is known from what goes in it: every certificate sent along (the
+    signer's and the registry's chain), the issuer's name twice more (the SignerInfo's issuer
+    and serial, PAdES's signing-certificate-v2 attribute), the signature value (an RSA modulus,
+    or an ECDSA pair of two integers), plus the fixed CMS overhead and a safety margin of a
+    quarter. Unused room is zero padding that validators ignore.
+    """
+    cert = signer.signing_cert
+    if cert is None:
+        raise ValueError("a signer without a certificate cannot size its signature")
+    chain = {c.dump() for c in signer.cert_registry} | {cert.dump()}
+    issuer = len(cert.issuer.dump())
+    key = cert.public_key
+    bits = key.bit_size
+    value = bits // 8 + 16 if key.algorithm == "rsa" else 2 * (bits // 8 + 8) + 8
+    der = sum(len(c) for c in chain) + 2 * issuer + value + CMS_OVERHEAD
+    return 2 * (der + der // 4)
+
+
 def sign_pdf(
     data: bytes,
     credential: SignerCredential,
@@ -351,6 +387,7 @@ def sign_pdf(
     font_path: Path | None = None,
     placement: tuple[int, tuple[float, float, float, float]] | None = None,
     tz: dt.tzinfo = dt.UTC,
+    reserve: bool = True,
 ) -> bytes:
     """Append a PAdES signature by `credential` in stamp slot `position` on the last page, or
     at `placement` (0-based page, rectangle) — a template's signature field or beside an anchor.
@@ -361,6 +398,7 @@ def sign_pdf(
     (the signers' local time: "2026-12-05 17:49 UTC+8"); the signature's /Name holds the name
     too, and its /M the exact instant. The field is
     f"Signature{position}" unless the document already has a signed field of that name.
+    `reserve=False` lets pyHanko size the container with a dry-run signature (the bench compares).
     """
     signed_at = signed_at if signed_at.tzinfo else signed_at.replace(tzinfo=dt.UTC)
     writer, on_page, box = _target(data, placement, lambda page: free_stamp_box(
@@ -394,6 +432,7 @@ def sign_pdf(
     out = pdf_signer.sign_pdf(
         writer,
         appearance_text_params=text_params,
+        bytes_reserved=reserved_bytes(credential.signer) if reserve else None,
     )
     signed: bytes = out.getvalue()
     return signed
@@ -451,8 +490,27 @@ def seal_pdf(
     pdf_signer = _TimedPdfSigner(meta, credential.signer, stamp_style=style,
                                  new_field_spec=fields.SigFieldSpec(field_name, on_page=on_page, box=box),
                                  signing_time=signed_at)
-    signed: bytes = pdf_signer.sign_pdf(writer).getvalue()
+    signed: bytes = pdf_signer.sign_pdf(writer, bytes_reserved=reserved_bytes(credential.signer)).getvalue()
     return signed
+
+
+def _report(sig: EmbeddedPdfSignature, context: ValidationContext) -> SignatureReport:
+    status = validate_pdf_signature(sig, context)
+    modification_ok = bool(status.docmdp_ok) and not isinstance(status.diff_result, SuspiciousModification)
+    return SignatureReport(
+        field_name=sig.field_name,
+        signer_name=subject_full_name(status.signing_cert),
+        intact=status.intact,
+        valid=status.valid,
+        trusted=status.trusted,
+        coverage=status.coverage.name if status.coverage is not None else "UNKNOWN",
+        modification_ok=modification_ok,
+        signed_at=status.signer_reported_dt,
+    )
+
+
+def _context(trust_roots: list[asn1_x509.Certificate]) -> ValidationContext:
+    return ValidationContext(trust_roots=list(trust_roots), allow_fetching=False, revocation_mode="soft-fail")
 
 
 def validate_pdf(data: bytes, trust_roots: list[asn1_x509.Certificate]) -> list[SignatureReport]:
@@ -461,27 +519,89 @@ def validate_pdf(data: bytes, trust_roots: list[asn1_x509.Certificate]) -> list[
     No revocation fetching (allow_fetching=False, soft-fail): our own certificates carry no
     CRL/OCSP pointers, and the worker has no internet access anyway.
     """
+    return validate_pdf_from(data, trust_roots, None).reports
+
+
+@dataclass(frozen=True)
+class ValidatedBase:
+    """A version validated before: its length, SHA-256 and the reports of its signatures, all of
+    which were intact, valid, trusted and without disallowed changes (only such versions are kept)."""
+
+    size: int
+    sha256: str
+    reports: tuple[SignatureReport, ...]
+
+
+@dataclass(frozen=True)
+class Validation:
+    """Reports for every signature of a file (file order), and which of them were verified now.
+
+    `checked` names the signatures whose cryptography and revisions were validated in this call;
+    the others' reports come from `base` (the validated version the file extends), re-judged
+    only for what the later revisions changed."""
+
+    reports: list[SignatureReport]
+    checked: tuple[str, ...]
+    base_sha256: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(r.intact and r.valid and r.trusted and r.modification_ok for r in self.reports)
+
+
+def _signed_end(sig: EmbeddedPdfSignature) -> int:
+    """Where the bytes a signature covers end (the end of the revision it was made in)."""
+    byte_range = sig.sig_object["/ByteRange"]
+    return int(byte_range[2]) + int(byte_range[3])
+
+
+def validate_pdf_from(data: bytes, trust_roots: list[asn1_x509.Certificate],
+                      base: ValidatedBase | None) -> Validation:
+    """Validate `data`; when it extends `base` byte for byte, only what changed since.
+
+    Extending means: `data` starts with exactly the `base.size` bytes whose SHA-256 is
+    `base.sha256`, the signatures inside that prefix are the ones `base` reports (same fields,
+    same order), and none of them restricts later changes with a DocMDP or FieldMDP lock (those
+    are judged per signature: the full validation does it). Then:
+
+    - each signature after the prefix is validated completely (its cryptography, its chain to
+      `trust_roots`, the revisions after it);
+    - the earlier signatures are not recomputed: their bytes are the validated prefix, so
+      their digests still match, and one diff analysis of the revisions after the prefix (the
+      same rules pyHanko applies for each of them) says whether what was added is allowed.
+
+    Anything else gets the full validation of every signature.
+    """
     reader = PdfFileReader(BytesIO(data), strict=False)
-    context = ValidationContext(
-        trust_roots=list(trust_roots), allow_fetching=False, revocation_mode="soft-fail"
-    )
-    reports = []
+    context = _context(trust_roots)
     embedded = sorted(reader.embedded_regular_signatures, key=lambda s: s.signed_revision)
-    for sig in embedded:
-        status = validate_pdf_signature(sig, context)
-        modification_ok = bool(status.docmdp_ok) and not isinstance(
-            status.diff_result, SuspiciousModification
-        )
-        reports.append(
-            SignatureReport(
-                field_name=sig.field_name,
-                signer_name=subject_full_name(status.signing_cert),
-                intact=status.intact,
-                valid=status.valid,
-                trusted=status.trusted,
-                coverage=status.coverage.name if status.coverage is not None else "UNKNOWN",
-                modification_ok=modification_ok,
-                signed_at=status.signer_reported_dt,
-            )
-        )
-    return reports
+    earlier = _extends(data, embedded, base)
+    if base is None or earlier is None:
+        reports = [_report(sig, context) for sig in embedded]
+        return Validation(reports, tuple(sig.field_name for sig in embedded))
+    newer = embedded[len(earlier):]
+    reports = [_report(sig, context) for sig in newer]
+    later_ok = True
+    if earlier and len(data) > base.size:
+        prefix_revisions = PdfFileReader(BytesIO(data[:base.size]), strict=False).xrefs.total_revisions
+        diff = DEFAULT_DIFF_POLICY.review_file(reader, prefix_revisions - 1)
+        later_ok = isinstance(diff, DiffResult) and diff.modification_level != ModificationLevel.OTHER
+    coverage = "ENTIRE_FILE" if len(data) == base.size else "ENTIRE_REVISION"
+    kept = [dataclasses.replace(r, coverage=coverage if r.coverage == "ENTIRE_FILE" else r.coverage,
+                                modification_ok=r.modification_ok and later_ok) for r in base.reports]
+    return Validation([*kept, *reports], tuple(sig.field_name for sig in newer), base.sha256)
+
+
+def _extends(data: bytes, embedded: list[EmbeddedPdfSignature],
+             base: ValidatedBase | None) -> list[EmbeddedPdfSignature] | None:
+    """The signatures inside `base`'s prefix, if `data` extends `base` as `validate_pdf_from` needs."""
+    if base is None or len(data) < base.size or hashlib.sha256(data[:base.size]).hexdigest() != base.sha256:
+        return None
+    earlier = [sig for sig in embedded if _signed_end(sig) <= base.size]
+    if [sig.field_name for sig in earlier] != [r.field_name for r in base.reports]:
+        return None
+    if any(embedded[i] is not sig for i, sig in enumerate(earlier)):
+        return None  # a signature inside the prefix after one outside it: not an extension
+    if any(sig.docmdp_level is not None or sig.fieldmdp is not None for sig in earlier):
+        return None
+    return earlier
