@@ -114,6 +114,12 @@ APPROVAL_RETRY_CAP = timedelta(hours=1)
 # Once every signature is in, a certificate of completion is issued (from the database) and
 # delivered with the signed files.
 PATCH_CERTIFICATE = "certificate-2026-12"
+# One marker for every patch above: a flow started with it takes all of them without recording
+# a marker each (and, with each marker, an upsert of TemporalChangeVersion: two history events per
+# patch in every new flow), and issues its certificate of completion as a local activity (one
+# marker instead of three events and a workflow task). Asked first thing in `run`, so every flow
+# started before it replays (and carries on) with the markers it recorded.
+PATCH_BASELINE = "baseline-2026-12"
 # A signer who left the company is found (a departure signal, or the directory asked by the
 # reminder's own `send_link`, whose answer is then DEPARTED), flagged on the card, and can be
 # replaced (`replace` update) by the initiator or an operator. No patch: existing histories carry
@@ -216,6 +222,7 @@ class SigningWorkflow:
         self.replace_requests: list[ActionInput] = []
         self.departed_news = False  # a signer was flagged departed: publish the card and tell the initiator
         self.told_departed: set[str] = set()  # whose departure the initiator was told about
+        self.baseline = False  # PATCH_BASELINE, asked first thing in `run`
 
     # ---- run ------------------------------------------------------------------------------
 
@@ -224,7 +231,8 @@ class SigningWorkflow:
         # From the workflow's own clock (a starter's clock may differ). New flows write it
         # with their first status upsert instead of an upsert event of its own.
         self.deadline = workflow.now() + req.timing.deadline
-        self.deadline_upserted = not workflow.patched(PATCH_LOCAL_CHAT)
+        self.baseline = workflow.patched(PATCH_BASELINE)
+        self.deadline_upserted = not self._patched(PATCH_LOCAL_CHAT)
         if self.deadline_upserted:
             self._upsert([SA_DEADLINE.value_set(self.deadline)])
         try:
@@ -265,7 +273,7 @@ class SigningWorkflow:
     def _reads_approval(self) -> bool:
         """A platform's approval names its documents and signers only in its form: read it first."""
         approval = self.req.approval
-        return approval is not None and not approval.self_contained and workflow.patched(PATCH_APPROVALS)
+        return approval is not None and not approval.self_contained and self._patched(PATCH_APPROVALS)
 
     def _take_approval(self, content: ApprovalContent) -> None:
         """The approval's documents, signers and title become the request's; its initiator too, and
@@ -286,7 +294,7 @@ class SigningWorkflow:
         outage only delays it: tries are spaced out, doubling, up to `APPROVAL_RETRY_CAP` apart; a
         refusal by the platform is recorded in the audit trail by the activity, which then gives up."""
         approval = self.req.approval
-        if approval is None or not workflow.patched(PATCH_APPROVALS):
+        if approval is None or not self._patched(PATCH_APPROVALS):
             return
         arg = ApprovalResultInput(
             request_id=self.req.request_id, approval=approval, chat_platform=self.req.chat.platform,
@@ -460,7 +468,7 @@ class SigningWorkflow:
                 for s in self.signers:
                     if s.status != "signed":
                         s.status, s.signed_at, changed = "signed", event.occurred_at, True
-            elif event.kind == "locked" and signer and signer.status == "notified" and workflow.patched(
+            elif event.kind == "locked" and signer and signer.status == "notified" and self._patched(
                     PATCH_SIGN_CODES):
                 signer.locked_until = datetime.fromisoformat(event.reason) if event.reason else None
                 locked = True
@@ -495,7 +503,7 @@ class SigningWorkflow:
         )
         signed = DocumentInfo.model_validate(finished.model_dump(exclude={"documents"}))
         self.signed_document, self.signed_documents = signed, finished.documents
-        certificate = await self._certify() if workflow.patched(PATCH_CERTIFICATE) else None
+        certificate = await self._certify() if self._patched(PATCH_CERTIFICATE) else None
         await self._step("send signed file", "send_file",
                          FileMessageInput(request_id=self.req.request_id, chat=self.req.chat, document=signed,
                                           documents=finished.documents, cc=self.req.cc, certificate=certificate,
@@ -514,7 +522,7 @@ class SigningWorkflow:
         A refusal ends the flow DECLINED with the keeper's reason."""
         in_group = {s.person.id for s in self.signers if s.group == group}
         asked = [a for a in self.seal_approvals if a.signer_id in in_group and a.status == "waiting"]
-        if not asked or not workflow.patched(PATCH_SEAL_APPROVAL):
+        if not asked or not self._patched(PATCH_SEAL_APPROVAL):
             return
         for a in asked:
             a.status = "pending"
@@ -756,7 +764,7 @@ class SigningWorkflow:
         scheduled = (self.last_activity_at or now) + self._poll_interval()
         if scheduled > other_wakes and now < scheduled:
             return scheduled  # not before the next wake-up anyway: both rules set the same timer
-        if not workflow.patched(PATCH_QUIET_WAITS):
+        if not self._patched(PATCH_QUIET_WAITS):
             return scheduled
         if (self.req.provider in DURABLE_DELIVERY_PROVIDERS or self.webhooks_confirmed
                 or self.quiet_polls >= self.req.timing.max_quiet_polls):
@@ -767,7 +775,7 @@ class SigningWorkflow:
         """At the deadline, before expiring: one last poll, so a signature whose event was lost on the
         way (a webhook the provider gave up on, a relay behind) still completes the flow. True when
         the provider's state shows every signer signed; the flow then finishes instead of expiring."""
-        if self.deadline_polled or not workflow.patched(PATCH_QUIET_WAITS):
+        if self.deadline_polled or not self._patched(PATCH_QUIET_WAITS):
             return False
         self.deadline_polled = True
         if not await self._poll(best_effort=True):
@@ -783,7 +791,7 @@ class SigningWorkflow:
         self.last_activity_at = workflow.now()
         ref = ProviderFlowRef(request_id=self.req.request_id, provider=self.req.provider, flow_id=self.flow_id)
         events: list[ProviderEvent]
-        if workflow.patched(PATCH_QUIET_WAITS):
+        if self._patched(PATCH_QUIET_WAITS):
             polled: PollResult
             if best_effort:
                 try:
@@ -943,13 +951,18 @@ class SigningWorkflow:
             seal_approvals=self.seal_approvals,
         )
 
+    def _patched(self, patch: str) -> bool:
+        """`workflow.patched(patch)`, except that a flow started with PATCH_BASELINE has them all
+        and records no marker for each."""
+        return self.baseline or workflow.patched(patch)
+
     def _fewer_publishes(self) -> bool:
         """PATCH_LOCAL_CHAT includes PATCH_FEWER_PUBLISHES: new flows record one marker, not two."""
-        return workflow.patched(PATCH_LOCAL_CHAT) or workflow.patched(PATCH_FEWER_PUBLISHES)
+        return self._patched(PATCH_LOCAL_CHAT) or self._patched(PATCH_FEWER_PUBLISHES)
 
     def _heals(self) -> bool:
         """Asked where a step failed: flows recorded before PATCH_SELF_HEALING replay as they ran."""
-        return workflow.patched(PATCH_SELF_HEALING)
+        return self._patched(PATCH_SELF_HEALING)
 
     def _where(self, text: str) -> None:
         """Where the flow is, in words (the Temporal UI's current details; `workflows.details`)."""
@@ -1011,7 +1024,7 @@ class SigningWorkflow:
         """A bulk send's row tells its parent (`BulkSendWorkflow`) that its links are out or that it
         ended; the parent bounds how many rows start at once and keeps the bulk's card."""
         parent = workflow.info().parent
-        if self.req.bulk_id is None or parent is None or not workflow.patched(PATCH_BULK_ROWS):
+        if self.req.bulk_id is None or parent is None or not self._patched(PATCH_BULK_ROWS):
             return
         try:
             await workflow.get_external_workflow_handle(parent.workflow_id).signal(
@@ -1036,7 +1049,8 @@ class SigningWorkflow:
         provider's task queue, rate-limited to its API quota.
         """
         window = self.req.timing.step_retry_window
-        local = name in LOCAL_ACTIVITIES and workflow.patched(PATCH_LOCAL_CHAT)
+        local = (name in LOCAL_ACTIVITIES or (name == "certify" and self.baseline)) and self._patched(
+            PATCH_LOCAL_CHAT)
         # Local activities get as many tries as fit in the window rather than a schedule-to-close
         # timeout: one that times out reports "Activity timed out" instead of the chat's error.
         counted = local and not attempts and self._heals()
@@ -1058,7 +1072,7 @@ class SigningWorkflow:
         if local:
             return await workflow.execute_local_activity(  # type: ignore[no-any-return]
                 name, arg, local_retry_threshold=LOCAL_RETRY_THRESHOLD, **options)
-        if name in PROVIDER_ACTIVITIES and workflow.patched(PATCH_LOCAL_CHAT):
+        if name in PROVIDER_ACTIVITIES and self._patched(PATCH_LOCAL_CHAT):
             options["task_queue"] = provider_task_queue(workflow.info().task_queue, self.req.provider)
         # The worker's activities heartbeat (`activities.heartbeat`): a killed worker's attempt is
         # retried elsewhere within this, not after the start-to-close timeout.
