@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import ack, card, cost, e2e, signing, waiting
+from bench import ack, card, cost, e2e, scale, signing, waiting
 from bench.common import Stack, TimedSink, api_process, make_settings, target, worker_process
 from bench.report import Results, machine, save_results, write_report
 from tests.temporal_servers import dev_server
@@ -43,7 +43,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="also measure row 4's RSS with the worker's sticky cache capped at this many flows "
                         "(default 60; 0 to skip)")
     p.add_argument("--sign-iterations", type=int, default=None, help="signatures per key type (default 10)")
-    p.add_argument("--rows", default="1,2,3,4,5,6", help="which rows to run, comma separated")
+    p.add_argument("--scale-flows", type=int, default=None,
+                   help="flows per configuration in the scale-out row, 1+1 and 2+2 processes (default 60)")
+    p.add_argument("--rows", default="1,2,3,4,5,6,7", help="which rows to run, comma separated")
     p.add_argument("--results", type=Path, default=RESULTS,
                    help=f"where the raw results are saved after every row (default {RESULTS}); "
                         "`python -m bench.report` renders them again")
@@ -67,6 +69,7 @@ async def main(args: argparse.Namespace, command: str = "python -m bench.run") -
         "waiting_flows": args.waiting_flows or (20 if q else 300),
         "sign_iterations": args.sign_iterations or (2 if q else 10),
         "capped_cache": args.capped_cache if args.capped_cache is not None else (5 if q else 60),
+        "scale_flows": args.scale_flows or (4 if q else 60),
     }
     p = res.params
     with tempfile.TemporaryDirectory(prefix="signbridge-bench-") as tmp:
@@ -81,6 +84,10 @@ async def main(args: argparse.Namespace, command: str = "python -m bench.run") -
             save()
         if rows & {1, 2, 4, 5}:
             await _dev_rows(res, rows, root, _log, save)
+        if 7 in rows:
+            _log(f"row 7: scale-out, {p['scale_flows']} flows on 1 worker + 1 API, then on 2 + 2 (own dev server)")
+            res.scale = await scale.run(root / "scale", p["scale_flows"], warmup_per_api=1 if q else 2, log=_log)
+            save()
     res.finished = time.time()
     save()
     return res
