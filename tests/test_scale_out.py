@@ -1,0 +1,94 @@
+"""Two worker processes and two API processes against one Temporal server handle each flow once.
+
+Temporal hands every workflow and activity task to one poller, and SignBridge's steps are
+idempotent besides; what could still go wrong is SignBridge's own: two API processes racing on
+the built-in provider's rows, two workers racing on the shared data dir (CA, tables, blobs), a
+chat message sent by both. The first test runs the scale-out bench row's 2 + 2 configuration
+(`bench.scale.run_config`: real worker and API subprocesses, real PAdES, the verifying chat
+sink) on a few flows and requires every check of that row to hold, with both workers and both
+API processes doing part of the work. The second shows that those checks do catch a flow handled
+twice, so "no problems" means something.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.client import WorkflowHistory
+from temporalio.testing import WorkflowEnvironment
+
+from bench.common import SECRET, TimedSink, target
+from bench.scale import Evidence, check_audit, check_history, check_pdf, check_sink, run_config
+
+HISTORY = Path(__file__).parent / "histories" / "serial-two-signers.json"
+
+
+async def test_two_workers_and_two_apis_complete_every_flow_once(dev_env: WorkflowEnvironment,
+                                                                  tmp_path: Path) -> None:
+    with TimedSink(SECRET) as sink:
+        run = await run_config(dev_env.client, target(dev_env), sink, tmp_path, workers=2, apis=2, n=4,
+                               warmup_per_api=1, log=lambda _msg: None)
+    ev = run.evidence
+    assert run.completed == 4 and ev.flows == 6 and ev.completed == 6, ev.problems
+    assert ev.problem_count == 0 and ev.clean, ev.problems
+    assert ev.signatures == 12 and ev.signer_signed == 12 and ev.workflow_signed == 12 and ev.signals == 12
+    assert ev.links == 12 and ev.signed_files == 6 and ev.duplicate_keys == 0 and ev.retried == 0
+    tasks = run.tasks_per_worker()
+    assert len(tasks) == 2 and all(t > 0 for t in tasks), ev.tasks_by_worker  # both workers took part
+    assert sum(tasks) == sum(ev.tasks_by_worker.values())  # and no task was started by anyone else
+    assert run.signs_by_api == [4, 4]  # the timed flows' signatures, half through each API process
+
+
+def _history() -> list[HistoryEvent]:
+    return list(WorkflowHistory.from_json("wf", HISTORY.read_text()).events)
+
+
+def _first(events: list[HistoryEvent], kind: int, marker: str | None = None) -> HistoryEvent:
+    return next(e for e in events if e.event_type == kind
+                and (marker is None or e.marker_recorded_event_attributes.marker_name == marker))
+
+
+def test_the_checks_catch_a_flow_handled_twice() -> None:
+    clean = Evidence()
+    check_history("wf", _history(), 2, clean)
+    assert clean.problem_count == 0 and clean.signals == 2 and clean.activities > 0, clean.problems
+
+    events = _history()
+    _first(events, EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED).activity_task_started_event_attributes.attempt = 2
+    local = _first(events, EventType.EVENT_TYPE_MARKER_RECORDED, "core_local_activity")
+    payload = local.marker_recorded_event_attributes.details["data"].payloads[0]
+    payload.data = json.dumps({**json.loads(payload.data), "attempt": 3}).encode()
+    signal = _first(events, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED)
+    events.insert(events.index(signal) + 1, signal)  # the same provider event delivered twice
+    ev = Evidence()
+    check_history("wf", events, 2, ev)
+    assert ev.retried == 2 and ev.signals == 3 and ev.problem_count == 3, ev.problems
+
+    link: dict[str, Any] = {"type": "message", "to": "u-1", "sign_url": "http://x/sign/t", "idempotency_key": "wf:l"}
+    other: dict[str, Any] = {"type": "message", "to": "u-2", "sign_url": "http://x/sign/u", "idempotency_key": "wf:m"}
+    signed: dict[str, Any] = {"type": "file", "kind": "signed", "to": None, "idempotency_key": "wf:f"}
+    card: dict[str, Any] = {"type": "card.upsert", "card_key": "wf", "idempotency_key": "wf:card:1"}
+    fine = Evidence()
+    check_sink("wf", [card, link, other, signed], ["u-1", "u-2"], fine)
+    assert fine.problem_count == 0, fine.problems
+    twice = Evidence()
+    check_sink("wf", [card, link, link, other, signed, signed], ["u-1", "u-2"], twice)
+    assert twice.duplicate_keys == 2 and twice.problem_count == 3, twice.problems  # keys; two links; two files
+
+    class Row:
+        def __init__(self, action: str, actor: str) -> None:
+            self.action, self.actor = action, actor
+
+    audit = Evidence()
+    check_audit("wf", [Row("signer.signed", "u-1"), Row("signer.signed", "u-1"), Row("signer.signed", "u-2"),
+                       Row("workflow.signed_event", "u-1"), Row("workflow.signed_event", "u-2")], ["u-1", "u-2"], audit)
+    assert audit.problem_count == 1 and "2 `signer.signed` audit events for u-1" in audit.problems[0]
+
+    pdf = Evidence()
+    check_pdf("wf", ["李四", "王五", "王五"], True, ["李四", "王五"], pdf)
+    check_pdf("wf", ["李四", "王五"], False, ["李四", "王五"], pdf)
+    assert pdf.problem_count == 2
