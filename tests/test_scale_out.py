@@ -92,3 +92,43 @@ def test_the_checks_catch_a_flow_handled_twice() -> None:
     check_pdf("wf", ["李四", "王五", "王五"], True, ["李四", "王五"], pdf)
     check_pdf("wf", ["李四", "王五"], False, ["李四", "王五"], pdf)
     assert pdf.problem_count == 2
+
+
+def _run(workers: int, per_second: float, problems: list[str], busy: float) -> Any:
+    from bench.scale import CpuUse, ScaleRun
+
+    ev = Evidence(flows=10, completed=10, signatures=20, signer_signed=20, workflow_signed=20, signals=20,
+                  sink_messages=70, links=20, signed_files=10, activities=120,
+                  tasks_by_worker={f"{100 + i}@host": 50 for i in range(workers)})
+    for text in problems:
+        ev.problem(text)
+    cpu = CpuUse(wall=10.0, cores=2, workers=busy * 8, apis=busy * 4, bench=0.5, temporal=busy * 6, machine=busy * 20)
+    return ScaleRun(workers=workers, apis=workers, flows=8, warmup=2 * workers, seconds=8 / per_second, completed=8,
+                    cpu=cpu, evidence=ev, worker_pids=[100 + i for i in range(workers)],
+                    signs_by_api=[16 // workers] * workers)
+
+
+def test_row_7_reports_throughput_the_checks_and_why_it_did_not_grow(tmp_path: Path) -> None:
+    """The report's row 7: both configurations, the checks, and a verdict that follows the numbers."""
+    from bench.report import Results, load_results, save_results, write_report
+    from bench.scale import ScaleResult
+
+    flat = Results(quick=False, started=0.0, machine={},
+                   scale=ScaleResult(_run(1, 2.0, [], 0.95), _run(2, 2.1, [], 1.0)))
+    save_results(flat, tmp_path / "r.pickle")
+    text = write_report(load_results(tmp_path / "r.pickle"))
+    assert "## 7. Scale-out: two workers and two API processes" in text
+    assert "| 2 + 2 | 2 | 2 | 8/8 | 3.8 | 2.10 | 100% |" in text
+    assert "| tasks started per worker process (workflow + activity) | every worker takes part | 50 | 50 + 50 |" in text
+    target = next(line for line in text.splitlines() if "throughput grows" in line)
+    assert "(1.05×)" in target and "**missed**" in target
+    assert "no flow handled twice | 20 flows checked, 0 problems (row 7) | met |" in text
+    assert "Throughput did not grow (1.05×): 1 + 1 already kept 95% of the 2 cores busy" in text
+
+    grew = Results(quick=False, started=0.0, machine={},
+                   scale=ScaleResult(_run(1, 2.0, [], 0.5), _run(2, 3.0, ["wf: 2 link messages to u-1"], 0.9)))
+    text = write_report(grew)
+    assert "Throughput grew 1.50× with twice the processes" in text
+    assert "throughput grows (≥ 1.1× 1 + 1) | 3.00 vs 2.00 flows/s (1.50×) | met |" in text
+    assert "20 flows checked, 1 problems (row 7) | **missed** |" in text
+    assert "- wf: 2 link messages to u-1" in text  # the problem is listed under its configuration
