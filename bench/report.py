@@ -508,8 +508,9 @@ def _scale_target(r: Results, w: Any) -> None:
     one, two = sc.single, sc.multi
     problems = one.evidence.problem_count + two.evidence.problem_count
     clean = one.evidence.clean and two.evidence.clean
+    retries = one.evidence.retry_count + two.evidence.retry_count
     w(f"| 2 workers + 2 API processes: no flow handled twice | {two.evidence.flows + one.evidence.flows} flows "
-      f"checked, {problems} problems (row 7) | {_ok(clean)} |")
+      f"checked, {problems} problems, {retries} retries (row 7) | {_ok(clean)} |")
     w(f"| 2 workers + 2 API processes: throughput grows (≥ {SCALE_GROWTH}× 1 + 1) | {_f(two.per_second, 2)} vs "
       f"{_f(one.per_second, 2)} flows/s ({_ratio(two.per_second, one.per_second)}) | {_ok(_scale_grew(r))} |")
 
@@ -560,6 +561,15 @@ def _scale_notes(r: Results) -> list[str]:
                      + "; ".join(f"{run.workers} + {run.apis}: {run.evidence.problem_count} problems" for run in bad)
                      + ", listed in section 7). That is a bug, not a capacity limit: the listed flow's history and "
                      "the chat sink show which step ran twice.")
+    retried = [run for run in (sc.single, sc.multi) if run.evidence.retry_count]
+    if retried:
+        notes.append("**Scale-out: some steps ran more than once without changing any outcome** ("
+                     + "; ".join(f"{run.workers} + {run.apis}: {run.evidence.retry_count} retries" for run in retried)
+                     + "). No outcome changed, but each retry is work done twice, and a workflow task that "
+                     "timed out runs its local activities (card, link) again. Section 7 lists each retry with the "
+                     "cause Temporal recorded (a heartbeat or workflow task timeout means a process did not "
+                     "answer in time: look at the machine's load there, and at blocking calls on the worker's "
+                     "event loop).")
     if not _scale_grew(r):
         notes.append(f"**Scale-out throughput: 2 workers + 2 API processes made "
                      f"{_ratio(sc.multi.per_second, sc.single.per_second)} the flows/s of 1 + 1** (target: "
@@ -600,10 +610,14 @@ def _scale_out(r: Results, w: Any) -> None:
     w("")
     w(_scale_why(r) + "\n")
     w("**No flow handled twice.** Checked after the timed part, over every flow of each configuration "
-      "(warm-up included): the workflow history (one close event, COMPLETED; one signal per signer; every "
-      "activity, regular and local, at its first attempt; no workflow task or activity failed or timed out; "
-      "which worker identity started each task), the final PDF (validated against the installation CA), "
-      "the audit trail, and every message the chat sink accepted.\n")
+      "(warm-up included): the workflow history (one close event, COMPLETED; one signal per signer; which "
+      "worker identity started each task), the final PDF (validated against the installation CA), the audit "
+      "trail, and every message the chat sink accepted (links and signed files counted per idempotency key). "
+      "A *problem* is an outcome that a flow handled twice would leave (a second signature, signed event, "
+      "link or signed file; a flow not COMPLETED once). A *retry* changes no outcome but is work done twice: "
+      "an activity or local activity not done at its first attempt, a workflow task that failed or timed out, "
+      "a message posted again under the same idempotency key (the webhook IM protocol asks the receiver to act "
+      "on a key once; this sink counts every delivery).\n")
     w("| check | expected | 1 + 1 | 2 + 2 |\n| --- | --- | --- | --- |")
 
     def row(check: str, expected: str, cell: Any) -> None:
@@ -615,28 +629,30 @@ def _scale_out(r: Results, w: Any) -> None:
     row("`signer.signed` / `workflow.signed_event` audit events", "1 per signer each",
         lambda x: f"{x.evidence.signer_signed} / {x.evidence.workflow_signed}")
     row("provider signals in the histories", "1 per signer", lambda x: x.evidence.signals)
-    row("messages accepted at the chat sink / idempotency keys accepted twice", "0 twice",
+    row("messages accepted at the chat sink / idempotency keys accepted twice (retries)", "0 twice",
         lambda x: f"{x.evidence.sink_messages} / {x.evidence.duplicate_keys}")
     row("link messages / signed files posted to the chat", "1 per signer / 1 per flow",
         lambda x: f"{x.evidence.links} / {x.evidence.signed_files}")
-    row("activities run (regular + local) / not at their first attempt", "0 retried",
+    row("activities run (regular + local) / not at their first attempt (retries)", "0",
         lambda x: f"{x.evidence.activities} / {x.evidence.retried}")
-    row("workflow tasks or activities failed or timed out", "0", lambda x: x.evidence.task_trouble)
+    row("workflow tasks or activities failed or timed out (retries)", "0", lambda x: x.evidence.task_trouble)
     row("tasks started per worker process (workflow + activity)", "every worker takes part",
         lambda x: " + ".join(str(t) for t in x.tasks_per_worker()))
     row("signing-page POSTs per API process (timed part)", "spread", lambda x: " + ".join(map(str, x.signs_by_api)))
-    row("problems found", "0", lambda x: x.evidence.problem_count)
+    row("problems (a flow handled twice) / retries", "0 / 0",
+        lambda x: f"{x.evidence.problem_count} / {x.evidence.retry_count}")
     w("")
     w("A workflow's tasks stay with the worker that ran its first one (Temporal's sticky queue, while that "
       "worker keeps it cached), so workflow tasks split by flow; activities go to whichever worker polls "
       "first. An uneven split is expected; a worker with 0 tasks would mean it did not take part.\n")
     for run in (one, two):
-        if run.evidence.problems:
-            w(f"Problems with {run.workers} + {run.apis} ({run.evidence.problem_count}; the first "
-              f"{len(run.evidence.problems)}):\n")
-            for text in run.evidence.problems:
-                w(f"- {text}")
-            w("")
+        for kind, count, texts in (("Problems", run.evidence.problem_count, run.evidence.problems),
+                                   ("Retries", run.evidence.retry_count, run.evidence.retries)):
+            if texts:
+                w(f"{kind} with {run.workers} + {run.apis} ({count}; the first {len(texts)}):\n")
+                for text in texts:
+                    w(f"- {text}")
+                w("")
 
 
 def save_results(r: Results, path: Path) -> None:

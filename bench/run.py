@@ -44,7 +44,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                         "(default 60; 0 to skip)")
     p.add_argument("--sign-iterations", type=int, default=None, help="signatures per key type (default 10)")
     p.add_argument("--scale-flows", type=int, default=None,
-                   help="flows per configuration in the scale-out row, 1+1 and 2+2 processes (default 60)")
+                   help="flows per configuration in the scale-out row, 1+1 and 2+2 processes (default 40)")
     p.add_argument("--rows", default="1,2,3,4,5,6,7", help="which rows to run, comma separated")
     p.add_argument("--results", type=Path, default=RESULTS,
                    help=f"where the raw results are saved after every row (default {RESULTS}); "
@@ -69,7 +69,7 @@ async def main(args: argparse.Namespace, command: str = "python -m bench.run") -
         "waiting_flows": args.waiting_flows or (20 if q else 300),
         "sign_iterations": args.sign_iterations or (2 if q else 10),
         "capped_cache": args.capped_cache if args.capped_cache is not None else (5 if q else 60),
-        "scale_flows": args.scale_flows or (4 if q else 60),
+        "scale_flows": args.scale_flows or (4 if q else 40),
     }
     p = res.params
     with tempfile.TemporaryDirectory(prefix="signbridge-bench-") as tmp:

@@ -14,11 +14,12 @@ process loads the CA and cuts the stamp font's subset), but they are checked lik
 Throughput alone says nothing about correctness, so after the timed part every flow is checked
 for being handled twice (`check_flows`): one COMPLETED close each, two valid signatures by the
 two signers in the final PDF, one `signer.signed` and one `workflow.signed_event` audit event per
-signer, one signal per signer, every chat message and card accepted at the sink once per
-idempotency key (one link per signer, one signed file), every activity — regular and local —
-done at its first attempt, and no workflow task that failed or timed out. The histories also say
-which worker process ran each task (the worker's identity is `pid@host`), which shows that both
-workers took part.
+signer, one signal per signer, one link per signer and one signed file in the chat (counted per
+idempotency key). Repeats that change no outcome are counted apart, as retries, with their
+cause: an activity or local activity not done at its first attempt, a workflow task that failed
+or timed out, a message the sink accepted twice under the same idempotency key. The histories
+also say which worker process ran each task (the worker's identity is `pid@host`), which shows
+that both workers took part.
 
 Where the CPU went during the timed part is measured from /proc (each process tree's user +
 system time, and the whole machine's busy time), so a ratio that does not grow says why.
@@ -188,7 +189,14 @@ class _CpuMeter:
 
 @dataclass
 class Evidence:
-    """What the checks found over every flow of one configuration; `problems` empty = clean."""
+    """What the checks found over every flow of one configuration.
+
+    `problems` are outcomes a flow handled twice (or not at all) would leave: a flow not COMPLETED
+    once, a signer with two signatures, signed events or links, a second signed file. `retries`
+    are repeats that change no outcome: an activity that ran again after an attempt failed or
+    timed out, a workflow task that timed out, a message posted again with the same idempotency
+    key (a receiver acts on a key once, as the webhook IM protocol asks). Clean = no problems.
+    """
 
     flows: int = 0
     completed: int = 0
@@ -197,20 +205,27 @@ class Evidence:
     workflow_signed: int = 0  # `workflow.signed_event` audit events (the workflow took the signature)
     signals: int = 0
     sink_messages: int = 0
-    duplicate_keys: int = 0  # idempotency keys accepted more than once at the sink
-    links: int = 0
-    signed_files: int = 0
+    duplicate_keys: int = 0  # idempotency keys accepted more than once at the sink (a retry)
+    links: int = 0  # link messages, one per idempotency key
+    signed_files: int = 0  # signed-file messages, one per idempotency key
     activities: int = 0  # regular + local activity executions in the histories
     retried: int = 0  # of which not done at their first attempt
     task_trouble: int = 0  # workflow tasks failed/timed out, activities failed/timed out
     tasks_by_worker: dict[str, int] = field(default_factory=dict)  # identity → workflow + activity tasks
     problems: list[str] = field(default_factory=list)
     problem_count: int = 0
+    retries: list[str] = field(default_factory=list)
+    retry_count: int = 0
 
     def problem(self, text: str) -> None:
         self.problem_count += 1
         if len(self.problems) < MAX_PROBLEMS:
             self.problems.append(text)
+
+    def retry(self, text: str) -> None:
+        self.retry_count += 1
+        if len(self.retries) < MAX_PROBLEMS:
+            self.retries.append(text)
 
     @property
     def clean(self) -> bool:
@@ -247,10 +262,13 @@ def check_history(rid: str, events: list[Any], signers: int, ev: Evidence) -> No
     for kind, what in _TASK_TROUBLE.items():
         if kinds[kind]:
             ev.task_trouble += kinds[kind]
-            ev.problem(f"{rid}: {what} ×{kinds[kind]}")
+            ev.retry(f"{rid}: {what} ×{kinds[kind]} ({_trouble_detail(events, kind)})")
+    scheduled: dict[int, str] = {}
     for e in events:
         identity = ""
-        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED:
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            scheduled[e.event_id] = e.activity_task_scheduled_event_attributes.activity_type.name
+        elif e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED:
             identity = e.workflow_task_started_event_attributes.identity
         elif e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
             a = e.activity_task_started_event_attributes
@@ -258,32 +276,51 @@ def check_history(rid: str, events: list[Any], signers: int, ev: Evidence) -> No
             ev.activities += 1
             if a.attempt != 1:
                 ev.retried += 1
-                ev.problem(f"{rid}: activity (event {a.scheduled_event_id}) ran at attempt {a.attempt}")
+                why = a.last_failure.message[:300] if a.HasField("last_failure") else "?"
+                ev.retry(f"{rid}: activity {scheduled.get(a.scheduled_event_id, '?')} ran at attempt {a.attempt} "
+                           f"(the attempt before failed: {why})")
         elif e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
             local = _marker_attempt(e)
             if local:
                 ev.activities += 1
                 if local[1] != 1:
                     ev.retried += 1
-                    ev.problem(f"{rid}: local activity {local[0]} ran at attempt {local[1]}")
+                    ev.retry(f"{rid}: local activity {local[0]} ran at attempt {local[1]}")
         if identity:
             ev.tasks_by_worker[identity] = ev.tasks_by_worker.get(identity, 0) + 1
 
 
+def _trouble_detail(events: list[Any], kind: int) -> str:
+    """Why the first such event happened: a workflow task's timeout type, an activity's failure."""
+    from temporalio.api.enums.v1 import TimeoutType
+
+    e = next(e for e in events if e.event_type == kind)
+    if kind == EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT:
+        return TimeoutType.Name(e.workflow_task_timed_out_event_attributes.timeout_type)
+    if kind == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
+        return e.workflow_task_failed_event_attributes.failure.message[:300]
+    if kind == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED:
+        return e.activity_task_failed_event_attributes.failure.message[:300]
+    return TimeoutType.Name(e.activity_task_timed_out_event_attributes.timeout_type)
+
+
 def check_sink(rid: str, messages: list[dict[str, Any]], signer_ids: list[str], ev: Evidence) -> None:
-    """Every message accepted once per idempotency key; one link per signer; one signed file; one card."""
+    """One link per signer, one signed file, one card (each counted once per idempotency key); a
+    key accepted more than once is a retry."""
     ev.sink_messages += len(messages)
     keys = Counter(str(m.get("idempotency_key")) for m in messages)
     twice = {k: c for k, c in keys.items() if c > 1}
     if twice:
         ev.duplicate_keys += len(twice)
-        ev.problem(f"{rid}: idempotency keys posted more than once: {sorted(twice.items())[:3]}")
+        ev.retry(f"{rid}: posted again with the same idempotency key: {sorted(twice.items())[:3]}")
     for sid in signer_ids:
-        links = [m for m in messages if m.get("type") == "message" and m.get("to") == sid and m.get("sign_url")]
+        links = {str(m.get("idempotency_key")) for m in messages
+                 if m.get("type") == "message" and m.get("to") == sid and m.get("sign_url")}
         ev.links += len(links)
         if len(links) != 1:
             ev.problem(f"{rid}: {len(links)} link messages to {sid}")
-    files = [m for m in messages if m.get("type") == "file" and m.get("kind") == "signed" and not m.get("to")]
+    files = {str(m.get("idempotency_key")) for m in messages
+             if m.get("type") == "file" and m.get("kind") == "signed" and not m.get("to")}
     ev.signed_files += len(files)
     if len(files) != 1:
         ev.problem(f"{rid}: {len(files)} signed files posted to the chat")
@@ -449,7 +486,7 @@ async def run_config(client: Client, target: str, sink: TimedSink, root: Path, w
                        worker_pids=[p.pid for p in worker_procs], signs_by_api=signs)
     log(f"  {workers} worker(s) + {apis} API(s): {run.completed}/{n} in {seconds:.1f} s = "
         f"{run.per_second:.2f} flows/s; machine {cpu.share(cpu.machine):.0%} busy; "
-        f"{evidence.problem_count} problems; tasks per worker {run.tasks_per_worker()}")
+        f"{evidence.problem_count} problems, {evidence.retry_count} retries; tasks per worker {run.tasks_per_worker()}")
     return run
 
 
