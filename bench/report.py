@@ -530,8 +530,9 @@ def _scale_why(r: Results) -> str:
     noisy = (f" Other work on the machine took up to {busy_else:.0%} of the cores during the timed parts, so "
              "these figures understate what the processes do on a machine of their own." if busy_else > 0.1 else "")
     pools = max([*one.cpu.worker_tree, *one.cpu.api_tree, 1])
-    pool = (f" Each SignBridge process had up to {pools - 1} helper process(es) of its own (a signing pool), "
-            "so even 1 + 1 can use every core." if pools > 1 else "")
+    pool = (f" Each SignBridge process had up to {pools - 1} child process(es) of its own (its signing pool and "
+            "multiprocessing's helpers; their CPU counts with their parent), so even 1 + 1 can use every core."
+            if pools > 1 else "")
     if _scale_grew(r):
         return (f"Throughput grew {_ratio(two.per_second, one.per_second)} with twice the processes. With 1 + 1 "
                 f"the timed part kept {_cpu_sentence(one.cpu)}; with 2 + 2, {_cpu_sentence(two.cpu)}." + pool
