@@ -591,10 +591,12 @@ def _scale_out(r: Results, w: Any) -> None:
       "process and 1 API process, then by 2 worker processes and 2 API processes (separate processes, "
       "separate ports; flow i signs through API i mod 2; both workers poll the same task queues). Each "
       "configuration runs against one Temporal dev server started for this row and its own SQLite data "
-      f"dir shared by its processes. {one.warmup} and {two.warmup} warm-up flows ({one.warmup // one.apis} "
-      "per API process: the first signature in a process loads the CA and the stamp font) run first, "
-      "untimed, and are checked like the rest. CPU is read from /proc for each process tree and for the "
-      "whole machine, over the timed part.\n")
+      "dir shared by its processes. "
+      + (f"{one.warmup} and {two.warmup} warm-up flows ({one.warmup // one.apis} per API process: the first "
+         "signature in a process loads the CA and the stamp font) run first, untimed, and are checked like "
+         "the rest. " if one.warmup else "No warm-up flows (quick mode): the timed part includes each "
+         "process's first signature. ")
+      + "CPU is read from /proc for each process tree and for the whole machine, over the timed part.\n")
     w("| | worker processes | API processes | completed | wall time (s) | flows/s | machine CPU busy |")
     w("| --- | --- | --- | --- | --- | --- | --- |")
     for name, run in (("1 + 1", one), ("2 + 2", two)):

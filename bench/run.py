@@ -86,7 +86,7 @@ async def main(args: argparse.Namespace, command: str = "python -m bench.run") -
             await _dev_rows(res, rows, root, _log, save)
         if 7 in rows:
             _log(f"row 7: scale-out, {p['scale_flows']} flows on 1 worker + 1 API, then on 2 + 2 (own dev server)")
-            res.scale = await scale.run(root / "scale", p["scale_flows"], warmup_per_api=1 if q else 2, log=_log)
+            res.scale = await scale.run(root / "scale", p["scale_flows"], warmup_per_api=0 if q else 2, log=_log)
             save()
     res.finished = time.time()
     save()

@@ -458,6 +458,42 @@ def _prepare_data_dir(settings: Settings) -> None:
     contract_key(settings)
 
 
+async def _until_polling(client: Client, queue: str, pids: list[int], timeout: float = 120) -> None:
+    """Wait until every worker process polls the queue for workflow and activity tasks (Temporal
+    lists its pollers by identity, `pid@host`), so each one can take part from the first flow."""
+    from temporalio.api.enums.v1 import TaskQueueType
+    from temporalio.api.taskqueue.v1 import TaskQueue
+    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+
+    wanted = {str(pid) for pid in pids}
+    end = time.monotonic() + timeout
+    while True:
+        seen: list[set[str]] = []
+        for kind in (TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY):
+            resp = await client.workflow_service.describe_task_queue(DescribeTaskQueueRequest(
+                namespace=client.namespace, task_queue=TaskQueue(name=queue), task_queue_type=kind))
+            seen.append({p.identity.split("@", 1)[0] for p in resp.pollers})
+        if all(wanted <= s for s in seen):
+            return
+        if time.monotonic() > end:
+            raise RuntimeError(f"worker processes {sorted(wanted)} not all polling {queue} after {timeout:.0f} s")
+        await asyncio.sleep(0.2)
+
+
+async def _start_apis(procs: ExitStack, stacks: list[Stack]) -> list[str]:
+    """Start the API processes side by side (each waits until it is healthy) and leave their stopping
+    to `procs`; the data dir was prepared before, so they do not race to create it."""
+    cms = [api_process(s) for s in stacks]
+    started = await asyncio.gather(*(asyncio.to_thread(cm.__enter__) for cm in cms), return_exceptions=True)
+    for cm, got in zip(cms, started, strict=True):
+        if not isinstance(got, BaseException):
+            procs.push(cm)
+    failed = [got for got in started if isinstance(got, BaseException)]
+    if failed:
+        raise failed[0]
+    return [str(u) for u in started]
+
+
 async def run_config(client: Client, target: str, sink: TimedSink, root: Path, workers: int, apis: int, n: int,
                      warmup_per_api: int = WARMUP_PER_API, log: Any = print) -> ScaleRun:
     """Start the processes, warm each API up, time `n` flows, check every flow, stop the processes."""
@@ -466,9 +502,10 @@ async def run_config(client: Client, target: str, sink: TimedSink, root: Path, w
     await asyncio.to_thread(_prepare_data_dir, settings)
     signs = [0] * apis
     with ExitStack() as procs:
-        urls = [procs.enter_context(api_process(s)) for s in stacks]  # one after the other: each healthy first
+        urls = await _start_apis(procs, stacks)
         apis_at = api_pids(urls)
         worker_procs = [procs.enter_context(worker_process(stacks[0])) for _ in range(workers)]
+        await _until_polling(client, settings.task_queue, [p.pid for p in worker_procs])
         async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=400)) as http:
             warm = await _drive(client, settings, sink, http, urls, warmup_per_api * apis, f"scw{workers}", signs)
             signs[:] = [0] * apis
