@@ -528,7 +528,11 @@ def _scale_why(r: Results) -> str:
     one, two = sc.single, sc.multi
     busy_else = max(one.cpu.share(one.cpu.other), two.cpu.share(two.cpu.other))
     noisy = (f" Other work on the machine took up to {busy_else:.0%} of the cores during the timed parts, so "
-             "these figures understate what the processes do on a machine of their own." if busy_else > 0.1 else "")
+             "these figures understate what the processes do on a machine of their own"
+             + (f", and it differed between the two runs ({one.cpu.share(one.cpu.other):.0%} vs "
+                f"{two.cpu.share(two.cpu.other):.0%}), so the ratio reflects that as much as the processes"
+                if abs(one.cpu.share(one.cpu.other) - two.cpu.share(two.cpu.other)) > 0.1 else "")
+             + "." if busy_else > 0.1 else "")
     pools = max([*one.cpu.worker_tree, *one.cpu.api_tree, 1])
     pool = (f" Each SignBridge process had up to {pools - 1} child process(es) of its own (its signing pool and "
             "multiprocessing's helpers; their CPU counts with their parent), so even 1 + 1 can use every core."
