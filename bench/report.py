@@ -36,6 +36,7 @@ class Results:
     waiting_capped: Any = None
     card: Any = None
     signing: list[Any] = field(default_factory=list)
+    scale: Any = None  # row 7, bench.scale.ScaleResult
     # Row 4 at the issue's 10,000 flows, from a run of its own (it alone takes about an hour here);
     # attached by `python -m bench.report --full-scale`, never measured by the run above.
     full_scale: Any = None
@@ -161,6 +162,7 @@ def write_report(r: Results) -> str:
     _waiting(r, w)
     _card(r, w)
     _signing(r, w)
+    _scale_out(r, w)
     return "\n".join(out) + "\n"
 
 
@@ -198,6 +200,7 @@ def _targets(r: Results, w: Any) -> None:
     if r.card:
         w(f"| signal-to-card p99 ≤ 300 ms at low load | {_f(r.card.p('sb', 99))} ms | "
           f"{_ok(r.card.p('sb', 99) <= 300)} |")
+    _scale_target(r, w)
     w("")
 
 
@@ -279,6 +282,7 @@ def _findings(r: Results, w: Any) -> None:
     if r.card and r.card.p("sb", 99) > 300:
         notes.append("**Signal-to-card p99 is above 300 ms.** The card is posted by the `publish` activity after "
                      "a workflow task; look at the worker's activity slots and the sink's latency.")
+    notes.extend(_scale_notes(r))
     if not notes:
         return
     w("## Missed targets: why, and what would fix them\n")
@@ -524,6 +528,178 @@ def _signing(r: Results, w: Any) -> None:
           f"{_ratio(pool.pool_per_second, pool.thread_per_second)} |")
         w(f"| one thread (`SIGNBRIDGE_SIGNING_PROCESSES=0`) | {_f(pool.thread_per_second)} | 1.00× |")
         w("")
+
+
+# ---- row 7: scale-out (bench/scale.py) --------------------------------------------------------
+
+SCALE_GROWTH = 1.1  # "grows": at least 10 % more flows/s with twice the processes, beyond run-to-run noise
+
+
+def _scale_grew(r: Results) -> bool:
+    return bool(r.scale) and r.scale.ratio >= SCALE_GROWTH
+
+
+def _scale_target(r: Results, w: Any) -> None:
+    sc = r.scale
+    if not sc:
+        return
+    one, two = sc.single, sc.multi
+    problems = one.evidence.problem_count + two.evidence.problem_count
+    clean = one.evidence.clean and two.evidence.clean
+    retries = one.evidence.retry_count + two.evidence.retry_count
+    w(f"| 2 workers + 2 API processes: no flow handled twice | {two.evidence.flows + one.evidence.flows} flows "
+      f"checked, {problems} problems, {retries} retries (row 7) | {_ok(clean)} |")
+    w(f"| 2 workers + 2 API processes: throughput grows (≥ {SCALE_GROWTH}× 1 + 1) | {_f(two.per_second, 2)} vs "
+      f"{_f(one.per_second, 2)} flows/s ({_ratio(two.per_second, one.per_second)}) | {_ok(_scale_grew(r))} |")
+
+
+def _cpu_sentence(cpu: Any) -> str:
+    return (f"{cpu.share(cpu.machine):.0%} of the {cpu.cores} cores busy: workers {cpu.share(cpu.workers):.0%}, "
+            f"API processes {cpu.share(cpu.apis):.0%}, the Temporal dev server {cpu.share(cpu.temporal):.0%}, "
+            f"the bench's load generator and chat sink {cpu.share(cpu.bench):.0%}, anything else on the machine "
+            f"{cpu.share(cpu.other):.0%}")
+
+
+def _scale_why(r: Results) -> str:
+    """Why the throughput did or did not grow, from where the CPU went (measured, row 7)."""
+    sc = r.scale
+    one, two = sc.single, sc.multi
+    busy_else = max(one.cpu.share(one.cpu.other), two.cpu.share(two.cpu.other))
+    noisy = (f" Other work on the machine took up to {busy_else:.0%} of the cores during the timed parts, so "
+             "these figures understate what the processes do on a machine of their own"
+             + (f", and it differed between the two runs ({one.cpu.share(one.cpu.other):.0%} vs "
+                f"{two.cpu.share(two.cpu.other):.0%}), so the ratio reflects that as much as the processes"
+                if abs(one.cpu.share(one.cpu.other) - two.cpu.share(two.cpu.other)) > 0.1 else "")
+             + "." if busy_else > 0.1 else "")
+    pools = max([*one.cpu.worker_tree, *one.cpu.api_tree, 1])
+    pool = (f" Each SignBridge process had up to {pools - 1} child process(es) of its own (its signing pool and "
+            "multiprocessing's helpers; their CPU counts with their parent), so even 1 + 1 can use every core."
+            if pools > 1 else "")
+    if _scale_grew(r):
+        return (f"Throughput grew {_ratio(two.per_second, one.per_second)} with twice the processes. With 1 + 1 "
+                f"the timed part kept {_cpu_sentence(one.cpu)}; with 2 + 2, {_cpu_sentence(two.cpu)}." + pool
+                + noisy)
+    b1 = one.cpu.share(one.cpu.machine)
+    if b1 >= 0.8:
+        return (f"Throughput did not grow ({_ratio(two.per_second, one.per_second)}): 1 + 1 already kept "
+                f"{_cpu_sentence(one.cpu)}; with 2 + 2, {_cpu_sentence(two.cpu)}.{pool} A second worker and "
+                "API process on the same machine add no core, only more processes sharing the same ones. "
+                "Throughput grows with processes where they get cores of their own: a machine with more cores "
+                "than the processes use, or workers and API processes on separate hosts (docs/deployment.md). "
+                "Whether a flow was handled twice does not depend on cores: "
+                + ("the checks held in both configurations (section 7)." if one.evidence.clean and two.evidence.clean
+                   else "the checks found problems, listed in section 7.") + noisy)
+    return (f"Throughput did not grow ({_ratio(two.per_second, one.per_second)}) although the cores were not "
+            f"saturated: 1 + 1 kept {_cpu_sentence(one.cpu)}; 2 + 2, {_cpu_sentence(two.cpu)}.{pool} So CPU "
+            "was not what bounded this load: with every flow started at once, each flow's steps wait on round "
+            "trips through the one Temporal dev server, which more SignBridge processes do not shorten." + noisy)
+
+
+def _scale_notes(r: Results) -> list[str]:
+    sc = r.scale
+    if not sc:
+        return []
+    notes = []
+    bad = [run for run in (sc.single, sc.multi) if not run.evidence.clean]
+    if bad:
+        notes.append("**Scale-out: a flow was handled twice or did not complete** ("
+                     + "; ".join(f"{run.workers} + {run.apis}: {run.evidence.problem_count} problems" for run in bad)
+                     + ", listed in section 7). That is a bug, not a capacity limit: the listed flow's history and "
+                     "the chat sink show which step ran twice.")
+    retried = [run for run in (sc.single, sc.multi) if run.evidence.retry_count]
+    if retried:
+        notes.append("**Scale-out: some steps ran more than once without changing any outcome** ("
+                     + "; ".join(f"{run.workers} + {run.apis}: {run.evidence.retry_count} retries" for run in retried)
+                     + "). No outcome changed, but each retry is work done twice, and a workflow task that "
+                     "timed out runs its local activities (card, link) again. Section 7 lists each retry with the "
+                     "cause Temporal recorded (a heartbeat or workflow task timeout means a process did not "
+                     "answer in time: look at the machine's load there, and at blocking calls on the worker's "
+                     "event loop).")
+    if not _scale_grew(r):
+        notes.append(f"**Scale-out throughput: 2 workers + 2 API processes made "
+                     f"{_ratio(sc.multi.per_second, sc.single.per_second)} the flows/s of 1 + 1** (target: "
+                     f"≥ {SCALE_GROWTH}×). " + _scale_why(r))
+    return notes
+
+
+def _scale_out(r: Results, w: Any) -> None:
+    sc = r.scale
+    if not sc:
+        return
+    one, two = sc.single, sc.multi
+    w("## 7. Scale-out: two workers and two API processes\n")
+    w(f"The load of row 2 — {one.flows} two-signer serial flows started at once, each signer signing on the "
+      "built-in provider's page as soon as the link reaches the chat sink — completed first by 1 worker "
+      "process and 1 API process, then by 2 worker processes and 2 API processes (separate processes, "
+      "separate ports; flow i signs through API i mod 2; both workers poll the same task queues). Each "
+      "configuration runs against one Temporal dev server started for this row and its own SQLite data "
+      "dir shared by its processes. "
+      + (f"{one.warmup} and {two.warmup} warm-up flows ({one.warmup // one.apis} per API process: the first "
+         "signature in a process loads the CA and the stamp font) run first, untimed, and are checked like "
+         "the rest. " if one.warmup else "No warm-up flows (quick mode): the timed part includes each "
+         "process's first signature. ")
+      + "CPU is read from /proc for each process tree and for the whole machine, over the timed part.\n")
+    w("| | worker processes | API processes | completed | wall time (s) | flows/s | machine CPU busy |")
+    w("| --- | --- | --- | --- | --- | --- | --- |")
+    for name, run in (("1 + 1", one), ("2 + 2", two)):
+        w(f"| {name} | {run.workers} | {run.apis} | {run.completed}/{run.flows} | {_f(run.seconds)} | "
+          f"{_f(run.per_second, 2)} | {run.cpu.share(run.cpu.machine):.0%} |")
+    w(f"| ratio | | | | | {_ratio(two.per_second, one.per_second)} | |")
+    w("")
+    w("Where the CPU went during the timed part (CPU seconds; share of cores × wall time):\n")
+    w("| | workers | API processes | Temporal dev server | bench (load generator + chat sink) | anything else "
+      "| machine |")
+    w("| --- | --- | --- | --- | --- | --- | --- |")
+    for name, run in (("1 + 1", one), ("2 + 2", two)):
+        c = run.cpu
+        w(f"| {name} | " + " | ".join(f"{_f(x)} s ({c.share(x):.0%})" for x in
+                                      (c.workers, c.apis, c.temporal, c.bench, c.other, c.machine)) + " |")
+    w("")
+    w(_scale_why(r) + "\n")
+    w("**No flow handled twice.** Checked after the timed part, over every flow of each configuration "
+      "(warm-up included): the workflow history (one close event, COMPLETED; one signal per signer; which "
+      "worker identity started each task), the final PDF (validated against the installation CA), the audit "
+      "trail, and every message the chat sink accepted (links and signed files counted per idempotency key). "
+      "A *problem* is an outcome that a flow handled twice would leave (a second signature, signed event, "
+      "link or signed file; a flow not COMPLETED once). A *retry* changes no outcome but is work done twice: "
+      "an activity or local activity not done at its first attempt, a workflow task that failed or timed out, "
+      "a message posted again under the same idempotency key (the webhook IM protocol asks the receiver to act "
+      "on a key once; this sink counts every delivery).\n")
+    w("| check | expected | 1 + 1 | 2 + 2 |\n| --- | --- | --- | --- |")
+
+    def row(check: str, expected: str, cell: Any) -> None:
+        w(f"| {check} | {expected} | {cell(one)} | {cell(two)} |")
+
+    row("flows checked / COMPLETED once", "all", lambda x: f"{x.evidence.flows} / {x.evidence.completed}")
+    row("valid signatures in the final PDFs, by the flow's own signers", "2 per flow",
+        lambda x: x.evidence.signatures)
+    row("`signer.signed` / `workflow.signed_event` audit events", "1 per signer each",
+        lambda x: f"{x.evidence.signer_signed} / {x.evidence.workflow_signed}")
+    row("provider signals in the histories", "1 per signer", lambda x: x.evidence.signals)
+    row("messages accepted at the chat sink / idempotency keys accepted twice (retries)", "0 twice",
+        lambda x: f"{x.evidence.sink_messages} / {x.evidence.duplicate_keys}")
+    row("link messages / signed files posted to the chat", "1 per signer / 1 per flow",
+        lambda x: f"{x.evidence.links} / {x.evidence.signed_files}")
+    row("activities run (regular + local) / not at their first attempt (retries)", "0",
+        lambda x: f"{x.evidence.activities} / {x.evidence.retried}")
+    row("workflow tasks or activities failed or timed out (retries)", "0", lambda x: x.evidence.task_trouble)
+    row("tasks started per worker process (workflow + activity)", "every worker takes part",
+        lambda x: " + ".join(str(t) for t in x.tasks_per_worker()))
+    row("signing-page POSTs per API process (timed part)", "spread", lambda x: " + ".join(map(str, x.signs_by_api)))
+    row("problems (a flow handled twice) / retries", "0 / 0",
+        lambda x: f"{x.evidence.problem_count} / {x.evidence.retry_count}")
+    w("")
+    w("A workflow's tasks stay with the worker that ran its first one (Temporal's sticky queue, while that "
+      "worker keeps it cached), so workflow tasks split by flow; activities go to whichever worker polls "
+      "first. An uneven split is expected; a worker with 0 tasks would mean it did not take part.\n")
+    for run in (one, two):
+        for kind, count, texts in (("Problems", run.evidence.problem_count, run.evidence.problems),
+                                   ("Retries", run.evidence.retry_count, run.evidence.retries)):
+            if texts:
+                w(f"{kind} with {run.workers} + {run.apis} ({count}; the first {len(texts)}):\n")
+                for text in texts:
+                    w(f"- {text}")
+                w("")
 
 
 def save_results(r: Results, path: Path) -> None:

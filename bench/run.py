@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import ack, card, cost, e2e, signing, waiting
+from bench import ack, card, cost, e2e, scale, signing, waiting
 from bench.common import Stack, TimedSink, api_process, make_settings, target, worker_process
 from bench.report import Results, machine, save_results, write_report
 from tests.temporal_servers import dev_server
@@ -36,6 +36,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ack-seconds", type=float, default=None, help="duration of each callback rate (default 30)")
     p.add_argument("--rates", default="25,50,100", help="callback rates per second, comma separated")
     p.add_argument("--e2e-flows", type=int, default=None, help="flows in the throughput row (default 30)")
+    p.add_argument("--scale-flows", type=int, default=None,
+                   help="flows per configuration in the scale-out row, 1+1 and 2+2 processes (default 40)")
     p.add_argument("--card-samples", type=int, default=None, help="samples in the signal-to-card row (default 30)")
     p.add_argument("--waiting-flows", type=int, default=None,
                    help="flows waiting at once in the scale row (default 300; the issue asks 10,000)")
@@ -43,7 +45,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="also measure row 4's RSS with the worker's sticky cache capped at this many flows "
                         "(default 60; 0 to skip)")
     p.add_argument("--sign-iterations", type=int, default=None, help="signatures per key type (default 10)")
-    p.add_argument("--rows", default="1,2,3,4,5,6", help="which rows to run, comma separated")
+    p.add_argument("--rows", default="1,2,3,4,5,6,7", help="which rows to run, comma separated")
     p.add_argument("--results", type=Path, default=RESULTS,
                    help=f"where the raw results are saved after every row (default {RESULTS}); "
                         "`python -m bench.report` renders them again")
@@ -64,6 +66,7 @@ async def main(args: argparse.Namespace, command: str = "python -m bench.run") -
         "rates": [float(r) for r in args.rates.split(",")],
         "e2e_flows": args.e2e_flows or (4 if q else 30),
         "card_samples": args.card_samples or (3 if q else 30),
+        "scale_flows": args.scale_flows or (4 if q else 40),
         "waiting_flows": args.waiting_flows or (20 if q else 300),
         "sign_iterations": args.sign_iterations or (2 if q else 10),
         "capped_cache": args.capped_cache if args.capped_cache is not None else (5 if q else 60),
@@ -81,6 +84,10 @@ async def main(args: argparse.Namespace, command: str = "python -m bench.run") -
             save()
         if rows & {1, 2, 4, 5}:
             await _dev_rows(res, rows, root, _log, save)
+        if 7 in rows:
+            _log(f"row 7: scale-out, {p['scale_flows']} flows on 1 worker + 1 API, then on 2 + 2 (own dev server)")
+            res.scale = await scale.run(root / "scale", p["scale_flows"], warmup_per_api=0 if q else 2, log=_log)
+            save()
     res.finished = time.time()
     save()
     return res
