@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from sqlalchemy.engine import Engine
@@ -102,8 +103,20 @@ class Intake:
 
     async def start_from_command(self, event: ChatEvent, rules: Rules) -> Outcome:
         """A message: its files are kept for later commands; a sign command starts a flow, with the
-        problem set when it cannot go ahead (the flow says why in the chat and ends REJECTED)."""
-        self._remember_files(event)
+        problem set when it cannot go ahead (the flow says why in the chat and ends REJECTED).
+
+        Keeping the files is a database write (with SQLite, a commit that waits for the disk): it
+        runs in a thread, alongside the parse and the start, and is done before the answer goes
+        out. On the event loop it stalled every callback in flight for the length of an fsync or
+        a WAL checkpoint — the p99 spikes of docs/benchmarks.md section 1."""
+        remembering = self._remember_files(event)
+        try:
+            return await self._from_command(event, rules)
+        finally:
+            if remembering is not None:
+                await remembering
+
+    async def _from_command(self, event: ChatEvent, rules: Rules) -> Outcome:
         bot = event.bot_name or self.settings.bot_name or commands.DEFAULT_BOT_NAME
         words = options.search_words(event.text, bot)
         if words is not None:
@@ -124,7 +137,7 @@ class Intake:
             parsed, problem = None, problem or e.message
         if parsed is None and problem is None:
             return Ignored("not a command")  # its files, if any, are kept for a later command
-        if (reason := self.pause.reason()) is not None:
+        if (reason := await self.pause.current()) is not None:
             return await self._reply(event, rules, kind="paused", reason=reason)
         if parsed is not None and parsed.bulk:
             return await self._bulk_from_command(event, parsed, problem, rules)
@@ -205,7 +218,7 @@ class Intake:
             chat = ChatRef(platform=event.platform, tenant=event.tenant, chat_id=mapping.chat_id or initiator.id,
                            chat_kind="group" if mapping.chat_id else "direct", source_event_id=source)
             provider = mapping.provider or provider
-        if (reason := self.pause.reason()) is not None:
+        if (reason := await self.pause.current()) is not None:
             arg = ChatReplyInput(chat=chat, to=initiator, kind="paused", reason=reason)
             return await temporal_calls.start_reply(self.client, arg, f"reply:{event.platform}:{event.tenant}:"
                                                     f"{source}", self.settings.task_queue, rules.deadline.accept)
@@ -287,11 +300,14 @@ class Intake:
         """A request built elsewhere (the REST API): the same start, the same outcomes."""
         return await temporal_calls.start(self.client, req, self.settings.task_queue, deadline.accept)
 
-    def _remember_files(self, event: ChatEvent) -> None:
-        if event.files:
-            chat_files.remember(self.engine, platform=event.platform, tenant=event.tenant, chat_id=event.chat_id,
-                                sender_id=event.sender.id, message_id=event.message,
-                                files=[chat_files.Posted(f.name, f.url, f.sha256) for f in event.files])
+    def _remember_files(self, event: ChatEvent) -> asyncio.Future[None] | None:
+        """The message's files stored for later commands, in a thread (see `start_from_command`)."""
+        if not event.files:
+            return None
+        return asyncio.ensure_future(asyncio.to_thread(
+            chat_files.remember, self.engine, platform=event.platform, tenant=event.tenant, chat_id=event.chat_id,
+            sender_id=event.sender.id, message_id=event.message,
+            files=[chat_files.Posted(f.name, f.url, f.sha256) for f in event.files]))
 
     def _documents(self, event: ChatEvent, rules: Rules) -> tuple[list[DocumentSource], bool]:
         """The files of the message, else of the message it replies to, else the sender's latest

@@ -7,6 +7,7 @@ Only new requests are turned away: flows already running carry on, and `/readyz`
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from sqlalchemy.engine import Engine
@@ -28,4 +29,11 @@ class PauseSwitch:
             row = switches.get(self.engine, switches.PAUSE)
             self._reason = (row.reason or "—") if row is not None and row.on else None
             self._read_at = now
+        return self._reason
+
+    async def current(self) -> str | None:
+        """`reason()` for the event loop: the re-read, when due, runs in a thread, so a database busy
+        with a checkpoint delays this callback only, not every other one in flight."""
+        if time.monotonic() - self._read_at >= self.ttl:
+            await asyncio.to_thread(self.reason)
         return self._reason
