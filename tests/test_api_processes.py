@@ -27,7 +27,8 @@ from signbridge.core.settings import Settings
 from tests.sim.servers import free_port
 
 SECRET = "test-webhook-secret"
-CALLBACKS = 60
+CALLBACKS = 20
+MAX_CALLBACKS = 400
 
 
 def _children(pid: int) -> set[int]:
@@ -48,7 +49,7 @@ def _answered_by_pid(folder: Path) -> Counter[int]:
     for path in folder.glob("counter_*.db"):
         pid = int(path.stem.split("_")[1])
         for key, value, *_ in MmapedDict.read_all_values_from_file(str(path)):
-            metric, sample, labels, *_ = json.loads(key)
+            _metric, sample, labels, *_ = json.loads(key)
             if (sample == "signbridge_http_requests_total" and labels.get("route") == "/im/webhook/events"
                     and labels.get("status") == "202"):
                 counts[pid] += int(value)
@@ -69,8 +70,9 @@ async def test_two_api_processes_both_answer_callbacks_and_metrics_add_up(
                 "SIGNBRIDGE_TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
                 "SIGNBRIDGE_TASK_QUEUE": settings.task_queue + "-nobody", "SIGNBRIDGE_API_PROCESSES": "2"})
     port = free_port()
+    log = settings.data_dir.parent / "api.log"  # uvicorn's own lines: a replaced process says so
     proc = subprocess.Popen([sys.executable, "-m", "signbridge.cli.main", "api", "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=log.open("wb"))
     base = f"http://127.0.0.1:{port}"
     try:
         # a new connection per request, so the kernel hands them to whichever process accepts first
@@ -82,7 +84,7 @@ async def test_two_api_processes_both_answer_callbacks_and_metrics_add_up(
                         break
                 except httpx.HTTPError:
                     pass
-                assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+                assert proc.poll() is None, log.read_text()[-2000:]
                 await asyncio.sleep(0.1)
             workers = _children(proc.pid)
             assert len(workers) >= 2, workers
@@ -93,16 +95,22 @@ async def test_two_api_processes_both_answer_callbacks_and_metrics_add_up(
                     **webhook_signature.headers(SECRET, raw), "Content-Type": "application/json"})
                 return resp.status_code
 
-            statuses = await asyncio.gather(*(callback(i) for i in range(CALLBACKS)))
-            assert statuses == [202] * CALLBACKS
-            by_pid = _answered_by_pid(settings.data_dir / "api-metrics")
-            assert sum(by_pid.values()) == CALLBACKS
+            # One at a time: each new connection is a race between idle processes, which both win
+            # some (a burst is swallowed by whichever process wakes first). Bounded, never timed.
+            sent, by_pid = 0, Counter[int]()
+            while sent < MAX_CALLBACKS and len([n for n in by_pid.values() if n]) < 2:
+                for _ in range(CALLBACKS):
+                    assert await callback(sent) == 202
+                    sent += 1
+                by_pid = _answered_by_pid(settings.data_dir / "api-metrics")
+            assert sum(by_pid.values()) == sent
             serving = {pid for pid, n in by_pid.items() if n}
             assert len(serving) >= 2 and serving <= workers, (by_pid, workers)
-            assert _sum_of((await http.get("/metrics")).text) == CALLBACKS  # every process's count, from any
+            assert _sum_of((await http.get("/metrics")).text) == sent  # every process's count, from any
             # the flows exist in Temporal, whichever process started them
             handle = dev_env.client.get_workflow_handle("sign:webhook:default:procs-7")
             assert (await handle.describe()).id == "sign:webhook:default:procs-7"
+            assert "died" not in log.read_text()  # no process was replaced while starting or serving
     finally:
         proc.terminate()
         proc.wait(timeout=20)
@@ -121,5 +129,5 @@ async def test_the_transcript_numbers_entries_from_the_file_whichever_process_ap
     two.append("outbound", body={"idempotency_key": "k-1"})
     await asyncio.wait_for(follower, 2)  # within FOLLOW_POLL, not the 10 s timeout
     assert one.get(3) is not None and one.get(3)["kind"] == "outbound" and one.seen("k-1")
-    assert [json.loads(line)["seq"] for line in (tmp_path / "playground" / "transcript.jsonl").read_text().splitlines()] \
-        == [1, 2, 3]
+    lines = (tmp_path / "playground" / "transcript.jsonl").read_text().splitlines()
+    assert [json.loads(line)["seq"] for line in lines] == [1, 2, 3]

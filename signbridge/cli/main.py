@@ -73,6 +73,11 @@ API_HOST = "127.0.0.1"
 API_PORT = 8000
 STOP_TIMEOUT = 10.0
 STARTUP_TIMEOUT = 90.0
+# uvicorn pings each API process and replaces one that does not answer within this many seconds.
+# Its default (5 s) killed processes still starting: a spawned process first imports this module
+# (the parent's `__main__`: every command's imports) before it can answer, over 5 s on a busy
+# 2-core machine, so processes were replaced in a loop and never served.
+WORKER_HEALTHCHECK_SECONDS = 60
 
 
 @dataclass
@@ -313,7 +318,8 @@ def api(
     api_startup.prepare(settings, processes, access_log=access_log, own_logging=log_config is None)
     uvicorn.run(api_startup.FACTORY if log_config is None else "api.main:create_app", factory=True, host=host,
                 port=port, log_config=str(log_config) if log_config else None, proxy_headers=True,
-                forwarded_allow_ips=forwarded_allow_ips, workers=processes)
+                forwarded_allow_ips=forwarded_allow_ips, workers=processes,
+                timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS)
 
 
 @app.command(name="chat-listener")
