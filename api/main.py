@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -55,28 +54,6 @@ DESCRIPTION = """Get documents signed without leaving the chat.
 """
 
 
-# Young-generation threshold once the app has started (CPython's default: 700 allocations).
-GC_GEN0_THRESHOLD = 10_000
-
-
-def settle_heap() -> None:
-    """Keep the garbage collector's full passes off the callback path.
-
-    Measured in an API process at 25 callbacks/s (gc.callbacks timings, 30 s): CPython ran 8 full
-    (generation 2) collections, each walking every object the imports and the app made at start
-    (FastAPI, pydantic models, temporalio, pyHanko, cryptography) — 300–900 ms each on the shared
-    benchmark machine, and every request in flight waited them out: the p99 spikes at 25 req/s.
-    `gc.freeze()` moves what exists now into the permanent generation, which no collection walks
-    again, so full passes scan only what requests create; a higher young-generation threshold makes
-    the young passes (about 40 a second) a few a second. Request objects die by reference counting,
-    so memory does not grow from collecting less often; cycles are still collected.
-    """
-    gc.collect()
-    gc.freeze()
-    _, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
-
-
 def create_app(settings: Settings | None = None, client: Client | None = None) -> FastAPI:
     settings = settings or get_settings()
     settings.check_production()
@@ -107,7 +84,6 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
             app.state.docusign_views = views
             # One-time codes for the signing pages go out by email or SMS (`connectors.notify`).
             app.state.notifier = build_notifier(settings, http)
-            settle_heap()
             yield
             await app.state.intake.settled()  # chat files still being written (Intake._remember_files)
 

@@ -148,7 +148,7 @@ def write_report(r: Results) -> str:
     w("Setup: the embedded defaults — Temporal dev server (`temporal server start-dev`, in-memory SQLite), "
       "the built-in signing provider (real PAdES signatures with pyHanko), the webhook IM posting to a "
       "loopback sink that verifies every signature, SQLite for SignBridge's own tables. The API "
-      "(`uvicorn api.main:create_app`, one process) and the worker (`python -m worker`) run as separate "
+      "(`uvicorn api.main:create_app`, one process; row 1 also with one process per core) and the worker (`python -m worker`) run as separate "
       "processes; the load generator, the sink and the baseline's driver share the bench process. "
       "All on the same 2-core machine, so the load generator competes with what it measures.\n")
     w("Parameters: " + ", ".join(f"{k}={v}" for k, v in p.items()) + "\n")
