@@ -128,6 +128,7 @@ async def test_the_transcript_numbers_entries_from_the_file_whichever_process_ap
     assert not follower.done()
     two.append("outbound", body={"idempotency_key": "k-1"})
     await asyncio.wait_for(follower, 2)  # within FOLLOW_POLL, not the 10 s timeout
-    assert one.get(3) is not None and one.get(3)["kind"] == "outbound" and one.seen("k-1")
+    third = one.get(3)
+    assert third is not None and third["kind"] == "outbound" and one.seen("k-1")
     lines = (tmp_path / "playground" / "transcript.jsonl").read_text().splitlines()
     assert [json.loads(line)["seq"] for line in lines] == [1, 2, 3]
