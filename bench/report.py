@@ -365,11 +365,13 @@ ACK_SPIKES = (
     "commit waiting on fsync or a WAL checkpoint (p99 27 ms, max 61 ms in that run) stalled every "
     "callback in flight; the slowest requests sat on top of such commits. Now the write runs in a thread "
     "and the 202 does not wait for it (a later command that looks files up waits for this process's "
-    "pending writes first), and the pause switch's periodic re-read runs in a thread too. Same probe "
-    "after the change: event-loop stalls over 20 ms fell from 62 to 11 (longest 116 → 46 ms), and the "
-    "time inside the app from p50 9.6 / p99 97.5 ms to 6.5 / 74.2 ms. What is left of the tail is CPU: "
-    "with the API, the dev server and the load generator on two cores the bare start's own p99 moves "
-    "between 15 and 70 ms from run to run, and the callback's tail moves with it. Logging is not on "
+    "pending writes first), and the pause switch's periodic re-read runs in a thread too. Same probe, same "
+    "machine, runs alternated: event-loop stalls over 20 ms 62 before (longest 116 ms) against 11, 18 "
+    "and 7 after (longest 46, 99, 31 ms); time inside the app p50 / p99 9.6 / 97.5 ms before, 6.5 / 74.2 "
+    "and 5.7 / 27.5 ms after (the 7.3 / 320 ms run had the bare start's own p99 at 417 ms: the machine, "
+    "not the API). What is left of the tail is CPU: with the API, the dev server and the load generator "
+    "on two cores (shared, during these runs, with other work) the bare start's own p99 moves between "
+    "15 and 400 ms from run to run, and the callback's tail moves with it. Logging is not on "
     "the path (the bench runs at WARNING without an access log; `signbridge run` turns the access log on "
     "for developers).")
 
