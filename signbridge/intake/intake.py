@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy.engine import Engine
 from temporalio.client import Client, WorkflowExecution
@@ -76,6 +78,10 @@ class Intake:
         self.engine = engine
         self.pause = PauseSwitch(engine, settings.pause_check_seconds)
         self._writing: set[asyncio.Future[None]] = set()  # files being kept (`_remember_files`)
+        # One thread of its own: SQLite takes one writer at a time anyway, and writes waiting for the
+        # database lock (several API processes, one SQLite file) must not fill asyncio's default
+        # executor, which other awaits on the callback path use.
+        self._file_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-files")
 
     async def handle(self, received: ChatEvent | ChatAction | ApprovalEvent | Departure, rules: Rules) -> Outcome:
         """What a platform's callback (or long-connection event) carried, within its deadline."""
@@ -304,7 +310,7 @@ class Intake:
         """The message's files stored for later commands, in a thread (see `start_from_command`)."""
         if not event.files:
             return
-        write = asyncio.ensure_future(asyncio.to_thread(
+        write = asyncio.get_running_loop().run_in_executor(self._file_writer, functools.partial(
             chat_files.remember, self.engine, platform=event.platform, tenant=event.tenant, chat_id=event.chat_id,
             sender_id=event.sender.id, message_id=event.message,
             files=[chat_files.Posted(f.name, f.url, f.sha256) for f in event.files]))

@@ -21,6 +21,7 @@ class PauseSwitch:
         self.ttl = ttl_seconds
         self._reason: str | None = None
         self._read_at = float("-inf")
+        self._rereading: asyncio.Future[str | None] | None = None
 
     def reason(self) -> str | None:
         """The reason while paused; None while new requests may start."""
@@ -33,7 +34,10 @@ class PauseSwitch:
 
     async def current(self) -> str | None:
         """`reason()` for the event loop: the re-read, when due, runs in a thread, so a database busy
-        with a checkpoint delays this callback only, not every other one in flight."""
+        with a checkpoint delays the callbacks that asked, not every one in flight; callbacks that
+        ask meanwhile share that one re-read."""
         if time.monotonic() - self._read_at >= self.ttl:
-            await asyncio.to_thread(self.reason)
+            if self._rereading is None or self._rereading.done():
+                self._rereading = asyncio.ensure_future(asyncio.to_thread(self.reason))
+            await asyncio.shield(self._rereading)
         return self._reason
