@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -40,7 +41,7 @@ from signbridge.intake import Intake
 from signbridge.pdf.pool import shutdown_pool
 from store.blob_factory import make_blob_store
 from store.db import create_all, get_engine
-from store.files import private_dir
+from store.files import exclusive, private_dir
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,10 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
         app.state.settings = settings
         app.state.engine = get_engine(settings.sqlalchemy_url)
         if settings.environment == DEVELOPMENT:
-            create_all(app.state.engine)  # elsewhere `signbridge db upgrade` (alembic) owns the schema
+            # Elsewhere `signbridge db upgrade` (alembic) owns the schema. Several API processes start
+            # at once (`SIGNBRIDGE_API_PROCESSES`): one creates, the others then find the tables.
+            with exclusive(settings.data_dir / ".schema.lock"):
+                create_all(app.state.engine)
             app.state.playground = Transcript(settings.data_dir / "playground")
         app.state.blobs = make_blob_store(settings)
         app.state.temporal = client or await connect(settings)
@@ -83,6 +87,7 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
             app.state.notifier = build_notifier(settings, http)
             try:
                 yield
+                await app.state.intake.settled()  # chat files still being written (Intake._remember_files)
             finally:
                 await shutdown_pool()  # the signing processes, if any signature started them
 
@@ -105,3 +110,16 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
     openapi_docs.document(app, requests.NewRequest)
     openapi_docs.redoc_page(app)
     return app
+
+
+def create_served_app() -> FastAPI:
+    """`signbridge api`'s factory, called in each API process: uvicorn spawns its processes with
+    Python's default logging, so each installs SignBridge's (secrets redacted) before the app."""
+    from signbridge.cli.api_startup import ACCESS_LOG, OWN_LOGGING
+    from signbridge.core.observability import configure_logging
+
+    if os.environ.get(OWN_LOGGING):
+        configure_logging()
+        if os.environ.get(ACCESS_LOG):
+            logging.getLogger("uvicorn.access").setLevel(logging.INFO)
+    return create_app()

@@ -1,8 +1,10 @@
 """Row 1 — callback acknowledgement: `POST /im/webhook/events` vs a bare `start_workflow`.
 
-Both sides run open loop at the same rates from this process. The API runs as its own process
-(uvicorn, one event loop, as deployed) on a task queue no worker polls, and so does the
-baseline's empty workflow: what is measured is verification + durable start, not execution.
+Both sides run open loop at the same rates from this process. The API runs as its own uvicorn
+server on a task queue no worker polls, and so does the baseline's empty workflow: what is
+measured is verification + durable start, not execution. Each rate is measured against one API
+process and against N (= cores, the shipped `SIGNBRIDGE_API_PROCESSES` default), both next to the
+bare start measured at that rate in the same run.
 """
 
 from __future__ import annotations
@@ -62,20 +64,24 @@ class AckRow:
     rate: float
     signbridge: LoadResult
     baseline: LoadResult
+    processes: int = 1  # API processes behind the port (results saved before this field: one)
 
 
-async def run(client: Client, api: str, noworker_queue: str, rates: list[float], duration: float,
+async def run(client: Client, apis: dict[int, str], noworker_queue: str, rates: list[float], duration: float,
               log: Any = print) -> list[AckRow]:
+    """`apis`: base URL by number of API processes. One baseline per rate, then each API at it."""
     rows = []
     async with http_client() as http:
-        # warm both paths (connections, imports, the server's caches) before measuring
-        await callback_load(http, api, 10, 1.0, "warm")
+        # warm every path (connections, imports, each process's caches) before measuring
+        for api in apis.values():
+            await callback_load(http, api, 10, 1.0, "warm")
         await bare_start_load(client, noworker_queue, 10, 1.0)
         for rate in rates:
             base = await bare_start_load(client, noworker_queue, rate, duration)
             log(f"  ack baseline {rate:>5.0f}/s: p50 {base.p50:.1f} ms p99 {base.p99:.1f} ms errors {base.errors}")
-            sb = await callback_load(http, api, rate, duration, f"ack{int(rate)}")
-            log(f"  ack signbridge {rate:>3.0f}/s: p50 {sb.p50:.1f} ms p99 {sb.p99:.1f} ms errors {sb.errors}"
-                + (f" ({sb.first_error})" if sb.first_error else ""))
-            rows.append(AckRow(rate, sb, base))
+            for processes, api in sorted(apis.items()):
+                sb = await callback_load(http, api, rate, duration, f"ack{int(rate)}p{processes}")
+                log(f"  ack signbridge {rate:>3.0f}/s, {processes} API process(es): p50 {sb.p50:.1f} ms "
+                    f"p99 {sb.p99:.1f} ms errors {sb.errors}" + (f" ({sb.first_error})" if sb.first_error else ""))
+                rows.append(AckRow(rate, sb, base, processes))
     return rows

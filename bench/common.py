@@ -181,12 +181,13 @@ def _port_of(settings: Settings) -> int:
 
 
 @contextmanager
-def api_process(stack: Stack) -> Iterator[str]:
-    """`uvicorn --factory api.main:create_app` on the settings' port; yields the base URL."""
+def api_process(stack: Stack, processes: int = 1) -> Iterator[str]:
+    """`uvicorn --factory api.main:create_app` on the settings' port (`--workers processes`, as
+    `signbridge api` runs it); yields the base URL."""
     port = _port_of(stack.settings)
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning", "--no-access-log"],
+         "--port", str(port), "--log-level", "warning", "--no-access-log", "--workers", str(processes)],
         cwd=ROOT, env=stack.env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     try:

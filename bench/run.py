@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from bench import ack, card, cost, e2e, scale, signing, waiting
 from bench.common import Stack, TimedSink, api_process, make_settings, target, worker_process
 from bench.report import Results, machine, save_results, write_report
+from signbridge.core.settings import Settings
+from tests.sim.servers import free_port
 from tests.temporal_servers import dev_server
 
 RESULTS = Path(".data/bench/results.pickle")
@@ -45,6 +49,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="also measure row 4's RSS with the worker's sticky cache capped at this many flows "
                         "(default 60; 0 to skip)")
     p.add_argument("--sign-iterations", type=int, default=None, help="signatures per key type (default 10)")
+    p.add_argument("--api-processes", type=int, default=None,
+                   help="row 1's second API: this many processes (default: cores, as SIGNBRIDGE_API_PROCESSES)")
     p.add_argument("--rows", default="1,2,3,4,5,6,7", help="which rows to run, comma separated")
     p.add_argument("--results", type=Path, default=RESULTS,
                    help=f"where the raw results are saved after every row (default {RESULTS}); "
@@ -70,6 +76,7 @@ async def main(args: argparse.Namespace, command: str = "python -m bench.run") -
         "waiting_flows": args.waiting_flows or (20 if q else 300),
         "sign_iterations": args.sign_iterations or (2 if q else 10),
         "capped_cache": args.capped_cache if args.capped_cache is not None else (5 if q else 60),
+        "api_processes": args.api_processes or os.cpu_count() or 1,
     }
     p = res.params
     with tempfile.TemporaryDirectory(prefix="signbridge-bench-") as tmp:
@@ -105,9 +112,10 @@ async def _dev_rows(res: Results, rows: set[int], root: Path, log: Any, save: Ca
             with api_process(main) as api, api_process(acks) as ack_api, \
                     worker_process(main) as worker, worker_process(main, "bench.baseline") as base_worker:
                 if 1 in rows:
-                    log("row 1: callback acknowledgement (open loop)")
-                    res.ack = await ack.run(client, ack_api, ack_settings.task_queue + "-empty", p["rates"],
-                                            p["ack_seconds"], log)
+                    log(f"row 1: callback acknowledgement (open loop), 1 and {p['api_processes']} API processes")
+                    with _ack_apis(root, ack_settings, ack_api, p["api_processes"]) as apis:
+                        res.ack = await ack.run(client, apis, ack_settings.task_queue + "-empty", p["rates"],
+                                                p["ack_seconds"], log)
                     save()
                 if 5 in rows:
                     log("row 5: signal to card")
@@ -138,6 +146,18 @@ async def _dev_rows(res: Results, rows: set[int], root: Path, log: Any, save: Ca
                         with worker_process(capped, "bench.capped_worker", [str(p["capped_cache"])]) as cw:
                             res.waiting_capped = await waiting.run_capped(
                                 client, capped_settings, sink, cw, p["capped_cache"], n, rate, log=log)
+
+
+@contextmanager
+def _ack_apis(root: Path, settings: Settings, one: str, processes: int) -> Iterator[dict[int, str]]:
+    """Row 1's APIs by process count: the one-process API, and (for row 1 only, so it idles through
+    no other row) N processes on the same queue, as `signbridge api` starts them by default."""
+    if processes <= 1:
+        yield {1: one}
+        return
+    many = Stack(settings.model_copy(update={"public_url": f"http://127.0.0.1:{free_port()}"}), root / "ack-n")
+    with api_process(many, processes) as url:
+        yield {1: one, processes: url}
 
 
 def _secret() -> str:

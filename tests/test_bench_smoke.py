@@ -70,3 +70,32 @@ def test_a_full_scale_run_supplies_row_4_at_10000_and_the_rss_verdict() -> None:
     assert "### At 10,000 flows" in text and "`python -m bench.run --rows 4`" in text
     target = next(line for line in text.splitlines() if line.startswith("| 10,000 waiting flows"))
     assert "900 MiB with 10000 waiting" in target and "**missed**" in target  # the 1,100 MiB high-water mark
+
+
+def test_row_1_reports_one_and_n_api_processes_against_the_same_bare_start() -> None:
+    """Row 1's verdicts are judged on N API processes (the shipped default), with one process beside
+    it, each against the bare start measured at that rate; results saved before N existed still render."""
+    from bench.ack import AckRow
+    from bench.common import LoadResult
+
+    def load(rate: float, p50_ms: float, p99_ms: float) -> LoadResult:
+        lat = [p50_ms / 1000] * 98 + [p99_ms / 1000] * 2
+        return LoadResult(rate=rate, duration=30, latencies=lat, errors=0)
+
+    rows = []
+    for rate, base, one, many in ((50, 20.0, 45.0, 22.0), (100, 30.0, 400.0, 90.0)):
+        rows += [AckRow(rate, load(rate, 12, one), load(rate, 6, base), 1),
+                 AckRow(rate, load(rate, 10, many), load(rate, 6, base), 2)]
+    text = write_report(Results(quick=False, started=0.0, machine={}, ack=rows, params={"ack_seconds": 30}))
+    fifty = next(line for line in text.splitlines() if line.startswith("| callback p99 ≤ 1.2 × bare start"))
+    assert "22.0 ms vs 20.0 ms (1.10×) with 2 API processes" in fifty and "1 API process: 45.0 ms" in fifty
+    assert fifty.endswith("| met |")
+    hundred = next(line for line in text.splitlines() if line.startswith("| callback p99 ≤ 100 ms at 100 req/s"))
+    assert "90.0 ms with 2 API processes" in hundred and hundred.endswith("| met |")
+    assert "| 100 | 1 | 12.0 / 400.0 | 6.0 / 30.0 |" in text and "| 100 | 2 | 10.0 / 90.0 | 6.0 / 30.0 |" in text
+    assert "At 100 req/s" not in text  # nothing missed, nothing to explain
+
+    old = AckRow.__new__(AckRow)  # as unpickled from a run before `processes` existed
+    old.__dict__.update(rate=50.0, signbridge=load(50, 12, 80.0), baseline=load(50, 6, 20.0))
+    text = write_report(Results(quick=False, started=0.0, machine={}, ack=[old], params={"ack_seconds": 30}))
+    assert "80.0 ms vs 20.0 ms (4.00×) with 1 API process | **missed** |" in text

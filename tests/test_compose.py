@@ -7,7 +7,7 @@ deployment that silently ignores a setting).
 - every SIGNBRIDGE_* key in compose or .env.example is a field of a settings class in the code,
   every core setting is documented in .env.example, and every secret is either required by
   compose (`${VAR:?...}`) or documented empty;
-- the API's port is the same in the Dockerfile, the CLI, the uvicorn command, the published port
+- the API's port is the same in the Dockerfile, the CLI, the compose command, the published port
   and the health check.
 """
 
@@ -264,7 +264,7 @@ def test_api_port_agrees_everywhere(compose: dict[str, Any]) -> None:
     api = compose["services"]["api"]
     command = api["command"]
     port = int(command[command.index("--port") + 1])
-    assert command[:3] == ["uvicorn", "api.main:create_app", "--factory"]
+    assert command[:2] == ["signbridge", "api"]  # one API process per core, as `signbridge api` starts them
     assert port == cli.API_PORT and port in exposed
     assert [p.rsplit(":", 1)[1] for p in api["ports"]] == [str(port)]
     assert f"127.0.0.1:{port}/readyz" in " ".join(api["healthcheck"]["test"])

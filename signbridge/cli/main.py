@@ -73,6 +73,11 @@ API_HOST = "127.0.0.1"
 API_PORT = 8000
 STOP_TIMEOUT = 10.0
 STARTUP_TIMEOUT = 90.0
+# uvicorn pings each API process and replaces one that does not answer within this many seconds.
+# Its default (5 s) killed processes still starting: a spawned process first imports this module
+# (the parent's `__main__`: every command's imports) before it can answer, over 5 s on a busy
+# 2-core machine, so processes were replaced in a loop and never served.
+WORKER_HEALTHCHECK_SECONDS = 60
 
 
 @dataclass
@@ -186,7 +191,7 @@ async def _supervise(sup: Supervisor, settings: Settings, ports: StackPorts) -> 
         return 0
     typer.echo("starting worker" + (f" (metrics on {ports.metrics_address})" if ports.metrics_address else ""))
     sup.start("worker", [sys.executable, "-m", "worker"])
-    typer.echo(f"starting API on {api_url}")
+    typer.echo(f"starting API on {api_url} ({settings.api_processes} processes, SIGNBRIDGE_API_PROCESSES)")
     sup.start("API", [sys.executable, "-m", "signbridge.cli.main", "api", "--host", API_HOST,
                       "--port", str(ports.api_port), "--access-log"])
     if not await _until(sup, stop, lambda: _api_healthy(api_url), STARTUP_TIMEOUT, "API"):
@@ -286,22 +291,35 @@ def worker() -> None:
 def api(
     host: Annotated[str, typer.Option(help="bind address")] = API_HOST,
     port: Annotated[int, typer.Option(help="port")] = API_PORT,
-    workers: Annotated[int, typer.Option(min=1, help="API processes (chat callbacks must be acked in 3 s)")] = 1,
+    workers: Annotated[int | None, typer.Option(
+        min=1, help="API processes on the port [default: SIGNBRIDGE_API_PROCESSES, i.e. one per core]")] = None,
     access_log: Annotated[bool, typer.Option(help="log every request (tokens and signatures redacted)")] = False,
+    forwarded_allow_ips: Annotated[str | None, typer.Option(
+        help="proxies whose X-Forwarded-* headers are trusted [default: $FORWARDED_ALLOW_IPS or 127.0.0.1]")] = None,
+    log_config: Annotated[Path | None, typer.Option(
+        help="a logging config file (JSON/YAML/INI) instead of SignBridge's own; it must keep the "
+             "RedactSecrets filter")] = None,
 ) -> None:
-    """Run the HTTP API with uvicorn (uvloop and httptools when installed, as they are by default)."""
-    import logging
+    """Run the HTTP API with uvicorn (uvloop and httptools when installed, as they are by default).
 
+    Several processes share the port (uvicorn's workers); what must happen once happens here,
+    before they start (`api_startup.prepare`: the development schema, the shared metrics folder).
+    """
     import uvicorn
 
+    from signbridge.cli import api_startup
     from signbridge.core.observability import configure_logging
 
-    get_settings().check_production()  # one line and exit 1, before uvicorn prints a traceback for it
-    configure_logging()  # with the redaction filter: the access log never shows a token or a signature
-    if access_log:
-        logging.getLogger("uvicorn.access").setLevel(logging.INFO)
-    uvicorn.run("api.main:create_app", factory=True, host=host, port=port, log_config=None, proxy_headers=True,
-                workers=workers)
+    settings = get_settings()
+    settings.check_production()  # one line and exit 1, before uvicorn prints a traceback for it
+    processes = workers or settings.api_processes
+    if log_config is None:
+        configure_logging()  # with the redaction filter: the access log never shows a token or a signature
+    api_startup.prepare(settings, processes, access_log=access_log, own_logging=log_config is None)
+    uvicorn.run(api_startup.FACTORY if log_config is None else "api.main:create_app", factory=True, host=host,
+                port=port, log_config=str(log_config) if log_config else None, proxy_headers=True,
+                forwarded_allow_ips=forwarded_allow_ips, workers=processes,
+                timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS)
 
 
 @app.command(name="chat-listener")

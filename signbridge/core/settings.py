@@ -181,6 +181,9 @@ class Settings(BaseSettings, Timing):
     bulk_max_rows: int = Field(default=10_000, ge=1, le=100_000)
     # The pause switch is read from the database at most this often by each API process.
     pause_check_seconds: float = 2.0
+    # API processes `signbridge api` / `signbridge run` / compose start (uvicorn workers sharing one
+    # port): one event loop per core, so a busy loop does not queue the next chat callbacks.
+    api_processes: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
 
     # One-time codes on the built-in provider's signing page: "on" (the default everywhere: a
     # signer who is not verified by chat single sign-on proves who they are with a code sent to

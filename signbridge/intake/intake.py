@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy.engine import Engine
 from temporalio.client import Client, WorkflowExecution
@@ -74,6 +77,11 @@ class Intake:
         self.settings = settings
         self.engine = engine
         self.pause = PauseSwitch(engine, settings.pause_check_seconds)
+        self._writing: set[asyncio.Future[None]] = set()  # files being kept (`_remember_files`)
+        # One thread of its own: SQLite takes one writer at a time anyway, and writes waiting for the
+        # database lock (several API processes, one SQLite file) must not fill asyncio's default
+        # executor, which other awaits on the callback path use.
+        self._file_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-files")
 
     async def handle(self, received: ChatEvent | ChatAction | ApprovalEvent | Departure, rules: Rules) -> Outcome:
         """What a platform's callback (or long-connection event) carried, within its deadline."""
@@ -102,7 +110,14 @@ class Intake:
 
     async def start_from_command(self, event: ChatEvent, rules: Rules) -> Outcome:
         """A message: its files are kept for later commands; a sign command starts a flow, with the
-        problem set when it cannot go ahead (the flow says why in the chat and ends REJECTED)."""
+        problem set when it cannot go ahead (the flow says why in the chat and ends REJECTED).
+
+        Keeping the files is a database write (with SQLite, a commit that waits for the disk). It
+        runs in a thread and the answer does not wait for it: on the event loop it stalled every
+        callback in flight for the length of an fsync, and awaited it still put one fsync into
+        each callback's latency (docs/benchmarks.md section 1). A command needs only its own files,
+        which it carries; a later command that looks files up waits for the writes still running
+        in this process first (`settled`)."""
         self._remember_files(event)
         bot = event.bot_name or self.settings.bot_name or commands.DEFAULT_BOT_NAME
         words = options.search_words(event.text, bot)
@@ -124,11 +139,13 @@ class Intake:
             parsed, problem = None, problem or e.message
         if parsed is None and problem is None:
             return Ignored("not a command")  # its files, if any, are kept for a later command
-        if (reason := self.pause.reason()) is not None:
+        if (reason := await self.pause.current()) is not None:
             return await self._reply(event, rules, kind="paused", reason=reason)
         if parsed is not None and parsed.bulk:
             return await self._bulk_from_command(event, parsed, problem, rules)
         template = parsed.template if parsed else None
+        if not event.files:
+            await self.settled()  # a file message just before this command is looked up below
         documents, named = (([DocumentSource(name=f.name, url=f.url, sha256=f.sha256) for f in event.files], True)
                             if template else self._documents(event, rules))
         if problem is None and not documents and not template:
@@ -205,7 +222,7 @@ class Intake:
             chat = ChatRef(platform=event.platform, tenant=event.tenant, chat_id=mapping.chat_id or initiator.id,
                            chat_kind="group" if mapping.chat_id else "direct", source_event_id=source)
             provider = mapping.provider or provider
-        if (reason := self.pause.reason()) is not None:
+        if (reason := await self.pause.current()) is not None:
             arg = ChatReplyInput(chat=chat, to=initiator, kind="paused", reason=reason)
             return await temporal_calls.start_reply(self.client, arg, f"reply:{event.platform}:{event.tenant}:"
                                                     f"{source}", self.settings.task_queue, rules.deadline.accept)
@@ -234,6 +251,8 @@ class Intake:
     async def _bulk_from_command(self, event: ChatEvent, parsed: commands.ParsedCommand, problem: str | None,
                                  rules: Rules) -> Outcome:
         """`/sign 批量 模板:…` with a CSV: a `BulkSendWorkflow` (id from the event, so a redelivery is a no-op)."""
+        if not event.files:
+            await self.settled()
         files, _ = (bulk.sources(event.files), True) if event.files else self._documents(event, rules)
         arg = bulk.from_command(event, parsed, self.settings, problem,
                                 self._named(event.sender, event.platform, event.tenant), files)
@@ -288,10 +307,26 @@ class Intake:
         return await temporal_calls.start(self.client, req, self.settings.task_queue, deadline.accept)
 
     def _remember_files(self, event: ChatEvent) -> None:
-        if event.files:
-            chat_files.remember(self.engine, platform=event.platform, tenant=event.tenant, chat_id=event.chat_id,
-                                sender_id=event.sender.id, message_id=event.message,
-                                files=[chat_files.Posted(f.name, f.url, f.sha256) for f in event.files])
+        """The message's files stored for later commands, in a thread (see `start_from_command`)."""
+        if not event.files:
+            return
+        write = asyncio.get_running_loop().run_in_executor(self._file_writer, functools.partial(
+            chat_files.remember, self.engine, platform=event.platform, tenant=event.tenant, chat_id=event.chat_id,
+            sender_id=event.sender.id, message_id=event.message,
+            files=[chat_files.Posted(f.name, f.url, f.sha256) for f in event.files]))
+        self._writing.add(write)
+        write.add_done_callback(self._written)
+
+    def _written(self, write: asyncio.Future[None]) -> None:
+        self._writing.discard(write)
+        if not write.cancelled() and (error := write.exception()) is not None:
+            # The flow is unaffected (it carries its files); a later command naming none finds fewer.
+            log.error("could not keep a chat message's files for later commands: %s", type(error).__name__)
+
+    async def settled(self) -> None:
+        """Every file write this process started is done: before files are looked up, and at shutdown."""
+        if self._writing:
+            await asyncio.gather(*list(self._writing), return_exceptions=True)
 
     def _documents(self, event: ChatEvent, rules: Rules) -> tuple[list[DocumentSource], bool]:
         """The files of the message, else of the message it replies to, else the sender's latest

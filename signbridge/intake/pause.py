@@ -7,6 +7,7 @@ Only new requests are turned away: flows already running carry on, and `/readyz`
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from sqlalchemy.engine import Engine
@@ -20,6 +21,7 @@ class PauseSwitch:
         self.ttl = ttl_seconds
         self._reason: str | None = None
         self._read_at = float("-inf")
+        self._rereading: asyncio.Future[str | None] | None = None
 
     def reason(self) -> str | None:
         """The reason while paused; None while new requests may start."""
@@ -28,4 +30,14 @@ class PauseSwitch:
             row = switches.get(self.engine, switches.PAUSE)
             self._reason = (row.reason or "—") if row is not None and row.on else None
             self._read_at = now
+        return self._reason
+
+    async def current(self) -> str | None:
+        """`reason()` for the event loop: the re-read, when due, runs in a thread, so a database busy
+        with a checkpoint delays the callbacks that asked, not every one in flight; callbacks that
+        ask meanwhile share that one re-read."""
+        if time.monotonic() - self._read_at >= self.ttl:
+            if self._rereading is None or self._rereading.done():
+                self._rereading = asyncio.ensure_future(asyncio.to_thread(self.reason))
+            await asyncio.shield(self._rereading)
         return self._reason
