@@ -117,8 +117,10 @@ class Intake:
         callback in flight for the length of an fsync, and awaited it still put one fsync into
         each callback's latency (docs/benchmarks.md section 1). A command needs only its own files,
         which it carries; a later command that looks files up waits for the writes still running
-        in this process first (`settled`)."""
-        self._remember_files(event)
+        in this process first (`settled`). A message that is not a command is acknowledged only
+        once its files are kept: the record is then the only place they live, and a crash right
+        after the acknowledgement must not lose them (the platform would not send them again)."""
+        writing = self._remember_files(event)
         bot = event.bot_name or self.settings.bot_name or commands.DEFAULT_BOT_NAME
         words = options.search_words(event.text, bot)
         if words is not None:
@@ -138,7 +140,9 @@ class Intake:
         except commands.CommandProblem as e:
             parsed, problem = None, problem or e.message
         if parsed is None and problem is None:
-            return Ignored("not a command")  # its files, if any, are kept for a later command
+            if writing is not None:
+                await asyncio.shield(writing)  # kept for a later command before the platform hears "done"
+            return Ignored("not a command")
         if (reason := await self.pause.current()) is not None:
             return await self._reply(event, rules, kind="paused", reason=reason)
         if parsed is not None and parsed.bulk:
@@ -306,16 +310,17 @@ class Intake:
         """A request built elsewhere (the REST API): the same start, the same outcomes."""
         return await temporal_calls.start(self.client, req, self.settings.task_queue, deadline.accept)
 
-    def _remember_files(self, event: ChatEvent) -> None:
+    def _remember_files(self, event: ChatEvent) -> asyncio.Future[None] | None:
         """The message's files stored for later commands, in a thread (see `start_from_command`)."""
         if not event.files:
-            return
+            return None
         write = asyncio.get_running_loop().run_in_executor(self._file_writer, functools.partial(
             chat_files.remember, self.engine, platform=event.platform, tenant=event.tenant, chat_id=event.chat_id,
             sender_id=event.sender.id, message_id=event.message,
             files=[chat_files.Posted(f.name, f.url, f.sha256) for f in event.files]))
         self._writing.add(write)
         write.add_done_callback(self._written)
+        return write
 
     def _written(self, write: asyncio.Future[None]) -> None:
         self._writing.discard(write)
