@@ -17,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import pytest
 from prometheus_client.mmap_dict import MmapedDict
 from temporalio.testing import WorkflowEnvironment
 
@@ -132,3 +133,25 @@ async def test_the_transcript_numbers_entries_from_the_file_whichever_process_ap
     assert third is not None and third["kind"] == "outbound" and one.seen("k-1")
     lines = (tmp_path / "playground" / "transcript.jsonl").read_text().splitlines()
     assert [json.loads(line)["seq"] for line in lines] == [1, 2, 3]
+
+
+def test_api_processes_share_the_cores_for_signing_unless_told(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every API process has its own signing pool: N processes × one child per core would only
+    add memory, so `signbridge api` gives each its share of the cores."""
+    from signbridge.cli import api_startup
+
+    for name in (api_startup.SIGNING_ENV, api_startup.METRICS_ENV, api_startup.OWN_LOGGING, api_startup.ACCESS_LOG):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    settings = Settings(environment="production", data_dir=tmp_path, database_url=f"sqlite:///{tmp_path}/x.db")
+    api_startup.prepare(settings, 4, access_log=False, own_logging=True)
+    assert os.environ[api_startup.SIGNING_ENV] == "2"
+    assert Settings().signing_processes == 2  # what each uvicorn process reads at start
+    api_startup.prepare(settings, 16, access_log=False, own_logging=True)
+    assert os.environ[api_startup.SIGNING_ENV] == "1"  # never none
+
+    monkeypatch.setenv(api_startup.SIGNING_ENV, "3")
+    told = Settings(environment="production", data_dir=tmp_path, database_url=f"sqlite:///{tmp_path}/x.db")
+    api_startup.prepare(told, 4, access_log=False, own_logging=True)
+    assert os.environ[api_startup.SIGNING_ENV] == "3"  # an operator's choice stands

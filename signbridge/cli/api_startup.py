@@ -29,6 +29,14 @@ ACCESS_LOG = "_SIGNBRIDGE_API_ACCESS_LOG"
 METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
+SIGNING_ENV = "SIGNBRIDGE_SIGNING_PROCESSES"
+
+
+def signing_share(api_processes: int) -> int:
+    """Signing processes per API process when none is set: the cores shared out, at least one."""
+    return max(1, (os.cpu_count() or 1) // api_processes)
+
+
 def prepare(settings: Settings, processes: int, *, access_log: bool, own_logging: bool) -> None:
     private_dir(settings.data_dir)
     if settings.environment == DEVELOPMENT:  # elsewhere `signbridge db upgrade` owns the schema
@@ -42,5 +50,9 @@ def prepare(settings: Settings, processes: int, *, access_log: bool, own_logging
         for stale in folder.glob("*.db"):  # counts of an earlier run's processes
             stale.unlink()
         os.environ[METRICS_ENV] = str(folder)
+    if settings.signing_processes is None:
+        # Each API process has a signing pool of its own: together they use the cores once, not
+        # once each (2 processes × 2 children on 2 cores would only add memory).
+        os.environ[SIGNING_ENV] = str(signing_share(processes))
     os.environ[OWN_LOGGING] = "1" if own_logging else ""
     os.environ[ACCESS_LOG] = "1" if access_log else ""
