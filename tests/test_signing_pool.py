@@ -261,3 +261,49 @@ def test_finish_finds_the_longest_validated_version(tmp_path: Path) -> None:
     assert not validated.record(engine, foreign, result)
     found = validated.base_for(engine, foreign)
     assert found is not None and found.size == len(v2)
+
+
+OWNER = """
+import asyncio, os, sys
+from signbridge.pdf.pool import SigningPool
+
+async def main() -> None:
+    pool = SigningPool(2)
+    pids = await asyncio.gather(pool.run(os.getpid), pool.run(os.getpid))
+    print(" ".join(str(p) for p in set(pids)), flush=True)
+    await asyncio.sleep(3600)  # killed before this ends, without shutting the pool down
+
+asyncio.run(main())
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")  # a zombie has exited
+
+
+async def test_children_exit_when_their_owner_is_killed() -> None:
+    """An API or worker process killed outright (SIGKILL, the OOM killer) must not leave its signing
+    processes (and their forkserver) waiting for jobs for ever."""
+    import signal
+    import subprocess
+    import sys
+
+    owner = subprocess.Popen([sys.executable, "-c", OWNER], stdout=subprocess.PIPE, cwd=Path(__file__).parents[1])
+    try:
+        assert owner.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(owner.stdout.readline), timeout=60)
+        children = [int(p) for p in line.split()]
+        assert children and owner.pid not in children
+        assert not any(_gone(p) for p in children)
+        owner.send_signal(signal.SIGKILL)
+        owner.wait(timeout=10)
+        async with asyncio.timeout(30):  # each child looks for its owner every OWNER_CHECK_SECONDS
+            while not all(_gone(p) for p in children):
+                await asyncio.sleep(0.2)
+    finally:
+        if owner.poll() is None:
+            owner.kill()

@@ -15,7 +15,9 @@ thread, for tiny deployments and tests that want one process).
   (`BrokenProcessPool`). The pool is then rebuilt and the job retried once; if that fails too,
   `SigningUnavailable` tells the caller to use its "try again later" path (the signing page's
   503, the activity's retry) instead of failing every later signature.
-- `shutdown_pool()` at API / worker shutdown stops the children.
+- `shutdown_pool()` at API / worker shutdown stops the children. An owner that dies without it
+  (SIGKILL, the OOM killer) would leave them waiting for jobs for ever — the forkserver too,
+  since the children hold its pipe — so each child watches its owner and exits when it is gone.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
@@ -65,6 +68,39 @@ def _preload() -> list[str]:
     return ["__main__", *PRELOAD, *by_name]
 
 
+# How often a child checks that the process it signs for is still there.
+OWNER_CHECK_SECONDS = 2.0
+
+
+def _started(pid: int) -> str | None:
+    """The process's start time (Linux /proc), so a recycled pid is not taken for the owner."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rfind(")") + 2:].split()[19]
+
+
+def _owner_alive(pid: int, started: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return started is None or _started(pid) == started
+
+
+def _watch_owner(pid: int, started: str | None) -> None:
+    """Pool initializer: exit once the owner is gone (see the module docstring)."""
+    def watch() -> None:
+        while _owner_alive(pid, started):
+            threading.Event().wait(OWNER_CHECK_SECONDS)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="owner-watch", daemon=True).start()
+
+
 def _context() -> multiprocessing.context.BaseContext:
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
@@ -87,7 +123,9 @@ class SigningPool:
     def _current(self) -> ProcessPoolExecutor:
         with self._lock:
             if self._executor is None:
-                self._executor = ProcessPoolExecutor(max_workers=self.processes, mp_context=_context())
+                owner = os.getpid()
+                self._executor = ProcessPoolExecutor(max_workers=self.processes, mp_context=_context(),
+                                                     initializer=_watch_owner, initargs=(owner, _started(owner)))
             return self._executor
 
     def _replace(self, broken: ProcessPoolExecutor) -> None:
