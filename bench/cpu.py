@@ -19,31 +19,8 @@ from pathlib import Path
 
 from bench import e2e
 from bench.common import SECRET, Stack, TimedSink, api_process, make_settings, target, worker_process
-from signbridge.core.settings import Settings
+from bench.scale import api_pids, dev_server_pids, self_cpu_seconds, tree_cpu_seconds
 from tests.temporal_servers import dev_server
-
-_HZ = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process (its threads included), from /proc."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rfind(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / _HZ
-
-
-def pid_listening(port: int) -> int | None:
-    """The process whose command line names `--port <port>` (the dev server started by the SDK)."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"start-dev" in cmd and b"--port" in cmd and cmd[cmd.index(b"--port") + 1] == str(port).encode():
-            return int(entry.name)
-    return None
 
 
 async def run(flows: int, rounds: int) -> None:
@@ -51,48 +28,39 @@ async def run(flows: int, rounds: int) -> None:
         root = Path(tmp)
         async with dev_server() as env:
             address = target(env)
-            server = pid_listening(int(address.rsplit(":", 1)[1]))
+            server = next(iter(dev_server_pids()), None)
             with TimedSink(SECRET) as sink:
                 settings = make_settings(root / "main", address, sink.url)
                 stack = Stack(settings, root / "main")
                 with api_process(stack) as api, worker_process(stack) as worker, \
                         worker_process(stack, "bench.baseline") as base_worker:
-                    pids = {"api": _api_pid(settings), "worker": worker.pid, "bench": os.getpid(),
+                    pids = {"api": api_pids([api])[0], "worker": worker.pid, "bench": os.getpid(),
                             **({"temporal": server} if server else {})}
                     for r in range(rounds + 1):
-                        before = {k: cpu_seconds(p) for k, p in pids.items()}
+                        before = {k: _cpu(p) for k, p in pids.items()}
                         t0 = time.monotonic()
                         res = await e2e.run_signbridge(env.client, settings, sink, api, flows)
                         wall = time.monotonic() - t0
-                        used = {k: cpu_seconds(p) - before[k] for k, p in pids.items()}
+                        used = {k: _cpu(p) - before[k] for k, p in pids.items()}
                         label = "warm-up" if r == 0 else f"round {r}"
                         per = "  ".join(f"{k} {1000 * v / flows:.0f}" for k, v in used.items())
                         print(f"{label}: {res.completed}/{flows} in {wall:.1f} s ({res.per_second:.2f} flows/s); "
                               f"CPU ms per flow: {per}; total {1000 * sum(used.values()) / flows:.0f}", flush=True)
                     # The same measurement for row 2's baseline (no-op activities, same signals).
                     base = {"worker": base_worker.pid, "bench": os.getpid(), **({"temporal": server} if server else {})}
-                    before = {k: cpu_seconds(p) for k, p in base.items()}
+                    before = {k: _cpu(p) for k, p in base.items()}
                     t0 = time.monotonic()
                     bres = await e2e.run_baseline(env.client, settings, sink, flows)
                     wall = time.monotonic() - t0
-                    used = {k: cpu_seconds(p) - before[k] for k, p in base.items()}
+                    used = {k: _cpu(p) - before[k] for k, p in base.items()}
                     per = "  ".join(f"{k} {1000 * v / flows:.0f}" for k, v in used.items())
                     print(f"baseline: {bres.completed}/{flows} in {wall:.1f} s ({bres.per_second:.2f} flows/s); "
                           f"CPU ms per flow: {per}; total {1000 * sum(used.values()) / flows:.0f}", flush=True)
 
 
-def _api_pid(settings: Settings) -> int:
-    port = int(settings.public_url.rsplit(":", 1)[1])
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"uvicorn" in cmd and b"--port" in cmd and cmd[cmd.index(b"--port") + 1] == str(port).encode():
-            return int(entry.name)
-    raise RuntimeError("API process not found")
+def _cpu(pid: int) -> float:
+    """A SignBridge process with its signing pool; the bench process alone (its tree is everything)."""
+    return self_cpu_seconds() if pid == os.getpid() else tree_cpu_seconds(pid)
 
 
 def main() -> None:

@@ -123,6 +123,7 @@ class WebhookSink:
             if self.honour_keys and key in self._acted_keys:
                 self.attempts.append(Attempt(body=body, headers=dict(request.headers), status=200))
                 return Response(json.dumps({"ok": True, "duplicate": True}), media_type="application/json")
+            headers: dict[str, str]
             if self.down is not None:
                 status, headers = self.down, {}
             else:
