@@ -38,7 +38,7 @@ from signbridge.core.shutdown import GRACEFUL_SHUTDOWN_TIMEOUT
 from store.s3_blobs import S3Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-SCHEMA = Path(os.environ.get("SIGNBRIDGE_COMPOSE_SCHEMA", "/work/shared/schemas/compose-spec.json"))
+SCHEMA = Path(os.environ.get("SIGNBRIDGE_COMPOSE_SCHEMA", ROOT / "tests" / "schemas" / "compose-spec.json"))
 # The core classes, imported above so `_settings_classes` finds them however this test is run alone.
 CORE_SETTINGS: tuple[type[BaseSettings], ...] = (Settings, S3Settings, ObservabilitySettings)
 APP_SERVICES = ("api", "worker", "temporal-setup", "migrate")
