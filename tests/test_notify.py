@@ -163,3 +163,19 @@ def test_masks_show_enough_to_recognise_never_to_dial() -> None:
     assert mask_mobile("+8613812341234") == mask_mobile("13812341234") == "138****1234"
     assert mask_mobile("+15555550100") == "+1 555***0100"
     assert mask_email("wang@customer.example") == "w***@customer.example"
+
+
+async def test_the_mailbox_reader_skips_an_entry_still_being_written(tmp_path: Path) -> None:
+    """The worker appends while the playground or a test reads: half a line is not yet an entry."""
+    from connectors.notify.dev import outbox_path
+
+    settings = make_settings(tmp_path)
+    await DevSender(settings, "email").send("wang@customer.example", code_notice("271828"), key="f:x-1:code:1")
+    whole = outbox_path(settings).read_bytes()
+    second = whole.replace(b"271828", b"161803").replace(b"code:1", b"code:2")
+    with outbox_path(settings).open("ab") as f:
+        f.write(second[: len(second) // 2])  # a writer half-way through its line
+        f.flush()
+        assert [e["params"]["code"] for e in read_outbox(settings)] == ["271828"]
+        f.write(second[len(second) // 2:])
+    assert [(e["seq"], e["params"]["code"]) for e in read_outbox(settings)] == [(1, "271828"), (2, "161803")]

@@ -58,7 +58,11 @@ def read_outbox(settings: Settings, to: str | None = None, after: int = 0) -> li
     if not path.is_file():
         return []
     entries = []
-    for seq, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    # Each entry is appended as one line ending in "\n"; what follows the last "\n" is an entry
+    # another process is still writing: read it next time, whole.
+    complete = path.read_bytes().split(b"\n")[:-1]
+    for seq, raw in enumerate(complete, start=1):
+        line = raw.decode("utf-8")
         if seq <= after or not line.strip():
             continue
         entry = json.loads(line)
