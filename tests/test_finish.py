@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 from temporalio.testing import ActivityEnvironment
 
@@ -46,27 +47,36 @@ class HeldDownload:
         return await self.inner.download_signed(flow_id)
 
 
-async def test_finish_heartbeats_while_it_waits_and_at_each_stage(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(documents, "FINISH_HEARTBEAT_EVERY", timedelta(milliseconds=20))
+async def _signed_flow(settings: Settings, request_id: str, title: str, people: list[Person],
+                       ) -> tuple[Engine, FileBlobStore, LocalProvider, DocumentInfo, str]:
+    """A built-in flow whose serial signers (one group each) have all signed on the real signing code."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = get_engine(settings.sqlalchemy_url)
     create_all(engine)
     blobs = FileBlobStore(settings.data_dir / "blobs")
     provider = LocalProvider(settings, engine, blobs)
-    original = sample_contract("Finish test")
+    original = sample_contract(title)
     key = blobs.put(original)
     document = DocumentInfo(name="contract.pdf", sha256=key, blob_key=key, size=len(original), pages=2)
     expires = utcnow() + timedelta(days=1)
-    flow_id = await provider.create_flow(CreateFlowInput(request_id="sign:test:finish", provider="local",
-                                                         title="合同", document=document, groups=[[A]],
+    flow_id = await provider.create_flow(CreateFlowInput(request_id=request_id, provider="local", title="合同",
+                                                         document=document, groups=[[p] for p in people],
                                                          expires_at=expires))
-    [link] = await provider.open_group(OpenGroupInput(request_id="sign:test:finish", provider="local",
-                                                      flow_id=flow_id, group=0, signers=[A], expires_at=expires))
-    assert link.url
-    await local.sign(settings, engine, blobs, link.url.rsplit("/sign/", 1)[1], typed_name=A.name, consent=True,
-                     ip=None, user_agent=None)
+    for group, person in enumerate(people):
+        [link] = await provider.open_group(OpenGroupInput(request_id=request_id, provider="local", flow_id=flow_id,
+                                                          group=group, signers=[person], expires_at=expires))
+        assert link.url
+        await local.sign(settings, engine, blobs, link.url.rsplit("/sign/", 1)[1], typed_name=person.name,
+                         consent=True, ip=None, user_agent=None)
+    return engine, blobs, provider, document, flow_id
+
+
+async def test_finish_heartbeats_while_it_waits_and_at_each_stage(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(documents, "FINISH_HEARTBEAT_EVERY", timedelta(milliseconds=20))
+    engine, blobs, provider, document, flow_id = await _signed_flow(settings, "sign:test:finish", "Finish test", [A])
+    original = blobs.get(document.blob_key)
 
     beats: list[tuple[Any, ...]] = []
     release = asyncio.Event()
@@ -94,23 +104,8 @@ async def test_finish_validates_only_what_the_signing_pages_did_not(settings: Se
     that made it, on top of the version it extends; `finish` then re-verifies none of them and
     says so in the audit trail. A file that extends no validated version is validated in full."""
     B = Person(id="u-2", name="王五")
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = get_engine(settings.sqlalchemy_url)
-    create_all(engine)
-    blobs = FileBlobStore(settings.data_dir / "blobs")
-    provider = LocalProvider(settings, engine, blobs)
-    original = sample_contract("Incremental finish")
-    key = blobs.put(original)
-    document = DocumentInfo(name="contract.pdf", sha256=key, blob_key=key, size=len(original), pages=2)
-    expires = utcnow() + timedelta(days=1)
     request_id = "sign:test:incremental"
-    flow_id = await provider.create_flow(CreateFlowInput(request_id=request_id, provider="local", title="合同",
-                                                         document=document, groups=[[A], [B]], expires_at=expires))
-    for group, person in enumerate((A, B)):
-        [link] = await provider.open_group(OpenGroupInput(request_id=request_id, provider="local", flow_id=flow_id,
-                                                          group=group, signers=[person], expires_at=expires))
-        await local.sign(settings, engine, blobs, link.url.rsplit("/sign/", 1)[1], typed_name=person.name,
-                         consent=True, ip=None, user_agent=None)
+    engine, blobs, provider, document, flow_id = await _signed_flow(settings, request_id, "Incremental finish", [A, B])
     signed = await provider.download_signed(flow_id)
     assert validated.base_for(engine, signed) is not None  # the second page recorded the final version
 
